@@ -1,0 +1,145 @@
+"""``python -m lcfusion.engine [--events json|text] <command> <job.json>``.
+
+Exit status: 0 done, 2 a user error (message names the parameter), 3 cancelled, 1 a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__
+from .errors import CancelledError, LcfusionError
+from .progress import ConsoleReporter, JsonLinesReporter, Reporter
+
+#: Job commands: name -> (module, function). Modules load lazily (torch is imported there).
+JOB_COMMANDS = {
+    "train-fgunet": ("fgunet", "train_fgunet"),
+    "classify-fgunet": ("fgunet", "classify_fgunet"),
+}
+
+EXIT_OK, EXIT_CRASH, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
+TORCH_VERSION = "2.13.0"
+
+
+def _cancel(signum, frame) -> None:
+    raise CancelledError()
+
+
+def _job_command(name: str) -> Callable:
+    module_name, function = JOB_COMMANDS[name]
+    try:
+        module = importlib.import_module(f"{__package__}.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("torch", "safetensors", "sklearn"):
+            raise LcfusionError(
+                f"the engine interpreter {sys.executable} cannot import {exc.name}; run "
+                f"'make setup' in the plugin folder, or install torch=={TORCH_VERSION}, "
+                "safetensors and scikit-learn into an interpreter and point the plugin's engine "
+                "Python setting (or LCFUSION_PYTHON) at it") from exc
+        raise
+    return getattr(module, function)
+
+
+def _environment() -> dict:
+    info = {"lcfusion": __version__, "python": sys.version.split()[0],
+            "executable": sys.executable}
+    try:
+        import torch
+    except ImportError:
+        info["torch"] = None
+        return info
+    info["torch"] = torch.__version__
+    info["cuda"] = torch.cuda.is_available()
+    info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def _model_info(path: str) -> dict:
+    from .modelheader import read_metadata
+
+    meta = read_metadata(path)
+    metrics = meta.get("metrics") or {}
+    return {"family": meta.get("family"), "created": meta.get("created"),
+            "inputs": meta.get("inputs"),
+            "classes": [f"{c['code']} {c['name']}" for c in meta.get("classes", [])],
+            "overall_accuracy": metrics.get("overall_accuracy"),
+            "kappa": metrics.get("kappa"), "mean_f1": metrics.get("mean_f1")}
+
+
+def _sample_scene(args: argparse.Namespace, reporter: Reporter) -> dict:
+    from .sample_scene import SampleSceneConfig, generate_sample_scene
+
+    config = SampleSceneConfig(width=args.size, height=args.size, seed=args.seed)
+    scene = generate_sample_scene(Path(args.folder), config)
+    reporter.info(f"sample scene written to {scene.folder}")
+    return {"FOLDER": str(scene.folder), "S2": [str(p) for p in scene.s2_paths],
+            "REFERENCE": str(scene.reference_path), "TRUTH": str(scene.truth_path)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lcfusion.engine",
+                                     description="lcfusion engine: train and apply land-cover "
+                                     "models on raster time series.")
+    parser.add_argument("--events", choices=("text", "json"), default="text",
+                        help="progress as a progress bar (text) or JSON lines (json)")
+    parser.add_argument("--verbose", action="store_true", help="show debug messages")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in JOB_COMMANDS:
+        sub = commands.add_parser(name, help=f"run a {name} job")
+        sub.add_argument("job", help="path of the job.json file")
+    commands.add_parser("check", help="report the Python, torch and GPUs the engine sees")
+    info = commands.add_parser("model-info", help="show a model file's metadata")
+    info.add_argument("model")
+    scene = commands.add_parser("sample-scene", help="generate the synthetic sample scene")
+    scene.add_argument("folder")
+    scene.add_argument("--size", type=int, default=160, help="grid side in 10 m pixels")
+    scene.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> dict:
+    if args.command in JOB_COMMANDS:
+        from .jobs import Job
+
+        job = Job.load(args.job)
+        if job.command != args.command:
+            raise LcfusionError(f"the job file is a {job.command} job, not {args.command}")
+        function = _job_command(args.command)
+        return function(job, reporter)
+    if args.command == "check":
+        return _environment()
+    if args.command == "model-info":
+        return _model_info(args.model)
+    return _sample_scene(args, reporter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    reporter: Reporter = (JsonLinesReporter() if args.events == "json"
+                          else ConsoleReporter(verbose=args.verbose))
+    signal.signal(signal.SIGTERM, _cancel)
+    try:
+        outputs = run(args, reporter)
+    except (CancelledError, KeyboardInterrupt):
+        reporter.error("the run was cancelled; no output was written")
+        return EXIT_CANCELLED
+    except LcfusionError as exc:
+        reporter.error(exc.message, exc.parameter)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # noqa: BLE001 - a crash is reported, not hidden
+        traceback.print_exc(file=sys.stderr)
+        reporter.error(f"internal error: {type(exc).__name__}: {exc}")
+        return EXIT_CRASH
+    if args.events == "text" and args.command in ("check", "model-info"):
+        print(json.dumps(outputs, indent=2, ensure_ascii=False))
+    else:
+        reporter.result(outputs)
+    return EXIT_OK

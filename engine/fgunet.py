@@ -1,0 +1,339 @@
+"""FG-UNET training and classification on a Sentinel-2-like time series."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .classes import ClassTable
+from .devices import configure_threads, resolve_device
+from .errors import LcfusionError
+from .jobs import Job, settings_from
+from .metrics import compute_accuracy
+from .modelfile import load_model, save_model
+from .models.fgunet import FGUNet, FGUNetConfig
+from .normalization import PercentileNormalizer
+from .outputs import check_writable
+from .progress import Reporter
+from .reference import ReferenceSpec, load_reference
+from .sampling import ClassBalancedPatchSampler, PatchSource, augment
+from .series import SeriesSpec, TimeSeries
+from .splits import PARTS, ObjectSplit, SplitConfig, split_summary
+from .tiling import TiledPredictor, predict_pixels, write_class_map
+from .training import FitConfig, fit
+
+FAMILY = "fgunet"
+
+
+@dataclass(frozen=True)
+class FGUNetTrainConfig:
+    """Training settings. Defaults suit a CPU; the ``paper`` preset has the paper's values."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    patch_size: int = 64
+    patches_per_epoch: int = 256
+    validation_patches: int = 64
+    max_shift: int = 20
+    dates_per_chunk: int = 0
+    plateau_factor: float = 0.2
+    plateau_patience: int = 3
+    augment: bool = True
+    device: str = "auto"
+    threads: int = 0
+    tile_size: int = 512
+    margin: int = 20
+    memory_limit_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "patches_per_epoch", "patch_size", "tile_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise LcfusionError(f"must be above 0, got {getattr(self, name)}", name.upper())
+        if not 0 < self.learning_rate < 1:
+            raise LcfusionError(f"must lie between 0 and 1, got {self.learning_rate}",
+                                "LEARNING_RATE")
+        if self.patch_size % FGUNet.size_multiple:
+            raise LcfusionError(
+                f"must be a multiple of {FGUNet.size_multiple} (the U-Net pools twice), got "
+                f"{self.patch_size}", "PATCH_SIZE")
+        if self.validation_patches < 0 or self.max_shift < 0 or self.dates_per_chunk < 0:
+            raise LcfusionError("validation patches, shift and dates per chunk cannot be "
+                                "negative", "SETTINGS")
+
+
+PRESETS = {
+    "cpu": {},
+    "paper": {"epochs": 50, "batch_size": 4, "learning_rate": 1e-4, "patch_size": 64,
+              "patches_per_epoch": 10000, "validation_patches": 500, "dates_per_chunk": 3,
+              "max_shift": 20},
+}
+
+
+@dataclass(frozen=True)
+class FGUNetClassifyConfig:
+    tile_size: int = 512
+    margin: int = 20
+    device: str = "auto"
+    threads: int = 0
+
+
+def chunking(n_dates: int, dates_per_chunk: int) -> int:
+    """Dates per chunk: the given value, or (0) the largest divisor of `n_dates` up to 3."""
+    if dates_per_chunk == 0:
+        return max(d for d in (1, 2, 3) if n_dates % d == 0)
+    if n_dates % dates_per_chunk:
+        divisors = [d for d in range(1, n_dates + 1) if n_dates % d == 0]
+        raise LcfusionError(
+            f"{n_dates} dates cannot be cut into chunks of {dates_per_chunk} dates; use one of "
+            f"{', '.join(map(str, divisors))} (or 0 for automatic)", "DATES_PER_CHUNK")
+    return dates_per_chunk
+
+
+def class_weights(counts: np.ndarray) -> np.ndarray:
+    """Inverse-frequency weights of the classes with pixels, rescaled to sum to their number."""
+    weights = np.zeros(counts.size, dtype=np.float64)
+    present = counts > 0
+    weights[present] = 1.0 / counts[present]
+    weights *= present.sum() / weights.sum()
+    return weights
+
+
+def _batches(source: PatchSource, corners: np.ndarray, lookup: np.ndarray, size: int,
+             batch_size: int, rng: np.random.Generator | None):
+    for start in range(0, len(corners), batch_size):
+        xs, ys = [], []
+        for row, col in corners[start: start + batch_size]:
+            x, objects = source.read(int(row), int(col), size)
+            y = lookup[objects]
+            if rng is not None:
+                x, y = augment(x, y, rng)
+            xs.append(x)
+            ys.append(y)
+        yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
+
+
+def train_fgunet(job: Job, reporter: Reporter) -> dict:
+    """Train FG-UNET on a time series and reference polygons; write the model file."""
+    started = time.monotonic()
+    config = settings_from(FGUNetTrainConfig, job.section("settings"), PRESETS)
+    split_config = SplitConfig.from_json(job.section("split"))
+    model_path = job.resolve(job.section("outputs").get("model"))
+    if model_path is None:
+        raise LcfusionError("no output model file given", "OUTPUT_MODEL")
+    check_writable(model_path, "OUTPUT_MODEL")
+    series = TimeSeries(SeriesSpec.from_json(job.section("inputs").get("series") or {}), "INPUT")
+    reporter.info(f"time series: {series.describe()}")
+    if warning := series.order_warning():
+        reporter.warning(warning)
+    if config.patch_size > min(series.height, series.width):
+        largest = min(series.height, series.width) // FGUNet.size_multiple * FGUNet.size_multiple
+        raise LcfusionError(
+            f"{config.patch_size} pixels is larger than the rasters ({series.width} x "
+            f"{series.height}); use at most {largest}", "PATCH_SIZE")
+    dates_per_chunk = chunking(series.n_dates, config.dates_per_chunk)
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(split_config.seed)
+    rng = np.random.default_rng(split_config.seed)
+
+    with job.workdir() as scratch:
+        reference = load_reference(ReferenceSpec.from_json(job.section("reference")),
+                                   series.grid, Path(scratch), reporter)
+        classes = reference.classes
+        reporter.info(f"{reference.n_features} reference features, {len(classes)} classes: "
+                      + ", ".join(f"{c.code} {c.name}" for c in classes))
+        parts = ObjectSplit(split_config).assign(reference.object_class,
+                                                 reference.present_objects(), classes)
+        summary = split_summary(parts, reference.object_class, reference.object_pixels, classes)
+        for row in summary:
+            reporter.info(f"  {row['name']}: " + ", ".join(
+                f"{p} {row[p + '_objects']} polygons / {row[p + '_pixels']} px" for p in PARTS))
+        reporter.progress(0.05, "reference")
+
+        pixel_part = parts[reference.pixels.objects]
+        pixel_class = reference.pixel_classes()
+        architecture = FGUNetConfig(chunk_channels=dates_per_chunk * series.bands_per_date,
+                                    n_chunks=series.n_dates // dates_per_chunk,
+                                    n_classes=len(classes))
+        model = FGUNet(architecture).to(device)
+        reporter.info(f"FG-UNET: {architecture.n_chunks} chunks of {dates_per_chunk} date(s) x "
+                      f"{series.bands_per_date} bands, {len(classes)} classes, "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters; "
+                      f"{device.type}, {threads} thread(s)")
+        counts = np.bincount(pixel_class[pixel_part == 0], minlength=len(classes))
+        loss_fn = nn.CrossEntropyLoss(
+            weight=torch.tensor(class_weights(counts), dtype=torch.float32, device=device),
+            ignore_index=-1)
+
+        with series.open() as reader:
+            normalizer = PercentileNormalizer.fit(reader, rng)
+            source = PatchSource(reader, normalizer, str(reference.objects_path),
+                                 config.memory_limit_mb * 1024 * 1024)
+            reporter.debug("training patches read from "
+                           + ("memory" if source.in_memory else "the files, by windows"))
+            reporter.progress(0.08, "normalisation")
+            try:
+                fit_result, accuracy = _fit_and_evaluate(
+                    model, source, reference, parts, pixel_part, pixel_class, config, loss_fn,
+                    normalizer, reader, device, rng, reporter)
+            finally:
+                source.close()
+
+    metadata = {
+        "family": FAMILY,
+        "architecture": architecture.to_json(),
+        "inputs": {"series": {**series.to_json(), "dates_per_chunk": dates_per_chunk}},
+        "normalization": normalizer.to_json(),
+        "classes": classes.to_json(),
+        "training": {
+            "settings": asdict(config),
+            "split": split_config.to_json(),
+            "split_summary": summary,
+            "history": fit_result.history,
+            "best_epoch": fit_result.best_epoch,
+            "device": device.type,
+            "threads": threads,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+        "metrics": accuracy.to_json() if accuracy else None,
+    }
+    save_model(model_path, metadata, model.state_dict())
+    reporter.progress(1.0, "done")
+    reporter.info(f"model written to {model_path}")
+    outputs = {"OUTPUT_MODEL": str(model_path), "CLASSES": classes.to_json()}
+    if accuracy:
+        outputs.update(OA=accuracy.overall_accuracy, KAPPA=accuracy.kappa,
+                       MEAN_F1=accuracy.mean_f1)
+    return outputs
+
+
+def _fit_and_evaluate(model, source, reference, parts, pixel_part, pixel_class, config,
+                      loss_fn, normalizer, reader, device, rng, reporter):
+    size = config.patch_size
+    shift = min(config.max_shift, size // 2 - 1)
+    height, width = reader.series.height, reader.series.width
+    train = pixel_part == 0
+    pixels = reference.pixels
+    sampler = ClassBalancedPatchSampler(pixels.rows[train], pixels.cols[train],
+                                        pixel_class[train], size, shift, height, width)
+
+    def lookup_for(part: int) -> np.ndarray:
+        return np.where(parts == part, reference.object_class, -1).astype(np.int64)
+
+    train_lookup = lookup_for(0)
+    val_batches = []
+    validation = pixel_part == 1
+    if validation.any() and config.validation_patches:
+        val_sampler = ClassBalancedPatchSampler(pixels.rows[validation], pixels.cols[validation],
+                                                pixel_class[validation], size, shift, height,
+                                                width)
+        corners = val_sampler.sample(config.validation_patches, np.random.default_rng(rng.integers(
+            1 << 31)))
+        val_batches = list(_batches(source, corners, lookup_for(1), size, config.batch_size,
+                                    None))
+    steps = math.ceil(config.patches_per_epoch / config.batch_size)
+
+    def train_batches(epoch: int):
+        corners = sampler.sample(config.patches_per_epoch, rng)
+        return _batches(source, corners, train_lookup, size, config.batch_size,
+                        rng if config.augment else None)
+
+    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
+                           config.plateau_patience)
+    result = fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device,
+                 reporter.span(0.1, 0.9))
+    test = pixel_part == 2
+    if not test.any():
+        reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
+        return result, None
+    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)
+    predicted = predict_pixels(predictor, reader, pixels.rows[test], pixels.cols[test],
+                               reporter.span(0.9, 0.99))
+    accuracy = compute_accuracy(pixel_class[test], predicted, reference.classes)
+    reporter.info(f"accuracy on the held-out test polygons: {accuracy.summary()}")
+    for row in accuracy.per_class:
+        reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "
+                      f"recall {row['recall']:.3f}, {row['support']} px)")
+    return result, accuracy
+
+
+def load_fgunet(path: Path, device: torch.device) -> tuple[dict, FGUNet, ClassTable,
+                                                           PercentileNormalizer]:
+    """A trained model ready for inference, with its class table and normalisation."""
+    metadata, state = load_model(path, FAMILY)
+    try:
+        architecture = FGUNetConfig.from_json(metadata["architecture"])
+        classes = ClassTable.from_json(metadata["classes"])
+        normalizer = PercentileNormalizer.from_json(metadata["normalization"])
+        model = FGUNet(architecture)
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise LcfusionError(f"{path.name} has inconsistent metadata or weights ({exc}); train "
+                            "the model again", "MODEL") from exc
+    return metadata, model.to(device).eval(), classes, normalizer
+
+
+def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter) -> None:
+    """The rasters must give the dates and bands the model was trained on."""
+    expected = metadata["inputs"]["series"]
+    if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
+                                                   expected["bands_per_date"]):
+        raise LcfusionError(
+            f"the model expects {expected['n_dates']} dates x {expected['bands_per_date']} bands "
+            f"({expected['n_dates'] * expected['bands_per_date']} channels) but the rasters give "
+            f"{series.n_dates} dates x {series.bands_per_date} bands ({series.n_channels} "
+            "channels); give the same dates and bands, in the same order, as for training",
+            "INPUT")
+    if series.band_names != expected["band_names"]:
+        reporter.warning(f"band names differ from training ({', '.join(series.band_names)} vs "
+                         f"{', '.join(expected['band_names'])})")
+    trained_dates = expected.get("dates") or []
+    if all(trained_dates) and all(series.dates) and series.dates != trained_dates:
+        reporter.warning("the dates differ from the training dates; the model assumes the same "
+                         "position in the season for each date")
+
+
+def classify_fgunet(job: Job, reporter: Reporter) -> dict:
+    """Classify a time series with a trained FG-UNET model, tile by tile."""
+    config = settings_from(FGUNetClassifyConfig, job.section("settings"))
+    outputs = job.section("outputs")
+    class_map = job.resolve(outputs.get("class_map"))
+    confidence = job.resolve(outputs.get("confidence"))
+    if class_map is None:
+        raise LcfusionError("no output class map given", "OUTPUT")
+    check_writable(class_map, "OUTPUT")
+    if confidence:
+        check_writable(confidence, "OUTPUT_CONFIDENCE")
+    inputs = job.section("inputs")
+    model_path = job.resolve(inputs.get("model"))
+    if model_path is None:
+        raise LcfusionError("no model file given", "MODEL")
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    metadata, model, classes, normalizer = load_fgunet(model_path, device)
+    series = TimeSeries(SeriesSpec.from_json(inputs.get("series") or {}), "INPUT")
+    reporter.info(f"time series: {series.describe()}")
+    check_series_matches(metadata, series, reporter)
+    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "
+                  f"{device.type}, {threads} thread(s)")
+    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)
+    started = time.monotonic()
+    with series.open() as reader:
+        write_class_map(predictor, reader, classes, class_map, confidence, reporter,
+                        tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": FAMILY})
+    seconds = time.monotonic() - started
+    pixels = series.width * series.height
+    reporter.info(f"class map written to {class_map} ({pixels / max(seconds, 1e-9) / 1e6:.3f} "
+                  f"megapixels per second)")
+    result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json()}
+    if confidence:
+        result["OUTPUT_CONFIDENCE"] = str(confidence)
+    return result

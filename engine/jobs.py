@@ -1,0 +1,105 @@
+"""Jobs: a folder with ``job.json`` (what to run, on which files, with which settings).
+
+Relative paths in a job are relative to its folder, so a job folder can be moved or staged
+to another machine as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import LcfusionError
+
+JOB_VERSION = 1
+
+
+@dataclass
+class Job:
+    """A parsed job file."""
+
+    command: str
+    data: dict[str, Any]
+    folder: Path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Job:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LcfusionError(f"the job file {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LcfusionError(f"the job file {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or "command" not in data:
+            raise LcfusionError(f"the job file {path} names no command")
+        if int(data.get("version", JOB_VERSION)) > JOB_VERSION:
+            raise LcfusionError(f"the job file {path} needs a newer lcfusion engine")
+        return cls(str(data["command"]), data, path.resolve().parent)
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name) or {}
+        if not isinstance(value, dict):
+            raise LcfusionError(f"the job's {name!r} must be an object")
+        return value
+
+    def resolve(self, value: str | None) -> Path | None:
+        """An absolute path for a path written in the job (relative to the job's folder)."""
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.folder / path)
+
+    def workdir(self) -> tempfile.TemporaryDirectory:
+        """A scratch folder inside the job's folder, removed afterwards."""
+        return tempfile.TemporaryDirectory(prefix="work-", dir=self.folder)
+
+
+def write_job(folder: str | Path, command: str, **sections: Any) -> Path:
+    """Write ``job.json`` in `folder` and return its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "job.json"
+    data = {"version": JOB_VERSION, "command": command, **sections}
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def settings_from(cls, values: dict[str, Any], presets: dict[str, dict] | None = None):
+    """Build the settings dataclass `cls` from a job's values.
+
+    A ``preset`` replaces the values it defines; unknown keys are an error, so a typo never
+    goes unnoticed.
+    """
+    values = dict(values)
+    preset = values.pop("preset", None)
+    if preset and (not presets or preset not in presets):
+        raise LcfusionError(f"unknown preset {preset!r}; known: "
+                            f"{', '.join(sorted(presets or {})) or 'none'}", "PRESET")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise LcfusionError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                            f"{', '.join(sorted(known))}")
+    merged = {k: v for k, v in values.items() if v is not None}
+    if preset:
+        merged.update(presets[preset])
+    converted = {}
+    for key, value in merged.items():
+        kind = known[key].type
+        try:
+            if kind in ("int", int):
+                converted[key] = int(value)
+            elif kind in ("float", float):
+                converted[key] = float(value)
+            elif kind in ("bool", bool):
+                converted[key] = bool(value)
+            else:
+                converted[key] = value
+        except (TypeError, ValueError):
+            raise LcfusionError(f"{key.upper()}: {value!r} is not a valid value",
+                                key.upper()) from None
+    return cls(**converted)

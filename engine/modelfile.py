@@ -1,0 +1,57 @@
+"""Saving and loading model files: safetensors weights plus JSON metadata, never pickle."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import struct
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from . import __version__
+from .errors import LcfusionError
+from .modelheader import FORMAT_NAME, FORMAT_VERSION, checksum, corrupt, read_header
+from .outputs import atomic_output
+
+
+def save_model(path: str | Path, metadata: dict, state: dict[str, torch.Tensor],
+               parameter: str = "OUTPUT_MODEL") -> Path:
+    """Write weights and metadata atomically; returns the path."""
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "lcfusion_version": __version__,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    meta.update(metadata)
+    text = json.dumps(meta, ensure_ascii=False, sort_keys=True)
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    draft = save_tensors(tensors, metadata={"lcfusion": text})
+    (length,) = struct.unpack("<Q", draft[:8])
+    data = draft[8 + length:]
+    final = save_tensors(tensors, metadata={"lcfusion": text, "sha256": checksum(text, data)})
+    path = Path(path)
+    with atomic_output(path, parameter) as temporary:
+        try:
+            temporary.write_bytes(final)
+        except OSError as exc:
+            raise LcfusionError(f"could not write the model file {path}: {exc.strerror}",
+                                parameter) from exc
+    return path
+
+
+def load_model(path: str | Path, family: str | None = None,
+               parameter: str = "MODEL") -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metadata and weights of a verified model file (checksum, family, tensor table)."""
+    path = Path(path)
+    header = read_header(path, parameter)
+    if family is not None and header.family != family:
+        raise LcfusionError(
+            f"{path.name} is a {header.family or 'unknown'} model, not a {family} model; use "
+            "the classify algorithm of its family", parameter)
+    try:
+        state = load_tensors(path.read_bytes())
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise corrupt(path, f"the weights cannot be read: {exc}", parameter) from exc
+    return header.metadata, state

@@ -1,0 +1,70 @@
+"""Per-channel percentile normalisation: clip to the low/high percentiles, scale to [0, 1]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from .errors import LcfusionError
+from .series import SeriesReader
+
+
+@dataclass(frozen=True)
+class PercentileNormalizer:
+    """`low` and `high` per channel; missing values (NaN) become 0 after scaling."""
+
+    low: np.ndarray
+    high: np.ndarray
+    percentiles: tuple[float, float] = (3.0, 97.0)
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """Normalise (channels, ...) float32 data in place and return it."""
+        shape = (-1,) + (1,) * (data.ndim - 1)
+        low = self.low.reshape(shape).astype(np.float32)
+        span = (self.high - self.low).reshape(shape).astype(np.float32)
+        data -= low
+        data /= span
+        np.clip(data, 0.0, 1.0, out=data)
+        np.nan_to_num(data, copy=False, nan=0.0)
+        return data
+
+    def to_json(self) -> dict:
+        return {"method": "percentile", "percentiles": list(self.percentiles),
+                "low": self.low.tolist(), "high": self.high.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> PercentileNormalizer:
+        return cls(np.asarray(data["low"], dtype=np.float64),
+                   np.asarray(data["high"], dtype=np.float64),
+                   tuple(float(p) for p in data.get("percentiles", (3.0, 97.0))))
+
+    @classmethod
+    def fit(cls, reader: SeriesReader, rng: np.random.Generator,
+            percentiles: tuple[float, float] = (3.0, 97.0), max_pixels: int = 250_000,
+            block: int = 128) -> PercentileNormalizer:
+        """Percentiles of a random sample of blocks (bounded memory whatever the raster size)."""
+        series = reader.series
+        starts = [(r, c) for r in range(0, series.height, block)
+                  for c in range(0, series.width, block)]
+        n_blocks = max(1, min(len(starts), max_pixels // (block * block)))
+        chosen = rng.choice(len(starts), size=n_blocks, replace=False)
+        samples = []
+        for index in sorted(chosen):
+            row, col = starts[index]
+            window = Window(col, row, min(block, series.width - col),
+                            min(block, series.height - row))
+            samples.append(reader.read(window).reshape(series.n_channels, -1))
+        values = np.concatenate(samples, axis=1)
+        valid = np.isfinite(values)
+        empty = np.flatnonzero(~valid.any(axis=1))
+        if empty.size:
+            raise LcfusionError(
+                f"channel(s) {', '.join(str(i + 1) for i in empty[:10])} hold no valid value "
+                "(nodata everywhere); remove the empty dates or bands", reader.series.parameter)
+        low = np.nanpercentile(values, percentiles[0], axis=1)
+        high = np.nanpercentile(values, percentiles[1], axis=1)
+        flat = high <= low
+        high = np.where(flat, low + 1.0, high)
+        return cls(low.astype(np.float64), high.astype(np.float64), percentiles)

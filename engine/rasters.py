@@ -1,0 +1,176 @@
+"""Raster facts and windowed raster I/O with rasterio."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .errors import LcfusionError
+
+#: Creation options of every GeoTIFF the engine writes.
+GTIFF_OPTIONS = {
+    "driver": "GTiff",
+    "tiled": True,
+    "blockxsize": 256,
+    "blockysize": 256,
+    "compress": "deflate",
+    "bigtiff": "if_safer",
+}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A pixel grid: CRS (WKT), affine transform (GDAL order) and size."""
+
+    crs_wkt: str
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+
+    @property
+    def pixel_width(self) -> float:
+        return self.transform[1]
+
+    @property
+    def pixel_height(self) -> float:
+        return -self.transform[5]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) of a north-up grid."""
+        x0, dx, _, y0, _, dy = self.transform
+        xs = (x0, x0 + dx * self.width)
+        ys = (y0, y0 + dy * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def affine(self) -> rasterio.Affine:
+        return rasterio.Affine.from_gdal(*self.transform)
+
+    def same_as(self, other: Grid, tolerance: float = 1e-3) -> bool:
+        """Equal CRS and size, origins and pixel sizes within `tolerance` pixels."""
+        if (self.width, self.height) != (other.width, other.height):
+            return False
+        if not same_crs(self.crs_wkt, other.crs_wkt):
+            return False
+        px = abs(self.pixel_width)
+        py = abs(self.pixel_height)
+        a, b = self.transform, other.transform
+        return (abs(a[0] - b[0]) <= tolerance * px and abs(a[3] - b[3]) <= tolerance * py
+                and abs(a[1] - b[1]) * self.width <= tolerance * px
+                and abs(a[5] - b[5]) * self.height <= tolerance * py
+                and abs(a[2] - b[2]) < 1e-12 and abs(a[4] - b[4]) < 1e-12)
+
+    def describe(self) -> str:
+        w, s, e, n = self.bounds
+        return (f"{self.width} x {self.height} pixels of {self.pixel_width:g} x "
+                f"{self.pixel_height:g}, extent ({w:.2f}, {s:.2f}, {e:.2f}, {n:.2f}), "
+                f"CRS {crs_name(self.crs_wkt)}")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the engine needs to know about one raster file."""
+
+    path: Path
+    grid: Grid
+    count: int
+    dtype: str
+    nodata: float | None
+    descriptions: tuple[str, ...]
+
+
+def same_crs(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return rasterio.crs.CRS.from_wkt(a) == rasterio.crs.CRS.from_wkt(b)
+    except rasterio.errors.CRSError:
+        return False
+
+
+def crs_name(wkt: str) -> str:
+    if not wkt:
+        return "(none)"
+    try:
+        crs = rasterio.crs.CRS.from_wkt(wkt)
+    except rasterio.errors.CRSError:
+        return "(unreadable CRS)"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()[:60]
+
+
+def read_info(path: str | Path, parameter: str) -> RasterInfo:
+    """Open a raster's header; a clear error names the parameter when it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        raise LcfusionError(f"the raster {path} does not exist", parameter)
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise LcfusionError(
+                    f"the raster {path.name} has no coordinate reference system; assign one "
+                    "(Raster > Projections > Assign Projection) and try again", parameter)
+            transform = src.transform
+            if transform.b != 0 or transform.d != 0:
+                raise LcfusionError(
+                    f"the raster {path.name} is rotated; warp it to a north-up grid first",
+                    parameter)
+            grid = Grid(src.crs.to_wkt(), transform.to_gdal(), src.width, src.height)
+            descriptions = tuple(d or "" for d in src.descriptions)
+            return RasterInfo(path, grid, src.count, src.dtypes[0], src.nodata, descriptions)
+    except rasterio.errors.RasterioIOError as exc:
+        raise LcfusionError(f"cannot read the raster {path}: {exc}", parameter) from exc
+
+
+def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:
+    """Row-major windows of `size` x `size` (smaller at the right and bottom edges)."""
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            yield Window(col, row, min(size, width - col), min(size, height - row))
+
+
+def block_size_for(width: int, height: int) -> tuple[int, int]:
+    """GeoTIFF tile size: 256, or the smallest multiple of 16 covering a small raster."""
+    def fit(n: int) -> int:
+        return min(256, max(16, int(math.ceil(n / 16.0)) * 16))
+    return fit(width), fit(height)
+
+
+def write_profile(grid: Grid, count: int, dtype: str, nodata: float | None) -> dict:
+    """A rasterio profile for a tiled, compressed GeoTIFF on `grid`."""
+    bx, by = block_size_for(grid.width, grid.height)
+    profile = dict(GTIFF_OPTIONS)
+    profile.update(
+        blockxsize=bx, blockysize=by, width=grid.width, height=grid.height, count=count,
+        dtype=dtype, crs=rasterio.crs.CRS.from_wkt(grid.crs_wkt), transform=grid.affine(),
+        nodata=nodata,
+    )
+    if np.dtype(dtype).kind == "f":
+        profile["predictor"] = 3
+    else:
+        profile["predictor"] = 2
+    return profile
+
+
+def read_reflect(datasets: Sequence[rasterio.io.DatasetReader], window: Window,
+                 height: int, width: int) -> list[np.ndarray]:
+    """Read `window` from each dataset, reflect-padding where it leaves the raster."""
+    row0, col0 = int(window.row_off), int(window.col_off)
+    rows, cols = int(window.height), int(window.width)
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + rows, height), min(col0 + cols, width)
+    inner = Window(c0, r0, c1 - c0, r1 - r0)
+    pad = ((0, 0), (r0 - row0, row0 + rows - r1), (c0 - col0, col0 + cols - c1))
+    arrays = []
+    for ds in datasets:
+        data = ds.read(window=inner)
+        if any(p != (0, 0) for p in pad):
+            data = np.pad(data, pad, mode="reflect" if min(data.shape[1:]) > 1 else "edge")
+        arrays.append(data)
+    return arrays

@@ -1,0 +1,88 @@
+"""Training patches: class-balanced sampling of labelled pixels and reading of patches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .normalization import PercentileNormalizer
+from .series import SeriesReader
+
+
+class ClassBalancedPatchSampler:
+    """Top-left corners of patches: a class uniformly among those present, then a labelled
+    pixel of that class, shifted by up to `max_shift` pixels, the patch clipped inside the image.
+    """
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, classes: np.ndarray, patch: int,
+                 max_shift: int, height: int, width: int):
+        self.patch, self.max_shift = patch, max_shift
+        self.height, self.width = height, width
+        self.by_class = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+        self.rows, self.cols = rows, cols
+
+    def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """`count` x 2 array of (row, col) top-left corners."""
+        picks = rng.integers(0, len(self.by_class), size=count)
+        corners = np.empty((count, 2), dtype=np.int64)
+        for i, which in enumerate(picks):
+            members = self.by_class[which]
+            pixel = members[rng.integers(0, members.size)]
+            shift = rng.integers(-self.max_shift, self.max_shift + 1, size=2)
+            row = self.rows[pixel] - self.patch // 2 + shift[0]
+            col = self.cols[pixel] - self.patch // 2 + shift[1]
+            corners[i, 0] = np.clip(row, 0, self.height - self.patch)
+            corners[i, 1] = np.clip(col, 0, self.width - self.patch)
+        return corners
+
+
+@dataclass
+class PatchSource:
+    """Normalised input patches and their object ids, from memory when the scene fits the
+    memory budget, otherwise read by windows from the files."""
+
+    reader: SeriesReader
+    normalizer: PercentileNormalizer
+    objects_path: str
+    memory_limit_bytes: int
+
+    def __post_init__(self) -> None:
+        series = self.reader.series
+        needed = series.n_channels * series.height * series.width * 4
+        self._objects = rasterio.open(self.objects_path)
+        self._image = self._labels = None
+        if needed + series.height * series.width * 4 <= self.memory_limit_bytes:
+            window = Window(0, 0, series.width, series.height)
+            self._image = self.normalizer.apply(self.reader.read(window))
+            self._labels = self._objects.read(1).astype(np.int32)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._image is not None
+
+    def read(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(channels, size, size) float32 input and (size, size) int32 object ids."""
+        if self._image is not None:
+            return (self._image[:, row: row + size, col: col + size].copy(),
+                    self._labels[row: row + size, col: col + size].copy())
+        window = Window(col, row, size, size)
+        data = self.normalizer.apply(self.reader.read(window))
+        return data, self._objects.read(1, window=window).astype(np.int32)
+
+    def close(self) -> None:
+        self._objects.close()
+
+
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Random transpose, horizontal and vertical flips (p = 0.5 each), same for input and labels."""
+    if rng.random() < 0.5:
+        x, y = x.transpose(0, 2, 1), y.T
+    if rng.random() < 0.5:
+        x, y = x[:, :, ::-1], y[:, ::-1]
+    if rng.random() < 0.5:
+        x, y = x[:, ::-1, :], y[::-1, :]
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)

@@ -1,0 +1,197 @@
+"""Time series of rasters: a list of single-date files, or one stack with bands per date."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .errors import LcfusionError
+from .rasters import Grid, RasterInfo, crs_name, read_info, read_reflect, same_crs
+
+_DATE_PATTERNS = (
+    re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
+    re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)"),
+    re.compile(r"(?<!\d)(\d{4})-(\d{2})(?![\d-])"),
+)
+
+
+def parse_date(text: str) -> str | None:
+    """An ISO date (or year-month) found in a file name or band description, else None."""
+    for pattern in _DATE_PATTERNS:
+        match = pattern.search(text)
+        if not match:
+            continue
+        parts = match.groups()
+        year, month = int(parts[0]), int(parts[1])
+        day = int(parts[2]) if len(parts) == 3 else None
+        if not (1900 < year < 2200 and 1 <= month <= 12 and (day is None or 1 <= day <= 31)):
+            continue
+        return f"{year:04d}-{month:02d}" + (f"-{day:02d}" if day else "")
+    return None
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    """How a time series is given in a job: files in date order, or one stack."""
+
+    paths: tuple[str, ...]
+    bands_per_date: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> SeriesSpec:
+        paths = data.get("paths")
+        if isinstance(paths, str):
+            paths = [paths]
+        bands = data.get("bands_per_date")
+        return cls(tuple(str(p) for p in paths or ()), int(bands) if bands else None)
+
+    def to_json(self) -> dict:
+        return {"paths": list(self.paths), "bands_per_date": self.bands_per_date}
+
+
+class TimeSeries:
+    """A multi-date raster input on one grid, read by windows as float32 (nodata -> NaN).
+
+    Channels are date-major: all bands of the first date, then the second date, and so on.
+    """
+
+    def __init__(self, spec: SeriesSpec, parameter: str = "INPUT"):
+        self.parameter = parameter
+        if not spec.paths:
+            raise LcfusionError("no raster given; add the layers of the time series", parameter)
+        self.infos: tuple[RasterInfo, ...] = tuple(read_info(p, parameter) for p in spec.paths)
+        self.grid: Grid = check_same_grid(self.infos, parameter)
+        first = self.infos[0]
+        if len(self.infos) == 1:
+            bands = spec.bands_per_date or first.count
+            if first.count % bands:
+                raise LcfusionError(
+                    f"the stack {first.path.name} has {first.count} bands, which is not a "
+                    f"multiple of the bands per date ({bands}); set BANDS_PER_DATE to the number "
+                    "of bands of one date", parameter)
+            self.bands_per_date = bands
+            self.n_dates = first.count // bands
+        else:
+            counts = {info.count for info in self.infos}
+            if len(counts) > 1:
+                listing = ", ".join(f"{i.path.name}: {i.count}" for i in self.infos)
+                raise LcfusionError(
+                    f"every date must have the same bands, but the band counts differ "
+                    f"({listing})", parameter)
+            if spec.bands_per_date and spec.bands_per_date != first.count:
+                raise LcfusionError(
+                    f"BANDS_PER_DATE is {spec.bands_per_date} but each of the {len(self.infos)} "
+                    f"single-date rasters has {first.count} bands; leave it at 0 for a list of "
+                    "single-date rasters", parameter)
+            self.bands_per_date = first.count
+            self.n_dates = len(self.infos)
+        self.spec = SeriesSpec(spec.paths, self.bands_per_date if len(self.infos) == 1 else None)
+        self.band_names = self._band_names()
+        self.dates = self._dates()
+
+    @property
+    def n_channels(self) -> int:
+        return self.n_dates * self.bands_per_date
+
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    def _band_names(self) -> list[str]:
+        descriptions = self.infos[0].descriptions[: self.bands_per_date]
+        return [d or f"band {i + 1}" for i, d in enumerate(descriptions)]
+
+    def _dates(self) -> list[str | None]:
+        if len(self.infos) > 1:
+            return [parse_date(i.path.name) or parse_date("/".join(i.descriptions)) for i in
+                    self.infos]
+        descriptions = self.infos[0].descriptions
+        return [parse_date(descriptions[d * self.bands_per_date] or "") for d in
+                range(self.n_dates)]
+
+    def describe(self) -> str:
+        kind = ("one stack" if len(self.infos) == 1
+                else f"{len(self.infos)} single-date rasters")
+        dates = [d for d in self.dates if d]
+        span = f", dates {dates[0]} .. {dates[-1]}" if len(dates) == self.n_dates else ""
+        return (f"{self.n_dates} dates x {self.bands_per_date} bands ({kind}){span}; "
+                f"{self.grid.describe()}")
+
+    def order_warning(self) -> str | None:
+        """A warning when every date is known and they are not in increasing order."""
+        dates = self.dates
+        if all(dates) and any(a > b for a, b in zip(dates, dates[1:], strict=False)):
+            return ("the dates read from the names are not in increasing order "
+                    f"({', '.join(d for d in dates if d)}); the layers are used in the given "
+                    "order — reorder them if that is not intended")
+        return None
+
+    def to_json(self) -> dict:
+        return {
+            "n_dates": self.n_dates,
+            "bands_per_date": self.bands_per_date,
+            "band_names": self.band_names,
+            "dates": self.dates,
+        }
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[SeriesReader]:
+        datasets = [rasterio.open(info.path) for info in self.infos]
+        try:
+            yield SeriesReader(self, datasets)
+        finally:
+            for ds in datasets:
+                ds.close()
+
+
+class SeriesReader:
+    """Open datasets of a series; `read` returns (channels, rows, cols) float32 with NaN holes."""
+
+    def __init__(self, series: TimeSeries, datasets: Sequence[rasterio.io.DatasetReader]):
+        self.series = series
+        self.datasets = list(datasets)
+
+    def read(self, window: Window) -> np.ndarray:
+        """Read a window; parts outside the raster are reflect-padded."""
+        arrays = read_reflect(self.datasets, window, self.series.height, self.series.width)
+        out = np.empty((self.series.n_channels, int(window.height), int(window.width)),
+                       dtype=np.float32)
+        channel = 0
+        for info, data in zip(self.series.infos, arrays, strict=True):
+            block = data.astype(np.float32, copy=False)
+            if info.nodata is not None and not np.isnan(info.nodata):
+                block = np.where(data == info.nodata, np.float32(np.nan), block)
+            block[~np.isfinite(block)] = np.nan
+            out[channel: channel + block.shape[0]] = block
+            channel += block.shape[0]
+        return out
+
+
+def check_same_grid(infos: Sequence[RasterInfo], parameter: str) -> Grid:
+    """The common grid of `infos`, or a clear error naming the first raster that differs."""
+    reference = infos[0]
+    for info in infos[1:]:
+        if info.grid.same_as(reference.grid):
+            continue
+        if not same_crs(info.grid.crs_wkt, reference.grid.crs_wkt):
+            raise LcfusionError(
+                f"CRS mismatch: {info.path.name} is in {crs_name(info.grid.crs_wkt)} but "
+                f"{reference.path.name} is in {crs_name(reference.grid.crs_wkt)}; reproject the "
+                "rasters to one CRS (Raster > Projections > Warp) so they share one grid",
+                parameter)
+        raise LcfusionError(
+            f"the rasters are not on one grid: {reference.path.name} is "
+            f"{reference.grid.describe()} but {info.path.name} is {info.grid.describe()}; "
+            "resample them onto one grid (same extent, pixel size and size) first", parameter)
+    return reference.grid
+

@@ -1,0 +1,112 @@
+"""Object-level, class-stratified, seeded train / validation / test splits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .classes import ClassTable
+from .errors import LcfusionError
+
+PARTS = ("train", "validation", "test")
+UNUSED = -1
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of each class's polygons that go to each part, and the seed."""
+
+    train: float = 0.6
+    validation: float = 0.2
+    test: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        fractions = self.fractions
+        if any(f < 0 or f > 1 for f in fractions):
+            raise LcfusionError(f"split fractions must lie between 0 and 1, got {fractions}",
+                                "SPLIT")
+        if self.train <= 0:
+            raise LcfusionError("the training fraction must be above 0", "TRAIN_FRACTION")
+        if abs(sum(fractions) - 1.0) > 1e-6:
+            raise LcfusionError(
+                f"train + validation + test fractions must add up to 1 (they add up to "
+                f"{sum(fractions):g}); for example 0.6 / 0.2 / 0.2", "SPLIT")
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        return (self.train, self.validation, self.test)
+
+    @classmethod
+    def from_json(cls, data: dict) -> SplitConfig:
+        return cls(float(data.get("train", 0.6)), float(data.get("validation", 0.2)),
+                   float(data.get("test", 0.2)), int(data.get("seed", 0)))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _allocate(n: int, fractions: tuple[float, ...]) -> list[int]:
+    """Object counts per part: at least one in each part with a positive fraction."""
+    wanted = [n * f for f in fractions]
+    counts = [max(1, int(np.floor(w))) if f > 0 else 0 for w, f in zip(wanted, fractions,
+                                                                        strict=True)]
+    while sum(counts) > n:
+        candidates = [i for i, c in enumerate(counts) if c > 1]
+        counts[max(candidates, key=lambda i: counts[i] - wanted[i])] -= 1
+    while sum(counts) < n:
+        candidates = [i for i, f in enumerate(fractions) if f > 0]
+        counts[max(candidates, key=lambda i: wanted[i] - counts[i])] += 1
+    return counts
+
+
+class ObjectSplit:
+    """Assigns whole polygons to parts, per class, with a seeded shuffle."""
+
+    def __init__(self, config: SplitConfig):
+        self.config = config
+
+    def assign(self, object_class: np.ndarray, present: np.ndarray,
+               classes: ClassTable) -> np.ndarray:
+        """Part index (0 train, 1 validation, 2 test) per object id; -1 for absent objects.
+
+        `object_class` maps object id to class index; `present` lists the ids to split.
+        """
+        parts = np.full(object_class.size, UNUSED, dtype=np.int8)
+        needed = sum(1 for f in self.config.fractions if f > 0)
+        rng = np.random.default_rng(self.config.seed)
+        too_few = []
+        for entry in classes:
+            ids = present[object_class[present] == entry.index]
+            if ids.size < needed:
+                too_few.append(f"{entry.name!r} (code {entry.code}): {ids.size}")
+                continue
+            ids = rng.permutation(ids)
+            start = 0
+            for part, count in enumerate(_allocate(ids.size, self.config.fractions)):
+                parts[ids[start: start + count]] = part
+                start += count
+        if too_few:
+            names = [p for p, f in zip(PARTS, self.config.fractions, strict=True) if f > 0]
+            raise LcfusionError(
+                f"too few polygons per class to split: a {' / '.join(names)} split needs at "
+                f"least {needed} polygons on the rasters in every class, but "
+                f"{'; '.join(too_few)}; add polygons to these classes, filter them out of the "
+                "reference layer, or lower the number of parts (validation or test fraction 0)",
+                "REFERENCE")
+        return parts
+
+
+def split_summary(parts: np.ndarray, object_class: np.ndarray, object_pixels: np.ndarray,
+                  classes: ClassTable) -> list[dict]:
+    """Objects and pixels per class in each part."""
+    rows = []
+    for entry in classes:
+        row = {"code": entry.code, "name": entry.name}
+        for part, name in enumerate(PARTS):
+            mask = (object_class == entry.index) & (parts == part)
+            row[f"{name}_objects"] = int(np.count_nonzero(mask))
+            row[f"{name}_pixels"] = int(object_pixels[mask].sum())
+        rows.append(row)
+    return rows

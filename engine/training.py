@@ -1,0 +1,94 @@
+"""The training loop shared by the deep families: Adam, reduce-on-plateau, best checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import LcfusionError
+from .progress import Reporter
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    learning_rate: float
+    plateau_factor: float = 0.2
+    plateau_patience: int = 3
+
+
+@dataclass
+class FitResult:
+    """The best weights (lowest validation loss, or training loss without validation)."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluate_loss(model: nn.Module, batches: Sequence[Batch], loss_fn: Callable,
+                  device: torch.device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for x, y in batches:
+            total += loss_fn(model(x.to(device)), y.to(device)).item() * x.shape[0]
+            count += x.shape[0]
+    return total / max(count, 1)
+
+
+def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
+        steps_per_epoch: int, val_batches: Sequence[Batch], loss_fn: Callable,
+        config: FitConfig, device: torch.device, reporter: Reporter) -> FitResult:
+    """Train for `config.epochs`; `train_batches(epoch)` yields that epoch's batches."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
+    best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
+    history: list[dict] = []
+    started = time.monotonic()
+    total_steps = max(1, config.epochs * steps_per_epoch)
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        running, seen = 0.0, 0
+        for x, y in train_batches(epoch):
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise LcfusionError(
+                    f"the training loss became {float(loss)} in epoch {epoch}; lower the "
+                    "learning rate", "LEARNING_RATE")
+            loss.backward()
+            optimizer.step()
+            running += loss.item() * x.shape[0]
+            seen += x.shape[0]
+            step += 1
+            reporter.progress(step / total_steps, f"epoch {epoch}/{config.epochs}")
+        train_loss = running / max(seen, 1)
+        val_loss = evaluate_loss(model, val_batches, loss_fn, device) if val_batches else None
+        monitored = val_loss if val_loss is not None else train_loss
+        scheduler.step(monitored)
+        if monitored < best_loss:
+            best_loss, best_epoch = monitored, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                        "learning_rate": lr})
+        val_text = f", validation loss {val_loss:.4f}" if val_loss is not None else ""
+        reporter.info(f"epoch {epoch}/{config.epochs}: training loss {train_loss:.4f}"
+                      f"{val_text}, learning rate {lr:.2e}")
+    model.load_state_dict(best_state)
+    reporter.info(f"kept the weights of epoch {best_epoch} (lowest "
+                  f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
+    return FitResult(best_state, best_epoch, history, time.monotonic() - started)

@@ -1,0 +1,460 @@
+"""The base of every lcfusion algorithm: parameters -> engine job -> child process -> outputs.
+
+Algorithms only declare parameters with the ``add_*`` helpers; each helper registers a
+binding that knows how its parameter goes into the job, what to check before the run, and
+what to do with the engine's outputs afterwards (styling, loading).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingUtils,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ...engine.classes import ClassTable
+from ...engine.errors import LcfusionError
+from ...engine.jobs import write_job
+from ...engine.modelheader import SUFFIX, read_header
+from ..engine_process import EngineProcess, EngineRun
+from ..export import export_polygons, raster_path, renderer_colors
+from ..settings import plugin_root
+from ..styling import (
+    ClassMapPostProcessor,
+    ConfidencePostProcessor,
+    attach_post_processor,
+    write_class_map_style,
+    write_confidence_style,
+)
+
+GROUPS = {"training": "Training", "classification": "Classification", "evaluation": "Evaluation"}
+KEEP_JOBS_ENV = "LCFUSION_KEEP_JOBS"
+
+
+def icon(name: str) -> QIcon:
+    return QIcon(str(plugin_root() / "resources" / "icons" / name))
+
+
+@dataclass
+class JobDraft:
+    """The job being assembled; `crs` is the rasters' CRS, set by the series binding."""
+
+    folder: Path
+    sections: dict[str, dict] = field(
+        default_factory=lambda: {"inputs": {}, "settings": {}, "outputs": {}})
+    crs: QgsCoordinateReferenceSystem | None = None
+
+
+class Binding(ABC):
+    """How one or a few parameters go into a job."""
+
+    def check(self, alg: EngineAlgorithm, parameters: dict,
+              context: QgsProcessingContext) -> str | None:
+        """A message for the user when the values cannot work, else None."""
+        return None
+
+    @abstractmethod
+    def to_job(self, alg: EngineAlgorithm, parameters: dict, context: QgsProcessingContext,
+               feedback: QgsProcessingFeedback, job: JobDraft) -> None: ...
+
+    def finish(self, alg: EngineAlgorithm, parameters: dict, context: QgsProcessingContext,
+               feedback: QgsProcessingFeedback, engine_outputs: dict) -> None:
+        """Work on the engine's outputs (styling) after a successful run."""
+        return None
+
+
+def series_shape(layers: list, bands_per_date: int) -> tuple[int, int]:
+    """(dates, bands per date) of a list of rasters or one stack."""
+    if len(layers) == 1 and bands_per_date > 0:
+        return layers[0].bandCount() // bands_per_date, bands_per_date
+    return len(layers), layers[0].bandCount() if layers else 0
+
+
+@dataclass
+class SeriesBinding(Binding):
+    layers: str = "INPUT"
+    bands: str = "BANDS_PER_DATE"
+    key: str = "series"
+
+    def values(self, alg, parameters, context) -> tuple[list, int]:
+        return (alg.parameterAsLayerList(parameters, self.layers, context),
+                alg.parameterAsInt(parameters, self.bands, context))
+
+    def check(self, alg, parameters, context):
+        layers, bands = self.values(alg, parameters, context)
+        if not layers:
+            return "Add at least one raster layer to the time series."
+        crs = {layer.crs().authid() or layer.crs().toWkt() for layer in layers}
+        if len(crs) > 1:
+            return (f"The time-series layers are in different CRSs ({', '.join(sorted(crs))}); "
+                    "reproject them onto one grid first.")
+        if len(layers) == 1 and bands and layers[0].bandCount() % bands:
+            return (f"The stack '{layers[0].name()}' has {layers[0].bandCount()} bands, not a "
+                    f"multiple of the bands per date ({bands}).")
+        if len(layers) > 1 and bands and bands != layers[0].bandCount():
+            return ("Bands per date applies to a single multi-date stack; leave it at 0 for a "
+                    "list of single-date layers.")
+        return None
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        layers, bands = self.values(alg, parameters, context)
+        paths = [raster_path(layer, job.folder, i, context, feedback)
+                 for i, layer in enumerate(layers)]
+        feedback.pushInfo("Time series, in this order: " + ", ".join(
+            layer.name() for layer in layers))
+        job.crs = layers[0].crs()
+        job.sections["inputs"][self.key] = {"paths": paths,
+                                            "bands_per_date": bands if len(layers) == 1 else None}
+
+
+@dataclass
+class ReferenceBinding(Binding):
+    layer: str = "REFERENCE"
+    class_field: str = "CLASS_FIELD"
+    name_field: str = "NAME_FIELD"
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        source = alg.parameterAsSource(parameters, self.layer, context)
+        if source is None:
+            raise QgsProcessingException(alg.invalidSourceError(parameters, self.layer))
+        class_field = alg.parameterAsString(parameters, self.class_field, context)
+        name_field = alg.parameterAsString(parameters, self.name_field, context) or None
+        fields = [class_field] + ([name_field] if name_field and name_field != class_field
+                                  else [])
+        target = job.folder / "reference.gpkg"
+        count = export_polygons(source, fields, target, job.crs or source.sourceCrs(), context,
+                                feedback)
+        feedback.pushInfo(f"Reference polygons: {count} features exported in "
+                          f"{(job.crs or source.sourceCrs()).authid()}.")
+        colors = renderer_colors(alg.parameterAsVectorLayer(parameters, self.layer, context),
+                                 class_field)
+        job.sections["reference"] = {"path": str(target), "layer": "reference",
+                                     "class_field": class_field, "name_field": name_field,
+                                     "colors": colors}
+
+
+@dataclass
+class SplitBinding(Binding):
+    names: tuple[str, str, str] = ("TRAIN_FRACTION", "VALIDATION_FRACTION", "TEST_FRACTION")
+    seed: str = "SEED"
+
+    def fractions(self, alg, parameters, context) -> list[float]:
+        return [alg.parameterAsDouble(parameters, n, context) for n in self.names]
+
+    def check(self, alg, parameters, context):
+        fractions = self.fractions(alg, parameters, context)
+        if abs(sum(fractions) - 1.0) > 1e-6:
+            return (f"Train, validation and test fractions must add up to 1 (they add up to "
+                    f"{sum(fractions):g}).")
+        if fractions[0] <= 0:
+            return "The training fraction must be above 0."
+        return None
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        train, validation, test = self.fractions(alg, parameters, context)
+        job.sections["split"] = {"train": train, "validation": validation, "test": test,
+                                 "seed": alg.parameterAsInt(parameters, self.seed, context)}
+
+
+@dataclass
+class SettingBinding(Binding):
+    """A number, boolean or choice that goes into ``settings[key]``."""
+
+    name: str
+    key: str
+    choices: tuple[str, ...] = ()
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        definition = alg.parameterDefinition(self.name)
+        if self.choices:
+            value: Any = self.choices[alg.parameterAsEnum(parameters, self.name, context)]
+            if value == "":
+                return
+        elif isinstance(definition, QgsProcessingParameterNumber):
+            if definition.dataType() == QgsProcessingParameterNumber.Integer:
+                value = alg.parameterAsInt(parameters, self.name, context)
+            else:
+                value = alg.parameterAsDouble(parameters, self.name, context)
+        else:
+            value = alg.parameterAsBool(parameters, self.name, context)
+        job.sections["settings"][self.key] = value
+
+
+@dataclass
+class ModelInputBinding(Binding):
+    name: str = "MODEL"
+    family: str = ""
+    series: SeriesBinding | None = None
+
+    def check(self, alg, parameters, context):
+        path = alg.parameterAsFile(parameters, self.name, context)
+        try:
+            header = read_header(path, self.name)
+        except LcfusionError as exc:
+            return exc.message
+        if header.family != self.family:
+            return (f"{Path(path).name} is a {header.family or 'unknown'} model, not a "
+                    f"{self.family} model; use the classify algorithm of its family.")
+        if self.series is not None:
+            layers, bands = self.series.values(alg, parameters, context)
+            expected = header.metadata.get("inputs", {}).get("series", {})
+            if layers and expected:
+                dates, per_date = series_shape(layers, bands)
+                wanted = (expected.get("n_dates"), expected.get("bands_per_date"))
+                if (dates, per_date) != wanted:
+                    return (f"The model expects {wanted[0]} dates x {wanted[1]} bands, but the "
+                            f"layers give {dates} dates x {per_date} bands; give the same "
+                            "dates and bands as for training.")
+        return None
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        job.sections["inputs"]["model"] = alg.parameterAsFile(parameters, self.name, context)
+
+
+@dataclass
+class FileOutputBinding(Binding):
+    name: str
+    key: str
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        job.sections["outputs"][self.key] = alg.parameterAsFileOutput(parameters, self.name,
+                                                                      context)
+
+
+@dataclass
+class RasterOutputBinding(Binding):
+    """A class map or confidence map written by the engine and styled here."""
+
+    name: str
+    key: str
+    kind: str = "class_map"
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        path = alg.parameterAsOutputLayer(parameters, self.name, context)
+        if path:
+            job.sections["outputs"][self.key] = path
+
+    def finish(self, alg, parameters, context, feedback, engine_outputs):
+        path = engine_outputs.get(self.name)
+        if not path:
+            return
+        if self.kind == "class_map":
+            classes = ClassTable.from_json(engine_outputs["CLASSES"])
+            write_class_map_style(path, classes)
+            processor = ClassMapPostProcessor.create(classes)
+        else:
+            write_confidence_style(path)
+            processor = ConfidencePostProcessor.create()
+        attach_post_processor(context, path, processor)
+
+
+def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+class EngineAlgorithm(QgsProcessingAlgorithm):
+    """Subclasses set the class attributes and declare parameters in ``initAlgorithm``."""
+
+    algorithm_id = ""
+    title = ""
+    group_key = "training"
+    command = ""
+    icon_file = "lcfusion.svg"
+    help_text = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bindings: list[Binding] = []
+
+    # Identity -----------------------------------------------------------------------------
+    def name(self) -> str:
+        return self.algorithm_id
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return self.title
+
+    def group(self) -> str:
+        return GROUPS[self.group_key]
+
+    def groupId(self) -> str:  # noqa: N802 - QGIS API
+        return self.group_key
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return self.help_text
+
+    def icon(self) -> QIcon:
+        return icon(self.icon_file)
+
+    def createInstance(self) -> EngineAlgorithm:  # noqa: N802 - QGIS API
+        return type(self)()
+
+    # Declaration helpers ------------------------------------------------------------------
+    def bind(self, binding: Binding, *parameters: QgsProcessingParameterDefinition) -> Binding:
+        for parameter in parameters:
+            self.addParameter(parameter)
+        self._bindings.append(binding)
+        return binding
+
+    def add_series(self, description: str = "Time series rasters (in date order)"
+                   ) -> SeriesBinding:
+        layers = QgsProcessingParameterMultipleLayers(
+            "INPUT", description, layerType=QgsProcessing.TypeRaster)
+        bands = QgsProcessingParameterNumber(
+            "BANDS_PER_DATE", "Bands per date (single multi-date stack only; 0: each layer is "
+            "one date)", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)
+        return self.bind(SeriesBinding(), layers, bands)
+
+    def add_reference(self) -> ReferenceBinding:
+        return self.bind(
+            ReferenceBinding(),
+            QgsProcessingParameterFeatureSource(
+                "REFERENCE", "Reference polygons", [QgsProcessing.TypeVectorPolygon]),
+            QgsProcessingParameterField(
+                "CLASS_FIELD", "Class field (integer codes or text names)",
+                parentLayerParameterName="REFERENCE", type=QgsProcessingParameterField.Any),
+            QgsProcessingParameterField(
+                "NAME_FIELD", "Class name field", parentLayerParameterName="REFERENCE",
+                type=QgsProcessingParameterField.Any, optional=True),
+        )
+
+    def add_split(self, train: float = 0.6, validation: float = 0.2, test: float = 0.2
+                  ) -> SplitBinding:
+        def fraction(name: str, text: str, value: float) -> QgsProcessingParameterNumber:
+            return QgsProcessingParameterNumber(
+                name, text, type=QgsProcessingParameterNumber.Double, defaultValue=value,
+                minValue=0.0, maxValue=1.0)
+
+        return self.bind(
+            SplitBinding(),
+            fraction("TRAIN_FRACTION", "Training share of each class's polygons", train),
+            fraction("VALIDATION_FRACTION", "Validation share of each class's polygons",
+                     validation),
+            fraction("TEST_FRACTION", "Test share of each class's polygons (accuracy)", test),
+            QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0,
+                                         type=QgsProcessingParameterNumber.Integer),
+        )
+
+    def add_setting(self, parameter: QgsProcessingParameterDefinition, key: str,
+                    is_advanced: bool = False, choices: tuple[str, ...] = ()) -> SettingBinding:
+        if is_advanced:
+            advanced(parameter)
+        return self.bind(SettingBinding(parameter.name(), key, choices), parameter)
+
+    def add_int(self, name: str, text: str, key: str, default: int, minimum: int = 0,
+                maximum: int | None = None, is_advanced: bool = False) -> SettingBinding:
+        parameter = QgsProcessingParameterNumber(
+            name, text, type=QgsProcessingParameterNumber.Integer, defaultValue=default,
+            minValue=minimum)
+        if maximum is not None:
+            parameter.setMaximum(maximum)
+        return self.add_setting(parameter, key, is_advanced)
+
+    def add_device(self) -> SettingBinding:
+        choices = ("auto", "cpu", "cuda")
+        parameter = QgsProcessingParameterEnum(
+            "DEVICE", "Device (auto: the GPU when torch sees one)", options=list(choices),
+            defaultValue=0)
+        return self.add_setting(parameter, "device", True, choices)
+
+    def add_model_input(self, family: str, series: SeriesBinding | None) -> ModelInputBinding:
+        return self.bind(
+            ModelInputBinding("MODEL", family, series),
+            QgsProcessingParameterFile("MODEL", "Model file", extension=SUFFIX.lstrip(".")),
+        )
+
+    def add_model_output(self) -> FileOutputBinding:
+        return self.bind(
+            FileOutputBinding("OUTPUT_MODEL", "model"),
+            QgsProcessingParameterFileDestination(
+                "OUTPUT_MODEL", "Model file", fileFilter=f"lcfusion model (*{SUFFIX})"),
+        )
+
+    def add_class_map_output(self, with_confidence: bool = True) -> None:
+        self.bind(RasterOutputBinding("OUTPUT", "class_map", "class_map"),
+                  QgsProcessingParameterRasterDestination("OUTPUT", "Class map"))
+        if with_confidence:
+            self.bind(RasterOutputBinding("OUTPUT_CONFIDENCE", "confidence", "confidence"),
+                      QgsProcessingParameterRasterDestination(
+                          "OUTPUT_CONFIDENCE", "Confidence map (maximum class probability)",
+                          optional=True, createByDefault=False))
+
+    def add_accuracy_outputs(self) -> None:
+        for name, text in (("OA", "Overall accuracy (test polygons)"),
+                           ("KAPPA", "Cohen's Kappa (test polygons)"),
+                           ("MEAN_F1", "Mean F1 score (test polygons)")):
+            self.addOutput(QgsProcessingOutputNumber(name, text))
+
+    # Running ------------------------------------------------------------------------------
+    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext
+                             ) -> tuple[bool, str]:  # noqa: N802 - QGIS API
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        for binding in self._bindings:
+            problem = binding.check(self, parameters, context)
+            if problem:
+                return False, problem
+        return True, ""
+
+    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,
+                         feedback: QgsProcessingFeedback) -> dict:  # noqa: N802 - QGIS API
+        folder = Path(tempfile.mkdtemp(prefix="lcfusion-job-",
+                                       dir=QgsProcessingUtils.tempFolder()))
+        try:
+            draft = JobDraft(folder)
+            for binding in self._bindings:
+                binding.to_job(self, parameters, context, feedback, draft)
+                if feedback.isCanceled():
+                    raise QgsProcessingException("Cancelled: no output was written.")
+            job_path = write_job(folder, self.command, **draft.sections)
+            run = EngineProcess(self.command, job_path, feedback).run()
+            self.raise_for(run)
+            for binding in self._bindings:
+                binding.finish(self, parameters, context, feedback, run.outputs)
+            names = {output.name() for output in self.outputDefinitions()}
+            return {k: v for k, v in run.outputs.items() if k in names and v is not None}
+        finally:
+            if not os.environ.get(KEEP_JOBS_ENV):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def raise_for(self, run: EngineRun) -> None:
+        """Turn a failed, cancelled or crashed engine run into a QgsProcessingException."""
+        if run.cancelled:
+            raise QgsProcessingException("Cancelled: the engine was stopped and no output "
+                                         "was written.")
+        if run.failure is not None:
+            parameter = run.failure.parameter
+            definition = self.parameterDefinition(parameter) if parameter else None
+            where = (f"{definition.description()} [{parameter}]: " if definition
+                     else f"{parameter}: " if parameter else "")
+            raise QgsProcessingException(where + run.failure.message)
+        if run.returncode != 0:
+            tail = "\n".join(run.stderr_tail[-15:])
+            raise QgsProcessingException(
+                f"The lcfusion engine stopped unexpectedly (exit status {run.returncode}).\n"
+                f"{tail}")

@@ -1,0 +1,38 @@
+"""lcfusion:classifyfgunet — a class map from a trained FG-UNET model."""
+
+from __future__ import annotations
+
+from .base import EngineAlgorithm
+
+
+class ClassifyFGUNet(EngineAlgorithm):
+    algorithm_id = "classifyfgunet"
+    title = "Classify with FG-UNET"
+    group_key = "classification"
+    command = "classify-fgunet"
+    icon_file = "classify.svg"
+    help_text = """
+<p>Applies a model trained with <i>Train FG-UNET</i> to a time series and writes a class map
+(GeoTIFF, the model's class codes, nodata 255, with the model's class names and colours) and,
+optionally, a confidence map (the highest class probability, 0–1).</p>
+<p>The image is processed in overlapping tiles (default 512 x 512 pixels); only each tile's
+centre is kept (the margin, default 20 pixels, is discarded) and edges are reflect-padded, so
+the memory used does not depend on the size of the raster.</p>
+<h3>Parameters</h3>
+<ul>
+<li><b>Model file</b>: a <code>.lcfusion</code> file of the FG-UNET family.</li>
+<li><b>Time series rasters</b>: the same dates and bands, in the same order, as for training
+(one raster per date, or one stack with <b>Bands per date</b>).</li>
+<li>Advanced: tile size, margin and device.</li>
+</ul>
+"""
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        series = self.add_series()
+        self.add_model_input("fgunet", series)
+        self.add_int("TILE_SIZE", "Tile size (pixels, multiple of 4)", "tile_size", 512,
+                     minimum=16, is_advanced=True)
+        self.add_int("MARGIN", "Tile margin discarded at each edge (pixels)", "margin", 20,
+                     is_advanced=True)
+        self.add_device()
+        self.add_class_map_output()

@@ -1,0 +1,164 @@
+"""Runs the engine as a child process and relays its events to Processing feedback."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+from .settings import engine_python, package_name, plugin_root
+
+TERMINATE_GRACE_SECONDS = 10.0
+POLL_SECONDS = 0.1
+
+
+@dataclass
+class EngineFailure:
+    """What the engine said when it failed."""
+
+    message: str
+    parameter: str | None = None
+
+
+@dataclass
+class EngineRun:
+    """The outcome of one engine run."""
+
+    returncode: int
+    outputs: dict = field(default_factory=dict)
+    failure: EngineFailure | None = None
+    cancelled: bool = False
+    stderr_tail: list[str] = field(default_factory=list)
+
+
+def engine_command(command: str, job_path: Path, python: str | None = None) -> list[str]:
+    """The argument list that runs `command` on `job_path` (never a shell string)."""
+    return [python or engine_python(), "-u", "-m", f"{package_name()}.engine", "--events", "json",
+            command, str(job_path)]
+
+
+def engine_environment() -> dict[str, str]:
+    """The child's environment: the plugin's parent folder first on PYTHONPATH."""
+    env = dict(os.environ)
+    parent = str(plugin_root().parent)
+    existing = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = parent + (os.pathsep + existing if existing else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _pump(stream, sink: queue.Queue, tag: str) -> None:
+    for line in iter(stream.readline, ""):
+        sink.put((tag, line.rstrip("\n")))
+    sink.put((tag, None))
+
+
+class EngineProcess:
+    """One engine child process: start, relay events, cancel on request."""
+
+    def __init__(self, command: str, job_path: Path, feedback: QgsProcessingFeedback,
+                 python: str | None = None):
+        self.args = engine_command(command, job_path, python)
+        self.feedback = feedback
+        self._stage = ""
+
+    def run(self) -> EngineRun:
+        try:
+            process = subprocess.Popen(
+                self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                encoding="utf-8", errors="replace", env=engine_environment(),
+                start_new_session=sys.platform != "win32",
+            )
+        except OSError as exc:
+            raise QgsProcessingException(
+                f"Cannot start the lcfusion engine with {self.args[0]!r}: {exc.strerror}. Set the "
+                "engine Python in the plugin settings or the LCFUSION_PYTHON environment "
+                "variable to an interpreter that has torch (run 'make setup' in the plugin "
+                "folder to create one).") from exc
+        events: queue.Queue = queue.Queue()
+        readers = [threading.Thread(target=_pump, args=(process.stdout, events, "out"),
+                                    daemon=True),
+                   threading.Thread(target=_pump, args=(process.stderr, events, "err"),
+                                    daemon=True)]
+        for reader in readers:
+            reader.start()
+        run = EngineRun(returncode=0)
+        stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        open_streams = 2
+        while open_streams:
+            if self.feedback.isCanceled() and not run.cancelled:
+                run.cancelled = True
+                self.feedback.pushInfo("Cancelling: stopping the engine…")
+                terminate(process)
+            try:
+                tag, line = events.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if line is None:
+                open_streams -= 1
+            elif tag == "err":
+                stderr_tail.append(line)
+                self.feedback.pushDebugInfo(line)
+            else:
+                self._handle(line, run)
+        run.returncode = process.wait()
+        run.stderr_tail = list(stderr_tail)
+        return run
+
+    def _handle(self, line: str, run: EngineRun) -> None:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            self.feedback.pushConsoleInfo(line)
+            return
+        if not isinstance(event, dict):
+            self.feedback.pushConsoleInfo(line)
+            return
+        kind = event.get("event")
+        if kind == "progress":
+            self.feedback.setProgress(float(event.get("percent", 0.0)))
+            stage = str(event.get("stage") or "")
+            if stage and stage != self._stage:
+                self._stage = stage
+                self.feedback.setProgressText(stage)
+        elif kind == "log":
+            message, level = str(event.get("message", "")), event.get("level")
+            if level == "warning":
+                self.feedback.pushWarning(message)
+            elif level == "debug":
+                self.feedback.pushDebugInfo(message)
+            else:
+                self.feedback.pushInfo(message)
+        elif kind == "result":
+            run.outputs = dict(event.get("outputs") or {})
+        elif kind == "error":
+            run.failure = EngineFailure(str(event.get("message", "")), event.get("parameter"))
+
+
+def terminate(process: subprocess.Popen) -> None:
+    """SIGTERM to the engine's process group (it cleans up), SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    try:
+        if sys.platform == "win32":
+            process.terminate()
+        else:
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(TERMINATE_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        if sys.platform == "win32":
+            process.kill()
+        else:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,35 @@
+"""The lcfusion Processing provider."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .algorithms.base import icon
+from .algorithms.classify_fgunet import ClassifyFGUNet
+from .algorithms.train_fgunet import TrainFGUNet
+
+ALGORITHMS = (TrainFGUNet, ClassifyFGUNet)
+
+
+class LcfusionProvider(QgsProcessingProvider):
+    """Land Cover Fusion: deep land-cover models as Processing algorithms."""
+
+    def id(self) -> str:
+        return "lcfusion"
+
+    def name(self) -> str:
+        return "Land Cover Fusion"
+
+    def longName(self) -> str:  # noqa: N802 - QGIS API
+        return "Land Cover Fusion (MRFusion, TWINNS, FG-UNET)"
+
+    def icon(self) -> QIcon:
+        return icon("lcfusion.svg")
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
+        for algorithm in ALGORITHMS:
+            self.addAlgorithm(algorithm())
+
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 - QGIS API
+        return ["tif"]

@@ -1,0 +1,48 @@
+"""Plugin settings: which Python interpreter runs the engine, and where the plugin lives."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from qgis.core import QgsSettings
+
+ENGINE_PYTHON_KEY = "lcfusion/engine_python"
+ENGINE_PYTHON_ENV = "LCFUSION_PYTHON"
+
+
+def plugin_root() -> Path:
+    """The plugin folder (the ``lcfusion`` package), symbolic links kept as they are."""
+    return Path(__file__).parent.parent
+
+
+def package_name() -> str:
+    """The name the plugin package was imported under (``lcfusion``)."""
+    return __name__.split(".")[0]
+
+
+def venv_python(folder: Path) -> Path:
+    scripts = "Scripts" if sys.platform == "win32" else "bin"
+    executable = "python.exe" if sys.platform == "win32" else "python"
+    return folder / ".venv" / scripts / executable
+
+
+def engine_python() -> str:
+    """The engine interpreter: ``LCFUSION_PYTHON``, else the plugin setting, else the
+    project's ``.venv``, else ``python3`` on the PATH."""
+    from_env = os.environ.get(ENGINE_PYTHON_ENV, "").strip()
+    if from_env:
+        return from_env
+    configured = str(QgsSettings().value(ENGINE_PYTHON_KEY, "") or "").strip()
+    if configured:
+        return configured
+    candidate = venv_python(plugin_root())
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which("python3") or shutil.which("python") or "python3"
+
+
+def set_engine_python(path: str) -> None:
+    QgsSettings().setValue(ENGINE_PYTHON_KEY, path)

@@ -1,0 +1,210 @@
+"""Renderers and default styles (`.qml`) for class maps and confidence maps.
+
+A style saved as `<raster>.qml` is what QGIS loads automatically when the raster is opened;
+post-processors style the outputs that Processing loads into the project.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from qgis.core import (
+    QgsColorRamp,
+    QgsColorRampLegendNodeSettings,
+    QgsColorRampShader,
+    QgsGradientColorRamp,
+    QgsGradientStop,
+    QgsMapLayer,
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterLayer,
+    QgsRasterRenderer,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+    QgsStyle,
+)
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtXml import QDomDocument
+
+from ..engine.classes import ClassTable
+from ..engine.outputs import atomic_output
+
+#: Colour ramp of confidence maps (perceptually uniform), from the QGIS default style.
+CONFIDENCE_RAMP = "Viridis"
+#: Values at which the confidence ramp is sampled into shader items.
+CONFIDENCE_STOPS = tuple(i / 10 for i in range(11))
+
+# Viridis anchors, used when the default style has no "Viridis" ramp.
+_VIRIDIS_ANCHORS = (
+    (0.0, "#440154"),
+    (0.25, "#3b528b"),
+    (0.5, "#21918c"),
+    (0.75, "#5ec962"),
+    (1.0, "#fde725"),
+)
+
+
+def class_map_renderer(layer: QgsRasterLayer, classes: ClassTable) -> QgsPalettedRasterRenderer:
+    """A paletted renderer of band 1: one entry per class (code, colour, name)."""
+    entries = [
+        QgsPalettedRasterRenderer.Class(entry.code, QColor(entry.color), entry.name)
+        for entry in classes
+    ]
+    return QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries)
+
+
+def confidence_ramp() -> QgsColorRamp:
+    """The confidence colour ramp (Viridis), with a built-in fallback."""
+    ramp = QgsStyle.defaultStyle().colorRamp(CONFIDENCE_RAMP)
+    if ramp is not None:
+        return ramp
+    (_, first), *middle, (_, last) = _VIRIDIS_ANCHORS
+    stops = [QgsGradientStop(value, QColor(color)) for value, color in middle]
+    return QgsGradientColorRamp(QColor(first), QColor(last), False, stops)
+
+
+def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRenderer:
+    """A continuous, interpolated pseudocolor renderer of band 1 over 0..1."""
+    ramp = confidence_ramp()
+    items = [
+        QgsColorRampShader.ColorRampItem(value, ramp.color(value), f"{value:.1f}")
+        for value in CONFIDENCE_STOPS
+    ]
+    color_shader = QgsColorRampShader(0.0, 1.0)
+    color_shader.setColorRampType(QgsColorRampShader.Interpolated)
+    color_shader.setClassificationMode(QgsColorRampShader.Continuous)
+    color_shader.setSourceColorRamp(ramp)
+    color_shader.setColorRampItemList(items)
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setUseContinuousLegend(True)
+    legend.setMinimumLabel("0 (low)")
+    legend.setMaximumLabel("1 (high)")
+    color_shader.setLegendSettings(legend)
+
+    raster_shader = QgsRasterShader(0.0, 1.0)
+    raster_shader.setRasterShaderFunction(color_shader)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, raster_shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(1.0)
+    return renderer
+
+
+def open_raster(raster_path: str, default_style: bool = False) -> QgsRasterLayer:
+    """Open a raster with GDAL (optionally with its saved default style).
+
+    Raises FileNotFoundError if the file is missing, OSError if GDAL cannot read it.
+    """
+    if not os.path.isfile(raster_path):
+        raise FileNotFoundError(f"raster not found: {raster_path}")
+    options = QgsRasterLayer.LayerOptions(loadDefaultStyle=default_style)
+    name = os.path.splitext(os.path.basename(raster_path))[0]
+    layer = QgsRasterLayer(raster_path, name, "gdal", options)
+    if not layer.isValid():
+        raise OSError(f"cannot open raster {raster_path}: not a raster GDAL can read")
+    return layer
+
+
+def write_class_map_style(raster_path: str, classes: ClassTable) -> str:
+    """Save the class-map style as the raster's default style; returns the `.qml` path."""
+    layer = open_raster(raster_path)
+    layer.setRenderer(class_map_renderer(layer, classes))
+    return save_default_style(layer)
+
+
+def write_confidence_style(raster_path: str) -> str:
+    """Save the confidence style as the raster's default style; returns the `.qml` path."""
+    layer = open_raster(raster_path)
+    layer.setRenderer(confidence_renderer(layer))
+    return save_default_style(layer)
+
+
+def save_default_style(layer: QgsMapLayer) -> str:
+    """Write the layer's style atomically where QGIS looks for its default style."""
+    qml_path = layer.styleURI()
+    if not qml_path.endswith(".qml") or not os.path.isdir(os.path.dirname(qml_path) or "."):
+        raise OSError(f"no file-based default style location for {layer.source()}")
+    document = QDomDocument()
+    error = layer.exportNamedStyle(document)
+    if error:
+        raise OSError(f"cannot export the style of {layer.source()}: {error}")
+    with atomic_output(qml_path, "OUTPUT") as tmp_path:
+        tmp_path.write_text(document.toString(2), encoding="utf-8")
+    return qml_path
+
+
+def attach_post_processor(
+    context: QgsProcessingContext,
+    output: str,
+    post_processor: QgsProcessingLayerPostProcessorInterface,
+) -> bool:
+    """Style `output` (layer id or destination) when Processing loads it; False if not loaded.
+
+    A post-processor that is not attached is released (see `_StylePostProcessor`).
+    """
+    if not context.willLoadLayerOnCompletion(output):
+        _StylePostProcessor._alive.discard(post_processor)
+        return False
+    context.layerToLoadOnCompletionDetails(output).setPostProcessor(post_processor)
+    return True
+
+
+class _StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Base of the post-processors: applies `renderer()` to the loaded raster layer.
+
+    `setPostProcessor` hands the C++ object to QGIS, but nothing keeps the Python object
+    alive: once it is garbage-collected, QGIS calls the base class's empty
+    `postProcessLayer` and the layer stays unstyled. Instances made with `create()` are
+    therefore held in a class-level set until they have run (or were not attached).
+    """
+
+    _alive: ClassVar[set[_StylePostProcessor]] = set()
+
+    def renderer(self, layer: QgsRasterLayer) -> QgsRasterRenderer:
+        raise NotImplementedError
+
+    def postProcessLayer(
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        try:
+            if isinstance(layer, QgsRasterLayer) and layer.isValid():
+                layer.setRenderer(self.renderer(layer))
+                layer.triggerRepaint()
+            elif feedback is not None:
+                feedback.reportError(f"cannot style {layer.name()}: not a valid raster layer")
+        finally:
+            _StylePostProcessor._alive.discard(self)
+
+
+class ClassMapPostProcessor(_StylePostProcessor):
+    """Gives a loaded class map the paletted renderer of its class table."""
+
+    def __init__(self, classes: ClassTable) -> None:
+        super().__init__()
+        self.classes = classes
+
+    @classmethod
+    def create(cls, classes: ClassTable) -> ClassMapPostProcessor:
+        """A post-processor kept alive until QGIS has run it (see `_StylePostProcessor`)."""
+        instance = cls(classes)
+        _StylePostProcessor._alive.add(instance)
+        return instance
+
+    def renderer(self, layer: QgsRasterLayer) -> QgsPalettedRasterRenderer:
+        return class_map_renderer(layer, self.classes)
+
+
+class ConfidencePostProcessor(_StylePostProcessor):
+    """Gives a loaded confidence map the 0..1 colour ramp."""
+
+    @classmethod
+    def create(cls) -> ConfidencePostProcessor:
+        """A post-processor kept alive until QGIS has run it (see `_StylePostProcessor`)."""
+        instance = cls()
+        _StylePostProcessor._alive.add(instance)
+        return instance
+
+    def renderer(self, layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRenderer:
+        return confidence_renderer(layer)
