@@ -29,6 +29,8 @@ from .tiling import TiledPredictor, predict_pixels, write_class_map
 from .training import FitConfig, fit
 
 FAMILY = "fgunet"
+#: Loss weights per class from training pixel counts: 1/n (the paper), 1/sqrt(n), or none.
+CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class FGUNetTrainConfig:
     plateau_factor: float = 0.2
     plateau_patience: int = 3
     augment: bool = True
+    class_weighting: str = "inverse"
     device: str = "auto"
     threads: int = 0
     tile_size: int = 512
@@ -64,6 +67,9 @@ class FGUNetTrainConfig:
             raise LcfusionError(
                 f"must be a multiple of {FGUNet.size_multiple} (the U-Net pools twice), got "
                 f"{self.patch_size}", "PATCH_SIZE")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise LcfusionError(f"unknown class weighting {self.class_weighting!r}; use one of "
+                                f"{', '.join(CLASS_WEIGHTINGS)}", "CLASS_WEIGHTING")
         if self.validation_patches < 0 or self.max_shift < 0 or self.dates_per_chunk < 0:
             raise LcfusionError("validation patches, shift and dates per chunk cannot be "
                                 "negative", "SETTINGS")
@@ -97,11 +103,13 @@ def chunking(n_dates: int, dates_per_chunk: int) -> int:
     return dates_per_chunk
 
 
-def class_weights(counts: np.ndarray) -> np.ndarray:
-    """Inverse-frequency weights of the classes with pixels, rescaled to sum to their number."""
+def class_weights(counts: np.ndarray, method: str = "inverse") -> np.ndarray:
+    """Weights of the classes with pixels (1/n, 1/sqrt(n) or 1), rescaled to sum to their
+    number; classes without pixels get 0."""
     weights = np.zeros(counts.size, dtype=np.float64)
     present = counts > 0
-    weights[present] = 1.0 / counts[present]
+    power = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}[method]
+    weights[present] = counts[present].astype(np.float64) ** -power
     weights *= present.sum() / weights.sum()
     return weights
 
@@ -151,7 +159,8 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
         reporter.info(f"{reference.n_features} reference features, {len(classes)} classes: "
                       + ", ".join(f"{c.code} {c.name}" for c in classes))
         parts = ObjectSplit(split_config).assign(reference.object_class,
-                                                 reference.present_objects(), classes)
+                                                 reference.present_objects(), classes,
+                                                 reference.object_area)
         summary = split_summary(parts, reference.object_class, reference.object_pixels, classes)
         for row in summary:
             reporter.info(f"  {row['name']}: " + ", ".join(
@@ -170,7 +179,8 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                       f"{device.type}, {threads} thread(s)")
         counts = np.bincount(pixel_class[pixel_part == 0], minlength=len(classes))
         loss_fn = nn.CrossEntropyLoss(
-            weight=torch.tensor(class_weights(counts), dtype=torch.float32, device=device),
+            weight=torch.tensor(class_weights(counts, config.class_weighting),
+                                dtype=torch.float32, device=device),
             ignore_index=-1)
 
         with series.open() as reader:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
     cohen_kappa_score,
@@ -50,7 +52,9 @@ def compute_accuracy(reference: np.ndarray, predicted: np.ndarray,
     matrix = confusion_matrix(reference, predicted, labels=labels)
     precision, recall, f1, support = precision_recall_fscore_support(
         reference, predicted, labels=labels, zero_division=0)
-    kappa = float(cohen_kappa_score(reference, predicted, labels=labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        kappa = float(cohen_kappa_score(reference, predicted, labels=labels))
     per_class = [
         {"code": c.code, "name": c.name, "precision": float(precision[c.index]),
          "recall": float(recall[c.index]), "f1": float(f1[c.index]),

@@ -10,19 +10,29 @@ from .classes import ClassTable
 from .errors import LcfusionError
 
 PARTS = ("train", "validation", "test")
+METHODS = ("random", "area")
 UNUSED = -1
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Fractions of each class's polygons that go to each part, and the seed."""
+    """Fractions of each class's polygons that go to each part, the method and the seed.
+
+    ``random``: a seeded shuffle per class. ``area``: per class, polygons sorted by area and
+    dealt to the parts in turn, so each part gets large and small polygons (the FG-UNET
+    paper's protocol: every third polygon to test); the seed does not change it.
+    """
 
     train: float = 0.6
     validation: float = 0.2
     test: float = 0.2
     seed: int = 0
+    method: str = "random"
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise LcfusionError(f"unknown split method {self.method!r}; use one of "
+                                f"{', '.join(METHODS)}", "SPLIT_METHOD")
         fractions = self.fractions
         if any(f < 0 or f > 1 for f in fractions):
             raise LcfusionError(f"split fractions must lie between 0 and 1, got {fractions}",
@@ -41,7 +51,8 @@ class SplitConfig:
     @classmethod
     def from_json(cls, data: dict) -> SplitConfig:
         return cls(float(data.get("train", 0.6)), float(data.get("validation", 0.2)),
-                   float(data.get("test", 0.2)), int(data.get("seed", 0)))
+                   float(data.get("test", 0.2)), int(data.get("seed", 0)),
+                   str(data.get("method", "random")))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,17 +72,30 @@ def _allocate(n: int, fractions: tuple[float, ...]) -> list[int]:
     return counts
 
 
+def _interleave(counts: list[int]) -> list[int]:
+    """Parts in dealing order: each step goes to the part furthest behind its share."""
+    n = sum(counts)
+    dealt = [0] * len(counts)
+    order = []
+    for step in range(1, n + 1):
+        part = max(range(len(counts)), key=lambda i: (step * counts[i] / n - dealt[i], -i))
+        dealt[part] += 1
+        order.append(part)
+    return order
+
+
 class ObjectSplit:
-    """Assigns whole polygons to parts, per class, with a seeded shuffle."""
+    """Assigns whole polygons to parts, per class (see `SplitConfig` for the methods)."""
 
     def __init__(self, config: SplitConfig):
         self.config = config
 
-    def assign(self, object_class: np.ndarray, present: np.ndarray,
-               classes: ClassTable) -> np.ndarray:
+    def assign(self, object_class: np.ndarray, present: np.ndarray, classes: ClassTable,
+               object_area: np.ndarray | None = None) -> np.ndarray:
         """Part index (0 train, 1 validation, 2 test) per object id; -1 for absent objects.
 
-        `object_class` maps object id to class index; `present` lists the ids to split.
+        `object_class` maps object id to class index; `present` lists the ids to split;
+        `object_area` (by object id) is needed by the ``area`` method.
         """
         parts = np.full(object_class.size, UNUSED, dtype=np.int8)
         needed = sum(1 for f in self.config.fractions if f > 0)
@@ -82,9 +106,14 @@ class ObjectSplit:
             if ids.size < needed:
                 too_few.append(f"{entry.name!r} (code {entry.code}): {ids.size}")
                 continue
+            counts = _allocate(ids.size, self.config.fractions)
+            if self.config.method == "area":
+                ids = ids[np.argsort(-object_area[ids], kind="stable")]
+                parts[ids] = _interleave(counts)
+                continue
             ids = rng.permutation(ids)
             start = 0
-            for part, count in enumerate(_allocate(ids.size, self.config.fractions)):
+            for part, count in enumerate(counts):
                 parts[ids[start: start + count]] = part
                 start += count
         if too_few:

@@ -29,7 +29,12 @@ def round_up(value: int, multiple: int) -> int:
 @dataclass
 class TiledPredictor:
     """Class probabilities by tiles of `tile_size` (network input side) whose outer `margin`
-    pixels are discarded; edges of the raster are reflect-padded."""
+    pixels are discarded; edges of the raster are reflect-padded.
+
+    Tile origins fall on multiples of `size_multiple`, so every tile pools on the grid of the
+    whole image: with a margin as wide as the network's receptive field, the tiled result
+    equals a single pass over the whole image.
+    """
 
     model: torch.nn.Module
     normalizer: PercentileNormalizer
@@ -42,6 +47,10 @@ class TiledPredictor:
         if self.tile_size % self.size_multiple:
             raise LcfusionError(f"the tile size must be a multiple of {self.size_multiple}",
                                 "TILE_SIZE")
+        if self.margin % self.size_multiple or self.margin < 0:
+            raise LcfusionError(
+                f"the margin must be a multiple of {self.size_multiple} (so that every tile "
+                f"pools on the same grid), got {self.margin}", "MARGIN")
         if self.tile_size - 2 * self.margin < self.size_multiple:
             raise LcfusionError(
                 f"the tile size ({self.tile_size}) must exceed twice the margin "

@@ -1,0 +1,211 @@
+"""FG-UNET in the engine: it learns, classifies on the input grid, tiles exactly, cancels."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from helpers import fgunet_train_job
+from rasterio.windows import Window
+
+from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.fgunet import (
+    FGUNetTrainConfig,
+    chunking,
+    class_weights,
+    load_fgunet,
+    train_fgunet,
+)
+from lcfusion.engine.jobs import Job, settings_from, write_job
+from lcfusion.engine.modelheader import read_metadata
+from lcfusion.engine.normalization import PercentileNormalizer
+from lcfusion.engine.progress import NullReporter
+from lcfusion.engine.sampling import PatchSource
+from lcfusion.engine.series import SeriesSpec, TimeSeries
+from lcfusion.engine.tiling import TiledPredictor
+
+BUILD = Path(__file__).resolve().parents[2] / "build"
+
+
+def engine(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(BUILD)}
+    return subprocess.run([sys.executable, "-m", "lcfusion.engine", *args], env=env,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def classify_job(folder: Path, scene, model: Path, paths=None, confidence=True) -> Path:
+    return write_job(folder, "classify-fgunet",
+                     inputs={"model": str(model),
+                             "series": {"paths": [str(p) for p in paths or scene.s2_paths]}},
+                     settings={"tile_size": 64, "margin": 12},
+                     outputs={"class_map": str(folder / "map.tif"),
+                              "confidence": str(folder / "confidence.tif") if confidence
+                              else None})
+
+
+def test_training_learns_the_sample_scene(trained):
+    path, outputs = trained
+    # 8 classes: chance is 0.125; built-up and bare soil differ only in PAN texture, which
+    # Sentinel-2 cannot see, so about 7/8 is the ceiling of an S2-only model.
+    assert outputs["OA"] > 0.6
+    assert outputs["KAPPA"] > 0.5
+    meta = read_metadata(path)
+    assert meta["family"] == "fgunet"
+    assert meta["architecture"]["chunk_channels"] == 30 and meta["architecture"]["n_chunks"] == 2
+    series = meta["inputs"]["series"]
+    assert (series["n_dates"], series["bands_per_date"], series["dates_per_chunk"]) == (6, 10, 3)
+    assert series["band_names"][0] == "B02" and series["dates"][0] == "2021-01-15"
+    assert len(meta["normalization"]["low"]) == 60
+    assert [c["name"] for c in meta["classes"]][:2] == ["water", "forest"]
+    assert len(meta["training"]["history"]) == meta["training"]["settings"]["epochs"]
+    assert meta["metrics"]["overall_accuracy"] == pytest.approx(outputs["OA"])
+    summary = {row["name"]: row for row in meta["training"]["split_summary"]}
+    assert all(row["test_objects"] >= 1 for row in summary.values())
+
+
+def test_classify_cli_streams_json_and_writes_the_map_on_the_input_grid(tmp_path, scene,
+                                                                        trained):
+    result = engine("--events", "json", "classify-fgunet",
+                    str(classify_job(tmp_path, scene, trained[0])))
+    assert result.returncode == 0, result.stderr
+    stream = events(result.stdout)
+    percents = [e["percent"] for e in stream if e["event"] == "progress"]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    outputs = next(e["outputs"] for e in stream if e["event"] == "result")
+    assert outputs["OUTPUT"] == str(tmp_path / "map.tif")
+    codes = [c["code"] for c in outputs["CLASSES"]]
+
+    with rasterio.open(scene.s2_paths[0]) as src, rasterio.open(tmp_path / "map.tif") as out:
+        assert out.crs == src.crs and out.transform == src.transform
+        assert (out.width, out.height) == (src.width, src.height)
+        assert out.dtypes[0] == "uint8" and out.nodata == 255
+        labels = out.read(1)
+        colormap = out.colormap(1)
+    assert set(np.unique(labels)) <= set(codes)
+    assert colormap[1][:3] == (31, 120, 180)
+    with rasterio.open(scene.truth_path) as truth:
+        agreement = (labels == truth.read(1)).mean()
+    assert agreement > 0.6
+    with rasterio.open(tmp_path / "confidence.tif") as conf:
+        values = conf.read(1)
+    assert 0.0 <= values.min() and values.max() <= 1.0 and values.mean() > 0.4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["confidence.tif", "job.json",
+                                                          "map.tif"]
+
+
+def test_tiled_inference_equals_one_pass_over_the_image(scene, trained):
+    _, model, _, normalizer = load_fgunet(trained[0], torch.device("cpu"))
+    series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
+    whole = TiledPredictor(model, normalizer, torch.device("cpu"), tile_size=512, margin=28)
+    tiled = TiledPredictor(model, normalizer, torch.device("cpu"), tile_size=72, margin=28)
+    assert len(list(tiled.cores(series.height, series.width))) == 36
+    full = Window(0, 0, series.width, series.height)
+    with series.open() as reader:
+        expected, _ = whole.predict(reader, full)
+        got = np.zeros_like(expected)
+        for core in tiled.cores(series.height, series.width):
+            probs, _ = tiled.predict(reader, core)
+            r, c = int(core.row_off), int(core.col_off)
+            got[:, r: r + probs.shape[1], c: c + probs.shape[2]] = probs
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_patches_from_files_equal_patches_from_memory(scene, trained):
+    meta = read_metadata(trained[0])
+    normalizer = PercentileNormalizer.from_json(meta["normalization"])
+    series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
+    with series.open() as reader:
+        memory = PatchSource(reader, normalizer, str(scene.truth_path), 1 << 30)
+        files = PatchSource(reader, normalizer, str(scene.truth_path), 0)
+        assert memory.in_memory and not files.in_memory
+        for row, col in [(0, 0), (40, 7), (64, 64)]:
+            a, b = memory.read(row, col, 32), files.read(row, col, 32)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+        memory.close()
+        files.close()
+
+
+def test_model_and_input_band_mismatch(tmp_path, scene, trained):
+    result = engine("--events", "json", "classify-fgunet",
+                    str(classify_job(tmp_path, scene, trained[0], scene.s2_paths[:5])))
+    assert result.returncode == 2
+    error = next(e for e in events(result.stdout) if e["event"] == "error")
+    assert error["parameter"] == "INPUT"
+    assert "expects 6 dates x 10 bands (60 channels)" in error["message"]
+    assert "5 dates x 10 bands" in error["message"]
+    assert not (tmp_path / "map.tif").exists()
+
+
+def test_cancel_stops_training_and_leaves_no_model(tmp_path, scene):
+    model = tmp_path / "model.lcfusion"
+    job = fgunet_train_job(tmp_path, scene, model, epochs=50)
+    env = {**os.environ, "PYTHONPATH": str(BUILD)}
+    process = subprocess.Popen([sys.executable, "-m", "lcfusion.engine", "--events", "json",
+                                "train-fgunet", str(job)], stdout=subprocess.PIPE, text=True,
+                               env=env)
+    for line in process.stdout:
+        if '"stage": "epoch 1/50"' in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    rest = process.stdout.read()
+    assert process.wait(timeout=60) == 3
+    assert any(e["event"] == "error" and "cancelled" in e["message"] for e in events(rest))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json"]
+
+
+def test_cli_text_mode_is_readable(tmp_path, trained):
+    result = engine("model-info", str(trained[0]))
+    assert result.returncode == 0
+    info = json.loads(result.stdout)
+    assert info["family"] == "fgunet" and info["classes"][0] == "1 water"
+
+
+def test_job_errors_exit_with_status_2_and_name_the_parameter(tmp_path, scene):
+    job = fgunet_train_job(tmp_path, scene, tmp_path / "m.lcfusion", patch_size=30)
+    result = engine("train-fgunet", str(job))
+    assert result.returncode == 2
+    assert "ERROR: PATCH_SIZE: must be a multiple of 4" in result.stderr
+
+
+def test_same_seed_same_model(tmp_path, scene):
+    tiny = {"epochs": 1, "patches_per_epoch": 16, "validation_patches": 4, "threads": 1}
+    weights = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        train_fgunet(Job.load(fgunet_train_job(folder, scene, folder / "m.lcfusion", **tiny)),
+                     NullReporter())
+        weights.append(load_fgunet(folder / "m.lcfusion", torch.device("cpu"))[1].state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_settings_presets_and_checks():
+    paper = settings_from(FGUNetTrainConfig, {"preset": "paper", "epochs": 3},
+                          {"paper": {"epochs": 50, "learning_rate": 1e-4}})
+    assert (paper.epochs, paper.learning_rate) == (50, 1e-4)
+    with pytest.raises(LcfusionError, match="unknown setting"):
+        settings_from(FGUNetTrainConfig, {"epocs": 3})
+    with pytest.raises(LcfusionError, match="PATCH_SIZE"):
+        settings_from(FGUNetTrainConfig, {"patch_size": "big"})
+
+
+def test_chunking_and_class_weights():
+    assert [chunking(n, 0) for n in (5, 8, 9, 33)] == [1, 2, 3, 3]
+    with pytest.raises(LcfusionError, match="use one of 1, 2, 4, 8"):
+        chunking(8, 3)
+    weights = class_weights(np.array([100, 300, 0]))
+    assert weights[2] == 0 and weights[:2].sum() == pytest.approx(2.0)
+    assert weights[0] / weights[1] == pytest.approx(3.0)
+    root = class_weights(np.array([100, 400]), "sqrt")
+    assert root.sum() == pytest.approx(2.0) and root[0] / root[1] == pytest.approx(2.0)
+    assert class_weights(np.array([5, 50]), "none").tolist() == [1.0, 1.0]

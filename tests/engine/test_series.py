@@ -1,0 +1,98 @@
+"""Time series: a list of dates or one stack, grid checks, dates, nodata."""
+
+import numpy as np
+import pytest
+from helpers import write_raster
+from rasterio.windows import Window
+
+from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.series import SeriesSpec, TimeSeries, parse_date
+
+
+@pytest.fixture
+def dates(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(1, 1000, (3, 12, 10)).astype("uint16") for _ in range(4)]
+    paths = [write_raster(tmp_path / f"s2_2021-0{i + 1}-15.tif", a, nodata=0,
+                          descriptions=["B02", "B03", "B04"]) for i, a in enumerate(arrays)]
+    return paths, arrays
+
+
+def test_list_and_stack_read_the_same_channels(tmp_path, dates):
+    paths, arrays = dates
+    stack = write_raster(tmp_path / "stack.tif", np.concatenate(arrays), nodata=0)
+    as_list = TimeSeries(SeriesSpec(tuple(map(str, paths))))
+    as_stack = TimeSeries(SeriesSpec((str(stack),), bands_per_date=3))
+    assert (as_list.n_dates, as_list.bands_per_date) == (4, 3) == (as_stack.n_dates,
+                                                                    as_stack.bands_per_date)
+    window = Window(2, 3, 5, 4)
+    with as_list.open() as a, as_stack.open() as b:
+        np.testing.assert_array_equal(a.read(window), b.read(window))
+        np.testing.assert_array_equal(a.read(window)[3:6], arrays[1][:, 3:7, 2:7])
+    assert as_list.dates == ["2021-01-15", "2021-02-15", "2021-03-15", "2021-04-15"]
+    assert as_list.band_names == ["B02", "B03", "B04"]
+
+
+def test_nodata_becomes_nan_and_outside_is_reflected(tmp_path):
+    data = np.arange(1, 17, dtype="int16").reshape(1, 4, 4)
+    data[0, 0, 0] = -9999
+    series = TimeSeries(SeriesSpec((str(write_raster(tmp_path / "a.tif", data,
+                                                     nodata=-9999)),)))
+    with series.open() as reader:
+        block = reader.read(Window(-1, -1, 3, 3))[0]
+    assert np.isnan(block[1, 1])
+    # reflect padding: row -1 mirrors row 1, column -1 mirrors column 1
+    assert block[0, 2] == data[0, 1, 1] and block[2, 0] == data[0, 1, 1]
+
+
+def test_stack_not_a_multiple_of_bands_per_date(tmp_path):
+    stack = write_raster(tmp_path / "stack.tif", np.ones((7, 4, 4), "uint8"))
+    with pytest.raises(LcfusionError, match="not a multiple of the bands per date") as info:
+        TimeSeries(SeriesSpec((str(stack),), bands_per_date=3))
+    assert info.value.parameter == "INPUT"
+
+
+def test_crs_mismatch_names_both_rasters(tmp_path):
+    a = write_raster(tmp_path / "a.tif", np.ones((1, 4, 4), "uint8"))
+    b = write_raster(tmp_path / "b.tif", np.ones((1, 4, 4), "uint8"), crs="EPSG:32632")
+    with pytest.raises(LcfusionError, match="CRS mismatch: b.tif is in EPSG:32632 but a.tif "
+                                            "is in EPSG:32631"):
+        TimeSeries(SeriesSpec((str(a), str(b))))
+
+
+def test_different_grids_are_refused(tmp_path):
+    a = write_raster(tmp_path / "a.tif", np.ones((1, 4, 4), "uint8"))
+    b = write_raster(tmp_path / "b.tif", np.ones((1, 4, 4), "uint8"), origin=(500005.0, 5e6))
+    with pytest.raises(LcfusionError, match="not on one grid"):
+        TimeSeries(SeriesSpec((str(a), str(b))))
+
+
+def test_band_counts_must_agree(tmp_path):
+    a = write_raster(tmp_path / "a.tif", np.ones((2, 4, 4), "uint8"))
+    b = write_raster(tmp_path / "b.tif", np.ones((3, 4, 4), "uint8"))
+    with pytest.raises(LcfusionError, match="band counts differ"):
+        TimeSeries(SeriesSpec((str(a), str(b))))
+
+
+def test_missing_file_and_missing_crs(tmp_path):
+    with pytest.raises(LcfusionError, match="does not exist"):
+        TimeSeries(SeriesSpec((str(tmp_path / "nope.tif"),)))
+    bare = write_raster(tmp_path / "bare.tif", np.ones((1, 4, 4), "uint8"), crs=None)
+    with pytest.raises(LcfusionError, match="no coordinate reference system"):
+        TimeSeries(SeriesSpec((str(bare),)))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("s2_2021-03-16.tif", "2021-03-16"), ("S2A_20210316T103021.tif", "2021-03-16"),
+    ("s1_2020-11.tif", "2020-11"), ("2015-07-11T10:00:08", "2015-07-11"),
+    ("scene_5.tif", None), ("x_20211399.tif", None),
+])
+def test_dates_from_names(text, expected):
+    assert parse_date(text) == expected
+
+
+def test_order_warning(tmp_path, dates):
+    paths, _ = dates
+    series = TimeSeries(SeriesSpec((str(paths[1]), str(paths[0]))))
+    assert "not in increasing order" in series.order_warning()
+    assert TimeSeries(SeriesSpec(tuple(map(str, paths)))).order_warning() is None

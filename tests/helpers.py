@@ -1,0 +1,61 @@
+"""Helpers shared by the tests: small rasters, the shared data, quick settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from lcfusion.engine.jobs import write_job
+from lcfusion.engine.sample_scene import SampleScene, SampleSceneConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LCFUSION_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+#: A small but complete scene: every class has enough polygons for a 3-way split.
+SMALL_SCENE = SampleSceneConfig(width=96, height=96, n_s2_dates=6, n_s1_dates=8, seed=11)
+
+#: Training settings that learn the small scene in seconds on two CPU cores.
+QUICK_TRAINING = {"epochs": 6, "batch_size": 8, "patch_size": 32, "patches_per_epoch": 96,
+                  "validation_patches": 16, "learning_rate": 0.003, "max_shift": 8,
+                  "tile_size": 128, "margin": 20}
+
+
+def write_raster(path: Path, data: np.ndarray, origin=(500000.0, 5000000.0), pixel=10.0,
+                 crs: str = "EPSG:32631", nodata=None, descriptions=None) -> Path:
+    """A GeoTIFF of `data` (bands, rows, cols) on a north-up grid."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
+               "count": data.shape[0], "dtype": data.dtype.name, "crs": crs,
+               "transform": from_origin(origin[0], origin[1], pixel, pixel), "nodata": nodata}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, text in enumerate(descriptions or (), start=1):
+            dst.set_band_description(i, text)
+    return path
+
+
+def shared_data(*parts: str) -> Path:
+    """A path in ../shared/data; skips the test with a reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path} (tests read it from ../shared/data)")
+    return path
+
+
+def fgunet_train_job(folder: Path, scene: SampleScene, model: Path, **settings) -> Path:
+    return write_job(
+        folder, "train-fgunet",
+        inputs={"series": {"paths": [str(p) for p in scene.s2_paths]}},
+        reference={"path": str(scene.reference_path), "layer": scene.reference_layer,
+                   "class_field": "class_id", "name_field": "class_name"},
+        split={"train": 0.6, "validation": 0.2, "test": 0.2, "seed": 3},
+        settings={**QUICK_TRAINING, **settings},
+        outputs={"model": str(model)},
+    )
