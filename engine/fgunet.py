@@ -15,7 +15,7 @@ from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
 from .jobs import Job, settings_from
-from .metrics import compute_accuracy
+from .metrics import Accuracy, compute_accuracy
 from .modelfile import load_model, save_model
 from .models.fgunet import FGUNet, FGUNetConfig
 from .normalization import PercentileNormalizer
@@ -23,10 +23,10 @@ from .outputs import check_writable
 from .progress import Reporter
 from .reference import ReferenceSpec, load_reference
 from .sampling import ClassBalancedPatchSampler, PatchSource, augment
-from .series import SeriesSpec, TimeSeries
-from .splits import PARTS, ObjectSplit, SplitConfig, split_summary
+from .series import SeriesReader, SeriesSpec, TimeSeries
+from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
 from .tiling import TiledPredictor, predict_pixels, write_class_map
-from .training import FitConfig, fit
+from .training import FitConfig, FitResult, fit
 
 FAMILY = "fgunet"
 #: Loss weights per class from training pixel counts: 1/n (the paper), 1/sqrt(n), or none.
@@ -158,17 +158,15 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
         classes = reference.classes
         reporter.info(f"{reference.n_features} reference features, {len(classes)} classes: "
                       + ", ".join(f"{c.code} {c.name}" for c in classes))
-        parts = ObjectSplit(split_config).assign(reference.object_class,
-                                                 reference.present_objects(), classes,
-                                                 reference.object_area)
-        summary = split_summary(parts, reference.object_class, reference.object_pixels, classes)
+        split = SplitReference(reference, ObjectSplit(split_config).assign(
+            reference.object_class, reference.present_objects(), classes,
+            reference.object_area))
+        summary = split.summary()
         for row in summary:
             reporter.info(f"  {row['name']}: " + ", ".join(
                 f"{p} {row[p + '_objects']} polygons / {row[p + '_pixels']} px" for p in PARTS))
         reporter.progress(0.05, "reference")
 
-        pixel_part = parts[reference.pixels.objects]
-        pixel_class = reference.pixel_classes()
         architecture = FGUNetConfig(chunk_channels=dates_per_chunk * series.bands_per_date,
                                     n_chunks=series.n_dates // dates_per_chunk,
                                     n_classes=len(classes))
@@ -177,11 +175,9 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                       f"{series.bands_per_date} bands, {len(classes)} classes, "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; "
                       f"{device.type}, {threads} thread(s)")
-        counts = np.bincount(pixel_class[pixel_part == 0], minlength=len(classes))
+        weights = class_weights(split.class_counts(0), config.class_weighting)
         loss_fn = nn.CrossEntropyLoss(
-            weight=torch.tensor(class_weights(counts, config.class_weighting),
-                                dtype=torch.float32, device=device),
-            ignore_index=-1)
+            weight=torch.tensor(weights, dtype=torch.float32, device=device), ignore_index=-1)
 
         with series.open() as reader:
             normalizer = PercentileNormalizer.fit(reader, rng)
@@ -191,11 +187,13 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                            + ("memory" if source.in_memory else "the files, by windows"))
             reporter.progress(0.08, "normalisation")
             try:
-                fit_result, accuracy = _fit_and_evaluate(
-                    model, source, reference, parts, pixel_part, pixel_class, config, loss_fn,
-                    normalizer, reader, device, rng, reporter)
+                fit_result = _fit(model, source, split, config, loss_fn, device, rng,
+                                  reporter.span(0.1, 0.9))
             finally:
                 source.close()
+            predictor = TiledPredictor(model, normalizer, device, config.tile_size,
+                                       config.margin)
+            accuracy = _evaluate(predictor, reader, split, reporter.span(0.9, 0.99))
 
     metadata = {
         "family": FAMILY,
@@ -225,31 +223,30 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
     return outputs
 
 
-def _fit_and_evaluate(model, source, reference, parts, pixel_part, pixel_class, config,
-                      loss_fn, normalizer, reader, device, rng, reporter):
+def _sampler(split: SplitReference, part: int, config: FGUNetTrainConfig, height: int,
+             width: int) -> ClassBalancedPatchSampler:
+    mask = split.mask(part)
+    pixels = split.reference.pixels
+    return ClassBalancedPatchSampler(pixels.rows[mask], pixels.cols[mask],
+                                     split.pixel_class[mask], config.patch_size,
+                                     min(config.max_shift, config.patch_size // 2 - 1), height,
+                                     width)
+
+
+def _fit(model: FGUNet, source: PatchSource, split: SplitReference, config: FGUNetTrainConfig,
+         loss_fn: nn.Module, device: torch.device, rng: np.random.Generator,
+         reporter: Reporter) -> FitResult:
+    """Train on class-balanced patches of the training polygons; validate on a fixed set."""
+    height, width = source.reader.series.height, source.reader.series.width
     size = config.patch_size
-    shift = min(config.max_shift, size // 2 - 1)
-    height, width = reader.series.height, reader.series.width
-    train = pixel_part == 0
-    pixels = reference.pixels
-    sampler = ClassBalancedPatchSampler(pixels.rows[train], pixels.cols[train],
-                                        pixel_class[train], size, shift, height, width)
-
-    def lookup_for(part: int) -> np.ndarray:
-        return np.where(parts == part, reference.object_class, -1).astype(np.int64)
-
-    train_lookup = lookup_for(0)
     val_batches = []
-    validation = pixel_part == 1
-    if validation.any() and config.validation_patches:
-        val_sampler = ClassBalancedPatchSampler(pixels.rows[validation], pixels.cols[validation],
-                                                pixel_class[validation], size, shift, height,
-                                                width)
-        corners = val_sampler.sample(config.validation_patches, np.random.default_rng(rng.integers(
-            1 << 31)))
-        val_batches = list(_batches(source, corners, lookup_for(1), size, config.batch_size,
-                                    None))
-    steps = math.ceil(config.patches_per_epoch / config.batch_size)
+    if split.mask(1).any() and config.validation_patches:
+        corners = _sampler(split, 1, config, height, width).sample(
+            config.validation_patches, np.random.default_rng(rng.integers(1 << 31)))
+        val_batches = list(_batches(source, corners, split.labels_of(1), size,
+                                    config.batch_size, None))
+    sampler = _sampler(split, 0, config, height, width)
+    train_lookup = split.labels_of(0)
 
     def train_batches(epoch: int):
         corners = sampler.sample(config.patches_per_epoch, rng)
@@ -258,21 +255,26 @@ def _fit_and_evaluate(model, source, reference, parts, pixel_part, pixel_class, 
 
     fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
                            config.plateau_patience)
-    result = fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device,
-                 reporter.span(0.1, 0.9))
-    test = pixel_part == 2
+    steps = math.ceil(config.patches_per_epoch / config.batch_size)
+    return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter)
+
+
+def _evaluate(predictor: TiledPredictor, reader: SeriesReader, split: SplitReference,
+              reporter: Reporter) -> Accuracy | None:
+    """Accuracy on the pixels of the test polygons (None without test polygons)."""
+    test = split.mask(2)
     if not test.any():
         reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
-        return result, None
-    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)
+        return None
+    pixels = split.reference.pixels
     predicted = predict_pixels(predictor, reader, pixels.rows[test], pixels.cols[test],
-                               reporter.span(0.9, 0.99))
-    accuracy = compute_accuracy(pixel_class[test], predicted, reference.classes)
+                               reporter)
+    accuracy = compute_accuracy(split.pixel_class[test], predicted, split.reference.classes)
     reporter.info(f"accuracy on the held-out test polygons: {accuracy.summary()}")
     for row in accuracy.per_class:
         reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "
                       f"recall {row['recall']:.3f}, {row['support']} px)")
-    return result, accuracy
+    return accuracy
 
 
 def load_fgunet(path: Path, device: torch.device) -> tuple[dict, FGUNet, ClassTable,

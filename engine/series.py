@@ -51,9 +51,6 @@ class SeriesSpec:
         bands = data.get("bands_per_date")
         return cls(tuple(str(p) for p in paths or ()), int(bands) if bands else None)
 
-    def to_json(self) -> dict:
-        return {"paths": list(self.paths), "bands_per_date": self.bands_per_date}
-
 
 class TimeSeries:
     """A multi-date raster input on one grid, read by windows as float32 (nodata -> NaN).
@@ -91,7 +88,6 @@ class TimeSeries:
                     "single-date rasters", parameter)
             self.bands_per_date = first.count
             self.n_dates = len(self.infos)
-        self.spec = SeriesSpec(spec.paths, self.bands_per_date if len(self.infos) == 1 else None)
         self.band_names = self._band_names()
         self.dates = self._dates()
 

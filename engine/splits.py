@@ -8,6 +8,7 @@ import numpy as np
 
 from .classes import ClassTable
 from .errors import LcfusionError
+from .reference import Reference
 
 PARTS = ("train", "validation", "test")
 METHODS = ("random", "area")
@@ -139,3 +140,31 @@ def split_summary(parts: np.ndarray, object_class: np.ndarray, object_pixels: np
             row[f"{name}_pixels"] = int(object_pixels[mask].sum())
         rows.append(row)
     return rows
+
+
+@dataclass
+class SplitReference:
+    """Labelled pixels with the part (train, validation, test) of their polygon."""
+
+    reference: Reference
+    parts: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.pixel_part = self.parts[self.reference.pixels.objects]
+        self.pixel_class = self.reference.pixel_classes()
+
+    def mask(self, part: int) -> np.ndarray:
+        """Which labelled pixels belong to polygons of `part`."""
+        return self.pixel_part == part
+
+    def labels_of(self, part: int) -> np.ndarray:
+        """Object id -> class index for the objects of `part`, -1 for every other object."""
+        return np.where(self.parts == part, self.reference.object_class, -1).astype(np.int64)
+
+    def class_counts(self, part: int) -> np.ndarray:
+        return np.bincount(self.pixel_class[self.mask(part)],
+                           minlength=len(self.reference.classes))
+
+    def summary(self) -> list[dict]:
+        return split_summary(self.parts, self.reference.object_class,
+                             self.reference.object_pixels, self.reference.classes)

@@ -111,6 +111,8 @@ class EngineProcess:
             else:
                 self._handle(line, run)
         run.returncode = process.wait()
+        for stream in (process.stdout, process.stderr):
+            stream.close()  # both readers saw the end of their stream
         run.stderr_tail = list(stderr_tail)
         return run
 

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingFeatureSource,
     QgsProcessingFeedback,
     QgsProviderRegistry,
+    QgsRasterBlockFeedback,
     QgsRasterFileWriter,
     QgsRasterLayer,
     QgsRasterPipe,
@@ -24,6 +25,7 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
+from qgis.PyQt.QtCore import Qt
 
 
 def local_raster_path(layer: QgsRasterLayer) -> str | None:
@@ -52,8 +54,15 @@ def raster_path(layer: QgsRasterLayer, folder: Path, index: int,
         raise QgsProcessingException(f"Cannot read the layer '{layer.name()}' for export.")
     writer = QgsRasterFileWriter(str(target))
     writer.setOutputFormat("GTiff")
-    error = writer.writeRaster(pipe, provider.xSize(), provider.ySize(), provider.extent(),
-                               layer.crs(), context.transformContext(), feedback)
+    # writeRaster() takes a QgsRasterBlockFeedback, not the Processing feedback. A direct
+    # connection: the algorithm may run in a task thread with no event loop of its own.
+    block_feedback = QgsRasterBlockFeedback()
+    feedback.canceled.connect(block_feedback.cancel, Qt.DirectConnection)
+    try:
+        error = writer.writeRaster(pipe, provider.xSize(), provider.ySize(), provider.extent(),
+                                   layer.crs(), context.transformContext(), block_feedback)
+    finally:
+        feedback.canceled.disconnect(block_feedback.cancel)
     if error != QgsRasterFileWriter.NoError:
         raise QgsProcessingException(f"Exporting the layer '{layer.name()}' failed (error "
                                      f"{int(error)}).")

@@ -52,8 +52,10 @@ def test_metadata_is_complete():
 def test_unzipped_plugin_loads_in_qgis_process(package, tmp_path):
     plugins = tmp_path / "plugins"
     zipfile.ZipFile(package).extractall(plugins)
+    profile = tmp_path / "profile"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QGIS_PLUGINPATH": str(plugins),
-           "HOME": str(tmp_path), "PYTHONPATH": ""}
+           "HOME": str(tmp_path), "QGIS_CUSTOM_CONFIG_PATH": str(profile),
+           "QGIS_OPTIONS_PATH": str(profile), "PYTHONPATH": ""}
     enable = subprocess.run(["qgis_process.bin", "plugins", "enable", "lcfusion"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert enable.returncode == 0, enable.stdout + enable.stderr

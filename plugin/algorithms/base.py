@@ -52,6 +52,8 @@ from ..styling import (
 )
 
 GROUPS = {"training": "Training", "classification": "Classification", "evaluation": "Evaluation"}
+SPLIT_METHODS = (("random", "random per class (seeded)"),
+                 ("area", "by area: each class's polygons sorted by area, dealt in turn"))
 KEEP_JOBS_ENV = "LCFUSION_KEEP_JOBS"
 
 
@@ -73,8 +75,8 @@ class Binding(ABC):
     """How one or a few parameters go into a job."""
 
     def check(self, alg: EngineAlgorithm, parameters: dict,
-              context: QgsProcessingContext) -> str | None:
-        """A message for the user when the values cannot work, else None."""
+              context: QgsProcessingContext) -> tuple[str, str] | None:
+        """(parameter at fault, message for the user) when the values cannot work, else None."""
         return None
 
     @abstractmethod
@@ -107,17 +109,18 @@ class SeriesBinding(Binding):
     def check(self, alg, parameters, context):
         layers, bands = self.values(alg, parameters, context)
         if not layers:
-            return "Add at least one raster layer to the time series."
+            return self.layers, "Add at least one raster layer to the time series."
         crs = {layer.crs().authid() or layer.crs().toWkt() for layer in layers}
         if len(crs) > 1:
-            return (f"The time-series layers are in different CRSs ({', '.join(sorted(crs))}); "
-                    "reproject them onto one grid first.")
+            return self.layers, (f"The time-series layers are in different CRSs "
+                                 f"({', '.join(sorted(crs))}); reproject them onto one grid "
+                                 "first.")
         if len(layers) == 1 and bands and layers[0].bandCount() % bands:
-            return (f"The stack '{layers[0].name()}' has {layers[0].bandCount()} bands, not a "
-                    f"multiple of the bands per date ({bands}).")
+            return self.bands, (f"The stack '{layers[0].name()}' has {layers[0].bandCount()} "
+                                f"bands, not a multiple of the bands per date ({bands}).")
         if len(layers) > 1 and bands and bands != layers[0].bandCount():
-            return ("Bands per date applies to a single multi-date stack; leave it at 0 for a "
-                    "list of single-date layers.")
+            return self.bands, ("Bands per date applies to a single multi-date stack; leave it "
+                                "at 0 for a list of single-date layers.")
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
@@ -136,6 +139,18 @@ class ReferenceBinding(Binding):
     layer: str = "REFERENCE"
     class_field: str = "CLASS_FIELD"
     name_field: str = "NAME_FIELD"
+
+    def check(self, alg, parameters, context):
+        source = alg.parameterAsSource(parameters, self.layer, context)
+        if source is None:
+            return None  # Processing reports an invalid source itself
+        names = source.fields().names()
+        for parameter in (self.class_field, self.name_field):
+            field_name = alg.parameterAsString(parameters, parameter, context)
+            if field_name and field_name not in names:
+                return parameter, (f"The field '{field_name}' is not in the reference layer "
+                                   f"(its fields: {', '.join(names) or 'none'}).")
+        return None
 
     def to_job(self, alg, parameters, context, feedback, job):
         source = alg.parameterAsSource(parameters, self.layer, context)
@@ -161,6 +176,7 @@ class ReferenceBinding(Binding):
 class SplitBinding(Binding):
     names: tuple[str, str, str] = ("TRAIN_FRACTION", "VALIDATION_FRACTION", "TEST_FRACTION")
     seed: str = "SEED"
+    method: str = "SPLIT_METHOD"
 
     def fractions(self, alg, parameters, context) -> list[float]:
         return [alg.parameterAsDouble(parameters, n, context) for n in self.names]
@@ -168,16 +184,18 @@ class SplitBinding(Binding):
     def check(self, alg, parameters, context):
         fractions = self.fractions(alg, parameters, context)
         if abs(sum(fractions) - 1.0) > 1e-6:
-            return (f"Train, validation and test fractions must add up to 1 (they add up to "
-                    f"{sum(fractions):g}).")
+            return self.names[0], (f"Train, validation and test fractions must add up to 1 "
+                                   f"(they add up to {sum(fractions):g}).")
         if fractions[0] <= 0:
-            return "The training fraction must be above 0."
+            return self.names[0], "The training fraction must be above 0."
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
         train, validation, test = self.fractions(alg, parameters, context)
-        job.sections["split"] = {"train": train, "validation": validation, "test": test,
-                                 "seed": alg.parameterAsInt(parameters, self.seed, context)}
+        job.sections["split"] = {
+            "train": train, "validation": validation, "test": test,
+            "seed": alg.parameterAsInt(parameters, self.seed, context),
+            "method": SPLIT_METHODS[alg.parameterAsEnum(parameters, self.method, context)][0]}
 
 
 @dataclass
@@ -215,10 +233,11 @@ class ModelInputBinding(Binding):
         try:
             header = read_header(path, self.name)
         except LcfusionError as exc:
-            return exc.message
+            return exc.parameter or self.name, exc.message
         if header.family != self.family:
-            return (f"{Path(path).name} is a {header.family or 'unknown'} model, not a "
-                    f"{self.family} model; use the classify algorithm of its family.")
+            return self.name, (f"{Path(path).name} is a {header.family or 'unknown'} model, "
+                               f"not a {self.family} model; use the classify algorithm of its "
+                               "family.")
         if self.series is not None:
             layers, bands = self.series.values(alg, parameters, context)
             expected = header.metadata.get("inputs", {}).get("series", {})
@@ -226,9 +245,10 @@ class ModelInputBinding(Binding):
                 dates, per_date = series_shape(layers, bands)
                 wanted = (expected.get("n_dates"), expected.get("bands_per_date"))
                 if (dates, per_date) != wanted:
-                    return (f"The model expects {wanted[0]} dates x {wanted[1]} bands, but the "
-                            f"layers give {dates} dates x {per_date} bands; give the same "
-                            "dates and bands as for training.")
+                    return self.series.layers, (
+                        f"The model expects {wanted[0]} dates x {wanted[1]} bands, but the "
+                        f"layers give {dates} dates x {per_date} bands; give the same dates and "
+                        "bands as for training.")
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
@@ -355,6 +375,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             fraction("VALIDATION_FRACTION", "Validation share of each class's polygons",
                      validation),
             fraction("TEST_FRACTION", "Test share of each class's polygons (accuracy)", test),
+            QgsProcessingParameterEnum(
+                "SPLIT_METHOD", "Split method", options=[text for _, text in SPLIT_METHODS],
+                defaultValue=0),
             QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0,
                                          type=QgsProcessingParameterNumber.Integer),
         )
@@ -418,7 +441,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         for binding in self._bindings:
             problem = binding.check(self, parameters, context)
             if problem:
-                return False, problem
+                parameter, message = problem
+                return False, self.where(parameter) + message
         return True, ""
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,
@@ -442,17 +466,20 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if not os.environ.get(KEEP_JOBS_ENV):
                 shutil.rmtree(folder, ignore_errors=True)
 
+    def where(self, parameter: str | None) -> str:
+        """The prefix that names a parameter in messages: "Description [NAME]: "."""
+        definition = self.parameterDefinition(parameter) if parameter else None
+        return (f"{definition.description()} [{parameter}]: " if definition
+                else f"{parameter}: " if parameter else "")
+
     def raise_for(self, run: EngineRun) -> None:
         """Turn a failed, cancelled or crashed engine run into a QgsProcessingException."""
         if run.cancelled:
             raise QgsProcessingException("Cancelled: the engine was stopped and no output "
                                          "was written.")
         if run.failure is not None:
-            parameter = run.failure.parameter
-            definition = self.parameterDefinition(parameter) if parameter else None
-            where = (f"{definition.description()} [{parameter}]: " if definition
-                     else f"{parameter}: " if parameter else "")
-            raise QgsProcessingException(where + run.failure.message)
+            raise QgsProcessingException(self.where(run.failure.parameter)
+                                         + run.failure.message)
         if run.returncode != 0:
             tail = "\n".join(run.stderr_tail[-15:])
             raise QgsProcessingException(

@@ -33,13 +33,18 @@ multi-date stack with <b>Bands per date</b> set.</li>
 <b>Class name field</b>. Colours come from the layer's categorized style when it uses the
 class field.</li>
 <li><b>Training / validation / test shares</b> of each class's polygons (default
-0.6 / 0.2 / 0.2); every class needs at least one polygon in each part.</li>
+0.6 / 0.2 / 0.2); every class needs at least one polygon in each part. <b>Split method</b>:
+a seeded random draw per class, or the paper's protocol — each class's polygons sorted by area
+and dealt to the parts in turn, so that every part gets large and small polygons (0.5 / 0.17 /
+0.33 sends every third polygon to test).</li>
 <li><b>Epochs</b>, <b>Batch size</b>, <b>Learning rate</b>, <b>Patch size</b> (multiple of 4):
 defaults suit a CPU. The <b>paper</b> preset uses the paper's values (50 epochs of 10,000
 patches of 64 x 64, batch 4, learning rate 1e-4) and replaces the values it covers.</li>
 <li>Advanced: patches per epoch, validation patches, dates per chunk (0: up to 3 dates per
 chunk, as in the paper), random shift of the patches, augmentation (flips and transposes),
-device, tile size and margin of the evaluation.</li>
+class weights in the loss (the paper's 1 / pixels; with strongly unequal classes the square
+root is gentler, since the patches are already drawn class-balanced), device, tile size and
+margin of the evaluation.</li>
 </ul>
 <p>Output: a model file (<code>.lcfusion</code>: weights and a description of inputs, classes,
 normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
@@ -71,6 +76,11 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
         self.add_setting(QgsProcessingParameterBoolean(
             "AUGMENT", "Augment with flips and transposes", defaultValue=True), "augment",
             is_advanced=True)
+        weightings = ("inverse", "sqrt", "none")
+        self.add_setting(QgsProcessingParameterEnum(
+            "CLASS_WEIGHTING", "Class weights in the loss", options=[
+                "1 / pixels of the class (paper)", "1 / square root of the pixels",
+                "none"], defaultValue=0), "class_weighting", True, weightings)
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 512, minimum=16,
                      is_advanced=True)

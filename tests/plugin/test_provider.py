@@ -1,0 +1,165 @@
+"""The lcfusion Processing provider as QGIS sees it: ids, groups, help, icons, parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingDestinationParameter,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterDestination,
+)
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor, QImage, QPainter
+
+from lcfusion.plugin.settings import plugin_root
+
+ALGORITHMS = {
+    "lcfusion:trainfgunet": ("Training", "training"),
+    "lcfusion:classifyfgunet": ("Classification", "classification"),
+}
+
+#: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
+ADVANCED = {
+    "lcfusion:trainfgunet": {"PATCHES_PER_EPOCH", "VALIDATION_PATCHES", "DATES_PER_CHUNK",
+                             "MAX_SHIFT", "AUGMENT", "CLASS_WEIGHTING", "DEVICE", "TILE_SIZE",
+                             "MARGIN"},
+    "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE"},
+}
+
+
+def _opaque_pixels(icon, side: int = 32) -> int:
+    """How many pixels of the icon, rendered at `side` x `side`, are not transparent."""
+    image = QImage(side, side, QImage.Format_ARGB32)
+    image.fill(QColor(0, 0, 0, 0))
+    painter = QPainter(image)
+    try:
+        icon.paint(painter, 0, 0, side, side)
+    finally:
+        painter.end()
+    return sum(1 for y in range(side) for x in range(side) if image.pixelColor(x, y).alpha() > 0)
+
+
+@pytest.fixture(scope="module")
+def registry(lcfusion_provider):
+    return QgsApplication.processingRegistry()
+
+
+def test_provider_identity(registry, lcfusion_provider):
+    provider = registry.providerById("lcfusion")
+    assert provider is not None
+    assert provider.id() == "lcfusion"
+    assert provider.name() == "Land Cover Fusion"
+    assert provider.longName()
+    assert provider.isActive()
+
+
+def test_provider_lists_exactly_the_fgunet_algorithms(lcfusion_provider):
+    ids = sorted(alg.id() for alg in lcfusion_provider.algorithms())
+    assert ids == sorted(ALGORITHMS)
+
+
+@pytest.mark.parametrize("algorithm_id", sorted(ALGORITHMS))
+def test_algorithm_group_and_names(registry, algorithm_id):
+    alg = registry.algorithmById(algorithm_id)
+    assert alg is not None, f"{algorithm_id} is not registered"
+    group, group_id = ALGORITHMS[algorithm_id]
+    assert (alg.group(), alg.groupId()) == (group, group_id)
+    assert alg.provider().id() == "lcfusion"
+    assert alg.displayName() and alg.displayName() != alg.name()
+    # createInstance() must give an independent, fully declared copy (dialogs and qgis_process
+    # run copies, never the registered instance).
+    copy = alg.create()
+    assert copy is not alg
+    assert [p.name() for p in copy.parameterDefinitions()] == [
+        p.name() for p in alg.parameterDefinitions()]
+
+
+@pytest.mark.parametrize("algorithm_id", sorted(ALGORITHMS))
+def test_help_text_is_present_and_describes_the_parameters(registry, algorithm_id):
+    alg = registry.algorithmById(algorithm_id)
+    text = alg.shortHelpString()
+    assert text and text.strip()
+    assert "<p>" in text
+    assert "FG-UNET" in text
+    # The parameters a user must set are explained in the help.
+    assert "Time series rasters" in text
+    if algorithm_id == "lcfusion:trainfgunet":
+        assert "Reference polygons" in text and "Class field" in text
+    else:
+        assert "Model file" in text
+
+
+def test_provider_icon_exists_and_renders(lcfusion_provider):
+    path = plugin_root() / "resources" / "icons" / "lcfusion.svg"
+    assert path.is_file()
+    icon = lcfusion_provider.icon()
+    assert not icon.isNull()
+    assert _opaque_pixels(icon) > 100
+
+
+@pytest.mark.parametrize("algorithm_id", sorted(ALGORITHMS))
+def test_algorithm_icon_file_exists_and_renders(registry, algorithm_id):
+    alg = registry.algorithmById(algorithm_id)
+    path = Path(plugin_root()) / "resources" / "icons" / alg.icon_file
+    assert path.is_file(), f"missing icon file {path}"
+    icon = alg.icon()
+    assert not icon.isNull()
+    assert not icon.pixmap(QSize(24, 24)).isNull()
+    assert _opaque_pixels(icon) > 100, f"{path.name} renders (almost) empty"
+
+
+@pytest.mark.parametrize("algorithm_id", sorted(ALGORITHMS))
+def test_every_parameter_has_a_description(registry, algorithm_id):
+    alg = registry.algorithmById(algorithm_id)
+    assert alg.parameterDefinitions()
+    for parameter in alg.parameterDefinitions():
+        assert parameter.description().strip(), f"{parameter.name()} has no description"
+        assert parameter.description() != parameter.name()
+    for output in alg.outputDefinitions():
+        assert output.description().strip(), f"output {output.name()} has no description"
+
+
+@pytest.mark.parametrize("algorithm_id", sorted(ALGORITHMS))
+def test_advanced_parameters_are_flagged(registry, algorithm_id):
+    alg = registry.algorithmById(algorithm_id)
+    flagged = {p.name() for p in alg.parameterDefinitions()
+               if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
+    assert flagged == ADVANCED[algorithm_id]
+
+
+def test_raster_outputs_are_geotiff_only(registry, lcfusion_provider):
+    assert lcfusion_provider.supportedOutputRasterLayerExtensions() == ["tif"]
+    assert lcfusion_provider.defaultRasterFileExtension() == "tif"
+    seen = 0
+    for algorithm_id in ALGORITHMS:
+        alg = registry.algorithmById(algorithm_id)
+        for parameter in alg.parameterDefinitions():
+            if isinstance(parameter, QgsProcessingParameterRasterDestination):
+                seen += 1
+                assert parameter.supportedOutputRasterLayerExtensions() == ["tif"]
+                assert parameter.defaultFileExtension() == "tif"
+                assert "*.tif" in parameter.createFileFilter()
+                assert ".vrt" not in parameter.createFileFilter().lower()
+    assert seen == 2  # the class map and the confidence map
+
+
+def test_outputs_of_each_algorithm(registry):
+    train = registry.algorithmById("lcfusion:trainfgunet")
+    model = train.parameterDefinition("OUTPUT_MODEL")
+    assert isinstance(model, QgsProcessingParameterFileDestination)
+    assert model.defaultFileExtension() == "lcfusion"
+    assert {o.name() for o in train.outputDefinitions()} == {"OUTPUT_MODEL", "OA", "KAPPA",
+                                                             "MEAN_F1"}
+
+    classify = registry.algorithmById("lcfusion:classifyfgunet")
+    destinations = {p.name(): p for p in classify.parameterDefinitions()
+                    if isinstance(p, QgsProcessingDestinationParameter)}
+    assert set(destinations) == {"OUTPUT", "OUTPUT_CONFIDENCE"}
+    assert not destinations["OUTPUT"].flags() & QgsProcessingParameterDefinition.FlagOptional
+    confidence = destinations["OUTPUT_CONFIDENCE"]
+    assert confidence.flags() & QgsProcessingParameterDefinition.FlagOptional
+    assert not confidence.createByDefault()

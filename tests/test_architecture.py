@@ -1,0 +1,212 @@
+"""The architecture's two rules, checked in the source and at run time:
+
+* the engine never imports qgis (it runs on nodes without QGIS);
+* the plugin never imports torch, safetensors or scikit-learn (QGIS only needs numpy and GDAL;
+  heavy work runs in the engine's child process).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lcfusion
+
+REPO = Path(__file__).resolve().parents[1]
+#: The folder that holds the `lcfusion` package (e.g. build/, with a link to the repository).
+PACKAGE_PARENT = Path(lcfusion.__file__).parent.parent
+HEAVY = ("torch", "safetensors", "sklearn")
+
+
+def python_files(*parts: str) -> list[Path]:
+    files = sorted(REPO.joinpath(*parts).rglob("*.py"))
+    assert files, f"no Python files under {'/'.join(parts)}"
+    return files
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute or relative module name) of every import in a file, including
+    imports inside functions and `importlib.import_module("...")` / `__import__("...")`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            found.append((node.lineno, module))
+            if node.level and not node.module:  # from . import x
+                found += [(node.lineno, "." * node.level + a.name) for a in node.names]
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and ((isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                   or (isinstance(node.func, ast.Name) and node.func.id == "__import__"))):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def top_level(module: str) -> str:
+    return module.lstrip(".").split(".")[0] if not module.startswith(".") else ""
+
+
+def resolves_into_plugin(path: Path, module: str) -> bool:
+    """Whether a relative import in `path` reaches the `plugin` package."""
+    if not module.startswith("."):
+        return module == "lcfusion.plugin" or module.startswith("lcfusion.plugin.")
+    level = len(module) - len(module.lstrip("."))
+    package = path.parent
+    for _ in range(level - 1):
+        package = package.parent
+    target = package.joinpath(*module.lstrip(".").split(".")) if module.lstrip(".") else package
+    try:
+        relative = target.relative_to(REPO)
+    except ValueError:
+        return False
+    return relative.parts[:1] == ("plugin",)
+
+
+# Static checks -------------------------------------------------------------------------------
+
+def test_the_engine_source_never_imports_qgis():
+    offenders = []
+    for path in python_files("engine"):
+        for line, module in imported_modules(path):
+            if top_level(module) in ("qgis", "PyQt5", "PyQt6") or resolves_into_plugin(path,
+                                                                                      module):
+                offenders.append(f"{path.relative_to(REPO)}:{line}: {module}")
+    assert not offenders, "the engine must not import QGIS:\n" + "\n".join(offenders)
+
+
+def test_the_plugin_source_never_imports_torch_safetensors_or_sklearn():
+    files = python_files("plugin") + [REPO / "__init__.py"]
+    offenders = []
+    for path in files:
+        for line, module in imported_modules(path):
+            if top_level(module) in HEAVY:
+                offenders.append(f"{path.relative_to(REPO)}:{line}: {module}")
+    assert not offenders, ("the plugin must not import torch, safetensors or sklearn:\n"
+                           + "\n".join(offenders))
+
+
+def test_the_static_check_sees_imports_in_every_form(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(textwrap.dedent("""
+        import os, torch.nn as nn
+        from safetensors.torch import load
+        def later():
+            import sklearn.metrics
+            return __import__("qgis.core")
+        importlib.import_module("torch")
+    """))
+    modules = [m for _, m in imported_modules(sample)]
+    assert {top_level(m) for m in modules} >= {"torch", "safetensors", "sklearn", "qgis"}
+
+
+# Run-time checks ----------------------------------------------------------------------------
+
+def run_python(code: str) -> dict:
+    """Run `code` in a fresh interpreter that can import lcfusion; it prints one JSON object."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PACKAGE_PARENT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, f"the check failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+BLOCK_HEAVY = """
+    import importlib, importlib.abc, json, pkgutil, sys
+
+    HEAVY = {heavy!r}
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        attempts = []
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HEAVY:
+                frame = sys._getframe(1)
+                while frame and "importlib" in frame.f_code.co_filename:
+                    frame = frame.f_back
+                where = f"{{frame.f_code.co_filename}}:{{frame.f_lineno}}" if frame else "?"
+                self.attempts.append(f"{{name}} from {{where}}")
+                raise ImportError(f"blocked: {{name}} (the plugin must not import it)")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+"""
+
+
+def test_the_plugin_imports_without_torch():
+    """Every plugin module imports with torch, safetensors and sklearn made unimportable."""
+    report = run_python(BLOCK_HEAVY.format(heavy=HEAVY) + """
+    import lcfusion
+    import lcfusion.plugin
+    names = ["lcfusion"] + [m.name for m in pkgutil.walk_packages(
+        lcfusion.plugin.__path__, "lcfusion.plugin.")]
+    failures = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            failures[name] = f"{type(exc).__name__}: {exc}"
+    print(json.dumps({
+        "imported": names,
+        "failures": failures,
+        "attempts": Blocker.attempts,
+        "heavy_loaded": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY),
+        "engine_modules": sorted(m for m in sys.modules if m.startswith("lcfusion.engine")),
+        "qgis_loaded": "qgis.core" in sys.modules,
+    }))
+    """)
+    assert report["qgis_loaded"]
+    assert "lcfusion.plugin.provider" in report["imported"]
+    assert "lcfusion.plugin.algorithms.classify_fgunet" in report["imported"]
+    assert report["failures"] == {}
+    assert report["attempts"] == []
+    assert report["heavy_loaded"] == []
+    # The plugin does use engine modules (class tables, model headers, jobs): they must stay
+    # torch-free too, and this is where the check proves it.
+    assert {"lcfusion.engine.classes", "lcfusion.engine.modelheader", "lcfusion.engine.jobs",
+            "lcfusion.engine.outputs"} <= set(report["engine_modules"])
+
+
+def test_the_engine_cli_and_fgunet_import_without_qgis():
+    report = run_python("""
+    import importlib, json, sys
+    for name in ("lcfusion.engine.cli", "lcfusion.engine.fgunet"):
+        importlib.import_module(name)
+    print(json.dumps({
+        "qgis": sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("qgis", "PyQt5", "sip")),
+        "plugin": sorted(m for m in sys.modules if m.startswith("lcfusion.plugin")),
+        "torch": "torch" in sys.modules,
+    }))
+    """)
+    assert report["qgis"] == []
+    assert report["plugin"] == []
+    assert report["torch"]  # the check really imported the heavy engine
+
+
+def test_every_engine_module_imports_without_qgis():
+    report = run_python("""
+    import importlib, json, pkgutil, sys
+    import lcfusion.engine
+    names = [m.name for m in pkgutil.walk_packages(lcfusion.engine.__path__,
+                                                   "lcfusion.engine.")
+             if m.name != "lcfusion.engine.__main__"]  # __main__ runs the CLI
+    for name in names:
+        importlib.import_module(name)
+    print(json.dumps({
+        "imported": names,
+        "qgis": sorted(m for m in sys.modules if m.split(".")[0] in ("qgis", "PyQt5", "sip")),
+    }))
+    """)
+    assert "lcfusion.engine.fgunet" in report["imported"]
+    assert "lcfusion.engine.models.fgunet" in report["imported"]
+    assert report["qgis"] == []

@@ -1,0 +1,134 @@
+"""Headless end to end: the plugin through `qgis_process`, as a separate program.
+
+`qgis_process.bin` is called directly (Debian's `qgis_process` wrapper passes a flag that 3.22
+rejects). It runs with its own QGIS profile folder (QGIS_CUSTOM_CONFIG_PATH), so enabling the
+plugin does not touch the user's profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rasterio
+
+import lcfusion
+from lcfusion.engine.modelheader import read_header
+
+QGIS_PROCESS = shutil.which("qgis_process.bin")
+#: The folder that holds the `lcfusion` package (links kept: it is e.g. build/lcfusion).
+PLUGIN_PARENT = Path(lcfusion.__file__).parent.parent
+TIMEOUT = 300
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process.bin is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def qgis_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of a headless QGIS that sees the lcfusion plugin, enabled in a profile
+    folder of its own."""
+    profile = tmp_path_factory.mktemp("qgis-profile")
+    env = dict(os.environ)
+    env.update({
+        "QT_QPA_PLATFORM": "offscreen",
+        # pytest-qgis points both at the repository's .qgis-settings: override them.
+        "QGIS_CUSTOM_CONFIG_PATH": str(profile),
+        "QGIS_OPTIONS_PATH": str(profile),
+        "QGIS_PLUGINPATH": str(PLUGIN_PARENT),
+        # The engine runs in the interpreter that runs the tests (it has torch).
+        "LCFUSION_PYTHON": sys.executable,
+        "XDG_RUNTIME_DIR": str(profile),
+    })
+    env.pop("QGIS_OPTS", None)
+    result = qgis_process(env, "plugins", "enable", "lcfusion")
+    assert result.returncode == 0, result.stderr
+    settings = (profile / "profiles" / "default" / "QGIS" / "QGIS3.ini").read_text()
+    assert "lcfusion=true" in settings  # written to our profile, not the user's
+    return env
+
+
+def qgis_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)
+
+
+def run_json(env: dict[str, str], algorithm: str, parameters: list[str]) -> dict:
+    result = qgis_process(env, "--json", "run", algorithm, *parameters)
+    assert result.returncode == 0, f"{algorithm} failed:\n{result.stdout}\n{result.stderr}"
+    # qgis_process shows Python's resource warnings: the engine's pipes must be closed.
+    assert "ResourceWarning" not in result.stderr, result.stderr
+    return json.loads(result.stdout)
+
+
+def series_arguments(scene) -> list[str]:
+    return [f"--INPUT={path}" for path in scene.s2_paths]
+
+
+def test_list_shows_the_provider_and_its_algorithms(qgis_env):
+    result = qgis_process(qgis_env, "list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("Land Cover Fusion")
+    section = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        section.append(line.split())
+    assert sorted(row[0] for row in section) == ["lcfusion:classifyfgunet",
+                                                 "lcfusion:trainfgunet"]
+
+
+def test_train_then_classify_headless(qgis_env, scene, tmp_path):
+    model = tmp_path / "model.lcfusion"
+    trained = run_json(qgis_env, "lcfusion:trainfgunet", [
+        *series_arguments(scene), f"--REFERENCE={scene.reference_path}",
+        "--CLASS_FIELD=class_id", "--NAME_FIELD=class_name", "--EPOCHS=1",
+        "--PATCHES_PER_EPOCH=16", "--VALIDATION_PATCHES=8", "--PATCH_SIZE=32",
+        "--TILE_SIZE=128", f"--OUTPUT_MODEL={model}"])
+
+    results = trained["results"]
+    assert results["OUTPUT_MODEL"] == str(model)
+    assert model.is_file()
+    assert 0.0 <= results["OA"] <= 1.0
+    assert -1.0 <= results["KAPPA"] <= 1.0
+    assert trained["algorithm_details"]["id"] == "lcfusion:trainfgunet"
+    assert trained["inputs"]["CLASS_FIELD"] == "class_id"
+    names = [c["name"] for c in read_header(model).metadata["classes"]]
+    assert names == [c.name for c in scene.classes]
+
+    class_map = tmp_path / "map.tif"
+    classified = run_json(qgis_env, "lcfusion:classifyfgunet", [
+        *series_arguments(scene), f"--MODEL={model}", "--TILE_SIZE=128",
+        f"--OUTPUT={class_map}"])
+
+    assert classified["results"]["OUTPUT"] == str(class_map)
+    with rasterio.open(class_map) as ds, rasterio.open(scene.s2_paths[0]) as ref:
+        assert (ds.crs, ds.transform, ds.shape) == (ref.crs, ref.transform, ref.shape)
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255
+    qml = class_map.with_suffix(".qml")
+    assert qml.is_file()
+    style = qml.read_text(encoding="utf-8")
+    assert 'type="paletted"' in style
+    for name in names:
+        assert f'label="{name}"' in style, f"{name} missing from the style"
+
+
+def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):
+    """A user error is a non-zero exit with the parameter named, and no output file."""
+    model = tmp_path / "model.lcfusion"
+    model.write_bytes(b"not a model")
+    result = qgis_process(qgis_env, "run", "lcfusion:classifyfgunet",
+                          *series_arguments(scene), f"--MODEL={model}",
+                          f"--OUTPUT={tmp_path / 'map.tif'}")
+    assert result.returncode != 0
+    assert "Model file [MODEL]: model.lcfusion is not a valid lcfusion model file" in (
+        result.stdout + result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lcfusion"]
