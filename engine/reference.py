@@ -201,7 +201,7 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
             f"none of the {n_features} features has both a polygon and a class value in "
             f"{spec.class_field!r}", "REFERENCE")
 
-    classes, codes_of = _class_table(values, names, colors, spec, field_type)
+    classes, codes_of = _class_table(values, names, colors, spec, field_type, reporter)
     object_class = np.full(len(values) + 1, -1, dtype=np.int32)
     object_class[1:] = [classes.by_code(codes_of(v)).index for v in values]
     object_area = np.zeros(len(values) + 1, dtype=np.float64)
@@ -232,8 +232,15 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
                      n_features)
 
 
-def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int):
-    """The class table and a function mapping a field value to its code."""
+def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int,
+                 reporter: Reporter):
+    """The class table and a function mapping a field value to its code.
+
+    A class's colour comes from the colour field, else from the layer's style (`spec.colors`),
+    else from the default palette.
+    """
+    refused = set()
+
     def colour_for(value) -> str | None:
         text = colors.get(value) or spec.colors.get(str(value))
         if not text:
@@ -241,6 +248,10 @@ def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int):
         try:
             return normalize_color(text)
         except ValueError:
+            if text not in refused:
+                refused.add(text)
+                reporter.warning(f"the colour {text!r} of class {value!r} is not #rrggbb; a "
+                                 "default colour is used")
             return None
 
     if field_type == ogr.OFTString:

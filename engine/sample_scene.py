@@ -625,6 +625,7 @@ def _write_reference_layer(
     layer = dataset.CreateLayer(REFERENCE_LAYER, srs, ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
+    layer.CreateField(ogr.FieldDefn("class_color", ogr.OFTString))
     definition = layer.GetLayerDefn()
     size = config.pixel_size
     layer.StartTransaction()
@@ -642,6 +643,7 @@ def _write_reference_layer(
         feature = ogr.Feature(definition)
         feature.SetField("class_id", code)
         feature.SetField("class_name", SAMPLE_CLASSES.by_code(code).name)
+        feature.SetField("class_color", SAMPLE_CLASSES.by_code(code).color)
         feature.SetGeometry(polygon)
         layer.CreateFeature(feature)
     layer.CommitTransaction()

@@ -90,8 +90,8 @@ def test_train_then_classify_headless(qgis_env, scene, tmp_path):
     model = tmp_path / "model.lcfusion"
     trained = run_json(qgis_env, "lcfusion:trainfgunet", [
         *series_arguments(scene), f"--REFERENCE={scene.reference_path}",
-        "--CLASS_FIELD=class_id", "--NAME_FIELD=class_name", "--EPOCHS=1",
-        "--PATCHES_PER_EPOCH=16", "--VALIDATION_PATCHES=8", "--PATCH_SIZE=32",
+        "--CLASS_FIELD=class_id", "--NAME_FIELD=class_name", "--COLOR_FIELD=class_color",
+        "--EPOCHS=1", "--PATCHES_PER_EPOCH=16", "--VALIDATION_PATCHES=8", "--PATCH_SIZE=32",
         "--TILE_SIZE=128", f"--OUTPUT_MODEL={model}"])
 
     results = trained["results"]
@@ -101,8 +101,10 @@ def test_train_then_classify_headless(qgis_env, scene, tmp_path):
     assert -1.0 <= results["KAPPA"] <= 1.0
     assert trained["algorithm_details"]["id"] == "lcfusion:trainfgunet"
     assert trained["inputs"]["CLASS_FIELD"] == "class_id"
-    names = [c["name"] for c in read_header(model).metadata["classes"]]
+    classes = read_header(model).metadata["classes"]
+    names = [c["name"] for c in classes]
     assert names == [c.name for c in scene.classes]
+    assert [c["color"] for c in classes] == [c.color for c in scene.classes]
 
     class_map = tmp_path / "map.tif"
     classified = run_json(qgis_env, "lcfusion:classifyfgunet", [
@@ -117,8 +119,9 @@ def test_train_then_classify_headless(qgis_env, scene, tmp_path):
     assert qml.is_file()
     style = qml.read_text(encoding="utf-8")
     assert 'type="paletted"' in style
-    for name in names:
-        assert f'label="{name}"' in style, f"{name} missing from the style"
+    for entry in scene.classes:
+        assert f'label="{entry.name}"' in style, f"{entry.name} missing from the style"
+        assert f'color="{entry.color}"' in style, f"{entry.color} missing from the style"
 
 
 def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):

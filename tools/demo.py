@@ -41,6 +41,15 @@ def qgis_process(*args: str) -> dict[str, str]:
     return results
 
 
+def enable_plugin() -> None:
+    """Enable lcfusion for qgis_process unless it already is (enabling twice is an error)."""
+    listing = subprocess.run([QGIS_PROCESS, "plugins"], capture_output=True, text=True,
+                             check=True).stdout
+    if not any(line.strip() == "* lcfusion" for line in listing.splitlines()):
+        subprocess.run([QGIS_PROCESS, "plugins", "enable", "lcfusion"], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
 def parameters(values: dict[str, object]) -> list[str]:
     arguments = ["--"]
     for key, value in values.items():
@@ -75,13 +84,13 @@ def main() -> int:
                                   SampleSceneConfig(width=args.size, height=args.size))
     print(f"Sample scene: {len(scene.s2_paths)} Sentinel-2 dates, {args.size} x {args.size} "
           f"pixels, reference polygons in {scene.reference_path.name}")
-    subprocess.run([QGIS_PROCESS, "plugins", "enable", "lcfusion"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    enable_plugin()
 
     model = folder / "fgunet.lcfusion"
     trained = qgis_process("run", "lcfusion:trainfgunet", *parameters({
         "INPUT": [str(p) for p in scene.s2_paths], "REFERENCE": str(scene.reference_path),
-        "CLASS_FIELD": "class_id", "NAME_FIELD": "class_name", **TRAINING,
+        "CLASS_FIELD": "class_id", "NAME_FIELD": "class_name", "COLOR_FIELD": "class_color",
+        **TRAINING,
         "OUTPUT_MODEL": str(model)}))
     class_map, confidence = folder / "landcover.tif", folder / "confidence.tif"
     qgis_process("run", "lcfusion:classifyfgunet", *parameters({

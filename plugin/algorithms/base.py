@@ -139,13 +139,14 @@ class ReferenceBinding(Binding):
     layer: str = "REFERENCE"
     class_field: str = "CLASS_FIELD"
     name_field: str = "NAME_FIELD"
+    color_field: str = "COLOR_FIELD"
 
     def check(self, alg, parameters, context):
         source = alg.parameterAsSource(parameters, self.layer, context)
         if source is None:
             return None  # Processing reports an invalid source itself
         names = source.fields().names()
-        for parameter in (self.class_field, self.name_field):
+        for parameter in (self.class_field, self.name_field, self.color_field):
             field_name = alg.parameterAsString(parameters, parameter, context)
             if field_name and field_name not in names:
                 return parameter, (f"The field '{field_name}' is not in the reference layer "
@@ -158,8 +159,8 @@ class ReferenceBinding(Binding):
             raise QgsProcessingException(alg.invalidSourceError(parameters, self.layer))
         class_field = alg.parameterAsString(parameters, self.class_field, context)
         name_field = alg.parameterAsString(parameters, self.name_field, context) or None
-        fields = [class_field] + ([name_field] if name_field and name_field != class_field
-                                  else [])
+        color_field = alg.parameterAsString(parameters, self.color_field, context) or None
+        fields = list(dict.fromkeys(f for f in (class_field, name_field, color_field) if f))
         target = job.folder / "reference.gpkg"
         count = export_polygons(source, fields, target, job.crs or source.sourceCrs(), context,
                                 feedback)
@@ -169,7 +170,7 @@ class ReferenceBinding(Binding):
                                  class_field)
         job.sections["reference"] = {"path": str(target), "layer": "reference",
                                      "class_field": class_field, "name_field": name_field,
-                                     "colors": colors}
+                                     "color_field": color_field, "colors": colors}
 
 
 @dataclass
@@ -360,6 +361,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterField(
                 "NAME_FIELD", "Class name field", parentLayerParameterName="REFERENCE",
                 type=QgsProcessingParameterField.Any, optional=True),
+            QgsProcessingParameterField(
+                "COLOR_FIELD", "Class colour field (#rrggbb)",
+                parentLayerParameterName="REFERENCE", type=QgsProcessingParameterField.String,
+                optional=True),
         )
 
     def add_split(self, train: float = 0.6, validation: float = 0.2, test: float = 0.2

@@ -30,8 +30,9 @@ and mean F1 on the test polygons, which it never saw.</p>
 <li><b>Time series rasters</b>: one raster per date, in date order (all on one grid), or one
 multi-date stack with <b>Bands per date</b> set.</li>
 <li><b>Reference polygons</b>, <b>Class field</b> (integer codes or text names), optional
-<b>Class name field</b>. Colours come from the layer's categorized style when it uses the
-class field.</li>
+<b>Class name field</b> and <b>Class colour field</b> (<code>#rrggbb</code>). Without a colour
+field, colours come from the layer's categorized style on the class field, else from a default
+palette. Names and colours are stored in the model and style every map made with it.</li>
 <li><b>Training / validation / test shares</b> of each class's polygons (default
 0.6 / 0.2 / 0.2); every class needs at least one polygon in each part. <b>Split method</b>:
 a seeded random draw per class, or the paper's protocol — each class's polygons sorted by area

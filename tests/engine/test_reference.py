@@ -5,6 +5,7 @@ import pytest
 from osgeo import ogr, osr
 
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.rasters import Grid
 from lcfusion.engine.reference import ReferenceSpec, load_reference
 
@@ -81,6 +82,25 @@ def test_names_from_a_name_field(tmp_path):
                                                 ((3, "urban"), box(4, 0, 6, 2))], fields)
     ref = load_reference(ReferenceSpec(path, "code", name_field="label"), grid(), tmp_path)
     assert ref.classes.names == ["water", "urban"]
+
+
+def test_colours_from_the_colour_field_then_the_style(tmp_path):
+    fields = (("code", ogr.OFTInteger), ("colour", ogr.OFTString))
+    path = write_polygons(tmp_path / "r.gpkg", [((1, "#00FF00"), box(0, 0, 2, 2)),
+                                                ((2, None), box(4, 0, 6, 2)),
+                                                ((3, "green"), box(8, 0, 10, 2))], fields)
+    warnings = []
+
+    class Recorder(NullReporter):
+        def log(self, message, level="info"):
+            warnings.append(message) if level == "warning" else None
+
+    spec = ReferenceSpec(path, "code", color_field="colour", colors={"1": "#ff0000",
+                                                                      "2": "#0000ff"})
+    ref = load_reference(spec, grid(), tmp_path, Recorder())
+    assert [c.color for c in ref.classes][:2] == ["#00ff00", "#0000ff"]
+    assert ref.classes.by_code(3).color.startswith("#")
+    assert any("'green' of class 3 is not #rrggbb" in w for w in warnings)
 
 
 def test_polygons_in_another_crs_are_reprojected(tmp_path):

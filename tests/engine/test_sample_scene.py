@@ -181,7 +181,8 @@ def test_reference_polygons_lie_inside_parcels_of_their_class(
         definition.GetFieldDefn(i).GetName(): definition.GetFieldDefn(i).GetType()
         for i in range(definition.GetFieldCount())
     }
-    assert fields == {"class_id": ogr.OFTInteger, "class_name": ogr.OFTString}
+    assert fields == {"class_id": ogr.OFTInteger, "class_name": ogr.OFTString,
+                      "class_color": ogr.OFTString}
 
     with rasterio.open(scene.truth_path) as src:
         transform, bounds = src.transform, src.bounds
@@ -191,6 +192,7 @@ def test_reference_polygons_lie_inside_parcels_of_their_class(
     for feature in layer:
         code = feature.GetField("class_id")
         assert feature.GetField("class_name") == SAMPLE_CLASSES.by_code(code).name
+        assert feature.GetField("class_color") == SAMPLE_CLASSES.by_code(code).color
         counts[code] += 1
         geometry = feature.GetGeometryRef()
         min_x, max_x, min_y, max_y = geometry.GetEnvelope()
