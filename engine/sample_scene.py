@@ -16,7 +16,6 @@ the design exactly and only per-pixel noise blurs them. Pure numpy, rasterio and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -29,6 +28,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine, from_origin
 
 from .classes import ClassTable
+from .rasters import Grid, write_profile
 
 WATER, FOREST, WINTER_CROP, SUMMER_CROP, GRASSLAND, WET_MEADOW, BUILT_UP, BARE_SOIL = range(1, 9)
 
@@ -556,11 +556,6 @@ def _write_ms_pan(
     _write_raster(pan_path, _to_dn(pan)[None], crs, pan_transform, 0, ["PAN"], tags=tags)
 
 
-def _block_size(size: int) -> int:
-    """Largest power of two not above `size`, within 16..256 (GeoTIFF tiles)."""
-    return min(256, max(16, 2 ** int(math.log2(size))))
-
-
 def _write_raster(
     path: Path,
     data: np.ndarray,
@@ -573,23 +568,8 @@ def _write_raster(
 ) -> None:
     """Write a (bands, rows, cols) array as a tiled, DEFLATE-compressed GeoTIFF."""
     count, height, width = data.shape
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=width,
-        height=height,
-        count=count,
-        dtype=data.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-        tiled=True,
-        blockxsize=_block_size(width),
-        blockysize=_block_size(height),
-        compress="deflate",
-        predictor=3 if np.issubdtype(data.dtype, np.floating) else 2,
-    ) as dst:
+    grid = Grid(crs.to_wkt(), transform.to_gdal(), width, height)
+    with rasterio.open(path, "w", **write_profile(grid, count, data.dtype.name, nodata)) as dst:
         dst.write(data)
         dst.descriptions = tuple(descriptions)
         if tags:

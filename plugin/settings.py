@@ -42,7 +42,3 @@ def engine_python() -> str:
     if candidate.exists():
         return str(candidate)
     return shutil.which("python3") or shutil.which("python") or "python3"
-
-
-def set_engine_python(path: str) -> None:
-    QgsSettings().setValue(ENGINE_PYTHON_KEY, path)

@@ -17,6 +17,7 @@ from rasterio.enums import Compression
 from rasterio.features import rasterize
 from rasterio.transform import Affine, from_origin
 
+from lcfusion.engine.rasters import block_size_for
 from lcfusion.engine.sample_scene import (
     BARE_SOIL,
     BUILT_UP,
@@ -147,7 +148,8 @@ def test_files_metadata_and_grids(scene: SampleScene) -> None:
         assert src.tags()["ACQUISITION_DATE"] == scene.pan_date
     with rasterio.open(scene.truth_path) as src:
         colormap = src.colormap(1)
-        assert src.block_shapes[0] == (64, 64)
+        assert src.block_shapes[0] == block_size_for(SMALL.width, SMALL.height)[::-1]
+        assert src.is_tiled
     for entry in SAMPLE_CLASSES:
         assert colormap[entry.code] == (*entry.rgb(), 255)
     assert not list(scene.folder.glob("*.aux.xml"))
