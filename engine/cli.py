@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -32,17 +35,34 @@ def _cancel(signum, frame) -> None:
     raise CancelledError()
 
 
+def watch_parent(interval: float = 1.0) -> None:
+    """Cancel this run (SIGTERM to itself) when the process that started it goes away.
+
+    The plugin starts the engine in a session of its own so that cancel can stop the whole
+    group; a killed QGIS or qgis_process would otherwise leave the engine running.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _job_command(name: str) -> Callable:
     module_name, function = JOB_COMMANDS[name]
     try:
         module = importlib.import_module(f"{__package__}.{module_name}")
     except ModuleNotFoundError as exc:
-        if exc.name in ("torch", "safetensors", "sklearn"):
+        if exc.name in ("torch", "safetensors", "sklearn", "rasterio", "osgeo"):
             raise LcfusionError(
                 f"the engine interpreter {sys.executable} cannot import {exc.name}; run "
                 f"'make setup' in the plugin folder, or install torch=={TORCH_VERSION}, "
-                "safetensors and scikit-learn into an interpreter and point the plugin's engine "
-                "Python setting (or LCFUSION_PYTHON) at it") from exc
+                "safetensors, scikit-learn, rasterio and GDAL's Python bindings into an "
+                "interpreter and point the plugin's engine Python setting (or LCFUSION_PYTHON) "
+                "at it") from exc
         raise
     return getattr(module, function)
 
@@ -76,8 +96,11 @@ def _model_info(path: str) -> dict:
 def _sample_scene(args: argparse.Namespace, reporter: Reporter) -> dict:
     from .sample_scene import SampleSceneConfig, generate_sample_scene
 
-    config = SampleSceneConfig(width=args.size, height=args.size, seed=args.seed)
-    scene = generate_sample_scene(Path(args.folder), config)
+    try:
+        config = SampleSceneConfig(width=args.size, height=args.size, seed=args.seed)
+        scene = generate_sample_scene(Path(args.folder), config)
+    except ValueError as exc:
+        raise LcfusionError(str(exc), "SIZE") from exc
     reporter.info(f"sample scene written to {scene.folder}")
     return {"FOLDER": str(scene.folder), "S2": [str(p) for p in scene.s2_paths],
             "REFERENCE": str(scene.reference_path), "TRUTH": str(scene.truth_path)}
@@ -126,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     reporter: Reporter = (JsonLinesReporter() if args.events == "json"
                           else ConsoleReporter(verbose=args.verbose))
     signal.signal(signal.SIGTERM, _cancel)
+    if args.events == "json":
+        watch_parent()
     try:
         outputs = run(args, reporter)
     except (CancelledError, KeyboardInterrupt):

@@ -25,7 +25,7 @@ from .reference import ReferenceSpec, load_reference
 from .sampling import ClassBalancedPatchSampler, PatchSource, augment
 from .series import SeriesReader, SeriesSpec, TimeSeries
 from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
-from .tiling import TiledPredictor, predict_pixels, write_class_map
+from .tiling import TiledPredictor, check_tiling, predict_pixels, write_class_map
 from .training import FitConfig, FitResult, fit
 
 FAMILY = "fgunet"
@@ -67,19 +67,20 @@ class FGUNetTrainConfig:
             raise LcfusionError(
                 f"must be a multiple of {FGUNet.size_multiple} (the U-Net pools twice), got "
                 f"{self.patch_size}", "PATCH_SIZE")
+        check_tiling(self.tile_size, self.margin, FGUNet.size_multiple)
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise LcfusionError(f"unknown class weighting {self.class_weighting!r}; use one of "
                                 f"{', '.join(CLASS_WEIGHTINGS)}", "CLASS_WEIGHTING")
-        if self.validation_patches < 0 or self.max_shift < 0 or self.dates_per_chunk < 0:
-            raise LcfusionError("validation patches, shift and dates per chunk cannot be "
-                                "negative", "SETTINGS")
+        for name in ("validation_patches", "max_shift", "dates_per_chunk"):
+            if getattr(self, name) < 0:
+                raise LcfusionError(f"cannot be negative, got {getattr(self, name)}",
+                                    name.upper())
 
 
 PRESETS = {
-    "cpu": {},
     "paper": {"epochs": 50, "batch_size": 4, "learning_rate": 1e-4, "patch_size": 64,
-              "patches_per_epoch": 10000, "validation_patches": 500, "dates_per_chunk": 3,
-              "max_shift": 20},
+              "patches_per_epoch": 10000, "validation_patches": 500, "max_shift": 20,
+              "class_weighting": "inverse"},
 }
 
 
@@ -192,7 +193,7 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
             finally:
                 source.close()
             predictor = TiledPredictor(model, normalizer, device, config.tile_size,
-                                       config.margin)
+                                       config.margin, model.size_multiple)
             accuracy = _evaluate(predictor, reader, split, reporter.span(0.9, 0.99))
 
     metadata = {
@@ -239,12 +240,14 @@ def _fit(model: FGUNet, source: PatchSource, split: SplitReference, config: FGUN
     """Train on class-balanced patches of the training polygons; validate on a fixed set."""
     height, width = source.reader.series.height, source.reader.series.width
     size = config.patch_size
-    val_batches = []
+    val_batches = None
     if split.mask(1).any() and config.validation_patches:
         corners = _sampler(split, 1, config, height, width).sample(
             config.validation_patches, np.random.default_rng(rng.integers(1 << 31)))
-        val_batches = list(_batches(source, corners, split.labels_of(1), size,
-                                    config.batch_size, None))
+        val_lookup = split.labels_of(1)
+
+        def val_batches():
+            return _batches(source, corners, val_lookup, size, config.batch_size, None)
     sampler = _sampler(split, 0, config, height, width)
     train_lookup = split.labels_of(0)
 
@@ -324,6 +327,9 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     check_writable(class_map, "OUTPUT")
     if confidence:
         check_writable(confidence, "OUTPUT_CONFIDENCE")
+        if confidence.resolve() == class_map.resolve():
+            raise LcfusionError("the confidence map and the class map must be different files",
+                                "OUTPUT_CONFIDENCE")
     inputs = job.section("inputs")
     model_path = job.resolve(inputs.get("model"))
     if model_path is None:
@@ -336,7 +342,8 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     check_series_matches(metadata, series, reporter)
     reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "
                   f"{device.type}, {threads} thread(s)")
-    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)
+    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin,
+                               model.size_multiple)
     started = time.monotonic()
     with series.open() as reader:
         write_class_map(predictor, reader, classes, class_map, confidence, reporter,

@@ -55,7 +55,11 @@ class Job:
 
     def workdir(self) -> tempfile.TemporaryDirectory:
         """A scratch folder inside the job's folder, removed afterwards."""
-        return tempfile.TemporaryDirectory(prefix="work-", dir=self.folder)
+        try:
+            return tempfile.TemporaryDirectory(prefix="work-", dir=self.folder)
+        except OSError as exc:
+            raise LcfusionError(f"cannot create a scratch folder in the job folder "
+                                f"{self.folder}: {exc.strerror}") from exc
 
 
 def write_job(folder: str | Path, command: str, **sections: Any) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import struct
 from pathlib import Path
@@ -14,7 +15,14 @@ from safetensors.torch import save as save_tensors
 
 from . import __version__
 from .errors import LcfusionError
-from .modelheader import FORMAT_NAME, FORMAT_VERSION, checksum, corrupt, read_header
+from .modelheader import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    check_family,
+    checksum,
+    corrupt,
+    parse_header,
+)
 from .outputs import atomic_output
 
 
@@ -43,15 +51,17 @@ def save_model(path: str | Path, metadata: dict, state: dict[str, torch.Tensor],
 
 def load_model(path: str | Path, family: str | None = None,
                parameter: str = "MODEL") -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metadata and weights of a verified model file (checksum, family, tensor table)."""
+    """Metadata and weights of a verified model file (checksum, family, tensor table); the
+    file is read once, so the weights are the bytes that were verified."""
     path = Path(path)
-    header = read_header(path, parameter)
-    if family is not None and header.family != family:
-        raise LcfusionError(
-            f"{path.name} is a {header.family or 'unknown'} model, not a {family} model; use "
-            "the classify algorithm of its family", parameter)
+    if not path.is_file():
+        raise LcfusionError(f"the model file {path} does not exist", parameter)
+    data = path.read_bytes()
+    header = parse_header(io.BytesIO(data), path, parameter)
+    if family is not None:
+        check_family(header, family, path, parameter)
     try:
-        state = load_tensors(path.read_bytes())
+        state = load_tensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise corrupt(path, f"the weights cannot be read: {exc}", parameter) from exc
     return header.metadata, state

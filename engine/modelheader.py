@@ -13,6 +13,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import LcfusionError
 
@@ -24,11 +25,9 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ModelHeader:
-    """The parsed, verified parts of a model file."""
+    """The parsed, verified metadata of a model file."""
 
     metadata: dict
-    tensors: dict
-    data_offset: int
 
     @property
     def family(self) -> str:
@@ -41,50 +40,53 @@ def corrupt(path: Path, reason: str, parameter: str) -> LcfusionError:
         "written by an lcfusion training algorithm, or train the model again", parameter)
 
 
-def read_header(path: str | Path, parameter: str = "MODEL", verify: bool = True) -> ModelHeader:
-    """Parse and check a model file's header; with `verify`, check the checksum too."""
+def read_header(path: str | Path, parameter: str = "MODEL") -> ModelHeader:
+    """Parse a model file's header and verify its checksum, reading the file in chunks."""
     path = Path(path)
     if not path.is_file():
         raise LcfusionError(f"the model file {path} does not exist", parameter)
     with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) != 8:
-            raise corrupt(path, "the file is too short", parameter)
-        (length,) = struct.unpack("<Q", prefix)
-        if length <= 0 or length > MAX_HEADER_BYTES:
-            raise corrupt(path, "the header length is implausible", parameter)
-        raw = handle.read(length)
-        if len(raw) != length:
-            raise corrupt(path, "the file is truncated", parameter)
-        try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise corrupt(path, "the header is not valid JSON", parameter) from None
-        if not isinstance(header, dict):
-            raise corrupt(path, "the header is not a JSON object", parameter)
-        extra = header.pop("__metadata__", None)
-        if not isinstance(extra, dict) or not isinstance(extra.get("lcfusion"), str):
-            raise corrupt(path, "it carries no lcfusion metadata", parameter)
-        try:
-            metadata = json.loads(extra["lcfusion"])
-        except json.JSONDecodeError:
-            raise corrupt(path, "its metadata is not valid JSON", parameter) from None
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-            raise corrupt(path, "the metadata does not describe an lcfusion model", parameter)
-        if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
-            raise LcfusionError(
-                f"{path.name} was written by a newer lcfusion (format version "
-                f"{metadata.get('format_version')}); update the plugin", parameter)
-        data_offset = 8 + length
-        if verify:
-            digest = hashlib.sha256(extra["lcfusion"].encode("utf-8"))
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-            if digest.hexdigest() != extra.get("sha256"):
-                raise corrupt(path, "the checksum does not match: the file was modified or "
-                              "damaged", parameter)
+        return parse_header(handle, path, parameter)
+
+
+def parse_header(handle: BinaryIO, path: Path, parameter: str = "MODEL") -> ModelHeader:
+    """Parse and verify the model file open as `handle` (positioned at its start)."""
+    prefix = handle.read(8)
+    if len(prefix) != 8:
+        raise corrupt(path, "the file is too short", parameter)
+    (length,) = struct.unpack("<Q", prefix)
+    if length <= 0 or length > MAX_HEADER_BYTES:
+        raise corrupt(path, "the header length is implausible", parameter)
+    raw = handle.read(length)
+    if len(raw) != length:
+        raise corrupt(path, "the file is truncated", parameter)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise corrupt(path, "the header is not valid JSON", parameter) from None
+    if not isinstance(header, dict):
+        raise corrupt(path, "the header is not a JSON object", parameter)
+    extra = header.pop("__metadata__", None)
+    if not isinstance(extra, dict) or not isinstance(extra.get("lcfusion"), str):
+        raise corrupt(path, "it carries no lcfusion metadata", parameter)
+    try:
+        metadata = json.loads(extra["lcfusion"])
+    except json.JSONDecodeError:
+        raise corrupt(path, "its metadata is not valid JSON", parameter) from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise corrupt(path, "the metadata does not describe an lcfusion model", parameter)
+    if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+        raise LcfusionError(
+            f"{path.name} was written by a newer lcfusion (format version "
+            f"{metadata.get('format_version')}); update the plugin", parameter)
+    digest = hashlib.sha256(extra["lcfusion"].encode("utf-8"))
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+    if digest.hexdigest() != extra.get("sha256"):
+        raise corrupt(path, "the checksum does not match: the file was modified or damaged",
+                      parameter)
     _check_tensor_table(path, header, parameter)
-    return ModelHeader(metadata, header, data_offset)
+    return ModelHeader(metadata)
 
 
 def _check_tensor_table(path: Path, header: dict, parameter: str) -> None:
@@ -105,9 +107,10 @@ def read_metadata(path: str | Path, parameter: str = "MODEL") -> dict:
     return read_header(path, parameter).metadata
 
 
-def check_family(metadata: dict, family: str, path: str | Path, parameter: str = "MODEL") -> None:
-    found = metadata.get("family")
-    if found != family:
+def check_family(header: ModelHeader, family: str, path: str | Path,
+                 parameter: str = "MODEL") -> None:
+    """A clear error when the model belongs to another family."""
+    if header.family != family:
         raise LcfusionError(
-            f"{Path(path).name} is a {found or 'unknown'} model, not a {family} model; use the "
-            f"classify algorithm of its family", parameter)
+            f"{Path(path).name} is a {header.family or 'unknown'} model, not a {family} model; "
+            "use the classify algorithm of its family", parameter)

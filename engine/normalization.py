@@ -44,25 +44,29 @@ class PercentileNormalizer:
     def fit(cls, reader: SeriesReader, rng: np.random.Generator,
             percentiles: tuple[float, float] = (3.0, 97.0), max_pixels: int = 250_000,
             block: int = 128) -> PercentileNormalizer:
-        """Percentiles of a random sample of blocks (bounded memory whatever the raster size)."""
+        """Percentiles of a random sample of blocks (bounded memory whatever the raster size);
+        more blocks are read while some channel has no valid value yet."""
         series = reader.series
         starts = [(r, c) for r in range(0, series.height, block)
                   for c in range(0, series.width, block)]
-        n_blocks = max(1, min(len(starts), max_pixels // (block * block)))
-        chosen = rng.choice(len(starts), size=n_blocks, replace=False)
-        samples = []
-        for index in sorted(chosen):
+        wanted = max(1, max_pixels // (block * block))
+        samples, seen = [], np.zeros(series.n_channels, dtype=bool)
+        for taken, index in enumerate(rng.permutation(len(starts))):
+            if taken >= wanted and seen.all():
+                break
             row, col = starts[index]
             window = Window(col, row, min(block, series.width - col),
                             min(block, series.height - row))
-            samples.append(reader.read(window).reshape(series.n_channels, -1))
+            data = reader.read(window).reshape(series.n_channels, -1)
+            seen |= np.isfinite(data).any(axis=1)
+            samples.append(data)
         values = np.concatenate(samples, axis=1)
-        valid = np.isfinite(values)
-        empty = np.flatnonzero(~valid.any(axis=1))
+        empty = np.flatnonzero(~seen)
         if empty.size:
             raise LcfusionError(
                 f"channel(s) {', '.join(str(i + 1) for i in empty[:10])} hold no valid value "
-                "(nodata everywhere); remove the empty dates or bands", reader.series.parameter)
+                "anywhere (nodata everywhere); remove the empty dates or bands",
+                reader.series.parameter)
         low = np.nanpercentile(values, percentiles[0], axis=1)
         high = np.nanpercentile(values, percentiles[1], axis=1)
         flat = high <= low

@@ -75,13 +75,13 @@ class Grid:
 
 @dataclass(frozen=True)
 class RasterInfo:
-    """What the engine needs to know about one raster file."""
+    """What the engine needs to know about one raster file (`nodata` per band)."""
 
     path: Path
     grid: Grid
     count: int
     dtype: str
-    nodata: float | None
+    nodata: tuple[float | None, ...]
     descriptions: tuple[str, ...]
 
 
@@ -123,7 +123,8 @@ def read_info(path: str | Path, parameter: str) -> RasterInfo:
                     parameter)
             grid = Grid(src.crs.to_wkt(), transform.to_gdal(), src.width, src.height)
             descriptions = tuple(d or "" for d in src.descriptions)
-            return RasterInfo(path, grid, src.count, src.dtypes[0], src.nodata, descriptions)
+            return RasterInfo(path, grid, src.count, src.dtypes[0], tuple(src.nodatavals),
+                              descriptions)
     except rasterio.errors.RasterioIOError as exc:
         raise LcfusionError(f"cannot read the raster {path}: {exc}", parameter) from exc
 

@@ -178,7 +178,11 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
             continue
         geometry = geometry.Clone()
         if transform is not None:
-            geometry.Transform(transform)
+            try:
+                geometry.Transform(transform)
+            except RuntimeError:
+                skipped["cannot be reprojected to the rasters' CRS"] += 1
+                continue
         flat = ogr.GT_Flatten(geometry.GetGeometryType())
         if flat not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
             skipped["not a polygon"] += 1

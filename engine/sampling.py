@@ -52,11 +52,12 @@ class PatchSource:
     def __post_init__(self) -> None:
         series = self.reader.series
         needed = series.n_channels * series.height * series.width * 4
-        self._objects = rasterio.open(self.objects_path)
         self._image = self._labels = None
         if needed + series.height * series.width * 4 <= self.memory_limit_bytes:
             window = Window(0, 0, series.width, series.height)
             self._image = self.normalizer.apply(self.reader.read(window))
+        self._objects = rasterio.open(self.objects_path)
+        if self._image is not None:
             self._labels = self._objects.read(1).astype(np.int32)
 
     @property

@@ -164,9 +164,10 @@ class SeriesReader:
                        dtype=np.float32)
         channel = 0
         for info, data in zip(self.series.infos, arrays, strict=True):
-            block = data.astype(np.float32, copy=False)
-            if info.nodata is not None and not np.isnan(info.nodata):
-                block = np.where(data == info.nodata, np.float32(np.nan), block)
+            block = data.astype(np.float32)
+            for band, nodata in enumerate(info.nodata):
+                if nodata is not None and not np.isnan(nodata):
+                    block[band][data[band] == nodata] = np.nan
             block[~np.isfinite(block)] = np.nan
             out[channel: channel + block.shape[0]] = block
             channel += block.shape[0]

@@ -37,13 +37,13 @@ class SplitConfig:
         fractions = self.fractions
         if any(f < 0 or f > 1 for f in fractions):
             raise LcfusionError(f"split fractions must lie between 0 and 1, got {fractions}",
-                                "SPLIT")
+                                "TRAIN_FRACTION")
         if self.train <= 0:
             raise LcfusionError("the training fraction must be above 0", "TRAIN_FRACTION")
         if abs(sum(fractions) - 1.0) > 1e-6:
             raise LcfusionError(
                 f"train + validation + test fractions must add up to 1 (they add up to "
-                f"{sum(fractions):g}); for example 0.6 / 0.2 / 0.2", "SPLIT")
+                f"{sum(fractions):g}); for example 0.6 / 0.2 / 0.2", "TRAIN_FRACTION")
 
     @property
     def fractions(self) -> tuple[float, float, float]:

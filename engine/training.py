@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +35,7 @@ class FitResult:
     seconds: float = 0.0
 
 
-def evaluate_loss(model: nn.Module, batches: Sequence[Batch], loss_fn: Callable,
+def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
                   device: torch.device) -> float:
     model.eval()
     total, count = 0.0, 0
@@ -47,9 +47,11 @@ def evaluate_loss(model: nn.Module, batches: Sequence[Batch], loss_fn: Callable,
 
 
 def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
-        steps_per_epoch: int, val_batches: Sequence[Batch], loss_fn: Callable,
-        config: FitConfig, device: torch.device, reporter: Reporter) -> FitResult:
-    """Train for `config.epochs`; `train_batches(epoch)` yields that epoch's batches."""
+        steps_per_epoch: int, val_batches: Callable[[], Iterable[Batch]] | None,
+        loss_fn: Callable, config: FitConfig, device: torch.device,
+        reporter: Reporter) -> FitResult:
+    """Train for `config.epochs`; `train_batches(epoch)` yields that epoch's batches and
+    `val_batches()` the validation batches (read anew each time, so memory stays bounded)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
@@ -64,19 +66,25 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         for x, y in train_batches(epoch):
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            try:
+                loss = loss_fn(model(x), y)
+                loss.backward()
+            except torch.cuda.OutOfMemoryError as exc:
+                raise LcfusionError(
+                    "the GPU ran out of memory; lower the batch size or the patch size",
+                    "BATCH_SIZE") from exc
             if not torch.isfinite(loss):
                 raise LcfusionError(
                     f"the training loss became {float(loss)} in epoch {epoch}; lower the "
                     "learning rate", "LEARNING_RATE")
-            loss.backward()
             optimizer.step()
             running += loss.item() * x.shape[0]
             seen += x.shape[0]
             step += 1
             reporter.progress(step / total_steps, f"epoch {epoch}/{config.epochs}")
         train_loss = running / max(seen, 1)
-        val_loss = evaluate_loss(model, val_batches, loss_fn, device) if val_batches else None
+        val_loss = (evaluate_loss(model, val_batches(), loss_fn, device) if val_batches
+                    else None)
         monitored = val_loss if val_loss is not None else train_loss
         scheduler.step(monitored)
         if monitored < best_loss:

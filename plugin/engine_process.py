@@ -37,7 +37,13 @@ class EngineRun:
     outputs: dict = field(default_factory=dict)
     failure: EngineFailure | None = None
     cancelled: bool = False
+    killed: bool = False
     stderr_tail: list[str] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        """The engine finished and reported its outputs (even if a cancel came too late)."""
+        return self.returncode == 0 and self.failure is None and bool(self.outputs)
 
 
 def engine_command(command: str, job_path: Path, python: str | None = None) -> list[str]:
@@ -94,22 +100,26 @@ class EngineProcess:
         run = EngineRun(returncode=0)
         stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         open_streams = 2
-        while open_streams:
-            if self.feedback.isCanceled() and not run.cancelled:
-                run.cancelled = True
-                self.feedback.pushInfo("Cancelling: stopping the engine…")
-                terminate(process)
-            try:
-                tag, line = events.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                continue
-            if line is None:
-                open_streams -= 1
-            elif tag == "err":
-                stderr_tail.append(line)
-                self.feedback.pushDebugInfo(line)
-            else:
-                self._handle(line, run)
+        try:
+            while open_streams:
+                if self.feedback.isCanceled() and not run.cancelled:
+                    run.cancelled = True
+                    self.feedback.pushInfo("Cancelling: stopping the engine…")
+                    run.killed = terminate(process)
+                try:
+                    tag, line = events.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    open_streams -= 1
+                elif tag == "err":
+                    stderr_tail.append(line)
+                    self.feedback.pushDebugInfo(line)
+                else:
+                    self._handle(line, run)
+        finally:
+            if process.poll() is None:
+                run.killed = terminate(process)
         run.returncode = process.wait()
         for stream in (process.stdout, process.stderr):
             stream.close()  # both readers saw the end of their stream
@@ -126,8 +136,8 @@ class EngineProcess:
             self.feedback.pushConsoleInfo(line)
             return
         kind = event.get("event")
-        if kind == "progress":
-            self.feedback.setProgress(float(event.get("percent", 0.0)))
+        if kind == "progress" and isinstance(event.get("percent"), (int, float)):
+            self.feedback.setProgress(float(event["percent"]))
             stage = str(event.get("stage") or "")
             if stage and stage != self._stage:
                 self._stage = stage
@@ -146,10 +156,11 @@ class EngineProcess:
             run.failure = EngineFailure(str(event.get("message", "")), event.get("parameter"))
 
 
-def terminate(process: subprocess.Popen) -> None:
-    """SIGTERM to the engine's process group (it cleans up), SIGKILL if it lingers."""
+def terminate(process: subprocess.Popen) -> bool:
+    """SIGTERM to the engine's process group (it cleans up), SIGKILL if it lingers; True
+    when it had to be killed (its temporary files may be left)."""
     if process.poll() is not None:
-        return
+        return False
     try:
         if sys.platform == "win32":
             process.terminate()
@@ -162,5 +173,7 @@ def terminate(process: subprocess.Popen) -> None:
         else:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        return True
     except ProcessLookupError:
         pass
+    return False

@@ -39,7 +39,8 @@ from qgis.PyQt.QtGui import QIcon
 from ...engine.classes import ClassTable
 from ...engine.errors import LcfusionError
 from ...engine.jobs import write_job
-from ...engine.modelheader import SUFFIX, read_header
+from ...engine.modelheader import SUFFIX, check_family, read_header
+from ...engine.outputs import PARTIAL_MARK
 from ..engine_process import EngineProcess, EngineRun
 from ..export import export_polygons, raster_path, renderer_colors
 from ..settings import plugin_root
@@ -233,12 +234,9 @@ class ModelInputBinding(Binding):
         path = alg.parameterAsFile(parameters, self.name, context)
         try:
             header = read_header(path, self.name)
+            check_family(header, self.family, path, self.name)
         except LcfusionError as exc:
             return exc.parameter or self.name, exc.message
-        if header.family != self.family:
-            return self.name, (f"{Path(path).name} is a {header.family or 'unknown'} model, "
-                               f"not a {self.family} model; use the classify algorithm of its "
-                               "family.")
         if self.series is not None:
             layers, bands = self.series.values(alg, parameters, context)
             expected = header.metadata.get("inputs", {}).get("series", {})
@@ -246,10 +244,12 @@ class ModelInputBinding(Binding):
                 dates, per_date = series_shape(layers, bands)
                 wanted = (expected.get("n_dates"), expected.get("bands_per_date"))
                 if (dates, per_date) != wanted:
+                    hint = (" For a multi-date stack, set Bands per date to "
+                            f"{wanted[1]}." if len(layers) == 1 and not bands else "")
                     return self.series.layers, (
                         f"The model expects {wanted[0]} dates x {wanted[1]} bands, but the "
                         f"layers give {dates} dates x {per_date} bands; give the same dates and "
-                        "bands as for training.")
+                        f"bands as for training.{hint}")
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
@@ -283,14 +283,28 @@ class RasterOutputBinding(Binding):
         path = engine_outputs.get(self.name)
         if not path:
             return
-        if self.kind == "class_map":
-            classes = ClassTable.from_json(engine_outputs["CLASSES"])
-            write_class_map_style(path, classes)
-            processor = ClassMapPostProcessor.create(classes)
-        else:
-            write_confidence_style(path)
-            processor = ConfidencePostProcessor.create()
+        try:
+            if self.kind == "class_map":
+                classes = ClassTable.from_json(engine_outputs["CLASSES"])
+                write_class_map_style(path, classes)
+                processor = ClassMapPostProcessor.create(classes)
+            else:
+                write_confidence_style(path)
+                processor = ConfidencePostProcessor.create()
+        except (OSError, ValueError, LcfusionError) as exc:
+            feedback.pushWarning(f"{path} was written, but its style could not be saved: {exc}")
+            return
         attach_post_processor(context, path, processor)
+
+
+def remove_partial_files(outputs) -> None:
+    """Delete temporary files an engine that had to be killed left beside its outputs."""
+    for output in outputs:
+        if not output:
+            continue
+        target = Path(output)
+        for partial in target.parent.glob(f"{target.stem}{PARTIAL_MARK}*{target.suffix}"):
+            partial.unlink(missing_ok=True)
 
 
 def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
@@ -462,6 +476,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                     raise QgsProcessingException("Cancelled: no output was written.")
             job_path = write_job(folder, self.command, **draft.sections)
             run = EngineProcess(self.command, job_path, feedback).run()
+            if not run.succeeded:
+                remove_partial_files(draft.sections["outputs"].values())
             self.raise_for(run)
             for binding in self._bindings:
                 binding.finish(self, parameters, context, feedback, run.outputs)
@@ -478,7 +494,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 else f"{parameter}: " if parameter else "")
 
     def raise_for(self, run: EngineRun) -> None:
-        """Turn a failed, cancelled or crashed engine run into a QgsProcessingException."""
+        """Turn a failed, cancelled or crashed engine run into a QgsProcessingException; a
+        cancel that came after the engine had finished keeps the finished outputs."""
+        if run.succeeded:
+            return
         if run.cancelled:
             raise QgsProcessingException("Cancelled: the engine was stopped and no output "
                                          "was written.")

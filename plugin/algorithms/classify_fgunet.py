@@ -13,7 +13,8 @@ class ClassifyFGUNet(EngineAlgorithm):
     icon_file = "classify.svg"
     help_text = """
 <p>Applies a model trained with <i>Train FG-UNET</i> to a time series and writes a class map
-(GeoTIFF, the model's class codes, nodata 255, with the model's class names and colours) and,
+(GeoTIFF of the model's class codes — 8-bit with nodata 255, or 16-bit with nodata 65535 when a
+code is 255 or more — with the model's class names and colours) and,
 optionally, a confidence map (the highest class probability, 0–1).</p>
 <p>The image is processed in overlapping tiles (default 512 x 512 pixels); only each tile's
 centre is kept (the margin, default 20 pixels, is discarded) and edges are reflect-padded, so

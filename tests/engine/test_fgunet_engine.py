@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,47 @@ def test_chunking_and_class_weights():
     root = class_weights(np.array([100, 400]), "sqrt")
     assert root.sum() == pytest.approx(2.0) and root[0] / root[1] == pytest.approx(2.0)
     assert class_weights(np.array([5, 50]), "none").tolist() == [1.0, 1.0]
+
+
+def test_tiling_settings_are_checked_before_training():
+    with pytest.raises(LcfusionError, match="multiple of 4") as info:
+        settings_from(FGUNetTrainConfig, {"margin": 10})
+    assert info.value.parameter == "MARGIN"
+    with pytest.raises(LcfusionError, match="must exceed twice the margin"):
+        settings_from(FGUNetTrainConfig, {"tile_size": 40, "margin": 20})
+
+
+def test_class_map_and_confidence_must_differ(tmp_path, scene, trained):
+    job = write_job(tmp_path, "classify-fgunet",
+                    inputs={"model": str(trained[0]),
+                            "series": {"paths": [str(p) for p in scene.s2_paths]}},
+                    outputs={"class_map": str(tmp_path / "map.tif"),
+                             "confidence": str(tmp_path / "map.tif")})
+    result = engine("--events", "json", "classify-fgunet", str(job))
+    error = next(e for e in events(result.stdout) if e["event"] == "error")
+    assert result.returncode == 2 and error["parameter"] == "OUTPUT_CONFIDENCE"
+    assert not (tmp_path / "map.tif").exists()
+
+
+def test_an_orphaned_engine_cancels_itself(tmp_path, scene):
+    """Killing what started the engine (QGIS, qgis_process) stops the engine too."""
+    model = tmp_path / "model.lcfusion"
+    job = fgunet_train_job(tmp_path, scene, model, epochs=50)
+    command = " ".join([sys.executable, "-m", "lcfusion.engine", "--events", "json",
+                        "train-fgunet", str(job)])
+    env = {**os.environ, "PYTHONPATH": str(BUILD)}
+    starter = subprocess.run(["bash", "-c", f"{command} > {tmp_path / 'out.jsonl'} & "
+                              "echo $!; sleep 4"], capture_output=True, text=True, env=env,
+                             timeout=60)
+    pid = int(starter.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.2)
+    assert time.monotonic() < deadline, "the orphaned engine kept running"
+    stream = events((tmp_path / "out.jsonl").read_text())
+    assert any(e["event"] == "error" and "cancelled" in e["message"] for e in stream)
+    assert not model.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "out.jsonl"]

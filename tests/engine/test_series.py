@@ -96,3 +96,21 @@ def test_order_warning(tmp_path, dates):
     series = TimeSeries(SeriesSpec((str(paths[1]), str(paths[0]))))
     assert "not in increasing order" in series.order_warning()
     assert TimeSeries(SeriesSpec(tuple(map(str, paths)))).order_warning() is None
+
+
+def test_normalisation_finds_a_channel_valid_in_one_corner_only(tmp_path):
+    from lcfusion.engine.normalization import PercentileNormalizer
+
+    data = np.full((2, 256, 256), np.nan, dtype="float32")
+    data[0] = 1.0
+    data[1, 250:, 250:] = 5.0
+    series = TimeSeries(SeriesSpec((str(write_raster(tmp_path / "a.tif", data)),),
+                                   bands_per_date=2))
+    with series.open() as reader:
+        normalizer = PercentileNormalizer.fit(reader, np.random.default_rng(0),
+                                              max_pixels=2 * 128 * 128, block=32)
+    assert normalizer.low[1] == 5.0
+    empty = np.full((1, 64, 64), np.nan, dtype="float32")
+    series = TimeSeries(SeriesSpec((str(write_raster(tmp_path / "b.tif", empty)),)))
+    with series.open() as reader, pytest.raises(LcfusionError, match="nodata everywhere"):
+        PercentileNormalizer.fit(reader, np.random.default_rng(0))
