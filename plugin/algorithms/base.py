@@ -340,7 +340,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.group_key
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return self.help_text
+        """The HTML help on one line: QGIS shows every newline of it as a line break."""
+        return " ".join(self.help_text.split())
 
     def icon(self) -> QIcon:
         return icon(self.icon_file)
@@ -423,9 +424,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             defaultValue=0)
         return self.add_setting(parameter, "device", True, choices)
 
-    def add_model_input(self, family: str, series: SeriesBinding | None) -> ModelInputBinding:
+    def add_model_input(self, family: str) -> ModelInputBinding:
+        """The model file; set the returned binding's `series` to check the inputs' shape."""
         return self.bind(
-            ModelInputBinding("MODEL", family, series),
+            ModelInputBinding("MODEL", family),
             QgsProcessingParameterFile("MODEL", "Model file", extension=SUFFIX.lstrip(".")),
         )
 

@@ -29,8 +29,8 @@ the memory used does not depend on the size of the raster.</p>
 """
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        series = self.add_series()
-        self.add_model_input("fgunet", series)
+        model = self.add_model_input("fgunet")
+        model.series = self.add_series()
         self.add_int("TILE_SIZE", "Tile size (pixels, multiple of 4)", "tile_size", 512,
                      minimum=16, is_advanced=True)
         self.add_int("MARGIN", "Tile margin discarded at each edge (pixels)", "margin", 20,

@@ -84,6 +84,7 @@ def test_help_text_is_present_and_describes_the_parameters(registry, algorithm_i
     text = alg.shortHelpString()
     assert text and text.strip()
     assert "<p>" in text
+    assert "\n" not in text, "QGIS shows each newline of the help as a line break"
     assert "FG-UNET" in text
     # The parameters a user must set are explained in the help.
     assert "Time series rasters" in text
