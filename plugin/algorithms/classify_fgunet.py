@@ -24,7 +24,9 @@ the memory used does not depend on the size of the raster.</p>
 <li><b>Model file</b>: a <code>.lcfusion</code> file of the FG-UNET family.</li>
 <li><b>Time series rasters</b>: the same dates and bands, in the same order, as for training
 (one raster per date, or one stack with <b>Bands per date</b>).</li>
-<li>Advanced: tile size, margin and device.</li>
+<li>Advanced: tile size, margin (a multiple of 4; 28 pixels or more makes the tiles
+seamless, equal to one pass over the whole image, while the paper's 20 can leave faint
+differences along tile edges) and device.</li>
 </ul>
 """
 
