@@ -193,7 +193,7 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
             finally:
                 source.close()
             predictor = TiledPredictor(model, normalizer, device, config.tile_size,
-                                       config.margin, model.size_multiple)
+                                       config.margin)
             accuracy = _evaluate(predictor, reader, split, reporter.span(0.9, 0.99))
 
     metadata = {
@@ -342,8 +342,7 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     check_series_matches(metadata, series, reporter)
     reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "
                   f"{device.type}, {threads} thread(s)")
-    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin,
-                               model.size_multiple)
+    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)
     started = time.monotonic()
     with series.open() as reader:
         write_class_map(predictor, reader, classes, class_map, confidence, reporter,

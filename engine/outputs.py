@@ -21,6 +21,11 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f"{target.stem}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}{target.suffix}")
 
 
+def partial_files(target: Path) -> list[Path]:
+    """Temporary files of `target` left by a writer that was killed before it could clean up."""
+    return sorted(target.parent.glob(f"{target.stem}{PARTIAL_MARK}*{target.suffix}"))
+
+
 def check_writable(target: Path, parameter: str) -> None:
     """Fail early, with the parameter's name, when the output folder cannot take the file."""
     folder = target.parent

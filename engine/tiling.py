@@ -57,7 +57,11 @@ class TiledPredictor:
     device: torch.device
     tile_size: int = 512
     margin: int = 20
-    size_multiple: int = 4
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this (the network's pooling)."""
+        return getattr(self.model, "size_multiple", 1)
 
     def __post_init__(self) -> None:
         check_tiling(self.tile_size, self.margin, self.size_multiple)

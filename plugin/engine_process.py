@@ -37,7 +37,6 @@ class EngineRun:
     outputs: dict = field(default_factory=dict)
     failure: EngineFailure | None = None
     cancelled: bool = False
-    killed: bool = False
     stderr_tail: list[str] = field(default_factory=list)
 
     @property
@@ -105,7 +104,7 @@ class EngineProcess:
                 if self.feedback.isCanceled() and not run.cancelled:
                     run.cancelled = True
                     self.feedback.pushInfo("Cancelling: stopping the engine…")
-                    run.killed = terminate(process)
+                    terminate(process)
                 try:
                     tag, line = events.get(timeout=POLL_SECONDS)
                 except queue.Empty:
@@ -119,7 +118,7 @@ class EngineProcess:
                     self._handle(line, run)
         finally:
             if process.poll() is None:
-                run.killed = terminate(process)
+                terminate(process)
         run.returncode = process.wait()
         for stream in (process.stdout, process.stderr):
             stream.close()  # both readers saw the end of their stream
@@ -156,11 +155,10 @@ class EngineProcess:
             run.failure = EngineFailure(str(event.get("message", "")), event.get("parameter"))
 
 
-def terminate(process: subprocess.Popen) -> bool:
-    """SIGTERM to the engine's process group (it cleans up), SIGKILL if it lingers; True
-    when it had to be killed (its temporary files may be left)."""
+def terminate(process: subprocess.Popen) -> None:
+    """SIGTERM to the engine's process group (it cleans up), SIGKILL if it lingers."""
     if process.poll() is not None:
-        return False
+        return
     try:
         if sys.platform == "win32":
             process.terminate()
@@ -173,7 +171,5 @@ def terminate(process: subprocess.Popen) -> bool:
         else:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        return True
     except ProcessLookupError:
         pass
-    return False

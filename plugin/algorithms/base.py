@@ -40,7 +40,7 @@ from ...engine.classes import ClassTable
 from ...engine.errors import LcfusionError
 from ...engine.jobs import write_job
 from ...engine.modelheader import SUFFIX, check_family, read_header
-from ...engine.outputs import PARTIAL_MARK
+from ...engine.outputs import partial_files
 from ..engine_process import EngineProcess, EngineRun
 from ..export import export_polygons, raster_path, renderer_colors
 from ..settings import plugin_root
@@ -302,8 +302,7 @@ def remove_partial_files(outputs) -> None:
     for output in outputs:
         if not output:
             continue
-        target = Path(output)
-        for partial in target.parent.glob(f"{target.stem}{PARTIAL_MARK}*{target.suffix}"):
+        for partial in partial_files(Path(output)):
             partial.unlink(missing_ok=True)
 
 

@@ -35,3 +35,13 @@ def test_missing_folder_or_a_folder_as_target(tmp_path):
     with pytest.raises(LcfusionError, match="is a folder"):
         with atomic_output(tmp_path / "map.tif", "OUTPUT"):
             pass
+
+
+def test_partial_files_finds_what_partial_path_names(tmp_path):
+    from lcfusion.engine.outputs import partial_files, partial_path
+
+    target = tmp_path / "map.tif"
+    left = [partial_path(target), partial_path(target)]
+    for path in left + [tmp_path / "map.qml", partial_path(tmp_path / "other.tif")]:
+        path.write_text("x")
+    assert partial_files(target) == sorted(left)
