@@ -25,6 +25,8 @@ from .progress import ConsoleReporter, JsonLinesReporter, Reporter
 JOB_COMMANDS = {
     "train-fgunet": ("fgunet", "train_fgunet"),
     "classify-fgunet": ("fgunet", "classify_fgunet"),
+    "train-mrfusion": ("mrfusion", "train_mrfusion"),
+    "classify-mrfusion": ("mrfusion", "classify_mrfusion"),
 }
 
 EXIT_OK, EXIT_CRASH, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
@@ -103,6 +105,7 @@ def _sample_scene(args: argparse.Namespace, reporter: Reporter) -> dict:
         raise LcfusionError(str(exc), "SIZE") from exc
     reporter.info(f"sample scene written to {scene.folder}")
     return {"FOLDER": str(scene.folder), "S2": [str(p) for p in scene.s2_paths],
+            "PAN": str(scene.pan_path), "MS": str(scene.ms_path),
             "REFERENCE": str(scene.reference_path), "TRUTH": str(scene.truth_path)}
 
 

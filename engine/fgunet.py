@@ -15,17 +15,23 @@ from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
 from .jobs import Job, settings_from
-from .metrics import Accuracy, compute_accuracy
-from .modelfile import load_model, save_model
+from .jobsteps import (
+    classify_to_files,
+    evaluate_test,
+    map_outputs,
+    model_input,
+    model_output,
+    split_reference,
+    training_outputs,
+)
+from .modelfile import restore_model, save_model
 from .models.fgunet import FGUNet, FGUNetConfig
 from .normalization import PercentileNormalizer
-from .outputs import check_writable
 from .progress import Reporter
-from .reference import ReferenceSpec, load_reference
 from .sampling import ClassBalancedPatchSampler, PatchSource, augment
-from .series import SeriesReader, SeriesSpec, TimeSeries
-from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
-from .tiling import TiledPredictor, check_tiling, predict_pixels, write_class_map
+from .series import SeriesSpec, TimeSeries
+from .splits import SplitReference, preset_split
+from .tiling import TiledPredictor, check_tiling
 from .training import FitConfig, FitResult, fit
 
 FAMILY = "fgunet"
@@ -133,11 +139,8 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
     """Train FG-UNET on a time series and reference polygons; write the model file."""
     started = time.monotonic()
     config = settings_from(FGUNetTrainConfig, job.section("settings"), PRESETS)
-    split_config = SplitConfig.from_json(job.section("split"))
-    model_path = job.resolve(job.section("outputs").get("model"))
-    if model_path is None:
-        raise LcfusionError("no output model file given", "OUTPUT_MODEL")
-    check_writable(model_path, "OUTPUT_MODEL")
+    split_config = preset_split(job.section("split"), job.section("settings"), PRESETS)
+    model_path = model_output(job)
     series = TimeSeries(SeriesSpec.from_json(job.section("inputs").get("series") or {}), "INPUT")
     reporter.info(f"time series: {series.describe()}")
     if warning := series.order_warning():
@@ -154,18 +157,8 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
     rng = np.random.default_rng(split_config.seed)
 
     with job.workdir() as scratch:
-        reference = load_reference(ReferenceSpec.from_json(job.section("reference")),
-                                   series.grid, Path(scratch), reporter)
-        classes = reference.classes
-        reporter.info(f"{reference.n_features} reference features, {len(classes)} classes: "
-                      + ", ".join(f"{c.code} {c.name}" for c in classes))
-        split = SplitReference(reference, ObjectSplit(split_config).assign(
-            reference.object_class, reference.present_objects(), classes,
-            reference.object_area))
-        summary = split.summary()
-        for row in summary:
-            reporter.info(f"  {row['name']}: " + ", ".join(
-                f"{p} {row[p + '_objects']} polygons / {row[p + '_pixels']} px" for p in PARTS))
+        split = split_reference(job, series.grid, split_config, Path(scratch), reporter)
+        classes = split.reference.classes
         reporter.progress(0.05, "reference")
 
         architecture = FGUNetConfig(chunk_channels=dates_per_chunk * series.bands_per_date,
@@ -182,7 +175,7 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
 
         with series.open() as reader:
             normalizer = PercentileNormalizer.fit(reader, rng)
-            source = PatchSource(reader, normalizer, str(reference.objects_path),
+            source = PatchSource(reader, normalizer, str(split.reference.objects_path),
                                  config.memory_limit_mb * 1024 * 1024)
             reporter.debug("training patches read from "
                            + ("memory" if source.in_memory else "the files, by windows"))
@@ -194,7 +187,8 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                 source.close()
             predictor = TiledPredictor(model, normalizer, device, config.tile_size,
                                        config.margin)
-            accuracy = _evaluate(predictor, reader, split, reporter.span(0.9, 0.99))
+            accuracy = evaluate_test(predictor, reader, series.grid, split,
+                                     reporter.span(0.9, 0.99))
 
     metadata = {
         "family": FAMILY,
@@ -205,7 +199,7 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
         "training": {
             "settings": asdict(config),
             "split": split_config.to_json(),
-            "split_summary": summary,
+            "split_summary": split.summary(),
             "history": fit_result.history,
             "best_epoch": fit_result.best_epoch,
             "device": device.type,
@@ -217,11 +211,7 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
     save_model(model_path, metadata, model.state_dict())
     reporter.progress(1.0, "done")
     reporter.info(f"model written to {model_path}")
-    outputs = {"OUTPUT_MODEL": str(model_path), "CLASSES": classes.to_json()}
-    if accuracy:
-        outputs.update(OA=accuracy.overall_accuracy, KAPPA=accuracy.kappa,
-                       MEAN_F1=accuracy.mean_f1)
-    return outputs
+    return training_outputs(model_path, split, accuracy)
 
 
 def _sampler(split: SplitReference, part: int, config: FGUNetTrainConfig, height: int,
@@ -262,38 +252,17 @@ def _fit(model: FGUNet, source: PatchSource, split: SplitReference, config: FGUN
     return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter)
 
 
-def _evaluate(predictor: TiledPredictor, reader: SeriesReader, split: SplitReference,
-              reporter: Reporter) -> Accuracy | None:
-    """Accuracy on the pixels of the test polygons (None without test polygons)."""
-    test = split.mask(2)
-    if not test.any():
-        reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
-        return None
-    pixels = split.reference.pixels
-    predicted = predict_pixels(predictor, reader, pixels.rows[test], pixels.cols[test],
-                               reporter)
-    accuracy = compute_accuracy(split.pixel_class[test], predicted, split.reference.classes)
-    reporter.info(f"accuracy on the held-out test polygons: {accuracy.summary()}")
-    for row in accuracy.per_class:
-        reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "
-                      f"recall {row['recall']:.3f}, {row['support']} px)")
-    return accuracy
-
-
 def load_fgunet(path: Path, device: torch.device) -> tuple[dict, FGUNet, ClassTable,
                                                            PercentileNormalizer]:
     """A trained model ready for inference, with its class table and normalisation."""
-    metadata, state = load_model(path, FAMILY)
-    try:
-        architecture = FGUNetConfig.from_json(metadata["architecture"])
-        classes = ClassTable.from_json(metadata["classes"])
-        normalizer = PercentileNormalizer.from_json(metadata["normalization"])
-        model = FGUNet(architecture)
+    def build(metadata: dict, state: dict) -> tuple[FGUNet, ClassTable, PercentileNormalizer]:
+        model = FGUNet(FGUNetConfig.from_json(metadata["architecture"]))
         model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise LcfusionError(f"{path.name} has inconsistent metadata or weights ({exc}); train "
-                            "the model again", "MODEL") from exc
-    return metadata, model.to(device).eval(), classes, normalizer
+        return (model.to(device).eval(), ClassTable.from_json(metadata["classes"]),
+                PercentileNormalizer.from_json(metadata["normalization"]))
+
+    metadata, (model, classes, normalizer) = restore_model(path, FAMILY, build)
+    return metadata, model, classes, normalizer
 
 
 def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter) -> None:
@@ -319,21 +288,9 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
 def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     """Classify a time series with a trained FG-UNET model, tile by tile."""
     config = settings_from(FGUNetClassifyConfig, job.section("settings"))
-    outputs = job.section("outputs")
-    class_map = job.resolve(outputs.get("class_map"))
-    confidence = job.resolve(outputs.get("confidence"))
-    if class_map is None:
-        raise LcfusionError("no output class map given", "OUTPUT")
-    check_writable(class_map, "OUTPUT")
-    if confidence:
-        check_writable(confidence, "OUTPUT_CONFIDENCE")
-        if confidence.resolve() == class_map.resolve():
-            raise LcfusionError("the confidence map and the class map must be different files",
-                                "OUTPUT_CONFIDENCE")
+    class_map, confidence = map_outputs(job)
+    model_path = model_input(job)
     inputs = job.section("inputs")
-    model_path = job.resolve(inputs.get("model"))
-    if model_path is None:
-        raise LcfusionError("no model file given", "MODEL")
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizer = load_fgunet(model_path, device)
@@ -343,15 +300,6 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "
                   f"{device.type}, {threads} thread(s)")
     predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)
-    started = time.monotonic()
     with series.open() as reader:
-        write_class_map(predictor, reader, classes, class_map, confidence, reporter,
-                        tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": FAMILY})
-    seconds = time.monotonic() - started
-    pixels = series.width * series.height
-    reporter.info(f"class map written to {class_map} ({pixels / max(seconds, 1e-9) / 1e6:.3f} "
-                  f"megapixels per second)")
-    result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json()}
-    if confidence:
-        result["OUTPUT_CONFIDENCE"] = str(confidence)
-    return result
+        return classify_to_files(predictor, reader, series.grid, classes, class_map, confidence,
+                                 model_path, FAMILY, reporter)

@@ -75,8 +75,8 @@ def write_job(folder: str | Path, command: str, **sections: Any) -> Path:
 def settings_from(cls, values: dict[str, Any], presets: dict[str, dict] | None = None):
     """Build the settings dataclass `cls` from a job's values.
 
-    A ``preset`` replaces the values it defines; unknown keys are an error, so a typo never
-    goes unnoticed.
+    A ``preset`` replaces the values it defines (its ``split`` entry, if any, is for
+    `splits.preset_split`); unknown keys are an error, so a typo never goes unnoticed.
     """
     values = dict(values)
     preset = values.pop("preset", None)
@@ -90,7 +90,7 @@ def settings_from(cls, values: dict[str, Any], presets: dict[str, dict] | None =
                             f"{', '.join(sorted(known))}")
     merged = {k: v for k, v in values.items() if v is not None}
     if preset:
-        merged.update(presets[preset])
+        merged.update({k: v for k, v in presets[preset].items() if k != "split"})
     converted = {}
     for key, value in merged.items():
         kind = known[key].type

@@ -6,7 +6,9 @@ import datetime
 import io
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -24,6 +26,8 @@ from .modelheader import (
     parse_header,
 )
 from .outputs import atomic_output
+
+T = TypeVar("T")
 
 
 def save_model(path: str | Path, metadata: dict, state: dict[str, torch.Tensor],
@@ -65,3 +69,15 @@ def load_model(path: str | Path, family: str | None = None,
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise corrupt(path, f"the weights cannot be read: {exc}", parameter) from exc
     return header.metadata, state
+
+
+def restore_model(path: str | Path, family: str, build: Callable[[dict, dict], T],
+                  parameter: str = "MODEL") -> tuple[dict, T]:
+    """Load a verified model file and `build(metadata, weights)` from it; metadata that does not
+    fit the weights (or the family's expectations) is a clear error."""
+    metadata, state = load_model(path, family, parameter)
+    try:
+        return metadata, build(metadata, state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise LcfusionError(f"{Path(path).name} has inconsistent metadata or weights ({exc}); "
+                            "train the model again", parameter) from exc

@@ -159,19 +159,28 @@ def write_profile(grid: Grid, count: int, dtype: str, nodata: float | None) -> d
     return profile
 
 
+def reflect_indices(start: int, count: int, size: int) -> np.ndarray:
+    """Indices ``start .. start + count - 1`` mirrored into ``0 .. size - 1`` about the edge
+    pixels (numpy's ``reflect``; repeated for windows reaching further than the raster)."""
+    indices = np.arange(start, start + count)
+    if size == 1:
+        return np.zeros(count, dtype=np.int64)
+    period = 2 * (size - 1)
+    indices = np.mod(indices, period)
+    return np.where(indices < size, indices, period - indices)
+
+
 def read_reflect(datasets: Sequence[rasterio.io.DatasetReader], window: Window,
                  height: int, width: int) -> list[np.ndarray]:
-    """Read `window` from each dataset, reflect-padding where it leaves the raster."""
+    """Read `window` from each dataset; where it leaves the raster, the raster is mirrored
+    about its edge pixels, so a pixel's value does not depend on the window it is read in."""
     row0, col0 = int(window.row_off), int(window.col_off)
     rows, cols = int(window.height), int(window.width)
-    r0, c0 = max(row0, 0), max(col0, 0)
-    r1, c1 = min(row0 + rows, height), min(col0 + cols, width)
-    inner = Window(c0, r0, c1 - c0, r1 - r0)
-    pad = ((0, 0), (r0 - row0, row0 + rows - r1), (c0 - col0, col0 + cols - c1))
-    arrays = []
-    for ds in datasets:
-        data = ds.read(window=inner)
-        if any(p != (0, 0) for p in pad):
-            data = np.pad(data, pad, mode="reflect" if min(data.shape[1:]) > 1 else "edge")
-        arrays.append(data)
-    return arrays
+    inside = row0 >= 0 and col0 >= 0 and row0 + rows <= height and col0 + cols <= width
+    if inside:
+        return [ds.read(window=window) for ds in datasets]
+    row_index = reflect_indices(row0, rows, height)
+    col_index = reflect_indices(col0, cols, width)
+    r0, c0 = int(row_index.min()), int(col_index.min())
+    inner = Window(c0, r0, int(col_index.max()) - c0 + 1, int(row_index.max()) - r0 + 1)
+    return [ds.read(window=inner)[:, row_index - r0][:, :, col_index - c0] for ds in datasets]

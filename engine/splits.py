@@ -59,6 +59,13 @@ class SplitConfig:
         return asdict(self)
 
 
+def preset_split(split: dict, settings: dict, presets: dict[str, dict] | None = None
+                 ) -> SplitConfig:
+    """The job's split, with the fractions of the chosen preset (its ``split`` entry) applied."""
+    preset = (presets or {}).get(settings.get("preset") or "", {})
+    return SplitConfig.from_json({**split, **preset.get("split", {})})
+
+
 def _allocate(n: int, fractions: tuple[float, ...]) -> list[int]:
     """Object counts per part: at least one in each part with a positive fraction."""
     wanted = [n * f for f in fractions]

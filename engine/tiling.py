@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -102,11 +103,18 @@ class TiledPredictor:
         return probs.float().cpu().numpy(), valid
 
 
-def write_class_map(predictor: TiledPredictor, reader: SeriesReader, classes: ClassTable,
+class TileClassifier(Protocol):
+    """Class probabilities by windows of a grid: `TiledPredictor` and the dense predictors."""
+
+    def cores(self, height: int, width: int) -> Iterator[Window]: ...
+
+    def predict(self, reader: Any, core: Window) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def write_class_map(predictor: TileClassifier, reader: Any, grid: Grid, classes: ClassTable,
                     class_map: Path, confidence: Path | None, reporter: Reporter,
                     tags: dict[str, str] | None = None) -> None:
-    """Classify the whole series into `class_map` (+ `confidence`), tile by tile."""
-    grid: Grid = reader.series.grid
+    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile."""
     codes = np.asarray(classes.codes, dtype=np.int64)
     dtype, nodata = classes.map_dtype(), classes.map_nodata()
     cores = list(predictor.cores(grid.height, grid.width))
@@ -136,13 +144,12 @@ def write_class_map(predictor: TiledPredictor, reader: SeriesReader, classes: Cl
             out_conf.set_band_description(1, "confidence (maximum class probability)")
 
 
-def predict_pixels(predictor: TiledPredictor, reader: SeriesReader, rows: np.ndarray,
+def predict_pixels(predictor: TileClassifier, reader: Any, grid: Grid, rows: np.ndarray,
                    cols: np.ndarray, reporter: Reporter) -> np.ndarray:
     """Predicted class indices at the given pixels, running only tiles that contain some."""
-    series = reader.series
     predicted = np.full(rows.size, -1, dtype=np.int64)
     selected = []
-    for core in predictor.cores(series.height, series.width):
+    for core in predictor.cores(grid.height, grid.width):
         r0, c0 = int(core.row_off), int(core.col_off)
         inside = ((rows >= r0) & (rows < r0 + int(core.height)) & (cols >= c0)
                   & (cols < c0 + int(core.width)))

@@ -14,7 +14,13 @@ from torch import nn
 from .errors import LcfusionError
 from .progress import Reporter
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+#: Inputs (one tensor, or a tuple of tensors for a multi-input model) and labels.
+Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]
+
+
+def _inputs(x: torch.Tensor | tuple[torch.Tensor, ...], device: torch.device
+            ) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(device) for t in x) if isinstance(x, tuple | list) else (x.to(device),)
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,8 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
     total, count = 0.0, 0
     with torch.inference_mode():
         for x, y in batches:
-            total += loss_fn(model(x.to(device)), y.to(device)).item() * x.shape[0]
-            count += x.shape[0]
+            total += loss_fn(model(*_inputs(x, device)), y.to(device)).item() * y.shape[0]
+            count += y.shape[0]
     return total / max(count, 1)
 
 
@@ -64,10 +70,10 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         model.train()
         running, seen = 0.0, 0
         for x, y in train_batches(epoch):
-            x, y = x.to(device), y.to(device)
+            inputs, y = _inputs(x, device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             try:
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(model(*inputs), y)
                 loss.backward()
             except torch.cuda.OutOfMemoryError as exc:
                 raise LcfusionError(
@@ -78,8 +84,8 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
                     f"the training loss became {float(loss)} in epoch {epoch}; lower the "
                     "learning rate", "LEARNING_RATE")
             optimizer.step()
-            running += loss.item() * x.shape[0]
-            seen += x.shape[0]
+            running += loss.item() * y.shape[0]
+            seen += y.shape[0]
             step += 1
             reporter.progress(step / total_steps, f"epoch {epoch}/{config.epochs}")
         train_loss = running / max(seen, 1)

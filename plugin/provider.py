@@ -7,9 +7,11 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.base import icon
 from .algorithms.classify_fgunet import ClassifyFGUNet
+from .algorithms.classify_mrfusion import ClassifyMRFusion
 from .algorithms.train_fgunet import TrainFGUNet
+from .algorithms.train_mrfusion import TrainMRFusion
 
-ALGORITHMS = (TrainFGUNet, ClassifyFGUNet)
+ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion)
 
 
 class LcfusionProvider(QgsProcessingProvider):

@@ -1,11 +1,11 @@
-"""Shared fixtures: a small sample scene and one FG-UNET model trained on it."""
+"""Shared fixtures: a small sample scene and one model of each family trained on it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from helpers import SMALL_SCENE, fgunet_train_job
+from helpers import SMALL_SCENE, fgunet_train_job, mrfusion_train_job
 
 from lcfusion.engine.jobs import Job
 from lcfusion.engine.progress import NullReporter
@@ -26,3 +26,15 @@ def trained(tmp_path_factory, scene) -> tuple[Path, dict]:
     model = folder / "model.lcfusion"
     job = Job.load(fgunet_train_job(folder, scene, model))
     return model, train_fgunet(job, NullReporter())
+
+
+@pytest.fixture(scope="session")
+def trained_mrfusion(tmp_path_factory, scene) -> tuple[Path, dict]:
+    """(model path, training outputs) of MRFusion trained on the small scene's PAN + MS."""
+    from lcfusion.engine.mrfusion import train_mrfusion
+
+    folder = tmp_path_factory.mktemp("trained-mrfusion")
+    model = folder / "model.lcfusion"
+    job = Job.load(mrfusion_train_job(folder, scene.pan_path, scene.ms_path,
+                                      scene.reference_path, model))
+    return model, train_mrfusion(job, NullReporter())

@@ -32,10 +32,13 @@ from qgis.core import (
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
+    QgsRasterLayer,
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ...engine.alignment import PanMsAlignment, align_pan_ms
 from ...engine.classes import ClassTable
 from ...engine.errors import LcfusionError
 from ...engine.jobs import write_job
@@ -89,6 +92,11 @@ class Binding(ABC):
         """Work on the engine's outputs (styling) after a successful run."""
         return None
 
+    def check_model(self, alg: EngineAlgorithm, parameters: dict, context: QgsProcessingContext,
+                    metadata: dict) -> tuple[str, str] | None:
+        """(parameter, message) when the inputs do not fit the model described by `metadata`."""
+        return None
+
 
 def series_shape(layers: list, bands_per_date: int) -> tuple[int, int]:
     """(dates, bands per date) of a list of rasters or one stack."""
@@ -124,6 +132,21 @@ class SeriesBinding(Binding):
                                 "at 0 for a list of single-date layers.")
         return None
 
+    def check_model(self, alg, parameters, context, metadata):
+        layers, bands = self.values(alg, parameters, context)
+        expected = metadata.get("inputs", {}).get(self.key, {})
+        if not layers or not expected:
+            return None
+        dates, per_date = series_shape(layers, bands)
+        wanted = (expected.get("n_dates"), expected.get("bands_per_date"))
+        if (dates, per_date) == wanted:
+            return None
+        hint = (f" For a multi-date stack, set Bands per date to {wanted[1]}."
+                if len(layers) == 1 and not bands else "")
+        return self.layers, (f"The model expects {wanted[0]} dates x {wanted[1]} bands, but the "
+                             f"layers give {dates} dates x {per_date} bands; give the same dates "
+                             f"and bands as for training.{hint}")
+
     def to_job(self, alg, parameters, context, feedback, job):
         layers, bands = self.values(alg, parameters, context)
         paths = [raster_path(layer, job.folder, i, context, feedback)
@@ -133,6 +156,86 @@ class SeriesBinding(Binding):
         job.crs = layers[0].crs()
         job.sections["inputs"][self.key] = {"paths": paths,
                                             "bands_per_date": bands if len(layers) == 1 else None}
+
+
+def layer_transform(layer: QgsRasterLayer) -> tuple[float, float, float, float, float, float]:
+    """The GDAL geotransform of a north-up raster layer."""
+    extent = layer.extent()
+    return (extent.xMinimum(), layer.rasterUnitsPerPixelX(), 0.0, extent.yMaximum(), 0.0,
+            -layer.rasterUnitsPerPixelY())
+
+
+@dataclass
+class PanMsBinding(Binding):
+    """A single-band PAN layer and an MS layer on a grid a whole number of times coarser.
+
+    `patch_size` names the setting that must be a multiple of the ratio (if any)."""
+
+    pan: str = "PAN"
+    ms: str = "MS"
+    patch_size: str | None = None
+
+    def layers(self, alg, parameters, context) -> tuple[QgsRasterLayer, QgsRasterLayer]:
+        return (alg.parameterAsRasterLayer(parameters, self.pan, context),
+                alg.parameterAsRasterLayer(parameters, self.ms, context))
+
+    def alignment(self, alg, parameters, context) -> PanMsAlignment:
+        pan, ms = self.layers(alg, parameters, context)
+        return align_pan_ms(layer_transform(pan), (pan.width(), pan.height()),
+                            layer_transform(ms), (ms.width(), ms.height()))
+
+    def check(self, alg, parameters, context):
+        pan, ms = self.layers(alg, parameters, context)
+        if pan is None or ms is None:
+            return None  # Processing reports a missing layer itself
+        if pan.bandCount() != 1:
+            return self.pan, (f"'{pan.name()}' has {pan.bandCount()} bands; choose a single-band "
+                              "panchromatic layer.")
+        if pan.crs() != ms.crs():
+            return self.ms, (f"CRS mismatch: the PAN is in {pan.crs().authid()} and the MS in "
+                             f"{ms.crs().authid()}; warp the MS into the PAN's CRS on a grid "
+                             "aligned with the PAN.")
+        try:
+            alignment = self.alignment(alg, parameters, context)
+        except LcfusionError as exc:
+            return exc.parameter or self.ms, exc.message[0].upper() + exc.message[1:] + "."
+        if self.patch_size:
+            size = alg.parameterAsInt(parameters, self.patch_size, context)
+            if size % alignment.ratio:
+                lower = size // alignment.ratio * alignment.ratio
+                return self.patch_size, (
+                    f"{size} is not divisible by the PAN/MS ratio {alignment.ratio}; use "
+                    f"{max(lower, alignment.ratio)} or {lower + alignment.ratio}.")
+        return None
+
+    def check_model(self, alg, parameters, context, metadata):
+        pan, ms = self.layers(alg, parameters, context)
+        expected = metadata.get("inputs", {}).get("ms", {})
+        if ms is None or not expected:
+            return None
+        if ms.bandCount() != expected.get("bands"):
+            return self.ms, (f"The model expects an MS layer of {expected.get('bands')} bands "
+                             f"({', '.join(expected.get('band_names', []))}) but "
+                             f"'{ms.name()}' has {ms.bandCount()}.")
+        try:
+            ratio = self.alignment(alg, parameters, context).ratio
+        except LcfusionError:
+            return None  # reported by check()
+        trained = metadata.get("architecture", {}).get("ratio")
+        if ratio != trained:
+            return self.ms, (f"The model was trained on a PAN/MS ratio of {trained} but these "
+                             f"layers have a ratio of {ratio}.")
+        return None
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        pan, ms = self.layers(alg, parameters, context)
+        job.crs = pan.crs()
+        for index, (key, layer) in enumerate((("pan", pan), ("ms", ms))):
+            path = raster_path(layer, job.folder, index, context, feedback)
+            job.sections["inputs"][key] = {"paths": [path]}
+        feedback.pushInfo(f"PAN: {pan.name()} ({pan.width()} x {pan.height()} pixels); MS: "
+                          f"{ms.name()} ({ms.bandCount()} bands, {ms.width()} x {ms.height()} "
+                          "pixels).")
 
 
 @dataclass
@@ -226,9 +329,11 @@ class SettingBinding(Binding):
 
 @dataclass
 class ModelInputBinding(Binding):
+    """The model file: readable, of the algorithm's family, and fitting the other inputs
+    (each binding's `check_model`)."""
+
     name: str = "MODEL"
     family: str = ""
-    series: SeriesBinding | None = None
 
     def check(self, alg, parameters, context):
         path = alg.parameterAsFile(parameters, self.name, context)
@@ -237,19 +342,10 @@ class ModelInputBinding(Binding):
             check_family(header, self.family, path, self.name)
         except LcfusionError as exc:
             return exc.parameter or self.name, exc.message
-        if self.series is not None:
-            layers, bands = self.series.values(alg, parameters, context)
-            expected = header.metadata.get("inputs", {}).get("series", {})
-            if layers and expected:
-                dates, per_date = series_shape(layers, bands)
-                wanted = (expected.get("n_dates"), expected.get("bands_per_date"))
-                if (dates, per_date) != wanted:
-                    hint = (" For a multi-date stack, set Bands per date to "
-                            f"{wanted[1]}." if len(layers) == 1 and not bands else "")
-                    return self.series.layers, (
-                        f"The model expects {wanted[0]} dates x {wanted[1]} bands, but the "
-                        f"layers give {dates} dates x {per_date} bands; give the same dates and "
-                        f"bands as for training.{hint}")
+        for binding in alg.bindings:
+            problem = binding.check_model(alg, parameters, context, header.metadata)
+            if problem:
+                return problem
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
@@ -323,7 +419,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def __init__(self) -> None:
         super().__init__()
-        self._bindings: list[Binding] = []
+        self.bindings: list[Binding] = []
 
     # Identity -----------------------------------------------------------------------------
     def name(self) -> str:
@@ -352,7 +448,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def bind(self, binding: Binding, *parameters: QgsProcessingParameterDefinition) -> Binding:
         for parameter in parameters:
             self.addParameter(parameter)
-        self._bindings.append(binding)
+        self.bindings.append(binding)
         return binding
 
     def add_series(self, description: str = "Time series rasters (in date order)"
@@ -363,6 +459,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             "BANDS_PER_DATE", "Bands per date (single multi-date stack only; 0: each layer is "
             "one date)", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)
         return self.bind(SeriesBinding(), layers, bands)
+
+    def add_pan_ms(self, patch_size: str | None = None) -> PanMsBinding:
+        return self.bind(
+            PanMsBinding(patch_size=patch_size),
+            QgsProcessingParameterRasterLayer("PAN", "Panchromatic (PAN) raster, one band"),
+            QgsProcessingParameterRasterLayer(
+                "MS", "Multispectral (MS) raster, pixel size a whole multiple of the PAN's"),
+        )
 
     def add_reference(self) -> ReferenceBinding:
         return self.bind(
@@ -424,7 +528,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.add_setting(parameter, "device", True, choices)
 
     def add_model_input(self, family: str) -> ModelInputBinding:
-        """The model file; set the returned binding's `series` to check the inputs' shape."""
+        """The model file, checked against the family and the other inputs."""
         return self.bind(
             ModelInputBinding("MODEL", family),
             QgsProcessingParameterFile("MODEL", "Model file", extension=SUFFIX.lstrip(".")),
@@ -458,7 +562,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        for binding in self._bindings:
+        for binding in self.bindings:
             problem = binding.check(self, parameters, context)
             if problem:
                 parameter, message = problem
@@ -471,7 +575,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                                        dir=QgsProcessingUtils.tempFolder()))
         try:
             draft = JobDraft(folder)
-            for binding in self._bindings:
+            for binding in self.bindings:
                 binding.to_job(self, parameters, context, feedback, draft)
                 if feedback.isCanceled():
                     raise QgsProcessingException("Cancelled: no output was written.")
@@ -480,7 +584,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if not run.succeeded:
                 remove_partial_files(draft.sections["outputs"].values())
             self.raise_for(run)
-            for binding in self._bindings:
+            for binding in self.bindings:
                 binding.finish(self, parameters, context, feedback, run.outputs)
             names = {output.name() for output in self.outputDefinitions()}
             return {k: v for k, v in run.outputs.items() if k in names and v is not None}

@@ -31,8 +31,8 @@ differences along tile edges) and device.</li>
 """
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        model = self.add_model_input("fgunet")
-        model.series = self.add_series()
+        self.add_model_input("fgunet")
+        self.add_series()
         self.add_int("TILE_SIZE", "Tile size (pixels, multiple of 4)", "tile_size", 512,
                      minimum=16, is_advanced=True)
         self.add_int("MARGIN", "Tile margin discarded at each edge (pixels)", "margin", 20,

@@ -20,6 +20,8 @@ from lcfusion.plugin.settings import plugin_root
 ALGORITHMS = {
     "lcfusion:trainfgunet": ("Training", "training"),
     "lcfusion:classifyfgunet": ("Classification", "classification"),
+    "lcfusion:trainmrfusion": ("Training", "training"),
+    "lcfusion:classifymrfusion": ("Classification", "classification"),
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
@@ -28,6 +30,20 @@ ADVANCED = {
                              "MAX_SHIFT", "AUGMENT", "CLASS_WEIGHTING", "DEVICE", "TILE_SIZE",
                              "MARGIN"},
     "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE"},
+    "lcfusion:trainmrfusion": {"SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "BRANCHES", "DEVICE",
+                               "TILE_SIZE"},
+    "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE"},
+}
+
+
+#: What each algorithm's help must explain: the family and the parameters a user must set.
+HELP_TERMS = {
+    "lcfusion:trainfgunet": ("FG-UNET", "Time series rasters", "Reference polygons",
+                             "Class field"),
+    "lcfusion:classifyfgunet": ("FG-UNET", "Time series rasters", "Model file"),
+    "lcfusion:trainmrfusion": ("MRFusion", "<b>PAN</b>", "<b>MS</b>", "Reference polygons",
+                               "Class field", "Patch size"),
+    "lcfusion:classifymrfusion": ("MRFusion", "Model file", "<b>PAN</b>", "<b>MS</b>"),
 }
 
 
@@ -57,7 +73,7 @@ def test_provider_identity(registry, lcfusion_provider):
     assert provider.isActive()
 
 
-def test_provider_lists_exactly_the_fgunet_algorithms(lcfusion_provider):
+def test_provider_lists_exactly_the_declared_algorithms(lcfusion_provider):
     ids = sorted(alg.id() for alg in lcfusion_provider.algorithms())
     assert ids == sorted(ALGORITHMS)
 
@@ -85,13 +101,10 @@ def test_help_text_is_present_and_describes_the_parameters(registry, algorithm_i
     assert text and text.strip()
     assert "<p>" in text
     assert "\n" not in text, "QGIS shows each newline of the help as a line break"
-    assert "FG-UNET" in text
-    # The parameters a user must set are explained in the help.
-    assert "Time series rasters" in text
-    if algorithm_id == "lcfusion:trainfgunet":
-        assert "Reference polygons" in text and "Class field" in text
-    else:
-        assert "Model file" in text
+    # The family, its paper and the parameters a user must set are explained in the help.
+    for term in HELP_TERMS[algorithm_id]:
+        assert term in text, term
+    assert "Remote Sensing" in text or "Train " in text
 
 
 def test_provider_icon_exists_and_renders(lcfusion_provider):
@@ -145,18 +158,20 @@ def test_raster_outputs_are_geotiff_only(registry, lcfusion_provider):
                 assert parameter.defaultFileExtension() == "tif"
                 assert "*.tif" in parameter.createFileFilter()
                 assert ".vrt" not in parameter.createFileFilter().lower()
-    assert seen == 2  # the class map and the confidence map
+    classifiers = sum(1 for a in ALGORITHMS if a.startswith("lcfusion:classify"))
+    assert seen == 2 * classifiers  # each classifier's class map and confidence map
 
 
-def test_outputs_of_each_algorithm(registry):
-    train = registry.algorithmById("lcfusion:trainfgunet")
+@pytest.mark.parametrize("family", ["fgunet", "mrfusion"])
+def test_outputs_of_each_algorithm(registry, family):
+    train = registry.algorithmById(f"lcfusion:train{family}")
     model = train.parameterDefinition("OUTPUT_MODEL")
     assert isinstance(model, QgsProcessingParameterFileDestination)
     assert model.defaultFileExtension() == "lcfusion"
     assert {o.name() for o in train.outputDefinitions()} == {"OUTPUT_MODEL", "OA", "KAPPA",
                                                              "MEAN_F1"}
 
-    classify = registry.algorithmById("lcfusion:classifyfgunet")
+    classify = registry.algorithmById(f"lcfusion:classify{family}")
     destinations = {p.name(): p for p in classify.parameterDefinitions()
                     if isinstance(p, QgsProcessingDestinationParameter)}
     assert set(destinations) == {"OUTPUT", "OUTPUT_CONFIDENCE"}

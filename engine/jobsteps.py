@@ -1,0 +1,123 @@
+"""Steps the train and classify commands of every family share: output checks, the reference
+split, accuracy on the test polygons, writing the class map and what goes back to the plugin."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classes import ClassTable
+from .errors import LcfusionError
+from .jobs import Job
+from .metrics import Accuracy, compute_accuracy
+from .outputs import check_writable
+from .progress import Reporter
+from .rasters import Grid
+from .reference import ReferenceSpec, load_reference
+from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
+from .tiling import TileClassifier, predict_pixels, write_class_map
+
+
+def model_output(job: Job) -> Path:
+    """The model file to write, checked before any work starts."""
+    path = job.resolve(job.section("outputs").get("model"))
+    if path is None:
+        raise LcfusionError("no output model file given", "OUTPUT_MODEL")
+    check_writable(path, "OUTPUT_MODEL")
+    return path
+
+
+def map_outputs(job: Job) -> tuple[Path, Path | None]:
+    """The class map and optional confidence map to write, checked before any work starts."""
+    outputs = job.section("outputs")
+    class_map = job.resolve(outputs.get("class_map"))
+    confidence = job.resolve(outputs.get("confidence"))
+    if class_map is None:
+        raise LcfusionError("no output class map given", "OUTPUT")
+    check_writable(class_map, "OUTPUT")
+    if confidence:
+        check_writable(confidence, "OUTPUT_CONFIDENCE")
+        if confidence.resolve() == class_map.resolve():
+            raise LcfusionError("the confidence map and the class map must be different files",
+                                "OUTPUT_CONFIDENCE")
+    return class_map, confidence
+
+
+def model_input(job: Job) -> Path:
+    path = job.resolve(job.section("inputs").get("model"))
+    if path is None:
+        raise LcfusionError("no model file given", "MODEL")
+    return path
+
+
+def classify_to_files(predictor: TileClassifier, reader: Any, grid: Grid, classes: ClassTable,
+                      class_map: Path, confidence: Path | None, model_path: Path, family: str,
+                      reporter: Reporter) -> dict:
+    """Write the class map (+ confidence), log the speed, return the outputs for the plugin."""
+    started = time.monotonic()
+    write_class_map(predictor, reader, grid, classes, class_map, confidence, reporter,
+                    tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family})
+    seconds = time.monotonic() - started
+    pixels = grid.width * grid.height
+    reporter.info(f"class map written to {class_map} ({pixels / max(seconds, 1e-9) / 1e6:.3f} "
+                  f"megapixels per second)")
+    result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json()}
+    if confidence:
+        result["OUTPUT_CONFIDENCE"] = str(confidence)
+    return result
+
+
+def split_reference(job: Job, grid: Grid, split_config: SplitConfig, scratch: Path,
+                    reporter: Reporter) -> SplitReference:
+    """Burn the reference polygons on `grid`, split them by object and log the split."""
+    reference = load_reference(ReferenceSpec.from_json(job.section("reference")), grid,
+                               scratch, reporter)
+    classes = reference.classes
+    reporter.info(f"{reference.n_features} reference features, {len(classes)} classes: "
+                  + ", ".join(f"{c.code} {c.name}" for c in classes))
+    split = SplitReference(reference, ObjectSplit(split_config).assign(
+        reference.object_class, reference.present_objects(), classes, reference.object_area))
+    for row in split.summary():
+        reporter.info(f"  {row['name']}: " + ", ".join(
+            f"{p} {row[p + '_objects']} polygons / {row[p + '_pixels']} px" for p in PARTS))
+    return split
+
+
+def balanced_pixels(classes: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` indices into `classes`: a class uniformly among those present, then one of its
+    pixels uniformly."""
+    by_class = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    picks = rng.integers(0, len(by_class), size=count)
+    return np.array([by_class[p][rng.integers(0, by_class[p].size)] for p in picks],
+                    dtype=np.int64)
+
+
+def evaluate_test(predictor: TileClassifier, reader: Any, grid: Grid, split: SplitReference,
+                  reporter: Reporter) -> Accuracy | None:
+    """Accuracy on the pixels of the test polygons (None without test polygons)."""
+    test = split.mask(2)
+    if not test.any():
+        reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
+        return None
+    pixels = split.reference.pixels
+    predicted = predict_pixels(predictor, reader, grid, pixels.rows[test], pixels.cols[test],
+                               reporter)
+    accuracy = compute_accuracy(split.pixel_class[test], predicted, split.reference.classes)
+    reporter.info(f"accuracy on the held-out test polygons: {accuracy.summary()}")
+    for row in accuracy.per_class:
+        reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "
+                      f"recall {row['recall']:.3f}, {row['support']} px)")
+    return accuracy
+
+
+def training_outputs(model_path: Path, split: SplitReference,
+                     accuracy: Accuracy | None) -> dict:
+    """What a train command returns to the plugin."""
+    outputs = {"OUTPUT_MODEL": str(model_path), "CLASSES": split.reference.classes.to_json()}
+    if accuracy:
+        outputs.update(OA=accuracy.overall_accuracy, KAPPA=accuracy.kappa,
+                       MEAN_F1=accuracy.mean_f1)
+    return outputs

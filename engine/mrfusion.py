@@ -1,0 +1,294 @@
+"""MRFusion training and classification on a PAN + MS pair (no pansharpening)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+from torch import nn
+
+from .classes import ClassTable
+from .devices import configure_threads, resolve_device
+from .errors import LcfusionError
+from .jobs import Job, settings_from
+from .jobsteps import (
+    balanced_pixels,
+    classify_to_files,
+    evaluate_test,
+    map_outputs,
+    model_input,
+    model_output,
+    split_reference,
+    training_outputs,
+)
+from .modelfile import restore_model, save_model
+from .models.mrfusion import BRANCHES, MRFusion, MRFusionConfig, smallest_patch
+from .panms import (
+    DensePanMsPredictor,
+    PanMsNormalizer,
+    PanMsPair,
+    PanMsReader,
+    PatchPairs,
+    augment_pairs,
+)
+from .progress import Reporter
+from .series import SeriesSpec
+from .splits import SplitReference, preset_split
+from .training import FitConfig, FitResult, fit
+
+FAMILY = "mrfusion"
+
+
+@dataclass(frozen=True)
+class MRFusionTrainConfig:
+    """Training settings. Defaults suit a CPU; the ``paper`` preset has the paper's values."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    patch_size: int = 32
+    samples_per_epoch: int = 2048
+    validation_samples: int = 512
+    augment: bool = True
+    branches: str = "both"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    device: str = "auto"
+    threads: int = 0
+    tile_size: int = 256
+    memory_limit_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "samples_per_epoch", "patch_size", "tile_size"):
+            if getattr(self, name) <= 0:
+                raise LcfusionError(f"must be above 0, got {getattr(self, name)}", name.upper())
+        if not 0 < self.learning_rate < 1:
+            raise LcfusionError(f"must lie between 0 and 1, got {self.learning_rate}",
+                                "LEARNING_RATE")
+        if self.validation_samples < 0:
+            raise LcfusionError(f"cannot be negative, got {self.validation_samples}",
+                                "VALIDATION_SAMPLES")
+        if self.branches not in BRANCHES:
+            raise LcfusionError(f"unknown branches {self.branches!r}; use one of "
+                                f"{', '.join(BRANCHES)}", "BRANCHES")
+
+
+#: The paper's values (Gaetano et al. 2018): 250 epochs, batch 64, Adam 2e-4, 30 % of each
+#: class's polygons for training and 70 % for testing.
+PRESETS = {
+    "paper": {"epochs": 250, "batch_size": 64, "learning_rate": 2e-4, "patch_size": 32,
+              "augment": True,
+              "split": {"train": 0.3, "validation": 0.0, "test": 0.7}},
+}
+
+
+@dataclass(frozen=True)
+class MRFusionClassifyConfig:
+    tile_size: int = 256
+    device: str = "auto"
+    threads: int = 0
+
+
+def check_patch_size(patch_size: int, ratio: int, branches: str) -> None:
+    """The PAN patch must hold a whole number of MS pixels and be large enough for the
+    branches' convolutions and poolings."""
+    if patch_size % ratio:
+        lower = patch_size // ratio * ratio
+        raise LcfusionError(
+            f"{patch_size} is not divisible by the PAN/MS ratio {ratio}, so the MS patch would "
+            f"not cover the PAN patch's ground; use {max(lower, ratio)} or {lower + ratio}",
+            "PATCH_SIZE")
+    smallest = smallest_patch(ratio, branches)
+    if patch_size < smallest:
+        raise LcfusionError(
+            f"{patch_size} pixels is too small for the network at ratio {ratio} (three 3x3 "
+            f"convolutions per branch); use at least {smallest}", "PATCH_SIZE")
+
+
+def _batches(pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
+             batch_size: int, rng: np.random.Generator | None):
+    for start in range(0, rows.size, batch_size):
+        part = slice(start, start + batch_size)
+        pan, ms = pairs.read(rows[part], cols[part])
+        if rng is not None:
+            pan, ms = augment_pairs(pan, ms, rng)
+        yield ((torch.from_numpy(pan), torch.from_numpy(ms)),
+               torch.from_numpy(labels[part].astype(np.int64)))
+
+
+def _fit(model: MRFusion, pairs: PatchPairs, split: SplitReference, usable: np.ndarray,
+         config: MRFusionTrainConfig, device: torch.device, rng: np.random.Generator,
+         reporter: Reporter) -> FitResult:
+    """Train on class-balanced PAN pixels of the training polygons (`usable`: those with PAN
+    data); validate on a fixed class-balanced set of validation pixels."""
+    pixels = split.reference.pixels
+
+    def part(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mask = split.mask(index) & usable
+        return pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask]
+
+    train_rows, train_cols, train_classes = part(0)
+    if train_rows.size == 0:
+        raise LcfusionError("the training polygons cover no PAN pixel with data", "REFERENCE")
+    val_batches = None
+    val_rows, val_cols, val_classes = part(1)
+    if val_rows.size and config.validation_samples:
+        chosen = balanced_pixels(val_classes, config.validation_samples,
+                                 np.random.default_rng(rng.integers(1 << 31)))
+
+        def val_batches():
+            return _batches(pairs, val_rows[chosen], val_cols[chosen], val_classes[chosen],
+                            config.batch_size, None)
+
+    def train_batches(epoch: int):
+        chosen = balanced_pixels(train_classes, config.samples_per_epoch, rng)
+        return _batches(pairs, train_rows[chosen], train_cols[chosen], train_classes[chosen],
+                        config.batch_size, rng if config.augment else None)
+
+    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
+                           config.plateau_patience)
+    steps = math.ceil(config.samples_per_epoch / config.batch_size)
+    return fit(model, train_batches, steps, val_batches, nn.CrossEntropyLoss(), fit_config,
+               device, reporter)
+
+
+def read_pair(inputs: dict) -> PanMsPair:
+    return PanMsPair(SeriesSpec.from_json(inputs.get("pan") or {}),
+                     SeriesSpec.from_json(inputs.get("ms") or {}))
+
+
+def _log_pair(pair: PanMsPair, reporter: Reporter) -> None:
+    reporter.info(pair.describe())
+    for note in pair.alignment.notes:
+        reporter.info(f"reconciled: {note}")
+
+
+def train_mrfusion(job: Job, reporter: Reporter) -> dict:
+    """Train MRFusion on a PAN + MS pair and reference polygons; write the model file."""
+    started = time.monotonic()
+    settings = job.section("settings")
+    config = settings_from(MRFusionTrainConfig, settings, PRESETS)
+    split_config = preset_split(job.section("split"), settings, PRESETS)
+    model_path = model_output(job)
+    pair = read_pair(job.section("inputs"))
+    _log_pair(pair, reporter)
+    check_patch_size(config.patch_size, pair.ratio, config.branches)
+    if config.patch_size > min(pair.pan.width, pair.pan.height):
+        raise LcfusionError(
+            f"{config.patch_size} pixels is larger than the PAN raster ({pair.pan.width} x "
+            f"{pair.pan.height}); use a smaller patch", "PATCH_SIZE")
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(split_config.seed)
+    rng = np.random.default_rng(split_config.seed)
+
+    with job.workdir() as scratch:
+        split = split_reference(job, pair.grid, split_config, Path(scratch), reporter)
+        classes = split.reference.classes
+        reporter.progress(0.05, "reference")
+        architecture = MRFusionConfig(ms_channels=pair.ms_bands, ratio=pair.ratio,
+                                      patch_size=config.patch_size, n_classes=len(classes),
+                                      branches=config.branches)
+        model = MRFusion(architecture).to(device)
+        branches = {"both": "PAN and MS branches", "pan": "PAN branch only (ablation)",
+                    "ms": "MS branch only (ablation)"}[config.branches]
+        reporter.info(f"MRFusion: {branches}, PAN patch {config.patch_size} x "
+                      f"{config.patch_size}, MS patch {architecture.ms_patch_size} x "
+                      f"{architecture.ms_patch_size} x {pair.ms_bands} bands, {len(classes)} "
+                      f"classes, {sum(p.numel() for p in model.parameters()):,} parameters; "
+                      f"{device.type}, {threads} thread(s)")
+        with pair.open() as reader:
+            normalizer = PanMsNormalizer.fit(reader, rng)
+            pairs = PatchPairs(reader, normalizer, config.patch_size,
+                               config.memory_limit_mb * 1024 * 1024)
+            usable = _labelled_with_data(reader, split, reporter)
+            reporter.debug("training patches read from "
+                           + ("memory" if pairs.in_memory else "the files, by windows"))
+            reporter.progress(0.08, "normalisation")
+            fit_result = _fit(model, pairs, split, usable, config, device, rng,
+                              reporter.span(0.1, 0.9))
+            predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
+            accuracy = evaluate_test(predictor, reader, pair.grid, split,
+                                     reporter.span(0.9, 0.99))
+
+    metadata = {
+        "family": FAMILY,
+        "architecture": architecture.to_json(),
+        "inputs": pair.to_json(),
+        "normalization": normalizer.to_json(),
+        "classes": classes.to_json(),
+        "training": {
+            "settings": asdict(config),
+            "split": split_config.to_json(),
+            "split_summary": split.summary(),
+            "history": fit_result.history,
+            "best_epoch": fit_result.best_epoch,
+            "device": device.type,
+            "threads": threads,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+        "metrics": accuracy.to_json() if accuracy else None,
+    }
+    save_model(model_path, metadata, model.state_dict())
+    reporter.progress(1.0, "done")
+    reporter.info(f"model written to {model_path}")
+    return training_outputs(model_path, split, accuracy)
+
+
+def _labelled_with_data(reader: PanMsReader, split: SplitReference, reporter: Reporter,
+                        band_rows: int = 256) -> np.ndarray:
+    """Which labelled pixels have a PAN value: pixels on PAN nodata are not trained on. The
+    PAN is read in bands of rows, so memory does not grow with the raster."""
+    pixels = split.reference.pixels
+    valid = np.zeros(len(pixels), dtype=bool)
+    order = np.argsort(pixels.rows, kind="stable")
+    sorted_rows = pixels.rows[order]
+    width, height = reader.pair.pan.width, reader.pair.pan.height
+    for top in range(0, height, band_rows):
+        lo, hi = np.searchsorted(sorted_rows, [top, top + band_rows])
+        if lo == hi:
+            continue
+        members = order[lo:hi]
+        band = reader.pan.read(Window(0, top, width, min(band_rows, height - top)))[0]
+        valid[members] = np.isfinite(band[pixels.rows[members] - top, pixels.cols[members]])
+    dropped = int((~valid).sum())
+    if dropped:
+        reporter.info(f"{dropped} labelled pixels fall on PAN nodata and are not used")
+    return valid
+
+
+def load_mrfusion(path: Path, device: torch.device) -> tuple[dict, MRFusion, ClassTable,
+                                                             PanMsNormalizer]:
+    """A trained model ready for inference, with its class table and normalisation."""
+    def build(metadata: dict, state: dict) -> tuple[MRFusion, ClassTable, PanMsNormalizer]:
+        model = MRFusion(MRFusionConfig.from_json(metadata["architecture"]))
+        model.load_state_dict(state)
+        return (model.to(device).eval(), ClassTable.from_json(metadata["classes"]),
+                PanMsNormalizer.from_json(metadata["normalization"]))
+
+    metadata, (model, classes, normalizer) = restore_model(path, FAMILY, build)
+    return metadata, model, classes, normalizer
+
+
+def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
+    """Classify every PAN pixel of a PAN + MS pair with a trained MRFusion model."""
+    config = settings_from(MRFusionClassifyConfig, job.section("settings"))
+    class_map, confidence = map_outputs(job)
+    model_path = model_input(job)
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    metadata, model, classes, normalizer = load_mrfusion(model_path, device)
+    pair = read_pair(job.section("inputs"))
+    _log_pair(pair, reporter)
+    pair.check_model(metadata["inputs"], model.config.ratio, reporter)
+    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes, branches "
+                  f"{model.config.branches}) on {device.type}, {threads} thread(s)")
+    predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
+    with pair.open() as reader:
+        return classify_to_files(predictor, reader, pair.grid, classes, class_map, confidence,
+                                 model_path, FAMILY, reporter)

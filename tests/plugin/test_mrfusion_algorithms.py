@@ -1,0 +1,126 @@
+"""MRFusion through Processing: train and classify with the engine as a child process, and the
+dialog checks of the PAN/MS pair before anything runs."""
+
+from __future__ import annotations
+
+import processing
+import rasterio
+from qgis.core import (
+    QgsApplication,
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProject,
+    QgsRasterLayer,
+)
+
+from lcfusion.engine.modelheader import read_header
+
+TRAIN = "lcfusion:trainmrfusion"
+CLASSIFY = "lcfusion:classifymrfusion"
+
+TINY_MRFUSION = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 64, "VALIDATION_SAMPLES": 0,
+                 "BATCH_SIZE": 32, "TILE_SIZE": 192}
+
+
+def raster(path, name: str) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name)
+    assert layer.isValid(), path
+    return layer
+
+
+def check(algorithm_id: str, parameters: dict) -> tuple[bool, str]:
+    alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    return alg.checkParameterValues(parameters, context)
+
+
+def train_parameters(scene, **changes) -> dict:
+    return {"PAN": str(scene.pan_path), "MS": str(scene.ms_path),
+            "REFERENCE": f"{scene.reference_path}|layername={scene.reference_layer}",
+            "CLASS_FIELD": "class_id", "NAME_FIELD": "class_name", "SEED": 2,
+            "OUTPUT_MODEL": "TEMPORARY_OUTPUT", **TINY_MRFUSION, **changes}
+
+
+def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_path,
+                                                recording_feedback):
+    feedback = recording_feedback()
+    model = tmp_path / "mrfusion.lcfusion"
+    results = processing.run(TRAIN, {**train_parameters(scene), "BRANCHES": 1,
+                                     "OUTPUT_MODEL": str(model)}, feedback=feedback)
+    assert results["OUTPUT_MODEL"] == str(model)
+    assert 0.0 <= results["OA"] <= 1.0
+    header = read_header(model)
+    assert header.family == "mrfusion"
+    assert header.metadata["architecture"]["branches"] == "pan"
+    # The dialog's default split is the paper's 30 % / 70 % of each class's polygons.
+    split = header.metadata["training"]["split"]
+    assert (split["train"], split["validation"], split["test"]) == (0.3, 0.0, 0.7)
+    log = feedback.text("info")
+    assert "ratio 4" in log and "PAN and MS" not in log and "PAN branch only" in log
+
+    class_map = tmp_path / "map.tif"
+    context = QgsProcessingContext()
+    context.setProject(QgsProject())
+    results = processing.run(CLASSIFY, {"MODEL": str(model), "PAN": str(scene.pan_path),
+                                        "MS": str(scene.ms_path), "TILE_SIZE": 192,
+                                        "OUTPUT": str(class_map)}, context=context)
+    with rasterio.open(results["OUTPUT"]) as out, rasterio.open(scene.pan_path) as pan:
+        assert out.transform == pan.transform and (out.width, out.height) == (384, 384)
+    layer = raster(class_map, "map")
+    assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in layer.renderer().classes()][:2] == ["water", "forest"]
+
+
+def test_multiband_pan_is_refused(lcfusion_provider, scene):
+    ok, message = check(TRAIN, train_parameters(scene, PAN=str(scene.ms_path)))
+    assert not ok
+    assert "[PAN]" in message and "single-band" in message
+
+
+def test_crs_mismatch_is_refused(lcfusion_provider, scene, tmp_path):
+    ms = tmp_path / "ms_32632.tif"
+    with rasterio.open(scene.ms_path) as src:
+        profile, data = {**src.profile, "crs": "EPSG:32632"}, src.read()
+    with rasterio.open(ms, "w", **profile) as dst:
+        dst.write(data)
+    ok, message = check(TRAIN, train_parameters(scene, MS=str(ms)))
+    assert not ok
+    assert "[MS]" in message and "CRS mismatch" in message
+
+
+def test_non_integer_ratio_is_refused(lcfusion_provider, scene, tmp_path):
+    ms = tmp_path / "ms_ratio.tif"
+    with rasterio.open(scene.ms_path) as src:
+        t = src.transform
+        profile = {**src.profile, "transform": rasterio.Affine(t.a * 0.6, 0, t.c, 0, t.e * 0.6,
+                                                               t.f)}
+        data = src.read()
+    with rasterio.open(ms, "w", **profile) as dst:
+        dst.write(data)
+    ok, message = check(TRAIN, train_parameters(scene, MS=str(ms)))
+    assert not ok
+    assert "[MS]" in message and "not a whole number" in message
+
+
+def test_patch_not_divisible_by_the_ratio_is_refused(lcfusion_provider, scene):
+    ok, message = check(TRAIN, train_parameters(scene, PATCH_SIZE=30))
+    assert not ok
+    assert "[PATCH_SIZE]" in message and "28 or 32" in message
+
+
+def test_classify_checks_the_model_against_the_pair(lcfusion_provider, scene, tmp_path,
+                                                    trained_mrfusion, trained):
+    model = str(trained_mrfusion[0])
+    three = tmp_path / "ms3.tif"
+    with rasterio.open(scene.ms_path) as src:
+        profile, data = {**src.profile, "count": 3}, src.read()[:3]
+    with rasterio.open(three, "w", **profile) as dst:
+        dst.write(data)
+    base = {"PAN": str(scene.pan_path), "OUTPUT": str(tmp_path / "map.tif")}
+    ok, message = check(CLASSIFY, {**base, "MODEL": model, "MS": str(three)})
+    assert not ok and "[MS]" in message and "4 bands" in message
+    ok, message = check(CLASSIFY, {**base, "MODEL": str(trained[0]), "MS": str(scene.ms_path)})
+    assert not ok and "[MODEL]" in message and "fgunet" in message
+    ok, message = check(CLASSIFY, {**base, "MODEL": model, "MS": str(scene.ms_path)})
+    assert ok, message
