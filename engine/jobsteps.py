@@ -4,21 +4,25 @@ split, accuracy on the test polygons, writing the class map and what goes back t
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .classes import ClassTable
 from .errors import LcfusionError
 from .jobs import Job
 from .metrics import Accuracy, compute_accuracy
+from .modelfile import save_model
 from .outputs import check_writable
 from .progress import Reporter
 from .rasters import Grid
 from .reference import ReferenceSpec, load_reference
 from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
 from .tiling import TileClassifier, predict_pixels, write_class_map
+from .training import FitResult
 
 
 def model_output(job: Job) -> Path:
@@ -113,10 +117,35 @@ def evaluate_test(predictor: TileClassifier, reader: Any, grid: Grid, split: Spl
     return accuracy
 
 
-def training_outputs(model_path: Path, split: SplitReference,
-                     accuracy: Accuracy | None) -> dict:
-    """What a train command returns to the plugin."""
-    outputs = {"OUTPUT_MODEL": str(model_path), "CLASSES": split.reference.classes.to_json()}
+def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, architecture: dict,
+                       inputs: dict, normalization: dict, settings: Any, split_config: SplitConfig,
+                       split: SplitReference, fit_result: FitResult, device: torch.device,
+                       threads: int, started: float, accuracy: Accuracy | None,
+                       reporter: Reporter) -> dict:
+    """Write the model file with everything needed to reuse and judge it; return the outputs
+    of the train command."""
+    metadata = {
+        "family": family,
+        "architecture": architecture,
+        "inputs": inputs,
+        "normalization": normalization,
+        "classes": split.reference.classes.to_json(),
+        "training": {
+            "settings": asdict(settings),
+            "split": split_config.to_json(),
+            "split_summary": split.summary(),
+            "history": fit_result.history,
+            "best_epoch": fit_result.best_epoch,
+            "device": device.type,
+            "threads": threads,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+        "metrics": accuracy.to_json() if accuracy else None,
+    }
+    save_model(path, metadata, model.state_dict())
+    reporter.progress(1.0, "done")
+    reporter.info(f"model written to {path}")
+    outputs = {"OUTPUT_MODEL": str(path), "CLASSES": split.reference.classes.to_json()}
     if accuracy:
         outputs.update(OA=accuracy.overall_accuracy, KAPPA=accuracy.kappa,
                        MEAN_F1=accuracy.mean_f1)

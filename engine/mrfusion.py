@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +23,10 @@ from .jobsteps import (
     map_outputs,
     model_input,
     model_output,
+    save_trained_model,
     split_reference,
-    training_outputs,
 )
-from .modelfile import restore_model, save_model
+from .modelfile import restore_model
 from .models.mrfusion import BRANCHES, MRFusion, MRFusionConfig, smallest_patch
 from .panms import (
     DensePanMsPredictor,
@@ -216,28 +216,12 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
             accuracy = evaluate_test(predictor, reader, pair.grid, split,
                                      reporter.span(0.9, 0.99))
 
-    metadata = {
-        "family": FAMILY,
-        "architecture": architecture.to_json(),
-        "inputs": pair.to_json(),
-        "normalization": normalizer.to_json(),
-        "classes": classes.to_json(),
-        "training": {
-            "settings": asdict(config),
-            "split": split_config.to_json(),
-            "split_summary": split.summary(),
-            "history": fit_result.history,
-            "best_epoch": fit_result.best_epoch,
-            "device": device.type,
-            "threads": threads,
-            "seconds": round(time.monotonic() - started, 1),
-        },
-        "metrics": accuracy.to_json() if accuracy else None,
-    }
-    save_model(model_path, metadata, model.state_dict())
-    reporter.progress(1.0, "done")
-    reporter.info(f"model written to {model_path}")
-    return training_outputs(model_path, split, accuracy)
+    return save_trained_model(
+        model_path, model, family=FAMILY, architecture=architecture.to_json(),
+        inputs=pair.to_json(),
+        normalization=normalizer.to_json(), settings=config, split_config=split_config,
+        split=split, fit_result=fit_result, device=device, threads=threads, started=started,
+        accuracy=accuracy, reporter=reporter)
 
 
 def _labelled_with_data(reader: PanMsReader, split: SplitReference, reporter: Reporter,
