@@ -83,7 +83,9 @@ def test_list_shows_the_provider_and_its_algorithms(qgis_env):
             break
         section.append(line.split())
     assert sorted(row[0] for row in section) == ["lcfusion:classifyfgunet",
-                                                 "lcfusion:trainfgunet"]
+                                                 "lcfusion:classifymrfusion",
+                                                 "lcfusion:trainfgunet",
+                                                 "lcfusion:trainmrfusion"]
 
 
 def test_train_then_classify_headless(qgis_env, scene, tmp_path):
