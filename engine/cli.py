@@ -27,6 +27,8 @@ JOB_COMMANDS = {
     "classify-fgunet": ("fgunet", "classify_fgunet"),
     "train-mrfusion": ("mrfusion", "train_mrfusion"),
     "classify-mrfusion": ("mrfusion", "classify_mrfusion"),
+    "train-twinns": ("twinns", "train_twinns"),
+    "classify-twinns": ("twinns", "classify_twinns"),
 }
 
 EXIT_OK, EXIT_CRASH, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
@@ -105,6 +107,8 @@ def _sample_scene(args: argparse.Namespace, reporter: Reporter) -> dict:
         raise LcfusionError(str(exc), "SIZE") from exc
     reporter.info(f"sample scene written to {scene.folder}")
     return {"FOLDER": str(scene.folder), "S2": [str(p) for p in scene.s2_paths],
+            "S1": [str(p) for p in scene.s1_paths],
+            "CLOUD_MASK": str(scene.s2_cloud_mask_path),
             "PAN": str(scene.pan_path), "MS": str(scene.ms_path),
             "REFERENCE": str(scene.reference_path), "TRUTH": str(scene.truth_path)}
 

@@ -263,6 +263,9 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
     if series.band_names != expected["band_names"]:
         reporter.warning(f"band names differ from training ({', '.join(series.band_names)} vs "
                          f"{', '.join(expected['band_names'])})")
+    if expected.get("masked") and not series.mask_infos:
+        reporter.warning("the model was trained with a cloud mask but none is given; masked "
+                         "dates are read as they are")
     trained_dates = expected.get("dates") or []
     if all(trained_dates) and all(series.dates) and series.dates != trained_dates:
         reporter.warning("the dates differ from the training dates; the model assumes the same "
@@ -278,7 +281,9 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizer = load_fgunet(model_path, device)
-    series = TimeSeries(SeriesSpec.from_json(inputs.get("series") or {}), "INPUT")
+    trained = metadata["inputs"]["series"]
+    spec = SeriesSpec.from_json(inputs.get("series") or {})
+    series = TimeSeries(spec.with_gapfill(bool(trained.get("gapfill"))), "INPUT")
     reporter.info(f"time series: {series.describe()}")
     check_series_matches(metadata, series, reporter)
     reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "

@@ -121,9 +121,9 @@ def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, archi
                        inputs: dict, normalization: dict, settings: Any, split_config: SplitConfig,
                        split: SplitReference, fit_result: FitResult, device: torch.device,
                        threads: int, started: float, accuracy: Accuracy | None,
-                       reporter: Reporter) -> dict:
-    """Write the model file with everything needed to reuse and judge it; return the outputs
-    of the train command."""
+                       reporter: Reporter, extra: dict | None = None) -> dict:
+    """Write the model file with everything needed to reuse and judge it (plus the family's
+    `extra` entries); return the outputs of the train command."""
     metadata = {
         "family": family,
         "architecture": architecture,
@@ -141,6 +141,7 @@ def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, archi
             "seconds": round(time.monotonic() - started, 1),
         },
         "metrics": accuracy.to_json() if accuracy else None,
+        **(extra or {}),
     }
     save_model(path, metadata, model.state_dict())
     reporter.progress(1.0, "done")

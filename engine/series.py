@@ -12,6 +12,7 @@ import rasterio
 from rasterio.windows import Window
 
 from .errors import LcfusionError
+from .gapfill import date_positions, fill_gaps
 from .rasters import Grid, RasterInfo, crs_name, read_info, read_reflect, same_crs
 
 _DATE_PATTERNS = (
@@ -38,18 +39,30 @@ def parse_date(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class SeriesSpec:
-    """How a time series is given in a job: files in date order, or one stack."""
+    """How a time series is given in a job: files in date order, or one stack.
+
+    `masks`: optional mask rasters (one single-band raster per date, or one stack with a band
+    per date; non-zero = cloud or otherwise invalid) whose dates are treated as missing.
+    `gapfill`: fill missing values by temporal interpolation (see `gapfill.fill_gaps`).
+    """
 
     paths: tuple[str, ...]
     bands_per_date: int | None = None
+    masks: tuple[str, ...] = ()
+    gapfill: bool = False
 
     @classmethod
     def from_json(cls, data: dict) -> SeriesSpec:
-        paths = data.get("paths")
-        if isinstance(paths, str):
-            paths = [paths]
+        def paths_of(key: str) -> tuple[str, ...]:
+            paths = data.get(key) or ()
+            return (paths,) if isinstance(paths, str) else tuple(str(p) for p in paths)
+
         bands = data.get("bands_per_date")
-        return cls(tuple(str(p) for p in paths or ()), int(bands) if bands else None)
+        return cls(paths_of("paths"), int(bands) if bands else None, paths_of("masks"),
+                   bool(data.get("gapfill", False)))
+
+    def with_gapfill(self, gapfill: bool) -> SeriesSpec:
+        return SeriesSpec(self.paths, self.bands_per_date, self.masks, gapfill)
 
 
 class TimeSeries:
@@ -90,6 +103,23 @@ class TimeSeries:
             self.n_dates = len(self.infos)
         self.band_names = self._band_names()
         self.dates = self._dates()
+        self.gapfill = spec.gapfill
+        self.mask_infos = self._masks(spec.masks)
+
+    def _masks(self, paths: tuple[str, ...]) -> tuple[RasterInfo, ...]:
+        """Mask rasters on the series' grid with one band per date."""
+        if not paths:
+            return ()
+        parameter = f"{self.parameter}_MASK"
+        infos = tuple(read_info(p, parameter) for p in paths)
+        check_same_grid((self.infos[0], *infos), parameter)
+        bands = sum(info.count for info in infos)
+        if bands != self.n_dates or (len(infos) > 1 and any(i.count != 1 for i in infos)):
+            raise LcfusionError(
+                f"the mask gives {bands} band(s) in {len(infos)} raster(s) but the series has "
+                f"{self.n_dates} dates; give one single-band mask per date, or one mask stack "
+                "with one band per date, in the same order", parameter)
+        return infos
 
     @property
     def n_channels(self) -> int:
@@ -120,7 +150,10 @@ class TimeSeries:
                 else f"{len(self.infos)} single-date rasters")
         dates = [d for d in self.dates if d]
         span = f", dates {dates[0]} .. {dates[-1]}" if len(dates) == self.n_dates else ""
-        return (f"{self.n_dates} dates x {self.bands_per_date} bands ({kind}){span}; "
+        steps = "".join((", masked by " + ", ".join(i.path.name for i in self.mask_infos)
+                         if self.mask_infos else "",
+                         ", gaps filled by temporal interpolation" if self.gapfill else ""))
+        return (f"{self.n_dates} dates x {self.bands_per_date} bands ({kind}){span}{steps}; "
                 f"{self.grid.describe()}")
 
     def order_warning(self) -> str | None:
@@ -138,24 +171,31 @@ class TimeSeries:
             "bands_per_date": self.bands_per_date,
             "band_names": self.band_names,
             "dates": self.dates,
+            "masked": bool(self.mask_infos),
+            "gapfill": self.gapfill,
         }
 
     @contextlib.contextmanager
     def open(self) -> Iterator[SeriesReader]:
         datasets = [rasterio.open(info.path) for info in self.infos]
+        masks = [rasterio.open(info.path) for info in self.mask_infos]
         try:
-            yield SeriesReader(self, datasets)
+            yield SeriesReader(self, datasets, masks)
         finally:
-            for ds in datasets:
+            for ds in datasets + masks:
                 ds.close()
 
 
 class SeriesReader:
-    """Open datasets of a series; `read` returns (channels, rows, cols) float32 with NaN holes."""
+    """Open datasets of a series; `read` returns (channels, rows, cols) float32 with NaN holes
+    (nodata, and every band of a masked date), or gap-filled when the series says so."""
 
-    def __init__(self, series: TimeSeries, datasets: Sequence[rasterio.io.DatasetReader]):
+    def __init__(self, series: TimeSeries, datasets: Sequence[rasterio.io.DatasetReader],
+                 masks: Sequence[rasterio.io.DatasetReader] = ()):
         self.series = series
         self.datasets = list(datasets)
+        self.masks = list(masks)
+        self.positions = date_positions(series.dates)
 
     def read(self, window: Window) -> np.ndarray:
         """Read a window; parts outside the raster are reflect-padded."""
@@ -171,6 +211,14 @@ class SeriesReader:
             block[~np.isfinite(block)] = np.nan
             out[channel: channel + block.shape[0]] = block
             channel += block.shape[0]
+        series = self.series
+        by_date = out.reshape(series.n_dates, series.bands_per_date, *out.shape[1:])
+        if self.masks:
+            masked = np.concatenate(read_reflect(self.masks, window, series.height,
+                                                 series.width)) != 0
+            by_date[np.broadcast_to(masked[:, None], by_date.shape)] = np.nan
+        if series.gapfill:
+            fill_gaps(by_date, self.positions)
         return out
 
 

@@ -39,13 +39,14 @@ def local_raster_path(layer: QgsRasterLayer) -> str | None:
     return path
 
 
-def raster_path(layer: QgsRasterLayer, folder: Path, index: int,
+def raster_path(layer: QgsRasterLayer, folder: Path, stem: str,
                 context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> str:
-    """The layer's file, or a GeoTIFF export in `folder` for a layer that is not a local file."""
+    """The layer's file, or a GeoTIFF export ``<stem>.tif`` in `folder` for a layer that is
+    not a local file."""
     path = local_raster_path(layer)
     if path:
         return path
-    target = folder / f"raster_{index:03d}.tif"
+    target = folder / f"{stem}.tif"
     feedback.pushInfo(f"Layer '{layer.name()}' is not a local file; exporting it to a temporary "
                       "GeoTIFF first.")
     provider = layer.dataProvider()

@@ -8,10 +8,13 @@ from qgis.PyQt.QtGui import QIcon
 from .algorithms.base import icon
 from .algorithms.classify_fgunet import ClassifyFGUNet
 from .algorithms.classify_mrfusion import ClassifyMRFusion
+from .algorithms.classify_twinns import ClassifyTWINNS
 from .algorithms.train_fgunet import TrainFGUNet
 from .algorithms.train_mrfusion import TrainMRFusion
+from .algorithms.train_twinns import TrainTWINNS
 
-ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion)
+ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion, TrainTWINNS,
+              ClassifyTWINNS)
 
 
 class LcfusionProvider(QgsProcessingProvider):

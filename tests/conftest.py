@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import SMALL_SCENE, fgunet_train_job, mrfusion_train_job
+from helpers import SMALL_SCENE, fgunet_train_job, mrfusion_train_job, twinns_train_job
 
 from lcfusion.engine.jobs import Job
 from lcfusion.engine.progress import NullReporter
@@ -38,3 +38,14 @@ def trained_mrfusion(tmp_path_factory, scene) -> tuple[Path, dict]:
     job = Job.load(mrfusion_train_job(folder, scene.pan_path, scene.ms_path,
                                       scene.reference_path, model))
     return model, train_mrfusion(job, NullReporter())
+
+
+@pytest.fixture(scope="session")
+def trained_twinns(tmp_path_factory, scene) -> tuple[Path, dict]:
+    """(model path, training outputs) of TWINNS trained on the small scene's S1 + S2, with the
+    cloud mask and gap-filling."""
+    from lcfusion.engine.twinns import train_twinns
+
+    folder = tmp_path_factory.mktemp("trained-twinns")
+    model = folder / "model.lcfusion"
+    return model, train_twinns(Job.load(twinns_train_job(folder, scene, model)), NullReporter())

@@ -84,8 +84,10 @@ def test_list_shows_the_provider_and_its_algorithms(qgis_env):
         section.append(line.split())
     assert sorted(row[0] for row in section) == ["lcfusion:classifyfgunet",
                                                  "lcfusion:classifymrfusion",
+                                                 "lcfusion:classifytwinns",
                                                  "lcfusion:trainfgunet",
-                                                 "lcfusion:trainmrfusion"]
+                                                 "lcfusion:trainmrfusion",
+                                                 "lcfusion:traintwinns"]
 
 
 def test_train_then_classify_headless(qgis_env, scene, tmp_path):

@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
@@ -33,6 +34,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
     QgsProcessingUtils,
     QgsRasterLayer,
 )
@@ -107,9 +109,15 @@ def series_shape(layers: list, bands_per_date: int) -> tuple[int, int]:
 
 @dataclass
 class SeriesBinding(Binding):
+    """Time-series layers (+ bands per date), optional mask layers and the gap-fill switch;
+    `label` names the series in messages."""
+
     layers: str = "INPUT"
     bands: str = "BANDS_PER_DATE"
     key: str = "series"
+    label: str = "time series"
+    masks: str | None = None
+    gapfill: str | None = None
 
     def values(self, alg, parameters, context) -> tuple[list, int]:
         return (alg.parameterAsLayerList(parameters, self.layers, context),
@@ -118,10 +126,10 @@ class SeriesBinding(Binding):
     def check(self, alg, parameters, context):
         layers, bands = self.values(alg, parameters, context)
         if not layers:
-            return self.layers, "Add at least one raster layer to the time series."
+            return self.layers, f"Add at least one raster layer to the {self.label}."
         crs = {layer.crs().authid() or layer.crs().toWkt() for layer in layers}
         if len(crs) > 1:
-            return self.layers, (f"The time-series layers are in different CRSs "
+            return self.layers, (f"The {self.label} layers are in different CRSs "
                                  f"({', '.join(sorted(crs))}); reproject them onto one grid "
                                  "first.")
         if len(layers) == 1 and bands and layers[0].bandCount() % bands:
@@ -130,6 +138,14 @@ class SeriesBinding(Binding):
         if len(layers) > 1 and bands and bands != layers[0].bandCount():
             return self.bands, ("Bands per date applies to a single multi-date stack; leave it "
                                 "at 0 for a list of single-date layers.")
+        masks = alg.parameterAsLayerList(parameters, self.masks, context) if self.masks else []
+        if masks:
+            dates, _ = series_shape(layers, bands)
+            mask_bands = sum(layer.bandCount() for layer in masks)
+            if mask_bands != dates:
+                return self.masks, (f"The mask layers give {mask_bands} band(s) but the "
+                                    f"{self.label} has {dates} dates; give one single-band mask "
+                                    "per date, or one stack with a band per date.")
         return None
 
     def check_model(self, alg, parameters, context, metadata):
@@ -149,13 +165,23 @@ class SeriesBinding(Binding):
 
     def to_job(self, alg, parameters, context, feedback, job):
         layers, bands = self.values(alg, parameters, context)
-        paths = [raster_path(layer, job.folder, i, context, feedback)
+        paths = [raster_path(layer, job.folder, f"{self.key}_{i:03d}", context, feedback)
                  for i, layer in enumerate(layers)]
-        feedback.pushInfo("Time series, in this order: " + ", ".join(
-            layer.name() for layer in layers))
-        job.crs = layers[0].crs()
-        job.sections["inputs"][self.key] = {"paths": paths,
-                                            "bands_per_date": bands if len(layers) == 1 else None}
+        feedback.pushInfo(f"{self.label[0].upper()}{self.label[1:]}, in this order: "
+                          + ", ".join(layer.name() for layer in layers))
+        if job.crs is None:
+            job.crs = layers[0].crs()
+        entry = {"paths": paths, "bands_per_date": bands if len(layers) == 1 else None}
+        if self.masks:
+            masks = alg.parameterAsLayerList(parameters, self.masks, context)
+            entry["masks"] = [raster_path(layer, job.folder, f"{self.key}_mask_{i:03d}", context,
+                                          feedback) for i, layer in enumerate(masks)]
+            if masks:
+                feedback.pushInfo("Masks (non-zero = cloud), in this order: "
+                                  + ", ".join(layer.name() for layer in masks))
+        if self.gapfill:
+            entry["gapfill"] = alg.parameterAsBool(parameters, self.gapfill, context)
+        job.sections["inputs"][self.key] = entry
 
 
 def layer_transform(layer: QgsRasterLayer) -> tuple[float, float, float, float, float, float]:
@@ -230,8 +256,8 @@ class PanMsBinding(Binding):
     def to_job(self, alg, parameters, context, feedback, job):
         pan, ms = self.layers(alg, parameters, context)
         job.crs = pan.crs()
-        for index, (key, layer) in enumerate((("pan", pan), ("ms", ms))):
-            path = raster_path(layer, job.folder, index, context, feedback)
+        for key, layer in (("pan", pan), ("ms", ms)):
+            path = raster_path(layer, job.folder, key, context, feedback)
             job.sections["inputs"][key] = {"paths": [path]}
         feedback.pushInfo(f"PAN: {pan.name()} ({pan.width()} x {pan.height()} pixels); MS: "
                           f"{ms.name()} ({ms.bandCount()} bands, {ms.width()} x {ms.height()} "
@@ -305,7 +331,7 @@ class SplitBinding(Binding):
 
 @dataclass
 class SettingBinding(Binding):
-    """A number, boolean or choice that goes into ``settings[key]``."""
+    """A number, text, boolean or choice that goes into ``settings[key]``."""
 
     name: str
     key: str
@@ -322,6 +348,8 @@ class SettingBinding(Binding):
                 value = alg.parameterAsInt(parameters, self.name, context)
             else:
                 value = alg.parameterAsDouble(parameters, self.name, context)
+        elif isinstance(definition, QgsProcessingParameterString):
+            value = alg.parameterAsString(parameters, self.name, context)
         else:
             value = alg.parameterAsBool(parameters, self.name, context)
         job.sections["settings"][self.key] = value
@@ -451,14 +479,31 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         self.bindings.append(binding)
         return binding
 
-    def add_series(self, description: str = "Time series rasters (in date order)"
-                   ) -> SeriesBinding:
-        layers = QgsProcessingParameterMultipleLayers(
-            "INPUT", description, layerType=QgsProcessing.TypeRaster)
-        bands = QgsProcessingParameterNumber(
-            "BANDS_PER_DATE", "Bands per date (single multi-date stack only; 0: each layer is "
-            "one date)", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)
-        return self.bind(SeriesBinding(), layers, bands)
+    def add_series(self, description: str = "Time series rasters (in date order)",
+                   name: str = "INPUT", key: str = "series", label: str = "time series",
+                   masks: bool = False, gapfill: bool = False) -> SeriesBinding:
+        """A time series; with `masks`, optional cloud-mask layers (``<name>_MASK``); with
+        `gapfill`, the gap-filling switch (``GAPFILL``, the model's choice otherwise)."""
+        prefix = "" if name == "INPUT" else f"{name}_"
+        parameters = [
+            QgsProcessingParameterMultipleLayers(name, description,
+                                                 layerType=QgsProcessing.TypeRaster),
+            QgsProcessingParameterNumber(
+                f"{prefix}BANDS_PER_DATE", "Bands per date (single multi-date stack only; 0: "
+                "each layer is one date)", type=QgsProcessingParameterNumber.Integer,
+                defaultValue=0, minValue=0)]
+        binding = SeriesBinding(name, f"{prefix}BANDS_PER_DATE", key, label)
+        if masks:
+            binding.masks = f"{name}_MASK"
+            parameters.append(QgsProcessingParameterMultipleLayers(
+                binding.masks, f"Cloud masks of the {label} (one band per date, non-zero = "
+                "masked)", layerType=QgsProcessing.TypeRaster, optional=True))
+        if gapfill:
+            binding.gapfill = "GAPFILL"
+            parameters.append(QgsProcessingParameterBoolean(
+                "GAPFILL", "Fill masked and nodata values by temporal interpolation",
+                defaultValue=True))
+        return self.bind(binding, *parameters)
 
     def add_pan_ms(self, patch_size: str | None = None) -> PanMsBinding:
         return self.bind(

@@ -23,7 +23,8 @@ the memory used does not depend on the size of the raster.</p>
 <ul>
 <li><b>Model file</b>: a <code>.lcfusion</code> file of the FG-UNET family.</li>
 <li><b>Time series rasters</b>: the same dates and bands, in the same order, as for training
-(one raster per date, or one stack with <b>Bands per date</b>).</li>
+(one raster per date, or one stack with <b>Bands per date</b>), and optionally their cloud
+masks. Gap-filling is applied when the model was trained with it.</li>
 <li>Advanced: tile size, margin (a multiple of 4; 28 pixels or more makes the tiles
 seamless, equal to one pass over the whole image, while the paper's 20 can leave faint
 differences along tile edges) and device.</li>
@@ -32,7 +33,7 @@ differences along tile edges) and device.</li>
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.add_model_input("fgunet")
-        self.add_series()
+        self.add_series(masks=True)
         self.add_int("TILE_SIZE", "Tile size (pixels, multiple of 4)", "tile_size", 512,
                      minimum=16, is_advanced=True)
         self.add_int("MARGIN", "Tile margin discarded at each edge (pixels)", "margin", 20,

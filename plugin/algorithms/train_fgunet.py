@@ -28,7 +28,10 @@ and mean F1 on the test polygons, which it never saw.</p>
 <h3>Parameters</h3>
 <ul>
 <li><b>Time series rasters</b>: one raster per date, in date order (all on one grid), or one
-multi-date stack with <b>Bands per date</b> set.</li>
+multi-date stack with <b>Bands per date</b> set. Optional <b>Cloud masks</b> (one band per
+date, non-zero = cloud) mark dates as missing; with <b>Fill masked and nodata values</b> (on by
+default) missing values are interpolated linearly in time between the nearest valid dates
+(the nearest valid date at the ends), as iota2 does, and classification repeats the step.</li>
 <li><b>Reference polygons</b>, <b>Class field</b> (integer codes or text names), optional
 <b>Class name field</b> and <b>Class colour field</b> (<code>#rrggbb</code>). Without a colour
 field, colours come from the layer's categorized style on the class field, else from a default
@@ -52,7 +55,7 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
 """
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        self.add_series()
+        self.add_series(masks=True, gapfill=True)
         self.add_reference()
         self.add_split()
         self.add_int("EPOCHS", "Epochs", "epochs", 10, minimum=1)

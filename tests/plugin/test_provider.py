@@ -22,6 +22,8 @@ ALGORITHMS = {
     "lcfusion:classifyfgunet": ("Classification", "classification"),
     "lcfusion:trainmrfusion": ("Training", "training"),
     "lcfusion:classifymrfusion": ("Classification", "classification"),
+    "lcfusion:traintwinns": ("Training", "training"),
+    "lcfusion:classifytwinns": ("Classification", "classification"),
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
@@ -33,6 +35,9 @@ ADVANCED = {
     "lcfusion:trainmrfusion": {"SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "BRANCHES", "DEVICE",
                                "TILE_SIZE"},
     "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE"},
+    "lcfusion:traintwinns": {"SOURCES", "BRANCHES", "AUXILIARY", "S1_SCALE",
+                             "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE"},
+    "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE"},
 }
 
 
@@ -44,6 +49,11 @@ HELP_TERMS = {
     "lcfusion:trainmrfusion": ("MRFusion", "<b>PAN</b>", "<b>MS</b>", "Reference polygons",
                                "Class field", "Patch size"),
     "lcfusion:classifymrfusion": ("MRFusion", "Model file", "<b>PAN</b>", "<b>MS</b>"),
+    "lcfusion:traintwinns": ("TWINNS", "Sentinel-1 rasters", "Sentinel-2 rasters",
+                             "Cloud masks", "Band roles", "Reference polygons", "Class field",
+                             "alpha"),
+    "lcfusion:classifytwinns": ("TWINNS", "Model file", "Sentinel-1 rasters",
+                                "Sentinel-2 rasters"),
 }
 
 
@@ -104,7 +114,7 @@ def test_help_text_is_present_and_describes_the_parameters(registry, algorithm_i
     # The family, its paper and the parameters a user must set are explained in the help.
     for term in HELP_TERMS[algorithm_id]:
         assert term in text, term
-    assert "Remote Sensing" in text or "Train " in text
+    assert "Remote Sensing" in text or "ISPRS" in text or "Train " in text
 
 
 def test_provider_icon_exists_and_renders(lcfusion_provider):
@@ -162,7 +172,7 @@ def test_raster_outputs_are_geotiff_only(registry, lcfusion_provider):
     assert seen == 2 * classifiers  # each classifier's class map and confidence map
 
 
-@pytest.mark.parametrize("family", ["fgunet", "mrfusion"])
+@pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])
 def test_outputs_of_each_algorithm(registry, family):
     train = registry.algorithmById(f"lcfusion:train{family}")
     model = train.parameterDefinition("OUTPUT_MODEL")

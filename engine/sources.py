@@ -1,0 +1,196 @@
+"""Several time series on one grid as model inputs: per-date features (S2 indices, S1 in dB),
+patches around pixels for training, and batched patch prediction over tiles.
+
+Patches have an odd side p and are centred on their pixel; outside the rasters the images are
+mirrored about their edge pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from rasterio.windows import Window
+
+from .errors import LcfusionError
+from .indices import IndexConfig, add_indices
+from .normalization import PercentileNormalizer
+from .series import SeriesReader, TimeSeries
+
+S1_SCALES = ("db", "linear")
+
+
+class SourceFeatures:
+    """A time series and the per-date features the model sees: the bands, plus spectral
+    indices (`indices`), or backscatter converted from linear power to dB (`s1_scale`)."""
+
+    def __init__(self, series: TimeSeries, indices: IndexConfig | None = None,
+                 s1_scale: str = "db"):
+        if s1_scale not in S1_SCALES:
+            raise LcfusionError(f"unknown backscatter scale {s1_scale!r}; use db or linear",
+                                "S1_SCALE")
+        self.series, self.indices, self.s1_scale = series, indices, s1_scale
+        self.index_bands = indices.band_numbers(series.band_names) if indices else {}
+        self.channels = series.bands_per_date + (len(indices.indices) if indices else 0)
+
+    @property
+    def n_dates(self) -> int:
+        return self.series.n_dates
+
+    @property
+    def n_channels(self) -> int:
+        return self.n_dates * self.channels
+
+    @property
+    def height(self) -> int:
+        return self.series.height
+
+    @property
+    def width(self) -> int:
+        return self.series.width
+
+    @property
+    def parameter(self) -> str:
+        return self.series.parameter
+
+    def channel_names(self) -> list[str]:
+        return self.series.band_names + (list(self.indices.indices) if self.indices else [])
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[FeatureReader]:
+        with self.series.open() as reader:
+            yield FeatureReader(self, reader)
+
+
+@dataclass
+class FeatureReader:
+    """Reads (dates x features, rows, cols) float32 windows; NaN where data are missing."""
+
+    series: SourceFeatures
+    reader: SeriesReader
+
+    def read(self, window: Window) -> np.ndarray:
+        data = self.reader.read(window)
+        source = self.series
+        if source.s1_scale == "linear":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                data = np.where(data > 0, 10 * np.log10(data), np.nan).astype(np.float32)
+        if source.indices:
+            by_date = data.reshape(source.n_dates, source.series.bands_per_date,
+                                   *data.shape[1:])
+            data = add_indices(by_date, source.indices, source.index_bands).reshape(
+                source.n_channels, *data.shape[1:])
+        return data
+
+
+def fit_normalizers(readers: Sequence[FeatureReader], rng: np.random.Generator
+                    ) -> list[PercentileNormalizer]:
+    return [PercentileNormalizer.fit(reader, rng) for reader in readers]
+
+
+class GridPatches:
+    """Normalised p x p patches of every source around given pixels, from memory when all
+    sources fit the memory budget, otherwise read by windows."""
+
+    def __init__(self, readers: Sequence[FeatureReader],
+                 normalizers: Sequence[PercentileNormalizer], patch_size: int,
+                 memory_limit_bytes: int):
+        self.readers, self.normalizers = list(readers), list(normalizers)
+        self.size, self.half = patch_size, patch_size // 2
+        first = self.readers[0].series
+        padded = (first.height + 2 * self.half) * (first.width + 2 * self.half)
+        needed = 4 * padded * sum(r.series.n_channels for r in self.readers)
+        self._images = None
+        if needed <= memory_limit_bytes:
+            window = Window(-self.half, -self.half, first.width + 2 * self.half,
+                            first.height + 2 * self.half)
+            self._images = [n.apply(r.read(window)) for r, n in zip(self.readers,
+                                                                    self.normalizers,
+                                                                    strict=True)]
+
+    @property
+    def in_memory(self) -> bool:
+        return self._images is not None
+
+    def read(self, rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+        """Per source, (N, channels, p, p) patches centred on the pixels (rows, cols)."""
+        if self._images is not None:
+            return [np.ascontiguousarray(sliding_window_view(
+                image, (self.size, self.size), axis=(1, 2))[:, rows, cols].transpose(1, 0, 2, 3))
+                for image in self._images]
+        out = []
+        for reader, normalizer in zip(self.readers, self.normalizers, strict=True):
+            out.append(np.stack([normalizer.apply(reader.read(Window(
+                int(c) - self.half, int(r) - self.half, self.size, self.size)))
+                for r, c in zip(rows, cols, strict=True)]))
+        return out
+
+
+class BatchedPatchPredictor:
+    """Class probabilities of every pixel of a tile from its patches, in batches: each tile is
+    read once with a halo of p // 2, and its patches are cut from it as tensor views."""
+
+    size_multiple = 1
+
+    def __init__(self, model: torch.nn.Module, normalizers: Sequence[PercentileNormalizer],
+                 device: torch.device, patch_size: int, tile_size: int = 128,
+                 batch_size: int = 2048):
+        if tile_size < 1:
+            raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
+        self.model, self.normalizers, self.device = model.eval(), list(normalizers), device
+        self.size, self.half = patch_size, patch_size // 2
+        self.tile_size, self.batch_size = tile_size, batch_size
+
+    def cores(self, height: int, width: int) -> Iterator[Window]:
+        step = self.tile_size
+        for row in range(0, height, step):
+            for col in range(0, width, step):
+                yield Window(col, row, min(step, width - col), min(step, height - row))
+
+    def _tiles(self, readers: Sequence[FeatureReader], core: Window
+               ) -> tuple[list[torch.Tensor], np.ndarray]:
+        h, w = int(core.height), int(core.width)
+        window = Window(int(core.col_off) - self.half, int(core.row_off) - self.half,
+                        w + 2 * self.half, h + 2 * self.half)
+        tiles, valid = [], np.zeros((h, w), dtype=bool)
+        for reader, normalizer in zip(readers, self.normalizers, strict=True):
+            data = reader.read(window)
+            valid |= np.isfinite(data[:, self.half: self.half + h,
+                                      self.half: self.half + w]).any(axis=0)
+            tiles.append(torch.from_numpy(normalizer.apply(data)).to(self.device))
+        return tiles, valid
+
+    def _batches(self, tiles: list[torch.Tensor], h: int, w: int):
+        """The model's outputs for the h x w pixels of the tiles, in row-major batches."""
+        rows_per_batch = max(1, self.batch_size // w)
+        with torch.inference_mode():
+            for top in range(0, h, rows_per_batch):
+                rows = min(rows_per_batch, h - top)
+                patches = [tile[:, top: top + rows + 2 * self.half]
+                           .unfold(1, self.size, 1).unfold(2, self.size, 1)
+                           .permute(1, 2, 0, 3, 4).reshape(rows * w, tile.shape[0], self.size,
+                                                           self.size)
+                           for tile in tiles]
+                yield self.model(*patches)
+
+    def predict(self, readers: Sequence[FeatureReader], core: Window
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) for `core` and the mask of pixels with any data."""
+        tiles, valid = self._tiles(readers, core)
+        h, w = int(core.height), int(core.width)
+        try:
+            logits = torch.cat([logits_of(o) for o in self._batches(tiles, h, w)])
+        except torch.cuda.OutOfMemoryError as exc:
+            raise LcfusionError("the GPU ran out of memory; lower the tile size",
+                                "TILE_SIZE") from exc
+        probs = torch.softmax(logits, dim=1).T.reshape(-1, h, w)
+        return probs.float().cpu().numpy(), valid
+
+
+def logits_of(output) -> torch.Tensor:
+    """The class scores of a model output (a tensor, or a named tuple with `logits`)."""
+    return output.logits if hasattr(output, "logits") else output

@@ -1,0 +1,370 @@
+"""TWINNS training and classification on a Sentinel-1 and a Sentinel-2 time series."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .classes import ClassTable
+from .devices import configure_threads, resolve_device
+from .errors import LcfusionError
+from .indices import DEFAULT_INDICES, S2_ROLES, IndexConfig
+from .jobs import Job, settings_from
+from .jobsteps import (
+    balanced_pixels,
+    classify_to_files,
+    evaluate_test,
+    map_outputs,
+    model_input,
+    model_output,
+    save_trained_model,
+    split_reference,
+)
+from .modelfile import restore_model
+from .models.twinns import BRANCHES, SOURCES, TWINNS, TWINNSConfig, TWINNSLoss
+from .normalization import PercentileNormalizer
+from .progress import Reporter
+from .rasters import crs_name, same_crs
+from .series import SeriesSpec, TimeSeries
+from .sources import (
+    BatchedPatchPredictor,
+    FeatureReader,
+    GridPatches,
+    SourceFeatures,
+    fit_normalizers,
+)
+from .splits import SplitReference, preset_split
+from .training import FitConfig, FitResult, fit
+
+FAMILY = "twinns"
+SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
+
+
+@dataclass(frozen=True)
+class TWINNSTrainConfig:
+    """Training settings. Defaults suit a CPU; the presets hold the paper's splits."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patch_size: int = 5
+    alpha: float = 0.3
+    samples_per_epoch: int = 2048
+    validation_samples: int = 512
+    sources: str = "both"
+    branches: str = "both"
+    auxiliary: bool = True
+    add_indices: bool = True
+    indices: str = ",".join(DEFAULT_INDICES)
+    band_roles: str = ""
+    s1_scale: str = "db"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    device: str = "auto"
+    threads: int = 0
+    tile_size: int = 128
+    memory_limit_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "samples_per_epoch", "patch_size", "tile_size"):
+            if getattr(self, name) <= 0:
+                raise LcfusionError(f"must be above 0, got {getattr(self, name)}", name.upper())
+        if self.patch_size % 2 == 0:
+            raise LcfusionError(f"must be odd so that a patch is centred on its pixel, got "
+                                f"{self.patch_size}", "PATCH_SIZE")
+        if not 0 < self.learning_rate < 1:
+            raise LcfusionError(f"must lie between 0 and 1, got {self.learning_rate}",
+                                "LEARNING_RATE")
+        if self.alpha < 0:
+            raise LcfusionError(f"cannot be negative, got {self.alpha}", "ALPHA")
+        if self.sources not in SOURCES:
+            raise LcfusionError(f"unknown sources {self.sources!r}; use one of "
+                                f"{', '.join(SOURCES)}", "SOURCES")
+        if self.branches not in BRANCHES:
+            raise LcfusionError(f"unknown branches {self.branches!r}; use one of "
+                                f"{', '.join(BRANCHES)}", "BRANCHES")
+
+    def index_config(self) -> IndexConfig | None:
+        """The indices to add to S2, with the band roles (``role=band`` pairs)."""
+        if not self.add_indices:
+            return None
+        roles = dict(S2_ROLES)
+        for pair in filter(None, (p.strip() for p in self.band_roles.split(","))):
+            role, _, band = pair.partition("=")
+            if role.strip().lower() not in S2_ROLES or not band.strip():
+                raise LcfusionError(
+                    f"{pair!r} is not a role=band pair with a role among "
+                    f"{', '.join(S2_ROLES)} (for example red=B04 or nir=8)", "BAND_ROLES")
+            roles[role.strip().lower()] = band.strip()
+        names = tuple(n.strip().upper() for n in self.indices.split(",") if n.strip())
+        return IndexConfig(names, roles)
+
+
+#: The paper's object splits (Reunion 30/20/50, Koumbia 50/30/20) and the optimiser values of
+#: the group's related code (Adam 2e-4, batches of 64).
+PRESETS = {
+    "reunion": {"learning_rate": 2e-4, "batch_size": 64,
+                "split": {"train": 0.3, "validation": 0.2, "test": 0.5}},
+    "koumbia": {"learning_rate": 2e-4, "batch_size": 64,
+                "split": {"train": 0.5, "validation": 0.3, "test": 0.2}},
+}
+
+
+@dataclass(frozen=True)
+class TWINNSClassifyConfig:
+    tile_size: int = 128
+    device: str = "auto"
+    threads: int = 0
+
+
+@dataclass
+class TWINNSInputs:
+    """The S1 and S2 features on one grid."""
+
+    s1: SourceFeatures
+    s2: SourceFeatures
+
+    @classmethod
+    def from_job(cls, inputs: dict, indices: IndexConfig | None, s1_scale: str,
+                 gapfill: dict[str, bool] | None = None) -> TWINNSInputs:
+        """`gapfill` (per source, when given) replaces the job's choice: classification
+        applies the model's."""
+        specs = {}
+        for key in ("s1", "s2"):
+            spec = SeriesSpec.from_json(inputs.get(key) or {})
+            specs[key] = spec if gapfill is None else spec.with_gapfill(gapfill[key])
+        s1 = TimeSeries(specs["s1"], "S1")
+        s2 = TimeSeries(specs["s2"], "S2")
+        if not same_crs(s1.grid.crs_wkt, s2.grid.crs_wkt):
+            raise LcfusionError(
+                f"CRS mismatch: the Sentinel-1 layers are in {crs_name(s1.grid.crs_wkt)} but the "
+                f"Sentinel-2 layers in {crs_name(s2.grid.crs_wkt)}; warp them onto one grid",
+                "S1")
+        if not s1.grid.same_as(s2.grid):
+            raise LcfusionError(
+                f"the Sentinel-1 layer {s1.infos[0].path.name} ({s1.grid.describe()}) is not on "
+                f"the grid of the Sentinel-2 layer {s2.infos[0].path.name} "
+                f"({s2.grid.describe()}); resample the S1 layers onto the S2 grid (same extent, "
+                "pixel size and size) first", "S1")
+        return cls(SourceFeatures(s1, None, s1_scale), SourceFeatures(s2, indices))
+
+    @property
+    def grid(self):
+        return self.s2.series.grid
+
+    def describe(self) -> list[str]:
+        return [f"{SOURCE_NAMES[k]}: {s.series.describe()}; features per date: "
+                f"{', '.join(s.channel_names())}" for k, s in (("s1", self.s1), ("s2", self.s2))]
+
+    def to_json(self) -> dict:
+        return {k: {**s.series.to_json(), "features": s.channel_names()}
+                for k, s in (("s1", self.s1), ("s2", self.s2))}
+
+
+def _batches(patches: GridPatches, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
+             batch_size: int, rng: np.random.Generator | None):
+    for start in range(0, rows.size, batch_size):
+        part = slice(start, start + batch_size)
+        arrays = patches.read(rows[part], cols[part])
+        if rng is not None:
+            turns, flip = int(rng.integers(0, 4)), bool(rng.random() < 0.5)
+            arrays = [np.rot90(a, turns, axes=(2, 3)) for a in arrays]
+            if flip:
+                arrays = [a.transpose(0, 1, 3, 2) for a in arrays]
+            arrays = [np.ascontiguousarray(a) for a in arrays]
+        yield (tuple(torch.from_numpy(a) for a in arrays),
+               torch.from_numpy(labels[part].astype(np.int64)))
+
+
+def _fit(model: TWINNS, patches: GridPatches, split: SplitReference,
+         config: TWINNSTrainConfig, device: torch.device, rng: np.random.Generator,
+         reporter: Reporter) -> FitResult:
+    """Class-balanced training pixels, the same random rotation for every source."""
+    pixels = split.reference.pixels
+
+    def part(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mask = split.mask(index)
+        return pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask]
+
+    train_rows, train_cols, train_classes = part(0)
+    val_batches = None
+    val_rows, val_cols, val_classes = part(1)
+    if val_rows.size and config.validation_samples:
+        chosen = balanced_pixels(val_classes, config.validation_samples,
+                                 np.random.default_rng(rng.integers(1 << 31)))
+
+        def val_batches():
+            return _batches(patches, val_rows[chosen], val_cols[chosen], val_classes[chosen],
+                            config.batch_size, None)
+
+    def train_batches(epoch: int):
+        chosen = balanced_pixels(train_classes, config.samples_per_epoch, rng)
+        return _batches(patches, train_rows[chosen], train_cols[chosen], train_classes[chosen],
+                        config.batch_size, rng)
+
+    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
+                           config.plateau_patience)
+    steps = math.ceil(config.samples_per_epoch / config.batch_size)
+    return fit(model, train_batches, steps, val_batches, TWINNSLoss(config.alpha), fit_config,
+               device, reporter)
+
+
+def pixel_attention(model: TWINNS, patches: GridPatches, rows: np.ndarray, cols: np.ndarray,
+                    device: torch.device, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Attention weights over the dates, per source with a ConvGRU branch: (pixels, dates)."""
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for start in range(0, rows.size, batch_size):
+            arrays = patches.read(rows[start: start + batch_size],
+                                  cols[start: start + batch_size])
+            output = model(*(torch.from_numpy(a).to(device) for a in arrays))
+            for source, weights in output.attention.items():
+                parts.setdefault(source, []).append(weights.float().cpu().numpy())
+    return {source: np.concatenate(chunks) for source, chunks in parts.items()}
+
+
+def attention_by_class(model: TWINNS, patches: GridPatches, split: SplitReference,
+                       inputs: TWINNSInputs, device: torch.device, rng: np.random.Generator,
+                       reporter: Reporter, max_pixels: int = 4000) -> dict:
+    """Mean attention per date per class over (a sample of) the test pixels, logged and
+    returned for the model file."""
+    part = 2 if split.mask(2).any() else 0
+    index = np.flatnonzero(split.mask(part))
+    if index.size > max_pixels:
+        index = np.sort(rng.choice(index, max_pixels, replace=False))
+    pixels = split.reference.pixels
+    weights = pixel_attention(model, patches, pixels.rows[index], pixels.cols[index], device)
+    classes = split.pixel_class[index]
+    table = split.reference.classes
+    report = {}
+    for source, values in weights.items():
+        dates = getattr(inputs, source).series.dates
+        labels = [d or f"date {i + 1}" for i, d in enumerate(dates)]
+        by_class = {c.name: values[classes == c.index].mean(axis=0).round(4).tolist()
+                    for c in table if (classes == c.index).any()}
+        report[source] = {"dates": labels, "by_class": by_class,
+                          "pixels": "test" if part == 2 else "training"}
+        reporter.info(f"{SOURCE_NAMES[source]} attention per date (mean over the "
+                      f"{report[source]['pixels']} pixels of each class):")
+        for name, row in by_class.items():
+            top = np.argsort(row)[::-1][:3]
+            reporter.info(f"  {name}: " + ", ".join(f"{labels[i]} {row[i]:.2f}" for i in top))
+    return report
+
+
+def train_twinns(job: Job, reporter: Reporter) -> dict:
+    """Train TWINNS on S1 and S2 time series and reference polygons; write the model file."""
+    started = time.monotonic()
+    settings = job.section("settings")
+    config = settings_from(TWINNSTrainConfig, settings, PRESETS)
+    split_config = preset_split(job.section("split"), settings, PRESETS)
+    model_path = model_output(job)
+    inputs = TWINNSInputs.from_job(job.section("inputs"), config.index_config(),
+                                   config.s1_scale)
+    for line in inputs.describe():
+        reporter.info(line)
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(split_config.seed)
+    rng = np.random.default_rng(split_config.seed)
+
+    with job.workdir() as scratch:
+        split = split_reference(job, inputs.grid, split_config, Path(scratch), reporter)
+        classes = split.reference.classes
+        reporter.progress(0.05, "reference")
+        architecture = TWINNSConfig(
+            s1_dates=inputs.s1.n_dates, s1_channels=inputs.s1.channels,
+            s2_dates=inputs.s2.n_dates, s2_channels=inputs.s2.channels,
+            n_classes=len(classes), patch_size=config.patch_size, sources=config.sources,
+            branches=config.branches, auxiliary=config.auxiliary)
+        model = TWINNS(architecture).to(device)
+        reporter.info(f"TWINNS: sources {config.sources}, branches {config.branches}, "
+                      f"auxiliary classifiers {'on' if model.auxiliary is not None else 'off'} "
+                      f"(alpha {config.alpha:g}), patches {config.patch_size} x "
+                      f"{config.patch_size}, {len(classes)} classes, "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters; "
+                      f"{device.type}, {threads} thread(s)")
+        with inputs.s1.open() as s1, inputs.s2.open() as s2:
+            readers = [s1, s2]
+            normalizers = fit_normalizers(readers, rng)
+            patches = GridPatches(readers, normalizers, config.patch_size,
+                                  config.memory_limit_mb * 1024 * 1024)
+            reporter.debug("training patches read from "
+                           + ("memory" if patches.in_memory else "the files, by windows"))
+            reporter.progress(0.08, "normalisation")
+            fit_result = _fit(model, patches, split, config, device, rng,
+                              reporter.span(0.1, 0.88))
+            predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
+                                              config.tile_size)
+            accuracy = evaluate_test(predictor, readers, inputs.grid, split,
+                                     reporter.span(0.88, 0.97))
+            attention = (attention_by_class(model, patches, split, inputs, device, rng,
+                                            reporter) if model.rnn else None)
+    return save_trained_model(
+        model_path, model, family=FAMILY, architecture=architecture.to_json(),
+        inputs={**inputs.to_json(), "indices": config.index_config().to_json()
+                if config.add_indices else None, "s1_scale": config.s1_scale},
+        normalization={"s1": normalizers[0].to_json(), "s2": normalizers[1].to_json()},
+        settings=config, split_config=split_config, split=split, fit_result=fit_result,
+        device=device, threads=threads, started=started, accuracy=accuracy,
+        reporter=reporter, extra={"attention": attention})
+
+
+def load_twinns(path: Path, device: torch.device) -> tuple[dict, TWINNS, ClassTable,
+                                                           list[PercentileNormalizer]]:
+    """A trained model ready for inference, with its class table and normalisation."""
+    def build(metadata: dict, state: dict):
+        model = TWINNS(TWINNSConfig.from_json(metadata["architecture"]))
+        model.load_state_dict(state)
+        normalizers = [PercentileNormalizer.from_json(metadata["normalization"][k])
+                       for k in ("s1", "s2")]
+        return model.to(device).eval(), ClassTable.from_json(metadata["classes"]), normalizers
+
+    metadata, (model, classes, normalizers) = restore_model(path, FAMILY, build)
+    return metadata, model, classes, normalizers
+
+
+def check_inputs_match(metadata: dict, inputs: TWINNSInputs) -> None:
+    """Dates and bands per source must be those the model was trained on."""
+    for key, source in (("s1", inputs.s1), ("s2", inputs.s2)):
+        expected = metadata["inputs"][key]
+        series = source.series
+        if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
+                                                       expected["bands_per_date"]):
+            raise LcfusionError(
+                f"the model expects {expected['n_dates']} {SOURCE_NAMES[key]} dates x "
+                f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
+                f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
+                "for training", key.upper())
+
+
+def classify_twinns(job: Job, reporter: Reporter) -> dict:
+    """Classify S1 + S2 time series with a trained TWINNS model, tile by tile."""
+    config = settings_from(TWINNSClassifyConfig, job.section("settings"))
+    class_map, confidence = map_outputs(job)
+    model_path = model_input(job)
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    metadata, model, classes, normalizers = load_twinns(model_path, device)
+    trained = metadata["inputs"]
+    indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
+    inputs = TWINNSInputs.from_job(job.section("inputs"), indices, trained["s1_scale"],
+                                   gapfill={k: bool(trained[k].get("gapfill"))
+                                            for k in ("s1", "s2")})
+    for line in inputs.describe():
+        reporter.info(line)
+    check_inputs_match(metadata, inputs)
+    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "
+                  f"{device.type}, {threads} thread(s)")
+    predictor = BatchedPatchPredictor(model, normalizers, device, model.config.patch_size,
+                                      config.tile_size)
+    with inputs.s1.open() as s1, inputs.s2.open() as s2:
+        readers: list[FeatureReader] = [s1, s2]
+        return classify_to_files(predictor, readers, inputs.grid, classes, class_map,
+                                 confidence, model_path, FAMILY, reporter)

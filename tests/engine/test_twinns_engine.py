@@ -1,0 +1,175 @@
+"""TWINNS in the engine: S1 + S2 with a cloud mask and gap-filling, batched tiles equal to
+per-patch evaluation, attention per date, the ablations and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from helpers import twinns_inputs, twinns_train_job, write_raster
+from rasterio.windows import Window
+
+from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.indices import DEFAULT_INDICES
+from lcfusion.engine.jobs import Job, write_job
+from lcfusion.engine.modelheader import read_metadata
+from lcfusion.engine.progress import NullReporter
+from lcfusion.engine.sources import BatchedPatchPredictor, GridPatches
+from lcfusion.engine.twinns import (
+    IndexConfig,
+    TWINNSInputs,
+    TWINNSTrainConfig,
+    classify_twinns,
+    load_twinns,
+    train_twinns,
+)
+
+#: Grassland and wet meadow differ only in winter / spring S1 backscatter (flooding).
+RADAR_CLASSES = ("grassland", "wet meadow")
+
+
+class Recorder(NullReporter):
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.lines.append(message)
+
+
+def f1_of(model_path) -> dict[str, float]:
+    return {row["name"]: row["f1"] for row in read_metadata(model_path)["metrics"]["per_class"]}
+
+
+def classify_job(folder, model, scene, mask=True, **settings):
+    return write_job(folder, "classify-twinns",
+                     inputs={"model": str(model), **twinns_inputs(scene, mask=mask,
+                                                                  gapfill=False)},
+                     settings={"tile_size": 40, **settings},
+                     outputs={"class_map": str(folder / "map.tif"),
+                              "confidence": str(folder / "confidence.tif")})
+
+
+def test_training_learns_and_records_its_inputs(trained_twinns):
+    path, outputs = trained_twinns
+    assert outputs["OA"] > 0.6 and outputs["KAPPA"] > 0.5
+    f1 = f1_of(path)
+    assert all(f1[name] > 0.7 for name in RADAR_CLASSES), f1
+    meta = read_metadata(path)
+    s1, s2 = meta["inputs"]["s1"], meta["inputs"]["s2"]
+    assert (s1["n_dates"], s1["bands_per_date"], s2["n_dates"], s2["bands_per_date"]) == (
+        8, 2, 6, 10)
+    assert s2["features"][-6:] == list(DEFAULT_INDICES)
+    assert meta["inputs"]["indices"]["roles"]["nir"] == "B08"
+    assert s2["masked"] is True and s2["gapfill"] is True and s1["gapfill"] is False
+    assert meta["architecture"]["s2_channels"] == 16
+    assert (meta["architecture"]["sources"], meta["architecture"]["branches"]) == ("both",
+                                                                                   "both")
+    attention = meta["attention"]
+    assert attention["s1"]["dates"][0] == "2021-01-07" and len(attention["s2"]["dates"]) == 6
+    for weights in attention["s1"]["by_class"].values():
+        assert sum(weights) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_batched_tiles_equal_per_patch_evaluation(trained_twinns, scene):
+    _, model, _, normalizers = load_twinns(trained_twinns[0], torch.device("cpu"))
+    meta = read_metadata(trained_twinns[0])
+    inputs = TWINNSInputs.from_job(twinns_inputs(scene),
+                                   IndexConfig.from_json(meta["inputs"]["indices"]), "db")
+    rows = np.array([0, 95, 40, 17, 66, 3])
+    cols = np.array([0, 95, 2, 88, 41, 70])
+    predictor = BatchedPatchPredictor(model, normalizers, torch.device("cpu"), 5,
+                                      tile_size=32, batch_size=100)
+    with inputs.s1.open() as s1, inputs.s2.open() as s2:
+        patches = GridPatches([s1, s2], normalizers, 5, 0)
+        with torch.inference_mode():
+            single = torch.softmax(model(*(torch.from_numpy(a) for a in patches.read(
+                rows, cols))).logits, dim=1).numpy()
+        for k, (row, col) in enumerate(zip(rows, cols, strict=True)):
+            core = Window(col // 32 * 32, row // 32 * 32, 32, 32)
+            probs, valid = predictor.predict([s1, s2], core)
+            tile_value = probs[:, row - int(core.row_off), col - int(core.col_off)]
+            np.testing.assert_allclose(tile_value, single[k], atol=1e-5)
+            assert valid.all()
+
+
+def test_classify_applies_the_models_gapfill_on_the_input_grid(tmp_path, trained_twinns,
+                                                               scene):
+    reporter = Recorder()
+    outputs = classify_twinns(Job.load(classify_job(tmp_path, trained_twinns[0], scene)),
+                              reporter)
+    assert any("gaps filled by temporal interpolation" in line for line in reporter.lines)
+    with rasterio.open(outputs["OUTPUT"]) as out, rasterio.open(scene.s2_paths[0]) as s2:
+        assert out.transform == s2.transform and out.crs == s2.crs
+        assert (out.width, out.height) == (96, 96)
+        labels = out.read(1)
+    with rasterio.open(scene.truth_path) as truth:
+        expected = truth.read(1)
+    for code in (5, 6):  # grassland and wet meadow
+        assert (labels[expected == code] == code).mean() > 0.7
+
+
+def test_single_source_ablation_is_recorded(tmp_path, scene):
+    model = tmp_path / "s2.lcfusion"
+    job = Job.load(twinns_train_job(tmp_path, scene, model, sources="s2", branches="rnn",
+                                    epochs=1, samples_per_epoch=64, validation_samples=0))
+    train_twinns(job, NullReporter())
+    meta = read_metadata(model)
+    assert (meta["architecture"]["sources"], meta["architecture"]["branches"]) == ("s2", "rnn")
+    assert set(meta["attention"]) == {"s2"}
+
+
+@pytest.mark.slow
+def test_radar_classes_need_both_sources(tmp_path, scene, trained_twinns):
+    """S2 alone cannot tell grassland from wet meadow; with S1 the model can."""
+    model = tmp_path / "s2.lcfusion"
+    train_twinns(Job.load(twinns_train_job(tmp_path, scene, model, sources="s2")),
+                 NullReporter())
+    both, s2_only = f1_of(trained_twinns[0]), f1_of(model)
+    both_mean = np.mean([both[name] for name in RADAR_CLASSES])
+    s2_mean = np.mean([s2_only[name] for name in RADAR_CLASSES])
+    assert both_mean > s2_mean + 0.2, (both, s2_only)
+
+
+def test_s1_on_another_grid_names_s1(tmp_path, scene):
+    shifted = [write_raster(tmp_path / f"s1_{i}.tif", np.zeros((2, 96, 96), np.float32),
+                            origin=(600010.0, 5600000.0)) for i in range(2)]
+    inputs = {**twinns_inputs(scene), "s1": {"paths": [str(p) for p in shifted]}}
+    with pytest.raises(LcfusionError) as error:
+        TWINNSInputs.from_job(inputs, None, "db")
+    assert error.value.parameter == "S1" and "s1_0.tif" in error.value.message
+
+
+def test_fewer_s1_dates_than_the_model_names_s1(tmp_path, scene, trained_twinns):
+    job = classify_job(tmp_path, trained_twinns[0], scene)
+    data = Job.load(job).data
+    data["inputs"]["s1"]["paths"] = data["inputs"]["s1"]["paths"][:5]
+    job = write_job(tmp_path, "classify-twinns", **{k: v for k, v in data.items()
+                                                   if k not in ("version", "command")})
+    with pytest.raises(LcfusionError) as error:
+        classify_twinns(Job.load(job), NullReporter())
+    assert error.value.parameter == "S1" and "8 Sentinel-1 dates" in error.value.message
+    assert not (tmp_path / "map.tif").exists()
+
+
+@pytest.mark.parametrize("settings, parameter, words", [
+    ({"patch_size": 4}, "PATCH_SIZE", "must be odd"),
+    ({"band_roles": "red=B99"}, "BAND_ROLES", "'B99' is not among"),
+    ({"band_roles": "purple=B04"}, "BAND_ROLES", "not a role=band pair"),
+    ({"indices": "NDVI,XYZ"}, "INDICES", "unknown index XYZ"),
+    ({"sources": "radar"}, "SOURCES", "unknown sources"),
+])
+def test_bad_settings_fail_before_training(tmp_path, scene, settings, parameter, words):
+    model = tmp_path / "model.lcfusion"
+    with pytest.raises(LcfusionError) as error:
+        train_twinns(Job.load(twinns_train_job(tmp_path, scene, model, **settings)),
+                     NullReporter())
+    assert error.value.parameter == parameter and words in error.value.message
+    assert not model.exists()
+
+
+def test_band_roles_accept_numbers():
+    config = TWINNSTrainConfig(band_roles="nir=7, red = B04").index_config()
+    numbers = config.band_numbers(["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
+                                   "B11", "B12"])
+    assert numbers["nir"] == 6 and numbers["red"] == 2

@@ -1,0 +1,111 @@
+"""TWINNS through Processing, and the cloud mask / gap-filling options of the time-series
+algorithms."""
+
+from __future__ import annotations
+
+import numpy as np
+import processing
+import pytest
+import rasterio
+from qgis.core import (
+    QgsApplication,
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProject,
+    QgsRasterLayer,
+)
+
+from lcfusion.engine.modelheader import read_header
+
+TRAIN = "lcfusion:traintwinns"
+CLASSIFY = "lcfusion:classifytwinns"
+
+TINY_TWINNS = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 128, "VALIDATION_SAMPLES": 32,
+               "BATCH_SIZE": 64, "TILE_SIZE": 96}
+
+
+def train_parameters(scene, **changes) -> dict:
+    return {"S1": [str(p) for p in scene.s1_paths], "S2": [str(p) for p in scene.s2_paths],
+            "S2_MASK": [str(scene.s2_cloud_mask_path)],
+            "REFERENCE": f"{scene.reference_path}|layername={scene.reference_layer}",
+            "CLASS_FIELD": "class_id", "NAME_FIELD": "class_name",
+            "OUTPUT_MODEL": "TEMPORARY_OUTPUT", **TINY_TWINNS, **changes}
+
+
+def check(algorithm_id: str, parameters: dict) -> tuple[bool, str]:
+    alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    return alg.checkParameterValues(parameters, context)
+
+
+def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_path,
+                                                recording_feedback):
+    feedback = recording_feedback()
+    model = tmp_path / "twinns.lcfusion"
+    results = processing.run(TRAIN, train_parameters(scene, PRESET=1, EPOCHS=1, BRANCHES=0,
+                                                     OUTPUT_MODEL=str(model)),
+                             feedback=feedback)
+    assert 0.0 <= results["OA"] <= 1.0
+    meta = read_header(model).metadata
+    assert meta["family"] == "twinns"
+    split = meta["training"]["split"]
+    assert (split["train"], split["validation"], split["test"]) == (0.3, 0.2, 0.5)
+    assert meta["inputs"]["s2"]["masked"] and meta["inputs"]["s2"]["gapfill"]
+    assert meta["inputs"]["indices"]["indices"][0] == "NDVI"
+    log = feedback.text("info")
+    assert "Sentinel-1: 8 dates x 2 bands" in log and "attention per date" in log
+    assert "Masks (non-zero = cloud), in this order: s2_cloudmask" in log
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject())
+    class_map = tmp_path / "map.tif"
+    processing.run(CLASSIFY, {"MODEL": str(model), "S1": [str(p) for p in scene.s1_paths],
+                              "S2": [str(p) for p in scene.s2_paths], "TILE_SIZE": 96,
+                              "OUTPUT": str(class_map)}, context=context)
+    with rasterio.open(class_map) as out, rasterio.open(scene.s2_paths[0]) as s2:
+        assert out.transform == s2.transform and out.read(1).shape == (96, 96)
+    layer = QgsRasterLayer(str(class_map), "map")
+    assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
+
+
+def test_mask_with_the_wrong_number_of_dates_is_refused(lcfusion_provider, scene):
+    ok, message = check(TRAIN, train_parameters(scene, S2_MASK=[str(scene.s2_paths[0])]))
+    assert not ok
+    assert "[S2_MASK]" in message and "6 dates" in message
+
+
+def test_s1_on_another_grid_is_named(lcfusion_provider, scene, tmp_path, owned_layer):
+    shifted = tmp_path / "s1_shifted.tif"
+    with rasterio.open(scene.s1_paths[0]) as src:
+        profile = {**src.profile, "transform": src.transform * rasterio.Affine.translation(1, 0)}
+        data = src.read()
+    with rasterio.open(shifted, "w", **profile) as dst:
+        dst.write(data)
+    layer = owned_layer(QgsRasterLayer(str(shifted), "shifted"))
+    with pytest.raises(QgsProcessingException, match=r"\[S1\].*s1_shifted.tif"):
+        processing.run(TRAIN, train_parameters(scene, S1=[layer] * 8))
+
+
+def test_classify_checks_the_dates_against_the_model(lcfusion_provider, scene, tmp_path,
+                                                     trained_twinns):
+    ok, message = check(CLASSIFY, {"MODEL": str(trained_twinns[0]),
+                                   "S1": [str(p) for p in scene.s1_paths[:5]],
+                                   "S2": [str(p) for p in scene.s2_paths],
+                                   "OUTPUT": str(tmp_path / "map.tif")})
+    assert not ok
+    assert "[S1]" in message and "8 dates x 2 bands" in message
+
+
+def test_fgunet_takes_a_cloud_mask_and_fills_gaps(lcfusion_provider, scene, tmp_path,
+                                                  tiny_training):
+    model = tmp_path / "fgunet.lcfusion"
+    processing.run("lcfusion:trainfgunet", {
+        "INPUT": [str(p) for p in scene.s2_paths], "INPUT_MASK": [str(scene.s2_cloud_mask_path)],
+        "GAPFILL": True, "REFERENCE": f"{scene.reference_path}|layername=reference",
+        "CLASS_FIELD": "class_id", **tiny_training, "OUTPUT_MODEL": str(model)})
+    series = read_header(model).metadata["inputs"]["series"]
+    assert series["masked"] is True and series["gapfill"] is True
+    normalization = read_header(model).metadata["normalization"]
+    assert np.isfinite(normalization["low"]).all()
