@@ -66,8 +66,8 @@ def classify_to_files(predictor: TileClassifier, reader: Any, grid: Grid, classe
                     tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family})
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
-    reporter.info(f"class map written to {class_map} ({pixels / max(seconds, 1e-9) / 1e6:.3f} "
-                  f"megapixels per second)")
+    reporter.info(f"class map written to {class_map} ({pixels:,} pixels in {seconds:.1f} s, "
+                  f"{pixels / max(seconds, 1e-9):,.0f} pixels per second)")
     result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json()}
     if confidence:
         result["OUTPUT_CONFIDENCE"] = str(confidence)

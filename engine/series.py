@@ -149,7 +149,10 @@ class TimeSeries:
         kind = ("one stack" if len(self.infos) == 1
                 else f"{len(self.infos)} single-date rasters")
         dates = [d for d in self.dates if d]
-        span = f", dates {dates[0]} .. {dates[-1]}" if len(dates) == self.n_dates else ""
+        span = ""
+        if len(dates) == self.n_dates:
+            span = (f", dates {', '.join(dates)}" if len(dates) <= 24
+                    else f", dates {dates[0]} .. {dates[-1]}")
         steps = "".join((", masked by " + ", ".join(i.path.name for i in self.mask_infos)
                          if self.mask_infos else "",
                          ", gaps filled by temporal interpolation" if self.gapfill else ""))

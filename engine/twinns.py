@@ -246,8 +246,8 @@ def attention_by_class(model: TWINNS, patches: GridPatches, split: SplitReferenc
     for source, values in weights.items():
         dates = getattr(inputs, source).series.dates
         labels = [d or f"date {i + 1}" for i, d in enumerate(dates)]
-        by_class = {c.name: values[classes == c.index].mean(axis=0).round(4).tolist()
-                    for c in table if (classes == c.index).any()}
+        by_class = {c.name: values[classes == c.index].mean(axis=0, dtype=np.float64)
+                    .round(4).tolist() for c in table if (classes == c.index).any()}
         report[source] = {"dates": labels, "by_class": by_class,
                           "pixels": "test" if part == 2 else "training"}
         reporter.info(f"{SOURCE_NAMES[source]} attention per date (mean over the "

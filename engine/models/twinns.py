@@ -6,7 +6,10 @@ attention (v = tanh(H W + b), lambda = softmax(v u) over time, feature = sum lam
 The four feature vectors are concatenated for the fusion classifier; an auxiliary linear
 classifier on each of them adds alpha times its loss to the fusion loss.
 
-The paper gives no layer widths; the defaults here are documented choices (see MODELS.md).
+The paper gives no layer widths; these are choices: CNN branches of three 3x3 convolutions
+(64, 128, 128; batch norm, ReLU, dropout) averaged over the patch; ConvGRU with 32 hidden
+channels and 3x3 gates, each date's state averaged over the patch before the attention; a
+fusion classifier with one hidden layer of 256; dropout 0.5 (the group's related code).
 """
 
 from __future__ import annotations
