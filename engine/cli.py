@@ -29,6 +29,7 @@ JOB_COMMANDS = {
     "classify-mrfusion": ("mrfusion", "classify_mrfusion"),
     "train-twinns": ("twinns", "train_twinns"),
     "classify-twinns": ("twinns", "classify_twinns"),
+    "attention-twinns": ("twinns", "attention_twinns"),
 }
 
 EXIT_OK, EXIT_CRASH, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ from .jobsteps import (
 from .modelfile import restore_model
 from .models.twinns import BRANCHES, SOURCES, TWINNS, TWINNSConfig, TWINNSLoss
 from .normalization import PercentileNormalizer
+from .outputs import atomic_output, check_writable
 from .progress import Reporter
 from .rasters import crs_name, same_crs
+from .reference import ReferenceSpec, load_reference
 from .series import SeriesSpec, TimeSeries
 from .sources import (
     BatchedPatchPredictor,
@@ -215,46 +218,60 @@ def _fit(model: TWINNS, patches: GridPatches, split: SplitReference,
 
 
 def pixel_attention(model: TWINNS, patches: GridPatches, rows: np.ndarray, cols: np.ndarray,
-                    device: torch.device, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Attention weights over the dates, per source with a ConvGRU branch: (pixels, dates)."""
+                    device: torch.device, batch_size: int = 512
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Attention weights over the dates of each source with a ConvGRU branch (pixels, dates),
+    and the predicted class index of each pixel."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
+    predicted = []
     with torch.inference_mode():
         for start in range(0, rows.size, batch_size):
             arrays = patches.read(rows[start: start + batch_size],
                                   cols[start: start + batch_size])
             output = model(*(torch.from_numpy(a).to(device) for a in arrays))
+            predicted.append(output.logits.argmax(dim=1).cpu().numpy())
             for source, weights in output.attention.items():
                 parts.setdefault(source, []).append(weights.float().cpu().numpy())
-    return {source: np.concatenate(chunks) for source, chunks in parts.items()}
+    return ({source: np.concatenate(chunks) for source, chunks in parts.items()},
+            np.concatenate(predicted) if predicted else np.zeros(0, dtype=np.int64))
+
+
+def mean_attention(weights: dict[str, np.ndarray], groups: np.ndarray, classes: ClassTable,
+                   inputs: TWINNSInputs) -> dict:
+    """Mean attention per date for each class of `groups` (class indices), per source."""
+    report = {}
+    for source, values in weights.items():
+        dates = getattr(inputs, source).series.dates
+        by_class = {c.name: values[groups == c.index].mean(axis=0, dtype=np.float64)
+                    .round(4).tolist() for c in classes if (groups == c.index).any()}
+        report[source] = {"dates": [d or f"date {i + 1}" for i, d in enumerate(dates)],
+                          "by_class": by_class,
+                          "pixels": {c.name: int((groups == c.index).sum()) for c in classes
+                                     if (groups == c.index).any()}}
+    return report
 
 
 def attention_by_class(model: TWINNS, patches: GridPatches, split: SplitReference,
                        inputs: TWINNSInputs, device: torch.device, rng: np.random.Generator,
                        reporter: Reporter, max_pixels: int = 4000) -> dict:
-    """Mean attention per date per class over (a sample of) the test pixels, logged and
-    returned for the model file."""
+    """Mean attention per date per reference class over (a sample of) the test pixels,
+    logged and returned for the model file."""
     part = 2 if split.mask(2).any() else 0
     index = np.flatnonzero(split.mask(part))
     if index.size > max_pixels:
         index = np.sort(rng.choice(index, max_pixels, replace=False))
     pixels = split.reference.pixels
-    weights = pixel_attention(model, patches, pixels.rows[index], pixels.cols[index], device)
-    classes = split.pixel_class[index]
-    table = split.reference.classes
-    report = {}
-    for source, values in weights.items():
-        dates = getattr(inputs, source).series.dates
-        labels = [d or f"date {i + 1}" for i, d in enumerate(dates)]
-        by_class = {c.name: values[classes == c.index].mean(axis=0, dtype=np.float64)
-                    .round(4).tolist() for c in table if (classes == c.index).any()}
-        report[source] = {"dates": labels, "by_class": by_class,
-                          "pixels": "test" if part == 2 else "training"}
+    weights, _ = pixel_attention(model, patches, pixels.rows[index], pixels.cols[index], device)
+    report = mean_attention(weights, split.pixel_class[index], split.reference.classes, inputs)
+    for source, entry in report.items():
+        entry["pixels_from"] = "test" if part == 2 else "training"
         reporter.info(f"{SOURCE_NAMES[source]} attention per date (mean over the "
-                      f"{report[source]['pixels']} pixels of each class):")
-        for name, row in by_class.items():
+                      f"{entry['pixels_from']} pixels of each class):")
+        for name, row in entry["by_class"].items():
             top = np.argsort(row)[::-1][:3]
-            reporter.info(f"  {name}: " + ", ".join(f"{labels[i]} {row[i]:.2f}" for i in top))
+            reporter.info(f"  {name}: " + ", ".join(f"{entry['dates'][i]} {row[i]:.2f}"
+                                                    for i in top))
     return report
 
 
@@ -368,3 +385,59 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
         readers: list[FeatureReader] = [s1, s2]
         return classify_to_files(predictor, readers, inputs.grid, classes, class_map,
                                  confidence, model_path, FAMILY, reporter)
+
+
+@dataclass(frozen=True)
+class TWINNSAttentionConfig:
+    max_pixels: int = 20000
+    device: str = "auto"
+    threads: int = 0
+    memory_limit_mb: int = 2048
+
+
+def attention_twinns(job: Job, reporter: Reporter) -> dict:
+    """Attention weights per date for the pixels inside polygons, classified by the model:
+    a CSV of the mean weight per source, predicted class and date."""
+    config = settings_from(TWINNSAttentionConfig, job.section("settings"))
+    table = job.resolve(job.section("outputs").get("table"))
+    if table is None:
+        raise LcfusionError("no output table given", "OUTPUT")
+    check_writable(table, "OUTPUT")
+    model_path = model_input(job)
+    configure_threads(config.threads)
+    device = resolve_device(config.device)
+    metadata, model, classes, normalizers = load_twinns(model_path, device)
+    if not model.rnn:
+        raise LcfusionError("the model has no ConvGRU branch (a CNN-only ablation), so it has "
+                            "no attention weights", "MODEL")
+    trained = metadata["inputs"]
+    indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
+    inputs = TWINNSInputs.from_job(job.section("inputs"), indices, trained["s1_scale"],
+                                   gapfill={k: bool(trained[k].get("gapfill"))
+                                            for k in ("s1", "s2")})
+    check_inputs_match(metadata, inputs)
+    rng = np.random.default_rng(0)
+    with job.workdir() as scratch:
+        reference = load_reference(ReferenceSpec.from_json(job.section("reference")),
+                                   inputs.grid, Path(scratch), reporter)
+        rows, cols = reference.pixels.rows, reference.pixels.cols
+        if rows.size > config.max_pixels:
+            chosen = np.sort(rng.choice(rows.size, config.max_pixels, replace=False))
+            rows, cols = rows[chosen], cols[chosen]
+        reporter.info(f"attention of {rows.size} pixels inside {reference.n_features} polygons")
+        with inputs.s1.open() as s1, inputs.s2.open() as s2:
+            patches = GridPatches([s1, s2], normalizers, model.config.patch_size,
+                                  config.memory_limit_mb * 1024 * 1024)
+            weights, predicted = pixel_attention(model, patches, rows, cols, device)
+    report = mean_attention(weights, predicted, classes, inputs)
+    with atomic_output(table, "OUTPUT") as temporary, open(temporary, "w", newline="",
+                                                            encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["source", "predicted_class", "pixels", "date", "mean_attention"])
+        for source, entry in report.items():
+            for name, row in entry["by_class"].items():
+                for date, value in zip(entry["dates"], row, strict=True):
+                    writer.writerow([SOURCE_NAMES[source], name, entry["pixels"][name], date,
+                                     value])
+    reporter.info(f"attention table written to {table}")
+    return {"OUTPUT": str(table), "ATTENTION": report}

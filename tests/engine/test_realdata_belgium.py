@@ -325,7 +325,7 @@ def test_training_beats_the_majority_class_and_records_the_inputs(belgium):
         assert min(row[f"{part}_objects"] for part in ("train", "validation", "test")) >= 1
     for key, dates in (("s1", MONTHS), ("s2", S2_DATES)):
         attention = meta["attention"][key]
-        assert attention["dates"] == dates and attention["pixels"] == "test"
+        assert attention["dates"] == dates and attention["pixels_from"] == "test"
         assert set(attention["by_class"]) == set(CLASSES.values())
         for weights in attention["by_class"].values():
             assert len(weights) == len(dates)

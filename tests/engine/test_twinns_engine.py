@@ -3,6 +3,8 @@ per-patch evaluation, attention per date, the ablations and clear errors."""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import rasterio
@@ -17,9 +19,11 @@ from lcfusion.engine.modelheader import read_metadata
 from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.sources import BatchedPatchPredictor, GridPatches
 from lcfusion.engine.twinns import (
+    SOURCE_NAMES,
     IndexConfig,
     TWINNSInputs,
     TWINNSTrainConfig,
+    attention_twinns,
     classify_twinns,
     load_twinns,
     train_twinns,
@@ -107,6 +111,26 @@ def test_classify_applies_the_models_gapfill_on_the_input_grid(tmp_path, trained
         expected = truth.read(1)
     for code in (5, 6):  # grassland and wet meadow
         assert (labels[expected == code] == code).mean() > 0.7
+
+
+def test_attention_of_a_pixel_set_by_predicted_class(tmp_path, trained_twinns, scene):
+    job = write_job(tmp_path, "attention-twinns",
+                    inputs={"model": str(trained_twinns[0]), **twinns_inputs(scene)},
+                    reference={"path": str(scene.reference_path), "layer": "reference",
+                               "class_field": "class_id"},
+                    settings={"max_pixels": 500},
+                    outputs={"table": str(tmp_path / "attention.csv")})
+    outputs = attention_twinns(Job.load(job), NullReporter())
+    rows = list(csv.DictReader((tmp_path / "attention.csv").open(encoding="utf-8")))
+    assert {row["source"] for row in rows} == {"Sentinel-1", "Sentinel-2"}
+    report = outputs["ATTENTION"]
+    assert sum(report["s1"]["pixels"].values()) == 500
+    for source, dates in (("s1", 8), ("s2", 6)):
+        for name, weights in report[source]["by_class"].items():
+            assert len(weights) == dates and sum(weights) == pytest.approx(1.0, abs=1e-3)
+            table = [float(r["mean_attention"]) for r in rows
+                     if r["predicted_class"] == name and r["source"] == SOURCE_NAMES[source]]
+            assert table == weights
 
 
 def test_single_source_ablation_is_recorded(tmp_path, scene):
