@@ -3,7 +3,9 @@ split, accuracy on the test polygons, writing the class map and what goes back t
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from .rasters import Grid
 from .reference import ReferenceSpec, load_reference
 from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
 from .tiling import TileClassifier, predict_pixels, write_class_map
-from .training import FitResult
+from .training import Batch, FitConfig, FitResult, fit
 
 
 def model_output(job: Job) -> Path:
@@ -97,6 +99,47 @@ def balanced_pixels(classes: np.ndarray, count: int, rng: np.random.Generator) -
     picks = rng.integers(0, len(by_class), size=count)
     return np.array([by_class[p][rng.integers(0, by_class[p].size)] for p in picks],
                     dtype=np.int64)
+
+
+#: Batches of the given pixels: (rows, cols, class indices, augmentation rng or None).
+PixelBatches = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator | None],
+                        Iterable[Batch]]
+
+
+def fit_on_pixels(model: torch.nn.Module, split: SplitReference, batches: PixelBatches,
+                  config: Any, loss_fn: Callable, device: torch.device,
+                  rng: np.random.Generator, reporter: Reporter, augment: bool = True,
+                  usable: np.ndarray | None = None) -> FitResult:
+    """Train on `config.samples_per_epoch` class-balanced pixels of the training polygons per
+    epoch; validate on a fixed class-balanced set of `config.validation_samples` pixels of the
+    validation polygons. `usable` excludes labelled pixels (for example on nodata)."""
+    pixels = split.reference.pixels
+
+    def part(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mask = split.mask(index) if usable is None else split.mask(index) & usable
+        return pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask]
+
+    train_rows, train_cols, train_classes = part(0)
+    if train_rows.size == 0:
+        raise LcfusionError("the training polygons cover no pixel with data", "REFERENCE")
+    val_batches = None
+    val_rows, val_cols, val_classes = part(1)
+    if val_rows.size and config.validation_samples:
+        chosen = balanced_pixels(val_classes, config.validation_samples,
+                                 np.random.default_rng(rng.integers(1 << 31)))
+
+        def val_batches():
+            return batches(val_rows[chosen], val_cols[chosen], val_classes[chosen], None)
+
+    def train_batches(epoch: int):
+        chosen = balanced_pixels(train_classes, config.samples_per_epoch, rng)
+        return batches(train_rows[chosen], train_cols[chosen], train_classes[chosen],
+                       rng if augment else None)
+
+    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
+                           config.plateau_patience)
+    steps = math.ceil(config.samples_per_epoch / config.batch_size)
+    return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter)
 
 
 def evaluate_test(predictor: TileClassifier, reader: Any, grid: Grid, split: SplitReference,

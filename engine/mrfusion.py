@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,9 @@ from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
 from .jobs import Job, settings_from
 from .jobsteps import (
-    balanced_pixels,
     classify_to_files,
     evaluate_test,
+    fit_on_pixels,
     map_outputs,
     model_input,
     model_output,
@@ -39,7 +39,6 @@ from .panms import (
 from .progress import Reporter
 from .series import SeriesSpec
 from .splits import SplitReference, preset_split
-from .training import FitConfig, FitResult, fit
 
 FAMILY = "mrfusion"
 
@@ -111,7 +110,7 @@ def check_patch_size(patch_size: int, ratio: int, branches: str) -> None:
 
 
 def _batches(pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
-             batch_size: int, rng: np.random.Generator | None):
+             rng: np.random.Generator | None, batch_size: int):
     for start in range(0, rows.size, batch_size):
         part = slice(start, start + batch_size)
         pan, ms = pairs.read(rows[part], cols[part])
@@ -119,42 +118,6 @@ def _batches(pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray, labels: np.n
             pan, ms = augment_pairs(pan, ms, rng)
         yield ((torch.from_numpy(pan), torch.from_numpy(ms)),
                torch.from_numpy(labels[part].astype(np.int64)))
-
-
-def _fit(model: MRFusion, pairs: PatchPairs, split: SplitReference, usable: np.ndarray,
-         config: MRFusionTrainConfig, device: torch.device, rng: np.random.Generator,
-         reporter: Reporter) -> FitResult:
-    """Train on class-balanced PAN pixels of the training polygons (`usable`: those with PAN
-    data); validate on a fixed class-balanced set of validation pixels."""
-    pixels = split.reference.pixels
-
-    def part(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        mask = split.mask(index) & usable
-        return pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask]
-
-    train_rows, train_cols, train_classes = part(0)
-    if train_rows.size == 0:
-        raise LcfusionError("the training polygons cover no PAN pixel with data", "REFERENCE")
-    val_batches = None
-    val_rows, val_cols, val_classes = part(1)
-    if val_rows.size and config.validation_samples:
-        chosen = balanced_pixels(val_classes, config.validation_samples,
-                                 np.random.default_rng(rng.integers(1 << 31)))
-
-        def val_batches():
-            return _batches(pairs, val_rows[chosen], val_cols[chosen], val_classes[chosen],
-                            config.batch_size, None)
-
-    def train_batches(epoch: int):
-        chosen = balanced_pixels(train_classes, config.samples_per_epoch, rng)
-        return _batches(pairs, train_rows[chosen], train_cols[chosen], train_classes[chosen],
-                        config.batch_size, rng if config.augment else None)
-
-    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
-                           config.plateau_patience)
-    steps = math.ceil(config.samples_per_epoch / config.batch_size)
-    return fit(model, train_batches, steps, val_batches, nn.CrossEntropyLoss(), fit_config,
-               device, reporter)
 
 
 def read_pair(inputs: dict) -> PanMsPair:
@@ -210,8 +173,10 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
             reporter.debug("training patches read from "
                            + ("memory" if pairs.in_memory else "the files, by windows"))
             reporter.progress(0.08, "normalisation")
-            fit_result = _fit(model, pairs, split, usable, config, device, rng,
-                              reporter.span(0.1, 0.9))
+            fit_result = fit_on_pixels(
+                model, split, partial(_batches, pairs, batch_size=config.batch_size), config,
+                nn.CrossEntropyLoss(), device, rng, reporter.span(0.1, 0.9), config.augment,
+                usable)
             predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
             accuracy = evaluate_test(predictor, reader, pair.grid, split,
                                      reporter.span(0.9, 0.99))

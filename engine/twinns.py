@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,9 @@ from .errors import LcfusionError
 from .indices import DEFAULT_INDICES, S2_ROLES, IndexConfig
 from .jobs import Job, settings_from
 from .jobsteps import (
-    balanced_pixels,
     classify_to_files,
     evaluate_test,
+    fit_on_pixels,
     map_outputs,
     model_input,
     model_output,
@@ -42,7 +42,6 @@ from .sources import (
     fit_normalizers,
 )
 from .splits import SplitReference, preset_split
-from .training import FitConfig, FitResult, fit
 
 FAMILY = "twinns"
 SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
@@ -170,7 +169,7 @@ class TWINNSInputs:
 
 
 def _batches(patches: GridPatches, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
-             batch_size: int, rng: np.random.Generator | None):
+             rng: np.random.Generator | None, batch_size: int):
     for start in range(0, rows.size, batch_size):
         part = slice(start, start + batch_size)
         arrays = patches.read(rows[part], cols[part])
@@ -182,39 +181,6 @@ def _batches(patches: GridPatches, rows: np.ndarray, cols: np.ndarray, labels: n
             arrays = [np.ascontiguousarray(a) for a in arrays]
         yield (tuple(torch.from_numpy(a) for a in arrays),
                torch.from_numpy(labels[part].astype(np.int64)))
-
-
-def _fit(model: TWINNS, patches: GridPatches, split: SplitReference,
-         config: TWINNSTrainConfig, device: torch.device, rng: np.random.Generator,
-         reporter: Reporter) -> FitResult:
-    """Class-balanced training pixels, the same random rotation for every source."""
-    pixels = split.reference.pixels
-
-    def part(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        mask = split.mask(index)
-        return pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask]
-
-    train_rows, train_cols, train_classes = part(0)
-    val_batches = None
-    val_rows, val_cols, val_classes = part(1)
-    if val_rows.size and config.validation_samples:
-        chosen = balanced_pixels(val_classes, config.validation_samples,
-                                 np.random.default_rng(rng.integers(1 << 31)))
-
-        def val_batches():
-            return _batches(patches, val_rows[chosen], val_cols[chosen], val_classes[chosen],
-                            config.batch_size, None)
-
-    def train_batches(epoch: int):
-        chosen = balanced_pixels(train_classes, config.samples_per_epoch, rng)
-        return _batches(patches, train_rows[chosen], train_cols[chosen], train_classes[chosen],
-                        config.batch_size, rng)
-
-    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
-                           config.plateau_patience)
-    steps = math.ceil(config.samples_per_epoch / config.batch_size)
-    return fit(model, train_batches, steps, val_batches, TWINNSLoss(config.alpha), fit_config,
-               device, reporter)
 
 
 def pixel_attention(model: TWINNS, patches: GridPatches, rows: np.ndarray, cols: np.ndarray,
@@ -315,8 +281,9 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
             reporter.debug("training patches read from "
                            + ("memory" if patches.in_memory else "the files, by windows"))
             reporter.progress(0.08, "normalisation")
-            fit_result = _fit(model, patches, split, config, device, rng,
-                              reporter.span(0.1, 0.88))
+            fit_result = fit_on_pixels(
+                model, split, partial(_batches, patches, batch_size=config.batch_size), config,
+                TWINNSLoss(config.alpha), device, rng, reporter.span(0.1, 0.88))
             predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
                                               config.tile_size)
             accuracy = evaluate_test(predictor, readers, inputs.grid, split,

@@ -6,7 +6,13 @@ from __future__ import annotations
 import gc
 
 import pytest
-from qgis.core import QgsApplication, QgsMapLayer, QgsProcessingFeedback, QgsProject
+from qgis.core import (
+    QgsApplication,
+    QgsMapLayer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+)
 
 from lcfusion.plugin.provider import LcfusionProvider
 
@@ -59,6 +65,19 @@ def owned_layer():
 
     yield own
     project.removeAllMapLayers()
+
+
+@pytest.fixture
+def check():
+    """Runs an algorithm's checkParameterValues (the dialog's check) on parameter values."""
+
+    def check(algorithm_id: str, parameters: dict) -> tuple[bool, str]:
+        alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        return alg.checkParameterValues(parameters, context)
+
+    return check
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import processing
 import rasterio
 from qgis.core import (
-    QgsApplication,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProject,
@@ -26,13 +25,6 @@ def raster(path, name: str) -> QgsRasterLayer:
     layer = QgsRasterLayer(str(path), name)
     assert layer.isValid(), path
     return layer
-
-
-def check(algorithm_id: str, parameters: dict) -> tuple[bool, str]:
-    alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
-    context = QgsProcessingContext()
-    context.setProject(QgsProject.instance())
-    return alg.checkParameterValues(parameters, context)
 
 
 def train_parameters(scene, **changes) -> dict:
@@ -72,13 +64,13 @@ def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_pa
     assert [c.label for c in layer.renderer().classes()][:2] == ["water", "forest"]
 
 
-def test_multiband_pan_is_refused(lcfusion_provider, scene):
+def test_multiband_pan_is_refused(lcfusion_provider, scene, check):
     ok, message = check(TRAIN, train_parameters(scene, PAN=str(scene.ms_path)))
     assert not ok
     assert "[PAN]" in message and "single-band" in message
 
 
-def test_crs_mismatch_is_refused(lcfusion_provider, scene, tmp_path):
+def test_crs_mismatch_is_refused(lcfusion_provider, scene, tmp_path, check):
     ms = tmp_path / "ms_32632.tif"
     with rasterio.open(scene.ms_path) as src:
         profile, data = {**src.profile, "crs": "EPSG:32632"}, src.read()
@@ -89,7 +81,7 @@ def test_crs_mismatch_is_refused(lcfusion_provider, scene, tmp_path):
     assert "[MS]" in message and "CRS mismatch" in message
 
 
-def test_non_integer_ratio_is_refused(lcfusion_provider, scene, tmp_path):
+def test_non_integer_ratio_is_refused(lcfusion_provider, scene, tmp_path, check):
     ms = tmp_path / "ms_ratio.tif"
     with rasterio.open(scene.ms_path) as src:
         t = src.transform
@@ -103,14 +95,14 @@ def test_non_integer_ratio_is_refused(lcfusion_provider, scene, tmp_path):
     assert "[MS]" in message and "not a whole number" in message
 
 
-def test_patch_not_divisible_by_the_ratio_is_refused(lcfusion_provider, scene):
+def test_patch_not_divisible_by_the_ratio_is_refused(lcfusion_provider, scene, check):
     ok, message = check(TRAIN, train_parameters(scene, PATCH_SIZE=30))
     assert not ok
     assert "[PATCH_SIZE]" in message and "28 or 32" in message
 
 
 def test_classify_checks_the_model_against_the_pair(lcfusion_provider, scene, tmp_path,
-                                                    trained_mrfusion, trained):
+                                                    trained_mrfusion, trained, check):
     model = str(trained_mrfusion[0])
     three = tmp_path / "ms3.tif"
     with rasterio.open(scene.ms_path) as src:

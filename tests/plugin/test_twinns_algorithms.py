@@ -8,7 +8,6 @@ import processing
 import pytest
 import rasterio
 from qgis.core import (
-    QgsApplication,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingException,
@@ -31,13 +30,6 @@ def train_parameters(scene, **changes) -> dict:
             "REFERENCE": f"{scene.reference_path}|layername={scene.reference_layer}",
             "CLASS_FIELD": "class_id", "NAME_FIELD": "class_name",
             "OUTPUT_MODEL": "TEMPORARY_OUTPUT", **TINY_TWINNS, **changes}
-
-
-def check(algorithm_id: str, parameters: dict) -> tuple[bool, str]:
-    alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
-    context = QgsProcessingContext()
-    context.setProject(QgsProject.instance())
-    return alg.checkParameterValues(parameters, context)
 
 
 def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_path,
@@ -70,7 +62,7 @@ def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_pa
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
 
 
-def test_mask_with_the_wrong_number_of_dates_is_refused(lcfusion_provider, scene):
+def test_mask_with_the_wrong_number_of_dates_is_refused(lcfusion_provider, scene, check):
     ok, message = check(TRAIN, train_parameters(scene, S2_MASK=[str(scene.s2_paths[0])]))
     assert not ok
     assert "[S2_MASK]" in message and "6 dates" in message
@@ -89,7 +81,7 @@ def test_s1_on_another_grid_is_named(lcfusion_provider, scene, tmp_path, owned_l
 
 
 def test_classify_checks_the_dates_against_the_model(lcfusion_provider, scene, tmp_path,
-                                                     trained_twinns):
+                                                     trained_twinns, check):
     ok, message = check(CLASSIFY, {"MODEL": str(trained_twinns[0]),
                                    "S1": [str(p) for p in scene.s1_paths[:5]],
                                    "S2": [str(p) for p in scene.s2_paths],
