@@ -233,11 +233,12 @@ def attention_by_class(model: TWINNS, patches: GridPatches, split: SplitReferenc
     for source, entry in report.items():
         entry["pixels_from"] = "test" if part == 2 else "training"
         reporter.info(f"{SOURCE_NAMES[source]} attention per date (mean over the "
-                      f"{entry['pixels_from']} pixels of each class):")
+                      f"{entry['pixels_from']} pixels of each class; most attended date in "
+                      "brackets), dates: " + ", ".join(entry["dates"]))
         for name, row in entry["by_class"].items():
-            top = np.argsort(row)[::-1][:3]
-            reporter.info(f"  {name}: " + ", ".join(f"{entry['dates'][i]} {row[i]:.2f}"
-                                                    for i in top))
+            top = int(np.argmax(row))
+            reporter.info(f"  {name}: " + " ".join(
+                f"[{value:.2f}]" if i == top else f"{value:.2f}" for i, value in enumerate(row)))
     return report
 
 
