@@ -14,7 +14,7 @@ from torch import nn
 from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
-from .jobs import Job, settings_from
+from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     classify_to_files,
     evaluate_test,
@@ -62,25 +62,15 @@ class FGUNetTrainConfig:
     memory_limit_mb: int = 2048
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "patches_per_epoch", "patch_size", "tile_size")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise LcfusionError(f"must be above 0, got {getattr(self, name)}", name.upper())
-        if not 0 < self.learning_rate < 1:
-            raise LcfusionError(f"must lie between 0 and 1, got {self.learning_rate}",
-                                "LEARNING_RATE")
+        check_settings(self, positive=("epochs", "batch_size", "patches_per_epoch",
+                                       "patch_size", "tile_size"),
+                       non_negative=("validation_patches", "max_shift", "dates_per_chunk"),
+                       choices={"class_weighting": CLASS_WEIGHTINGS})
         if self.patch_size % FGUNet.size_multiple:
             raise LcfusionError(
                 f"must be a multiple of {FGUNet.size_multiple} (the U-Net pools twice), got "
                 f"{self.patch_size}", "PATCH_SIZE")
         check_tiling(self.tile_size, self.margin, FGUNet.size_multiple)
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            raise LcfusionError(f"unknown class weighting {self.class_weighting!r}; use one of "
-                                f"{', '.join(CLASS_WEIGHTINGS)}", "CLASS_WEIGHTING")
-        for name in ("validation_patches", "max_shift", "dates_per_chunk"):
-            if getattr(self, name) < 0:
-                raise LcfusionError(f"cannot be negative, got {getattr(self, name)}",
-                                    name.upper())
 
 
 PRESETS = {

@@ -107,3 +107,25 @@ def settings_from(cls, values: dict[str, Any], presets: dict[str, dict] | None =
             raise LcfusionError(f"{key.upper()}: {value!r} is not a valid value",
                                 key.upper()) from None
     return cls(**converted)
+
+
+def check_settings(config: Any, positive: tuple[str, ...] = (),
+                   non_negative: tuple[str, ...] = (),
+                   choices: dict[str, tuple[str, ...]] | None = None) -> None:
+    """The checks every training config shares: values above 0, values not below 0, a
+    learning rate in (0, 1) and choices among known values; errors name the parameter."""
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise LcfusionError(f"must be above 0, got {getattr(config, name)}", name.upper())
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise LcfusionError(f"cannot be negative, got {getattr(config, name)}",
+                                name.upper())
+    rate = getattr(config, "learning_rate", None)
+    if rate is not None and not 0 < rate < 1:
+        raise LcfusionError(f"must lie between 0 and 1, got {rate}", "LEARNING_RATE")
+    for name, known in (choices or {}).items():
+        value = getattr(config, name)
+        if value not in known:
+            raise LcfusionError(f"unknown {name.replace('_', ' ')} {value!r}; use one of "
+                                f"{', '.join(known)}", name.upper())

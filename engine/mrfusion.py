@@ -15,7 +15,7 @@ from torch import nn
 from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
-from .jobs import Job, settings_from
+from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     classify_to_files,
     evaluate_test,
@@ -63,18 +63,9 @@ class MRFusionTrainConfig:
     memory_limit_mb: int = 2048
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "samples_per_epoch", "patch_size", "tile_size"):
-            if getattr(self, name) <= 0:
-                raise LcfusionError(f"must be above 0, got {getattr(self, name)}", name.upper())
-        if not 0 < self.learning_rate < 1:
-            raise LcfusionError(f"must lie between 0 and 1, got {self.learning_rate}",
-                                "LEARNING_RATE")
-        if self.validation_samples < 0:
-            raise LcfusionError(f"cannot be negative, got {self.validation_samples}",
-                                "VALIDATION_SAMPLES")
-        if self.branches not in BRANCHES:
-            raise LcfusionError(f"unknown branches {self.branches!r}; use one of "
-                                f"{', '.join(BRANCHES)}", "BRANCHES")
+        check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
+                                       "patch_size", "tile_size"),
+                       non_negative=("validation_samples",), choices={"branches": BRANCHES})
 
 
 #: The paper's values (Gaetano et al. 2018): 250 epochs, batch 64, Adam 2e-4, 30 % of each

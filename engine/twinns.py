@@ -15,7 +15,7 @@ from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
 from .indices import DEFAULT_INDICES, S2_ROLES, IndexConfig
-from .jobs import Job, settings_from
+from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     classify_to_files,
     evaluate_test,
@@ -73,23 +73,13 @@ class TWINNSTrainConfig:
     memory_limit_mb: int = 2048
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "samples_per_epoch", "patch_size", "tile_size"):
-            if getattr(self, name) <= 0:
-                raise LcfusionError(f"must be above 0, got {getattr(self, name)}", name.upper())
+        check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
+                                       "patch_size", "tile_size"),
+                       non_negative=("validation_samples", "alpha"),
+                       choices={"sources": SOURCES, "branches": BRANCHES})
         if self.patch_size % 2 == 0:
             raise LcfusionError(f"must be odd so that a patch is centred on its pixel, got "
                                 f"{self.patch_size}", "PATCH_SIZE")
-        if not 0 < self.learning_rate < 1:
-            raise LcfusionError(f"must lie between 0 and 1, got {self.learning_rate}",
-                                "LEARNING_RATE")
-        if self.alpha < 0:
-            raise LcfusionError(f"cannot be negative, got {self.alpha}", "ALPHA")
-        if self.sources not in SOURCES:
-            raise LcfusionError(f"unknown sources {self.sources!r}; use one of "
-                                f"{', '.join(SOURCES)}", "SOURCES")
-        if self.branches not in BRANCHES:
-            raise LcfusionError(f"unknown branches {self.branches!r}; use one of "
-                                f"{', '.join(BRANCHES)}", "BRANCHES")
 
     def index_config(self) -> IndexConfig | None:
         """The indices to add to S2, with the band roles (``role=band`` pairs)."""

@@ -182,6 +182,9 @@ def test_fewer_s1_dates_than_the_model_names_s1(tmp_path, scene, trained_twinns)
     ({"band_roles": "purple=B04"}, "BAND_ROLES", "not a role=band pair"),
     ({"indices": "NDVI,XYZ"}, "INDICES", "unknown index XYZ"),
     ({"sources": "radar"}, "SOURCES", "unknown sources"),
+    ({"alpha": -0.1}, "ALPHA", "cannot be negative"),
+    ({"learning_rate": 2.0}, "LEARNING_RATE", "between 0 and 1"),
+    ({"epochs": 0}, "EPOCHS", "must be above 0"),
 ])
 def test_bad_settings_fail_before_training(tmp_path, scene, settings, parameter, words):
     model = tmp_path / "model.lcfusion"
