@@ -36,14 +36,16 @@ class PanMsAlignment:
     misalignment: float
     notes: tuple[str, ...] = field(default_factory=tuple)
 
-    def ms_index(self, pan_index: int, axis: int) -> int:
-        """The MS row (axis 0) or column (axis 1) that contains a PAN row or column."""
+    def ms_index(self, pan_index, axis: int):
+        """The MS row (axis 0) or column (axis 1) that contains a PAN row or column (an int or
+        an integer array)."""
         offset = self.offset_rows if axis == 0 else self.offset_cols
         return (pan_index - offset) // self.ratio
 
-    def patch_start(self, pan_start: int, axis: int) -> int:
-        """The first MS row or column of the MS patch for a PAN patch starting at `pan_start`:
-        the MS pixel edge nearest to the PAN patch's edge (ties go down-right)."""
+    def patch_start(self, pan_start, axis: int):
+        """The first MS row or column of the MS patch for a PAN patch starting at `pan_start`
+        (an int or an integer array): the MS pixel edge nearest to the PAN patch's edge (ties go
+        down-right)."""
         offset = self.offset_rows if axis == 0 else self.offset_cols
         return (2 * (pan_start - offset) + self.ratio) // (2 * self.ratio)
 

@@ -108,18 +108,6 @@ class PanMsReader:
     pan: SeriesReader
     ms: SeriesReader
 
-    def ms_starts(self, pan_starts: np.ndarray, axis: int) -> np.ndarray:
-        """MS patch starts for PAN patch starts (see the module's convention)."""
-        a = self.pair.alignment
-        offset = a.offset_rows if axis == 0 else a.offset_cols
-        return (2 * (pan_starts - offset) + a.ratio) // (2 * a.ratio)
-
-    def ms_pixels(self, pan_indices: np.ndarray, axis: int) -> np.ndarray:
-        """The MS row or column that contains each PAN row or column."""
-        a = self.pair.alignment
-        offset = a.offset_rows if axis == 0 else a.offset_cols
-        return (pan_indices - offset) // a.ratio
-
 
 @dataclass(frozen=True)
 class PanMsNormalizer:
@@ -171,8 +159,9 @@ class PatchPairs:
     def read(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """PAN (N, 1, d, d) and MS (N, c, d/r, d/r) patches of the PAN pixels (rows, cols)."""
         pan_rows, pan_cols = rows - self.half, cols - self.half
-        ms_rows = self.reader.ms_starts(pan_rows, 0)
-        ms_cols = self.reader.ms_starts(pan_cols, 1)
+        alignment = self.reader.pair.alignment
+        ms_rows = alignment.patch_start(pan_rows, 0)
+        ms_cols = alignment.patch_start(pan_cols, 1)
         if self._pan is not None:
             d, m = self.size, self.ms_size
             pan = sliding_window_view(self._pan, (d, d), axis=(1, 2))[
@@ -233,8 +222,9 @@ class DensePanMsPredictor:
         """First MS index and count to read along an axis for PAN pixels start..start+count-1,
         with each pixel's MS patch start and containing MS pixel relative to it."""
         pixels = np.arange(start, start + count)
-        starts = reader.ms_starts(pixels - self.half, axis)
-        containing = reader.ms_pixels(pixels, axis)
+        alignment = reader.pair.alignment
+        starts = alignment.patch_start(pixels - self.half, axis)
+        containing = alignment.ms_index(pixels, axis)
         first = int(min(starts[0], containing[0]))
         last = int(max(starts[-1] + self.ms_size, containing[-1] + 1))
         return first, last - first, starts - first, containing - first
