@@ -305,8 +305,14 @@ def load_twinns(path: Path, device: torch.device) -> tuple[dict, TWINNS, ClassTa
     return metadata, model, classes, normalizers
 
 
-def check_inputs_match(metadata: dict, inputs: TWINNSInputs) -> None:
-    """Dates and bands per source must be those the model was trained on."""
+def inputs_for_model(job_inputs: dict, metadata: dict) -> TWINNSInputs:
+    """The job's S1 and S2 layers read as the model was trained (indices, backscatter scale,
+    gap-filling), with the dates and bands per source the model expects."""
+    trained = metadata["inputs"]
+    indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
+    inputs = TWINNSInputs.from_job(job_inputs, indices, trained["s1_scale"],
+                                   gapfill={k: bool(trained[k].get("gapfill"))
+                                            for k in ("s1", "s2")})
     for key, source in (("s1", inputs.s1), ("s2", inputs.s2)):
         expected = metadata["inputs"][key]
         series = source.series
@@ -317,6 +323,7 @@ def check_inputs_match(metadata: dict, inputs: TWINNSInputs) -> None:
                 f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
                 f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
                 "for training", key.upper())
+    return inputs
 
 
 def classify_twinns(job: Job, reporter: Reporter) -> dict:
@@ -327,14 +334,9 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizers = load_twinns(model_path, device)
-    trained = metadata["inputs"]
-    indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
-    inputs = TWINNSInputs.from_job(job.section("inputs"), indices, trained["s1_scale"],
-                                   gapfill={k: bool(trained[k].get("gapfill"))
-                                            for k in ("s1", "s2")})
+    inputs = inputs_for_model(job.section("inputs"), metadata)
     for line in inputs.describe():
         reporter.info(line)
-    check_inputs_match(metadata, inputs)
     reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "
                   f"{device.type}, {threads} thread(s)")
     predictor = BatchedPatchPredictor(model, normalizers, device, model.config.patch_size,
@@ -368,12 +370,7 @@ def attention_twinns(job: Job, reporter: Reporter) -> dict:
     if not model.rnn:
         raise LcfusionError("the model has no ConvGRU branch (a CNN-only ablation), so it has "
                             "no attention weights", "MODEL")
-    trained = metadata["inputs"]
-    indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
-    inputs = TWINNSInputs.from_job(job.section("inputs"), indices, trained["s1_scale"],
-                                   gapfill={k: bool(trained[k].get("gapfill"))
-                                            for k in ("s1", "s2")})
-    check_inputs_match(metadata, inputs)
+    inputs = inputs_for_model(job.section("inputs"), metadata)
     rng = np.random.default_rng(0)
     with job.workdir() as scratch:
         reference = load_reference(ReferenceSpec.from_json(job.section("reference")),
