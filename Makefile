@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PYTHON := /usr/bin/python3
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-gdal python3-rasterio gdal-bin \
-	openmpi-bin python3-mpi4py xvfb python3-venv
+	openmpi-bin python3-mpi4py xvfb python3-venv openssh-server openssh-client rsync slurm-wlm munge
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-output
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.

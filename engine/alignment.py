@@ -54,6 +54,11 @@ class PanMsAlignment:
                 "offset_cols": self.offset_cols, "exact_ratio": self.exact_ratio,
                 "misalignment": self.misalignment}
 
+    @classmethod
+    def from_json(cls, data: dict) -> PanMsAlignment:
+        return cls(int(data["ratio"]), int(data["offset_rows"]), int(data["offset_cols"]),
+                   float(data["exact_ratio"]), float(data["misalignment"]))
+
 
 def _axis(pan_origin: float, pan_step: float, pan_size: int, ms_origin: float, ms_step: float,
           ms_size: int, ratio: int) -> tuple[int, float, int, int]:

@@ -30,6 +30,7 @@ JOB_COMMANDS = {
     "train-twinns": ("twinns", "train_twinns"),
     "classify-twinns": ("twinns", "classify_twinns"),
     "attention-twinns": ("twinns", "attention_twinns"),
+    "fit": ("staged", "fit_packed_job"),
 }
 
 EXIT_OK, EXIT_CRASH, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
@@ -98,6 +99,13 @@ def _model_info(path: str) -> dict:
             "kappa": metrics.get("kappa"), "mean_f1": metrics.get("mean_f1")}
 
 
+def _probe_compute(args: argparse.Namespace) -> dict:
+    from .launcher import probe
+    from .profiles import PROFILES_ENV, find_profile
+
+    return probe(find_profile(args.profile, args.profiles or os.environ.get(PROFILES_ENV)))
+
+
 def _sample_scene(args: argparse.Namespace, reporter: Reporter) -> dict:
     from .sample_scene import SampleSceneConfig, generate_sample_scene
 
@@ -129,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="report the Python, torch and GPUs the engine sees")
     info = commands.add_parser("model-info", help="show a model file's metadata")
     info.add_argument("model")
+    probe = commands.add_parser("probe-compute", help="check a compute profile: connect, find "
+                                "the Python, torch, GPUs and mpirun or Slurm")
+    probe.add_argument("--profiles", help="the profiles TOML file (default: $LCFUSION_PROFILES)")
+    probe.add_argument("profile", help="the profile's name")
     scene = commands.add_parser("sample-scene", help="generate the synthetic sample scene")
     scene.add_argument("folder")
     scene.add_argument("--size", type=int, default=160, help="grid side in 10 m pixels")
@@ -149,6 +161,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> dict:
         return _environment()
     if args.command == "model-info":
         return _model_info(args.model)
+    if args.command == "probe-compute":
+        return _probe_compute(args)
     return _sample_scene(args, reporter)
 
 
@@ -171,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc(file=sys.stderr)
         reporter.error(f"internal error: {type(exc).__name__}: {exc}")
         return EXIT_CRASH
-    if args.events == "text" and args.command in ("check", "model-info"):
+    if args.events == "text" and args.command in ("check", "model-info",
+                                                  "probe-compute"):
         print(json.dumps(outputs, indent=2, ensure_ascii=False))
     else:
         reporter.result(outputs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +16,28 @@ from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
+    PixelSet,
+    TrainingPixels,
     classify_to_files,
     evaluate_test,
     map_outputs,
     model_input,
     model_output,
+    rank_generator,
     save_trained_model,
     split_reference,
 )
 from .modelfile import restore_model
 from .models.fgunet import FGUNet, FGUNetConfig
 from .normalization import PercentileNormalizer
+from .pack import ArraySource, SamplePack
 from .progress import Reporter
-from .sampling import ClassBalancedPatchSampler, PatchSource, augment
+from .sampling import BandReader, ClassBalancedPatchSampler, PatchSource, augment
 from .series import SeriesSpec, TimeSeries
-from .splits import SplitReference, preset_split
+from .splits import preset_split
+from .staged import StagedFit, compute_profile, fit_on_target, restore_rng
 from .tiling import TiledPredictor, check_tiling
-from .training import FitConfig, FitResult, fit
+from .training import FitConfig, FitResult, RunContext, fit
 
 FAMILY = "fgunet"
 #: Loss weights per class from training pixel counts: 1/n (the paper), 1/sqrt(n), or none.
@@ -160,21 +165,40 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; "
                       f"{device.type}, {threads} thread(s)")
         weights = class_weights(split.class_counts(0), config.class_weighting)
-        loss_fn = nn.CrossEntropyLoss(
-            weight=torch.tensor(weights, dtype=torch.float32, device=device), ignore_index=-1)
+        pixels = TrainingPixels.from_split(split)
+        lookups = {"train": split.labels_of(0), "validation": split.labels_of(1)}
 
         with series.open() as reader:
             normalizer = PercentileNormalizer.fit(reader, rng)
-            source = PatchSource(reader, normalizer, str(split.reference.objects_path),
-                                 config.memory_limit_mb * 1024 * 1024)
-            reporter.debug("training patches read from "
-                           + ("memory" if source.in_memory else "the files, by windows"))
+            objects = BandReader(str(split.reference.objects_path))
             reporter.progress(0.08, "normalisation")
+            profile = compute_profile(job)
             try:
-                fit_result = _fit(model, source, split, config, loss_fn, device, rng,
-                                  reporter.span(0.1, 0.9))
+                if profile is None:
+                    source = PatchSource(reader, normalizer, objects,
+                                         config.memory_limit_mb * 1024 * 1024)
+                    reporter.debug("training patches read from " + (
+                        "memory" if source.in_memory else "the files, by windows"))
+                    fit_result = _fit(model, source, pixels, lookups, config,
+                                      _loss(weights, device), device, rng,
+                                      reporter.span(0.1, 0.9))
+                else:
+                    boxes = _sampler(pixels.train, config, series.height, series.width).boxes(
+                        *pixels.all_rows_cols())
+                    fit_result = fit_on_target(job, profile, StagedFit(
+                        FAMILY, [ArraySource("series", series.n_channels, series.height,
+                                             series.width, reader.read, boxes),
+                                 ArraySource("objects", 1, series.height, series.width,
+                                             objects.read, boxes)],
+                        {"pixels": pixels.to_table(), "lookups": lookups},
+                        {"settings": asdict(config), "seed": split_config.seed,
+                         "architecture": architecture.to_json(), "classes": classes.to_json(),
+                         "normalization": normalizer.to_json(),
+                         "class_weights": weights.tolist()}, rng),
+                        reporter.span(0.1, 0.9))
+                    model.load_state_dict(fit_result.best_state)
             finally:
-                source.close()
+                objects.close()
             predictor = TiledPredictor(model, normalizer, device, config.tile_size,
                                        config.margin)
             accuracy = evaluate_test(predictor, reader, series.grid, split,
@@ -188,42 +212,70 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
         accuracy=accuracy, reporter=reporter)
 
 
-def _sampler(split: SplitReference, part: int, config: FGUNetTrainConfig, height: int,
+def _sampler(pixels: PixelSet, config: FGUNetTrainConfig, height: int,
              width: int) -> ClassBalancedPatchSampler:
-    mask = split.mask(part)
-    pixels = split.reference.pixels
-    return ClassBalancedPatchSampler(pixels.rows[mask], pixels.cols[mask],
-                                     split.pixel_class[mask], config.patch_size,
+    return ClassBalancedPatchSampler(pixels.rows, pixels.cols, pixels.classes, config.patch_size,
                                      min(config.max_shift, config.patch_size // 2 - 1), height,
                                      width)
 
 
-def _fit(model: FGUNet, source: PatchSource, split: SplitReference, config: FGUNetTrainConfig,
-         loss_fn: nn.Module, device: torch.device, rng: np.random.Generator,
-         reporter: Reporter) -> FitResult:
-    """Train on class-balanced patches of the training polygons; validate on a fixed set."""
-    height, width = source.reader.series.height, source.reader.series.width
+def _loss(weights: np.ndarray, device: torch.device) -> nn.Module:
+    """Cross-entropy with class weights; pixels outside the part's polygons are ignored."""
+    return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device),
+                               ignore_index=-1)
+
+
+def _fit(model: FGUNet, source: PatchSource, pixels: TrainingPixels,
+         lookups: dict[str, np.ndarray], config: FGUNetTrainConfig, loss_fn: nn.Module,
+         device: torch.device, rng: np.random.Generator, reporter: Reporter,
+         context: RunContext | None = None) -> FitResult:
+    """Train on class-balanced patches of the training polygons; validate on a fixed set. With
+    several ranks, each samples its share of the patches around its share of the pixels."""
+    context = context or RunContext()
+    ranks = context.ranks
+    shape = source.reader.series
     size = config.patch_size
     val_batches = None
-    if split.mask(1).any() and config.validation_patches:
-        corners = _sampler(split, 1, config, height, width).sample(
+    if pixels.validation.size and config.validation_patches:
+        corners = _sampler(pixels.validation, config, shape.height, shape.width).sample(
             config.validation_patches, np.random.default_rng(rng.integers(1 << 31)))
-        val_lookup = split.labels_of(1)
 
         def val_batches():
-            return _batches(source, corners, val_lookup, size, config.batch_size, None)
-    sampler = _sampler(split, 0, config, height, width)
-    train_lookup = split.labels_of(0)
+            return _batches(source, corners, lookups["validation"], size, config.batch_size,
+                            None)
+    rng = context.rng = rank_generator(rng, ranks)
+    sampler = _sampler(pixels.train.take(slice(ranks.rank, None, ranks.size)), config,
+                       shape.height, shape.width)
+    per_rank = math.ceil(config.patches_per_epoch / ranks.size)
 
     def train_batches(epoch: int):
-        corners = sampler.sample(config.patches_per_epoch, rng)
-        return _batches(source, corners, train_lookup, size, config.batch_size,
+        corners = sampler.sample(per_rank, rng)
+        return _batches(source, corners, lookups["train"], size, config.batch_size,
                         rng if config.augment else None)
 
     fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
                            config.plateau_patience)
-    steps = math.ceil(config.patches_per_epoch / config.batch_size)
-    return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter)
+    steps = math.ceil(per_rank / config.batch_size)
+    return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter,
+               context)
+
+
+def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
+               reporter: Reporter) -> tuple[FGUNet, FitResult]:
+    """Train on a sample pack as `train_fgunet` trains on the files (the ``fit`` command)."""
+    meta = pack.metadata
+    config = settings_from(FGUNetTrainConfig, meta["settings"])
+    torch.manual_seed(meta["seed"])
+    model = FGUNet(FGUNetConfig.from_json(meta["architecture"])).to(device)
+    source = PatchSource(pack.array("series"),
+                         PercentileNormalizer.from_json(meta["normalization"]),
+                         pack.array("objects"), 0)
+    lookups = pack.table("lookups")
+    result = _fit(model, source, TrainingPixels.from_table(pack.table("pixels")),
+                  {"train": lookups["train"], "validation": lookups["validation"]}, config,
+                  _loss(np.array(meta["class_weights"]), device), device,
+                  restore_rng(meta["rng"]), reporter, context)
+    return model, result
 
 
 def load_fgunet(path: Path, device: torch.device) -> tuple[dict, FGUNet, ClassTable,

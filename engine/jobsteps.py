@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .classes import ClassTable
+from .distributed import Ranks
 from .errors import LcfusionError
 from .jobs import Job
 from .metrics import Accuracy, compute_accuracy
@@ -24,7 +25,7 @@ from .rasters import Grid
 from .reference import ReferenceSpec, load_reference
 from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
 from .tiling import TileClassifier, predict_pixels, write_class_map
-from .training import Batch, FitConfig, FitResult, fit
+from .training import Batch, FitConfig, FitResult, RunContext, fit
 
 
 def model_output(job: Job) -> Path:
@@ -101,45 +102,106 @@ def balanced_pixels(classes: np.ndarray, count: int, rng: np.random.Generator) -
                     dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class PixelSet:
+    """Labelled pixels: rows, columns and class indices."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    classes: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.rows.size)
+
+    def take(self, index: np.ndarray | slice) -> PixelSet:
+        return PixelSet(self.rows[index], self.cols[index], self.classes[index])
+
+
+@dataclass(frozen=True)
+class TrainingPixels:
+    """The pixels a pixel-wise family trains and validates on."""
+
+    train: PixelSet
+    validation: PixelSet
+
+    @classmethod
+    def from_split(cls, split: SplitReference, usable: np.ndarray | None = None
+                   ) -> TrainingPixels:
+        """The training and validation polygons' pixels; `usable` excludes labelled pixels
+        (for example on nodata)."""
+        pixels = split.reference.pixels
+
+        def part(index: int) -> PixelSet:
+            mask = split.mask(index) if usable is None else split.mask(index) & usable
+            return PixelSet(pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask])
+
+        return cls(part(0), part(1))
+
+    def all_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns of the training and validation pixels together."""
+        return (np.concatenate([self.train.rows, self.validation.rows]),
+                np.concatenate([self.train.cols, self.validation.cols]))
+
+    def to_table(self) -> dict[str, np.ndarray]:
+        return {f"{name}_{column}": getattr(getattr(self, name), column).astype(np.int64)
+                for name in ("train", "validation") for column in ("rows", "cols", "classes")}
+
+    @classmethod
+    def from_table(cls, table: dict[str, np.ndarray]) -> TrainingPixels:
+        return cls(*(PixelSet(*(table[f"{name}_{column}"]
+                                for column in ("rows", "cols", "classes")))
+                     for name in ("train", "validation")))
+
+
 #: Batches of the given pixels: (rows, cols, class indices, augmentation rng or None).
 PixelBatches = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator | None],
                         Iterable[Batch]]
 
 
-def fit_on_pixels(model: torch.nn.Module, split: SplitReference, batches: PixelBatches,
+def rank_generator(rng: np.random.Generator, ranks: Ranks) -> np.random.Generator:
+    """Rank 0 goes on with `rng` (so one rank draws what a local run draws); every other rank
+    gets a stream of its own."""
+    if ranks.leader:
+        return rng
+    return np.random.default_rng([int(rng.integers(1 << 62)), ranks.rank])
+
+
+def fit_on_pixels(model: torch.nn.Module, pixels: TrainingPixels, batches: PixelBatches,
                   config: Any, loss_fn: Callable, device: torch.device,
                   rng: np.random.Generator, reporter: Reporter, augment: bool = True,
-                  usable: np.ndarray | None = None) -> FitResult:
+                  context: RunContext | None = None) -> FitResult:
     """Train on `config.samples_per_epoch` class-balanced pixels of the training polygons per
     epoch; validate on a fixed class-balanced set of `config.validation_samples` pixels of the
-    validation polygons. `usable` excludes labelled pixels (for example on nodata)."""
-    pixels = split.reference.pixels
-
-    def part(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        mask = split.mask(index) if usable is None else split.mask(index) & usable
-        return pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask]
-
-    train_rows, train_cols, train_classes = part(0)
-    if train_rows.size == 0:
+    validation polygons. With several ranks, each draws its share of the samples from its share
+    of the training pixels."""
+    context = context or RunContext()
+    ranks = context.ranks
+    if pixels.train.size == 0:
         raise LcfusionError("the training polygons cover no pixel with data", "REFERENCE")
     val_batches = None
-    val_rows, val_cols, val_classes = part(1)
-    if val_rows.size and config.validation_samples:
-        chosen = balanced_pixels(val_classes, config.validation_samples,
-                                 np.random.default_rng(rng.integers(1 << 31)))
+    validation = pixels.validation
+    if validation.size and config.validation_samples:
+        chosen = validation.take(balanced_pixels(
+            validation.classes, config.validation_samples,
+            np.random.default_rng(rng.integers(1 << 31))))
 
         def val_batches():
-            return batches(val_rows[chosen], val_cols[chosen], val_classes[chosen], None)
+            return batches(chosen.rows, chosen.cols, chosen.classes, None)
+
+    rng = context.rng = rank_generator(rng, ranks)
+    train = pixels.train.take(slice(ranks.rank, None, ranks.size))
+    per_rank = math.ceil(config.samples_per_epoch / ranks.size)
 
     def train_batches(epoch: int):
-        chosen = balanced_pixels(train_classes, config.samples_per_epoch, rng)
-        return batches(train_rows[chosen], train_cols[chosen], train_classes[chosen],
-                       rng if augment else None)
+        drawn = train.take(balanced_pixels(train.classes, per_rank, rng))
+        return batches(drawn.rows, drawn.cols, drawn.classes, rng if augment else None)
 
     fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
                            config.plateau_patience)
-    steps = math.ceil(config.samples_per_epoch / config.batch_size)
-    return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter)
+    steps = math.ceil(per_rank / config.batch_size)
+    return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter,
+               context)
 
 
 def evaluate_test(predictor: TileClassifier, reader: Any, grid: Grid, split: SplitReference,

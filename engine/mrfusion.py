@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -12,11 +12,13 @@ import torch
 from rasterio.windows import Window
 from torch import nn
 
+from .alignment import PanMsAlignment
 from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
+    TrainingPixels,
     classify_to_files,
     evaluate_test,
     fit_on_pixels,
@@ -28,6 +30,7 @@ from .jobsteps import (
 )
 from .modelfile import restore_model
 from .models.mrfusion import BRANCHES, MRFusion, MRFusionConfig, smallest_patch
+from .pack import ArraySource, SamplePack
 from .panms import (
     DensePanMsPredictor,
     PanMsNormalizer,
@@ -39,6 +42,8 @@ from .panms import (
 from .progress import Reporter
 from .series import SeriesSpec
 from .splits import SplitReference, preset_split
+from .staged import StagedFit, compute_profile, fit_on_target, restore_rng
+from .training import FitResult, RunContext
 
 FAMILY = "mrfusion"
 
@@ -158,16 +163,33 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                       f"{device.type}, {threads} thread(s)")
         with pair.open() as reader:
             normalizer = PanMsNormalizer.fit(reader, rng)
-            pairs = PatchPairs(reader, normalizer, config.patch_size,
-                               config.memory_limit_mb * 1024 * 1024)
-            usable = _labelled_with_data(reader, split, reporter)
-            reporter.debug("training patches read from "
-                           + ("memory" if pairs.in_memory else "the files, by windows"))
+            pairs = PatchPairs.of(reader, normalizer, config.patch_size,
+                                  config.memory_limit_mb * 1024 * 1024)
+            pixels = TrainingPixels.from_split(split, _labelled_with_data(reader, split,
+                                                                          reporter))
             reporter.progress(0.08, "normalisation")
-            fit_result = fit_on_pixels(
-                model, split, partial(_batches, pairs, batch_size=config.batch_size), config,
-                nn.CrossEntropyLoss(), device, rng, reporter.span(0.1, 0.9), config.augment,
-                usable)
+            profile = compute_profile(job)
+            if profile is None:
+                reporter.debug("training patches read from "
+                               + ("memory" if pairs.in_memory else "the files, by windows"))
+                fit_result = fit_on_pixels(
+                    model, pixels, partial(_batches, pairs, batch_size=config.batch_size),
+                    config, nn.CrossEntropyLoss(), device, rng, reporter.span(0.1, 0.9),
+                    config.augment)
+            else:
+                rows, cols = pixels.all_rows_cols()
+                fit_result = fit_on_target(job, profile, StagedFit(
+                    FAMILY, [ArraySource("pan", 1, pair.pan.height, pair.pan.width,
+                                         reader.pan.read, pairs.pan_boxes(rows, cols)),
+                             ArraySource("ms", pair.ms_bands, pair.ms.height, pair.ms.width,
+                                         reader.ms.read, pairs.ms_boxes(rows, cols))],
+                    {"pixels": pixels.to_table()},
+                    {"settings": asdict(config), "seed": split_config.seed,
+                     "architecture": architecture.to_json(), "classes": classes.to_json(),
+                     "normalization": normalizer.to_json(), "inputs": pair.to_json(),
+                     "alignment": pair.alignment.to_json()}, rng),
+                    reporter.span(0.1, 0.9))
+                model.load_state_dict(fit_result.best_state)
             predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
             accuracy = evaluate_test(predictor, reader, pair.grid, split,
                                      reporter.span(0.9, 0.99))
@@ -178,6 +200,23 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
         normalization=normalizer.to_json(), settings=config, split_config=split_config,
         split=split, fit_result=fit_result, device=device, threads=threads, started=started,
         accuracy=accuracy, reporter=reporter)
+
+
+def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
+               reporter: Reporter) -> tuple[MRFusion, FitResult]:
+    """Train on a sample pack as `train_mrfusion` trains on the files (the ``fit`` command)."""
+    meta = pack.metadata
+    config = settings_from(MRFusionTrainConfig, meta["settings"])
+    torch.manual_seed(meta["seed"])
+    model = MRFusion(MRFusionConfig.from_json(meta["architecture"])).to(device)
+    pairs = PatchPairs(pack.array("pan"), pack.array("ms"),
+                       PanMsAlignment.from_json(meta["alignment"]),
+                       PanMsNormalizer.from_json(meta["normalization"]), config.patch_size, 0)
+    result = fit_on_pixels(model, TrainingPixels.from_table(pack.table("pixels")),
+                           partial(_batches, pairs, batch_size=config.batch_size), config,
+                           nn.CrossEntropyLoss(), device, restore_rng(meta["rng"]), reporter,
+                           config.augment, context)
+    return model, result
 
 
 def _labelled_with_data(reader: PanMsReader, split: SplitReference, reporter: Reporter,

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from .alignment import PanMsAlignment, align_pan_ms
 from .errors import LcfusionError
 from .normalization import PercentileNormalizer
+from .pack import Boxes, WindowReader
 from .rasters import Grid, crs_name, same_crs
 from .series import SeriesReader, SeriesSpec, TimeSeries
 
@@ -130,27 +131,49 @@ class PanMsNormalizer:
 
 class PatchPairs:
     """Normalised PAN and MS patch pairs for given PAN pixels, from memory when both images
-    fit the memory budget, otherwise read by windows."""
+    fit the memory budget, otherwise read by windows. `pan` and `ms` read windows (file
+    readers, or the arrays of a sample pack)."""
 
-    def __init__(self, reader: PanMsReader, normalizer: PanMsNormalizer, patch_size: int,
-                 memory_limit_bytes: int):
-        self.reader, self.normalizer = reader, normalizer
-        self.size, self.ms_size = patch_size, patch_size // reader.pair.ratio
+    def __init__(self, pan: WindowReader, ms: WindowReader, alignment: PanMsAlignment,
+                 normalizer: PanMsNormalizer, patch_size: int, memory_limit_bytes: int):
+        self.pan, self.ms, self.alignment = pan, ms, alignment
+        self.normalizer = normalizer
+        self.size, self.ms_size = patch_size, patch_size // alignment.ratio
         self.half = patch_size // 2
-        pan, ms = reader.pair.pan, reader.pair.ms
+        pan_shape, ms_shape = pan.series, ms.series
         self.pad_pan = patch_size
         self.pad_ms = self.ms_size + 1
-        needed = 4 * ((pan.height + 2 * self.pad_pan) * (pan.width + 2 * self.pad_pan)
-                      + ms.n_channels * (ms.height + 2 * self.pad_ms)
-                      * (ms.width + 2 * self.pad_ms))
+        needed = 4 * ((pan_shape.height + 2 * self.pad_pan) * (pan_shape.width + 2 * self.pad_pan)
+                      + ms_shape.n_channels * (ms_shape.height + 2 * self.pad_ms)
+                      * (ms_shape.width + 2 * self.pad_ms))
         self._pan = self._ms = None
         if needed <= memory_limit_bytes:
-            self._pan = normalizer.pan.apply(reader.pan.read(Window(
-                -self.pad_pan, -self.pad_pan, pan.width + 2 * self.pad_pan,
-                pan.height + 2 * self.pad_pan)))
-            self._ms = normalizer.ms.apply(reader.ms.read(Window(
-                -self.pad_ms, -self.pad_ms, ms.width + 2 * self.pad_ms,
-                ms.height + 2 * self.pad_ms)))
+            self._pan = normalizer.pan.apply(pan.read(Window(
+                -self.pad_pan, -self.pad_pan, pan_shape.width + 2 * self.pad_pan,
+                pan_shape.height + 2 * self.pad_pan)))
+            self._ms = normalizer.ms.apply(ms.read(Window(
+                -self.pad_ms, -self.pad_ms, ms_shape.width + 2 * self.pad_ms,
+                ms_shape.height + 2 * self.pad_ms)))
+
+    @classmethod
+    def of(cls, reader: PanMsReader, normalizer: PanMsNormalizer, patch_size: int,
+           memory_limit_bytes: int) -> PatchPairs:
+        """Patch pairs read from the files of an open PAN + MS pair."""
+        return cls(reader.pan, reader.ms, reader.pair.alignment, normalizer, patch_size,
+                   memory_limit_bytes)
+
+    def pan_boxes(self, rows: np.ndarray, cols: np.ndarray) -> Boxes:
+        """The PAN pixels the patches of (rows, cols) read."""
+        shape = self.pan.series
+        return Boxes.around(rows, cols, self.half, self.size - self.half - 1, shape.height,
+                            shape.width)
+
+    def ms_boxes(self, rows: np.ndarray, cols: np.ndarray) -> Boxes:
+        """The MS pixels the patches of (rows, cols) read."""
+        shape = self.ms.series
+        return Boxes.around(self.alignment.patch_start(rows - self.half, 0),
+                            self.alignment.patch_start(cols - self.half, 1), 0,
+                            self.ms_size - 1, shape.height, shape.width)
 
     @property
     def in_memory(self) -> bool:
@@ -159,7 +182,7 @@ class PatchPairs:
     def read(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """PAN (N, 1, d, d) and MS (N, c, d/r, d/r) patches of the PAN pixels (rows, cols)."""
         pan_rows, pan_cols = rows - self.half, cols - self.half
-        alignment = self.reader.pair.alignment
+        alignment = self.alignment
         ms_rows = alignment.patch_start(pan_rows, 0)
         ms_cols = alignment.patch_start(pan_cols, 1)
         if self._pan is not None:
@@ -172,9 +195,9 @@ class PatchPairs:
                     np.ascontiguousarray(ms.transpose(1, 0, 2, 3)))
         pans, mss = [], []
         for pr, pc, mr, mc in zip(pan_rows, pan_cols, ms_rows, ms_cols, strict=True):
-            pans.append(self.normalizer.pan.apply(self.reader.pan.read(
+            pans.append(self.normalizer.pan.apply(self.pan.read(
                 Window(int(pc), int(pr), self.size, self.size))))
-            mss.append(self.normalizer.ms.apply(self.reader.ms.read(
+            mss.append(self.normalizer.ms.apply(self.ms.read(
                 Window(int(mc), int(mr), self.ms_size, self.ms_size))))
         return np.stack(pans), np.stack(mss)
 

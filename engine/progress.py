@@ -168,3 +168,24 @@ class NullReporter(Reporter):
 
     def result(self, outputs: dict[str, Any]) -> None:
         return None
+
+
+class FollowerReporter(Reporter):
+    """What a rank other than 0 says: only warnings and errors, marked with its rank (rank 0
+    alone reports progress, the log and the result)."""
+
+    def __init__(self, parent: Reporter, rank: int):
+        self.parent, self.rank = parent, rank
+
+    def progress(self, fraction: float, stage: str = "") -> None:
+        return None
+
+    def log(self, message: str, level: str = "info") -> None:
+        if level == "warning":
+            self.parent.log(f"rank {self.rank}: {message}", level)
+
+    def result(self, outputs: dict[str, Any]) -> None:
+        return None
+
+    def error(self, message: str, parameter: str | None = None) -> None:
+        self.parent.error(f"rank {self.rank}: {message}", parameter)

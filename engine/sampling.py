@@ -9,7 +9,7 @@ import rasterio
 from rasterio.windows import Window
 
 from .normalization import PercentileNormalizer
-from .series import SeriesReader
+from .pack import Boxes, WindowReader
 
 
 class ClassBalancedPatchSampler:
@@ -39,26 +39,52 @@ class ClassBalancedPatchSampler:
         return corners
 
 
+    def boxes(self, rows: np.ndarray, cols: np.ndarray) -> Boxes:
+        """The pixels that patches sampled around (rows, cols) can cover."""
+        first_row = np.clip(rows - self.patch // 2 - self.max_shift, 0, self.height - self.patch)
+        last_row = np.clip(rows - self.patch // 2 + self.max_shift, 0, self.height - self.patch)
+        first_col = np.clip(cols - self.patch // 2 - self.max_shift, 0, self.width - self.patch)
+        last_col = np.clip(cols - self.patch // 2 + self.max_shift, 0, self.width - self.patch)
+        return Boxes(first_row, last_row + self.patch - 1, first_col,
+                     last_col + self.patch - 1)
+
+
+class BandReader:
+    """Windows of the first band of a raster, as a (1, rows, cols) array (a `WindowReader`)."""
+
+    def __init__(self, path: str):
+        self.dataset = rasterio.open(path)
+        self.height, self.width, self.n_channels = self.dataset.height, self.dataset.width, 1
+
+    @property
+    def series(self) -> BandReader:
+        return self
+
+    def read(self, window: Window) -> np.ndarray:
+        return self.dataset.read(1, window=window, boundless=True, fill_value=0)[None]
+
+    def close(self) -> None:
+        self.dataset.close()
+
+
 @dataclass
 class PatchSource:
     """Normalised input patches and their object ids, from memory when the scene fits the
-    memory budget, otherwise read by windows from the files."""
+    memory budget, otherwise read by windows (from the files, or from a sample pack)."""
 
-    reader: SeriesReader
+    reader: WindowReader
     normalizer: PercentileNormalizer
-    objects_path: str
+    objects: WindowReader
     memory_limit_bytes: int
 
     def __post_init__(self) -> None:
-        series = self.reader.series
-        needed = series.n_channels * series.height * series.width * 4
+        shape = self.reader.series
+        needed = shape.n_channels * shape.height * shape.width * 4
         self._image = self._labels = None
-        if needed + series.height * series.width * 4 <= self.memory_limit_bytes:
-            window = Window(0, 0, series.width, series.height)
+        if needed + shape.height * shape.width * 4 <= self.memory_limit_bytes:
+            window = Window(0, 0, shape.width, shape.height)
             self._image = self.normalizer.apply(self.reader.read(window))
-        self._objects = rasterio.open(self.objects_path)
-        if self._image is not None:
-            self._labels = self._objects.read(1).astype(np.int32)
+            self._labels = self.objects.read(window)[0].astype(np.int32)
 
     @property
     def in_memory(self) -> bool:
@@ -71,10 +97,7 @@ class PatchSource:
                     self._labels[row: row + size, col: col + size].copy())
         window = Window(col, row, size, size)
         data = self.normalizer.apply(self.reader.read(window))
-        return data, self._objects.read(1, window=window).astype(np.int32)
-
-    def close(self) -> None:
-        self._objects.close()
+        return data, self.objects.read(window)[0].astype(np.int32)
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator

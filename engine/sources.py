@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from .errors import LcfusionError
 from .indices import IndexConfig, add_indices
 from .normalization import PercentileNormalizer
+from .pack import Boxes
 from .series import SeriesReader, TimeSeries
 
 S1_SCALES = ("db", "linear")
@@ -115,6 +116,11 @@ class GridPatches:
     @property
     def in_memory(self) -> bool:
         return self._images is not None
+
+    def boxes(self, rows: np.ndarray, cols: np.ndarray) -> Boxes:
+        """The pixels the patches of (rows, cols) read (every source is on the same grid)."""
+        shape = self.readers[0].series
+        return Boxes.around(rows, cols, self.half, self.half, shape.height, shape.width)
 
     def read(self, rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
         """Per source, (N, channels, p, p) patches centred on the pixels (rows, cols)."""

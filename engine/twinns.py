@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from .errors import LcfusionError
 from .indices import DEFAULT_INDICES, S2_ROLES, IndexConfig
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
+    TrainingPixels,
     classify_to_files,
     evaluate_test,
     fit_on_pixels,
@@ -30,6 +31,7 @@ from .modelfile import restore_model
 from .models.twinns import BRANCHES, SOURCES, TWINNS, TWINNSConfig, TWINNSLoss
 from .normalization import PercentileNormalizer
 from .outputs import atomic_output, check_writable
+from .pack import ArraySource, SamplePack
 from .progress import Reporter
 from .rasters import crs_name, same_crs
 from .reference import ReferenceSpec, load_reference
@@ -42,6 +44,8 @@ from .sources import (
     fit_normalizers,
 )
 from .splits import SplitReference, preset_split
+from .staged import StagedFit, compute_profile, fit_on_target, restore_rng
+from .training import FitResult, RunContext
 
 FAMILY = "twinns"
 SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
@@ -269,12 +273,28 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
             normalizers = fit_normalizers(readers, rng)
             patches = GridPatches(readers, normalizers, config.patch_size,
                                   config.memory_limit_mb * 1024 * 1024)
-            reporter.debug("training patches read from "
-                           + ("memory" if patches.in_memory else "the files, by windows"))
             reporter.progress(0.08, "normalisation")
-            fit_result = fit_on_pixels(
-                model, split, partial(_batches, patches, batch_size=config.batch_size), config,
-                TWINNSLoss(config.alpha), device, rng, reporter.span(0.1, 0.88))
+            pixels = TrainingPixels.from_split(split)
+            profile = compute_profile(job)
+            if profile is None:
+                reporter.debug("training patches read from "
+                               + ("memory" if patches.in_memory else "the files, by windows"))
+                fit_result = fit_on_pixels(
+                    model, pixels, partial(_batches, patches, batch_size=config.batch_size),
+                    config, TWINNSLoss(config.alpha), device, rng, reporter.span(0.1, 0.88))
+            else:
+                boxes = patches.boxes(*pixels.all_rows_cols())
+                fit_result = fit_on_target(job, profile, StagedFit(
+                    FAMILY, [ArraySource(name, reader.series.n_channels, reader.series.height,
+                                         reader.series.width, reader.read, boxes)
+                             for name, reader in (("s1", s1), ("s2", s2))],
+                    {"pixels": pixels.to_table()},
+                    {"settings": asdict(config), "seed": split_config.seed,
+                     "architecture": architecture.to_json(), "classes": classes.to_json(),
+                     "normalization": {"s1": normalizers[0].to_json(),
+                                       "s2": normalizers[1].to_json()}}, rng),
+                    reporter.span(0.1, 0.88))
+                model.load_state_dict(fit_result.best_state)
             predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
                                               config.tile_size)
             accuracy = evaluate_test(predictor, readers, inputs.grid, split,
@@ -289,6 +309,22 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
         settings=config, split_config=split_config, split=split, fit_result=fit_result,
         device=device, threads=threads, started=started, accuracy=accuracy,
         reporter=reporter, extra={"attention": attention})
+
+
+def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
+               reporter: Reporter) -> tuple[TWINNS, FitResult]:
+    """Train on a sample pack as `train_twinns` trains on the files (the ``fit`` command)."""
+    meta = pack.metadata
+    config = settings_from(TWINNSTrainConfig, meta["settings"])
+    torch.manual_seed(meta["seed"])
+    model = TWINNS(TWINNSConfig.from_json(meta["architecture"])).to(device)
+    normalizers = [PercentileNormalizer.from_json(meta["normalization"][k]) for k in ("s1", "s2")]
+    patches = GridPatches([pack.array("s1"), pack.array("s2")], normalizers, config.patch_size, 0)
+    result = fit_on_pixels(model, TrainingPixels.from_table(pack.table("pixels")),
+                           partial(_batches, patches, batch_size=config.batch_size), config,
+                           TWINNSLoss(config.alpha), device, restore_rng(meta["rng"]), reporter,
+                           context=context)
+    return model, result
 
 
 def load_twinns(path: Path, device: torch.device) -> tuple[dict, TWINNS, ClassTable,

@@ -1,4 +1,5 @@
-"""Plugin settings: which Python interpreter runs the engine, and where the plugin lives."""
+"""Plugin settings: which Python interpreter runs the engine, where the compute profiles are,
+and where the plugin lives."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from qgis.core import QgsSettings
+from qgis.core import QgsApplication, QgsSettings
+
+from ..engine.profiles import PROFILES_ENV
 
 ENGINE_PYTHON_KEY = "lcfusion/engine_python"
 ENGINE_PYTHON_ENV = "LCFUSION_PYTHON"
+PROFILES_KEY = "lcfusion/profiles_path"
 
 
 def plugin_root() -> Path:
@@ -29,16 +33,34 @@ def venv_python(folder: Path) -> Path:
     return folder / ".venv" / scripts / executable
 
 
-def engine_python() -> str:
+def engine_python(configured: str | None = None) -> str:
     """The engine interpreter: ``LCFUSION_PYTHON``, else the plugin setting, else the
-    project's ``.venv``, else ``python3`` on the PATH."""
+    project's ``.venv``, else ``python3`` on the PATH. `configured` stands in for the stored
+    setting (the settings dialog's unsaved field)."""
     from_env = os.environ.get(ENGINE_PYTHON_ENV, "").strip()
     if from_env:
         return from_env
-    configured = str(QgsSettings().value(ENGINE_PYTHON_KEY, "") or "").strip()
+    if configured is None:
+        configured = str(QgsSettings().value(ENGINE_PYTHON_KEY, "") or "")
+    configured = configured.strip()
     if configured:
         return configured
     candidate = venv_python(plugin_root())
     if candidate.exists():
         return str(candidate)
     return shutil.which("python3") or shutil.which("python") or "python3"
+
+
+def profiles_path(configured: str | None = None) -> Path:
+    """The compute profiles file: ``LCFUSION_PROFILES``, else the plugin setting, else
+    ``lcfusion/profiles.toml`` in the QGIS user profile folder. `configured` stands in for the
+    stored setting (the settings dialog's unsaved field)."""
+    from_env = os.environ.get(PROFILES_ENV, "").strip()
+    if from_env:
+        return Path(from_env).expanduser()
+    if configured is None:
+        configured = str(QgsSettings().value(PROFILES_KEY, "") or "")
+    configured = configured.strip()
+    if configured:
+        return Path(configured).expanduser()
+    return Path(QgsApplication.qgisSettingsDirPath()) / "lcfusion" / "profiles.toml"

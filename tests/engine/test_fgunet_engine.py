@@ -27,7 +27,7 @@ from lcfusion.engine.jobs import Job, settings_from, write_job
 from lcfusion.engine.modelheader import read_metadata
 from lcfusion.engine.normalization import PercentileNormalizer
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.sampling import PatchSource
+from lcfusion.engine.sampling import BandReader, PatchSource
 from lcfusion.engine.series import SeriesSpec, TimeSeries
 from lcfusion.engine.tiling import TiledPredictor
 
@@ -125,16 +125,16 @@ def test_patches_from_files_equal_patches_from_memory(scene, trained):
     meta = read_metadata(trained[0])
     normalizer = PercentileNormalizer.from_json(meta["normalization"])
     series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
+    objects = BandReader(str(scene.truth_path))
     with series.open() as reader:
-        memory = PatchSource(reader, normalizer, str(scene.truth_path), 1 << 30)
-        files = PatchSource(reader, normalizer, str(scene.truth_path), 0)
+        memory = PatchSource(reader, normalizer, objects, 1 << 30)
+        files = PatchSource(reader, normalizer, objects, 0)
         assert memory.in_memory and not files.in_memory
         for row, col in [(0, 0), (40, 7), (64, 64)]:
             a, b = memory.read(row, col, 32), files.read(row, col, 32)
             np.testing.assert_array_equal(a[0], b[0])
             np.testing.assert_array_equal(a[1], b[1])
-        memory.close()
-        files.close()
+    objects.close()
 
 
 def test_model_and_input_band_mismatch(tmp_path, scene, trained):

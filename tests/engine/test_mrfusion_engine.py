@@ -55,7 +55,7 @@ def test_dense_tiles_equal_per_patch_evaluation(trained_mrfusion, scene, memory_
     tile = 32
     predictor = DensePanMsPredictor(model, normalizer, torch.device("cpu"), tile_size=tile)
     with pair.open() as reader:
-        pairs = PatchPairs(reader, normalizer, 32, memory_limit)
+        pairs = PatchPairs.of(reader, normalizer, 32, memory_limit)
         assert pairs.in_memory == bool(memory_limit)
         per_patch = predictor.patch_logits(pairs, rows, cols, batch_size=7)
         for k, (row, col) in enumerate(zip(rows, cols, strict=True)):
