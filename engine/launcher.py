@@ -41,10 +41,10 @@ CONNECTION_RETRIES = 3
 #: process group). Values arrive as arguments ($1 the folder, then the command), never inside
 #: the script text.
 SUBMIT_SCRIPT = (
-    'cd "$1" || exit 97; shift; rm -f exit.code; '
+    'cd "$1" || exit 97; shift; '
     'PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH; '
     "setsid sh -c '\"$@\" > stdout.log 2> stderr.log < /dev/null; echo $? > exit.code' "
-    'lcfusion-job "$@" & echo $!')
+    'lcfusion-job "$@" > /dev/null 2>&1 < /dev/null & echo $!')
 PROBE_SCRIPT = """
 import importlib, json, platform, sys
 info = {"python": sys.executable + " " + platform.python_version(), "missing": []}
@@ -244,8 +244,7 @@ def sbatch_script(profile: ComputeProfile, name: str) -> str:
     if profile.time_limit:
         lines.append(f"#SBATCH --time={profile.time_limit}")
     lines += list(profile.sbatch_lines)
-    lines += ["rm -f exit.code",
-              'PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH',
+    lines += ['PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH',
               shlex.join(rank_command(profile, profile.total_ranks)),
               "echo $? > exit.code"]
     return "\n".join(lines) + "\n"
@@ -298,7 +297,8 @@ class EventRelay:
 
 
 class RemoteJob:
-    """A staged job folder on a compute target: upload, start, follow, cancel, fetch, clean."""
+    """A staged job folder on a compute target: upload, start, follow, cancel, fetch, clean
+    (a context manager: leaving it closes the connection)."""
 
     def __init__(self, profile: ComputeProfile, stage: Path, job_id: str,
                  reporter: Reporter, poll_seconds: float = 1.0):
@@ -324,10 +324,16 @@ class RemoteJob:
         except CancelledError:
             self.cancel()
             raise
-        finally:
-            self.shell.close()
+
+    def __enter__(self) -> RemoteJob:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shell.close()
 
     def _start(self) -> str:
+        self.shell.run(["rm", "-f", "--", *(f"{self.folder}/{name}" for name in (
+            EVENTS_FILE, ERRORS_FILE, EXIT_FILE))])
         if self.profile.kind == "slurm":
             done = self.shell.run(["sbatch", "--parsable", f"--chdir={self.folder}",
                                    f"{self.folder}/{SBATCH_FILE}"])
@@ -379,6 +385,9 @@ class RemoteJob:
                 return False
             if done.returncode != 0 and outcome.state is None:
                 outcome.state = "UNKNOWN"
+            reason = fields.get("Reason", "None")
+            if reason != "None":
+                outcome.state = f"{outcome.state}, reason {reason}"
         if self._exit_code(outcome):
             return True
         if self.profile.kind == "slurm":
@@ -421,10 +430,22 @@ class RemoteJob:
             self.reporter.info(f"cancelling the job on {self.shell.where}")
             if self.profile.kind == "slurm":
                 self.shell.run(["scancel", str(self.handle)], check=False)
+                self._wait_slurm_done()
             else:
                 self.shell.run(["kill", "-TERM", "--", f"-{self.handle}"], check=False)
                 self._wait_gone()
         self.clean()
+
+    def _slurm_state(self) -> str | None:
+        done = self.shell.run(["scontrol", "-o", "show", "job", str(self.handle)], check=False)
+        fields = dict(part.split("=", 1) for part in done.stdout.split() if "=" in part)
+        return fields.get("JobState")
+
+    def _wait_slurm_done(self, seconds: float = 30.0) -> None:
+        """Wait until the cancelled job has ended (COMPLETING still has processes)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self._slurm_state() not in (*SLURM_DONE, None):
+            time.sleep(0.5)
 
     def _wait_gone(self, seconds: float = 15.0) -> None:
         deadline = time.monotonic() + seconds

@@ -118,10 +118,14 @@ class PackWriter:
         self.block = block
         self.files: dict[str, str] = {}
         self.arrays: dict[str, dict] = {}
+        self.content = hashlib.sha256()
 
     def _save(self, name: str, **arrays: np.ndarray) -> str:
         path = self.folder / f"{name}.npz"
         np.savez_compressed(path, **arrays)
+        for key, array in arrays.items():
+            self.content.update(f"{name}/{key}:{array.dtype}:{array.shape}".encode())
+            self.content.update(np.ascontiguousarray(array).tobytes())
         self.files[path.name] = sha256_of(path)
         return path.name
 
@@ -166,7 +170,7 @@ class PackWriter:
         """Write ``pack.json`` last (a pack without it is incomplete); returns the size of the
         pack's files in bytes."""
         manifest = {"version": PACK_VERSION, "files": self.files, "arrays": self.arrays,
-                    "metadata": metadata}
+                    "content_sha256": self.content.hexdigest(), "metadata": metadata}
         path = self.folder / PACK_FILE
         path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
         return sum((self.folder / name).stat().st_size for name in self.files)

@@ -84,10 +84,12 @@ def copy_engine(target: Path) -> None:
 
 
 def job_digest(stage: Path) -> str:
-    """The job's identity: its pack and settings (a resubmitted job finds its checkpoint)."""
-    digest = hashlib.sha256()
-    for name in (f"{PACK_FOLDER}/{PACK_FILE}", "job.json"):
-        digest.update((stage / name).read_bytes())
+    """The job's identity: the pack's content and metadata and the job's settings, so that a
+    resubmitted job finds the folder (and the checkpoint) of its earlier run."""
+    manifest = json.loads((stage / PACK_FOLDER / PACK_FILE).read_text(encoding="utf-8"))
+    digest = hashlib.sha256(manifest["content_sha256"].encode())
+    digest.update(json.dumps(manifest["metadata"], sort_keys=True).encode())
+    digest.update((stage / "job.json").read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -112,22 +114,24 @@ def fit_on_target(job: Job, profile: ComputeProfile, staged: StagedFit,
                   outputs={"model": f"{RESULT_FOLDER}/{MODEL}",
                            "report": f"{RESULT_FOLDER}/{REPORT}"})
         copy_engine(stage)
-        remote = RemoteJob(profile, stage, job_digest(stage), reporter.span(0.1, 0.97))
-        outcome = remote.run()
-        if outcome.error or outcome.exit_code != 0 or not outcome.outputs:
-            state = f"Slurm state {outcome.state}" if outcome.state else (
-                f"exit status {outcome.exit_code}")
-            detail = outcome.error or remote.error_text() or "no message"
-            raise LcfusionError(
-                f"the training on {remote.shell.where} failed ({state}): {detail}. Its last "
-                f"checkpoint is kept in {remote.folder}; run the algorithm again with the same "
-                "inputs and profile to resume from it", outcome.parameter or "COMPUTE")
-        result = remote.fetch(stage / RESULT_FOLDER)
-        metadata, state = load_model(result / MODEL, staged.family, "COMPUTE")
-        report = json.loads((result / REPORT).read_text(encoding="utf-8"))
-        reporter.info(f"the trained weights came back from {remote.shell.where} and passed "
-                      "their checksum")
-        remote.clean()
+        with RemoteJob(profile, stage, job_digest(stage),
+                       reporter.span(0.1, 0.97)) as remote:
+            outcome = remote.run()
+            if outcome.error or outcome.exit_code != 0 or not outcome.outputs:
+                state = f"Slurm state {outcome.state}" if outcome.state else (
+                    f"exit status {outcome.exit_code}")
+                detail = outcome.error or remote.error_text() or "no message"
+                raise LcfusionError(
+                    f"the training on {remote.shell.where} failed ({state}): {detail}. Its "
+                    f"last checkpoint is kept in {remote.folder}; run the algorithm again with "
+                    "the same inputs and profile to resume from it",
+                    outcome.parameter or "COMPUTE")
+            result = remote.fetch(stage / RESULT_FOLDER)
+            metadata, state = load_model(result / MODEL, staged.family, "COMPUTE")
+            report = json.loads((result / REPORT).read_text(encoding="utf-8"))
+            reporter.info(f"the trained weights came back from {remote.shell.where} and passed "
+                          "their checksum")
+            remote.clean()
         reporter.progress(1.0, "weights fetched")
         return FitResult(state, int(report["best_epoch"]), report["history"],
                          float(report["seconds"]), int(report["resumed_from"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from lcfusion.engine.errors import CancelledError
 from lcfusion.engine.jobs import write_job
+from lcfusion.engine.progress import Reporter
 from lcfusion.engine.sample_scene import SampleScene, SampleSceneConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,3 +115,36 @@ def twinns_train_job(folder: Path, scene, model: Path, inputs: dict | None = Non
         settings={**QUICK_TWINNS, **settings},
         outputs={"model": str(model)},
     )
+
+
+def with_compute(job_path: Path, name: str, kind: str, **values) -> Path:
+    """Give a written job a compute profile (the section the plugin writes)."""
+    data = json.loads(job_path.read_text(encoding="utf-8"))
+    data["compute"] = {"name": name, "kind": kind, **values}
+    job_path.write_text(json.dumps(data), encoding="utf-8")
+    return job_path
+
+
+class RecordingReporter(Reporter):
+    """Keeps the log and the progress stages; `stop_at(stage)` raises CancelledError the first
+    time a progress stage starts with `stage` (a user pressing Cancel)."""
+
+    def __init__(self, stop_at: str | None = None):
+        self.lines: list[str] = []
+        self.stages: list[str] = []
+        self.stop_at = stop_at
+
+    def progress(self, fraction: float, stage: str = "") -> None:
+        self.stages.append(stage)
+        if self.stop_at and stage.startswith(self.stop_at):
+            self.stop_at = None
+            raise CancelledError()
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.lines.append(message)
+
+    def result(self, outputs: dict) -> None:
+        return None
+
+    def text(self) -> str:
+        return "\n".join(self.lines)

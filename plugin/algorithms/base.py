@@ -46,9 +46,10 @@ from ...engine.errors import LcfusionError
 from ...engine.jobs import write_job
 from ...engine.modelheader import SUFFIX, check_family, read_header
 from ...engine.outputs import partial_files
+from ...engine.profiles import LOCAL, ComputeProfile, find_profile
 from ..engine_process import EngineProcess, EngineRun
 from ..export import export_polygons, raster_path, renderer_colors
-from ..settings import plugin_root
+from ..settings import plugin_root, profiles_path
 from ..styling import (
     ClassMapPostProcessor,
     ConfidencePostProcessor,
@@ -61,6 +62,22 @@ GROUPS = {"training": "Training", "classification": "Classification", "evaluatio
 SPLIT_METHODS = (("random", "random per class (seeded)"),
                  ("area", "by area: each class's polygons sorted by area, dealt in turn"))
 KEEP_JOBS_ENV = "LCFUSION_KEEP_JOBS"
+COMPUTE_HELP = """
+<h3>Where the training runs</h3>
+<p><b>Compute profile</b> names a profile of the compute profiles file (Plugins &gt; Land Cover
+Fusion &gt; Settings, or the <code>LCFUSION_PROFILES</code> environment variable):
+<code>local</code> (the default) trains in a child process here; an <code>mpi</code> profile runs
+<code>mpirun</code> with N ranks on this machine; <code>ssh</code> runs mpirun on a remote host;
+<code>slurm</code> submits a batch job (here, or through ssh). For the last three, the training
+samples are read here and packed into the job folder (only the blocks of pixels the patches
+touch, compressed and checksummed), the folder is copied to the profile's work directory, the
+training runs there with progress shown here, and the weights come back, are verified and then
+evaluated here on the test polygons. Each rank trains on its share of the samples; the
+learning rate is multiplied by the number of ranks (linear scaling rule). A checkpoint is saved
+after every epoch: a job that was interrupted resumes from it when it is run again with the
+same inputs and profile. Cancel stops the remote job (its process group, or scancel) and
+removes its folder unless the profile keeps it.</p>
+"""
 
 
 def icon(name: str) -> QIcon:
@@ -356,6 +373,30 @@ class SettingBinding(Binding):
 
 
 @dataclass
+class ComputeBinding(Binding):
+    """The compute profile that runs the training: its values go into the job."""
+
+    name: str = "COMPUTE"
+
+    def profile(self, alg, parameters, context) -> ComputeProfile:
+        return find_profile(alg.parameterAsString(parameters, self.name, context),
+                            profiles_path())
+
+    def check(self, alg, parameters, context):
+        try:
+            self.profile(alg, parameters, context)
+        except LcfusionError as exc:
+            return self.name, exc.message
+        return None
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        profile = self.profile(alg, parameters, context)
+        feedback.pushInfo(f"Compute profile {profile.name}: {profile.describe()}")
+        if profile.distributed:
+            job.sections["compute"] = {"name": profile.name, **profile.to_json()}
+
+
+@dataclass
 class ModelInputBinding(Binding):
     """The model file: readable, of the algorithm's family, and fitting the other inputs
     (each binding's `check_model`)."""
@@ -464,7 +505,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         """The HTML help on one line: QGIS shows every newline of it as a line break."""
-        return " ".join(self.help_text.split())
+        extra = COMPUTE_HELP if self.group_key == "training" else ""
+        return " ".join((self.help_text + extra).split())
 
     def icon(self) -> QIcon:
         return icon(self.icon_file)
@@ -571,6 +613,13 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             "DEVICE", "Device (auto: the GPU when torch sees one)", options=list(choices),
             defaultValue=0)
         return self.add_setting(parameter, "device", True, choices)
+
+    def add_compute(self) -> ComputeBinding:
+        """The compute profile (``local`` by default); a string, so that the modeler and
+        qgis_process can pass any profile name."""
+        return self.bind(ComputeBinding(), QgsProcessingParameterString(
+            "COMPUTE", "Compute profile (local, or a profile of the settings)",
+            defaultValue=LOCAL))
 
     def add_model_input(self, family: str) -> ModelInputBinding:
         """The model file, checked against the family and the other inputs."""

@@ -85,6 +85,7 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
             "CLASS_WEIGHTING", "Class weights in the loss", options=[
                 "1 / pixels of the class (paper)", "1 / square root of the pixels",
                 "none"], defaultValue=0), "class_weighting", True, weightings)
+        self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 512, minimum=16,
                      is_advanced=True)

@@ -76,6 +76,7 @@ evaluation.</li>
                 "PAN and MS (the paper's network)", "PAN branch only (ablation)",
                 "MS branch only (ablation)"], defaultValue=0), "branches", True,
             ("both", "pan", "ms"))
+        self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (PAN pixels)", "tile_size", 256,
                      minimum=16, is_advanced=True)

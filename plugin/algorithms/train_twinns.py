@@ -101,6 +101,7 @@ converted to dB), samples per epoch, device and the evaluation tile size.</li>
                      2048, minimum=1, is_advanced=True)
         self.add_int("VALIDATION_SAMPLES", "Validation samples", "validation_samples", 512,
                      is_advanced=True)
+        self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 128,
                      minimum=16, is_advanced=True)

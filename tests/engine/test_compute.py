@@ -1,0 +1,216 @@
+"""Training on compute targets with real parts: mpirun with Gloo, sshd on 127.0.0.1, Slurm.
+
+Each run packs the scene's training samples, stages the job folder, trains there and brings the
+weights back; the tests check the weights, the log the user sees, the remote folders and
+processes, cancel, and resume after a killed job.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import (
+    RecordingReporter,
+    fgunet_train_job,
+    mrfusion_train_job,
+    twinns_train_job,
+    with_compute,
+)
+
+from lcfusion.engine.errors import CancelledError, LcfusionError
+from lcfusion.engine.fgunet import train_fgunet
+from lcfusion.engine.jobs import Job
+from lcfusion.engine.modelfile import load_model
+from lcfusion.engine.mrfusion import train_mrfusion
+from lcfusion.engine.twinns import train_twinns
+
+pytestmark = pytest.mark.slow
+pytest_plugins = ["services"]
+
+MPIRUN_ARGS = ["--allow-run-as-root", "--oversubscribe"]
+#: Small runs: one thread per rank, so that runs are comparable bit for bit.
+TINY = {"mrfusion": {"epochs": 2, "samples_per_epoch": 192, "validation_samples": 64,
+                     "threads": 1},
+        "twinns": {"epochs": 2, "samples_per_epoch": 256, "validation_samples": 64,
+                   "threads": 1},
+        "fgunet": {"epochs": 2, "patches_per_epoch": 32, "validation_patches": 8,
+                   "threads": 1}}
+TRAIN = {"mrfusion": train_mrfusion, "twinns": train_twinns, "fgunet": train_fgunet}
+
+
+def train_job(family: str, folder: Path, scene, **settings) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model.lcfusion"
+    values = {**TINY[family], **settings}
+    if family == "mrfusion":
+        path = mrfusion_train_job(folder, scene.pan_path, scene.ms_path, scene.reference_path,
+                                  model, **values)
+    elif family == "twinns":
+        path = twinns_train_job(folder, scene, model, **values)
+    else:
+        path = fgunet_train_job(folder, scene, model, **values)
+    return path, model
+
+
+def mpi_profile(work: Path, ranks: int) -> dict:
+    return {"ranks": ranks, "mpirun_args": MPIRUN_ARGS, "python": sys.executable,
+            "work_dir": str(work)}
+
+
+def weights(model: Path) -> dict[str, torch.Tensor]:
+    return load_model(model)[1]
+
+
+def fit_processes() -> list[str]:
+    done = subprocess.run(["pgrep", "-af", "lcfusion.engine --events json fit"],
+                          capture_output=True, text=True, check=False)
+    return [line for line in done.stdout.splitlines() if "pgrep" not in line]
+
+
+@pytest.mark.parametrize("family", ["mrfusion", "twinns", "fgunet"])
+def test_one_rank_matches_the_local_run(tmp_path, scene, family):
+    local_job, local_model = train_job(family, tmp_path / "local", scene)
+    TRAIN[family](Job.load(local_job), RecordingReporter())
+    job, model = train_job(family, tmp_path / "mpi", scene)
+    with_compute(job, "one", "mpi", **mpi_profile(tmp_path / "work", 1))
+    log = RecordingReporter()
+    TRAIN[family](Job.load(job), log)
+    assert "rank 0 of 1 on cpu (gloo)" in log.text()
+    assert "passed their checksum" in log.text()
+    expected, got = weights(local_model), weights(model)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+    assert not list((tmp_path / "work").iterdir()), "the job folder is removed after the run"
+
+
+def test_two_ranks_train_together(tmp_path, scene):
+    job, model = train_job("mrfusion", tmp_path / "job", scene, epochs=3,
+                           samples_per_epoch=256)
+    with_compute(job, "two", "mpi", **mpi_profile(tmp_path / "work", 2))
+    log = RecordingReporter()
+    outputs = train_mrfusion(Job.load(job), log)
+    text = log.text()
+    assert "2 ranks (gloo): learning rate 0.001 x 2 = 0.002 (linear scaling)" in text
+    assert "the weights are identical on the 2 rank(s)" in text
+    assert any(stage.startswith("epoch 3/3") for stage in log.stages), "progress streamed"
+    history = load_model(model)[0]["training"]["history"]
+    assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert outputs["OA"] > 1 / 8, "accuracy on the test polygons above chance"
+
+
+def ssh_values(server, remote: Path, **extra) -> dict:
+    return {"host": server.host, "port": server.port, "user": server.user,
+            "identity_file": str(server.identity_file),
+            "known_hosts_file": str(server.known_hosts), "work_dir": str(remote),
+            "python": sys.executable, "mpirun_args": MPIRUN_ARGS, "ranks": 2, **extra}
+
+
+def test_ssh_target_trains_and_brings_the_model_back(tmp_path, scene, ssh_server):
+    remote = tmp_path / "remote"
+    job, model = train_job("mrfusion", tmp_path / "job", scene)
+    with_compute(job, "gpu", "ssh", **ssh_values(ssh_server, remote))
+    log = RecordingReporter()
+    train_mrfusion(Job.load(job), log)
+    text = log.text()
+    assert f"staging the job to {ssh_server.host}:{ssh_server.port}: {remote}/lcfusion-" in text
+    assert "the weights are identical on the 2 rank(s)" in text
+    assert load_model(model)[0]["family"] == "mrfusion"
+    assert remote.is_dir() and not list(remote.iterdir()), "remote job folder cleaned"
+
+
+def test_ssh_refuses_an_unknown_host_key(tmp_path, scene, ssh_server):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    job, model = train_job("mrfusion", tmp_path / "job", scene)
+    with_compute(job, "gpu", "ssh", **ssh_values(ssh_server, tmp_path / "remote",
+                                                 known_hosts_file=str(empty)))
+    with pytest.raises(LcfusionError) as error:
+        train_mrfusion(Job.load(job), RecordingReporter())
+    assert error.value.parameter == "COMPUTE"
+    assert "Host key verification failed" in error.value.message
+    assert not model.exists()
+
+
+def test_cancel_stops_the_remote_job_and_cleans_its_folder(tmp_path, scene, ssh_server):
+    remote = tmp_path / "remote"
+    job, model = train_job("mrfusion", tmp_path / "job", scene, epochs=20)
+    with_compute(job, "gpu", "ssh", **ssh_values(ssh_server, remote))
+    with pytest.raises(CancelledError):
+        train_mrfusion(Job.load(job), RecordingReporter(stop_at="epoch 1/"))
+    assert not fit_processes(), "no rank left running"
+    assert not list(remote.iterdir()), "remote job folder removed"
+    assert not model.exists()
+
+
+def slurm_values(cluster, work: Path, **extra) -> dict:
+    return {"partition": cluster.partition, "ranks": 2, "nodes": 1, "time_limit": "10:00",
+            "python": sys.executable, "mpirun_args": MPIRUN_ARGS, "work_dir": str(work),
+            "env": {"SLURM_CONF": str(cluster.conf)}, **extra}
+
+
+def slurm_state(cluster, job_id: str) -> str:
+    done = subprocess.run(["scontrol", "-o", "show", "job", job_id], env=cluster.env,
+                          capture_output=True, text=True, check=True)
+    return dict(p.split("=", 1) for p in done.stdout.split() if "=" in p)["JobState"]
+
+
+def submitted_job(log: RecordingReporter) -> str:
+    line = next(line for line in log.lines if line.startswith("submitted Slurm job "))
+    return line.split()[3]
+
+
+def test_slurm_cancel_calls_scancel_and_cleans(tmp_path, scene, slurm_cluster):
+    work = tmp_path / "work"
+    job, model = train_job("mrfusion", tmp_path / "job", scene, epochs=20)
+    with_compute(job, "cluster", "slurm", **slurm_values(slurm_cluster, work))
+    log = RecordingReporter(stop_at="epoch 1/")
+    with pytest.raises(CancelledError):
+        train_mrfusion(Job.load(job), log)
+    assert slurm_state(slurm_cluster, submitted_job(log)) == "CANCELLED"
+    assert not list(work.iterdir()) and not model.exists()
+
+
+def test_a_killed_slurm_job_resumes_from_its_checkpoint(tmp_path, scene, slurm_cluster):
+    settings = {"epochs": 4, "samples_per_epoch": 192}
+    reference_job, reference_model = train_job("mrfusion", tmp_path / "reference", scene,
+                                               **settings)
+    with_compute(reference_job, "two", "mpi", **mpi_profile(tmp_path / "mpi-work", 2))
+    train_mrfusion(Job.load(reference_job), RecordingReporter())
+
+    work = tmp_path / "work"
+    job, model = train_job("mrfusion", tmp_path / "job", scene, **settings)
+    with_compute(job, "cluster", "slurm", **slurm_values(slurm_cluster, work))
+    log, failure = RecordingReporter(), []
+
+    def first_run():
+        try:
+            train_mrfusion(Job.load(job), log)
+        except LcfusionError as exc:
+            failure.append(exc)
+
+    runner = threading.Thread(target=first_run)
+    runner.start()
+    deadline = time.monotonic() + 300
+    while not list(work.glob("lcfusion-*/checkpoint.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["scancel", submitted_job(log)], env=slurm_cluster.env, check=True)
+    runner.join(120)
+    assert failure, "the killed job is reported"
+    message = failure[0].message
+    assert "failed (Slurm state CANCELLED)" in message and "last checkpoint is kept" in message
+    assert list(work.glob("lcfusion-*/checkpoint.pt")) and not model.exists()
+
+    resumed = RecordingReporter()
+    train_mrfusion(Job.load(job), resumed)
+    assert "resuming from the checkpoint of epoch" in resumed.text()
+    expected, got = weights(reference_model), weights(model)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+    assert not list(work.iterdir())
