@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import processing
 import rasterio
+from processing_helpers import mrfusion_train_parameters as train_parameters
 from qgis.core import (
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
@@ -17,21 +18,11 @@ from lcfusion.engine.modelheader import read_header
 TRAIN = "lcfusion:trainmrfusion"
 CLASSIFY = "lcfusion:classifymrfusion"
 
-TINY_MRFUSION = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 64, "VALIDATION_SAMPLES": 0,
-                 "BATCH_SIZE": 32, "TILE_SIZE": 192}
-
 
 def raster(path, name: str) -> QgsRasterLayer:
     layer = QgsRasterLayer(str(path), name)
     assert layer.isValid(), path
     return layer
-
-
-def train_parameters(scene, **changes) -> dict:
-    return {"PAN": str(scene.pan_path), "MS": str(scene.ms_path),
-            "REFERENCE": f"{scene.reference_path}|layername={scene.reference_layer}",
-            "CLASS_FIELD": "class_id", "NAME_FIELD": "class_name", "SEED": 2,
-            "OUTPUT_MODEL": "TEMPORARY_OUTPUT", **TINY_MRFUSION, **changes}
 
 
 def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_path,
