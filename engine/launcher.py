@@ -61,6 +61,8 @@ except ImportError:
     info.update(torch=None, cuda=False, gpus=[])
 print(json.dumps(info))
 """
+#: How mpirun and Slurm start their own messages in a job's stderr.
+LAUNCHER_WORDS = ("mpirun", "prterun", "slurmstepd", "srun:", "Primary job", "ORTE")
 #: Slurm job states after which a job no longer runs.
 SLURM_DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
               "PREEMPTED", "BOOT_FAIL", "DEADLINE")
@@ -417,11 +419,15 @@ class RemoteJob:
                 return relay.outcome
             time.sleep(self.poll_seconds)
 
-    def error_text(self, lines: int = 12) -> str:
-        """The end of the job's stderr on the target (the remote error text)."""
-        done = self.shell.run(["tail", "-n", str(lines), f"{self.folder}/{ERRORS_FILE}"],
+    def error_text(self, lines: int = 2) -> str:
+        """The remote error text: the last words of mpirun or Slurm on a failed rank or node
+        from the job's stderr, else its last lines."""
+        done = self.shell.run(["tail", "-n", "60", f"{self.folder}/{ERRORS_FILE}"],
                               check=False)
-        return done.stdout.strip()
+        text = [line.strip() for line in done.stdout.splitlines()
+                if line.strip() and line.strip("-=^ ")]
+        launcher = [line for line in text if line.startswith(LAUNCHER_WORDS)]
+        return " / ".join((launcher or text)[-lines:])
 
     def cancel(self) -> None:
         """Stop the job (its whole process group, or scancel) and remove its folder unless the

@@ -120,7 +120,8 @@ def fit_on_target(job: Job, profile: ComputeProfile, staged: StagedFit,
             if outcome.error or outcome.exit_code != 0 or not outcome.outputs:
                 state = f"Slurm state {outcome.state}" if outcome.state else (
                     f"exit status {outcome.exit_code}")
-                detail = outcome.error or remote.error_text() or "no message"
+                detail = "; ".join(part.rstrip(". ") for part in (
+                    outcome.error, remote.error_text()) if part) or "no message"
                 raise LcfusionError(
                     f"the training on {remote.shell.where} failed ({state}): {detail}. Its "
                     f"last checkpoint is kept in {remote.folder}; run the algorithm again with "

@@ -7,6 +7,8 @@ processes, cancel, and resume after a killed job.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -214,3 +216,33 @@ def test_a_killed_slurm_job_resumes_from_its_checkpoint(tmp_path, scene, slurm_c
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
     assert not list(work.iterdir())
+
+
+def test_a_failing_rank_is_reported_with_the_remote_error_text(tmp_path, scene):
+    work = tmp_path / "work"
+    job, model = train_job("mrfusion", tmp_path / "job", scene, epochs=30)
+    with_compute(job, "two", "mpi", **mpi_profile(work, 2))
+    failure: list[LcfusionError] = []
+
+    def run():
+        try:
+            train_mrfusion(Job.load(job), RecordingReporter())
+        except LcfusionError as exc:
+            failure.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 120
+    while not list(work.glob("lcfusion-*/checkpoint.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ranks = [int(line.split()[0]) for line in fit_processes() if "mpirun" not in line]
+    assert len(ranks) == 2, ranks
+    os.kill(max(ranks), signal.SIGKILL)
+    runner.join(120)
+    assert failure and failure[0].parameter == "COMPUTE"
+    message = failure[0].message
+    assert "the training on this machine failed (exit status" in message
+    assert "exited on signal 9" in message, message
+    assert "last checkpoint is kept" in message
+    assert list(work.glob("lcfusion-*/checkpoint.pt")) and not model.exists()
+    assert not fit_processes()
