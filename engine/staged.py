@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,7 @@ def fit_on_target(job: Job, profile: ComputeProfile, staged: StagedFit,
         reporter.info(f"sample pack: {size / 1e6:.1f} MB in {len(writer.files)} checksummed "
                       "files")
         write_job(stage, "fit", pack=PACK_FOLDER,
+                  compute={"gpus_per_node": profile.gpus or profile.gpus_per_node},
                   outputs={"model": f"{RESULT_FOLDER}/{MODEL}",
                            "report": f"{RESULT_FOLDER}/{REPORT}"})
         copy_engine(stage)
@@ -169,6 +171,12 @@ def fit_packed_job(job: Job, reporter: Reporter) -> dict:
         raise LcfusionError(f"the pack is for an unknown model family {family!r}")
     module = importlib.import_module(f"{__package__}.{FAMILY_MODULES[family]}")
     settings = metadata["settings"]
+    gpus = int(job.section("compute").get("gpus_per_node", 0))
+    if gpus and not torch.cuda.is_available():
+        raise LcfusionError(f"the profile gives {gpus} GPU(s) per node but torch "
+                            f"{torch.__version__} on {socket.gethostname()} sees none; install "
+                            "a CUDA build of torch there, or set the profile's GPUs to 0",
+                            "COMPUTE")
     ranks = join_ranks(settings.get("device", "auto"))
     try:
         if not ranks.leader:

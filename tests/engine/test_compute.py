@@ -246,3 +246,14 @@ def test_a_failing_rank_is_reported_with_the_remote_error_text(tmp_path, scene):
     assert "last checkpoint is kept" in message
     assert list(work.glob("lcfusion-*/checkpoint.pt")) and not model.exists()
     assert not fit_processes()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_profile_promising_gpus_fails_clearly_where_torch_sees_none(tmp_path, scene):
+    job, model = train_job("mrfusion", tmp_path / "job", scene)
+    with_compute(job, "gpu", "mpi", **mpi_profile(tmp_path / "work", 1), gpus_per_node=1)
+    with pytest.raises(LcfusionError) as error:
+        train_mrfusion(Job.load(job), RecordingReporter())
+    assert error.value.parameter == "COMPUTE"
+    assert "the profile gives 1 GPU(s) per node but torch" in error.value.message
+    assert "sees none" in error.value.message and not model.exists()
