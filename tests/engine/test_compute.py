@@ -7,6 +7,7 @@ processes, cancel, and resume after a killed job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -257,3 +258,42 @@ def test_a_profile_promising_gpus_fails_clearly_where_torch_sees_none(tmp_path, 
     assert error.value.parameter == "COMPUTE"
     assert "the profile gives 1 GPU(s) per node but torch" in error.value.message
     assert "sees none" in error.value.message and not model.exists()
+
+
+def test_a_lost_connection_is_reported_and_the_job_keeps_its_checkpoint(tmp_path, scene):
+    from services import SshServer
+
+    server = SshServer(tmp_path / "sshd").start()
+    remote = tmp_path / "remote"
+    job, _ = train_job("mrfusion", tmp_path / "job", scene, epochs=40)
+    with_compute(job, "gpu", "ssh", **ssh_values(server, remote))
+    failure: list[LcfusionError] = []
+
+    def run():
+        try:
+            train_mrfusion(Job.load(job), RecordingReporter())
+        except LcfusionError as exc:
+            failure.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not list(remote.glob("lcfusion-*/checkpoint.pt")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        sessions = subprocess.run(["pgrep", "-P", str(server.process.pid)],
+                                  capture_output=True, text=True, check=False).stdout.split()
+        server.stop()
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        runner.join(120)
+        assert failure and failure[0].parameter == "COMPUTE"
+        message = failure[0].message
+        assert f"lost the connection to {server.host}:{server.port}" in message
+        assert "keeps its last checkpoint" in message
+        assert list(remote.glob("lcfusion-*/checkpoint.pt"))
+    finally:
+        for line in fit_processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
