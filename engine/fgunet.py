@@ -35,7 +35,7 @@ from .progress import Reporter
 from .sampling import BandReader, ClassBalancedPatchSampler, PatchSource, augment
 from .series import SeriesSpec, TimeSeries
 from .splits import preset_split
-from .staged import StagedFit, compute_profile, fit_on_target, restore_rng
+from .staged import StagedFit, compute_profile, fit_on_target, packed_model, restore_rng
 from .tiling import TiledPredictor, check_tiling
 from .training import FitConfig, FitResult, RunContext, fit
 
@@ -263,10 +263,8 @@ def _fit(model: FGUNet, source: PatchSource, pixels: TrainingPixels,
 def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
                reporter: Reporter) -> tuple[FGUNet, FitResult]:
     """Train on a sample pack as `train_fgunet` trains on the files (the ``fit`` command)."""
-    meta = pack.metadata
-    config = settings_from(FGUNetTrainConfig, meta["settings"])
-    torch.manual_seed(meta["seed"])
-    model = FGUNet(FGUNetConfig.from_json(meta["architecture"])).to(device)
+    meta, config, model = packed_model(pack, FGUNetTrainConfig, FGUNet, FGUNetConfig,
+                                       device)
     source = PatchSource(pack.array("series"),
                          PercentileNormalizer.from_json(meta["normalization"]),
                          pack.array("objects"), 0)

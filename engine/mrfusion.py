@@ -42,7 +42,7 @@ from .panms import (
 from .progress import Reporter
 from .series import SeriesSpec
 from .splits import SplitReference, preset_split
-from .staged import StagedFit, compute_profile, fit_on_target, restore_rng
+from .staged import StagedFit, compute_profile, fit_on_target, packed_model, restore_rng
 from .training import FitResult, RunContext
 
 FAMILY = "mrfusion"
@@ -205,10 +205,8 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
 def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
                reporter: Reporter) -> tuple[MRFusion, FitResult]:
     """Train on a sample pack as `train_mrfusion` trains on the files (the ``fit`` command)."""
-    meta = pack.metadata
-    config = settings_from(MRFusionTrainConfig, meta["settings"])
-    torch.manual_seed(meta["seed"])
-    model = MRFusion(MRFusionConfig.from_json(meta["architecture"])).to(device)
+    meta, config, model = packed_model(pack, MRFusionTrainConfig, MRFusion, MRFusionConfig,
+                                       device)
     pairs = PatchPairs(pack.array("pan"), pack.array("ms"),
                        PanMsAlignment.from_json(meta["alignment"]),
                        PanMsNormalizer.from_json(meta["normalization"]), config.patch_size, 0)

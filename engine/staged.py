@@ -25,7 +25,7 @@ import torch
 from .devices import configure_threads
 from .distributed import join_ranks
 from .errors import LcfusionError
-from .jobs import Job, write_job
+from .jobs import Job, settings_from, write_job
 from .launcher import RESULT_FOLDER, RemoteJob
 from .modelfile import load_model, save_model
 from .modelheader import SUFFIX
@@ -73,6 +73,17 @@ class StagedFit:
     metadata: dict[str, Any]
     rng: np.random.Generator
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def packed_model(pack: SamplePack, settings_type: type, model_type: type,
+                 architecture_type: type, device: torch.device) -> tuple[dict, Any, Any]:
+    """The pack's metadata, its training settings, and the model built from its architecture
+    after seeding torch as the local run does (so one rank starts from the same weights)."""
+    metadata = pack.metadata
+    config = settings_from(settings_type, metadata["settings"])
+    torch.manual_seed(metadata["seed"])
+    architecture = architecture_type.from_json(metadata["architecture"])
+    return metadata, config, model_type(architecture).to(device)
 
 
 def copy_engine(target: Path) -> None:

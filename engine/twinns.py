@@ -44,7 +44,7 @@ from .sources import (
     fit_normalizers,
 )
 from .splits import SplitReference, preset_split
-from .staged import StagedFit, compute_profile, fit_on_target, restore_rng
+from .staged import StagedFit, compute_profile, fit_on_target, packed_model, restore_rng
 from .training import FitResult, RunContext
 
 FAMILY = "twinns"
@@ -314,10 +314,8 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
 def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
                reporter: Reporter) -> tuple[TWINNS, FitResult]:
     """Train on a sample pack as `train_twinns` trains on the files (the ``fit`` command)."""
-    meta = pack.metadata
-    config = settings_from(TWINNSTrainConfig, meta["settings"])
-    torch.manual_seed(meta["seed"])
-    model = TWINNS(TWINNSConfig.from_json(meta["architecture"])).to(device)
+    meta, config, model = packed_model(pack, TWINNSTrainConfig, TWINNS, TWINNSConfig,
+                                       device)
     normalizers = [PercentileNormalizer.from_json(meta["normalization"][k]) for k in ("s1", "s2")]
     patches = GridPatches([pack.array("s1"), pack.array("s2")], normalizers, config.patch_size, 0)
     result = fit_on_pixels(model, TrainingPixels.from_table(pack.table("pixels")),

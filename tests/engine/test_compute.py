@@ -76,6 +76,37 @@ def fit_processes() -> list[str]:
     return [line for line in done.stdout.splitlines() if "pgrep" not in line]
 
 
+class BackgroundTraining:
+    """MRFusion training of `job` in a thread, for tests that break it while it runs."""
+
+    def __init__(self, job: Path, work: Path):
+        self.log, self.work = RecordingReporter(), work
+        self.failure: list[LcfusionError] = []
+        self.thread = threading.Thread(target=self._run, args=(job,))
+        self.thread.start()
+
+    def _run(self, job: Path) -> None:
+        try:
+            train_mrfusion(Job.load(job), self.log)
+        except LcfusionError as exc:
+            self.failure.append(exc)
+
+    def checkpoints(self) -> list[Path]:
+        return list(self.work.glob("lcfusion-*/checkpoint.pt"))
+
+    def wait_for_checkpoint(self, seconds: float = 300) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.checkpoints() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert self.checkpoints(), "no checkpoint was written"
+
+    def error(self, seconds: float = 120) -> LcfusionError:
+        """The error the run ended with."""
+        self.thread.join(seconds)
+        assert self.failure, "the broken run is reported"
+        return self.failure[0]
+
+
 @pytest.mark.parametrize("family", ["mrfusion", "twinns", "fgunet"])
 def test_one_rank_matches_the_local_run(tmp_path, scene, family):
     local_job, local_model = train_job(family, tmp_path / "local", scene)
@@ -190,25 +221,12 @@ def test_a_killed_slurm_job_resumes_from_its_checkpoint(tmp_path, scene, slurm_c
     work = tmp_path / "work"
     job, model = train_job("mrfusion", tmp_path / "job", scene, **settings)
     with_compute(job, "cluster", "slurm", **slurm_values(slurm_cluster, work))
-    log, failure = RecordingReporter(), []
-
-    def first_run():
-        try:
-            train_mrfusion(Job.load(job), log)
-        except LcfusionError as exc:
-            failure.append(exc)
-
-    runner = threading.Thread(target=first_run)
-    runner.start()
-    deadline = time.monotonic() + 300
-    while not list(work.glob("lcfusion-*/checkpoint.pt")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    subprocess.run(["scancel", submitted_job(log)], env=slurm_cluster.env, check=True)
-    runner.join(120)
-    assert failure, "the killed job is reported"
-    message = failure[0].message
+    first = BackgroundTraining(job, work)
+    first.wait_for_checkpoint()
+    subprocess.run(["scancel", submitted_job(first.log)], env=slurm_cluster.env, check=True)
+    message = first.error().message
     assert "failed (Slurm state CANCELLED)" in message and "last checkpoint is kept" in message
-    assert list(work.glob("lcfusion-*/checkpoint.pt")) and not model.exists()
+    assert first.checkpoints() and not model.exists()
 
     resumed = RecordingReporter()
     train_mrfusion(Job.load(job), resumed)
@@ -223,29 +241,18 @@ def test_a_failing_rank_is_reported_with_the_remote_error_text(tmp_path, scene):
     work = tmp_path / "work"
     job, model = train_job("mrfusion", tmp_path / "job", scene, epochs=30)
     with_compute(job, "two", "mpi", **mpi_profile(work, 2))
-    failure: list[LcfusionError] = []
-
-    def run():
-        try:
-            train_mrfusion(Job.load(job), RecordingReporter())
-        except LcfusionError as exc:
-            failure.append(exc)
-
-    runner = threading.Thread(target=run)
-    runner.start()
-    deadline = time.monotonic() + 120
-    while not list(work.glob("lcfusion-*/checkpoint.pt")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    run = BackgroundTraining(job, work)
+    run.wait_for_checkpoint()
     ranks = [int(line.split()[0]) for line in fit_processes() if "mpirun" not in line]
     assert len(ranks) == 2, ranks
     os.kill(max(ranks), signal.SIGKILL)
-    runner.join(120)
-    assert failure and failure[0].parameter == "COMPUTE"
-    message = failure[0].message
+    error = run.error()
+    assert error.parameter == "COMPUTE"
+    message = error.message
     assert "the training on this machine failed (exit status" in message
     assert "exited on signal 9" in message, message
     assert "last checkpoint is kept" in message
-    assert list(work.glob("lcfusion-*/checkpoint.pt")) and not model.exists()
+    assert run.checkpoints() and not model.exists()
     assert not fit_processes()
 
 
@@ -267,32 +274,20 @@ def test_a_lost_connection_is_reported_and_the_job_keeps_its_checkpoint(tmp_path
     remote = tmp_path / "remote"
     job, _ = train_job("mrfusion", tmp_path / "job", scene, epochs=40)
     with_compute(job, "gpu", "ssh", **ssh_values(server, remote))
-    failure: list[LcfusionError] = []
-
-    def run():
-        try:
-            train_mrfusion(Job.load(job), RecordingReporter())
-        except LcfusionError as exc:
-            failure.append(exc)
-
-    runner = threading.Thread(target=run)
-    runner.start()
+    run = BackgroundTraining(job, remote)
     try:
-        deadline = time.monotonic() + 120
-        while not list(remote.glob("lcfusion-*/checkpoint.pt")) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        run.wait_for_checkpoint(120)
         sessions = subprocess.run(["pgrep", "-P", str(server.process.pid)],
                                   capture_output=True, text=True, check=False).stdout.split()
         server.stop()
         for pid in sessions:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-        runner.join(120)
-        assert failure and failure[0].parameter == "COMPUTE"
-        message = failure[0].message
+        error = run.error()
+        assert error.parameter == "COMPUTE"
+        message = error.message
         assert f"lost the connection to {server.host}:{server.port}" in message
-        assert "keeps its last checkpoint" in message
-        assert list(remote.glob("lcfusion-*/checkpoint.pt"))
+        assert "keeps its last checkpoint" in message and run.checkpoints()
     finally:
         for line in fit_processes():
             with contextlib.suppress(ProcessLookupError):
