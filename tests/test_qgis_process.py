@@ -139,3 +139,32 @@ def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):
     assert "Model file [MODEL]: model.lcfusion is not a valid lcfusion model file" in (
         result.stdout + result.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lcfusion"]
+
+
+def test_training_on_a_compute_profile_headless(qgis_env, scene, tmp_path):
+    """COMPUTE names a profile of the LCFUSION_PROFILES file; the run goes through mpirun."""
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(f"""
+[profiles.two]
+kind = "mpi"
+ranks = 2
+python = "{sys.executable}"
+mpirun_args = ["--allow-run-as-root", "--oversubscribe"]
+work_dir = "{tmp_path / 'work'}"
+""")
+    env = {**qgis_env, "LCFUSION_PROFILES": str(profiles)}
+    model = tmp_path / "model.lcfusion"
+    result = qgis_process(env, "run", "lcfusion:trainfgunet", *series_arguments(scene),
+                          f"--REFERENCE={scene.reference_path}", "--CLASS_FIELD=class_id",
+                          "--EPOCHS=1", "--PATCHES_PER_EPOCH=16", "--VALIDATION_PATCHES=8",
+                          "--PATCH_SIZE=32", "--TILE_SIZE=128", "--COMPUTE=two",
+                          f"--OUTPUT_MODEL={model}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Compute profile two: mpi: mpirun with 2 rank(s)" in result.stdout
+    assert "the weights are identical on the 2 rank(s)" in result.stdout
+    assert read_header(model).family == "fgunet"
+    unknown = qgis_process(env, "run", "lcfusion:trainfgunet", *series_arguments(scene),
+                           f"--REFERENCE={scene.reference_path}", "--CLASS_FIELD=class_id",
+                           "--COMPUTE=gpu", f"--OUTPUT_MODEL={tmp_path / 'other.lcfusion'}")
+    assert unknown.returncode != 0
+    assert "unknown compute profile 'gpu'" in unknown.stdout + unknown.stderr
