@@ -30,6 +30,9 @@ JOB_COMMANDS = {
     "train-twinns": ("twinns", "train_twinns"),
     "classify-twinns": ("twinns", "classify_twinns"),
     "attention-twinns": ("twinns", "attention_twinns"),
+    "train-randomforest": ("randomforest", "train_randomforest"),
+    "classify-randomforest": ("randomforest", "classify_randomforest"),
+    "evaluate": ("evaluation", "evaluate"),
     "fit": ("staged", "fit_packed_job"),
 }
 
@@ -99,6 +102,15 @@ def _model_info(path: str) -> dict:
             "kappa": metrics.get("kappa"), "mean_f1": metrics.get("mean_f1")}
 
 
+def _model_report(model: str, report: str, reporter: Reporter) -> dict:
+    from .modelheader import read_metadata
+    from .report import write_training_report
+
+    path = write_training_report(Path(report), read_metadata(model))
+    reporter.info(f"training report written to {path}")
+    return {"OUTPUT_HTML": str(path)}
+
+
 def _probe_compute(args: argparse.Namespace) -> dict:
     from .launcher import probe
     from .profiles import PROFILES_ENV, find_profile
@@ -137,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="report the Python, torch and GPUs the engine sees")
     info = commands.add_parser("model-info", help="show a model file's metadata")
     info.add_argument("model")
+    report = commands.add_parser("model-report", help="write a model's training report (HTML)")
+    report.add_argument("model")
+    report.add_argument("report", help="the HTML file to write")
     probe = commands.add_parser("probe-compute", help="check a compute profile: connect, find "
                                 "the Python, torch, GPUs and mpirun or Slurm")
     probe.add_argument("--profiles", help="the profiles TOML file (default: $LCFUSION_PROFILES)")
@@ -156,11 +171,17 @@ def run(args: argparse.Namespace, reporter: Reporter) -> dict:
         if job.command != args.command:
             raise LcfusionError(f"the job file is a {job.command} job, not {args.command}")
         function = _job_command(args.command)
+        if args.command.startswith("train-"):
+            from .repeats import run_training
+
+            return run_training(job, reporter, function)
         return function(job, reporter)
     if args.command == "check":
         return _environment()
     if args.command == "model-info":
         return _model_info(args.model)
+    if args.command == "model-report":
+        return _model_report(args.model, args.report, reporter)
     if args.command == "probe-compute":
         return _probe_compute(args)
     return _sample_scene(args, reporter)

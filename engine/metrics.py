@@ -44,29 +44,33 @@ class Accuracy:
 
 
 def compute_accuracy(reference: np.ndarray, predicted: np.ndarray,
-                     classes: ClassTable) -> Accuracy:
-    """Metrics from class indices (0..n-1) of reference and predicted pixels."""
+                     classes: ClassTable, weights: np.ndarray | None = None) -> Accuracy:
+    """Metrics from class indices (0..n-1) of reference and predicted pixels; with `weights`,
+    each (reference, predicted) pair stands for that many pixels (counts by pairs)."""
     labels = list(range(len(classes)))
     reference = np.asarray(reference).ravel()
     predicted = np.asarray(predicted).ravel()
-    matrix = confusion_matrix(reference, predicted, labels=labels)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64).ravel()
+    matrix = confusion_matrix(reference, predicted, labels=labels, sample_weight=weights)
     precision, recall, f1, support = precision_recall_fscore_support(
-        reference, predicted, labels=labels, zero_division=0)
+        reference, predicted, labels=labels, zero_division=0, sample_weight=weights)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        kappa = float(cohen_kappa_score(reference, predicted, labels=labels))
+        kappa = float(cohen_kappa_score(reference, predicted, labels=labels,
+                                        sample_weight=weights))
     per_class = [
         {"code": c.code, "name": c.name, "precision": float(precision[c.index]),
          "recall": float(recall[c.index]), "f1": float(f1[c.index]),
-         "support": int(support[c.index])}
+         "support": int(round(support[c.index]))}
         for c in classes
     ]
     present = support > 0
     return Accuracy(
-        overall_accuracy=float(accuracy_score(reference, predicted)),
+        overall_accuracy=float(accuracy_score(reference, predicted, sample_weight=weights)),
         kappa=None if math.isnan(kappa) else kappa,
         mean_f1=float(f1[present].mean()) if present.any() else 0.0,
         per_class=per_class,
-        confusion=matrix.astype(int).tolist(),
-        n_pixels=int(reference.size),
+        confusion=np.rint(matrix).astype(np.int64).tolist(),
+        n_pixels=int(reference.size if weights is None else round(weights.sum())),
     )

@@ -8,13 +8,15 @@ from qgis.PyQt.QtGui import QIcon
 from .algorithms.base import icon
 from .algorithms.classify_fgunet import ClassifyFGUNet
 from .algorithms.classify_mrfusion import ClassifyMRFusion
+from .algorithms.classify_randomforest import ClassifyRandomForest
 from .algorithms.classify_twinns import ClassifyTWINNS
 from .algorithms.train_fgunet import TrainFGUNet
 from .algorithms.train_mrfusion import TrainMRFusion
+from .algorithms.train_randomforest import TrainRandomForest
 from .algorithms.train_twinns import TrainTWINNS
 
 ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion, TrainTWINNS,
-              ClassifyTWINNS)
+              ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest)
 
 
 class LcfusionProvider(QgsProcessingProvider):

@@ -84,9 +84,11 @@ def test_list_shows_the_provider_and_its_algorithms(qgis_env):
         section.append(line.split())
     assert sorted(row[0] for row in section) == ["lcfusion:classifyfgunet",
                                                  "lcfusion:classifymrfusion",
+                                                 "lcfusion:classifyrandomforest",
                                                  "lcfusion:classifytwinns",
                                                  "lcfusion:trainfgunet",
                                                  "lcfusion:trainmrfusion",
+                                                 "lcfusion:trainrandomforest",
                                                  "lcfusion:traintwinns"]
 
 

@@ -62,6 +62,17 @@ GROUPS = {"training": "Training", "classification": "Classification", "evaluatio
 SPLIT_METHODS = (("random", "random per class (seeded)"),
                  ("area", "by area: each class's polygons sorted by area, dealt in turn"))
 KEEP_JOBS_ENV = "LCFUSION_KEEP_JOBS"
+REPORT_HELP = """
+<h3>Accuracy and report</h3>
+<p>The accuracy outputs (OA, Kappa, mean F1) are measured on the pixels of the test polygons.
+With <b>Repeat over k seeded splits</b> above 1 the training runs k times, on the splits of
+seeds <i>seed</i>, <i>seed</i> + 1, ... (the papers use 10): the outputs are then the mean over
+the k splits and the <code>*_STD</code> outputs their standard deviations; the model file kept
+is the one trained on the first split and records every run. The <b>Training report</b> (HTML)
+shows the learning curves, the test metrics with the confusion matrix (rows = reference,
+columns = prediction) and per-class F1, the split summary (polygons and pixels per class in
+each part), the repeated splits, the settings used and the time taken.</p>
+"""
 COMPUTE_HELP = """
 <h3>Where the training runs</h3>
 <p><b>Compute profile</b> names a profile of the compute profiles file (Plugins &gt; Land Cover
@@ -282,6 +293,84 @@ class PanMsBinding(Binding):
 
 
 @dataclass
+class SourceBinding(Binding):
+    """A choice among input sources (see `EngineAlgorithm.add_source`): only the chosen
+    source's input bindings are checked and go into the job, and an empty input of that
+    source is named."""
+
+    name: str | None
+    key: str
+    choices: tuple[str, ...]
+    labels: tuple[str, ...]
+    model: str | None = None
+    inputs: dict[str, list[Binding]] = field(default_factory=dict)
+
+    def chosen(self, alg, parameters, context) -> str | None:
+        """The chosen source; None when the model file cannot tell (its binding says why)."""
+        if self.model is None:
+            return self.choices[alg.parameterAsEnum(parameters, self.name, context)]
+        try:
+            header = read_header(alg.parameterAsFile(parameters, self.model, context),
+                                 self.model)
+        except LcfusionError:
+            return None
+        return (header.metadata.get("inputs") or {}).get(self.key)
+
+    def label(self, source: str) -> str:
+        return dict(zip(self.choices, self.labels, strict=True)).get(source, source)
+
+    def empty_input(self, alg, parameters, context, source: str) -> str | None:
+        """The first layer parameter of `source` left empty."""
+        for binding in self.inputs.get(source, []):
+            names = ([binding.layers] if isinstance(binding, SeriesBinding)
+                     else [binding.pan, binding.ms] if isinstance(binding, PanMsBinding) else [])
+            for name in names:
+                if isinstance(alg.parameterDefinition(name), QgsProcessingParameterMultipleLayers):
+                    if not alg.parameterAsLayerList(parameters, name, context):
+                        return name
+                elif alg.parameterAsRasterLayer(parameters, name, context) is None:
+                    return name
+        return None
+
+    def check(self, alg, parameters, context):
+        source = self.chosen(alg, parameters, context)
+        if source is None:
+            return None
+        if source not in self.choices:
+            return self.model, (f"The model was trained on an unknown source '{source}'; "
+                                "update the plugin or train the model again.")
+        empty = self.empty_input(alg, parameters, context, source)
+        if empty:
+            what = alg.parameterDefinition(empty).description()
+            reason = ("The model was trained on" if self.model else "The source is")
+            return empty, f"{reason} {self.label(source)}: give the {what}."
+        for binding in self.inputs[source]:
+            problem = binding.check(alg, parameters, context)
+            if problem:
+                return problem
+        return None
+
+    def check_model(self, alg, parameters, context, metadata):
+        source = (metadata.get("inputs") or {}).get(self.key)
+        for binding in self.inputs.get(source, []):
+            problem = binding.check_model(alg, parameters, context, metadata)
+            if problem:
+                return problem
+        return None
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        source = self.chosen(alg, parameters, context)
+        if source not in self.choices:
+            raise QgsProcessingException(alg.where(self.model or self.name)
+                                         + "the source of the inputs cannot be determined.")
+        if self.name:
+            job.sections["settings"][self.key] = source
+        feedback.pushInfo(f"Source: {self.label(source)}.")
+        for binding in self.inputs[source]:
+            binding.to_job(alg, parameters, context, feedback, job)
+
+
+@dataclass
 class ReferenceBinding(Binding):
     layer: str = "REFERENCE"
     class_field: str = "CLASS_FIELD"
@@ -325,6 +414,7 @@ class SplitBinding(Binding):
     names: tuple[str, str, str] = ("TRAIN_FRACTION", "VALIDATION_FRACTION", "TEST_FRACTION")
     seed: str = "SEED"
     method: str = "SPLIT_METHOD"
+    repeats: str = "REPEATS"
 
     def fractions(self, alg, parameters, context) -> list[float]:
         return [alg.parameterAsDouble(parameters, n, context) for n in self.names]
@@ -343,7 +433,8 @@ class SplitBinding(Binding):
         job.sections["split"] = {
             "train": train, "validation": validation, "test": test,
             "seed": alg.parameterAsInt(parameters, self.seed, context),
-            "method": SPLIT_METHODS[alg.parameterAsEnum(parameters, self.method, context)][0]}
+            "method": SPLIT_METHODS[alg.parameterAsEnum(parameters, self.method, context)][0],
+            "repeats": alg.parameterAsInt(parameters, self.repeats, context)}
 
 
 @dataclass
@@ -505,7 +596,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         """The HTML help on one line: QGIS shows every newline of it as a line break."""
-        extra = COMPUTE_HELP if self.group_key == "training" else ""
+        extra = REPORT_HELP if self.group_key == "training" else ""
+        if self.parameterDefinition("COMPUTE") is not None:
+            extra += COMPUTE_HELP
         return " ".join((self.help_text + extra).split())
 
     def icon(self) -> QIcon:
@@ -523,13 +616,16 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def add_series(self, description: str = "Time series rasters (in date order)",
                    name: str = "INPUT", key: str = "series", label: str = "time series",
-                   masks: bool = False, gapfill: bool = False) -> SeriesBinding:
+                   masks: bool = False, gapfill: bool = False,
+                   optional: bool = False) -> SeriesBinding:
         """A time series; with `masks`, optional cloud-mask layers (``<name>_MASK``); with
-        `gapfill`, the gap-filling switch (``GAPFILL``, the model's choice otherwise)."""
+        `gapfill`, the gap-filling switch (``GAPFILL``, the model's choice otherwise);
+        `optional` for the inputs of a `SourceBinding` choice."""
         prefix = "" if name == "INPUT" else f"{name}_"
         parameters = [
             QgsProcessingParameterMultipleLayers(name, description,
-                                                 layerType=QgsProcessing.TypeRaster),
+                                                 layerType=QgsProcessing.TypeRaster,
+                                                 optional=optional),
             QgsProcessingParameterNumber(
                 f"{prefix}BANDS_PER_DATE", "Bands per date (single multi-date stack only; 0: "
                 "each layer is one date)", type=QgsProcessingParameterNumber.Integer,
@@ -547,13 +643,36 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=True))
         return self.bind(binding, *parameters)
 
-    def add_pan_ms(self, patch_size: str | None = None) -> PanMsBinding:
+    def add_pan_ms(self, patch_size: str | None = None, optional: bool = False
+                   ) -> PanMsBinding:
         return self.bind(
             PanMsBinding(patch_size=patch_size),
-            QgsProcessingParameterRasterLayer("PAN", "Panchromatic (PAN) raster, one band"),
+            QgsProcessingParameterRasterLayer("PAN", "Panchromatic (PAN) raster, one band",
+                                              optional=optional),
             QgsProcessingParameterRasterLayer(
-                "MS", "Multispectral (MS) raster, pixel size a whole multiple of the PAN's"),
+                "MS", "Multispectral (MS) raster, pixel size a whole multiple of the PAN's",
+                optional=optional),
         )
+
+    def add_source(self, options: dict[str, str], model: str | None = None,
+                   name: str = "SOURCE", key: str = "source") -> SourceBinding:
+        """A choice among input sources (`options`: value -> label): an enum parameter whose
+        value goes into ``settings[key]``, or with `model`, the source the model file was
+        trained on. Give each source its input bindings with `only_for`."""
+        binding = SourceBinding(None if model else name, key, tuple(options),
+                                tuple(options.values()), model)
+        if model:
+            self.bindings.append(binding)
+            return binding
+        return self.bind(binding, QgsProcessingParameterEnum(
+            name, "Source", options=list(options.values()), defaultValue=0))
+
+    def only_for(self, source: SourceBinding, binding: Binding, *choices: str) -> Binding:
+        """Make `binding` apply only when one of `choices` is the chosen source."""
+        self.bindings = [b for b in self.bindings if b is not binding]
+        for choice in choices:
+            source.inputs.setdefault(choice, []).append(binding)
+        return binding
 
     def add_reference(self) -> ReferenceBinding:
         return self.bind(
@@ -590,6 +709,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=0),
             QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0,
                                          type=QgsProcessingParameterNumber.Integer),
+            advanced(QgsProcessingParameterNumber(
+                "REPEATS", "Repeat over k seeded splits (accuracy as mean ± std)",
+                type=QgsProcessingParameterNumber.Integer, defaultValue=1, minValue=1,
+                maxValue=100)),
         )
 
     def add_setting(self, parameter: QgsProcessingParameterDefinition, key: str,
@@ -629,6 +752,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         )
 
     def add_model_output(self) -> FileOutputBinding:
+        """The model file and the HTML training report."""
+        self.bind(FileOutputBinding("OUTPUT_REPORT", "report"),
+                  QgsProcessingParameterFileDestination(
+                      "OUTPUT_REPORT", "Training report", fileFilter="HTML (*.html)",
+                      optional=True, createByDefault=True))
         return self.bind(
             FileOutputBinding("OUTPUT_MODEL", "model"),
             QgsProcessingParameterFileDestination(
@@ -645,10 +773,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                           optional=True, createByDefault=False))
 
     def add_accuracy_outputs(self) -> None:
+        """Test-polygon accuracy; with repeated splits the mean over the splits and its
+        standard deviation."""
         for name, text in (("OA", "Overall accuracy (test polygons)"),
                            ("KAPPA", "Cohen's Kappa (test polygons)"),
                            ("MEAN_F1", "Mean F1 score (test polygons)")):
             self.addOutput(QgsProcessingOutputNumber(name, text))
+            self.addOutput(QgsProcessingOutputNumber(
+                f"{name}_STD", f"{text}: standard deviation over the repeated splits"))
 
     # Running ------------------------------------------------------------------------------
     def checkParameterValues(self, parameters: dict, context: QgsProcessingContext

@@ -24,6 +24,8 @@ ALGORITHMS = {
     "lcfusion:classifymrfusion": ("Classification", "classification"),
     "lcfusion:traintwinns": ("Training", "training"),
     "lcfusion:classifytwinns": ("Classification", "classification"),
+    "lcfusion:trainrandomforest": ("Training", "training"),
+    "lcfusion:classifyrandomforest": ("Classification", "classification"),
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
@@ -38,6 +40,9 @@ ADVANCED = {
     "lcfusion:traintwinns": {"SOURCES", "BRANCHES", "AUXILIARY", "S1_SCALE",
                              "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE"},
     "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE"},
+    "lcfusion:trainrandomforest": {"INDICES", "BAND_ROLES", "MAX_FEATURES",
+                                   "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE"},
+    "lcfusion:classifyrandomforest": {"TILE_SIZE"},
 }
 
 
@@ -54,6 +59,13 @@ HELP_TERMS = {
                              "alpha"),
     "lcfusion:classifytwinns": ("TWINNS", "Model file", "Sentinel-1 rasters",
                                 "Sentinel-2 rasters"),
+    "lcfusion:trainrandomforest": ("Random Forest", "iota2", "OTB", "Source",
+                                   "Sentinel-2 rasters", "Sentinel-1 rasters", "<b>PAN</b>",
+                                   "<b>MS</b>", "Features", "Patch size",
+                                   "Training pixels per class", "Trees", "Maximum depth",
+                                   "Reference polygons", "Class field", "trains here"),
+    "lcfusion:classifyrandomforest": ("Random Forest", "Model file", "Sentinel-2 rasters",
+                                      "Sentinel-1 rasters", "<b>PAN</b>", "<b>MS</b>"),
 }
 
 
@@ -172,7 +184,7 @@ def test_raster_outputs_are_geotiff_only(registry, lcfusion_provider):
     assert seen == 2 * classifiers  # each classifier's class map and confidence map
 
 
-@pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])
+@pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns", "randomforest"])
 def test_outputs_of_each_algorithm(registry, family):
     train = registry.algorithmById(f"lcfusion:train{family}")
     model = train.parameterDefinition("OUTPUT_MODEL")

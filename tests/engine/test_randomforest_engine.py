@@ -1,0 +1,267 @@
+"""The Random Forest baseline in the engine: the exported trees predict as scikit-learn does,
+each source and feature kind learns the classes its source separates, maps lie on the input
+grid, the model file holds no pickle, and bad inputs are named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from helpers import twinns_inputs, write_raster
+from rasterio.windows import Window
+from safetensors.numpy import load_file
+from sklearn.ensemble import RandomForestClassifier
+
+from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.forest import TENSORS, Forest
+from lcfusion.engine.jobs import Job, write_job
+from lcfusion.engine.modelheader import read_metadata
+from lcfusion.engine.panms import PanMsPair
+from lcfusion.engine.pixelfeatures import (
+    ForestTilePredictor,
+    PanMsStack,
+    PixelFeatures,
+    features_at,
+)
+from lcfusion.engine.progress import NullReporter
+from lcfusion.engine.randomforest import (
+    classify_randomforest,
+    load_randomforest,
+    train_randomforest,
+)
+from lcfusion.engine.series import SeriesSpec
+
+#: Few trees and pixels: each training takes about a second on two cores.
+QUICK_FOREST = {"n_trees": 20, "samples_per_class": 200, "tile_size": 64}
+#: Classes that only the given source can tell apart (see engine/sample_scene.py).
+SEPARATED_BY = {"s2": ("winter crop", "summer crop"), "s1s2": ("grassland", "wet meadow"),
+                "panms": ("built-up", "bare soil")}
+
+
+class Recorder(NullReporter):
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.lines.append(message)
+
+
+def source_inputs(scene, source: str) -> dict:
+    """The layers of a source; S2 with its cloud mask and no gap-filling, so that missing
+    values reach the forest."""
+    if source == "panms":
+        return {"pan": {"paths": [str(scene.pan_path)]}, "ms": {"paths": [str(scene.ms_path)]}}
+    inputs = twinns_inputs(scene, mask=True, gapfill=False)
+    return inputs if source == "s1s2" else {"s2": inputs["s2"]}
+
+
+def train_job(folder, scene, source: str, inputs: dict | None = None, **settings):
+    return Job.load(write_job(
+        folder, "train-randomforest",
+        inputs=source_inputs(scene, source) if inputs is None else inputs,
+        reference={"path": str(scene.reference_path), "layer": scene.reference_layer,
+                   "class_field": "class_id", "name_field": "class_name"},
+        split={"train": 0.6, "validation": 0.2, "test": 0.2, "seed": 3},
+        settings={"source": source, **QUICK_FOREST, **settings},
+        outputs={"model": str(folder / "model.lcfusion")}))
+
+
+def classify_job(folder, model, inputs: dict, **settings):
+    return Job.load(write_job(
+        folder, "classify-randomforest", inputs={"model": str(model), **inputs},
+        settings=settings, outputs={"class_map": str(folder / "map.tif"),
+                                    "confidence": str(folder / "confidence.tif")}))
+
+
+@pytest.fixture(scope="module")
+def forests(tmp_path_factory, scene) -> dict[str, tuple]:
+    """Per source, (model path, training outputs) of a pixel-feature forest."""
+    trained = {}
+    for source in ("s2", "panms"):
+        folder = tmp_path_factory.mktemp(f"forest-{source}")
+        trained[source] = (folder / "model.lcfusion",
+                           train_randomforest(train_job(folder, scene, source), NullReporter()))
+    return trained
+
+
+def f1_of(model) -> dict[str, float]:
+    return {row["name"]: row["f1"] for row in read_metadata(model)["metrics"]["per_class"]}
+
+
+def test_exported_forest_predicts_as_scikit_learn():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 12)).astype(np.float32)
+    labels = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(int) * 2 + (x[:, 3] > 0.7)
+    estimator = RandomForestClassifier(20, max_depth=25, random_state=0, n_jobs=2)
+    estimator.fit(x[:2000], labels[:2000] + 1)  # classes 1..4 of a 6-class table
+    forest = Forest.from_sklearn(estimator, estimator.classes_, 6, np.zeros(12))
+    restored = Forest.from_tensors(forest.tensors())
+    held_out = x[2000:]
+    expected = estimator.predict_proba(held_out)
+    ours = restored.predict_proba(held_out)
+    assert ours.shape == (1000, 6)
+    assert np.allclose(ours[:, estimator.classes_], expected)
+    assert not ours[:, [0, 5]].any()
+    assert np.array_equal(ours.argmax(axis=1), estimator.predict(held_out))
+    assert np.allclose(ours.sum(axis=1), 1.0)
+
+
+def test_missing_values_take_the_fill_values():
+    forest = Forest.from_tensors({
+        "tree_offsets": np.array([0, 1]), "children_left": np.array([-1], np.int32),
+        "children_right": np.array([-1], np.int32), "feature": np.array([-2], np.int32),
+        "threshold": np.array([-2.0]), "leaf_value": np.array([[1.0]]),
+        "fill_values": np.array([7.0, 8.0], np.float32)})
+    filled = forest.fill_missing(np.array([[np.nan, 1.0], [2.0, np.nan]]))
+    assert filled.tolist() == [[7.0, 1.0], [2.0, 8.0]]
+
+
+@pytest.mark.parametrize("source", ["s2", "s1s2", "panms"])
+@pytest.mark.parametrize("kind", ["pixel", "patch_flat", "patch_stats"])
+def test_each_source_learns_the_classes_it_separates(tmp_path, scene, source, kind):
+    reporter = Recorder()
+    outputs = train_randomforest(train_job(tmp_path, scene, source, features=kind), reporter)
+    model = tmp_path / "model.lcfusion"
+    f1 = f1_of(model)
+    print(f"{source} {kind}: OA {outputs['OA']:.3f} Kappa {outputs['KAPPA']:.3f}")
+    assert outputs["OA"] > 0.6 and outputs["KAPPA"] > 0.5  # chance: 1 / 8
+    assert all(f1[name] > 0.9 for name in SEPARATED_BY[source]), f1
+    if source != "panms":
+        assert any("replaced by the mean of the sample" in line for line in reporter.lines)
+    meta = read_metadata(model)
+    architecture = meta["architecture"]
+    assert meta["family"] == "randomforest" and meta["inputs"]["source"] == source
+    assert architecture["features"] == kind
+    assert architecture["patch_size"] == (1 if kind == "pixel" else 5)
+    assert len(architecture["feature_names"]) == architecture["n_features"]
+    assert meta["training"]["history"] == []
+
+    folder = tmp_path / "classify"
+    result = classify_randomforest(classify_job(folder, model, source_inputs(scene, source)),
+                                   NullReporter())
+    grid_of = scene.pan_path if source == "panms" else scene.s2_paths[0]
+    with rasterio.open(result["OUTPUT"]) as out, rasterio.open(grid_of) as grid:
+        assert (out.transform, out.crs, out.shape) == (grid.transform, grid.crs, grid.shape)
+        labels = out.read(1)
+    assert set(np.unique(labels)) <= set(range(1, 9))
+    with rasterio.open(result["OUTPUT_CONFIDENCE"]) as conf:
+        confidence = conf.read(1)
+    assert np.nanmin(confidence) > 0 and np.nanmax(confidence) <= 1.0
+
+
+def test_model_file_holds_arrays_only(forests, scene):
+    model = forests["s2"][0]
+    tensors = load_file(str(model))  # safetensors alone: no torch, no pickle
+    assert set(tensors) == set(TENSORS)
+    assert tensors["threshold"].dtype == np.float64
+    assert tensors["children_left"].dtype == np.int32
+    _, loaded, classes = load_randomforest(model)
+    assert len(classes) == 8 and loaded.n_trees == 20
+    x = np.random.default_rng(0).normal(size=(50, loaded.n_features)).astype(np.float32)
+    assert np.array_equal(Forest.from_tensors(tensors).predict_proba(x),
+                          loaded.predict_proba(x))
+
+
+def test_tiles_equal_pixel_by_pixel_features(scene):
+    """A pixel's probabilities do not depend on the tile it is read in (halo and edges)."""
+    features = PixelFeatures("patch_stats", 5)
+    pair = PanMsPair(SeriesSpec((str(scene.pan_path),)), SeriesSpec((str(scene.ms_path),)))
+    rng = np.random.default_rng(1)
+    rows = np.concatenate([[0, 383, 40, 17, 130, 3, 255], rng.integers(0, 384, 300)])
+    cols = np.concatenate([[0, 383, 2, 300, 41, 129, 256], rng.integers(0, 384, 300)])
+    with pair.open() as reader:
+        stack = PanMsStack(reader)
+        x, has_data = features_at(stack, features, rows, cols, 384, 384, 50, NullReporter())
+        assert has_data.all() and x.shape == (307, 20)
+        labels = (x[:, 1] > np.median(x[:, 1])).astype(int) + 2 * (x[:, 4] > x[:, 8])
+        estimator = RandomForestClassifier(10, random_state=0).fit(x, labels)
+        forest = Forest.from_sklearn(estimator, estimator.classes_, 4, np.zeros(20))
+        expected = forest.predict_proba(x)
+        predictor = ForestTilePredictor(forest, features, tile_size=64)
+        for k, (row, col) in enumerate(zip(rows[:7], cols[:7], strict=True)):
+            core = Window(col // 64 * 64, row // 64 * 64, 64, 64)
+            probs, valid = predictor.predict(stack, core)
+            np.testing.assert_allclose(probs[:, row % 64, col % 64], expected[k], atol=1e-6)
+            assert valid.all()
+
+
+def test_pan_pixel_features_are_its_pan_value_and_its_ms_pixel(scene):
+    pair = PanMsPair(SeriesSpec((str(scene.pan_path),)), SeriesSpec((str(scene.ms_path),)))
+    with pair.open() as reader, rasterio.open(scene.pan_path) as pan, \
+            rasterio.open(scene.ms_path) as ms:
+        data = PanMsStack(reader).read(Window(37, 50, 9, 6))
+        assert data.shape == (5, 6, 9)
+        np.testing.assert_array_equal(data[0], pan.read(1, window=Window(37, 50, 9, 6)))
+        ms_data = ms.read()
+        for r, c in ((0, 0), (5, 8), (2, 3)):
+            np.testing.assert_array_equal(data[1:, r, c], ms_data[:, (50 + r) // 4,
+                                                                  (37 + c) // 4])
+
+
+def test_patch_statistics_and_names():
+    data = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5)
+    data[1, 0, 0] = np.nan
+    features = PixelFeatures("patch_stats", 3)
+    values = features.at(data, np.array([0, 1]), np.array([0, 2]))
+    patch = data[1, 0:3, 0:3]
+    assert values.shape == (2, 8)
+    np.testing.assert_allclose(values[0, 4:], [np.nanmean(patch), np.nanstd(patch),
+                                               np.nanmin(patch), np.nanmax(patch)])
+    assert features.names(["a", "b"])[4:] == ["b mean", "b std", "b min", "b max"]
+    flat = PixelFeatures("patch_flat", 3)
+    assert flat.names(["a"])[0] == "a [-1,-1]" and flat.count(2) == 18
+    np.testing.assert_array_equal(flat.at(data, np.array([1]), np.array([1]))[0, :9],
+                                  data[0, 1:4, 1:4].ravel())
+
+
+def test_fewer_dates_than_the_model_names_s2(tmp_path, scene, forests):
+    inputs = source_inputs(scene, "s2")
+    inputs["s2"] = {"paths": inputs["s2"]["paths"][:5]}
+    with pytest.raises(LcfusionError) as error:
+        classify_randomforest(classify_job(tmp_path, forests["s2"][0], inputs), NullReporter())
+    assert error.value.parameter == "S2" and "6 Sentinel-2 dates" in error.value.message
+    assert not (tmp_path / "map.tif").exists()
+
+
+def test_ms_with_other_bands_names_ms(tmp_path, scene, forests):
+    with rasterio.open(scene.ms_path) as src:
+        data, transform = src.read()[:3], src.transform
+    ms = write_raster(tmp_path / "ms3.tif", data, origin=(transform.c, transform.f),
+                      pixel=transform.a, crs="EPSG:32631")
+    inputs = {"pan": {"paths": [str(scene.pan_path)]}, "ms": {"paths": [str(ms)]}}
+    with pytest.raises(LcfusionError) as error:
+        classify_randomforest(classify_job(tmp_path, forests["panms"][0], inputs),
+                              NullReporter())
+    assert error.value.parameter == "MS" and "4 bands" in error.value.message
+
+
+def test_missing_inputs_of_the_models_source_are_named(tmp_path, scene, forests):
+    with pytest.raises(LcfusionError) as error:
+        classify_randomforest(classify_job(tmp_path, forests["panms"][0],
+                                           source_inputs(scene, "s2")), NullReporter())
+    assert error.value.parameter == "PAN" and "a PAN + MS pair" in error.value.message
+
+
+def test_another_familys_model_is_refused(tmp_path, scene, trained):
+    with pytest.raises(LcfusionError) as error:
+        classify_randomforest(classify_job(tmp_path, trained[0], source_inputs(scene, "s2")),
+                              NullReporter())
+    assert error.value.parameter == "MODEL" and "not a randomforest model" in error.value.message
+
+
+@pytest.mark.parametrize("source, settings, parameter, words", [
+    ("s1s2", {}, "S1", "give the Sentinel-1 rasters"),
+    ("s2", {"features": "patch_flat", "patch_size": 4}, "PATCH_SIZE", "must be odd"),
+    ("s2", {"features": "voxels"}, "FEATURES", "unknown features"),
+    ("radar", {}, "SOURCE", "unknown source"),
+    ("s2", {"n_trees": 0}, "N_TREES", "must be above 0"),
+    ("s2", {"max_features": "half"}, "MAX_FEATURES", "unknown max features"),
+])
+def test_bad_settings_fail_before_training(tmp_path, scene, source, settings, parameter,
+                                           words):
+    inputs = source_inputs(scene, "s2")
+    with pytest.raises(LcfusionError) as error:
+        train_randomforest(train_job(tmp_path, scene, source, inputs=inputs, **settings),
+                           NullReporter())
+    assert error.value.parameter == parameter and words in error.value.message
+    assert not (tmp_path / "model.lcfusion").exists()

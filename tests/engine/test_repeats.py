@@ -1,0 +1,65 @@
+"""Training over k seeded splits: the kept model, the mean ± std outputs, the runs recorded."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import RecordingReporter, fgunet_train_job, twinns_train_job
+
+from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.fgunet import train_fgunet
+from lcfusion.engine.jobs import Job
+from lcfusion.engine.modelheader import read_metadata
+from lcfusion.engine.repeats import run_training, summarize, variant
+from lcfusion.engine.twinns import train_twinns
+
+
+def test_summary_is_the_mean_and_sample_standard_deviation():
+    runs = [{"overall_accuracy": 0.8, "kappa": 0.5, "mean_f1": None},
+            {"overall_accuracy": 0.9, "kappa": 0.7, "mean_f1": None},
+            {"overall_accuracy": 0.7, "kappa": None, "mean_f1": None}]
+    summary = summarize(runs)
+    assert summary["mean"]["overall_accuracy"] == pytest.approx(0.8)
+    assert summary["std"]["overall_accuracy"] == pytest.approx(0.1)  # sqrt(0.02 / 2)
+    assert summary["mean"]["kappa"] == pytest.approx(0.6)
+    assert summary["std"]["kappa"] == pytest.approx(0.1414213562)  # sqrt(0.02 / 1)
+    assert summary["mean"]["mean_f1"] is None and summary["std"]["mean_f1"] is None
+
+
+def test_a_variant_changes_only_the_seed_and_the_model(tmp_path, scene):
+    job = Job.load(twinns_train_job(tmp_path, scene, tmp_path / "m.lcfusion"))
+    other = variant(job, 9, tmp_path / "x.lcfusion")
+    assert other.section("split")["seed"] == 9 and job.section("split")["seed"] == 3
+    assert other.resolve(other.section("outputs")["model"]) == tmp_path / "x.lcfusion"
+    assert other.section("settings") == job.section("settings")
+
+
+def test_three_splits_give_mean_and_std_and_keep_the_first_model(tmp_path, scene):
+    model = tmp_path / "model.lcfusion"
+    path = fgunet_train_job(tmp_path, scene, model, epochs=1, patches_per_epoch=16,
+                            validation_patches=8)
+    job = Job.load(path)
+    job.data["split"]["repeats"] = 3
+    log = RecordingReporter()
+    outputs = run_training(job, log, train_fgunet)
+    metadata = read_metadata(model)
+    runs = metadata["repeats"]["runs"]
+    assert [run["seed"] for run in runs] == [3, 4, 5]
+    values = [run["overall_accuracy"] for run in runs]
+    mean = sum(values) / 3
+    std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
+    assert outputs["OA"] == pytest.approx(mean) and outputs["OA_STD"] == pytest.approx(std)
+    assert outputs["REPEATS"] == 3
+    # The kept model is the first split's: its own test metrics are run 1's.
+    assert metadata["metrics"]["overall_accuracy"] == pytest.approx(values[0])
+    assert metadata["training"]["split"]["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".lcfusion") == [
+        "model.lcfusion"]
+    assert "overall accuracy over 3 splits" in log.text()
+
+
+def test_repeats_are_bounded(tmp_path, scene):
+    job = Job.load(twinns_train_job(tmp_path, scene, tmp_path / "m.lcfusion"))
+    job.data["split"]["repeats"] = 0
+    with pytest.raises(LcfusionError) as error:
+        run_training(job, RecordingReporter(), train_twinns)
+    assert error.value.parameter == "REPEATS"
