@@ -7,11 +7,13 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-gdal python3-rasterio g
 	openmpi-bin python3-mpi4py xvfb python3-venv openssh-server openssh-client rsync slurm-wlm munge
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-output
+ACCURACY_DIR ?= accuracy-output
+ACCURACY_REPEATS ?= 3
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
 	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(CURDIR)/$(PY)
 
-.PHONY: setup apt demo test lint package install clean
+.PHONY: setup apt demo test accuracy lint package install clean
 
 ## setup: Debian packages, the .venv (torch CPU and test tools), the build/lcfusion link
 setup: apt $(VENV)/.installed build/lcfusion
@@ -44,6 +46,11 @@ test: setup
 	$(RUN_ENV) $(PY) -m ruff check .
 	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 $(PYTEST_ARGS)
 
+## accuracy: Random Forest baselines vs FG-UNET, MRFusion, TWINNS (+ ablations) over k seeded
+## splits on the sample scene and the Slovenia data -> $(ACCURACY_DIR)/accuracy.md
+accuracy: setup
+	$(RUN_ENV) $(PY) tools/accuracy.py $(ACCURACY_DIR) --repeats $(ACCURACY_REPEATS)
+
 lint: setup
 	$(PY) -m ruff check .
 
@@ -58,4 +65,4 @@ install:
 	@echo "Linked. Enable 'Land Cover Fusion' in Plugins > Manage and Install Plugins."
 
 clean:
-	rm -rf build dist $(DEMO_DIR)
+	rm -rf build dist $(DEMO_DIR) $(ACCURACY_DIR)

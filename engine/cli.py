@@ -60,7 +60,8 @@ def watch_parent(interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _job_command(name: str) -> Callable:
+def job_command(name: str) -> Callable:
+    """The function of a job command (its module is imported now: torch loads there)."""
     module_name, function = JOB_COMMANDS[name]
     try:
         module = importlib.import_module(f"{__package__}.{module_name}")
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> dict:
         job = Job.load(args.job)
         if job.command != args.command:
             raise LcfusionError(f"the job file is a {job.command} job, not {args.command}")
-        function = _job_command(args.command)
+        function = job_command(args.command)
         if args.command.startswith("train-"):
             from .repeats import run_training
 

@@ -215,24 +215,27 @@ def log_accuracy(accuracy: Accuracy, counts: PixelCounts, classes: ClassTable,
         reporter.warning(f"the class map holds code {entry.code}, which is not a reference "
                          f"class, on {per_code[entry.code]:,} reference pixels; they count as "
                          "wrong predictions")
-    reporter.info(f"accuracy of the class map on the reference polygons: {accuracy.summary()}")
+    kappa = "n/a" if accuracy.kappa is None else f"{accuracy.kappa:.4f}"
+    reporter.info(f"accuracy of the class map on the reference polygons: OA "
+                  f"{accuracy.overall_accuracy:.4f}, Kappa {kappa}, mean F1 "
+                  f"{accuracy.mean_f1:.4f} on {accuracy.n_pixels:,} pixels")
     for row in accuracy.per_class[:n_reference]:
         reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "
                       f"recall {row['recall']:.3f}, {row['support']} px)")
 
 
-def report_details(info: RasterInfo, spec: ReferenceSpec, reference: Reference,
+def report_details(info: RasterInfo, spec: ReferenceSpec, source: str, reference: Reference,
                    counts: PixelCounts, classes: ClassTable, n_reference: int) -> dict[str, str]:
+    """What was compared, for the report; `source` names the polygons as the user knows them."""
     per_code = counts.codes()
     unknown = ", ".join(f"{entry.code} ({per_code[entry.code]:,} px)"
                         for entry in list(classes)[n_reference:])
-    layer = f" (layer {spec.layer})" if spec.layer else ""
     fields = ", ".join(f"{role} {name}" for role, name in (
         ("class", spec.class_field), ("name", spec.name_field)) if name)
     return {
         "class map": str(info.path),
         "class map grid": info.grid.describe(),
-        "reference polygons": f"{spec.path}{layer}; fields: {fields}",
+        "reference polygons": f"{source}; fields: {fields}",
         "reference features": f"{reference.n_features:,}",
         "reference pixels": f"{len(reference.pixels):,}",
         "pixels compared": f"{counts.compared:,}",
@@ -263,7 +266,9 @@ def evaluate(job: Job, reporter: Reporter) -> dict:
                                  map_legend(info.path))
     accuracy = pixel_accuracy(counts, classes, n_reference)
     log_accuracy(accuracy, counts, classes, n_reference, reporter)
-    details = report_details(info, spec, reference, counts, classes, n_reference)
+    source = job.section("reference").get("source") or (
+        f"{spec.path} (layer {spec.layer})" if spec.layer else spec.path)
+    details = report_details(info, spec, source, reference, counts, classes, n_reference)
     write_evaluation_report(report, accuracy, f"Evaluation of {info.path.name}", details)
     write_confusion_csv(matrix, accuracy)
     reporter.progress(1.0, "done")

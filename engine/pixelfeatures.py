@@ -166,14 +166,15 @@ def features_at(stack: ChannelStack, features: PixelFeatures, rows: np.ndarray,
 class ForestTilePredictor:
     """Class probabilities of every pixel of a tile (a `TileClassifier`): the tile is read once
     with the halo the patches need, and its pixels' feature vectors go through the forest in
-    batches of rows. Pixels without any data of their own are marked invalid."""
+    batches of rows (at most `batch_size` pixels, and patches of at most `batch_bytes`).
+    Pixels without any data of their own are marked invalid."""
 
     def __init__(self, forest: Forest, features: PixelFeatures, tile_size: int = 128,
-                 batch_size: int = 16384):
+                 batch_size: int = 8192, batch_bytes: int = 64 << 20):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
         self.forest, self.features = forest, features
-        self.tile_size, self.batch_size = tile_size, batch_size
+        self.tile_size, self.batch_size, self.batch_bytes = tile_size, batch_size, batch_bytes
 
     def cores(self, height: int, width: int) -> Iterator[Window]:
         return tiles(height, width, self.tile_size)
@@ -184,7 +185,8 @@ class ForestTilePredictor:
         data = read_with_halo(stack, core, half)
         valid = np.isfinite(data[:, half: half + h, half: half + w]).any(axis=0)
         probs = np.empty((h * w, self.forest.n_classes), dtype=np.float32)
-        rows_per_batch = max(1, self.batch_size // w)
+        patch_bytes = data.shape[0] * self.features.size ** 2 * 4
+        rows_per_batch = max(1, min(self.batch_size, self.batch_bytes // patch_bytes) // w)
         for top in range(0, h, rows_per_batch):
             rows, cols = np.divmod(np.arange(top * w, min(h, top + rows_per_batch) * w), w)
             vectors = self.forest.fill_missing(self.features.at(data, rows, cols))

@@ -151,9 +151,9 @@ class ForestInputs:
             return {"source": self.source, **self.pair.to_json()}
         entries = {label.lower(): {**source.series.to_json(), "features": source.channel_names()}
                    for label, source in self.series}
+        scale = {"s1_scale": self.s1_scale} if self.source == "s1s2" else {}
         return {"source": self.source, **entries,
-                "indices": self.indices.to_json() if self.indices else None,
-                "s1_scale": self.s1_scale}
+                "indices": self.indices.to_json() if self.indices else None, **scale}
 
     @contextlib.contextmanager
     def open(self) -> Iterator[ChannelStack]:
@@ -213,6 +213,9 @@ def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter) -> Forest
         spec = SeriesSpec.from_json(inputs["s2"]).with_gapfill(bool(trained["s2"]["gapfill"]))
         s2 = SourceFeatures(TimeSeries(spec, "S2"), indices)
         check_series(trained["s2"], s2.series, "Sentinel-2")
+        if trained["s2"].get("masked") and not s2.series.mask_infos:
+            reporter.warning("the model was trained with a cloud mask but none is given; "
+                             "masked dates are read as they are")
         return ForestInputs("s2", [("S2", s2)], indices=indices)
     both = twinns_inputs_for_model(inputs, metadata)
     return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=indices,
@@ -297,12 +300,6 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
             reporter.info(f"training sample: {sample.size} pixels (at most "
                           f"{config.samples_per_class} per class): " + ", ".join(
                               f"{c.name} {counts[c.index]}" for c in classes))
-            fill = fill_values_of(x, names, reporter)
-            missing = float(np.isnan(x).mean()) if x.size else 0.0
-            if missing:
-                reporter.info(f"{missing:.1%} of the training feature values are missing and "
-                              "replaced by the mean of the sample")
-            x = np.where(np.isnan(x), fill, x)
             reporter.info(f"Random Forest: {config.n_trees} trees, maximum depth "
                           f"{config.max_depth or 'unlimited'}, {config.max_features} of "
                           f"{len(names)} features ({features.kind}"
@@ -310,17 +307,8 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
                              if features.kind != "pixel" else "")
                           + f") per split, {threads} thread(s)")
             reporter.progress(0.25, "training the forest")
-            estimator = RandomForestClassifier(
-                n_estimators=config.n_trees, max_depth=config.max_depth or None,
-                max_features=MAX_FEATURES[config.max_features], n_jobs=threads,
-                random_state=split_config.seed).fit(x, sample.classes)
-            forest = Forest.from_sklearn(estimator, estimator.classes_, len(classes), fill)
-            depth = max(e.get_depth() for e in estimator.estimators_)
-            reporter.info(f"forest trained: {forest.tree_offsets[-1]:,} nodes, "
-                          f"{forest.leaf_value.shape[0]:,} leaves, depth reached {depth}")
-            importance = ranked_importance(estimator.feature_importances_, names)
-            reporter.info("most important features: " + ", ".join(
-                f"{row['feature']} {row['importance']:.3f}" for row in importance[:10]))
+            forest, importance, depth = fit_forest(x, sample.classes, len(classes), config,
+                                                   split_config.seed, threads, names, reporter)
             reporter.progress(0.6, "forest trained")
             predictor = ForestTilePredictor(forest, features, config.tile_size)
             accuracy = evaluate_test(predictor, stack, grid, split, reporter.span(0.6, 0.97))
@@ -342,6 +330,30 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
         extra={"sampling": {"samples_per_class": config.samples_per_class,
                             "pixels": {c.name: int(counts[c.index]) for c in classes}},
                "feature_importance": importance[:50]})
+
+
+def fit_forest(x: np.ndarray, labels: np.ndarray, n_classes: int,
+               config: RandomForestTrainConfig, seed: int, threads: int, names: list[str],
+               reporter: Reporter) -> tuple[Forest, list[dict], int]:
+    """Fit scikit-learn's forest on `x` (missing values replaced by the sample's means) and
+    export it; also the features ranked by importance and the depth reached."""
+    fill = fill_values_of(x, names, reporter)
+    missing = float(np.isnan(x).mean()) if x.size else 0.0
+    if missing:
+        reporter.info(f"{missing:.1%} of the training feature values are missing and replaced "
+                      "by the mean of the sample")
+    estimator = RandomForestClassifier(
+        n_estimators=config.n_trees, max_depth=config.max_depth or None,
+        max_features=MAX_FEATURES[config.max_features], n_jobs=threads,
+        random_state=seed).fit(np.where(np.isnan(x), fill, x), labels)
+    forest = Forest.from_sklearn(estimator, estimator.classes_, n_classes, fill)
+    depth = max(e.get_depth() for e in estimator.estimators_)
+    reporter.info(f"forest trained: {forest.tree_offsets[-1]:,} nodes, "
+                  f"{forest.leaf_value.shape[0]:,} leaves, depth reached {depth}")
+    importance = ranked_importance(estimator.feature_importances_, names)
+    reporter.info("most important features: " + ", ".join(
+        f"{row['feature']} {row['importance']:.3f}" for row in importance[:10]))
+    return forest, importance, depth
 
 
 def ranked_importance(importance: np.ndarray, names: list[str]) -> list[dict]:

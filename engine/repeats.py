@@ -74,7 +74,8 @@ def run_training(job: Job, reporter: Reporter, train: Callable[[Job, Reporter], 
     if report is not None and outputs.get("OUTPUT_MODEL"):
         from .report import write_training_report
 
-        write_training_report(report, read_metadata(outputs["OUTPUT_MODEL"], "OUTPUT_MODEL"))
+        write_training_report(report, read_metadata(outputs["OUTPUT_MODEL"], "OUTPUT_MODEL"),
+                              parameter="OUTPUT_REPORT")
         reporter.info(f"training report written to {report}")
         outputs["OUTPUT_REPORT"] = str(report)
     return outputs

@@ -11,6 +11,7 @@ import html
 import io
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,8 @@ h1 { font-size: 1.6em; margin-bottom: .2em; }
 h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: .6em 0 1em; }
 th, td { border: 1px solid #ccc; padding: .2em .6em; text-align: right; }
-th { background: #f2f2f2; }
-th:first-child, td.text { text-align: left; }
+th { background: #f2f2f2; text-align: left; }
+td.text { text-align: left; }
 tr.total td { font-weight: bold; background: #fafafa; }
 .headline { display: flex; flex-wrap: wrap; gap: 1em; margin: 1em 0; }
 .metric { border: 1px solid #ccc; border-radius: 6px; padding: .5em 1em; min-width: 8em; }
@@ -67,8 +68,6 @@ def number(value: Any, digits: int = 4) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(number(item, digits) for item in value)
     return str(value)
 
 
@@ -83,17 +82,33 @@ def cell(value: Any) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
           total: Sequence[Any] | None = None) -> Html:
-    """An HTML table; `total` is an emphasised last row."""
+    """An HTML table (no header row without `headers`); `total` is an emphasised last row."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    head = f"<thead><tr>{head}</tr></thead>" if head else ""
     body = ["<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows]
     if total is not None:
         body.append('<tr class="total">' + "".join(cell(v) for v in total) + "</tr>")
-    return Html(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    return Html(f"<table>{head}<tbody>{''.join(body)}</tbody></table>")
+
+
+def plain(value: Any) -> str:
+    """A setting or input value as text: shortest float form, lists joined, nested entries
+    as ``key: value``."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(plain(item) for item in value[:24])
+        return shown + (f", … ({len(value)} values)" if len(value) > 24 else "")
+    return "n/a" if value is None else str(value)
 
 
 def key_values(items: dict[str, Any]) -> Html:
-    """A two-column table of names and values."""
-    return table(("", ""), ((Html(f"<b>{esc(k)}</b>"), v) for k, v in items.items()))
+    """A two-column table of names and values (as text)."""
+    return table((), ((Html(f"<b>{esc(k)}</b>"), plain(v)) for k, v in items.items()))
 
 
 def paragraph(text: str, note: bool = False) -> Html:
@@ -159,8 +174,85 @@ def shade(share: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def short(name: str, limit: int = 28) -> str:
+def short(name: str, limit: int = 32) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class MatrixLayout:
+    """Where the labels and cells of a confusion picture go."""
+
+    row_labels: list[str]
+    column_labels: list[str]
+
+    @property
+    def cell(self) -> int:
+        side = max(len(self.row_labels), len(self.column_labels))
+        return 48 if side <= 12 else max(26, 576 // side)
+
+    @property
+    def font(self) -> int:
+        return 11 if self.cell >= 40 else 9
+
+    def label_space(self, labels: list[str]) -> float:
+        return 10 + 0.58 * self.font * max(len(short(label)) for label in labels)
+
+    @property
+    def left(self) -> float:
+        return 30 + self.label_space(self.row_labels)
+
+    @property
+    def top(self) -> float:
+        return 30 + 0.72 * self.label_space(self.column_labels)
+
+    @property
+    def width(self) -> float:
+        columns = len(self.column_labels) * self.cell
+        return self.left + max(columns + 0.72 * self.label_space(self.column_labels), 470)
+
+    @property
+    def height(self) -> float:
+        return self.top + len(self.row_labels) * self.cell + 40
+
+
+def matrix_titles(layout: MatrixLayout) -> list[str]:
+    """Axis titles, class labels and the caption."""
+    cell, font = layout.cell, layout.font
+    middle = layout.top + len(layout.row_labels) * cell / 2
+    parts = [svg_text(layout.left + len(layout.column_labels) * cell / 2, 16,
+                      "prediction (columns)", 12, "middle", 'font-weight="bold"'),
+             svg_text(14, middle, "reference (rows)", 12, "middle",
+                      'font-weight="bold" ' + rotation(-90, 14, middle))]
+    for j, name in enumerate(layout.column_labels):
+        x, y = layout.left + (j + 0.5) * cell, layout.top - 6
+        parts.append(svg_text(x, y, short(name), font, "start", rotation(-45, x, y)))
+    for i, name in enumerate(layout.row_labels):
+        y = layout.top + (i + 0.5) * cell + 4
+        parts.append(svg_text(layout.left - 6, y, short(name), font, "end"))
+    parts.append(svg_text(layout.left, layout.height - 18,
+                          f"{AXES.replace(' =', ':')}; colour: share of the row "
+                          "(the reference class)", 11, "start", 'fill="#555"'))
+    return parts
+
+
+def matrix_cells(layout: MatrixLayout, matrix: list[list[int]]) -> list[str]:
+    """One shaded square per cell with its count and a tooltip; the diagonal outlined."""
+    cell, parts = layout.cell, []
+    for i, row in enumerate(matrix):
+        total = sum(row)
+        for j, count in enumerate(row):
+            share = count / total if total else 0.0
+            x, y = layout.left + j * cell, layout.top + i * cell
+            tip = (f"reference {layout.row_labels[i]}, predicted {layout.column_labels[j]}: "
+                   f"{count:,} pixels ({100 * share:.1f} % of the row)")
+            parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell}" height="{cell}" '
+                         f'fill="{shade(share)}" stroke="#fff"><title>{esc(tip)}</title></rect>')
+            parts.append(svg_text(x + cell / 2, y + cell / 2 + 4, f"{count:,}", layout.font,
+                                  "middle", f'fill="{"#fff" if share > 0.55 else "#222"}"'))
+    parts.extend(f'<rect x="{layout.left + k * cell:.1f}" y="{layout.top + k * cell:.1f}" '
+                 f'width="{cell}" height="{cell}" fill="none" stroke="#222" '
+                 'stroke-width="1.5"/>' for k in range(min(len(matrix), len(matrix[0]))))
+    return parts
 
 
 def confusion_svg(matrix: list[list[int]], names: list[str]) -> str:
@@ -169,51 +261,15 @@ def confusion_svg(matrix: list[list[int]], names: list[str]) -> str:
     Rows take the first ``len(matrix)`` names, columns the first ``len(matrix[0])``; cells
     show counts, coloured by their share of the row so that small classes stay readable.
     """
-    n_rows = len(matrix)
-    n_cols = len(matrix[0]) if matrix else 0
     label = f"Confusion matrix ({AXES})"
+    n_rows, n_cols = len(matrix), len(matrix[0]) if matrix else 0
     if not n_rows or not n_cols:
         return svg_document(320, 40, [svg_text(10, 24, "no pixels to show")], label)
-    labels = [str(n) for n in names] + [f"class {i + 1}" for i in range(len(names),
-                                                                         max(n_rows, n_cols))]
-    cell_size = 48 if max(n_rows, n_cols) <= 12 else max(26, 576 // max(n_rows, n_cols))
-    font = 11 if cell_size >= 40 else 9
-    char = 0.58 * font
-    row_space = 10 + char * max(len(short(name)) for name in labels[:n_rows])
-    column_space = 10 + 0.72 * char * max(len(short(name)) for name in labels[:n_cols])
-    left, top = 30 + row_space, 30 + column_space
-    width = left + max(n_cols * cell_size + column_space, 470)  # room for the caption
-    height = top + n_rows * cell_size + 40
-    middle = top + n_rows * cell_size / 2
-    body = [svg_text(left + n_cols * cell_size / 2, 16, "prediction (columns)", 12, "middle",
-                     'font-weight="bold"'),
-            svg_text(14, middle, "reference (rows)", 12, "middle",
-                     'font-weight="bold" ' + rotation(-90, 14, middle))]
-    for j in range(n_cols):
-        x, y = left + (j + 0.5) * cell_size, top - 6
-        body.append(svg_text(x, y, short(labels[j]), font, "start", rotation(-45, x, y)))
-    for i, row in enumerate(matrix):
-        y = top + i * cell_size
-        body.append(svg_text(left - 6, y + cell_size / 2 + 4, short(labels[i]), font, "end"))
-        total = sum(row)
-        for j, count in enumerate(row):
-            share = count / total if total else 0.0
-            x = left + j * cell_size
-            tip = (f"reference {labels[i]}, predicted {labels[j]}: {count:,} pixels "
-                   f"({100 * share:.1f} % of the row)")
-            body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell_size}" '
-                        f'height="{cell_size}" fill="{shade(share)}" stroke="#fff">'
-                        f"<title>{esc(tip)}</title></rect>")
-            color = "#fff" if share > 0.55 else "#222"
-            body.append(svg_text(x + cell_size / 2, y + cell_size / 2 + 4, f"{count:,}",
-                                 font, "middle", f'fill="{color}"'))
-    body.extend(f'<rect x="{left + k * cell_size:.1f}" y="{top + k * cell_size:.1f}" '
-                f'width="{cell_size}" height="{cell_size}" fill="none" stroke="#222" '
-                'stroke-width="1.5"/>' for k in range(min(n_rows, n_cols)))
-    body.append(svg_text(left, top + n_rows * cell_size + 22,
-                         f"{AXES.replace(' =', ':')}; colour: share of the row "
-                         "(the reference class)", 11, "start", 'fill="#555"'))
-    return svg_document(width, height, body, label)
+    labels = [str(name) for name in names]
+    labels += [f"class {i + 1}" for i in range(len(labels), max(n_rows, n_cols))]
+    layout = MatrixLayout(labels[:n_rows], labels[:n_cols])
+    return svg_document(layout.width, layout.height,
+                        matrix_titles(layout) + matrix_cells(layout, matrix), label)
 
 
 def epoch_ticks(first: float, last: float) -> list[int]:
@@ -227,80 +283,108 @@ def epoch_ticks(first: float, last: float) -> list[int]:
     return ticks
 
 
-def _points(history: list[dict], key: str) -> list[tuple[float, float]]:
+def loss_points(history: list[dict], key: str) -> list[tuple[float, float]]:
+    """(epoch, loss) of the entries with a finite `key`."""
     points = []
     for entry in history:
         value, epoch = entry.get(key), entry.get("epoch")
-        if value is None or epoch is None:
-            continue
-        value = float(value)
-        if math.isfinite(value):
-            points.append((float(epoch), value))
+        if value is not None and epoch is not None and math.isfinite(float(value)):
+            points.append((float(epoch), float(value)))
     return points
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A plot area: epochs on x, losses on y, mapped to SVG coordinates."""
+
+    x_ticks: list[int]
+    y_ticks: list[float]
+    width: int = 640
+    height: int = 320
+    left: int = 64
+    right: int = 16
+    top: int = 34
+    bottom: int = 48
+
+    def x(self, epoch: float) -> float:
+        low, high = self.x_ticks[0], self.x_ticks[-1]
+        return self.left + (epoch - low) / (high - low) * (self.width - self.left - self.right)
+
+    def y(self, value: float) -> float:
+        low, high = self.y_ticks[0], self.y_ticks[-1]
+        inner = self.height - self.top - self.bottom
+        return self.height - self.bottom - (value - low) / (high - low) * inner
+
+
+def plot_axes(plot: Plot) -> list[str]:
+    """Frame, grid lines, ticks and axis titles."""
+    right, base = plot.width - plot.right, plot.height - plot.bottom
+    parts = [f'<rect x="{plot.left}" y="{plot.top}" width="{right - plot.left}" '
+             f'height="{base - plot.top}" fill="#fff" stroke="#999"/>']
+    step = plot.y_ticks[1] - plot.y_ticks[0]
+    for tick in plot.y_ticks:
+        y = plot.y(tick)
+        parts.append(f'<line x1="{plot.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" '
+                     'stroke="#e5e5e5"/>')
+        parts.append(svg_text(plot.left - 6, y + 4, tick_label(tick, step), 11, "end"))
+    for tick in plot.x_ticks:
+        x = plot.x(tick)
+        parts.append(f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 5}" '
+                     'stroke="#999"/>')
+        parts.append(svg_text(x, base + 18, str(tick), 11, "middle"))
+    middle = (plot.top + base) / 2
+    parts.append(svg_text((plot.left + right) / 2, plot.height - 8, "epoch", 12, "middle"))
+    parts.append(svg_text(16, middle, "loss", 12, "middle", rotation(-90, 16, middle)))
+    return parts
+
+
+def plot_line(plot: Plot, color: str, points: list[tuple[float, float]]) -> list[str]:
+    """A loss curve; its points marked (with a tooltip) when there are not too many."""
+    coordinates = " ".join(f"{plot.x(e):.1f},{plot.y(v):.1f}" for e, v in points)
+    parts = [f'<polyline points="{coordinates}" fill="none" stroke="{color}" '
+             'stroke-width="2"/>']
+    if len(points) <= 60:
+        parts.extend(f'<circle cx="{plot.x(e):.1f}" cy="{plot.y(v):.1f}" r="2.5" '
+                     f'fill="{color}"><title>{esc(f"epoch {e:.0f}: {v:.4f}")}</title></circle>'
+                     for e, v in points)
+    return parts
+
+
+def plot_legend(plot: Plot, entries: list[tuple[str, str, str]]) -> list[str]:
+    """(text, colour, extra line attributes) in a row above the plot."""
+    parts, x, y = [], plot.left + 8, plot.top - 14
+    for text, color, extra in entries:
+        parts.append(f'<line x1="{x}" y1="{y}" x2="{x + 22}" y2="{y}" stroke="{color}" '
+                     f'stroke-width="2"{extra}/>')
+        parts.append(svg_text(x + 27, y + 4, text))
+        x += 40 + 6.2 * len(text)
+    return parts
 
 
 def curves_svg(history: list[dict], best_epoch: int | None = None) -> str:
     """Training and validation loss per epoch, with axes, ticks, a legend and the best epoch."""
     label = "Learning curves: training and validation loss per epoch"
-    series = [(name, color, _points(history, key)) for name, color, key in (
+    series = [(name, color, loss_points(history, key)) for name, color, key in (
         ("training loss", TRAIN_COLOR, "train_loss"),
         ("validation loss", VALIDATION_COLOR, "val_loss"))]
     series = [entry for entry in series if entry[2]]
     if not series:
         return svg_document(320, 40, [svg_text(10, 24, "no loss was recorded")], label)
-    width, height = 640, 320
-    left, right, top, bottom = 64, 16, 34, 48
     values = [v for _, _, points in series for _, v in points]
     epochs = [e for _, _, points in series for e, _ in points]
-    y_ticks = nice_ticks(min(0.0, min(values)), max(values))
-    first, last = min(epochs), max(epochs)
-    x_ticks = epoch_ticks(first, last)
-    x_low, x_high = x_ticks[0], x_ticks[-1]
-
-    def x_of(epoch: float) -> float:
-        return left + (epoch - x_low) / (x_high - x_low) * (width - left - right)
-
-    def y_of(value: float) -> float:
-        span = y_ticks[-1] - y_ticks[0]
-        return height - bottom - (value - y_ticks[0]) / span * (height - top - bottom)
-
-    body = [f'<rect x="{left}" y="{top}" width="{width - left - right}" '
-            f'height="{height - top - bottom}" fill="#fff" stroke="#999"/>']
-    y_step = y_ticks[1] - y_ticks[0]
-    for tick in y_ticks:
-        y = y_of(tick)
-        body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
-                    'stroke="#e5e5e5"/>')
-        body.append(svg_text(left - 6, y + 4, tick_label(tick, y_step), 11, "end"))
-    for tick in x_ticks:
-        x = x_of(tick)
-        body.append(f'<line x1="{x:.1f}" y1="{height - bottom}" x2="{x:.1f}" '
-                    f'y2="{height - bottom + 5}" stroke="#999"/>')
-        body.append(svg_text(x, height - bottom + 18, f"{tick:.0f}", 11, "middle"))
-    body.append(svg_text(left + (width - left - right) / 2, height - 8, "epoch", 12, "middle"))
-    middle = top + (height - top - bottom) / 2
-    body.append(svg_text(16, middle, "loss", 12, "middle", rotation(-90, 16, middle)))
+    plot = Plot(epoch_ticks(min(epochs), max(epochs)),
+                nice_ticks(min(0.0, min(values)), max(values)))
+    parts = plot_axes(plot)
     legend = [(name, color, "") for name, color, _ in series]
-    if best_epoch is not None and first <= best_epoch <= last:
-        x = x_of(best_epoch)
-        body.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" '
-                    f'stroke="{BEST_COLOR}" stroke-width="1.5" stroke-dasharray="5,4"/>')
-        legend.append((f"best epoch ({best_epoch})", BEST_COLOR, ' stroke-dasharray="5,4"'))
+    if best_epoch is not None and min(epochs) <= best_epoch <= max(epochs):
+        x, dash = plot.x(best_epoch), ' stroke-dasharray="5,4"'
+        parts.append(f'<line x1="{x:.1f}" y1="{plot.top}" x2="{x:.1f}" '
+                     f'y2="{plot.height - plot.bottom}" stroke="{BEST_COLOR}" '
+                     f'stroke-width="1.5"{dash}/>')
+        legend.append((f"best epoch ({best_epoch})", BEST_COLOR, dash))
     for _, color, points in series:
-        coordinates = " ".join(f"{x_of(e):.1f},{y_of(v):.1f}" for e, v in points)
-        body.append(f'<polyline points="{coordinates}" fill="none" stroke="{color}" '
-                    'stroke-width="2"/>')
-        if len(points) <= 60:
-            body.extend(f'<circle cx="{x_of(e):.1f}" cy="{y_of(v):.1f}" r="2.5" '
-                        f'fill="{color}"><title>{esc(f"epoch {e:.0f}: {v:.4f}")}</title>'
-                        "</circle>" for e, v in points)
-    x = left + 8
-    for name, color, dash in legend:
-        body.append(f'<line x1="{x}" y1="{top - 14}" x2="{x + 22}" y2="{top - 14}" '
-                    f'stroke="{color}" stroke-width="2"{dash}/>')
-        body.append(svg_text(x + 27, top - 10, name))
-        x += 40 + 6.2 * len(name)
-    return svg_document(width, height, body, label)
+        parts += plot_line(plot, color, points)
+    return svg_document(plot.width, plot.height, parts + plot_legend(plot, legend), label)
 
 
 # Report parts -------------------------------------------------------------------------------
@@ -315,10 +399,10 @@ def class_label(row: dict) -> str:
     return str(row.get("name", row.get("code", "")))
 
 
-def headline_metrics(metrics: dict) -> Html:
+def headline_metrics(metrics: dict, pixels: str) -> Html:
     boxes = [("Overall accuracy", metrics.get("overall_accuracy")),
              ("Cohen's Kappa", metrics.get("kappa")), ("Mean F1", metrics.get("mean_f1")),
-             ("Pixels compared", metrics.get("n_pixels"))]
+             (pixels, metrics.get("n_pixels"))]
     return Html('<div class="headline">' + "".join(
         f'<div class="metric"><div class="value">{esc(number(value))}</div>'
         f'<div class="label">{esc(name)}</div></div>' for name, value in boxes) + "</div>")
@@ -330,11 +414,12 @@ def per_class_table(metrics: dict) -> Html:
     return table(("code", "class", "precision", "recall", "F1", "support (pixels)"), rows)
 
 
-def accuracy_parts(metrics: dict) -> list[str]:
-    """Headline numbers, the confusion picture and the per-class table."""
+def accuracy_parts(metrics: dict, pixels: str) -> list[str]:
+    """Headline numbers (`pixels` names the pixel count), the confusion picture and the
+    per-class table."""
     names = [class_label(row) for row in metrics.get("per_class", [])]
     matrix = metrics.get("confusion", [])[: reference_rows(metrics)]
-    return [headline_metrics(metrics),
+    return [headline_metrics(metrics, pixels),
             Html(f"<h3>Confusion matrix ({esc(AXES)})</h3>"),
             Html(f"<figure>{confusion_svg(matrix, names)}</figure>"),
             Html("<h3>Per class</h3>"),
@@ -349,15 +434,6 @@ def classes_table(classes: list[dict]) -> Html:
                   for c in classes])
 
 
-def describe_value(value: Any) -> Any:
-    """A setting or input value for a table cell (nested entries as ``key: value``)."""
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {number(describe_value(v))}" for k, v in value.items())
-    if isinstance(value, (list, tuple)) and len(value) > 24:
-        return f"{number(list(value[:24]))}, … ({len(value)} values)"
-    return value
-
-
 def headline_section(metadata: dict) -> list[str]:
     family = str(metadata.get("family", "?"))
     classes = metadata.get("classes", [])
@@ -365,7 +441,7 @@ def headline_section(metadata: dict) -> list[str]:
              "created": metadata.get("created", "unknown"),
              "lcfusion version": metadata.get("lcfusion_version", "unknown"),
              "classes": len(classes)}
-    inputs = {name: describe_value(entry) for name, entry in (metadata.get("inputs") or {}).items()}
+    inputs = dict(metadata.get("inputs") or {})
     parts = [Html(f"<h1>Training report: {esc(FAMILY_NAMES.get(family, family))} model</h1>"),
              key_values(facts), Html("<h3>Classes</h3>"), classes_table(classes)]
     if inputs:
@@ -377,7 +453,7 @@ def metrics_section(metrics: dict | None) -> Html:
     if not metrics:
         return section("Accuracy on the test polygons", paragraph(
             "No test-set metrics: the model was trained without test polygons.", note=True))
-    return section("Accuracy on the test polygons", *accuracy_parts(metrics))
+    return section("Accuracy on the test polygons", *accuracy_parts(metrics, "Test pixels"))
 
 
 def curves_section(training: dict) -> Html:
@@ -389,8 +465,10 @@ def curves_section(training: dict) -> Html:
     best = training.get("best_epoch")
     rows = [(entry.get("epoch"), entry.get("train_loss"), entry.get("val_loss"),
              entry.get("learning_rate")) for entry in history]
-    best_text = (f"Best epoch: {best} (the weights kept in the model file are those of the "
-                 "epoch with the lowest validation loss)." if best is not None
+    monitored = ("validation" if any(entry.get("val_loss") is not None for entry in history)
+                 else "training")
+    best_text = (f"Best epoch: {best} (the model file keeps the weights of the epoch with the "
+                 f"lowest {monitored} loss)." if best is not None
                  else "No best epoch was recorded.")
     history_table = table(("epoch", "training loss", "validation loss", "learning rate"),
                           [(e, t, v, Html(esc("n/a" if lr is None else f"{lr:.2e}")))
@@ -426,9 +504,11 @@ def repeats_section(repeats: dict) -> Html:
     mean, std = repeats.get("mean") or {}, repeats.get("std") or {}
     total = ("mean ± std", "", *(Html(esc(f"{number(mean.get(k))} ± {number(std.get(k))}"))
                                  for k in keys))
+    kept = f" (seed {runs[0].get('seed')})" if runs else ""
     return section("Repeated splits", paragraph(
         f"{len(runs)} runs, each on a split drawn with its own seed; the spread shows how much "
-        "the accuracy depends on which polygons are held out."),
+        "the accuracy depends on which polygons are held out. The accuracy section above is "
+        f"that of the model kept in this file, trained on the first split{kept}."),
         table(("run", "seed", "overall accuracy", "Kappa", "mean F1"), rows, total))
 
 
@@ -447,9 +527,8 @@ def attention_section(attention: dict) -> Html:
 
 def settings_section(metadata: dict) -> Html:
     training = metadata.get("training") or {}
-    settings = {k: describe_value(v) for k, v in (training.get("settings") or {}).items()}
-    architecture = {k: describe_value(v)
-                    for k, v in (metadata.get("architecture") or {}).items()}
+    settings = training.get("settings") or {}
+    architecture = metadata.get("architecture") or {}
     parts = [Html("<h3>Training settings</h3>"),
              key_values(settings) if settings else paragraph("None recorded.", note=True)]
     if architecture:
@@ -512,7 +591,8 @@ def write_training_report(path: Path, metadata: dict, *,
 
 def evaluation_report_html(accuracy: Accuracy, title: str, details: dict[str, str]) -> str:
     metrics = accuracy.to_json()
-    parts = [Html(f"<h1>{esc(title)}</h1>"), section("Accuracy", *accuracy_parts(metrics)),
+    parts = [Html(f"<h1>{esc(title)}</h1>"),
+             section("Accuracy", *accuracy_parts(metrics, "Pixels compared")),
              section("Details", key_values(details))]
     return page(title, parts)
 
@@ -529,7 +609,7 @@ def confusion_csv(accuracy: Accuracy) -> str:
     n_rows = reference_rows({"per_class": accuracy.per_class})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([AXES, *names[: len(accuracy.confusion[0]) if accuracy.confusion else 0]])
+    writer.writerow([AXES, *names])
     for name, row in zip(names[:n_rows], accuracy.confusion[:n_rows], strict=True):
         writer.writerow([name, *row])
     return buffer.getvalue()

@@ -10,13 +10,14 @@ from .algorithms.classify_fgunet import ClassifyFGUNet
 from .algorithms.classify_mrfusion import ClassifyMRFusion
 from .algorithms.classify_randomforest import ClassifyRandomForest
 from .algorithms.classify_twinns import ClassifyTWINNS
+from .algorithms.evaluate import Evaluate
 from .algorithms.train_fgunet import TrainFGUNet
 from .algorithms.train_mrfusion import TrainMRFusion
 from .algorithms.train_randomforest import TrainRandomForest
 from .algorithms.train_twinns import TrainTWINNS
 
 ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion, TrainTWINNS,
-              ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest)
+              ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest, Evaluate)
 
 
 class LcfusionProvider(QgsProcessingProvider):

@@ -86,6 +86,7 @@ def test_list_shows_the_provider_and_its_algorithms(qgis_env):
                                                  "lcfusion:classifymrfusion",
                                                  "lcfusion:classifyrandomforest",
                                                  "lcfusion:classifytwinns",
+                                                 "lcfusion:evaluate",
                                                  "lcfusion:trainfgunet",
                                                  "lcfusion:trainmrfusion",
                                                  "lcfusion:trainrandomforest",

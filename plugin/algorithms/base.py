@@ -406,7 +406,8 @@ class ReferenceBinding(Binding):
                                  class_field)
         job.sections["reference"] = {"path": str(target), "layer": "reference",
                                      "class_field": class_field, "name_field": name_field,
-                                     "color_field": color_field, "colors": colors}
+                                     "color_field": color_field, "colors": colors,
+                                     "source": source.sourceName()}
 
 
 @dataclass
@@ -551,6 +552,29 @@ class RasterOutputBinding(Binding):
             feedback.pushWarning(f"{path} was written, but its style could not be saved: {exc}")
             return
         attach_post_processor(context, path, processor)
+
+
+@dataclass
+class ClassMapInputBinding(Binding):
+    """A single-band raster of class codes; its CRS is the one the polygons are sent in."""
+
+    name: str = "INPUT"
+    key: str = "class_map"
+
+    def check(self, alg, parameters, context):
+        layer = alg.parameterAsRasterLayer(parameters, self.name, context)
+        if layer is not None and layer.bandCount() != 1:
+            return self.name, (f"'{layer.name()}' has {layer.bandCount()} bands; choose a "
+                               "single-band class map.")
+        return None
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        layer = alg.parameterAsRasterLayer(parameters, self.name, context)
+        job.crs = layer.crs()
+        job.sections["inputs"][self.key] = raster_path(layer, job.folder, self.key, context,
+                                                       feedback)
+        feedback.pushInfo(f"Class map: {layer.name()} ({layer.width()} x {layer.height()} "
+                          f"pixels, {layer.crs().authid() or 'custom CRS'}).")
 
 
 def remove_partial_files(outputs) -> None:
@@ -771,6 +795,16 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                       QgsProcessingParameterRasterDestination(
                           "OUTPUT_CONFIDENCE", "Confidence map (maximum class probability)",
                           optional=True, createByDefault=False))
+
+    def add_class_map_input(self) -> ClassMapInputBinding:
+        return self.bind(ClassMapInputBinding(), QgsProcessingParameterRasterLayer(
+            "INPUT", "Class map (class codes, nodata where unclassified)"))
+
+    def add_file_output(self, name: str, description: str, key: str,
+                        file_filter: str) -> FileOutputBinding:
+        """A file the engine writes, under ``outputs[key]``."""
+        return self.bind(FileOutputBinding(name, key), QgsProcessingParameterFileDestination(
+            name, description, fileFilter=file_filter))
 
     def add_accuracy_outputs(self) -> None:
         """Test-polygon accuracy; with repeated splits the mean over the splits and its

@@ -26,23 +26,27 @@ ALGORITHMS = {
     "lcfusion:classifytwinns": ("Classification", "classification"),
     "lcfusion:trainrandomforest": ("Training", "training"),
     "lcfusion:classifyrandomforest": ("Classification", "classification"),
+    "lcfusion:evaluate": ("Evaluation", "evaluation"),
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
 ADVANCED = {
     "lcfusion:trainfgunet": {"PATCHES_PER_EPOCH", "VALIDATION_PATCHES", "DATES_PER_CHUNK",
                              "MAX_SHIFT", "AUGMENT", "CLASS_WEIGHTING", "DEVICE", "TILE_SIZE",
-                             "MARGIN"},
+                             "MARGIN", "REPEATS"},
     "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE"},
     "lcfusion:trainmrfusion": {"SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "BRANCHES", "DEVICE",
-                               "TILE_SIZE"},
+                               "TILE_SIZE", "REPEATS"},
     "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE"},
     "lcfusion:traintwinns": {"SOURCES", "BRANCHES", "AUXILIARY", "S1_SCALE",
-                             "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE"},
+                             "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE",
+                             "REPEATS"},
     "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE"},
     "lcfusion:trainrandomforest": {"INDICES", "BAND_ROLES", "MAX_FEATURES",
-                                   "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE"},
+                                   "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE",
+                                   "REPEATS"},
     "lcfusion:classifyrandomforest": {"TILE_SIZE"},
+    "lcfusion:evaluate": set(),
 }
 
 
@@ -66,6 +70,9 @@ HELP_TERMS = {
                                    "Reference polygons", "Class field", "trains here"),
     "lcfusion:classifyrandomforest": ("Random Forest", "Model file", "Sentinel-2 rasters",
                                       "Sentinel-1 rasters", "<b>PAN</b>", "<b>MS</b>"),
+    "lcfusion:evaluate": ("Class map", "Reference polygons", "Class field",
+                          "rows = reference, columns = prediction", "nodata",
+                          "not in the reference"),
 }
 
 
@@ -190,8 +197,11 @@ def test_outputs_of_each_algorithm(registry, family):
     model = train.parameterDefinition("OUTPUT_MODEL")
     assert isinstance(model, QgsProcessingParameterFileDestination)
     assert model.defaultFileExtension() == "lcfusion"
-    assert {o.name() for o in train.outputDefinitions()} == {"OUTPUT_MODEL", "OA", "KAPPA",
-                                                             "MEAN_F1"}
+    assert {o.name() for o in train.outputDefinitions()} == {
+        "OUTPUT_MODEL", "OUTPUT_REPORT", "OA", "KAPPA", "MEAN_F1", "OA_STD", "KAPPA_STD",
+        "MEAN_F1_STD"}
+    report = train.parameterDefinition("OUTPUT_REPORT")
+    assert report.createByDefault() and "*.html" in report.fileFilter()
 
     classify = registry.algorithmById(f"lcfusion:classify{family}")
     destinations = {p.name(): p for p in classify.parameterDefinitions()

@@ -1,0 +1,54 @@
+"""lcfusion:evaluate — the accuracy of a class map on reference polygons."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingOutputNumber
+
+from .base import EngineAlgorithm
+
+
+class Evaluate(EngineAlgorithm):
+    algorithm_id = "evaluate"
+    title = "Evaluate a class map"
+    group_key = "evaluation"
+    command = "evaluate"
+    icon_file = "evaluate.svg"
+    help_text = """
+<p>Measures the accuracy of a class map against reference polygons, pixel by pixel: overall
+accuracy, Cohen's Kappa, precision, recall and F1 per class, mean F1, and the confusion matrix
+(<b>rows = reference, columns = prediction</b>). The map can come from any <i>Classify</i>
+algorithm, from a model made with <i>Train FG-UNET</i>, <i>Train MRFusion</i>,
+<i>Train TWINNS</i> or <i>Train Random Forest</i>, or from another tool, as long as it holds
+the reference's class codes.</p>
+<p>The polygons are burned on the class map's grid (a pixel belongs to a polygon when its
+centre lies inside) and the map is read window by window, so the memory used does not depend
+on the size of the raster. Give polygons that were <i>not</i> used for training (the test
+polygons, or an independent survey): on training polygons the figures are optimistic.</p>
+<h3>Parameters</h3>
+<ul>
+<li><b>Class map</b>: a single-band raster of integer class codes. Its nodata pixels are
+skipped (their number is logged and given in the report). A code that is not a reference
+class counts as a wrong prediction, in an extra column named "code N (not in the
+reference)".</li>
+<li><b>Reference polygons</b> and <b>Class field</b> (integer codes, or text names as for
+training); optionally a <b>Class name field</b> — without it, the names stored in the class
+map are used — and a colour field. The polygons are reprojected to the map's CRS.</li>
+<li><b>Report</b>: an HTML page (no external file) with the metrics, a picture of the
+confusion matrix, the per-class table and what was compared.</li>
+<li><b>Confusion matrix</b>: a CSV file; its header row holds the predicted classes (its first
+cell says "rows = reference, columns = prediction"), then one row per reference class.</li>
+</ul>
+<p>The outputs OA, KAPPA, MEAN_F1 and N_PIXELS (pixels compared) can be chained in the
+graphical modeler.</p>
+"""
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        self.add_class_map_input()
+        self.add_reference()
+        self.add_file_output("OUTPUT_HTML", "Report", "report", "HTML files (*.html)")
+        self.add_file_output("OUTPUT_CSV", "Confusion matrix (CSV)", "matrix",
+                             "CSV files (*.csv)")
+        for name, text in (("OA", "Overall accuracy"), ("KAPPA", "Cohen's Kappa"),
+                           ("MEAN_F1", "Mean F1 score"),
+                           ("N_PIXELS", "Pixels compared (reference pixels with a class)")):
+            self.addOutput(QgsProcessingOutputNumber(name, text))
