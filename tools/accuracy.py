@@ -37,9 +37,13 @@ SLOVENIA_FGUNET = {"epochs": 12, "patch_size": 32, "batch_size": 8, "patches_per
                    "tile_size": 128, "class_weighting": "sqrt"}
 
 
+#: The rasters each source takes.
+SOURCE_INPUTS = {"s2": ("s2",), "s1s2": ("s1", "s2"), "panms": ("pan", "ms")}
+
+
 @dataclass
 class Dataset:
-    """Inputs per source, the reference and the split of one comparison."""
+    """Input rasters (s2, s1, pan, ms), the reference and the split of one comparison."""
 
     name: str
     inputs: dict[str, dict]
@@ -59,13 +63,13 @@ class Entry:
 
 def sample_dataset(folder: Path, size: int) -> Dataset:
     scene = generate_sample_scene(folder / "scene", SampleSceneConfig(width=size, height=size))
-    s2 = {"paths": [str(p) for p in scene.s2_paths]}
+    s2 = {"paths": [str(p) for p in scene.s2_paths],
+          "masks": [str(scene.s2_cloud_mask_path)], "gapfill": True}
     s1 = {"paths": [str(p) for p in scene.s1_paths]}
     return Dataset(
         "sample scene",
-        {"s2": {"series": s2}, "s1s2": {"s1": s1, "s2": s2},
-         "panms": {"pan": {"paths": [str(scene.pan_path)]},
-                   "ms": {"paths": [str(scene.ms_path)]}}},
+        {"s2": s2, "s1": s1, "pan": {"paths": [str(scene.pan_path)]},
+         "ms": {"paths": [str(scene.ms_path)]}},
         {"path": str(scene.reference_path), "layer": scene.reference_layer,
          "class_field": "class_id", "name_field": "class_name"},
         {"train": 0.6, "validation": 0.2, "test": 0.2, "method": "random"})
@@ -84,7 +88,7 @@ def slovenia_dataset(folder: Path) -> Dataset | None:
         gdal.VectorTranslate(str(reference), str(source), format="GPKG",
                              where="LULC_ID NOT IN (0, 1)")
     scenes = [str(SHARED_DATA / "slovenia_s2" / f"s2_scene_{i}.tif") for i in (5, 2, 1, 4, 3)]
-    return Dataset("Slovenia (S2, 5 dates)", {"s2": {"series": {"paths": scenes}}},
+    return Dataset("Slovenia (S2, 5 dates)", {"s2": {"paths": scenes}},
                    {"path": str(reference), "class_field": "LULC_ID",
                     "name_field": "LULC_NAME"},
                    {"train": 0.5, "validation": 0.17, "test": 0.33, "method": "random"})
@@ -94,7 +98,10 @@ def run_entry(entry: Entry, dataset: Dataset, folder: Path, repeats: int, seed: 
               reporter: Reporter) -> dict:
     """Train `entry` on `dataset` over `repeats` splits; the mean ± std outputs."""
     job_folder = folder / dataset.name.split()[0].lower() / entry.name.replace(" ", "_")
-    path = write_job(job_folder, entry.command, inputs=dataset.inputs[entry.source],
+    inputs = {key: dataset.inputs[key] for key in SOURCE_INPUTS[entry.source]}
+    if entry.command == "train-fgunet":
+        inputs = {"series": inputs["s2"]}
+    path = write_job(job_folder, entry.command, inputs=inputs,
                      reference=dataset.reference,
                      split={**dataset.split, "seed": seed, "repeats": repeats},
                      settings=entry.settings,
