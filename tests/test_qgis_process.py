@@ -171,3 +171,29 @@ work_dir = "{tmp_path / 'work'}"
                            "--COMPUTE=gpu", f"--OUTPUT_MODEL={tmp_path / 'other.lcfusion'}")
     assert unknown.returncode != 0
     assert "unknown compute profile 'gpu'" in unknown.stdout + unknown.stderr
+
+
+EXAMPLE_MODEL = Path(lcfusion.__file__).parent / "resources" / "models" / "fgunet_chain.model3"
+
+
+def test_the_example_modeler_chain_runs_headless(qgis_env, scene, tmp_path):
+    """resources/models/fgunet_chain.model3: train FG-UNET -> classify -> evaluate."""
+    outputs = {"train:model": tmp_path / "model.lcfusion",
+               "train:training_report": tmp_path / "training.html",
+               "classify:land_cover": tmp_path / "landcover.tif",
+               "evaluate:evaluation_report": tmp_path / "evaluation.html",
+               "evaluate:confusion_matrix": tmp_path / "matrix.csv"}
+    result = qgis_process(qgis_env, "run", str(EXAMPLE_MODEL), "--",
+                          *(f"series={path}" for path in scene.s2_paths),
+                          f"training={scene.reference_path}", f"evaluation={scene.reference_path}",
+                          "class_field=class_id", "epochs=1",
+                          *(f"{name}={path}" for name, path in outputs.items()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in outputs.values():
+        assert path.is_file() and path.stat().st_size > 0, path
+    with rasterio.open(outputs["classify:land_cover"]) as ds, \
+            rasterio.open(scene.s2_paths[0]) as ref:
+        assert (ds.crs, ds.transform, ds.shape) == (ref.crs, ref.transform, ref.shape)
+    assert "rows = reference, columns = prediction" in outputs[
+        "evaluate:confusion_matrix"].read_text()
+    assert "Learning curves" in outputs["train:training_report"].read_text()

@@ -1,0 +1,30 @@
+"""The example modeler chain opens as a model: its steps are lcfusion algorithms, wired in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingModelAlgorithm
+
+import lcfusion
+
+EXAMPLE_MODEL = Path(lcfusion.__file__).parent / "resources" / "models" / "fgunet_chain.model3"
+
+
+def test_the_example_chain_opens_in_the_modeler(lcfusion_provider):
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(EXAMPLE_MODEL))
+    assert model.name() == "Train FG-UNET, classify and evaluate"
+    steps = model.childAlgorithms()
+    assert {key: step.algorithmId() for key, step in steps.items()} == {
+        "train": "lcfusion:trainfgunet", "classify": "lcfusion:classifyfgunet",
+        "evaluate": "lcfusion:evaluate"}
+    registry = QgsApplication.processingRegistry()
+    for step in steps.values():
+        assert registry.algorithmById(step.algorithmId()) is not None
+        assert step.algorithm() is not None, f"{step.algorithmId()} does not resolve"
+    assert model.dependsOnChildAlgorithms("evaluate") == {"train", "classify"}
+    assert {p.name() for p in model.parameterDefinitions()} >= {
+        "series", "training", "evaluation", "class_field", "epochs"}
+    ok, message = model.checkParameterValues({}, QgsProcessingContext())
+    assert not ok and "Incorrect parameter value" in message
