@@ -23,6 +23,7 @@ from .panms import PanMsReader
 from .progress import Reporter
 from .rasters import reflect_indices
 from .sources import FeatureReader
+from .tiling import tiles_holding
 
 #: pixel: the pixel's channels; patch_flat: every value of the p x p patch; patch_stats: per
 #: channel mean, standard deviation, minimum and maximum over the patch.
@@ -140,13 +141,7 @@ def features_at(stack: ChannelStack, features: PixelFeatures, rows: np.ndarray,
     whether each pixel has any data of its own (a finite channel value)."""
     vectors: np.ndarray | None = None
     has_data = np.zeros(rows.size, dtype=bool)
-    selected = []
-    for core in tiles(height, width, tile_size):
-        r0, c0 = int(core.row_off), int(core.col_off)
-        inside = ((rows >= r0) & (rows < r0 + int(core.height)) & (cols >= c0)
-                  & (cols < c0 + int(core.width)))
-        if inside.any():
-            selected.append((core, np.flatnonzero(inside)))
+    selected = tiles_holding(tiles(height, width, tile_size), rows, cols)
     for done, (core, members) in enumerate(selected, start=1):
         data = read_with_halo(stack, core, features.half)
         local_r = rows[members] - int(core.row_off)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -144,17 +144,25 @@ def write_class_map(predictor: TileClassifier, reader: Any, grid: Grid, classes:
             out_conf.set_band_description(1, "confidence (maximum class probability)")
 
 
-def predict_pixels(predictor: TileClassifier, reader: Any, grid: Grid, rows: np.ndarray,
-                   cols: np.ndarray, reporter: Reporter) -> np.ndarray:
-    """Predicted class indices at the given pixels, running only tiles that contain some."""
-    predicted = np.full(rows.size, -1, dtype=np.int64)
+def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
+                  ) -> list[tuple[Window, np.ndarray]]:
+    """The tiles that hold some of the pixels (rows, cols), each with the indices of its
+    pixels."""
     selected = []
-    for core in predictor.cores(grid.height, grid.width):
+    for core in cores:
         r0, c0 = int(core.row_off), int(core.col_off)
         inside = ((rows >= r0) & (rows < r0 + int(core.height)) & (cols >= c0)
                   & (cols < c0 + int(core.width)))
         if inside.any():
             selected.append((core, np.flatnonzero(inside)))
+    return selected
+
+
+def predict_pixels(predictor: TileClassifier, reader: Any, grid: Grid, rows: np.ndarray,
+                   cols: np.ndarray, reporter: Reporter) -> np.ndarray:
+    """Predicted class indices at the given pixels, running only tiles that contain some."""
+    predicted = np.full(rows.size, -1, dtype=np.int64)
+    selected = tiles_holding(predictor.cores(grid.height, grid.width), rows, cols)
     for done, (core, members) in enumerate(selected, start=1):
         probs, _ = predictor.predict(reader, core)
         local_r = rows[members] - int(core.row_off)
