@@ -39,6 +39,7 @@ def test_three_splits_give_mean_and_std_and_keep_the_first_model(tmp_path, scene
                             validation_patches=8)
     job = Job.load(path)
     job.data["split"]["repeats"] = 3
+    job.data["outputs"]["report"] = str(tmp_path / "report.html")
     log = RecordingReporter()
     outputs = run_training(job, log, train_fgunet)
     metadata = read_metadata(model)
@@ -55,6 +56,10 @@ def test_three_splits_give_mean_and_std_and_keep_the_first_model(tmp_path, scene
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".lcfusion") == [
         "model.lcfusion"]
     assert "overall accuracy over 3 splits" in log.text()
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert outputs["OUTPUT_REPORT"] == str(tmp_path / "report.html")
+    assert "Repeated splits" in report and "Learning curves" in report
+    assert f"{mean:.4f} ± {std:.4f}" in report
 
 
 def test_repeats_are_bounded(tmp_path, scene):
