@@ -453,7 +453,7 @@ class RemoteJob:
         while time.monotonic() < deadline and self._slurm_state() not in (*SLURM_DONE, None):
             time.sleep(0.5)
 
-    def _wait_gone(self, seconds: float = 15.0) -> None:
+    def _wait_gone(self, seconds: float = 5.0) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.shell.run(["kill", "-0", "--", f"-{self.handle}"],
