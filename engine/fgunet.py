@@ -35,7 +35,7 @@ from .progress import Reporter
 from .sampling import BandReader, ClassBalancedPatchSampler, PatchSource, augment
 from .series import SeriesSpec, TimeSeries
 from .splits import preset_split
-from .staged import StagedFit, compute_profile, fit_on_target, packed_model, restore_rng
+from .staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .tiling import TiledPredictor, check_tiling
 from .training import FitConfig, FitResult, RunContext, fit
 
@@ -172,31 +172,32 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
             normalizer = PercentileNormalizer.fit(reader, rng)
             objects = BandReader(str(split.reference.objects_path))
             reporter.progress(0.08, "normalisation")
-            profile = compute_profile(job)
+
+            def train_here(span: Reporter) -> FitResult:
+                source = PatchSource(reader, normalizer, objects,
+                                     config.memory_limit_mb * 1024 * 1024)
+                span.debug("training patches read from " + (
+                    "memory" if source.in_memory else "the files, by windows"))
+                return _fit(model, source, pixels, lookups, config, _loss(weights, device),
+                            device, rng, span)
+
+            def staged() -> StagedFit:
+                boxes = _sampler(pixels.train, config, series.height, series.width).boxes(
+                    *pixels.all_rows_cols())
+                return StagedFit(
+                    FAMILY, [ArraySource("series", series.n_channels, series.height,
+                                     series.width, reader.read, boxes),
+                         ArraySource("objects", 1, series.height, series.width,
+                                     objects.read, boxes)],
+                    {"pixels": pixels.to_table(), "lookups": lookups},
+                    {"settings": asdict(config), "seed": split_config.seed,
+                     "architecture": architecture.to_json(), "classes": classes.to_json(),
+                     "normalization": normalizer.to_json(),
+                     "class_weights": weights.tolist()}, rng)
+
             try:
-                if profile is None:
-                    source = PatchSource(reader, normalizer, objects,
-                                         config.memory_limit_mb * 1024 * 1024)
-                    reporter.debug("training patches read from " + (
-                        "memory" if source.in_memory else "the files, by windows"))
-                    fit_result = _fit(model, source, pixels, lookups, config,
-                                      _loss(weights, device), device, rng,
-                                      reporter.span(0.1, 0.9))
-                else:
-                    boxes = _sampler(pixels.train, config, series.height, series.width).boxes(
-                        *pixels.all_rows_cols())
-                    fit_result = fit_on_target(job, profile, StagedFit(
-                        FAMILY, [ArraySource("series", series.n_channels, series.height,
-                                             series.width, reader.read, boxes),
-                                 ArraySource("objects", 1, series.height, series.width,
-                                             objects.read, boxes)],
-                        {"pixels": pixels.to_table(), "lookups": lookups},
-                        {"settings": asdict(config), "seed": split_config.seed,
-                         "architecture": architecture.to_json(), "classes": classes.to_json(),
-                         "normalization": normalizer.to_json(),
-                         "class_weights": weights.tolist()}, rng),
-                        reporter.span(0.1, 0.9))
-                    model.load_state_dict(fit_result.best_state)
+                fit_result = fit_here_or_on_target(job, model, reporter.span(0.1, 0.9),
+                                                   train_here, staged)
             finally:
                 objects.close()
             predictor = TiledPredictor(model, normalizer, device, config.tile_size,

@@ -42,7 +42,7 @@ from .panms import (
 from .progress import Reporter
 from .series import SeriesSpec
 from .splits import SplitReference, preset_split
-from .staged import StagedFit, compute_profile, fit_on_target, packed_model, restore_rng
+from .staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .training import FitResult, RunContext
 
 FAMILY = "mrfusion"
@@ -163,22 +163,23 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                       f"{device.type}, {threads} thread(s)")
         with pair.open() as reader:
             normalizer = PanMsNormalizer.fit(reader, rng)
-            pairs = PatchPairs.of(reader, normalizer, config.patch_size,
-                                  config.memory_limit_mb * 1024 * 1024)
             pixels = TrainingPixels.from_split(split, _labelled_with_data(reader, split,
                                                                           reporter))
             reporter.progress(0.08, "normalisation")
-            profile = compute_profile(job)
-            if profile is None:
-                reporter.debug("training patches read from "
-                               + ("memory" if pairs.in_memory else "the files, by windows"))
-                fit_result = fit_on_pixels(
+
+            def train_here(span: Reporter) -> FitResult:
+                pairs = PatchPairs.of(reader, normalizer, config.patch_size,
+                                      config.memory_limit_mb * 1024 * 1024)
+                span.debug("training patches read from "
+                           + ("memory" if pairs.in_memory else "the files, by windows"))
+                return fit_on_pixels(
                     model, pixels, partial(_batches, pairs, batch_size=config.batch_size),
-                    config, nn.CrossEntropyLoss(), device, rng, reporter.span(0.1, 0.9),
-                    config.augment)
-            else:
+                    config, nn.CrossEntropyLoss(), device, rng, span, config.augment)
+
+            def staged() -> StagedFit:
+                pairs = PatchPairs.of(reader, normalizer, config.patch_size, 0)
                 rows, cols = pixels.all_rows_cols()
-                fit_result = fit_on_target(job, profile, StagedFit(
+                return StagedFit(
                     FAMILY, [ArraySource("pan", 1, pair.pan.height, pair.pan.width,
                                          reader.pan.read, pairs.pan_boxes(rows, cols)),
                              ArraySource("ms", pair.ms_bands, pair.ms.height, pair.ms.width,
@@ -187,9 +188,10 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                     {"settings": asdict(config), "seed": split_config.seed,
                      "architecture": architecture.to_json(), "classes": classes.to_json(),
                      "normalization": normalizer.to_json(), "inputs": pair.to_json(),
-                     "alignment": pair.alignment.to_json()}, rng),
-                    reporter.span(0.1, 0.9))
-                model.load_state_dict(fit_result.best_state)
+                     "alignment": pair.alignment.to_json()}, rng)
+
+            fit_result = fit_here_or_on_target(job, model, reporter.span(0.1, 0.9),
+                                               train_here, staged)
             predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
             accuracy = evaluate_test(predictor, reader, pair.grid, split,
                                      reporter.span(0.9, 0.99))

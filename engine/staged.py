@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,19 @@ def parameter_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def fit_here_or_on_target(job: Job, model: torch.nn.Module, reporter: Reporter,
+                          here: Callable[[Reporter], FitResult],
+                          staged: Callable[[], StagedFit]) -> FitResult:
+    """Train in this process (`here`) or, when the job names a compute profile, on that target
+    with what `staged` packs; then `model` holds the trained weights either way."""
+    profile = compute_profile(job)
+    if profile is None:
+        return here(reporter)
+    result = fit_on_target(job, profile, staged(), reporter)
+    model.load_state_dict(result.best_state)
+    return result
 
 
 def _threads_per_rank(requested: int, local_ranks: int) -> int:

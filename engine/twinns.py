@@ -44,7 +44,7 @@ from .sources import (
     fit_normalizers,
 )
 from .splits import SplitReference, preset_split
-from .staged import StagedFit, compute_profile, fit_on_target, packed_model, restore_rng
+from .staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .training import FitResult, RunContext
 
 FAMILY = "twinns"
@@ -275,16 +275,12 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                                   config.memory_limit_mb * 1024 * 1024)
             reporter.progress(0.08, "normalisation")
             pixels = TrainingPixels.from_split(split)
-            profile = compute_profile(job)
-            if profile is None:
-                reporter.debug("training patches read from "
-                               + ("memory" if patches.in_memory else "the files, by windows"))
-                fit_result = fit_on_pixels(
-                    model, pixels, partial(_batches, patches, batch_size=config.batch_size),
-                    config, TWINNSLoss(config.alpha), device, rng, reporter.span(0.1, 0.88))
-            else:
+            reporter.debug("training patches read from "
+                           + ("memory" if patches.in_memory else "the files, by windows"))
+
+            def staged() -> StagedFit:
                 boxes = patches.boxes(*pixels.all_rows_cols())
-                fit_result = fit_on_target(job, profile, StagedFit(
+                return StagedFit(
                     FAMILY, [ArraySource(name, reader.series.n_channels, reader.series.height,
                                          reader.series.width, reader.read, boxes)
                              for name, reader in (("s1", s1), ("s2", s2))],
@@ -292,9 +288,13 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                     {"settings": asdict(config), "seed": split_config.seed,
                      "architecture": architecture.to_json(), "classes": classes.to_json(),
                      "normalization": {"s1": normalizers[0].to_json(),
-                                       "s2": normalizers[1].to_json()}}, rng),
-                    reporter.span(0.1, 0.88))
-                model.load_state_dict(fit_result.best_state)
+                                       "s2": normalizers[1].to_json()}}, rng)
+
+            fit_result = fit_here_or_on_target(
+                job, model, reporter.span(0.1, 0.88),
+                lambda span: fit_on_pixels(
+                    model, pixels, partial(_batches, patches, batch_size=config.batch_size),
+                    config, TWINNSLoss(config.alpha), device, rng, span), staged)
             predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
                                               config.tile_size)
             accuracy = evaluate_test(predictor, readers, inputs.grid, split,
