@@ -51,6 +51,14 @@ def child(model: QgsProcessingModelAlgorithm, child_id: str, algorithm: str, des
     step.setPosition(QPointF(x, y))
     for name, value in sources.items():
         step.addParameterSources(name, value)
+    for definition in QgsApplication.processingRegistry().algorithmById(
+            algorithm).parameterDefinitions():
+        if definition.isDestination() or definition.name() in sources:
+            continue
+        if definition.defaultValue() is not None:
+            step.addParameterSources(definition.name(), [
+                QgsProcessingModelChildParameterSource.fromStaticValue(
+                    definition.defaultValue())])
     model_outputs = {}
     for name, (child_output, text) in outputs.items():
         output = QgsProcessingModelOutput(name, text)

@@ -24,7 +24,30 @@ def test_the_example_chain_opens_in_the_modeler(lcfusion_provider):
         assert registry.algorithmById(step.algorithmId()) is not None
         assert step.algorithm() is not None, f"{step.algorithmId()} does not resolve"
     assert model.dependsOnChildAlgorithms("evaluate") == {"train", "classify"}
+    valid, problems = model.validate()
+    assert valid, problems
     assert {p.name() for p in model.parameterDefinitions()} >= {
         "series", "training", "evaluation", "class_field", "epochs"}
     ok, message = model.checkParameterValues({}, QgsProcessingContext())
     assert not ok and "Incorrect parameter value" in message
+
+
+def test_the_example_chain_opens_in_the_model_designer(lcfusion_provider, tmp_path,
+                                                        monkeypatch):
+    from processing.modeler import ModelerDialog as designer
+    from processing.modeler.ModelerDialog import ModelerDialog
+
+    # The test interface stub lacks iconSize()'s default argument; the designer runs without it.
+    monkeypatch.setattr(designer, "iface", None)
+
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(EXAMPLE_MODEL))
+    dialog = ModelerDialog.create(model)
+    try:
+        shown = dialog.model()
+        assert shown.name() == model.name()
+        assert sorted(shown.childAlgorithms()) == ["classify", "evaluate", "train"]
+        assert dialog.grab().save(str(tmp_path / "modeler.png"))
+    finally:
+        dialog.close()
+        ModelerDialog.dlgs.remove(dialog)
