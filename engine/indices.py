@@ -87,3 +87,21 @@ def add_indices(data: np.ndarray, config: IndexConfig, numbers: dict[str, int]) 
                 value = (a - b) / (a + b)
             extra.append(np.where(np.isfinite(value), value, np.nan).astype(np.float32))
     return np.concatenate([data, np.stack(extra, axis=1)], axis=1)
+
+
+def parse_index_config(add: bool, indices: str, band_roles: str) -> IndexConfig | None:
+    """The indices to add to S2 (comma-separated names) with the band roles (``role=band``
+    pairs, comma-separated), or None when indices are off."""
+    if not add:
+        return None
+    roles = dict(S2_ROLES)
+    for pair in filter(None, (p.strip() for p in band_roles.split(","))):
+        role, _, band = pair.partition("=")
+        if role.strip().lower() not in S2_ROLES or not band.strip():
+            raise LcfusionError(
+                f"{pair!r} is not a role=band pair with a role among "
+                f"{', '.join(S2_ROLES)} (for example red=B04 or nir=8)", "BAND_ROLES")
+        roles[role.strip().lower()] = band.strip()
+    names = tuple(n.strip().upper() for n in indices.split(",") if n.strip())
+    return IndexConfig(names, roles)
+

@@ -26,7 +26,7 @@ from .classes import ClassTable
 from .devices import configure_threads
 from .errors import LcfusionError
 from .forest import Forest
-from .indices import DEFAULT_INDICES, IndexConfig
+from .indices import DEFAULT_INDICES, IndexConfig, parse_index_config
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     PixelSet,
@@ -55,7 +55,7 @@ from .series import SeriesSpec, TimeSeries
 from .sources import S1_SCALES, SourceFeatures
 from .splits import SplitReference, preset_split
 from .training import FitResult
-from .twinns import TWINNSInputs, TWINNSTrainConfig
+from .twinns import TWINNSInputs
 from .twinns import inputs_for_model as twinns_inputs_for_model
 
 FAMILY = "randomforest"
@@ -102,9 +102,8 @@ class RandomForestTrainConfig:
         return PixelFeatures(self.features, self.patch_size)
 
     def index_config(self) -> IndexConfig | None:
-        """The indices added to each Sentinel-2 date, parsed as TWINNS parses them."""
-        return TWINNSTrainConfig(add_indices=self.add_indices, indices=self.indices,
-                                 band_roles=self.band_roles).index_config()
+        """The indices added to each Sentinel-2 date (as for TWINNS)."""
+        return parse_index_config(self.add_indices, self.indices, self.band_roles)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
-from .indices import DEFAULT_INDICES, S2_ROLES, IndexConfig
+from .indices import DEFAULT_INDICES, IndexConfig, parse_index_config
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     TrainingPixels,
@@ -87,18 +87,7 @@ class TWINNSTrainConfig:
 
     def index_config(self) -> IndexConfig | None:
         """The indices to add to S2, with the band roles (``role=band`` pairs)."""
-        if not self.add_indices:
-            return None
-        roles = dict(S2_ROLES)
-        for pair in filter(None, (p.strip() for p in self.band_roles.split(","))):
-            role, _, band = pair.partition("=")
-            if role.strip().lower() not in S2_ROLES or not band.strip():
-                raise LcfusionError(
-                    f"{pair!r} is not a role=band pair with a role among "
-                    f"{', '.join(S2_ROLES)} (for example red=B04 or nir=8)", "BAND_ROLES")
-            roles[role.strip().lower()] = band.strip()
-        names = tuple(n.strip().upper() for n in self.indices.split(",") if n.strip())
-        return IndexConfig(names, roles)
+        return parse_index_config(self.add_indices, self.indices, self.band_roles)
 
 
 #: The paper's object splits (Reunion 30/20/50, Koumbia 50/30/20) and the optimiser values of
