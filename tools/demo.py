@@ -86,12 +86,12 @@ def main() -> int:
           f"pixels, reference polygons in {scene.reference_path.name}")
     enable_plugin()
 
-    model = folder / "fgunet.lcfusion"
+    model, report = folder / "fgunet.lcfusion", folder / "training_report.html"
     trained = qgis_process("run", "lcfusion:trainfgunet", *parameters({
         "INPUT": [str(p) for p in scene.s2_paths], "REFERENCE": str(scene.reference_path),
         "CLASS_FIELD": "class_id", "NAME_FIELD": "class_name", "COLOR_FIELD": "class_color",
         **TRAINING,
-        "OUTPUT_MODEL": str(model)}))
+        "OUTPUT_MODEL": str(model), "OUTPUT_REPORT": str(report)}))
     class_map, confidence = folder / "landcover.tif", folder / "confidence.tif"
     qgis_process("run", "lcfusion:classifyfgunet", *parameters({
         "INPUT": [str(p) for p in scene.s2_paths], "MODEL": str(model),
@@ -107,6 +107,7 @@ def main() -> int:
     print(f"Confidence map:                      {confidence}")
     print(f"Rendering with legend:               {png}")
     print(f"Model:                               {model}")
+    print(f"Training report:                     {report}")
     print(f"Done in {time.monotonic() - started:.0f} s; everything is in {folder}")
     return 0
 
