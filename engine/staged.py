@@ -221,7 +221,7 @@ def fit_packed_job(job: Job, reporter: Reporter) -> dict:
             model_path.parent.mkdir(parents=True, exist_ok=True)
             save_model(model_path, {key: metadata[key] for key in (
                 "family", "architecture", "classes", "normalization", "inputs")
-                if key in metadata}, {k: v for k, v in model.state_dict().items()})
+                if key in metadata}, model.state_dict())
             report_path.write_text(json.dumps({
                 "best_epoch": result.best_epoch, "history": result.history,
                 "seconds": result.seconds, "resumed_from": result.resumed_from,

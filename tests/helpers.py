@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from rasterio.transform import from_origin
 
 from lcfusion.engine.errors import CancelledError
 from lcfusion.engine.jobs import write_job
+from lcfusion.engine.profiles import ComputeProfile, save_profiles
 from lcfusion.engine.progress import Reporter
 from lcfusion.engine.sample_scene import SampleScene, SampleSceneConfig
 
@@ -148,3 +150,15 @@ class RecordingReporter(Reporter):
 
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+#: mpirun as root and with more ranks than cores (the test machines).
+MPIRUN_ARGS = ("--allow-run-as-root", "--oversubscribe")
+
+
+def two_rank_profiles(path: Path, work: Path) -> Path:
+    """A profiles file with the profile ``two``: mpirun with 2 ranks on this machine."""
+    save_profiles(path, {"two": ComputeProfile("two", "mpi", python=sys.executable,
+                                               mpirun_args=MPIRUN_ARGS, ranks=2,
+                                               work_dir=str(work))})
+    return path

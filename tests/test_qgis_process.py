@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import rasterio
+from helpers import two_rank_profiles
 
 import lcfusion
 from lcfusion.engine.modelheader import read_header
@@ -146,15 +147,7 @@ def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):
 
 def test_training_on_a_compute_profile_headless(qgis_env, scene, tmp_path):
     """COMPUTE names a profile of the LCFUSION_PROFILES file; the run goes through mpirun."""
-    profiles = tmp_path / "profiles.toml"
-    profiles.write_text(f"""
-[profiles.two]
-kind = "mpi"
-ranks = 2
-python = "{sys.executable}"
-mpirun_args = ["--allow-run-as-root", "--oversubscribe"]
-work_dir = "{tmp_path / 'work'}"
-""")
+    profiles = two_rank_profiles(tmp_path / "profiles.toml", tmp_path / "work")
     env = {**qgis_env, "LCFUSION_PROFILES": str(profiles)}
     model = tmp_path / "model.lcfusion"
     result = qgis_process(env, "run", "lcfusion:trainfgunet", *series_arguments(scene),

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import (
+    MPIRUN_ARGS,
     RecordingReporter,
     fgunet_train_job,
     mrfusion_train_job,
@@ -36,7 +37,6 @@ from lcfusion.engine.twinns import train_twinns
 pytestmark = pytest.mark.slow
 pytest_plugins = ["services"]
 
-MPIRUN_ARGS = ["--allow-run-as-root", "--oversubscribe"]
 #: Small runs: one thread per rank, so that runs are comparable bit for bit.
 TINY = {"mrfusion": {"epochs": 2, "samples_per_epoch": 192, "validation_samples": 64,
                      "threads": 1},
@@ -62,7 +62,7 @@ def train_job(family: str, folder: Path, scene, **settings) -> tuple[Path, Path]
 
 
 def mpi_profile(work: Path, ranks: int) -> dict:
-    return {"ranks": ranks, "mpirun_args": MPIRUN_ARGS, "python": sys.executable,
+    return {"ranks": ranks, "mpirun_args": list(MPIRUN_ARGS), "python": sys.executable,
             "work_dir": str(work)}
 
 
@@ -143,7 +143,7 @@ def ssh_values(server, remote: Path, **extra) -> dict:
     return {"host": server.host, "port": server.port, "user": server.user,
             "identity_file": str(server.identity_file),
             "known_hosts_file": str(server.known_hosts), "work_dir": str(remote),
-            "python": sys.executable, "mpirun_args": MPIRUN_ARGS, "ranks": 2, **extra}
+            "python": sys.executable, "mpirun_args": list(MPIRUN_ARGS), "ranks": 2, **extra}
 
 
 def test_ssh_target_trains_and_brings_the_model_back(tmp_path, scene, ssh_server):
@@ -185,7 +185,7 @@ def test_cancel_stops_the_remote_job_and_cleans_its_folder(tmp_path, scene, ssh_
 
 def slurm_values(cluster, work: Path, **extra) -> dict:
     return {"partition": cluster.partition, "ranks": 2, "nodes": 1, "time_limit": "10:00",
-            "python": sys.executable, "mpirun_args": MPIRUN_ARGS, "work_dir": str(work),
+            "python": sys.executable, "mpirun_args": list(MPIRUN_ARGS), "work_dir": str(work),
             "env": {"SLURM_CONF": str(cluster.conf)}, **extra}
 
 

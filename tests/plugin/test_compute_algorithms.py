@@ -4,10 +4,10 @@ two-rank mpirun run through Processing, and cancel stopping the ranks."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import processing
 import pytest
+from helpers import two_rank_profiles
 from processing_helpers import STOP_WITHIN, CancelAtStage, run_and_cancel
 from processing_helpers import mrfusion_train_parameters as train_parameters
 
@@ -22,15 +22,7 @@ TRAIN_ALGORITHMS = ("lcfusion:trainfgunet", "lcfusion:trainmrfusion", "lcfusion:
 def profiles(tmp_path, monkeypatch):
     """A profiles file with a two-rank mpirun profile; its work folder."""
     work = tmp_path / "work"
-    path = tmp_path / "profiles.toml"
-    path.write_text(f"""
-[profiles.two]
-kind = "mpi"
-ranks = 2
-python = "{sys.executable}"
-mpirun_args = ["--allow-run-as-root", "--oversubscribe"]
-work_dir = "{work}"
-""")
+    path = two_rank_profiles(tmp_path / "profiles.toml", work)
     monkeypatch.setenv("LCFUSION_PROFILES", str(path))
     return work
 
