@@ -27,7 +27,7 @@ class PercentileNormalizer:
         data -= low
         data /= span
         np.clip(data, 0.0, 1.0, out=data)
-        np.nan_to_num(data, copy=False, nan=0.0)
+        np.copyto(data, 0.0, where=np.isnan(data))
         return data
 
     def to_json(self) -> dict:

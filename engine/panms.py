@@ -25,6 +25,7 @@ from .normalization import PercentileNormalizer
 from .pack import Boxes, WindowReader
 from .rasters import Grid, crs_name, same_crs
 from .series import SeriesReader, SeriesSpec, TimeSeries
+from .tiling import TilePredictor, inference_copy, memory_format
 
 
 class PanMsPair:
@@ -215,7 +216,7 @@ def augment_pairs(pan: np.ndarray, ms: np.ndarray, rng: np.random.Generator
     return pan, ms
 
 
-class DensePanMsPredictor:
+class DensePanMsPredictor(TilePredictor):
     """Class probabilities of every PAN pixel, tile by tile, each equal to the per-patch answer.
 
     Every tile reads the PAN with a halo of the patch size and the MS pixels of all its patches;
@@ -228,17 +229,11 @@ class DensePanMsPredictor:
                  device: torch.device, tile_size: int = 256):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
-        self.model, self.normalizer, self.device = model.eval(), normalizer, device
+        self.model, self.normalizer, self.device = inference_copy(model, device), normalizer, device
         self.tile_size = tile_size
         self.size = model.config.patch_size
         self.ms_size = model.config.ms_patch_size
         self.half = self.size // 2
-
-    def cores(self, height: int, width: int) -> Iterator[Window]:
-        step = self.tile_size
-        for row in range(0, height, step):
-            for col in range(0, width, step):
-                yield Window(col, row, min(step, width - col), min(step, height - row))
 
     def _ms_window(self, reader: PanMsReader, start: int, count: int, axis: int
                    ) -> tuple[int, int, np.ndarray, np.ndarray]:
@@ -252,14 +247,9 @@ class DensePanMsPredictor:
         last = int(max(starts[-1] + self.ms_size, containing[-1] + 1))
         return first, last - first, starts - first, containing - first
 
-    def predict(self, reader: PanMsReader, core: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (classes, h, w) for `core` and the mask of pixels with PAN and MS
-        data."""
-        logits, valid = self.tile_logits(reader, core)
-        return torch.softmax(logits, dim=0).float().cpu().numpy(), valid
-
-    def tile_logits(self, reader: PanMsReader, core: Window) -> tuple[torch.Tensor, np.ndarray]:
-        """Class scores (classes, h, w) for `core` and the mask of pixels with data."""
+    def load(self, reader: PanMsReader, core: Window) -> dict:
+        """The PAN with a halo of the patch size and the MS pixels of all the core's patches,
+        normalised, with each output row's and column's MS patch start."""
         row0, col0, h, w = int(core.row_off), int(core.col_off), int(core.height), int(core.width)
         pan = reader.pan.read(Window(col0 - self.half, row0 - self.half, w + self.size - 1,
                                      h + self.size - 1))
@@ -268,17 +258,32 @@ class DensePanMsPredictor:
         ms = reader.ms.read(Window(c_first, r_first, c_count, r_count))
         valid = (np.isfinite(pan[0, self.half: self.half + h, self.half: self.half + w])
                  & np.isfinite(ms).any(axis=0)[np.ix_(r_pixel, c_pixel)])
-        pan_t = torch.from_numpy(self.normalizer.pan.apply(pan))[None].to(self.device)
-        ms_t = torch.from_numpy(self.normalizer.ms.apply(ms))[None].to(self.device)
+        layout = memory_format(self.device)
+        return {"pan": torch.from_numpy(self.normalizer.pan.apply(pan))[None].contiguous(
+                    memory_format=layout),
+                "ms": torch.from_numpy(self.normalizer.ms.apply(ms))[None].contiguous(
+                    memory_format=layout),
+                "rows": torch.from_numpy(r_starts), "cols": torch.from_numpy(c_starts),
+                "height": h, "width": w, "valid": valid}
+
+    def infer(self, tile: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of a loaded core and the mask of pixels with PAN and
+        MS data."""
+        logits = self.tile_logits(tile)
+        return torch.softmax(logits, dim=0).float().cpu().numpy(), tile["valid"]
+
+    def tile_logits(self, tile: dict) -> torch.Tensor:
+        """Class scores (classes, h, w) of a loaded core."""
+        device = self.device
         try:
             with torch.inference_mode():
                 logits = self.model.dense_logits(
-                    pan_t, ms_t, torch.from_numpy(r_starts).to(self.device),
-                    torch.from_numpy(c_starts).to(self.device), h, w)
+                    tile["pan"].to(device), tile["ms"].to(device), tile["rows"].to(device),
+                    tile["cols"].to(device), tile["height"], tile["width"])
         except torch.cuda.OutOfMemoryError as exc:
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc
-        return logits[0], valid
+        return logits[0]
 
     def patch_logits(self, pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray,
                      batch_size: int = 64) -> np.ndarray:

@@ -9,7 +9,7 @@ mirrored about their edge pixels (as every reader of the engine does).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,9 +21,9 @@ from .errors import LcfusionError
 from .forest import Forest
 from .panms import PanMsReader
 from .progress import Reporter
-from .rasters import reflect_indices
+from .rasters import iter_windows, reflect_indices
 from .sources import FeatureReader
-from .tiling import tiles_holding
+from .tiling import TilePredictor, tiles_holding
 
 #: pixel: the pixel's channels; patch_flat: every value of the p x p patch; patch_stats: per
 #: channel mean, standard deviation, minimum and maximum over the patch.
@@ -123,12 +123,6 @@ class PixelFeatures:
         return stats.reshape(stats.shape[0], -1).astype(np.float32)
 
 
-def tiles(height: int, width: int, tile_size: int) -> Iterator[Window]:
-    for row in range(0, height, tile_size):
-        for col in range(0, width, tile_size):
-            yield Window(col, row, min(tile_size, width - col), min(tile_size, height - row))
-
-
 def read_with_halo(stack: ChannelStack, core: Window, half: int) -> np.ndarray:
     return stack.read(Window(int(core.col_off) - half, int(core.row_off) - half,
                              int(core.width) + 2 * half, int(core.height) + 2 * half))
@@ -141,7 +135,7 @@ def features_at(stack: ChannelStack, features: PixelFeatures, rows: np.ndarray,
     whether each pixel has any data of its own (a finite channel value)."""
     vectors: np.ndarray | None = None
     has_data = np.zeros(rows.size, dtype=bool)
-    selected = tiles_holding(tiles(height, width, tile_size), rows, cols)
+    selected = tiles_holding(iter_windows(width, height, tile_size), rows, cols)
     for done, (core, members) in enumerate(selected, start=1):
         data = read_with_halo(stack, core, features.half)
         local_r = rows[members] - int(core.row_off)
@@ -158,7 +152,7 @@ def features_at(stack: ChannelStack, features: PixelFeatures, rows: np.ndarray,
     return vectors, has_data
 
 
-class ForestTilePredictor:
+class ForestTilePredictor(TilePredictor):
     """Class probabilities of every pixel of a tile (a `TileClassifier`): the tile is read once
     with the halo the patches need, and its pixels' feature vectors go through the forest in
     batches of rows (at most `batch_size` pixels, and patches of at most `batch_bytes`).
@@ -171,13 +165,13 @@ class ForestTilePredictor:
         self.forest, self.features = forest, features
         self.tile_size, self.batch_size, self.batch_bytes = tile_size, batch_size, batch_bytes
 
-    def cores(self, height: int, width: int) -> Iterator[Window]:
-        return tiles(height, width, self.tile_size)
+    def load(self, stack: ChannelStack, core: Window) -> tuple[np.ndarray, Window]:
+        return read_with_halo(stack, core, self.features.half), core
 
-    def predict(self, stack: ChannelStack, core: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (classes, h, w) for `core` and the mask of pixels with data."""
+    def infer(self, tile: tuple[np.ndarray, Window]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of a loaded core and the mask of pixels with data."""
+        data, core = tile
         h, w, half = int(core.height), int(core.width), self.features.half
-        data = read_with_halo(stack, core, half)
         valid = np.isfinite(data[:, half: half + h, half: half + w]).any(axis=0)
         probs = np.empty((h * w, self.forest.n_classes), dtype=np.float32)
         patch_bytes = data.shape[0] * self.features.size ** 2 * 4

@@ -129,11 +129,14 @@ def read_info(path: str | Path, parameter: str) -> RasterInfo:
         raise LcfusionError(f"cannot read the raster {path}: {exc}", parameter) from exc
 
 
-def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:
-    """Row-major windows of `size` x `size` (smaller at the right and bottom edges)."""
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            yield Window(col, row, min(size, width - col), min(size, height - row))
+def iter_windows(width: int, height: int, rows: int, cols: int | None = None
+                 ) -> Iterator[Window]:
+    """Row-major windows of `rows` x `cols` (default square; smaller at the right and bottom
+    edges)."""
+    cols = cols or rows
+    for row in range(0, height, rows):
+        for col in range(0, width, cols):
+            yield Window(col, row, min(cols, width - col), min(rows, height - row))
 
 
 def block_size_for(width: int, height: int) -> tuple[int, int]:
@@ -183,4 +186,20 @@ def read_reflect(datasets: Sequence[rasterio.io.DatasetReader], window: Window,
     col_index = reflect_indices(col0, cols, width)
     r0, c0 = int(row_index.min()), int(col_index.min())
     inner = Window(c0, r0, int(col_index.max()) - c0 + 1, int(row_index.max()) - r0 + 1)
-    return [ds.read(window=inner)[:, row_index - r0][:, :, col_index - c0] for ds in datasets]
+    return [mirror(ds.read(window=inner), row_index - r0, col_index - c0) for ds in datasets]
+
+
+def mirror(data: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """`data[:, rows][:, :, cols]`, by numpy's reflect padding where the indices are a plain
+    mirror about the edges (one pass), else by indexing."""
+    height, width = data.shape[1:]
+    pads = []
+    for index, size in ((rows, height), (cols, width)):
+        before = int(np.argmax(index == 0)) if index[0] != 0 else 0
+        after = index.size - before - size
+        plain = (0 <= after < size and before < size
+                 and np.array_equal(index, reflect_indices(-before, index.size, size)))
+        if not plain:
+            return data[:, rows][:, :, cols]
+        pads.append((before, after))
+    return np.pad(data, ((0, 0), *pads), mode="reflect") if any(map(any, pads)) else data

@@ -207,13 +207,10 @@ class SeriesReader:
                        dtype=np.float32)
         channel = 0
         for info, data in zip(self.series.infos, arrays, strict=True):
-            block = data.astype(np.float32)
-            for band, nodata in enumerate(info.nodata):
-                if nodata is not None and not np.isnan(nodata):
-                    block[band][data[band] == nodata] = np.nan
-            block[~np.isfinite(block)] = np.nan
-            out[channel: channel + block.shape[0]] = block
-            channel += block.shape[0]
+            block = out[channel: channel + data.shape[0]]
+            block[...] = data
+            to_nan(block, data, info.nodata)
+            channel += data.shape[0]
         series = self.series
         by_date = out.reshape(series.n_dates, series.bands_per_date, *out.shape[1:])
         if self.masks:
@@ -223,6 +220,21 @@ class SeriesReader:
         if series.gapfill:
             fill_gaps(by_date, self.positions)
         return out
+
+
+def to_nan(block: np.ndarray, data: np.ndarray, nodata: Sequence[float | None]) -> None:
+    """Set `block` (float32 copy of `data`) to NaN where `data` is its band's nodata value or
+    not finite; integer data are always finite, and bands sharing a nodata value are masked in
+    one pass."""
+    values = {v for v in nodata if v is not None and not np.isnan(v)}
+    if len(values) == 1 and all(v is not None for v in nodata):
+        np.copyto(block, np.nan, where=data == values.pop())
+    else:
+        for band, value in enumerate(nodata):
+            if value is not None and not np.isnan(value):
+                block[band][data[band] == value] = np.nan
+    if data.dtype.kind == "f":
+        np.copyto(block, np.nan, where=~np.isfinite(block))
 
 
 def check_same_grid(infos: Sequence[RasterInfo], parameter: str) -> Grid:

@@ -21,6 +21,7 @@ from .indices import IndexConfig, add_indices
 from .normalization import PercentileNormalizer
 from .pack import Boxes
 from .series import SeriesReader, TimeSeries
+from .tiling import TilePredictor, inference_copy, memory_format
 
 S1_SCALES = ("db", "linear")
 
@@ -136,7 +137,7 @@ class GridPatches:
         return out
 
 
-class BatchedPatchPredictor:
+class BatchedPatchPredictor(TilePredictor):
     """Class probabilities of every pixel of a tile from its patches, in batches: each tile is
     read once with a halo of p // 2, and its patches are cut from it as tensor views."""
 
@@ -147,18 +148,16 @@ class BatchedPatchPredictor:
                  batch_size: int = 2048):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
-        self.model, self.normalizers, self.device = model.eval(), list(normalizers), device
+        self.model, self.device = inference_copy(model, device), device
+        self.normalizers = list(normalizers)
         self.size, self.half = patch_size, patch_size // 2
         self.tile_size, self.batch_size = tile_size, batch_size
+        self.layout = memory_format(device)
 
-    def cores(self, height: int, width: int) -> Iterator[Window]:
-        step = self.tile_size
-        for row in range(0, height, step):
-            for col in range(0, width, step):
-                yield Window(col, row, min(step, width - col), min(step, height - row))
-
-    def _tiles(self, readers: Sequence[FeatureReader], core: Window
-               ) -> tuple[list[torch.Tensor], np.ndarray]:
+    def load(self, readers: Sequence[FeatureReader], core: Window
+             ) -> tuple[list[torch.Tensor], np.ndarray, Window]:
+        """Each source's tile with a halo of p // 2, normalised, and the mask of pixels with
+        data."""
         h, w = int(core.height), int(core.width)
         window = Window(int(core.col_off) - self.half, int(core.row_off) - self.half,
                         w + 2 * self.half, h + 2 * self.half)
@@ -167,8 +166,8 @@ class BatchedPatchPredictor:
             data = reader.read(window)
             valid |= np.isfinite(data[:, self.half: self.half + h,
                                       self.half: self.half + w]).any(axis=0)
-            tiles.append(torch.from_numpy(normalizer.apply(data)).to(self.device))
-        return tiles, valid
+            tiles.append(torch.from_numpy(normalizer.apply(data)))
+        return tiles, valid, core
 
     def _batches(self, tiles: list[torch.Tensor], h: int, w: int):
         """The model's outputs for the h x w pixels of the tiles, in row-major batches."""
@@ -178,16 +177,18 @@ class BatchedPatchPredictor:
                 rows = min(rows_per_batch, h - top)
                 patches = [tile[:, top: top + rows + 2 * self.half]
                            .unfold(1, self.size, 1).unfold(2, self.size, 1)
-                           .permute(1, 2, 0, 3, 4).reshape(rows * w, tile.shape[0], self.size,
-                                                           self.size)
+                           .permute(1, 2, 3, 4, 0).reshape(rows * w, self.size, self.size,
+                                                           tile.shape[0])
+                           .permute(0, 3, 1, 2).contiguous(memory_format=self.layout)
                            for tile in tiles]
                 yield self.model(*patches)
 
-    def predict(self, readers: Sequence[FeatureReader], core: Window
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (classes, h, w) for `core` and the mask of pixels with any data."""
-        tiles, valid = self._tiles(readers, core)
+    def infer(self, tile: tuple[list[torch.Tensor], np.ndarray, Window]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of a loaded core and the mask of pixels with data."""
+        tiles, valid, core = tile
         h, w = int(core.height), int(core.width)
+        tiles = [t.to(self.device) for t in tiles]
         try:
             logits = torch.cat([logits_of(o) for o in self._batches(tiles, h, w)])
         except torch.cuda.OutOfMemoryError as exc:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
+import itertools
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import rasterio
@@ -19,8 +24,11 @@ from .errors import LcfusionError
 from .normalization import PercentileNormalizer
 from .outputs import atomic_output
 from .progress import Reporter
-from .rasters import Grid, write_profile
+from .rasters import Grid, iter_windows, write_profile
 from .series import SeriesReader
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -42,73 +50,135 @@ def check_tiling(tile_size: int, margin: int, size_multiple: int) -> None:
             "tile size or lower the margin", "TILE_SIZE")
 
 
-@dataclass
-class TiledPredictor:
-    """Class probabilities by tiles of `tile_size` (network input side) whose outer `margin`
-    pixels are discarded; edges of the raster are reflect-padded.
+class TilePredictor(ABC):
+    """Class probabilities by windows ("cores") of a grid. `load` reads and prepares a core's
+    input (it runs in a reader thread, ahead of the computation); `infer` computes."""
 
-    Tile origins fall on multiples of `size_multiple`, so every tile pools on the grid of the
-    whole image. With a margin as wide as the network's receptive field (28 pixels for
-    FG-UNET) the tiled result equals a single pass over the whole image; a narrower margin
-    (the paper's 20) leaves small differences along tile seams.
-    """
-
-    model: torch.nn.Module
-    normalizer: PercentileNormalizer
-    device: torch.device
-    tile_size: int = 512
-    margin: int = 20
-
-    @property
-    def size_multiple(self) -> int:
-        """Input sides must be multiples of this (the network's pooling)."""
-        return getattr(self.model, "size_multiple", 1)
-
-    def __post_init__(self) -> None:
-        check_tiling(self.tile_size, self.margin, self.size_multiple)
-        self.model.eval()
-
-    def tile_shape(self, height: int, width: int) -> tuple[int, int]:
-        """Input tile sides for a raster: no larger than the raster plus its margins needs."""
-        m = self.size_multiple
-        return (min(self.tile_size, round_up(height + 2 * self.margin, m)),
-                min(self.tile_size, round_up(width + 2 * self.margin, m)))
+    tile_size: int
 
     def cores(self, height: int, width: int) -> Iterator[Window]:
-        """The kept centre windows, covering the raster once."""
-        tile_h, tile_w = self.tile_shape(height, width)
-        step_h, step_w = tile_h - 2 * self.margin, tile_w - 2 * self.margin
-        for row in range(0, height, step_h):
-            for col in range(0, width, step_w):
-                yield Window(col, row, min(step_w, width - col), min(step_h, height - row))
+        """The windows whose probabilities are computed, covering the raster once."""
+        return iter_windows(width, height, self.tile_size)
 
-    def predict(self, reader: SeriesReader, core: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (classes, h, w) for `core` and a mask of pixels with any valid input."""
+    @abstractmethod
+    def load(self, reader: Any, core: Window) -> Any:
+        """The input of `core`, read from `reader` and ready for `infer`."""
+
+    @abstractmethod
+    def infer(self, tile: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of a loaded core and its mask of pixels with data."""
+
+    def predict(self, reader: Any, core: Window) -> tuple[np.ndarray, np.ndarray]:
+        return self.infer(self.load(reader, core))
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last on the CPU (oneDNN's fastest convolution layout), else the default."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model for inference, in eval mode; on the CPU a channels-last copy (the caller's
+    model keeps its layout, which saving needs)."""
+    model.eval()
+    if device.type != "cpu":
+        return model
+    return copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+
+def balanced_steps(size: int, tile: int, margin: int, multiple: int) -> int:
+    """The core side along an axis: as few tiles as `tile` allows, of equal sides (a multiple of
+    `multiple`), so no last tile is computed almost empty."""
+    count = -(-size // (tile - 2 * margin))
+    return round_up(-(-size // count), multiple)
+
+
+class TiledPredictor(TilePredictor):
+    """Class probabilities by tiles of at most `tile_size` (network input side) whose outer
+    `margin` pixels are discarded; edges of the raster are reflect-padded.
+
+    Tiles along an axis have equal sides, the fewest `tile_size` allows. Tile origins fall on
+    multiples of `size_multiple`, so every tile pools on the grid of the whole image. With a
+    margin as wide as the network's receptive field (28 pixels for FG-UNET) the tiled result
+    equals a single pass over the whole image; a narrower margin (the paper's 20) leaves small
+    differences along tile seams.
+    """
+
+    def __init__(self, model: torch.nn.Module, normalizer: PercentileNormalizer,
+                 device: torch.device, tile_size: int = 512, margin: int = 20):
+        self.size_multiple = getattr(model, "size_multiple", 1)
+        check_tiling(tile_size, margin, self.size_multiple)
+        self.model = inference_copy(model, device)
+        self.normalizer, self.device = normalizer, device
+        self.tile_size, self.margin = tile_size, margin
+
+    def steps(self, height: int, width: int) -> tuple[int, int]:
+        """Core sides (rows, columns) for a raster."""
+        return (balanced_steps(height, self.tile_size, self.margin, self.size_multiple),
+                balanced_steps(width, self.tile_size, self.margin, self.size_multiple))
+
+    def cores(self, height: int, width: int) -> Iterator[Window]:
+        step_h, step_w = self.steps(height, width)
+        return iter_windows(width, height, step_h, step_w)
+
+    def load(self, reader: SeriesReader, core: Window) -> tuple[torch.Tensor, np.ndarray, Window]:
         series = reader.series
-        tile_h, tile_w = self.tile_shape(series.height, series.width)
+        step_h, step_w = self.steps(series.height, series.width)
         window = Window(int(core.col_off) - self.margin, int(core.row_off) - self.margin,
-                        tile_w, tile_h)
+                        step_w + 2 * self.margin, step_h + 2 * self.margin)
         data = reader.read(window)
         h, w = int(core.height), int(core.width)
-        inner = data[:, self.margin: self.margin + h, self.margin: self.margin + w]
-        valid = np.isfinite(inner).any(axis=0)
-        tensor = torch.from_numpy(self.normalizer.apply(data)).unsqueeze(0).to(self.device)
+        valid = np.isfinite(data[:, self.margin: self.margin + h,
+                                 self.margin: self.margin + w]).any(axis=0)
+        return torch.from_numpy(self.normalizer.apply(data)).unsqueeze(0), valid, core
+
+    def infer(self, tile: tuple[torch.Tensor, np.ndarray, Window]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        tensor, valid, core = tile
+        h, w = int(core.height), int(core.width)
         try:
             with torch.inference_mode():
-                probs = torch.softmax(self.model(tensor), dim=1)[0]
+                logits = self.model(tensor.to(self.device))[0]
+                logits = logits[:, self.margin: self.margin + h, self.margin: self.margin + w]
+                probs = torch.softmax(logits, dim=0)
         except torch.cuda.OutOfMemoryError as exc:
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc
-        probs = probs[:, self.margin: self.margin + h, self.margin: self.margin + w]
         return probs.float().cpu().numpy(), valid
 
 
 class TileClassifier(Protocol):
-    """Class probabilities by windows of a grid: `TiledPredictor` and the dense predictors."""
+    """Class probabilities by windows of a grid: the `TilePredictor`s."""
 
     def cores(self, height: int, width: int) -> Iterator[Window]: ...
 
-    def predict(self, reader: Any, core: Window) -> tuple[np.ndarray, np.ndarray]: ...
+    def load(self, reader: Any, core: Window) -> Any: ...
+
+    def infer(self, tile: Any) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def prefetched(load: Callable[[T], U], items: Iterable[T], depth: int = 2
+               ) -> Iterator[tuple[T, U]]:
+    """(item, load(item)) in order; a reader thread loads up to `depth` items ahead, so reading
+    overlaps computing. An error of `load` is raised here, for its item."""
+    items = iter(items)
+    pending: collections.deque = collections.deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lcfusion-reader") as pool:
+        try:
+            for item in itertools.islice(items, depth):
+                pending.append((item, pool.submit(load, item)))
+            while pending:
+                item, future = pending.popleft()
+                following = next(items, _END)
+                if following is not _END:
+                    pending.append((following, pool.submit(load, following)))
+                yield item, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+_END = object()
 
 
 def write_class_map(predictor: TileClassifier, reader: Any, grid: Grid, classes: ClassTable,
@@ -127,8 +197,9 @@ def write_class_map(predictor: TileClassifier, reader: Any, grid: Grid, classes:
         out_conf = (stack.enter_context(rasterio.open(
             conf_tmp, "w", **write_profile(grid, 1, "float32", float("nan"))))
             if conf_tmp else None)
-        for done, core in enumerate(cores, start=1):
-            probs, valid = predictor.predict(reader, core)
+        for done, (core, tile) in enumerate(prefetched(partial(predictor.load, reader), cores),
+                                            start=1):
+            probs, valid = predictor.infer(tile)
             labels = codes[probs.argmax(axis=0)].astype(dtype)
             labels[~valid] = nodata
             out_map.write(labels, 1, window=core)
@@ -163,8 +234,9 @@ def predict_pixels(predictor: TileClassifier, reader: Any, grid: Grid, rows: np.
     """Predicted class indices at the given pixels, running only tiles that contain some."""
     predicted = np.full(rows.size, -1, dtype=np.int64)
     selected = tiles_holding(predictor.cores(grid.height, grid.width), rows, cols)
-    for done, (core, members) in enumerate(selected, start=1):
-        probs, _ = predictor.predict(reader, core)
+    loaded = prefetched(lambda item: predictor.load(reader, item[0]), selected)
+    for done, ((core, members), tile) in enumerate(loaded, start=1):
+        probs, _ = predictor.infer(tile)
         local_r = rows[members] - int(core.row_off)
         local_c = cols[members] - int(core.col_off)
         predicted[members] = probs[:, local_r, local_c].argmax(axis=0)

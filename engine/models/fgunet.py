@@ -57,7 +57,8 @@ class DoubleConv(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv2(self.drop(F.relu(self.conv1(x)))))
+        x = self.drop(F.relu(self.conv1(x), inplace=True))
+        return F.relu(self.conv2(x), inplace=True)
 
 
 class ChunkUNet(nn.Module):
@@ -92,9 +93,9 @@ class PixelPath(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
-        x = self.drop(F.relu(self.conv2(x)))
-        return self.drop(F.relu(self.conv3(x)))
+        x = F.relu(self.conv1(x), inplace=True)
+        x = self.drop(F.relu(self.conv2(x), inplace=True))
+        return self.drop(F.relu(self.conv3(x), inplace=True))
 
 
 class FGUNet(nn.Module):
@@ -117,6 +118,19 @@ class FGUNet(nn.Module):
         if channels != k * n:
             raise ValueError(f"expected {k * n} channels, got {channels}")
         chunks = x.reshape(batch * n, k, height, width)
-        unet = self.unet(chunks).reshape(batch, -1, height, width)
-        pixel = self.pixel(chunks).reshape(batch, -1, height, width)
-        return self.head(torch.cat([pixel, unet], dim=1))
+        pixel = self._head_share(self.pixel(chunks), 0)
+        unet = self._head_share(self.unet(chunks), n * self.config.pixel_widths[2])
+        scores = (pixel + unet).reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+        return scores + self.head.bias.view(1, -1, 1, 1)
+
+    def _head_share(self, features: torch.Tensor, start: int) -> torch.Tensor:
+        """The head's 1x1 convolution over every chunk's `features` (B * n, f, H, W), whose
+        head weights begin at input channel `start`, summed over the chunks: (B, H * W, C).
+        Equal to the head over the chunks' features concatenated, without copying them into
+        one tensor (a matrix product per chunk on the pixels' feature vectors)."""
+        n = self.config.n_chunks
+        count, channels, height, width = features.shape
+        weight = self.head.weight[:, start: start + n * channels, 0, 0]
+        weight = weight.reshape(-1, n, channels).permute(1, 2, 0)  # (n, f, C)
+        pixels = features.permute(0, 2, 3, 1).reshape(count // n, n, height * width, channels)
+        return torch.matmul(pixels, weight).sum(dim=1)

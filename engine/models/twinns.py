@@ -77,7 +77,7 @@ class CNNBranch(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for a, b in zip((in_channels, *widths[:2]), widths, strict=True):
-            layers += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(),
+            layers += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
                        nn.Dropout(dropout)]
         self.layers = nn.Sequential(*layers)
         self.features = widths[-1]

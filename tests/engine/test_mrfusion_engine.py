@@ -60,7 +60,7 @@ def test_dense_tiles_equal_per_patch_evaluation(trained_mrfusion, scene, memory_
         per_patch = predictor.patch_logits(pairs, rows, cols, batch_size=7)
         for k, (row, col) in enumerate(zip(rows, cols, strict=True)):
             core = Window(col // tile * tile, row // tile * tile, tile, tile)
-            logits, _ = predictor.tile_logits(reader, core)
+            logits = predictor.tile_logits(predictor.load(reader, core))
             dense = logits[:, row - int(core.row_off), col - int(core.col_off)].numpy()
             np.testing.assert_allclose(dense, per_patch[k], atol=1e-4)
             assert dense.argmax() == per_patch[k].argmax()
