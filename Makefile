@@ -9,11 +9,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-output
 ACCURACY_DIR ?= accuracy-output
 ACCURACY_REPEATS ?= 3
+BENCH_DIR ?= bench
+BENCH_CONFIG ?= default
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
 	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(CURDIR)/$(PY)
 
-.PHONY: setup apt demo test accuracy lint package install clean
+.PHONY: setup apt demo test accuracy bench lint package install clean
 
 ## setup: Debian packages, the .venv (torch CPU and test tools), the build/lcfusion link
 setup: apt $(VENV)/.installed build/lcfusion
@@ -51,6 +53,11 @@ test: setup
 accuracy: setup
 	$(RUN_ENV) $(PY) tools/accuracy.py $(ACCURACY_DIR) --repeats $(ACCURACY_REPEATS)
 
+## bench: speed and memory against naive code and the machine's limit, on sample scenes
+## (about 12 minutes on 2 cores) -> $(BENCH_DIR)/results.json and $(BENCH_DIR)/summary.md
+bench: setup
+	$(RUN_ENV) $(PY) tools/bench.py --output $(BENCH_DIR) --config $(BENCH_CONFIG)
+
 lint: setup
 	$(PY) -m ruff check .
 
@@ -65,4 +72,4 @@ install:
 	@echo "Linked. Enable 'Land Cover Fusion' in Plugins > Manage and Install Plugins."
 
 clean:
-	rm -rf build dist $(DEMO_DIR) $(ACCURACY_DIR)
+	rm -rf build dist $(DEMO_DIR) $(ACCURACY_DIR) $(BENCH_DIR)/results.json $(BENCH_DIR)/summary.md

@@ -24,7 +24,7 @@ from .progress import Reporter
 from .rasters import Grid
 from .reference import ReferenceSpec, load_reference
 from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
-from .tiling import TileClassifier, predict_pixels, write_class_map
+from .tiling import TilePredictor, predict_pixels, write_class_map
 from .training import Batch, FitConfig, FitResult, RunContext, fit
 
 
@@ -60,7 +60,7 @@ def model_input(job: Job) -> Path:
     return path
 
 
-def classify_to_files(predictor: TileClassifier, reader: Any, grid: Grid, classes: ClassTable,
+def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                       class_map: Path, confidence: Path | None, model_path: Path, family: str,
                       reporter: Reporter) -> dict:
     """Write the class map (+ confidence), log the speed, return the outputs for the plugin."""
@@ -71,7 +71,7 @@ def classify_to_files(predictor: TileClassifier, reader: Any, grid: Grid, classe
     pixels = grid.width * grid.height
     reporter.info(f"class map written to {class_map} ({pixels:,} pixels in {seconds:.1f} s, "
                   f"{pixels / max(seconds, 1e-9):,.0f} pixels per second)")
-    result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json()}
+    result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json(), "SECONDS": seconds}
     if confidence:
         result["OUTPUT_CONFIDENCE"] = str(confidence)
     return result
@@ -204,7 +204,7 @@ def fit_on_pixels(model: torch.nn.Module, pixels: TrainingPixels, batches: Pixel
                context)
 
 
-def evaluate_test(predictor: TileClassifier, reader: Any, grid: Grid, split: SplitReference,
+def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
                   reporter: Reporter) -> Accuracy | None:
     """Accuracy on the pixels of the test polygons (None without test polygons)."""
     test = split.mask(2)
@@ -244,6 +244,7 @@ def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, archi
             "device": device.type,
             "threads": threads,
             "seconds": round(time.monotonic() - started, 1),
+            "samples_per_second": round(fit_result.samples_per_second, 1),
         },
         "metrics": accuracy.to_json() if accuracy else None,
         **(extra or {}),

@@ -153,7 +153,7 @@ def features_at(stack: ChannelStack, features: PixelFeatures, rows: np.ndarray,
 
 
 class ForestTilePredictor(TilePredictor):
-    """Class probabilities of every pixel of a tile (a `TileClassifier`): the tile is read once
+    """Class probabilities of every pixel of a tile: the tile is read once
     with the halo the patches need, and its pixels' feature vectors go through the forest in
     batches of rows (at most `batch_size` pixels, and patches of at most `batch_bytes`).
     Pixels without any data of their own are marked invalid."""

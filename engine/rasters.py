@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.env import set_gdal_config
 from rasterio.windows import Window
 
 from .errors import LcfusionError
@@ -22,6 +25,39 @@ GTIFF_OPTIONS = {
     "compress": "deflate",
     "bigtiff": "if_safer",
 }
+
+
+#: Rows of blocks GDAL's block cache holds per open raster: windows read in row order, with
+#: margins overlapping the previous row of tiles, then decode every block once.
+CACHED_BLOCK_ROWS = 4
+MIN_BLOCK_CACHE = 16 << 20
+_block_cache_shares: dict[object, int] = {}
+
+
+@contextlib.contextmanager
+def block_cache(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]
+                ) -> Iterator[None]:
+    """Size GDAL's block cache to `CACHED_BLOCK_ROWS` rows of blocks of `datasets` (plus the
+    shares of the other open rasters) while they are open, instead of GDAL's default of 5 % of
+    the RAM, which keeps whole rasters decoded and makes memory grow with them. A
+    GDAL_CACHEMAX set by the user is left alone."""
+    if "GDAL_CACHEMAX" in os.environ:
+        yield
+        return
+    share = object()
+    _block_cache_shares[share] = sum(
+        CACHED_BLOCK_ROWS * ds.block_shapes[0][0] * ds.width * ds.count
+        * np.dtype(ds.dtypes[0]).itemsize for ds in datasets)
+    _size_block_cache()
+    try:
+        yield
+    finally:
+        del _block_cache_shares[share]
+        _size_block_cache()
+
+
+def _size_block_cache() -> None:
+    set_gdal_config("GDAL_CACHEMAX", max(MIN_BLOCK_CACHE, sum(_block_cache_shares.values())))
 
 
 @dataclass(frozen=True)

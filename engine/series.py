@@ -13,7 +13,15 @@ from rasterio.windows import Window
 
 from .errors import LcfusionError
 from .gapfill import date_positions, fill_gaps
-from .rasters import Grid, RasterInfo, crs_name, read_info, read_reflect, same_crs
+from .rasters import (
+    Grid,
+    RasterInfo,
+    block_cache,
+    crs_name,
+    read_info,
+    read_reflect,
+    same_crs,
+)
 
 _DATE_PATTERNS = (
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
@@ -183,7 +191,8 @@ class TimeSeries:
         datasets = [rasterio.open(info.path) for info in self.infos]
         masks = [rasterio.open(info.path) for info in self.mask_infos]
         try:
-            yield SeriesReader(self, datasets, masks)
+            with block_cache(datasets + masks):
+                yield SeriesReader(self, datasets, masks)
         finally:
             for ds in datasets + masks:
                 ds.close()
@@ -202,16 +211,26 @@ class SeriesReader:
 
     def read(self, window: Window) -> np.ndarray:
         """Read a window; parts outside the raster are reflect-padded."""
-        arrays = read_reflect(self.datasets, window, self.series.height, self.series.width)
-        out = np.empty((self.series.n_channels, int(window.height), int(window.width)),
-                       dtype=np.float32)
-        channel = 0
-        for info, data in zip(self.series.infos, arrays, strict=True):
-            block = out[channel: channel + data.shape[0]]
-            block[...] = data
-            to_nan(block, data, info.nodata)
-            channel += data.shape[0]
         series = self.series
+        out = np.empty((series.n_channels, int(window.height), int(window.width)),
+                       dtype=np.float32)
+        direct = (window.col_off >= 0 and window.row_off >= 0
+                  and window.col_off + window.width <= series.width
+                  and window.row_off + window.height <= series.height)
+        arrays = (None,) * len(self.datasets) if direct else read_reflect(
+            self.datasets, window, series.height, series.width)
+        channel = 0
+        for info, dataset, data in zip(series.infos, self.datasets, arrays, strict=True):
+            block = out[channel: channel + info.count]
+            if data is None and np.dtype(info.dtype) in EXACT_IN_FLOAT32:
+                dataset.read(window=window, out=block)
+                to_nan(block, block, info.nodata, info.dtype)
+            else:
+                if data is None:
+                    data = dataset.read(window=window)
+                block[...] = data
+                to_nan(block, data, info.nodata, info.dtype)
+            channel += info.count
         by_date = out.reshape(series.n_dates, series.bands_per_date, *out.shape[1:])
         if self.masks:
             masked = np.concatenate(read_reflect(self.masks, window, series.height,
@@ -222,10 +241,15 @@ class SeriesReader:
         return out
 
 
-def to_nan(block: np.ndarray, data: np.ndarray, nodata: Sequence[float | None]) -> None:
+#: Raster types whose every value float32 holds exactly: GDAL converts them while reading.
+EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "float32"))
+
+
+def to_nan(block: np.ndarray, data: np.ndarray, nodata: Sequence[float | None],
+           dtype: str) -> None:
     """Set `block` (float32 copy of `data`) to NaN where `data` is its band's nodata value or
-    not finite; integer data are always finite, and bands sharing a nodata value are masked in
-    one pass."""
+    not finite; integer rasters are always finite, and bands sharing a nodata value are masked
+    in one pass."""
     values = {v for v in nodata if v is not None and not np.isnan(v)}
     if len(values) == 1 and all(v is not None for v in nodata):
         np.copyto(block, np.nan, where=data == values.pop())
@@ -233,7 +257,7 @@ def to_nan(block: np.ndarray, data: np.ndarray, nodata: Sequence[float | None]) 
         for band, value in enumerate(nodata):
             if value is not None and not np.isnan(value):
                 block[band][data[band] == value] = np.nan
-    if data.dtype.kind == "f":
+    if np.dtype(dtype).kind == "f":
         np.copyto(block, np.nan, where=~np.isfinite(block))
 
 

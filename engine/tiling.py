@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import rasterio
@@ -24,7 +24,7 @@ from .errors import LcfusionError
 from .normalization import PercentileNormalizer
 from .outputs import atomic_output
 from .progress import Reporter
-from .rasters import Grid, iter_windows, write_profile
+from .rasters import Grid, block_cache, iter_windows, write_profile
 from .series import SeriesReader
 
 T = TypeVar("T")
@@ -147,16 +147,6 @@ class TiledPredictor(TilePredictor):
         return probs.float().cpu().numpy(), valid
 
 
-class TileClassifier(Protocol):
-    """Class probabilities by windows of a grid: the `TilePredictor`s."""
-
-    def cores(self, height: int, width: int) -> Iterator[Window]: ...
-
-    def load(self, reader: Any, core: Window) -> Any: ...
-
-    def infer(self, tile: Any) -> tuple[np.ndarray, np.ndarray]: ...
-
-
 def prefetched(load: Callable[[T], U], items: Iterable[T], depth: int = 2
                ) -> Iterator[tuple[T, U]]:
     """(item, load(item)) in order; a reader thread loads up to `depth` items ahead, so reading
@@ -181,7 +171,7 @@ def prefetched(load: Callable[[T], U], items: Iterable[T], depth: int = 2
 _END = object()
 
 
-def write_class_map(predictor: TileClassifier, reader: Any, grid: Grid, classes: ClassTable,
+def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                     class_map: Path, confidence: Path | None, reporter: Reporter,
                     tags: dict[str, str] | None = None) -> None:
     """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile."""
@@ -197,6 +187,7 @@ def write_class_map(predictor: TileClassifier, reader: Any, grid: Grid, classes:
         out_conf = (stack.enter_context(rasterio.open(
             conf_tmp, "w", **write_profile(grid, 1, "float32", float("nan"))))
             if conf_tmp else None)
+        stack.enter_context(block_cache([out_map] + ([out_conf] if out_conf else [])))
         for done, (core, tile) in enumerate(prefetched(partial(predictor.load, reader), cores),
                                             start=1):
             probs, valid = predictor.infer(tile)
@@ -229,7 +220,7 @@ def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
     return selected
 
 
-def predict_pixels(predictor: TileClassifier, reader: Any, grid: Grid, rows: np.ndarray,
+def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
                    cols: np.ndarray, reporter: Reporter) -> np.ndarray:
     """Predicted class indices at the given pixels, running only tiles that contain some."""
     predicted = np.full(rows.size, -1, dtype=np.int64)

@@ -1,0 +1,79 @@
+"""`make bench` on its tiny configuration, so the benchmark cannot rot. Timings are not
+asserted (they are reported by `make bench`); the outputs' shape, the FLOP count and the
+equality of the dense and per-pixel outputs are."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lcfusion.engine.modelheader import read_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ("fgunet", "mrfusion", "twinns", "randomforest")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bench")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--config",
+                             "tiny", "--output", str(out), "--keep"], capture_output=True,
+                            text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+def fgunet_flops_per_pixel(architecture: dict) -> int:
+    """FG-UNET's multiply-adds per pixel, by hand, times 2: per chunk the U-Net's 3x3
+    convolutions at full, 1/4 and 1/16 of the pixels, the 1x1 pixel path, the head's share."""
+    k, n, classes = (architecture[key] for key in ("chunk_channels", "n_chunks", "n_classes"))
+    w1, w2, w3 = architecture["unet_widths"]
+    p1, p2, p3 = architecture["pixel_widths"]
+    unet = 9 * ((k * w1 + w1 * w1) + (w1 * w2 + w2 * w2) / 4 + (w2 * w3 + w3 * w3) / 16
+                + ((w3 + w2) * w2 + w2 * w2) / 4 + ((w2 + w1) * w1 + w1 * w1))
+    pixel = k * p1 + p1 * p2 + p2 * p3
+    return int(2 * n * (unet + pixel + (p3 + w1) * classes))
+
+
+def test_bench_writes_every_figure(bench):
+    out, results = bench
+    assert results["matmul_gflops"]["cpu"] > 0
+    for family in FAMILIES:
+        figures = results["inference"][family]
+        assert figures["devices"]["cpu"]["mpx_per_s"] > 0
+        assert figures["memory"]["pixel_ratio"] == 4.0
+        assert figures["memory"]["ratio"] > 0
+    assert results["inference"]["randomforest"]["flops_per_pixel"]["network"] is None
+    for family in ("fgunet", "mrfusion", "twinns"):
+        assert results["inference"][family]["devices"]["cpu"]["efficiency"] > 0
+        for label in ("local", "mpi_1", "mpi_2"):
+            assert results["training"][family][label]["samples_per_s"] > 0
+        assert len(results["profiles"][family]) > 0
+    reading = results["reading"]
+    assert reading["overlap"] >= 1 and reading["ratio"] > 0
+    assert results["qgis"].get("skipped") or results["qgis"]["cli_seconds"] > 0
+    assert set(results["targets"]) == {"efficiency", "dense", "memory", "reading", "qgis"}
+    text = (out / "summary.md").read_text(encoding="utf-8")
+    for heading in ("## Targets", "## 1-3.", "## 4.", "## 5.", "## 6.", "## 7.",
+                    "## Hot operations"):
+        assert heading in text
+
+
+def test_fgunet_flops_are_the_networks(bench):
+    out, results = bench
+    model = next(out.glob("work-*/training/train-fgunet-local/model.lcfusion"))
+    counted = results["inference"]["fgunet"]["flops_per_pixel"]["network"]
+    assert counted == pytest.approx(fgunet_flops_per_pixel(read_metadata(model)["architecture"]))
+
+
+def test_dense_and_batched_outputs_equal_the_patch_loop(bench):
+    _, results = bench
+    for family in ("mrfusion", "twinns"):
+        for batch in (1, 64):
+            loop = results["dense"][family][f"loop_batch_{batch}"]
+            assert loop["max_abs_difference"] < 1e-3
+            assert loop["same_class"] == 1.0

@@ -1,0 +1,132 @@
+"""``make bench``: how fast and how lean lcfusion is, against naive code and against the
+machine's own limit, in one run on sample scenes (no QGIS GUI).
+
+Writes ``<output>/results.json`` and ``<output>/summary.md``. Comparisons are ratios of
+timings taken side by side in this run; absolute seconds are context only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from benchmarks.config import FAMILIES, PRESETS, BenchConfig  # noqa: E402
+from benchmarks.dense import mrfusion_dense, twinns_batched  # noqa: E402
+from benchmarks.inference import inference_figures, machine_limits  # noqa: E402
+from benchmarks.profiles import hot_operations  # noqa: E402
+from benchmarks.qgis import qgis_figures  # noqa: E402
+from benchmarks.reading import reading_figures  # noqa: E402
+from benchmarks.scenes import scene  # noqa: E402
+from benchmarks.summary import summary  # noqa: E402
+from benchmarks.training import train_forest, training_figures  # noqa: E402
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version()}
+
+
+def targets(results: dict) -> dict[str, str]:
+    """Each target's measured figure, with whether it is met."""
+    def verdict(value: float, met: bool, text: str) -> str:
+        return f"{text.format(value)} ({'met' if met else 'missed'})"
+
+    fgunet = results["inference"]["fgunet"]["devices"]["cpu"]
+    dense = results["dense"]["mrfusion"]["loop_batch_64"]["speedup"]
+    memory = max(f["memory"]["ratio"] for f in results["inference"].values())
+    reading = results["reading"]["ratio"]
+    out = {"efficiency": verdict(fgunet["efficiency"], fgunet["efficiency"] >= 0.4, "{:.2f}")
+           + f"; executed {fgunet['executed_efficiency']:.2f}",
+           "dense": verdict(dense, dense >= 50, "{:.0f}x"),
+           "memory": verdict(memory, memory <= 1.2, "{:.2f} (worst family)"),
+           "reading": verdict(reading, reading <= 1.3, "{:.2f}x")}
+    qgis = results["qgis"]
+    out["qgis"] = (qgis["skipped"] if "skipped" in qgis else verdict(
+        100 * qgis["overhead"], qgis["overhead"] < 0.05,
+        "{:.1f} %" + f" on a {qgis['cli_seconds']:.0f} s run"))
+    return out
+
+
+def run(config: BenchConfig, work: Path, log) -> dict:
+    started = time.monotonic()
+    results: dict = {"config": config.name, "machine": machine()}
+    log("machine limit: large float32 matmul")
+    results["matmul_gflops"] = machine_limits(config)
+    training_scene = scene(work / "scenes", config.train_side, seed=11)
+    results["training"], models = {}, {}
+    for family in FAMILIES[:3]:
+        log(f"training throughput: {family}, local and mpirun 1 and 2 ranks")
+        results["training"][family], models[family] = training_figures(
+            family, training_scene, work / "training", config)
+    models["randomforest"] = train_forest(training_scene, work / "training", config)
+    results["inference"], results["dense"], results["profiles"] = {}, {}, {}
+    for family in FAMILIES:
+        small = scene(work / "scenes", config.sides[family])
+        large = scene(work / "scenes", config.sides[family] * config.scale)
+        log(f"inference: {family} on {small.side} and {large.side} pixel scenes")
+        results["inference"][family] = inference_figures(
+            family, models[family], small, large, work / "inference", config,
+            results["matmul_gflops"])
+        if family != "randomforest":
+            results["profiles"][family] = hot_operations(family, models[family], large,
+                                                         config.dense_tile)
+    dense_scene = scene(work / "scenes", config.sides["mrfusion"] * config.scale)
+    log("dense and batched inference vs the per-pixel patch loop")
+    results["dense"] = {"mrfusion": mrfusion_dense(models["mrfusion"], dense_scene, config),
+                        "twinns": twinns_batched(models["twinns"], dense_scene, config)}
+    log("reading: tile reader vs plain rasterio read")
+    results["reading"] = reading_figures(scene(work / "scenes", config.io_side), config)
+    log("qgis_process vs the engine CLI")
+    results["qgis"] = qgis_figures(models["mrfusion"], scene(work / "scenes", config.qgis_side),
+                                   work / "qgis", config)
+    results["targets"] = targets(results)
+    results["seconds"] = time.monotonic() - started
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("bench"))
+    parser.add_argument("--config", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--keep", action="store_true", help="keep the scenes and runs")
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=args.output))
+
+    def log(message: str) -> None:
+        print(f"[bench] {message}", flush=True)
+
+    try:
+        results = run(PRESETS[args.config], work, log)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    (args.output / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    text = summary(results)
+    (args.output / "summary.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Figure 6: the engine's tile reader over a multi-date stack (the windows FG-UNET classifies,
+with their margins; float32 with nodata as NaN) against a plain sequential rasterio read of the
+same files, each timing with freshly opened files (GDAL's block cache empty)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import rasterio
+from rasterio.windows import Window
+
+from benchmarks.config import BenchConfig
+from benchmarks.scenes import SceneFiles
+from lcfusion.engine.fgunet import FGUNetClassifyConfig
+from lcfusion.engine.models.fgunet import FGUNet
+from lcfusion.engine.rasters import iter_windows
+from lcfusion.engine.series import SeriesSpec, TimeSeries
+from lcfusion.engine.tiling import balanced_steps
+
+
+def plain_read(scene: SceneFiles) -> int:
+    """Every file read whole, one after the other; the bytes read."""
+    total = 0
+    for path in scene.s2:
+        with rasterio.open(path) as src:
+            total += src.read().nbytes
+    return total
+
+
+def tile_windows(series: TimeSeries, tile_size: int, margin: int) -> list[Window]:
+    """The windows FG-UNET's classification reads: each core with its margins."""
+    step_h = balanced_steps(series.height, tile_size, margin, FGUNet.size_multiple)
+    step_w = balanced_steps(series.width, tile_size, margin, FGUNet.size_multiple)
+    return [Window(int(core.col_off) - margin, int(core.row_off) - margin, step_w + 2 * margin,
+                   step_h + 2 * margin)
+            for core in iter_windows(series.width, series.height, step_h, step_w)]
+
+
+def engine_read(spec: SeriesSpec, windows: list[Window]) -> None:
+    with TimeSeries(spec).open() as reader:
+        for window in windows:
+            reader.read(window)
+
+
+def reading_figures(scene: SceneFiles, config: BenchConfig) -> dict:
+    spec = SeriesSpec(tuple(str(p) for p in scene.s2))
+    series = TimeSeries(spec)
+    classify = FGUNetClassifyConfig()
+    windows = tile_windows(series, classify.tile_size, classify.margin)
+    cores = list(iter_windows(series.width, series.height, 512))
+    timings: dict[str, list[float]] = {"plain": [], "engine_tiles": [], "engine_cores": []}
+    plain_read(scene)
+    for _ in range(max(config.repeats, 1) + 1):
+        for name, read in (("plain", lambda: plain_read(scene)),
+                           ("engine_tiles", lambda: engine_read(spec, windows)),
+                           ("engine_cores", lambda: engine_read(spec, cores))):
+            started = time.perf_counter()
+            read()
+            timings[name].append(time.perf_counter() - started)
+    median = {name: statistics.median(values[1:]) for name, values in timings.items()}
+    read_pixels = sum(int(w.width) * int(w.height) for w in windows)
+    megabytes = sum(p.stat().st_size for p in scene.s2) / 2 ** 20
+    return {
+        "side": scene.side, "dates": series.n_dates, "bands_per_date": series.bands_per_date,
+        "files_mb": megabytes, "tiles": len(windows),
+        "tile_side": int(windows[0].width), "overlap": read_pixels / (series.width
+                                                                      * series.height),
+        "seconds": median,
+        "ratio": median["engine_tiles"] / median["plain"],
+        "ratio_without_margins": median["engine_cores"] / median["plain"],
+    }

@@ -1,0 +1,87 @@
+"""Sample scenes at the sizes the bench needs, and the inputs of each family's jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import rasterio
+from rasterio.windows import Window
+
+from lcfusion.engine.sample_scene import SampleSceneConfig, generate_sample_scene
+
+#: The smallest side the generator accepts (it needs room for labelled parcels of every class).
+SMALLEST_GENERATED = 96
+
+
+@dataclass(frozen=True)
+class SceneFiles:
+    """The rasters of a scene (S2 grid side `side`) and its reference polygons."""
+
+    side: int
+    s2: tuple[Path, ...]
+    s1: tuple[Path, ...]
+    cloud_mask: Path
+    pan: Path
+    ms: Path
+    reference: Path
+
+    def inputs(self, family: str) -> dict:
+        """The job inputs of a family (the Random Forest uses the S2 series)."""
+        s2 = {"paths": [str(p) for p in self.s2]}
+        if family in ("fgunet",):
+            return {"series": s2}
+        if family == "randomforest":
+            return {"s2": s2}
+        if family == "mrfusion":
+            return {"pan": {"paths": [str(self.pan)]}, "ms": {"paths": [str(self.ms)]}}
+        return {"s1": {"paths": [str(p) for p in self.s1]},
+                "s2": {**s2, "masks": [str(self.cloud_mask)], "gapfill": True}}
+
+    def pixels(self, family: str) -> int:
+        """Pixels of the family's class map (MRFusion maps the PAN grid)."""
+        with rasterio.open(self.pan if family == "mrfusion" else self.s2[0]) as src:
+            return src.width * src.height
+
+    def input_bytes(self, family: str) -> int:
+        """Bytes of the family's input pixels as float32 (what reading all at once would
+        hold)."""
+        paths = {"fgunet": self.s2, "randomforest": self.s2, "mrfusion": (self.pan, self.ms),
+                 "twinns": (*self.s1, *self.s2, self.cloud_mask)}[family]
+        total = 0
+        for path in paths:
+            with rasterio.open(path) as src:
+                total += 4 * src.width * src.height * src.count
+        return total
+
+
+def scene(folder: Path, side: int, seed: int = 7) -> SceneFiles:
+    """The sample scene of `side` in `folder` (generated once); sides below the generator's
+    smallest are cut from the top-left corner of a generated scene."""
+    done = folder / f"scene-{side}"
+    if side >= SMALLEST_GENERATED:
+        generated = generate_sample_scene(done, SampleSceneConfig(width=side, height=side,
+                                                                  seed=seed))
+        return SceneFiles(side, generated.s2_paths, generated.s1_paths,
+                          generated.s2_cloud_mask_path, generated.pan_path, generated.ms_path,
+                          generated.reference_path)
+    source = scene(folder, SMALLEST_GENERATED, seed)
+    done.mkdir(parents=True, exist_ok=True)
+
+    def cut(path: Path, scale: int = 1) -> Path:
+        target = done / path.name
+        with rasterio.open(path) as src:
+            window = Window(0, 0, side * scale, side * scale)
+            profile = dict(src.profile, width=side * scale, height=side * scale,
+                           transform=src.window_transform(window), blockxsize=16,
+                           blockysize=16)
+            with rasterio.open(target, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+                dst.descriptions = src.descriptions
+        return target
+
+    with rasterio.open(source.pan) as pan, rasterio.open(source.ms) as ms:
+        ratio = round(ms.res[0] / pan.res[0])
+    return replace(source, side=side, s2=tuple(cut(p) for p in source.s2),
+                   s1=tuple(cut(p) for p in source.s1), cloud_mask=cut(source.cloud_mask),
+                   pan=cut(source.pan, ratio), ms=cut(source.ms))

@@ -1,0 +1,95 @@
+"""The Markdown summary of a bench's results."""
+
+from __future__ import annotations
+
+from benchmarks.config import LABELS
+
+TARGETS = {
+    "efficiency": ("FG-UNET compute efficiency", ">= 0.4"),
+    "dense": ("MRFusion dense vs the batched patch loop", ">= 50x"),
+    "memory": ("peak memory ratio at 16x the pixels", "<= 1.2"),
+    "reading": ("tile reader vs plain read", "<= 1.3x"),
+    "qgis": ("qgis_process overhead", "< 5 %"),
+}
+
+
+def _f(value, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_f(v) if not isinstance(v, str) else v for v in row) + " |"
+              for row in rows]
+    return lines + [""]
+
+
+def summary(results: dict) -> str:
+    machine = results["machine"]
+    lines = [f"# lcfusion bench ({results['config']})", "",
+             f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+             f"GPU: {machine['gpu'] or 'none'}. Large float32 matmul: "
+             + ", ".join(f"{d} {_f(v, 1)} GFLOP/s" for d, v in results["matmul_gflops"].items())
+             + f". Bench time {_f(results['seconds'], 0)} s.", "",
+             "## Targets", ""]
+    lines += table(["figure", "target", "measured"], [
+        [TARGETS[key][0], TARGETS[key][1], text] for key, text in results["targets"].items()])
+    lines += ["## 1-3. Inference: throughput, compute efficiency, memory", ""]
+    rows = []
+    for family, figures in results["inference"].items():
+        flops = figures["flops_per_pixel"]
+        for device, run in figures["devices"].items():
+            memory = figures["memory"]
+            rows.append([LABELS[family], device, run["pixels"], run["mpx_per_s"],
+                         None if flops["network"] is None else flops["network"] / 1e6,
+                         run.get("efficiency"), run.get("executed_efficiency"),
+                         f"{_f(memory['small']['peak_rss_mb'], 0)} / "
+                         f"{_f(memory['large']['peak_rss_mb'], 0)} "
+                         f"({memory['pixel_ratio']:.0f}x the pixels)", memory["ratio"]])
+    lines += table(["family", "device", "map pixels", "Mpx/s", "MFLOP/px", "efficiency",
+                    "efficiency (executed)", "peak RSS MB small / large", "RSS ratio"], rows)
+    lines += ["FLOPs per pixel: " + "; ".join(
+        f"{LABELS[f]}: {v['flops_per_pixel']['how']}" for f, v in results["inference"].items()),
+        "Efficiency counts the network's FLOPs per map pixel; 'executed' also counts the "
+        "overlap the tiles recompute.", ""]
+    lines += ["## 4. Dense / batched inference vs the per-pixel patch loop", ""]
+    rows = []
+    for family, figures in results["dense"].items():
+        for batch in (1, 64):
+            loop = figures[f"loop_batch_{batch}"]
+            rows.append([LABELS[family], batch, loop["speedup"], loop["max_abs_difference"],
+                         loop["same_class"]])
+    lines += table(["family", "loop batch", "speed-up", "max |difference|", "same class"],
+                   rows)
+    lines += ["## 5. Training throughput (samples per second)", ""]
+    rows = [[LABELS[family], f["local"]["samples_per_s"], f["mpi_1"]["samples_per_s"],
+             f["mpi_2"]["samples_per_s"], f["mpi_2_vs_mpi_1"]]
+            for family, f in results["training"].items()]
+    lines += table(["family", "local", "mpirun 1 rank", "mpirun 2 ranks", "2 / 1 ranks"], rows)
+    reading = results["reading"]
+    lines += ["## 6. Reading a multi-date stack", "",
+              f"{reading['dates']} dates x {reading['bands_per_date']} bands, "
+              f"{reading['side']}x{reading['side']} pixels ({_f(reading['files_mb'], 1)} MB of "
+              f"deflated GeoTIFFs); {reading['tiles']} tiles of {reading['tile_side']} pixels "
+              f"read {_f(reading['overlap'])}x the pixels.", ""]
+    lines += table(["read", "seconds"], [[k, v] for k, v in reading["seconds"].items()])
+    lines += [f"Tile reader / plain read: {_f(reading['ratio'])} (without the margins "
+              f"{_f(reading['ratio_without_margins'])}).", ""]
+    qgis = results["qgis"]
+    lines += ["## 7. qgis_process vs the engine CLI", ""]
+    if "skipped" in qgis:
+        lines += [qgis["skipped"], ""]
+    else:
+        lines += [f"{LABELS[qgis['family']]} classification of {_f(qgis['pixels'])} pixels: "
+                  f"engine CLI {_f(qgis['cli_seconds'], 1)} s, qgis_process "
+                  f"{_f(qgis['qgis_seconds'], 1)} s, overhead {_f(100 * qgis['overhead'], 1)} %.",
+                  ""]
+    lines += ["## Hot operations (torch.profiler, one tile)", ""]
+    for family, operations in results["profiles"].items():
+        lines.append(f"- {LABELS[family]}: " + ", ".join(
+            f"{o['operation']} {100 * o['share']:.0f} %" for o in operations))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,56 @@
+"""Figure 5: training throughput (samples per second) of each deep family in this process
+(local), and through mpirun with 1 and 2 ranks on this machine (Gloo; the cores shared out
+between the ranks)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from benchmarks.config import BenchConfig
+from benchmarks.engine_runs import run_engine, samples_per_second, train_job
+from benchmarks.scenes import SceneFiles
+
+DEEP = ("fgunet", "mrfusion", "twinns")
+#: mpirun lets each rank use its share of the cores instead of binding it to one core.
+MPIRUN_ARGS = ("--oversubscribe", "--bind-to", "none")
+
+
+def mpi_compute(ranks: int, work: Path) -> dict:
+    """The job's compute section (as the plugin writes it) for `ranks` ranks here."""
+    arguments = list(MPIRUN_ARGS)
+    if os.geteuid() == 0:
+        arguments.insert(0, "--allow-run-as-root")
+    return {"name": f"mpi{ranks}", "kind": "mpi", "ranks": ranks, "python": sys.executable,
+            "mpirun_args": arguments, "work_dir": str(work)}
+
+
+def training_figures(family: str, scene: SceneFiles, work: Path,
+                     config: BenchConfig) -> tuple[dict, Path]:
+    """Samples per second locally and with 1 and 2 MPI ranks; the local run's model."""
+    settings = config.training[family]
+    figures = {}
+    local_model = None
+    for label, compute in (("local", None), ("mpi_1", mpi_compute(1, work / "stage")),
+                           ("mpi_2", mpi_compute(2, work / "stage"))):
+        folder = work / f"train-{family}-{label}"
+        job = train_job(folder, family, scene, settings, compute)
+        run = run_engine(f"train-{family}", job)
+        model = Path(run.outputs["OUTPUT_MODEL"])
+        figures[label] = {"samples_per_s": samples_per_second(model),
+                          "process_seconds": run.seconds}
+        local_model = local_model or model
+    local = figures["local"]["samples_per_s"]
+    for label in ("mpi_1", "mpi_2"):
+        figures[label]["vs_local"] = figures[label]["samples_per_s"] / local
+    figures["mpi_2_vs_mpi_1"] = (figures["mpi_2"]["samples_per_s"]
+                                 / figures["mpi_1"]["samples_per_s"])
+    return figures, local_model
+
+
+def train_forest(scene: SceneFiles, work: Path, config: BenchConfig) -> Path:
+    folder = work / "train-randomforest"
+    run = run_engine("train-randomforest", train_job(folder, "randomforest", scene,
+                                                      config.training["randomforest"]))
+    return Path(run.outputs["OUTPUT_MODEL"])
