@@ -258,11 +258,8 @@ class DensePanMsPredictor(TilePredictor):
         ms = reader.ms.read(Window(c_first, r_first, c_count, r_count))
         valid = (np.isfinite(pan[0, self.half: self.half + h, self.half: self.half + w])
                  & np.isfinite(ms).any(axis=0)[np.ix_(r_pixel, c_pixel)])
-        layout = memory_format(self.device)
-        return {"pan": torch.from_numpy(self.normalizer.pan.apply(pan))[None].contiguous(
-                    memory_format=layout),
-                "ms": torch.from_numpy(self.normalizer.ms.apply(ms))[None].contiguous(
-                    memory_format=layout),
+        return {"pan": torch.from_numpy(self.normalizer.pan.apply(pan))[None],
+                "ms": torch.from_numpy(self.normalizer.ms.apply(ms))[None],
                 "rows": torch.from_numpy(r_starts), "cols": torch.from_numpy(c_starts),
                 "height": h, "width": w, "valid": valid}
 
@@ -274,12 +271,14 @@ class DensePanMsPredictor(TilePredictor):
 
     def tile_logits(self, tile: dict) -> torch.Tensor:
         """Class scores (classes, h, w) of a loaded core."""
-        device = self.device
+        device, layout = self.device, memory_format(self.device)
         try:
             with torch.inference_mode():
                 logits = self.model.dense_logits(
-                    tile["pan"].to(device), tile["ms"].to(device), tile["rows"].to(device),
-                    tile["cols"].to(device), tile["height"], tile["width"])
+                    tile["pan"].to(device).contiguous(memory_format=layout),
+                    tile["ms"].to(device).contiguous(memory_format=layout),
+                    tile["rows"].to(device), tile["cols"].to(device), tile["height"],
+                    tile["width"])
         except torch.cuda.OutOfMemoryError as exc:
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc

@@ -27,37 +27,49 @@ GTIFF_OPTIONS = {
 }
 
 
-#: Rows of blocks GDAL's block cache holds per open raster: windows read in row order, with
-#: margins overlapping the previous row of tiles, then decode every block once.
+#: Rows of blocks GDAL's block cache holds per open raster while classifying: tiles read in
+#: row order, with margins overlapping the previous row of tiles, then decode every block once.
 CACHED_BLOCK_ROWS = 4
 MIN_BLOCK_CACHE = 16 << 20
 _block_cache_shares: dict[object, int] = {}
 
 
 @contextlib.contextmanager
-def block_cache(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]
-                ) -> Iterator[None]:
-    """Size GDAL's block cache to `CACHED_BLOCK_ROWS` rows of blocks of `datasets` (plus the
-    shares of the other open rasters) while they are open, instead of GDAL's default of 5 % of
-    the RAM, which keeps whole rasters decoded and makes memory grow with them. A
-    GDAL_CACHEMAX set by the user is left alone."""
-    if "GDAL_CACHEMAX" in os.environ:
-        yield
-        return
+def block_cache_share(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]
+                      ) -> Iterator[None]:
+    """While open, `datasets` count in the block cache `rows_block_cache` gives:
+    `CACHED_BLOCK_ROWS` rows of their blocks across their width."""
     share = object()
     _block_cache_shares[share] = sum(
         CACHED_BLOCK_ROWS * ds.block_shapes[0][0] * ds.width * ds.count
         * np.dtype(ds.dtypes[0]).itemsize for ds in datasets)
-    _size_block_cache()
     try:
         yield
     finally:
         del _block_cache_shares[share]
-        _size_block_cache()
 
 
-def _size_block_cache() -> None:
-    set_gdal_config("GDAL_CACHEMAX", max(MIN_BLOCK_CACHE, sum(_block_cache_shares.values())))
+def gdal_default_cache() -> int:
+    """GDAL's default block cache: 5 % of the RAM."""
+    return int(0.05 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+@contextlib.contextmanager
+def rows_block_cache() -> Iterator[None]:
+    """While classifying, GDAL's block cache holds the rows of blocks the open rasters share
+    (at least 16 MB, at most GDAL's default) instead of GDAL's default of 5 % of the RAM,
+    which keeps whole rasters decoded and makes memory grow with them; afterwards GDAL's
+    default is back. A GDAL_CACHEMAX set by the user is left alone."""
+    if "GDAL_CACHEMAX" in os.environ:
+        yield
+        return
+    default = gdal_default_cache()
+    set_gdal_config("GDAL_CACHEMAX", min(default, max(MIN_BLOCK_CACHE,
+                                                      sum(_block_cache_shares.values()))))
+    try:
+        yield
+    finally:
+        set_gdal_config("GDAL_CACHEMAX", default)
 
 
 @dataclass(frozen=True)

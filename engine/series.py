@@ -16,7 +16,7 @@ from .gapfill import date_positions, fill_gaps
 from .rasters import (
     Grid,
     RasterInfo,
-    block_cache,
+    block_cache_share,
     crs_name,
     read_info,
     read_reflect,
@@ -191,7 +191,7 @@ class TimeSeries:
         datasets = [rasterio.open(info.path) for info in self.infos]
         masks = [rasterio.open(info.path) for info in self.mask_infos]
         try:
-            with block_cache(datasets + masks):
+            with block_cache_share(datasets + masks):
                 yield SeriesReader(self, datasets, masks)
         finally:
             for ds in datasets + masks:
@@ -242,7 +242,8 @@ class SeriesReader:
 
 
 #: Raster types whose every value float32 holds exactly: GDAL converts them while reading.
-EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "float32"))
+#: (Not int8: GDAL before 3.7 reads it as unsigned bytes.)
+EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "float32"))
 
 
 def to_nan(block: np.ndarray, data: np.ndarray, nodata: Sequence[float | None],
@@ -251,7 +252,7 @@ def to_nan(block: np.ndarray, data: np.ndarray, nodata: Sequence[float | None],
     not finite; integer rasters are always finite, and bands sharing a nodata value are masked
     in one pass."""
     values = {v for v in nodata if v is not None and not np.isnan(v)}
-    if len(values) == 1 and all(v is not None for v in nodata):
+    if len(values) == 1 and all(v is not None and not np.isnan(v) for v in nodata):
         np.copyto(block, np.nan, where=data == values.pop())
     else:
         for band, value in enumerate(nodata):

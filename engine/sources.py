@@ -175,13 +175,20 @@ class BatchedPatchPredictor(TilePredictor):
         with torch.inference_mode():
             for top in range(0, h, rows_per_batch):
                 rows = min(rows_per_batch, h - top)
-                patches = [tile[:, top: top + rows + 2 * self.half]
-                           .unfold(1, self.size, 1).unfold(2, self.size, 1)
-                           .permute(1, 2, 3, 4, 0).reshape(rows * w, self.size, self.size,
-                                                           tile.shape[0])
-                           .permute(0, 3, 1, 2).contiguous(memory_format=self.layout)
-                           for tile in tiles]
-                yield self.model(*patches)
+                yield self.model(*(self._patches(tile[:, top: top + rows + 2 * self.half])
+                                   for tile in tiles))
+
+    def _patches(self, band: torch.Tensor) -> torch.Tensor:
+        """The p x p patches of every pixel of a band of rows (channels, r + p - 1, w + p - 1)
+        as (r * w, channels, p, p), copied once into the model's memory layout."""
+        windows = band.unfold(1, self.size, 1).unfold(2, self.size, 1)  # (C, r, w, p, p)
+        channels, rows, width = windows.shape[:3]
+        if self.layout == torch.channels_last:
+            return (windows.permute(1, 2, 3, 4, 0)
+                    .reshape(rows * width, self.size, self.size, channels)
+                    .permute(0, 3, 1, 2))
+        return windows.permute(1, 2, 0, 3, 4).reshape(rows * width, channels, self.size,
+                                                       self.size)
 
     def infer(self, tile: tuple[list[torch.Tensor], np.ndarray, Window]
               ) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from .errors import LcfusionError
 from .normalization import PercentileNormalizer
 from .outputs import atomic_output
 from .progress import Reporter
-from .rasters import Grid, block_cache, iter_windows, write_profile
+from .rasters import Grid, block_cache_share, iter_windows, rows_block_cache, write_profile
 from .series import SeriesReader
 
 T = TypeVar("T")
@@ -69,6 +69,7 @@ class TilePredictor(ABC):
         """Probabilities (classes, h, w) of a loaded core and its mask of pixels with data."""
 
     def predict(self, reader: Any, core: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of `core` and its mask of pixels with data."""
         return self.infer(self.load(reader, core))
 
 
@@ -122,6 +123,8 @@ class TiledPredictor(TilePredictor):
         return iter_windows(width, height, step_h, step_w)
 
     def load(self, reader: SeriesReader, core: Window) -> tuple[torch.Tensor, np.ndarray, Window]:
+        """The tile around `core` (with its margins), normalised, and the core's mask of pixels
+        with any valid input."""
         series = reader.series
         step_h, step_w = self.steps(series.height, series.width)
         window = Window(int(core.col_off) - self.margin, int(core.row_off) - self.margin,
@@ -134,6 +137,7 @@ class TiledPredictor(TilePredictor):
 
     def infer(self, tile: tuple[torch.Tensor, np.ndarray, Window]
               ) -> tuple[np.ndarray, np.ndarray]:
+        """The network on the tile; the core's probabilities (classes, h, w) and its mask."""
         tensor, valid, core = tile
         h, w = int(core.height), int(core.width)
         try:
@@ -147,7 +151,7 @@ class TiledPredictor(TilePredictor):
         return probs.float().cpu().numpy(), valid
 
 
-def prefetched(load: Callable[[T], U], items: Iterable[T], depth: int = 2
+def prefetched(load: Callable[[T], U], items: Iterable[T], depth: int = 1
                ) -> Iterator[tuple[T, U]]:
     """(item, load(item)) in order; a reader thread loads up to `depth` items ahead, so reading
     overlaps computing. An error of `load` is raised here, for its item."""
@@ -187,9 +191,11 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
         out_conf = (stack.enter_context(rasterio.open(
             conf_tmp, "w", **write_profile(grid, 1, "float32", float("nan"))))
             if conf_tmp else None)
-        stack.enter_context(block_cache([out_map] + ([out_conf] if out_conf else [])))
-        for done, (core, tile) in enumerate(prefetched(partial(predictor.load, reader), cores),
-                                            start=1):
+        stack.enter_context(block_cache_share([out_map] + ([out_conf] if out_conf else [])))
+        stack.enter_context(rows_block_cache())
+        loaded = stack.enter_context(contextlib.closing(
+            prefetched(partial(predictor.load, reader), cores)))
+        for done, (core, tile) in enumerate(loaded, start=1):
             probs, valid = predictor.infer(tile)
             labels = codes[probs.argmax(axis=0)].astype(dtype)
             labels[~valid] = nodata
@@ -225,11 +231,12 @@ def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.n
     """Predicted class indices at the given pixels, running only tiles that contain some."""
     predicted = np.full(rows.size, -1, dtype=np.int64)
     selected = tiles_holding(predictor.cores(grid.height, grid.width), rows, cols)
-    loaded = prefetched(lambda item: predictor.load(reader, item[0]), selected)
-    for done, ((core, members), tile) in enumerate(loaded, start=1):
-        probs, _ = predictor.infer(tile)
-        local_r = rows[members] - int(core.row_off)
-        local_c = cols[members] - int(core.col_off)
-        predicted[members] = probs[:, local_r, local_c].argmax(axis=0)
-        reporter.progress(done / len(selected), "evaluating")
+    with rows_block_cache(), contextlib.closing(
+            prefetched(lambda item: predictor.load(reader, item[0]), selected)) as loaded:
+        for done, ((core, members), tile) in enumerate(loaded, start=1):
+            probs, _ = predictor.infer(tile)
+            local_r = rows[members] - int(core.row_off)
+            local_c = cols[members] - int(core.col_off)
+            predicted[members] = probs[:, local_r, local_c].argmax(axis=0)
+            reporter.progress(done / len(selected), "evaluating")
     return predicted

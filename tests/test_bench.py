@@ -45,8 +45,11 @@ def test_bench_writes_every_figure(bench):
     for family in FAMILIES:
         figures = results["inference"][family]
         assert figures["devices"]["cpu"]["mpx_per_s"] > 0
-        assert figures["memory"]["pixel_ratio"] == 4.0
-        assert figures["memory"]["ratio"] > 0
+        memory = figures["memory"]
+        assert memory["pixel_ratio"] == 4.0
+        assert memory["tall"]["pixels"] == memory["large"]["pixels"]
+        assert memory["tall"]["side"] == memory["small"]["side"]
+        assert memory["ratio"] > 0 and memory["tall_ratio"] > 0
     assert results["inference"]["randomforest"]["flops_per_pixel"]["network"] is None
     for family in ("fgunet", "mrfusion", "twinns"):
         assert results["inference"][family]["devices"]["cpu"]["efficiency"] > 0

@@ -116,9 +116,11 @@ def memory_settings(family: str, small: SceneFiles) -> dict:
 
 
 def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneFiles,
-                      work: Path, config: BenchConfig, matmul: dict[str, float]) -> dict:
+                      tall: SceneFiles, work: Path, config: BenchConfig,
+                      matmul: dict[str, float]) -> dict:
     """Throughput on the large scene with the default settings (per device), efficiency, and
-    the peak memory of the small and large scene classified with tiles of one shape."""
+    the peak memory of the small, large and tall scene (as many pixels as the large, all of
+    the extra ones in rows) classified with tiles of one shape."""
     flops = executed_flops(family, model, large, {})
     pixels = large.pixels(family)
     runs = {}
@@ -140,16 +142,18 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
             break
     settings = memory_settings(family, small)
     memory = {}
-    for label, scene in (("small", small), ("large", large)):
+    for label, scene in (("small", small), ("large", large), ("tall", tall)):
         run = run_engine(f"classify-{family}", classify_job(
             work / f"{family}-memory-{label}", family, model, scene, settings))
-        memory[label] = {"side": scene.side, "pixels": scene.pixels(family),
+        memory[label] = {"side": scene.side, "rows": scene.rows, "pixels": scene.pixels(family),
                          "input_mb": scene.input_bytes(family) / 2 ** 20,
                          "peak_rss_mb": run.peak_rss_mb}
     return {"flops_per_pixel": flops, "devices": runs,
             "memory": {**memory, "tile_size": settings["tile_size"],
                        "pixel_ratio": memory["large"]["pixels"] / memory["small"]["pixels"],
-                       "ratio": memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"]}}
+                       "ratio": memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"],
+                       "tall_ratio": (memory["tall"]["peak_rss_mb"]
+                                      / memory["small"]["peak_rss_mb"])}}
 
 
 def machine_limits(config: BenchConfig) -> dict[str, float]:

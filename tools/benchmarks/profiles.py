@@ -18,7 +18,8 @@ CPU = torch.device("cpu")
 
 
 def _tile_call(family: str, model_path: Path, scene: SceneFiles, side: int):
-    """A function computing one loaded tile of `side` pixels, and the tile."""
+    """A function computing one loaded tile, and the tile: FG-UNET's first tile as it
+    classifies the scene, the others' first `side` x `side` tile."""
     core = Window(0, 0, side, side)
     if family == "fgunet":
         _, model, _, normalizer = fgunet.load_fgunet(model_path, CPU)

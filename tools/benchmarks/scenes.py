@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,9 +17,11 @@ SMALLEST_GENERATED = 96
 
 @dataclass(frozen=True)
 class SceneFiles:
-    """The rasters of a scene (S2 grid side `side`) and its reference polygons."""
+    """The rasters of a scene (S2 grid `side` wide and `rows` high) and its reference
+    polygons."""
 
     side: int
+    rows: int
     s2: tuple[Path, ...]
     s1: tuple[Path, ...]
     cloud_mask: Path
@@ -55,24 +58,28 @@ class SceneFiles:
         return total
 
 
-def scene(folder: Path, side: int, seed: int = 7) -> SceneFiles:
-    """The sample scene of `side` in `folder` (generated once); sides below the generator's
-    smallest are cut from the top-left corner of a generated scene."""
-    done = folder / f"scene-{side}"
-    if side >= SMALLEST_GENERATED:
-        generated = generate_sample_scene(done, SampleSceneConfig(width=side, height=side,
+@functools.cache
+def scene(folder: Path, side: int, seed: int = 7, rows: int | None = None) -> SceneFiles:
+    """The sample scene `side` pixels wide and `rows` (default `side`) high, of `seed`, in
+    `folder` (generated once); scenes narrower or lower than the generator's smallest are cut
+    from the top-left corner of a larger generated scene."""
+    rows = rows or side
+    done = folder / f"scene-{side}x{rows}-seed-{seed}"
+    if min(side, rows) >= SMALLEST_GENERATED:
+        generated = generate_sample_scene(done, SampleSceneConfig(width=side, height=rows,
                                                                   seed=seed))
-        return SceneFiles(side, generated.s2_paths, generated.s1_paths,
+        return SceneFiles(side, rows, generated.s2_paths, generated.s1_paths,
                           generated.s2_cloud_mask_path, generated.pan_path, generated.ms_path,
                           generated.reference_path)
-    source = scene(folder, SMALLEST_GENERATED, seed)
+    source = scene(folder, max(side, SMALLEST_GENERATED), seed,
+                   max(rows, SMALLEST_GENERATED))
     done.mkdir(parents=True, exist_ok=True)
 
     def cut(path: Path, scale: int = 1) -> Path:
         target = done / path.name
         with rasterio.open(path) as src:
-            window = Window(0, 0, side * scale, side * scale)
-            profile = dict(src.profile, width=side * scale, height=side * scale,
+            window = Window(0, 0, side * scale, rows * scale)
+            profile = dict(src.profile, width=side * scale, height=rows * scale,
                            transform=src.window_transform(window), blockxsize=16,
                            blockysize=16)
             with rasterio.open(target, "w", **profile) as dst:
@@ -82,6 +89,6 @@ def scene(folder: Path, side: int, seed: int = 7) -> SceneFiles:
 
     with rasterio.open(source.pan) as pan, rasterio.open(source.ms) as ms:
         ratio = round(ms.res[0] / pan.res[0])
-    return replace(source, side=side, s2=tuple(cut(p) for p in source.s2),
+    return replace(source, side=side, rows=rows, s2=tuple(cut(p) for p in source.s2),
                    s1=tuple(cut(p) for p in source.s1), cloud_mask=cut(source.cloud_mask),
                    pan=cut(source.pan, ratio), ms=cut(source.ms))

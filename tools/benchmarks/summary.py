@@ -49,9 +49,11 @@ def summary(results: dict) -> str:
                          run.get("efficiency"), run.get("executed_efficiency"),
                          f"{_f(memory['small']['peak_rss_mb'], 0)} / "
                          f"{_f(memory['large']['peak_rss_mb'], 0)} "
-                         f"({memory['pixel_ratio']:.0f}x the pixels)", memory["ratio"]])
+                         f"({memory['pixel_ratio']:.0f}x the pixels)", memory["ratio"],
+                         memory["tall_ratio"]])
     lines += table(["family", "device", "map pixels", "Mpx/s", "MFLOP/px", "efficiency",
-                    "efficiency (executed)", "peak RSS MB small / large", "RSS ratio"], rows)
+                    "efficiency (executed)", "peak RSS MB small / large", "RSS ratio",
+                    "RSS ratio, pixels added in rows only"], rows)
     lines += ["FLOPs per pixel: " + "; ".join(
         f"{LABELS[f]}: {v['flops_per_pixel']['how']}" for f, v in results["inference"].items()),
         "Efficiency counts the network's FLOPs per map pixel; 'executed' also counts the "
