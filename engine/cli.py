@@ -6,7 +6,6 @@ Exit status: 0 done, 2 a user error (message names the parameter), 3 cancelled, 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import json
 import os
@@ -38,9 +37,6 @@ JOB_COMMANDS = {
 }
 
 EXIT_OK, EXIT_CRASH, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
-#: glibc's mallopt parameter for the size above which buffers are mapped (and unmapped when
-#: freed).
-M_MMAP_THRESHOLD = -3
 TORCH_VERSION = "2.13.0"
 
 
@@ -192,23 +188,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> dict:
     return _sample_scene(args, reporter)
 
 
-def return_large_buffers() -> None:
-    """Have glibc give buffers of 1 MB or more back to the system when they are freed.
-
-    By default glibc raises this threshold each time such a buffer is freed, after which tiles
-    and tensors come from heaps that keep their memory: the process grows with every tile read
-    (by the reader thread, in a heap of its own). Elsewhere than glibc this does nothing.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return_large_buffers()
     reporter: Reporter = (JsonLinesReporter() if args.events == "json"
                           else ConsoleReporter(verbose=args.verbose))
     signal.signal(signal.SIGTERM, _cancel)
