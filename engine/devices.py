@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -29,3 +30,10 @@ def configure_threads(threads: int = 0) -> int:
             os.cpu_count() or 1)
     torch.set_num_threads(threads)
     return threads
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bfloat16 autocast on GPUs (tensor cores, no loss scaling needed); nothing on the CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

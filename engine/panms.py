@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from .alignment import PanMsAlignment, align_pan_ms
+from .devices import autocast
 from .errors import LcfusionError
 from .normalization import PercentileNormalizer
 from .pack import Boxes, WindowReader
@@ -273,7 +274,7 @@ class DensePanMsPredictor(TilePredictor):
         """Class scores (classes, h, w) of a loaded core."""
         device, layout = self.device, memory_format(self.device)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device):
                 logits = self.model.dense_logits(
                     tile["pan"].to(device).contiguous(memory_format=layout),
                     tile["ms"].to(device).contiguous(memory_format=layout),
@@ -282,7 +283,7 @@ class DensePanMsPredictor(TilePredictor):
         except torch.cuda.OutOfMemoryError as exc:
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc
-        return logits[0]
+        return logits[0].float()
 
     def patch_logits(self, pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray,
                      batch_size: int = 64) -> np.ndarray:

@@ -16,6 +16,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
+from .devices import autocast
 from .errors import LcfusionError
 from .indices import IndexConfig, add_indices
 from .normalization import PercentileNormalizer
@@ -172,7 +173,7 @@ class BatchedPatchPredictor(TilePredictor):
     def _batches(self, tiles: list[torch.Tensor], h: int, w: int):
         """The model's outputs for the h x w pixels of the tiles, in row-major batches."""
         rows_per_batch = max(1, self.batch_size // w)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):
             for top in range(0, h, rows_per_batch):
                 rows = min(rows_per_batch, h - top)
                 yield self.model(*(self._patches(tile[:, top: top + rows + 2 * self.half])
@@ -197,7 +198,7 @@ class BatchedPatchPredictor(TilePredictor):
         h, w = int(core.height), int(core.width)
         tiles = [t.to(self.device) for t in tiles]
         try:
-            logits = torch.cat([logits_of(o) for o in self._batches(tiles, h, w)])
+            logits = torch.cat([logits_of(o).float() for o in self._batches(tiles, h, w)])
         except torch.cuda.OutOfMemoryError as exc:
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc

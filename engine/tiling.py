@@ -20,6 +20,7 @@ import torch
 from rasterio.windows import Window
 
 from .classes import ClassTable
+from .devices import autocast
 from .errors import LcfusionError
 from .normalization import PercentileNormalizer
 from .outputs import atomic_output
@@ -141,10 +142,10 @@ class TiledPredictor(TilePredictor):
         tensor, valid, core = tile
         h, w = int(core.height), int(core.width)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.device):
                 logits = self.model(tensor.to(self.device))[0]
-                logits = logits[:, self.margin: self.margin + h, self.margin: self.margin + w]
-                probs = torch.softmax(logits, dim=0)
+            logits = logits[:, self.margin: self.margin + h, self.margin: self.margin + w]
+            probs = torch.softmax(logits.float(), dim=0)
         except torch.cuda.OutOfMemoryError as exc:
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc

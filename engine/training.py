@@ -3,7 +3,6 @@ when several ranks train together, DistributedDataParallel with checkpoints ever
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .devices import autocast
 from .distributed import Ranks
 from .errors import LcfusionError
 from .progress import Reporter
@@ -69,13 +69,6 @@ def scaled_learning_rate(rate: float, ranks: int) -> float:
     return rate * ranks
 
 
-def _autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on GPUs (no loss scaling needed); nothing on the CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
                   device: torch.device, ranks: Ranks | None = None,
                   mixed_precision: bool = False) -> float:
@@ -84,7 +77,7 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
     ranks = ranks or Ranks()
     model.eval()
     total, count = 0.0, 0
-    with torch.inference_mode(), _autocast(device, mixed_precision):
+    with torch.inference_mode(), autocast(device, mixed_precision):
         for index, (x, y) in enumerate(batches):
             if index % ranks.size != ranks.rank:
                 continue
@@ -165,7 +158,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             inputs, y = _inputs(x, device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             try:
-                with _autocast(device, config.mixed_precision):
+                with autocast(device, config.mixed_precision):
                     loss = loss_fn(model(*inputs), y)
                 loss.backward()
             except torch.cuda.OutOfMemoryError as exc:
