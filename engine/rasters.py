@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.env import set_gdal_config
 from rasterio.windows import Window
 
 from .errors import LcfusionError
@@ -49,27 +48,23 @@ def block_cache_share(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io
         del _block_cache_shares[share]
 
 
-def gdal_default_cache() -> int:
-    """GDAL's default block cache: 5 % of the RAM."""
-    return int(0.05 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
 @contextlib.contextmanager
 def rows_block_cache() -> Iterator[None]:
     """While classifying, GDAL's block cache holds the rows of blocks the open rasters share
-    (at least 16 MB, at most GDAL's default) instead of GDAL's default of 5 % of the RAM,
-    which keeps whole rasters decoded and makes memory grow with them; afterwards GDAL's
-    default is back. A GDAL_CACHEMAX set by the user is left alone."""
+    (at least 16 MB, at most GDAL's setting) instead of GDAL's default of 5 % of the RAM,
+    which keeps whole rasters decoded and makes memory grow with them; afterwards the setting
+    is restored. A GDAL_CACHEMAX set by the user is left alone."""
     if "GDAL_CACHEMAX" in os.environ:
         yield
         return
-    default = gdal_default_cache()
-    set_gdal_config("GDAL_CACHEMAX", min(default, max(MIN_BLOCK_CACHE,
-                                                      sum(_block_cache_shares.values()))))
+    from osgeo import gdal  # rasterio has no getter; both use the one libgdal
+
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(before, max(MIN_BLOCK_CACHE, sum(_block_cache_shares.values()))))
     try:
         yield
     finally:
-        set_gdal_config("GDAL_CACHEMAX", default)
+        gdal.SetCacheMax(before)
 
 
 @dataclass(frozen=True)

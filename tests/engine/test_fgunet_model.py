@@ -52,3 +52,21 @@ def test_chunks_share_weights():
 def test_config_round_trip():
     config = FGUNetConfig(30, 11, 17)
     assert FGUNetConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_head_equals_one_convolution_over_the_concatenated_chunk_features(channels_last):
+    torch.manual_seed(0)
+    model = FGUNet(FGUNetConfig(chunk_channels=3, n_chunks=4, n_classes=5)).eval()
+    x = torch.randn(2, 12, 16, 20)
+    with torch.no_grad():
+        chunks = x.reshape(8, 3, 16, 20)
+        features = torch.cat([model.pixel(chunks).reshape(2, -1, 16, 20),
+                              model.unet(chunks).reshape(2, -1, 16, 20)], dim=1)
+        expected = model.head(features)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        got = model(x)
+    assert got.shape == (2, 5, 16, 20)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from lcfusion.engine.models.mrfusion import (
     MRFusion,
@@ -11,6 +12,7 @@ from lcfusion.engine.models.mrfusion import (
     ms_final_size,
     pan_final_size,
     smallest_patch,
+    window_max,
 )
 
 
@@ -85,3 +87,10 @@ def test_dense_logits_equal_patch_by_patch(ratio, patch, branches):
             single = model(pan[:, :, i: i + patch, j: j + patch],
                            ms[:, :, rows[i]: rows[i] + m, cols[j]: cols[j] + m])[0]
             assert torch.allclose(dense[:, i, j], single, atol=1e-5)
+
+
+@pytest.mark.parametrize("size, dilation", [(2, 1), (3, 2), (4, 4)])
+def test_window_max_is_max_pooling(size, dilation):
+    x = torch.randn(2, 3, 23, 19)
+    torch.testing.assert_close(window_max(x, size, dilation),
+                               F.max_pool2d(x, size, stride=1, dilation=dilation))

@@ -6,7 +6,7 @@ from helpers import write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.series import SeriesSpec, TimeSeries, parse_date
+from lcfusion.engine.series import SeriesSpec, TimeSeries, parse_date, to_nan
 
 
 @pytest.fixture
@@ -114,3 +114,38 @@ def test_normalisation_finds_a_channel_valid_in_one_corner_only(tmp_path):
     series = TimeSeries(SeriesSpec((str(write_raster(tmp_path / "b.tif", empty)),)))
     with series.open() as reader, pytest.raises(LcfusionError, match="nodata everywhere"):
         PercentileNormalizer.fit(reader, np.random.default_rng(0))
+
+
+def test_windows_across_the_edges_read_the_mirrored_raster(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 500, (2, 9, 7)).astype("uint16")
+    series = TimeSeries(SeriesSpec((str(write_raster(tmp_path / "a.tif", data, nodata=0)),)))
+    with series.open() as reader:
+        for r0, c0, h, w in [(-3, -2, 6, 5), (5, 4, 8, 7), (-8, -6, 25, 20), (0, 0, 9, 7),
+                             (-1, 3, 3, 3), (2, -7, 4, 12)]:
+            r = np.array([reflect(r, 9) for r in range(r0, r0 + h)])
+            c = np.array([reflect(c, 7) for c in range(c0, c0 + w)])
+            np.testing.assert_array_equal(reader.read(Window(c0, r0, w, h)),
+                                          data[:, r][:, :, c].astype(np.float32))
+
+
+def reflect(index: int, size: int) -> int:
+    """numpy's reflect padding of one index, by hand."""
+    period = 2 * (size - 1)
+    index %= period
+    return index if index < size else period - index
+
+
+def test_int8_and_per_band_nodata_are_read_exactly(tmp_path):
+    signed = np.array([[[-5, 3], [-128, 7]]], dtype="int8")
+    series = TimeSeries(SeriesSpec((str(write_raster(tmp_path / "s.tif", signed,
+                                                     nodata=-128)),)))
+    with series.open() as reader:
+        np.testing.assert_array_equal(reader.read(Window(0, 0, 2, 2))[0],
+                                      [[-5, 3], [np.nan, 7]])
+    floats = np.array([[[np.nan, 5.0], [1.0, np.inf]], [[5.0, 2.0], [5.0, 1.0]]],
+                      dtype="float32")
+    data = floats.copy()
+    to_nan(data, floats, (float("nan"), 5.0), "float32")  # per-band nodata (a VRT, say)
+    np.testing.assert_array_equal(data[0], [[np.nan, 5.0], [1.0, np.nan]])
+    np.testing.assert_array_equal(data[1], [[np.nan, 2.0], [np.nan, 1.0]])

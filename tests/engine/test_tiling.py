@@ -1,0 +1,68 @@
+"""Tiling: balanced tiles, the reader thread, GDAL's block cache while classifying."""
+
+import threading
+
+import numpy as np
+import pytest
+import rasterio
+from helpers import write_raster
+from osgeo import gdal
+
+from lcfusion.engine.rasters import (
+    MIN_BLOCK_CACHE,
+    block_cache_share,
+    rows_block_cache,
+)
+from lcfusion.engine.tiling import balanced_steps, prefetched
+
+
+@pytest.mark.parametrize("size, tile, margin, expected", [
+    (1024, 512, 20, 344),  # 3 tiles of 384, not 2 of 512 and one almost empty
+    (944, 512, 20, 472),   # exactly 2 full tiles
+    (256, 512, 20, 256),   # one tile no larger than the raster needs
+    (96, 72, 28, 16),
+])
+def test_balanced_steps(size, tile, margin, expected):
+    step = balanced_steps(size, tile, margin, 4)
+    assert step == expected
+    assert step % 4 == 0 and step + 2 * margin <= tile
+    count = -(-size // step)
+    assert count == -(-size // (tile - 2 * margin))  # no more tiles than full ones would need
+
+
+def test_prefetched_keeps_the_order_and_reads_ahead_in_another_thread():
+    threads = []
+
+    def load(item: int) -> int:
+        threads.append(threading.current_thread().name)
+        return item * item
+
+    got = list(prefetched(load, range(7)))
+    assert got == [(i, i * i) for i in range(7)]
+    assert all(name.startswith("lcfusion-reader") for name in threads)
+
+
+def test_prefetched_raises_the_load_error_for_its_item_and_stops():
+    loaded = []
+
+    def load(item: int) -> int:
+        loaded.append(item)
+        if item == 2:
+            raise ValueError("unreadable tile 2")
+        return item
+
+    got = []
+    with pytest.raises(ValueError, match="tile 2"):
+        for _, value in prefetched(load, range(100)):
+            got.append(value)
+    assert got == [0, 1]
+    assert max(loaded) <= 3  # at most one tile read ahead of the failing one
+
+
+def test_block_cache_holds_rows_of_blocks_while_classifying(tmp_path):
+    path = write_raster(tmp_path / "a.tif", np.zeros((3, 64, 5000), dtype="uint16"))
+    before = gdal.GetCacheMax()
+    with rasterio.open(path) as src, block_cache_share([src]), rows_block_cache():
+        rows = src.block_shapes[0][0]
+        assert gdal.GetCacheMax() == min(before, max(MIN_BLOCK_CACHE, 4 * rows * 5000 * 3 * 2))
+    assert gdal.GetCacheMax() == before
