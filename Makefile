@@ -54,7 +54,7 @@ accuracy: setup
 	$(RUN_ENV) $(PY) tools/accuracy.py $(ACCURACY_DIR) --repeats $(ACCURACY_REPEATS)
 
 ## bench: speed and memory against naive code and the machine's limit, on sample scenes
-## (about 12 minutes on 2 cores) -> $(BENCH_DIR)/results.json and $(BENCH_DIR)/summary.md
+## (about 20 minutes on 2 cores) -> $(BENCH_DIR)/results.json and $(BENCH_DIR)/summary.md
 bench: setup
 	$(RUN_ENV) $(PY) tools/bench.py --output $(BENCH_DIR) --config $(BENCH_CONFIG)
 

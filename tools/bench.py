@@ -89,8 +89,7 @@ def run(config: BenchConfig, work: Path, log) -> dict:
         log(f"inference: {family} on scenes of {small.side}, {large.side} and {tall.side} x "
             f"{tall.rows} pixels")
         results["inference"][family] = inference_figures(
-            family, models[family], small, large, tall, work / "inference", config,
-            results["matmul_gflops"])
+            family, models[family], small, large, tall, work / "inference", config)
         if family != "randomforest":
             results["profiles"][family] = hot_operations(family, models[family], large,
                                                          config.dense_tile)

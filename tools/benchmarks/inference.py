@@ -116,9 +116,9 @@ def memory_settings(family: str, small: SceneFiles) -> dict:
 
 
 def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneFiles,
-                      tall: SceneFiles, work: Path, config: BenchConfig,
-                      matmul: dict[str, float]) -> dict:
-    """Throughput on the large scene with the default settings (per device), efficiency, and
+                      tall: SceneFiles, work: Path, config: BenchConfig) -> dict:
+    """Throughput on the large scene with the default settings (per device), efficiency
+    against the matmul timed just before and just after (this machine's speed drifts), and
     the peak memory of the small, large and tall scene (as many pixels as the large, all of
     the extra ones in rows) classified with tiles of one shape."""
     flops = executed_flops(family, model, large, {})
@@ -126,13 +126,15 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
     runs = {}
     for device in devices():
         settings = {} if family == "randomforest" else {"device": device.type}
+        before = matmul_gflops(device, config.matmul_size)
         run = run_engine(f"classify-{family}", classify_job(
             work / f"{family}-large-{device.type}", family, model, large, settings))
+        limit = (before + matmul_gflops(device, config.matmul_size)) / 2
         seconds = float(run.outputs["SECONDS"])
         entry = {"pixels": pixels, "seconds": seconds, "mpx_per_s": pixels / seconds / 1e6,
-                 "process_seconds": run.seconds, "peak_rss_mb": run.peak_rss_mb}
+                 "process_seconds": run.seconds, "peak_rss_mb": run.peak_rss_mb,
+                 "matmul_gflops": limit}
         if flops["network"] is not None:
-            limit = matmul[device.type]
             useful = flops["network"] * pixels / seconds / 1e9
             executed = flops["executed"] * pixels / seconds / 1e9
             entry.update(useful_gflops=useful, executed_gflops=executed,

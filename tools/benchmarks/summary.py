@@ -57,7 +57,8 @@ def summary(results: dict) -> str:
     lines += ["FLOPs per pixel: " + "; ".join(
         f"{LABELS[f]}: {v['flops_per_pixel']['how']}" for f, v in results["inference"].items()),
         "Efficiency counts the network's FLOPs per map pixel; 'executed' also counts the "
-        "overlap the tiles recompute.", ""]
+        "overlap the tiles recompute; both over the matmul timed just before and after the "
+        "run.", ""]
     lines += ["## 4. Dense / batched inference vs the per-pixel patch loop", ""]
     rows = []
     for family, figures in results["dense"].items():
