@@ -49,13 +49,14 @@ def counted_flops(function, *args) -> int:
     return counter.get_total_flops()
 
 
-def executed_flops(family: str, model_path: Path, scene: SceneFiles, settings: dict) -> dict:
-    """FLOPs per map pixel: of the network (`network`) and as executed by the engine's tiling
-    (`executed`, with the overlap of the tiles' margins or halos); RF: None."""
+def executed_flops(family: str, model_path: Path, scene: SceneFiles) -> dict:
+    """FLOPs per map pixel with the default settings: of the network (`network`) and as
+    executed by the engine's tiling (`executed`, with the overlap of the tiles' margins or
+    halos); RF: None."""
     cpu = torch.device("cpu")
     if family == "fgunet":
         _, model, _, normalizer = fgunet.load_fgunet(model_path, cpu)
-        config = fgunet.FGUNetClassifyConfig(**settings)
+        config = fgunet.FGUNetClassifyConfig()
         predictor = TiledPredictor(model, normalizer, cpu, config.tile_size, config.margin)
         series = TimeSeries(SeriesSpec.from_json(scene.inputs(family)["series"]))
         height, width = series.height, series.width
@@ -69,7 +70,7 @@ def executed_flops(family: str, model_path: Path, scene: SceneFiles, settings: d
                 "how": f"FlopCounterMode over one {side_h}x{side_w} tile"}
     if family == "mrfusion":
         _, model, _, normalizer = mrfusion.load_mrfusion(model_path, cpu)
-        tile_size = settings.get("tile_size", mrfusion.MRFusionClassifyConfig.tile_size)
+        tile_size = mrfusion.MRFusionClassifyConfig.tile_size
         predictor = DensePanMsPredictor(model, normalizer, cpu, tile_size)
         pair = mrfusion.read_pair(scene.inputs(family))
         with pair.open() as reader:
@@ -121,7 +122,7 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
     against the matmul timed just before and just after (this machine's speed drifts), and
     the peak memory of the small, large and tall scene (as many pixels as the large, all of
     the extra ones in rows) classified with tiles of one shape."""
-    flops = executed_flops(family, model, large, {})
+    flops = executed_flops(family, model, large)
     pixels = large.pixels(family)
     runs = {}
     for device in devices():
