@@ -32,12 +32,12 @@ def engine_command(command: str, job: Path) -> list[str]:
     return [sys.executable, "-m", "lcfusion.engine", "--events", "json", command, str(job)]
 
 
-def run_engine(command: str, job: Path, env: dict[str, str] | None = None) -> EngineRun:
+def run_engine(command: str, job: Path) -> EngineRun:
     """Run a job through the engine CLI in a child process, with its own peak memory."""
     report = job.parent / f"{command}.peak"
     argv = engine_command(command, job)
     seconds, outputs = run_measured([argv[0], str(PEAK), str(report), *argv[1:]],
-                                    job.parent / f"{command}.log", env)
+                                    job.parent / f"{command}.log")
     return EngineRun(seconds, int(report.read_text()) / 1024.0, outputs)
 
 
