@@ -10,7 +10,6 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -176,6 +175,18 @@ def prefetched(load: Callable[[T], U], items: Iterable[T], depth: int = 1
 _END = object()
 
 
+@contextlib.contextmanager
+def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T],
+                core_of: Callable[[T], Window] = lambda item: item
+                ) -> Iterator[Iterator[tuple[T, np.ndarray, np.ndarray]]]:
+    """(item, probabilities, valid mask) of each item's core, in order: the reader thread loads
+    the next core while this one computes, with GDAL's block cache sized for classifying; the
+    thread has stopped when the context ends, before the caller closes its rasters."""
+    with rows_block_cache(), contextlib.closing(
+            prefetched(lambda item: predictor.load(reader, core_of(item)), items)) as loaded:
+        yield ((item, *predictor.infer(tile)) for item, tile in loaded)
+
+
 def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                     class_map: Path, confidence: Path | None, reporter: Reporter,
                     tags: dict[str, str] | None = None) -> None:
@@ -193,11 +204,8 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
             conf_tmp, "w", **write_profile(grid, 1, "float32", float("nan"))))
             if conf_tmp else None)
         stack.enter_context(block_cache_share([out_map] + ([out_conf] if out_conf else [])))
-        stack.enter_context(rows_block_cache())
-        loaded = stack.enter_context(contextlib.closing(
-            prefetched(partial(predictor.load, reader), cores)))
-        for done, (core, tile) in enumerate(loaded, start=1):
-            probs, valid = predictor.infer(tile)
+        inferred = stack.enter_context(classifying(predictor, reader, cores))
+        for done, (core, probs, valid) in enumerate(inferred, start=1):
             labels = codes[probs.argmax(axis=0)].astype(dtype)
             labels[~valid] = nodata
             out_map.write(labels, 1, window=core)
@@ -232,10 +240,8 @@ def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.n
     """Predicted class indices at the given pixels, running only tiles that contain some."""
     predicted = np.full(rows.size, -1, dtype=np.int64)
     selected = tiles_holding(predictor.cores(grid.height, grid.width), rows, cols)
-    with rows_block_cache(), contextlib.closing(
-            prefetched(lambda item: predictor.load(reader, item[0]), selected)) as loaded:
-        for done, ((core, members), tile) in enumerate(loaded, start=1):
-            probs, _ = predictor.infer(tile)
+    with classifying(predictor, reader, selected, core_of=lambda item: item[0]) as inferred:
+        for done, ((core, members), probs, _) in enumerate(inferred, start=1):
             local_r = rows[members] - int(core.row_off)
             local_c = cols[members] - int(core.col_off)
             predicted[members] = probs[:, local_r, local_c].argmax(axis=0)
