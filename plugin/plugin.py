@@ -1,24 +1,35 @@
-"""The QGIS plugin object: registers the Processing provider and the Settings menu entry."""
+"""The QGIS plugin object: registers the Processing provider, the Settings and Create Engine
+Environment menu entries, and checks the engine environment when QGIS starts."""
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication
-from qgis.PyQt.QtWidgets import QAction
+from qgis.core import Qgis, QgsApplication, QgsTask
+from qgis.PyQt import sip
+from qgis.PyQt.QtWidgets import QAction, QMessageBox, QPushButton
 
 from .algorithms.base import icon
+from .environment import (
+    CreateEnvironmentTask,
+    base_python,
+    engine_environment_problem,
+    requirements_file,
+)
 from .provider import LcfusionProvider
+from .settings import engine_python, plugin_root, venv_python
 
 MENU = "Land Cover Fusion"
 
 
 class LcfusionPlugin:
     """Registered in ``initProcessing`` so that headless ``qgis_process`` sees the provider;
-    the menu entry is made in ``initGui``, which only a QGIS window calls."""
+    the menu entries are made in ``initGui``, which only a QGIS window calls."""
 
     def __init__(self, iface) -> None:
         self.iface = iface
         self.provider: LcfusionProvider | None = None
         self.settings_action: QAction | None = None
+        self.environment_action: QAction | None = None
+        self.tasks: list[QgsTask] = []
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS hook
         if self.provider is None:
@@ -29,11 +40,65 @@ class LcfusionPlugin:
         self.initProcessing()
         if self.iface is None or self.settings_action is not None:
             return
-        self.settings_action = QAction(icon("lcfusion.svg"), "Settings…",
-                                       self.iface.mainWindow())
+        window = self.iface.mainWindow()
+        self.settings_action = QAction(icon("lcfusion.svg"), "Settings…", window)
         self.settings_action.setObjectName("lcfusionSettings")
         self.settings_action.triggered.connect(self.show_settings)
-        self.iface.addPluginToMenu(MENU, self.settings_action)
+        self.environment_action = QAction("Create Engine Environment…", window)
+        self.environment_action.setObjectName("lcfusionCreateEnvironment")
+        self.environment_action.triggered.connect(lambda: self.create_environment())
+        for action in (self.settings_action, self.environment_action):
+            self.iface.addPluginToMenu(MENU, action)
+        self._start(QgsTask.fromFunction("Checking the lcfusion engine environment",
+                                         lambda _task: engine_environment_problem(),
+                                         on_finished=self._environment_checked))
+
+    def _start(self, task: QgsTask) -> None:
+        self.tasks = [t for t in self.tasks if not sip.isdeleted(t)]
+        self.tasks.append(task)
+        QgsApplication.taskManager().addTask(task)
+
+    def _environment_checked(self, exception, problem: str | None = None) -> None:
+        """Offers to create the environment when the start-up check found a problem."""
+        if exception is not None or not problem or self.environment_action is None:
+            return
+        bar = self.iface.messageBar()
+        item = bar.createMessage(MENU, problem)
+        button = QPushButton("Create Engine Environment…", item)
+        button.clicked.connect(self.environment_action.trigger)
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.Warning)
+
+    def create_environment(self) -> CreateEnvironmentTask | None:
+        """Creates the plugin folder's ``.venv`` with the engine's packages, in the
+        background, after the user agreed (it downloads PyTorch)."""
+        folder = venv_python(plugin_root()).parent.parent
+        if QMessageBox.question(
+                self.iface.mainWindow(), MENU,
+                f"Create the engine's Python environment in {folder}?\n\nIt installs the "
+                f"packages of {requirements_file()} (PyTorch among them: several hundred MB to "
+                "download) into a virtual environment that shares the packages of QGIS's "
+                "Python. It runs in the background; the log panel (lcfusion tab) shows its "
+                "progress.") != QMessageBox.Yes:
+            return None
+        task = CreateEnvironmentTask(folder, requirements_file(), base_python())
+        task.taskCompleted.connect(lambda: self._environment_created(task))
+        task.taskTerminated.connect(lambda: self._environment_failed(task))
+        self._start(task)
+        return task
+
+    def _environment_created(self, task: CreateEnvironmentTask) -> None:
+        python = str(venv_python(plugin_root()))
+        note = ("" if engine_python() == python else f" The engine still runs with "
+                f"{engine_python()} (set in the settings or LCFUSION_PYTHON); clear that to "
+                "use the new environment.")
+        self.iface.messageBar().pushMessage(
+            MENU, f"The engine environment is ready: {python}.{note}", Qgis.Success, 0)
+
+    def _environment_failed(self, task: CreateEnvironmentTask) -> None:
+        self.iface.messageBar().pushMessage(
+            MENU, f"Creating the engine environment failed: {task.error or 'cancelled'}. The "
+            "lcfusion tab of the log panel has the details.", Qgis.Critical, 0)
 
     def show_settings(self) -> None:
         """Opens the settings dialog (modal)."""
@@ -44,10 +109,11 @@ class LcfusionPlugin:
         dialog.deleteLater()
 
     def unload(self) -> None:
-        if self.settings_action is not None:
-            self.iface.removePluginMenu(MENU, self.settings_action)
-            self.settings_action.deleteLater()
-            self.settings_action = None
+        for action in (self.settings_action, self.environment_action):
+            if action is not None:
+                self.iface.removePluginMenu(MENU, action)
+                action.deleteLater()
+        self.settings_action = self.environment_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -48,6 +48,7 @@ from ...engine.modelheader import SUFFIX, check_family, read_header
 from ...engine.outputs import partial_files
 from ...engine.profiles import LOCAL, ComputeProfile, find_profile
 from ..engine_process import EngineProcess, EngineRun
+from ..environment import engine_environment_problem
 from ..export import export_polygons, raster_path, renderer_colors
 from ..settings import plugin_root, profiles_path
 from ..styling import (
@@ -827,7 +828,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if problem:
                 parameter, message = problem
                 return False, self.where(parameter) + message
-        return True, ""
+        problem = engine_environment_problem()
+        return (False, problem) if problem else (True, "")
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict:  # noqa: N802 - QGIS API
