@@ -647,20 +647,22 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         `gapfill`, the gap-filling switch (``GAPFILL``, the model's choice otherwise);
         `optional` for the inputs of a `SourceBinding` choice."""
         prefix = "" if name == "INPUT" else f"{name}_"
+        bands_text = "Bands per date (stack only; 0: one layer per date)"
+        if name != "INPUT":
+            bands_text = f"{label.removesuffix(' series')}: b{bands_text[1:]}"
         parameters = [
             QgsProcessingParameterMultipleLayers(name, description,
                                                  layerType=QgsProcessing.TypeRaster,
                                                  optional=optional),
             QgsProcessingParameterNumber(
-                f"{prefix}BANDS_PER_DATE", "Bands per date (single multi-date stack only; 0: "
-                "each layer is one date)", type=QgsProcessingParameterNumber.Integer,
+                f"{prefix}BANDS_PER_DATE", bands_text, type=QgsProcessingParameterNumber.Integer,
                 defaultValue=0, minValue=0)]
         binding = SeriesBinding(name, f"{prefix}BANDS_PER_DATE", key, label)
         if masks:
             binding.masks = f"{name}_MASK"
             parameters.append(QgsProcessingParameterMultipleLayers(
-                binding.masks, f"Cloud masks of the {label} (one band per date, non-zero = "
-                "masked)", layerType=QgsProcessing.TypeRaster, optional=True))
+                binding.masks, "Cloud masks (one band per date, non-zero = masked)",
+                layerType=QgsProcessing.TypeRaster, optional=True))
         if gapfill:
             binding.gapfill = "GAPFILL"
             parameters.append(QgsProcessingParameterBoolean(
@@ -674,9 +676,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             PanMsBinding(patch_size=patch_size),
             QgsProcessingParameterRasterLayer("PAN", "Panchromatic (PAN) raster, one band",
                                               optional=optional),
-            QgsProcessingParameterRasterLayer(
-                "MS", "Multispectral (MS) raster, pixel size a whole multiple of the PAN's",
-                optional=optional),
+            QgsProcessingParameterRasterLayer("MS", "Multispectral (MS) raster, on a coarser grid",
+                                              optional=optional),
         )
 
     def add_source(self, options: dict[str, str], model: str | None = None,
@@ -719,9 +720,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def add_split(self, train: float = 0.6, validation: float = 0.2, test: float = 0.2
                   ) -> SplitBinding:
         def fraction(name: str, text: str, value: float) -> QgsProcessingParameterNumber:
-            return QgsProcessingParameterNumber(
+            parameter = QgsProcessingParameterNumber(
                 name, text, type=QgsProcessingParameterNumber.Double, defaultValue=value,
                 minValue=0.0, maxValue=1.0)
+            parameter.setMetadata({"widget_wrapper": {"decimals": 2}})
+            return parameter
 
         return self.bind(
             SplitBinding(),

@@ -1,0 +1,110 @@
+"""Each algorithm's Processing dialog opens, renders, shows its help, has a widget for every
+parameter and fits its width; a training report reaches the results viewer. The screenshots
+go to ``LCFUSION_SCREENSHOTS`` when it is set (to look at them), else to a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import processing
+import pytest
+from processing.core.ProcessingResults import resultsList
+from processing.gui.AlgorithmDialog import AlgorithmDialog
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputHtml,
+    QgsProcessingParameterDefinition,
+)
+from qgis.gui import QgsBrowserGuiModel
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QImage
+from qgis.PyQt.QtWidgets import QScrollArea, QTextBrowser
+
+from lcfusion.plugin.provider import ALGORITHMS
+
+SIZE = (900, 1000)
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    folder = os.environ.get("LCFUSION_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def distinct_colours(image: QImage, step: int = 4) -> int:
+    return len({image.pixel(x, y) for x in range(0, image.width(), step)
+                for y in range(0, image.height(), step)})
+
+
+@pytest.fixture(scope="module")
+def browser_model(qgis_app) -> QgsBrowserGuiModel:
+    model = QgsBrowserGuiModel()
+    yield model
+    model.deleteLater()
+
+
+@pytest.mark.parametrize("algorithm_id", [a.algorithm_id for a in ALGORITHMS])
+def test_the_dialog_renders_with_its_help_and_parameters(lcfusion_provider, qgis_iface,
+                                                         browser_model, monkeypatch,
+                                                         screenshots, algorithm_id):
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser_model)
+    alg = QgsApplication.processingRegistry().createAlgorithmById(f"lcfusion:{algorithm_id}")
+    dialog = AlgorithmDialog(alg)
+    try:
+        dialog.resize(*SIZE)
+        dialog.show()
+        for _ in range(5):
+            QCoreApplication.processEvents()
+        image = dialog.grab().toImage()
+        path = screenshots / f"{algorithm_id}.png"
+        assert image.save(str(path))
+
+        assert (image.width(), image.height()) == SIZE
+        assert distinct_colours(image) > 50, "the dialog rendered blank"
+        assert dialog.windowTitle() == alg.displayName()
+        shown = {name for name, wrapper in dialog.mainWidget().wrappers.items()
+                 if wrapper is not None}
+        declared = {p.name() for p in alg.parameterDefinitions()
+                    if not p.flags() & QgsProcessingParameterDefinition.FlagHidden}
+        assert shown == declared
+        panel = dialog.mainWidget().findChild(QScrollArea)
+        assert not panel.horizontalScrollBar().isVisible(), "a label or widget is too wide"
+        help_text = " ".join(browser.toPlainText() for browser in
+                             dialog.findChildren(QTextBrowser))
+        assert alg.shortDescription() or alg.shortHelpString()
+        assert "Parameters" in help_text or "parameters" in help_text
+        assert path.stat().st_size > 10_000
+    finally:
+        dialog.close()
+        dialog.deleteLater()
+        QCoreApplication.processEvents()
+
+
+def test_the_training_report_goes_to_the_results_viewer(lcfusion_provider, qgis_iface,
+                                                        browser_model, monkeypatch, scene,
+                                                        tiny_training, tmp_path):
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser_model)
+    alg = QgsApplication.processingRegistry().createAlgorithmById("lcfusion:trainfgunet")
+    assert isinstance(alg.outputDefinition("OUTPUT_REPORT"), QgsProcessingOutputHtml)
+    report = tmp_path / "report.html"
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    result = processing.run(alg, {
+        "INPUT": [str(p) for p in scene.s2_paths], "REFERENCE": str(scene.reference_path),
+        "CLASS_FIELD": "class_id", "OUTPUT_MODEL": str(tmp_path / "model.lcfusion"),
+        "OUTPUT_REPORT": str(report), **tiny_training}, context=context, feedback=feedback)
+    before = len(resultsList.getResults())
+    dialog = AlgorithmDialog(alg)
+    dialog.iterateParam = None  # set by runAlgorithm, which this test does not go through
+    try:
+        dialog.finish(True, result, context, feedback)
+    finally:
+        dialog.close()
+        dialog.deleteLater()
+    added = resultsList.getResults()[before:]
+    assert [(r.name, r.filename) for r in added] == [("Training report", str(report))]
+    assert "<html" in report.read_text(encoding="utf-8").lower()
