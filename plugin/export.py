@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from qgis.core import (
@@ -41,12 +42,13 @@ def local_raster_path(layer: QgsRasterLayer) -> str | None:
 
 def raster_path(layer: QgsRasterLayer, folder: Path, stem: str,
                 context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> str:
-    """The layer's file, or a GeoTIFF export ``<stem>.tif`` in `folder` for a layer that is
-    not a local file."""
+    """The layer's file, or a GeoTIFF export ``<stem>_<layer name>.tif`` in `folder` for a
+    layer that is not a local file (the layer name keeps any date it carries)."""
     path = local_raster_path(layer)
     if path:
         return path
-    target = folder / f"{stem}.tif"
+    name = re.sub(r"[^\w.-]+", "_", layer.name(), flags=re.ASCII).strip("_")[:60]
+    target = folder / f"{stem}_{name}.tif" if name else folder / f"{stem}.tif"
     feedback.pushInfo(f"Layer '{layer.name()}' is not a local file; exporting it to a temporary "
                       "GeoTIFF first.")
     provider = layer.dataProvider()

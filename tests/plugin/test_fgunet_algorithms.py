@@ -219,7 +219,7 @@ def vsimem_layers(scene):
     for index, source in enumerate(scene.s2_paths):
         path = f"/vsimem/lcfusion_test_{os.getpid()}_{index}.vrt"
         assert gdal.Translate(path, str(source), format="VRT") is not None
-        layer = QgsRasterLayer(path, f"date {index + 1} (in memory)", "gdal")
+        layer = QgsRasterLayer(path, f"{source.stem} (in memory)", "gdal")
         assert layer.isValid()
         assert not os.path.exists(layer.source())
         layers.append(layer)
@@ -230,7 +230,8 @@ def vsimem_layers(scene):
 
 
 def test_layers_that_are_not_files_are_exported_and_classified(
-        lcfusion_provider, classified, trained, vsimem_layers, tmp_path, recording_feedback):
+        lcfusion_provider, classified, trained, scene, vsimem_layers, tmp_path,
+        recording_feedback):
     model, _ = trained
     feedback = recording_feedback()
     before = job_folders()
@@ -240,6 +241,8 @@ def test_layers_that_are_not_files_are_exported_and_classified(
 
     log = feedback.text("info")
     assert log.count("is not a local file; exporting it") == len(vsimem_layers)
+    dates = ", ".join(p.stem.removeprefix("s2_") for p in scene.s2_paths)
+    assert f"dates {dates};" in log  # read from the layer names of the exported copies
     with rasterio.open(results["OUTPUT"]) as ds:
         from_memory = ds.read(1)
     with rasterio.open(classified["results"]["OUTPUT"]) as ds:
