@@ -145,6 +145,20 @@ def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lcfusion"]
 
 
+def test_an_engine_without_torch_is_refused_with_the_fix(qgis_env, scene, tmp_path):
+    """Headless, the environment check says what to do instead of offering the action."""
+    env = {**qgis_env, "LCFUSION_PYTHON": "/nonexistent/bin/python3"}
+    result = qgis_process(env, "run", "lcfusion:trainfgunet", *series_arguments(scene),
+                          f"--REFERENCE={scene.reference_path}", "--CLASS_FIELD=class_id",
+                          f"--OUTPUT_MODEL={tmp_path / 'model.lcfusion'}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("The lcfusion engine cannot run with the Python /nonexistent/bin/python3: "
+            "/nonexistent/bin/python3 does not exist") in output
+    assert "'make setup' in" in output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_training_on_a_compute_profile_headless(qgis_env, scene, tmp_path):
     """COMPUTE names a profile of the LCFUSION_PROFILES file; the run goes through mpirun."""
     profiles = two_rank_profiles(tmp_path / "profiles.toml", tmp_path / "work")
