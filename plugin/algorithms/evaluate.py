@@ -39,13 +39,17 @@ confusion matrix, the per-class table and what was compared.</li>
 cell says "rows = reference, columns = prediction"), then one row per reference class.</li>
 </ul>
 <p>The outputs OA, KAPPA, MEAN_F1 and N_PIXELS (pixels compared) can be chained in the
-graphical modeler.</p>
+graphical modeler; the report opens from the Processing results viewer.</p>
+<p>On the metrics and their limits: Congalton and Green, <i>Assessing the Accuracy of Remotely
+Sensed Data</i>, 3rd ed., CRC Press, 2019; Olofsson et al., "Good practices for estimating area
+and assessing accuracy of land change", <i>Remote Sensing of Environment</i> 148:42-57, 2014
+(for area estimates, a probability sample of pixels is needed, not polygons).</p>
 """
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.add_class_map_input()
         self.add_reference()
-        self.add_file_output("OUTPUT_HTML", "Report", "report", "HTML files (*.html)")
+        self.add_file_output("OUTPUT_HTML", "Report (HTML)", "report", "HTML files (*.html)")
         self.add_file_output("OUTPUT_CSV", "Confusion matrix (CSV)", "matrix",
                              "CSV files (*.csv)")
         for name, text in (("OA", "Overall accuracy"), ("KAPPA", "Cohen's Kappa"),
