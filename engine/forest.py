@@ -43,6 +43,7 @@ class Forest:
     fill_values: np.ndarray
 
     def __post_init__(self) -> None:
+        self._check_links()
         sizes = np.diff(self.tree_offsets)
         owner_offset = np.repeat(self.tree_offsets[:-1], sizes)
         self.is_leaf = self.children_left < 0
@@ -55,6 +56,32 @@ class Forest:
         if self.leaf_value.shape[0] != int(self.is_leaf.sum()):
             raise ValueError(f"{self.leaf_value.shape[0]} leaf distributions for "
                              f"{int(self.is_leaf.sum())} leaves")
+
+    def _check_links(self) -> None:
+        """Whole-number node arrays of one length, trees that cover them, and in each tree
+        children after their parent and features the forest has: every sample reaches a leaf,
+        whatever file the arrays came from."""
+        nodes = self.children_left.size
+        offsets = self.tree_offsets
+        links = (offsets, self.children_left, self.children_right, self.feature)
+        if (any(not np.issubdtype(a.dtype, np.integer) or a.ndim != 1 for a in links)
+                or {a.size for a in links[1:]} | {self.threshold.size} != {nodes}
+                or self.threshold.ndim != 1 or self.leaf_value.ndim != 2
+                or self.fill_values.ndim != 1
+                or offsets.size < 2 or offsets[0] != 0 or offsets[-1] != nodes
+                or np.any(np.diff(offsets) < 1)):
+            raise ValueError("the forest's arrays do not fit together")
+        sizes = np.diff(offsets)
+        local = np.arange(nodes) - np.repeat(offsets[:-1], sizes)
+        end = np.repeat(sizes, sizes)
+        inner = self.children_left >= 0
+        bad = np.zeros(nodes, dtype=bool)
+        for child in (self.children_left, self.children_right):
+            bad |= inner & ((child <= local) | (child >= end))
+        bad |= inner & ((self.feature < 0) | (self.feature >= self.fill_values.size))
+        if bad.any():
+            raise ValueError(f"node {int(np.flatnonzero(bad)[0])} of the forest links to a "
+                             "node that is not after it in its tree, or to a feature it lacks")
 
     @property
     def n_trees(self) -> int:

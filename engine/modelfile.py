@@ -41,8 +41,10 @@ def save_model(path: str | Path, metadata: dict, state: dict[str, torch.Tensor],
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
     draft = save_tensors(tensors, metadata={"lcfusion": text})
     (length,) = struct.unpack("<Q", draft[:8])
-    data = draft[8 + length:]
-    final = save_tensors(tensors, metadata={"lcfusion": text, "sha256": checksum(text, data)})
+    table = json.loads(draft[8: 8 + length])
+    table.pop("__metadata__")
+    digest = checksum(text, draft[8 + length:], table)
+    final = save_tensors(tensors, metadata={"lcfusion": text, "sha256": digest})
     path = Path(path)
     with atomic_output(path, parameter) as temporary:
         try:
@@ -53,17 +55,18 @@ def save_model(path: str | Path, metadata: dict, state: dict[str, torch.Tensor],
     return path
 
 
-def load_model(path: str | Path, family: str | None = None,
-               parameter: str = "MODEL") -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metadata and weights of a verified model file (checksum, family, tensor table); the
-    file is read once, so the weights are the bytes that were verified."""
+def load_model(path: str | Path, family: str | None = None, parameter: str = "MODEL",
+               complete: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metadata and weights of a verified model file (checksum, family, tensor table, and with
+    `complete` every entry the family's readers need); the file is read once, so the weights
+    are the bytes that were verified."""
     path = Path(path)
     if not path.is_file():
         raise LcfusionError(f"the model file {path} does not exist", parameter)
     data = path.read_bytes()
     header = parse_header(io.BytesIO(data), path, parameter)
     if family is not None:
-        check_family(header, family, path, parameter)
+        check_family(header, family, path, parameter, complete)
     try:
         state = load_tensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:

@@ -2,8 +2,11 @@
 
 A model file is a safetensors file: an 8-byte little-endian header length, a JSON header
 (tensor table and ``__metadata__``), then the raw tensor bytes. lcfusion stores its JSON
-metadata under ``__metadata__["lcfusion"]`` and a SHA-256 over that JSON and the tensor bytes
-under ``__metadata__["sha256"]``. Nothing in the file is ever executed or unpickled.
+metadata under ``__metadata__["lcfusion"]`` and under ``__metadata__["sha256"]`` a SHA-256 over
+that JSON, the tensor table (names, dtypes, shapes, offsets; from format version 2) and the
+tensor bytes. A file that passes the checksum must also pass `modelschema`: metadata of the
+right types and ranges, a tensor table that fits the data. Nothing in the file is ever executed
+or unpickled.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import LcfusionError
+from .modelschema import Invalid, check_metadata, check_tensor_table
 
 FORMAT_NAME = "lcfusion-model"
-FORMAT_VERSION = 1
+#: 1: the checksum covers the metadata and the tensor bytes; 2: also the tensor table.
+FORMAT_VERSION = 2
 SUFFIX = ".lcfusion"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -41,7 +46,8 @@ def corrupt(path: Path, reason: str, parameter: str) -> LcfusionError:
 
 
 def read_header(path: str | Path, parameter: str = "MODEL") -> ModelHeader:
-    """Parse a model file's header and verify its checksum, reading the file in chunks."""
+    """Parse a model file's header and verify it (see `parse_header`), reading the file in
+    chunks."""
     path = Path(path)
     if not path.is_file():
         raise LcfusionError(f"the model file {path} does not exist", parameter)
@@ -50,7 +56,8 @@ def read_header(path: str | Path, parameter: str = "MODEL") -> ModelHeader:
 
 
 def parse_header(handle: BinaryIO, path: Path, parameter: str = "MODEL") -> ModelHeader:
-    """Parse and verify the model file open as `handle` (positioned at its start)."""
+    """Parse and verify the model file open as `handle` (positioned at its start): checksum,
+    tensor table and the types of the metadata entries present."""
     prefix = handle.read(8)
     if len(prefix) != 8:
         raise corrupt(path, "the file is too short", parameter)
@@ -60,44 +67,72 @@ def parse_header(handle: BinaryIO, path: Path, parameter: str = "MODEL") -> Mode
     raw = handle.read(length)
     if len(raw) != length:
         raise corrupt(path, "the file is truncated", parameter)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise corrupt(path, "the header is not valid JSON", parameter) from None
+    header = _json(raw, path, "the header", parameter)
     if not isinstance(header, dict):
         raise corrupt(path, "the header is not a JSON object", parameter)
     extra = header.pop("__metadata__", None)
     if not isinstance(extra, dict) or not isinstance(extra.get("lcfusion"), str):
         raise corrupt(path, "it carries no lcfusion metadata", parameter)
-    try:
-        metadata = json.loads(extra["lcfusion"])
-    except json.JSONDecodeError:
-        raise corrupt(path, "its metadata is not valid JSON", parameter) from None
+    metadata = _json(extra["lcfusion"], path, "its metadata", parameter)
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise corrupt(path, "the metadata does not describe an lcfusion model", parameter)
-    if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+    version = metadata.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise corrupt(path, f"its format version {version!r} is not a version number",
+                      parameter)
+    if version > FORMAT_VERSION:
         raise LcfusionError(
-            f"{path.name} was written by a newer lcfusion (format version "
-            f"{metadata.get('format_version')}); update the plugin", parameter)
-    digest = hashlib.sha256(extra["lcfusion"].encode("utf-8"))
+            f"{path.name} was written by a newer lcfusion (format version {version}); update "
+            "the plugin", parameter)
+    try:
+        digest = hashlib.sha256(_checked_text(extra["lcfusion"],
+                                              header if version > 1 else None))
+    except RecursionError:
+        raise corrupt(path, "the header is nested too deeply", parameter) from None
+    data_size = 0
     while chunk := handle.read(1 << 20):
         digest.update(chunk)
+        data_size += len(chunk)
     if digest.hexdigest() != extra.get("sha256"):
         raise corrupt(path, "the checksum does not match: the file was modified or damaged",
                       parameter)
-    _check_tensor_table(path, header, parameter)
+    try:
+        check_tensor_table(header, data_size)
+    except Invalid as exc:
+        raise corrupt(path, str(exc), parameter) from None
+    _check_metadata(metadata, False, path, parameter)
     return ModelHeader(metadata)
 
 
-def _check_tensor_table(path: Path, header: dict, parameter: str) -> None:
-    for name, entry in header.items():
-        if (not isinstance(entry, dict) or not isinstance(entry.get("shape"), list)
-                or not isinstance(entry.get("data_offsets"), list)):
-            raise corrupt(path, f"the tensor entry {name!r} is malformed", parameter)
+def _json(raw: bytes | str, path: Path, what: str, parameter: str):
+    """Parsed JSON; a clear error for bytes that are not JSON, numbers of thousands of digits
+    and nesting deeper than the parser goes."""
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise corrupt(path, f"{what} is not valid JSON", parameter) from None
 
 
-def checksum(metadata_json: str, data: bytes) -> str:
-    digest = hashlib.sha256(metadata_json.encode("utf-8"))
+def _check_metadata(metadata: dict, complete: bool, path: Path, parameter: str) -> None:
+    try:
+        check_metadata(metadata, complete)
+    except Invalid as exc:
+        raise corrupt(path, str(exc), parameter) from None
+
+
+def _checked_text(metadata_json: str, table: dict | None) -> bytes:
+    """What the checksum covers before the tensor bytes: the metadata JSON, then (format 2)
+    the tensor table as canonical JSON."""
+    text = metadata_json
+    if table is not None:
+        text += json.dumps(table, sort_keys=True, separators=(",", ":"))
+    return text.encode("utf-8", "surrogatepass")
+
+
+def checksum(metadata_json: str, data: bytes, table: dict | None = None) -> str:
+    """The SHA-256 of a model file: over its metadata JSON, its tensor `table` (without
+    ``__metadata__``; None for format version 1) and its tensor bytes."""
+    digest = hashlib.sha256(_checked_text(metadata_json, table))
     digest.update(data)
     return digest.hexdigest()
 
@@ -108,9 +143,13 @@ def read_metadata(path: str | Path, parameter: str = "MODEL") -> dict:
 
 
 def check_family(header: ModelHeader, family: str, path: str | Path,
-                 parameter: str = "MODEL") -> None:
-    """A clear error when the model belongs to another family."""
+                 parameter: str = "MODEL", complete: bool = True) -> None:
+    """A clear error when the model belongs to another family, or, when it must be
+    `complete` (a model to classify with, not the bare weights of a remote training), lacks
+    an entry its family's readers need or has entries that disagree (lengths, counts)."""
     if header.family != family:
         raise LcfusionError(
             f"{Path(path).name} is a {header.family or 'unknown'} model, not a {family} model; "
             "use the classify algorithm of its family", parameter)
+    if complete:
+        _check_metadata(header.metadata, True, Path(path), parameter)

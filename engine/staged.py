@@ -142,7 +142,8 @@ def fit_on_target(job: Job, profile: ComputeProfile, staged: StagedFit,
                     "the same inputs and profile to resume from it",
                     outcome.parameter or "COMPUTE")
             result = remote.fetch(stage / RESULT_FOLDER)
-            metadata, state = load_model(result / MODEL, staged.family, "COMPUTE")
+            metadata, state = load_model(result / MODEL, staged.family, "COMPUTE",
+                                         complete=False)
             report = json.loads((result / REPORT).read_text(encoding="utf-8"))
             reporter.info(f"the trained weights came back from {remote.shell.where} and passed "
                           "their checksum")

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import SMALL_SCENE, fgunet_train_job, mrfusion_train_job, twinns_train_job
+from helpers import (
+    SMALL_SCENE,
+    fgunet_train_job,
+    mrfusion_train_job,
+    randomforest_train_job,
+    twinns_train_job,
+)
 
 from lcfusion.engine.jobs import Job
 from lcfusion.engine.progress import NullReporter
@@ -49,3 +55,14 @@ def trained_twinns(tmp_path_factory, scene) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("trained-twinns")
     model = folder / "model.lcfusion"
     return model, train_twinns(Job.load(twinns_train_job(folder, scene, model)), NullReporter())
+
+
+@pytest.fixture(scope="session")
+def trained_randomforest(tmp_path_factory, scene) -> tuple[Path, dict]:
+    """(model path, training outputs) of a Random Forest trained on the small scene's S2."""
+    from lcfusion.engine.randomforest import train_randomforest
+
+    folder = tmp_path_factory.mktemp("trained-randomforest")
+    model = folder / "model.lcfusion"
+    job = Job.load(randomforest_train_job(folder, scene, model))
+    return model, train_randomforest(job, NullReporter())

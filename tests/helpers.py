@@ -119,6 +119,19 @@ def twinns_train_job(folder: Path, scene, model: Path, inputs: dict | None = Non
     )
 
 
+def randomforest_train_job(folder: Path, scene, model: Path, **settings) -> Path:
+    """A Random Forest on the small scene's Sentinel-2 series (cloud mask, no gap-filling)."""
+    return write_job(
+        folder, "train-randomforest", inputs={"s2": twinns_inputs(scene, gapfill=False)["s2"]},
+        reference={"path": str(scene.reference_path), "layer": scene.reference_layer,
+                   "class_field": "class_id", "name_field": "class_name"},
+        split={"train": 0.6, "validation": 0.2, "test": 0.2, "seed": 3},
+        settings={"source": "s2", "n_trees": 20, "samples_per_class": 200, "tile_size": 64,
+                  **settings},
+        outputs={"model": str(model)},
+    )
+
+
 def with_compute(job_path: Path, name: str, kind: str, **values) -> Path:
     """Give a written job a compute profile (the section the plugin writes)."""
     data = json.loads(job_path.read_text(encoding="utf-8"))

@@ -1,4 +1,5 @@
-"""Model files: self-describing, checksummed, never unpickled."""
+"""Model files: self-describing, checksummed (metadata, tensor table and weights), checked
+entry by entry, never unpickled."""
 
 import json
 import pickle
@@ -6,13 +7,19 @@ import struct
 
 import pytest
 import torch
+from model_mutants import ModelBytes, edit
 
 from lcfusion.engine.errors import LcfusionError
 from lcfusion.engine.modelfile import load_model, save_model
-from lcfusion.engine.modelheader import read_metadata
+from lcfusion.engine.modelheader import read_header, read_metadata
 
+#: The smallest complete FG-UNET metadata: one date of two bands, one class.
 META = {"family": "fgunet", "classes": [{"index": 0, "code": 4, "name": "forêt",
-                                         "color": "#00ff00"}]}
+                                         "color": "#00ff00"}],
+        "architecture": {"chunk_channels": 2, "n_chunks": 1, "n_classes": 1},
+        "inputs": {"series": {"n_dates": 1, "bands_per_date": 2, "band_names": ["B1", "B2"],
+                              "dates": [None], "masked": False, "gapfill": False}},
+        "normalization": {"low": [0.0, 0.0], "high": [1.0, 1.0]}}
 
 
 @pytest.fixture
@@ -90,3 +97,64 @@ def test_a_pickle_is_never_executed(tmp_path):
 def test_missing_file():
     with pytest.raises(LcfusionError, match="does not exist"):
         load_model("/nonexistent/m.lcfusion")
+
+
+def test_a_format_1_file_still_loads(model_file):
+    """Format 1 files (checksum without the tensor table) written before format 2 load."""
+    path, state = model_file
+    model = ModelBytes(path.read_bytes())
+    path.write_bytes(model.forge({**model.metadata, "format_version": 1}))
+    metadata, loaded = load_model(path, "fgunet")
+    assert metadata["format_version"] == 1 and torch.equal(loaded["w"], state["w"])
+
+
+def test_a_renamed_tensor_fails_the_checksum(model_file):
+    path = model_file[0]
+    data = path.read_bytes()
+    assert data.count(b'"w":{') == 1
+    path.write_bytes(data.replace(b'"w":{', b'"v":{'))
+    with pytest.raises(LcfusionError, match="checksum does not match"):
+        load_model(path)
+
+
+def test_the_tensor_table_must_fit_the_data(model_file):
+    path = model_file[0]
+    model = ModelBytes(path.read_bytes())
+    table = model.table
+    table["w"]["shape"] = [3, 5]
+    path.write_bytes(model.forge(model.metadata, table))
+    with pytest.raises(LcfusionError) as error:
+        load_model(path)
+    assert error.value.parameter == "MODEL"
+    assert ("(the tensor \"w\" has 48 bytes for a F32 tensor of shape [3, 5] (60 bytes))"
+            in error.value.message)
+
+
+def test_wrong_types_are_refused_naming_the_entry(model_file):
+    """A checksum that matches proves nothing about the types: each entry is checked."""
+    path = model_file[0]
+    model = ModelBytes(path.read_bytes())
+    path.write_bytes(model.forge(edit(model.metadata, "inputs.series.n_dates", "1")))
+    with pytest.raises(LcfusionError) as error:
+        read_header(path, "MODEL_FILE")
+    assert error.value.parameter == "MODEL_FILE"
+    assert error.value.message == (
+        'm.lcfusion is not a valid lcfusion model file (its metadata entry inputs.series.n_dates '
+        'must be a whole number from 1 to 10000, not "1"); choose a model file written by an '
+        "lcfusion training algorithm, or train the model again")
+
+
+def test_a_family_needs_all_its_entries_and_their_agreement(model_file):
+    """Reading the header checks the entries present; loading for a family also requires the
+    entries its readers need, and their agreement (here, one class for two outputs)."""
+    path = model_file[0]
+    model = ModelBytes(path.read_bytes())
+    path.write_bytes(model.forge(edit(model.metadata, "architecture", lambda a: {})))
+    assert read_header(path).family == "fgunet"
+    with pytest.raises(LcfusionError, match="its metadata entry architecture.chunk_channels is "
+                                            "missing"):
+        load_model(path, "fgunet")
+    path.write_bytes(model.forge(edit(model.metadata, "architecture.n_classes", 2)))
+    with pytest.raises(LcfusionError, match="its metadata entries disagree: the number of "
+                                            "classes is 1 but architecture.n_classes is 2"):
+        load_model(path, "fgunet")
