@@ -142,6 +142,10 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
         reporter.warning(warning)
     if config.patch_size > min(series.height, series.width):
         largest = min(series.height, series.width) // FGUNet.size_multiple * FGUNet.size_multiple
+        if largest == 0:
+            raise LcfusionError(
+                f"the rasters are only {series.width} x {series.height} pixels; FG-UNET needs "
+                f"at least {FGUNet.size_multiple} x {FGUNet.size_multiple}", "INPUT")
         raise LcfusionError(
             f"{config.patch_size} pixels is larger than the rasters ({series.width} x "
             f"{series.height}); use at most {largest}", "PATCH_SIZE")

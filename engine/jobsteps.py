@@ -53,6 +53,16 @@ def map_outputs(job: Job) -> tuple[Path, Path | None]:
     return class_map, confidence
 
 
+def check_odd_patch(size: int, grid: Grid) -> None:
+    """A patch centred on its pixel must fit in the rasters (a larger one only mirrors them
+    and multiplies the memory needed)."""
+    side = min(grid.width, grid.height)
+    if size > side:
+        raise LcfusionError(
+            f"{size} pixels is larger than the rasters ({grid.width} x {grid.height}); use at "
+            f"most {side - 1 + side % 2}", "PATCH_SIZE")
+
+
 def model_input(job: Job) -> Path:
     path = job.resolve(job.section("inputs").get("model"))
     if path is None:

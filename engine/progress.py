@@ -74,19 +74,23 @@ class JsonLinesReporter(Reporter):
         self.min_interval = min_interval
         self._last_percent = -1.0
         self._last_time = 0.0
+        self._last_stage: str | None = None
 
     def _emit(self, payload: dict[str, Any]) -> None:
         self.stream.write(json.dumps(payload, ensure_ascii=False) + "\n")
         self.stream.flush()
 
     def progress(self, fraction: float, stage: str = "") -> None:
+        """At most one event per `min_interval`, except that a new stage is always sent (a
+        stage reported between two events would otherwise never be shown)."""
         percent = round(100.0 * min(max(fraction, 0.0), 1.0), 1)
         now = time.monotonic()
-        if percent == self._last_percent:
-            return
-        if percent < 100.0 and now - self._last_time < self.min_interval:
-            return
-        self._last_percent, self._last_time = percent, now
+        if stage == self._last_stage:
+            if percent == self._last_percent:
+                return
+            if percent < 100.0 and now - self._last_time < self.min_interval:
+                return
+        self._last_percent, self._last_time, self._last_stage = percent, now, stage
         self._emit({"event": "progress", "percent": percent, "stage": stage})
 
     def log(self, message: str, level: str = "info") -> None:

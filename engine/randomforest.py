@@ -30,6 +30,7 @@ from .indices import DEFAULT_INDICES, IndexConfig, parse_index_config
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     PixelSet,
+    check_odd_patch,
     classify_to_files,
     evaluate_test,
     map_outputs,
@@ -273,6 +274,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
     inputs = training_inputs(job.section("inputs"), config)
     for line in inputs.describe():
         reporter.info(line)
+    check_odd_patch(features.size, inputs.grid)
     channels = inputs.channel_names()
     names = features.names(channels)
     threads = configure_threads(config.threads)

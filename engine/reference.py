@@ -200,6 +200,10 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
     del source
     for reason, count in sorted(skipped.items()):
         reporter.warning(f"{count} reference feature(s) skipped: {reason}")
+    if not values and n_features and skipped["no class value"] == n_features:
+        raise LcfusionError(
+            f"the class field {spec.class_field!r} is empty (NULL) in all {n_features} "
+            "features; choose the field that holds the class of each polygon", "CLASS_FIELD")
     if not values:
         raise LcfusionError(
             f"none of the {n_features} features has both a polygon and a class value in "

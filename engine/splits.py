@@ -105,6 +105,12 @@ class ObjectSplit:
         `object_class` maps object id to class index; `present` lists the ids to split;
         `object_area` (by object id) is needed by the ``area`` method.
         """
+        if len(classes) < 2:
+            only = classes.classes[0]
+            raise LcfusionError(
+                f"the reference polygons hold only one class ({only.name!r}, code "
+                f"{only.code}); a classifier needs at least two: add polygons of the other "
+                "classes, or choose the field that holds the classes", "CLASS_FIELD")
         parts = np.full(object_class.size, UNUSED, dtype=np.int8)
         needed = sum(1 for f in self.config.fractions if f > 0)
         rng = np.random.default_rng(self.config.seed)

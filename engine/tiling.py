@@ -22,7 +22,7 @@ from .classes import ClassTable
 from .devices import autocast
 from .errors import LcfusionError
 from .normalization import PercentileNormalizer
-from .outputs import atomic_output
+from .outputs import atomic_output, gdal_write_errors
 from .progress import Reporter
 from .rasters import Grid, block_cache_share, iter_windows, rows_block_cache, write_profile
 from .series import SeriesReader
@@ -198,6 +198,8 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
         map_tmp = stack.enter_context(atomic_output(class_map, "OUTPUT"))
         conf_tmp = (stack.enter_context(atomic_output(confidence, "OUTPUT_CONFIDENCE"))
                     if confidence else None)
+        stack.enter_context(gdal_write_errors((class_map, "OUTPUT"), *(
+            [(confidence, "OUTPUT_CONFIDENCE")] if confidence else [])))
         out_map = stack.enter_context(rasterio.open(map_tmp, "w",
                                                     **write_profile(grid, 1, dtype, nodata)))
         out_conf = (stack.enter_context(rasterio.open(

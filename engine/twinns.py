@@ -18,6 +18,7 @@ from .indices import DEFAULT_INDICES, IndexConfig, parse_index_config
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     TrainingPixels,
+    check_odd_patch,
     classify_to_files,
     evaluate_test,
     fit_on_pixels,
@@ -236,6 +237,7 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                                    config.s1_scale)
     for line in inputs.describe():
         reporter.info(line)
+    check_odd_patch(config.patch_size, inputs.grid)
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     torch.manual_seed(split_config.seed)

@@ -31,9 +31,11 @@ class EngineFailure:
 
 @dataclass
 class EngineRun:
-    """The outcome of one engine run."""
+    """The outcome of one engine run; `pid` is the engine process's id (it names the
+    temporary files the engine writes beside its outputs)."""
 
     returncode: int
+    pid: int | None = None
     outputs: dict = field(default_factory=dict)
     failure: EngineFailure | None = None
     cancelled: bool = False
@@ -96,7 +98,7 @@ class EngineProcess:
                                     daemon=True)]
         for reader in readers:
             reader.start()
-        run = EngineRun(returncode=0)
+        run = EngineRun(returncode=0, pid=process.pid)
         stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         open_streams = 2
         try:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCsException,
     QgsFeature,
     QgsFeatureRequest,
     QgsFeatureSink,
     QgsFields,
+    QgsGeometry,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeatureSource,
@@ -61,11 +66,15 @@ def raster_path(layer: QgsRasterLayer, folder: Path, stem: str,
     # connection: the algorithm may run in a task thread with no event loop of its own.
     block_feedback = QgsRasterBlockFeedback()
     feedback.canceled.connect(block_feedback.cancel, Qt.DirectConnection)
+    if feedback.isCanceled():
+        block_feedback.cancel()  # cancelled before the connection: export nothing
     try:
         error = writer.writeRaster(pipe, provider.xSize(), provider.ySize(), provider.extent(),
                                    layer.crs(), context.transformContext(), block_feedback)
     finally:
         feedback.canceled.disconnect(block_feedback.cancel)
+    if feedback.isCanceled():
+        raise QgsProcessingException("Cancelled: no output was written.")
     if error != QgsRasterFileWriter.NoError:
         raise QgsProcessingException(f"Exporting the layer '{layer.name()}' failed (error "
                                      f"{int(error)}).")
@@ -92,10 +101,23 @@ def renderer_colors(layer: QgsVectorLayer | None, class_field: str) -> dict[str,
     return colors
 
 
+@dataclass
+class ExportedPolygons:
+    """What `export_polygons` wrote: the number of features, and the ids of those repaired,
+    left out for want of a polygon, or left out because they cannot be reprojected."""
+
+    count: int = 0
+    repaired: list[int] = field(default_factory=list)
+    without_polygon: list[int] = field(default_factory=list)
+    unprojectable: list[int] = field(default_factory=list)
+
+
 def export_polygons(source: QgsProcessingFeatureSource, fields: list[str], target: Path,
                     crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext,
-                    feedback: QgsProcessingFeedback) -> int:
-    """Write the source's polygons with `fields` to a GeoPackage in `crs`; returns the count."""
+                    feedback: QgsProcessingFeedback) -> ExportedPolygons:
+    """Write the source's polygons with `fields` to a GeoPackage in `crs`: invalid polygons
+    repaired, the polygons of geometry collections kept, and the user warned of any feature
+    repaired or left out."""
     source_fields = source.fields()
     kept = QgsFields()
     indices = []
@@ -113,20 +135,67 @@ def export_polygons(source: QgsProcessingFeatureSource, fields: list[str], targe
                                         context.transformContext(), options)
     if writer.hasError() != QgsVectorFileWriter.NoError:
         raise QgsProcessingException(f"Cannot write {target}: {writer.errorMessage()}")
-    request = QgsFeatureRequest().setDestinationCrs(crs, context.transformContext())
-    request.setSubsetOfAttributes(indices)
-    count = 0
-    for feature in source.getFeatures(request):
+    transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+    request = QgsFeatureRequest().setSubsetOfAttributes(indices)
+    exported = ExportedPolygons()
+    # Invalid polygons are repaired below, whatever Processing's invalid-geometry setting.
+    skip_checks = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks
+    for feature in source.getFeatures(request, skip_checks):
         if feedback.isCanceled():
             break
-        geometry = feature.geometry()
-        if geometry.isNull() or geometry.isEmpty():
+        geometry = polygon_parts(feature.geometry())
+        if geometry is not None and not geometry.isGeosValid():
+            geometry = polygon_parts(geometry.makeValid())
+            if geometry is not None:
+                exported.repaired.append(feature.id())
+        if geometry is None:
+            exported.without_polygon.append(feature.id())
+            continue
+        if not reprojected(geometry, transform):
+            exported.unprojectable.append(feature.id())
             continue
         geometry.convertToMultiType()
         out = QgsFeature(kept)
         out.setGeometry(geometry)
         out.setAttributes([feature.attributes()[i] for i in indices])
         writer.addFeature(out, QgsFeatureSink.FastInsert)
-        count += 1
+        exported.count += 1
     del writer
-    return count
+    for ids, what in ((exported.repaired, "invalid reference polygon(s) repaired (Make Valid)"),
+                      (exported.without_polygon, "reference feature(s) without a polygon left "
+                                                 "out"),
+                      (exported.unprojectable, "reference feature(s) that cannot be reprojected "
+                                               f"to {crs.authid()} left out")):
+        if ids:
+            feedback.pushWarning(f"{len(ids)} {what}: feature id(s) {listing(ids)}.")
+    return exported
+
+
+def polygon_parts(geometry: QgsGeometry) -> QgsGeometry | None:
+    """The polygons of a geometry (those of a geometry collection); None without any."""
+    if geometry.isNull() or geometry.isEmpty():
+        return None
+    if QgsWkbTypes.flatType(geometry.wkbType()) == QgsWkbTypes.GeometryCollection:
+        geometry = QgsGeometry(geometry)
+        geometry.convertGeometryCollectionToSubclass(QgsWkbTypes.PolygonGeometry)
+    if geometry.type() != QgsWkbTypes.PolygonGeometry or geometry.isEmpty():
+        return None
+    return geometry
+
+
+def reprojected(geometry: QgsGeometry, transform: QgsCoordinateTransform) -> bool:
+    """Transform `geometry` in place; False when its coordinates cannot be reprojected (PROJ
+    fails, or gives infinite coordinates for points outside the source CRS's range)."""
+    try:
+        if geometry.transform(transform) != 0:
+            return False
+    except QgsCsException:
+        return False
+    box = geometry.boundingBox()
+    return all(math.isfinite(value) for value in (box.xMinimum(), box.yMinimum(),
+                                                   box.xMaximum(), box.yMaximum()))
+
+
+def listing(feature_ids: list[int], shown: int = 10) -> str:
+    listed = ", ".join(str(i) for i in feature_ids[:shown])
+    return listed + (f" and {len(feature_ids) - shown} more" if len(feature_ids) > shown else "")

@@ -1,16 +1,19 @@
-"""Helpers for tests that run algorithms through Processing: cancelling at a stage and
-checking that no engine process survives, and the parameters of a quick MRFusion training."""
+"""Helpers for tests that run algorithms through Processing: cancelling at a stage or a
+message, checking that no engine process survives and nothing is left behind, and the
+parameters of a quick MRFusion training."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import processing
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils
 
 #: Seconds from cancel() to processing.run returning. The plugin sends SIGTERM and falls back
 #: to SIGKILL after 10 s; a bound below that shows the engine stopped on SIGTERM.
@@ -25,6 +28,9 @@ WATCHDOG = 20.0
 
 TINY_MRFUSION = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 64, "VALIDATION_SAMPLES": 0,
                  "BATCH_SIZE": 32, "TILE_SIZE": 192}
+TINY_TWINNS = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 128, "VALIDATION_SAMPLES": 32,
+               "BATCH_SIZE": 64, "TILE_SIZE": 96}
+TINY_FOREST = {"N_TREES": 10, "SAMPLES_PER_CLASS": 100, "TILE_SIZE": 64}
 
 
 def mrfusion_train_parameters(scene, **changes) -> dict:
@@ -83,6 +89,60 @@ def wait_for_no_survivors(pid: int, job_marker: str) -> list[str]:
         time.sleep(0.1)
 
 
+def processes_in(folder: Path) -> list[str]:
+    """Processes working in `folder` or below it, or naming it on their command line: the
+    mpirun and rank processes of a job staged there (they run in a session of their own)."""
+    found = []
+    marker = str(folder)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == marker or cwd.startswith(marker + os.sep) or marker in cmdline:
+            found.append(f"{entry} (in {cwd}) {cmdline}")
+    return found
+
+
+def wait_for_no_processes_in(folder: Path) -> list[str]:
+    deadline = time.monotonic() + GRACE
+    while True:
+        left = processes_in(folder)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def job_folders() -> set[str]:
+    """The engine job folders in Processing's temporary folder."""
+    folder = QgsProcessingUtils.tempFolder()
+    return {name for name in os.listdir(folder) if name.startswith("lcfusion-job-")}
+
+
+def contents(folder: Path) -> dict[str, str]:
+    """File name -> SHA-256 of every file in `folder`."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def engine_job_folder(cmdline: str) -> Path:
+    """The job folder of an engine command line (``... <folder>/job.json``)."""
+    return Path(next(part for part in cmdline.split() if part.endswith("job.json"))).parent
+
+
+def assert_engine_gone(engine: dict[int, str]) -> None:
+    """The one engine child seen during the run, its session and its job folder are gone."""
+    assert len(engine) == 1, f"expected one engine child, saw {engine}"
+    (pid, cmdline), = engine.items()
+    job = engine_job_folder(cmdline)
+    left = wait_for_no_survivors(pid, str(job))
+    assert not left, f"engine processes left: {left}"
+    assert not job.exists(), "the job folder was not removed"
+
+
 class CancelAtStage(QgsProcessingFeedback):
     """Cancels once the engine reports a stage starting with `prefix`; remembers the engine
     child process that was running at that moment."""
@@ -99,13 +159,17 @@ class CancelAtStage(QgsProcessingFeedback):
     def setProgressText(self, text):  # noqa: N802 - QGIS API
         self.stages.append(text)
         if self.cancelled_at is None and text.startswith(self.prefix):
-            self.engine = engine_children()
-            self.cancelled_at = time.monotonic()
-            self.watchdog = threading.Timer(WATCHDOG, self._kill_engine)
-            self.watchdog.daemon = True
-            self.watchdog.start()
-            self.cancel()
+            self.cancel_now()
         super().setProgressText(text)
+
+    def cancel_now(self) -> None:
+        """Cancel, remembering when and which engine child ran (none before it started)."""
+        self.engine = engine_children()
+        self.cancelled_at = time.monotonic()
+        self.watchdog = threading.Timer(WATCHDOG, self._kill_engine)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+        self.cancel()
 
     def _kill_engine(self) -> None:
         """The engine outlived the cancel by far: stop it (only the process group we saw)."""
@@ -125,7 +189,26 @@ def run_and_cancel(algorithm: str, parameters: dict, feedback: CancelAtStage) ->
         if feedback.watchdog is not None:
             feedback.watchdog.cancel()
     returned = time.monotonic()
-    assert feedback.cancelled_at is not None, f"never reached {feedback.prefix!r}: " \
-                                              f"{feedback.stages}"
+    assert feedback.cancelled_at is not None, (
+        f"never reached {feedback.prefix!r} (stages: {feedback.stages}); the run said: "
+        f"{caught.value}")
     assert not feedback.watchdog_fired, "the engine ignored the cancel; the test killed it"
     return str(caught.value), returned - feedback.cancelled_at
+
+
+class CancelAtMessage(CancelAtStage):
+    """Cancels `after` seconds after the algorithm tells the user a message that contains
+    `fragment` (a step of the plugin before the engine starts, such as exporting a layer); the
+    cancel then comes from another thread, as the dialog's Cancel button does."""
+
+    def __init__(self, fragment: str, after: float = 0.0) -> None:
+        super().__init__(fragment)
+        self.after = after
+        self.timer: threading.Timer | None = None
+
+    def pushInfo(self, info):  # noqa: N802 - QGIS API
+        if self.timer is None and self.prefix in info:
+            self.stages.append(info)
+            self.timer = threading.Timer(self.after, self.cancel_now)
+            self.timer.start()
+        super().pushInfo(info)

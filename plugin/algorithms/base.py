@@ -7,6 +7,7 @@ what to do with the engine's outputs afterwards (styling, loading).
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingFeatureSource,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
@@ -37,6 +39,7 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingUtils,
     QgsRasterLayer,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtGui import QIcon
 
@@ -45,7 +48,7 @@ from ...engine.classes import ClassTable
 from ...engine.errors import LcfusionError
 from ...engine.jobs import write_job
 from ...engine.modelheader import SUFFIX, check_family, read_header
-from ...engine.outputs import partial_files
+from ...engine.outputs import check_writable, partial_files
 from ...engine.profiles import LOCAL, ComputeProfile, find_profile
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
@@ -382,6 +385,14 @@ class ReferenceBinding(Binding):
         source = alg.parameterAsSource(parameters, self.layer, context)
         if source is None:
             return None  # Processing reports an invalid source itself
+        kind = QgsWkbTypes.geometryType(source.wkbType())
+        if kind not in (QgsWkbTypes.PolygonGeometry, QgsWkbTypes.UnknownGeometry):
+            held = {QgsWkbTypes.PointGeometry: "points", QgsWkbTypes.LineGeometry: "lines"}
+            return self.layer, (f"'{source.sourceName()}' holds {held.get(kind, 'no geometry')}"
+                                "; choose a layer of polygons.")
+        if source.featureCount() == 0:
+            return self.layer, (f"'{source.sourceName()}' has no features; choose a layer with "
+                                "the reference polygons.")
         names = source.fields().names()
         for parameter in (self.class_field, self.name_field, self.color_field):
             field_name = alg.parameterAsString(parameters, parameter, context)
@@ -399,16 +410,30 @@ class ReferenceBinding(Binding):
         color_field = alg.parameterAsString(parameters, self.color_field, context) or None
         fields = list(dict.fromkeys(f for f in (class_field, name_field, color_field) if f))
         target = job.folder / "reference.gpkg"
-        count = export_polygons(source, fields, target, job.crs or source.sourceCrs(), context,
-                                feedback)
-        feedback.pushInfo(f"Reference polygons: {count} features exported in "
-                          f"{(job.crs or source.sourceCrs()).authid()}.")
+        crs = job.crs or source.sourceCrs()
+        exported = export_polygons(source, fields, target, crs, context, feedback)
+        if exported.count == 0 and not feedback.isCanceled():
+            raise QgsProcessingException(alg.where(self.layer) + no_polygons_reason(
+                source, crs, bool(exported.unprojectable)))
+        feedback.pushInfo(f"Reference polygons: {exported.count} features exported in "
+                          f"{crs.authid()}.")
         colors = renderer_colors(alg.parameterAsVectorLayer(parameters, self.layer, context),
                                  class_field)
         job.sections["reference"] = {"path": str(target), "layer": "reference",
                                      "class_field": class_field, "name_field": name_field,
                                      "color_field": color_field, "colors": colors,
                                      "source": source.sourceName()}
+
+
+def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
+                       unprojectable: bool) -> str:
+    """Why no feature of the reference layer `source` could be used."""
+    if unprojectable:
+        return (f"none of the features of '{source.sourceName()}' can be reprojected from its "
+                f"CRS {source.sourceCrs().authid()} to the rasters' CRS {crs.authid()}; check "
+                "that the layer's CRS is the one its coordinates are in.")
+    return (f"none of the features of '{source.sourceName()}' has a polygon (their geometries "
+            "are empty or not polygons); choose a layer of polygons.")
 
 
 @dataclass
@@ -514,10 +539,25 @@ class ModelInputBinding(Binding):
         job.sections["inputs"]["model"] = alg.parameterAsFile(parameters, self.name, context)
 
 
+def unwritable(path: str, parameter: str) -> tuple[str, str] | None:
+    """(parameter, message) when the output `path` cannot be written: its folder is missing
+    or refuses writes, or it names a folder."""
+    if not path:
+        return None
+    try:
+        check_writable(Path(path), parameter)
+    except LcfusionError as exc:
+        return parameter, exc.message[0].upper() + exc.message[1:] + "."
+    return None
+
+
 @dataclass
 class FileOutputBinding(Binding):
     name: str
     key: str
+
+    def check(self, alg, parameters, context):
+        return unwritable(alg.parameterAsFileOutput(parameters, self.name, context), self.name)
 
     def to_job(self, alg, parameters, context, feedback, job):
         job.sections["outputs"][self.key] = alg.parameterAsFileOutput(parameters, self.name,
@@ -531,6 +571,9 @@ class RasterOutputBinding(Binding):
     name: str
     key: str
     kind: str = "class_map"
+
+    def check(self, alg, parameters, context):
+        return unwritable(alg.parameterAsOutputLayer(parameters, self.name, context), self.name)
 
     def to_job(self, alg, parameters, context, feedback, job):
         path = alg.parameterAsOutputLayer(parameters, self.name, context)
@@ -578,12 +621,13 @@ class ClassMapInputBinding(Binding):
                           f"pixels, {layer.crs().authid() or 'custom CRS'}).")
 
 
-def remove_partial_files(outputs) -> None:
-    """Delete temporary files an engine that had to be killed left beside its outputs."""
+def remove_partial_files(outputs, pid: int) -> None:
+    """Delete the temporary files the engine process `pid`, killed, left beside its outputs;
+    those of other runs writing the same outputs are theirs."""
     for output in outputs:
         if not output:
             continue
-        for partial in partial_files(Path(output)):
+        for partial in partial_files(Path(output), pid):
             partial.unlink(missing_ok=True)
 
 
@@ -624,7 +668,24 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         extra = REPORT_HELP if self.group_key == "training" else ""
         if self.parameterDefinition("COMPUTE") is not None:
             extra += COMPUTE_HELP
-        return " ".join((self.help_text + extra).split())
+        return " ".join((self.help_text + extra + self.defaults_help()).split())
+
+    def defaults_help(self) -> str:
+        """The default of every parameter that has one, as the dialog shows it."""
+        items = []
+        for parameter in self.parameterDefinitions():
+            value = parameter.defaultValue()
+            if value is None or value == "" or parameter.isDestination():
+                continue
+            if isinstance(parameter, QgsProcessingParameterEnum):
+                value = parameter.options()[int(value)]
+            elif isinstance(parameter, QgsProcessingParameterBoolean):
+                value = "yes" if value else "no"
+            elif isinstance(value, float):
+                value = f"{value:g}"
+            items.append(f"<li>{html.escape(parameter.description())}: "
+                         f"<code>{html.escape(str(value))}</code></li>")
+        return f"<h3>Defaults</h3><ul>{''.join(items)}</ul>" if items else ""
 
     def icon(self) -> QIcon:
         return icon(self.icon_file)
@@ -847,7 +908,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             job_path = write_job(folder, self.command, **draft.sections)
             run = EngineProcess(self.command, job_path, feedback).run()
             if not run.succeeded:
-                remove_partial_files(draft.sections["outputs"].values())
+                remove_partial_files(draft.sections["outputs"].values(), run.pid)
             self.raise_for(run)
             for binding in self.bindings:
                 binding.finish(self, parameters, context, feedback, run.outputs)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from helpers import fgunet_train_job
+from helpers import fgunet_train_job, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
@@ -177,6 +177,19 @@ def test_job_errors_exit_with_status_2_and_name_the_parameter(tmp_path, scene):
     result = engine("train-fgunet", str(job))
     assert result.returncode == 2
     assert "ERROR: PATCH_SIZE: must be a multiple of 4" in result.stderr
+
+
+def test_rasters_smaller_than_a_patch_name_the_input(tmp_path, scene):
+    paths = [str(write_raster(tmp_path / f"s2_{i}.tif", np.ones((10, 3, 3), np.uint16),
+                              origin=(600000.0, 5600000.0), crs="EPSG:32631"))
+             for i in range(2)]
+    job = write_job(tmp_path, "train-fgunet", inputs={"series": {"paths": paths}},
+                    reference={"path": str(scene.reference_path), "class_field": "class_id"},
+                    settings={"patch_size": 8}, outputs={"model": str(tmp_path / "m.lcfusion")})
+    with pytest.raises(LcfusionError) as error:
+        train_fgunet(Job.load(job), NullReporter())
+    assert error.value.parameter == "INPUT"
+    assert "only 3 x 3 pixels; FG-UNET needs at least 4 x 4" in error.value.message
 
 
 def test_same_seed_same_model(tmp_path, scene):

@@ -255,6 +255,8 @@ def test_another_familys_model_is_refused(tmp_path, scene):
 @pytest.mark.parametrize("source, settings, parameter, words", [
     ("s1s2", {}, "S1", "give the Sentinel-1 rasters"),
     ("s2", {"features": "patch_flat", "patch_size": 4}, "PATCH_SIZE", "must be odd"),
+    ("s2", {"features": "patch_flat", "patch_size": 999}, "PATCH_SIZE",
+     "999 pixels is larger than the rasters (96 x 96); use at most 95"),
     ("s2", {"features": "voxels"}, "FEATURES", "unknown features"),
     ("radar", {}, "SOURCE", "unknown source"),
     ("s2", {"n_trees": 0}, "N_TREES", "must be above 0"),

@@ -141,6 +141,15 @@ def test_non_integer_float_codes_and_null_values(tmp_path):
         load_reference(ReferenceSpec(bad, "code"), grid(), tmp_path)
 
 
+def test_a_class_field_null_everywhere_is_named(tmp_path):
+    path = write_polygons(tmp_path / "r.gpkg", [((None,), box(0, 0, 2, 2)),
+                                                ((None,), box(4, 0, 6, 2))])
+    with pytest.raises(LcfusionError) as error:
+        load_reference(ReferenceSpec(path, "code"), grid(), tmp_path)
+    assert error.value.parameter == "CLASS_FIELD"
+    assert "'code' is empty (NULL) in all 2 features" in error.value.message
+
+
 def test_objects_without_pixels_are_dropped(tmp_path):
     # a sliver narrower than a pixel that contains no pixel centre
     sliver = ogr.CreateGeometryFromWkt("POLYGON((500001 4999999,500004 4999999,500004 4999991,"

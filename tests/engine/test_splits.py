@@ -52,6 +52,15 @@ def test_too_few_objects_names_the_classes():
     assert "'water'" not in message
 
 
+def test_a_single_class_is_refused():
+    object_class, present = objects([12])
+    with pytest.raises(LcfusionError) as info:
+        ObjectSplit(SplitConfig()).assign(object_class, present, ClassTable.build([4]))
+    assert info.value.parameter == "CLASS_FIELD"
+    assert "only one class ('class 4', code 4)" in info.value.message
+    assert "at least two" in info.value.message
+
+
 @pytest.mark.parametrize("fractions", [(0.5, 0.2, 0.2), (0.0, 0.5, 0.5), (1.2, -0.1, -0.1)])
 def test_bad_fractions(fractions):
     with pytest.raises(LcfusionError):

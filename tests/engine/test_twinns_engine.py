@@ -178,6 +178,7 @@ def test_fewer_s1_dates_than_the_model_names_s1(tmp_path, scene, trained_twinns)
 
 @pytest.mark.parametrize("settings, parameter, words", [
     ({"patch_size": 4}, "PATCH_SIZE", "must be odd"),
+    ({"patch_size": 10001}, "PATCH_SIZE", "larger than the rasters (96 x 96); use at most 95"),
     ({"band_roles": "red=B99"}, "BAND_ROLES", "'B99' is not among"),
     ({"band_roles": "purple=B04"}, "BAND_ROLES", "not a role=band pair"),
     ({"indices": "NDVI,XYZ"}, "INDICES", "unknown index XYZ"),

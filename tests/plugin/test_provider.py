@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,20 @@ def test_outputs_of_each_algorithm(registry, family):
     confidence = destinations["OUTPUT_CONFIDENCE"]
     assert confidence.flags() & QgsProcessingParameterDefinition.FlagOptional
     assert not confidence.createByDefault()
+
+
+@pytest.mark.parametrize("algorithm_id", sorted(ALGORITHMS))
+def test_help_lists_every_default(registry, algorithm_id):
+    alg = registry.algorithmById(algorithm_id)
+    _, _, defaults = html.unescape(alg.shortHelpString()).partition("<h3>Defaults</h3>")
+    for parameter in alg.parameterDefinitions():
+        listed = f"<li>{parameter.description()}: <code>" in defaults
+        has_default = parameter.defaultValue() not in (None, "")
+        assert listed == (has_default and not parameter.isDestination()), parameter.name()
+
+
+def test_defaults_are_shown_as_the_dialog_shows_them(registry):
+    defaults = html.unescape(registry.algorithmById("lcfusion:traintwinns").shortHelpString())
+    for item in ("Epochs: <code>20</code>", "Split method: <code>random per class (seeded)",
+                 "Auxiliary classifiers: <code>yes</code>", "Auxiliary weight alpha: <code>0.3<"):
+        assert item in defaults
