@@ -51,8 +51,12 @@ def read_header(path: str | Path, parameter: str = "MODEL") -> ModelHeader:
     path = Path(path)
     if not path.is_file():
         raise LcfusionError(f"the model file {path} does not exist", parameter)
-    with path.open("rb") as handle:
-        return parse_header(handle, path, parameter)
+    try:
+        with path.open("rb") as handle:
+            return parse_header(handle, path, parameter)
+    except OSError as exc:
+        raise LcfusionError(f"the model file {path} cannot be read: {exc.strerror}",
+                            parameter) from exc
 
 
 def parse_header(handle: BinaryIO, path: Path, parameter: str = "MODEL") -> ModelHeader:

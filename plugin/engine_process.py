@@ -63,7 +63,8 @@ def engine_environment() -> dict[str, str]:
     return env
 
 
-def _pump(stream, sink: queue.Queue, tag: str) -> None:
+def pump(stream, sink: queue.Queue, tag: str) -> None:
+    """Put each line of `stream` on `sink` as (tag, line), then (tag, None) at its end."""
     for line in iter(stream.readline, ""):
         sink.put((tag, line.rstrip("\n")))
     sink.put((tag, None))
@@ -92,9 +93,9 @@ class EngineProcess:
                 "variable to an interpreter that has torch (run 'make setup' in the plugin "
                 "folder to create one).") from exc
         events: queue.Queue = queue.Queue()
-        readers = [threading.Thread(target=_pump, args=(process.stdout, events, "out"),
+        readers = [threading.Thread(target=pump, args=(process.stdout, events, "out"),
                                     daemon=True),
-                   threading.Thread(target=_pump, args=(process.stderr, events, "err"),
+                   threading.Thread(target=pump, args=(process.stderr, events, "err"),
                                     daemon=True)]
         for reader in readers:
             reader.start()

@@ -9,22 +9,26 @@ QGIS runs on (``--system-site-packages``: numpy, GDAL and rasterio come from the
 from __future__ import annotations
 
 import json
+import queue
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 
-from .settings import ENGINE_PYTHON_ENV, engine_python, plugin_root
+from .engine_process import POLL_SECONDS, pump, terminate
+from .settings import ENGINE_PYTHON_ENV, engine_python, plugin_root, venv_executable
 
-PROBE_TIMEOUT_SECONDS = 60
+PROBE_TIMEOUT_SECONDS = 15
 #: Packages the engine imports that come from the system Python, not requirements.txt.
 SYSTEM_PACKAGES = ("numpy", "rasterio")
 LOG_TAG = "lcfusion"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 CREATE_ACTION = "Plugins > Land Cover Fusion > Create Engine Environment…"
 PROBE = """
 import importlib.metadata as metadata, json, sys
@@ -88,7 +92,7 @@ def probe_environment(python: str, names: list[str]) -> EngineEnvironment:
     """Ask `python` for the versions of `names` (an argument list, never a shell)."""
     try:
         result = subprocess.run([python, "-c", PROBE, json.dumps(names)], capture_output=True,
-                                text=True, timeout=PROBE_TIMEOUT_SECONDS)
+                                text=True, errors="replace", timeout=PROBE_TIMEOUT_SECONDS)
     except FileNotFoundError:
         return EngineEnvironment(python, failure=f"{python} does not exist")
     except PermissionError:
@@ -106,27 +110,40 @@ def probe_environment(python: str, names: list[str]) -> EngineEnvironment:
         return EngineEnvironment(python, failure=f"{python} is not a working Python ({tail})")
 
 
-_fit: set[str] = set()
+_fit: set[tuple[str, tuple[str, ...]]] = set()
 
 
-def engine_environment_problem(python: str | None = None) -> str | None:
+def engine_environment_problem(python: str | None = None, needs: tuple[str, ...] | None = None
+                               ) -> str | None:
     """A message saying what the engine interpreter lacks and how to fix it, or None when it
-    is fit. A fit interpreter is remembered for the session; an unfit one is asked again, so
-    that a fix is seen at once."""
+    is fit. `needs`: the pinned packages the algorithm's engine command imports (all of them
+    by default). A fit interpreter is remembered for the session; an unfit one is asked again,
+    so that a fix is seen at once."""
     python = python or engine_python()
-    if python in _fit:
-        return None
     pins = pinned_versions()
-    problems = probe_environment(python, [*pins, *SYSTEM_PACKAGES]).problems(pins)
+    if needs is not None:
+        pins = {name: version for name, version in pins.items() if name in needs}
+    key = (python, tuple(pins))
+    if key in _fit:
+        return None
+    found = probe_environment(python, [*pins, *SYSTEM_PACKAGES])
+    problems = found.problems(pins)
     if not problems:
-        _fit.add(python)
+        _fit.add(key)
         return None
     wanted = ", ".join(f"{name}=={version}" for name, version in pins.items())
+    point = (f"point the Engine Python of the plugin settings or the {ENGINE_PYTHON_ENV} "
+             f"environment variable at a Python that has {wanted}, numpy and rasterio")
+    if found.failure is None and any(found.packages.get(n) is None for n in SYSTEM_PACKAGES):
+        return (f"The lcfusion engine cannot run with the Python {python}: "
+                f"{'; '.join(problems)}. numpy and rasterio come from the Python QGIS runs on "
+                "(on Debian or Ubuntu: apt install python3-rasterio); install them there, or "
+                f"{point}.")
+    setup = (f" (or run 'make setup' in {plugin_root()})"
+             if (plugin_root() / "Makefile").exists() else "")
     return (f"The lcfusion engine cannot run with the Python {python}: {'; '.join(problems)}. "
-            f"To fix it, create the engine environment with {CREATE_ACTION} (or run "
-            f"'make setup' in {plugin_root()}), or point the Engine Python of the plugin "
-            f"settings or the {ENGINE_PYTHON_ENV} environment variable at a Python that has "
-            f"{wanted}, numpy and rasterio.")
+            f"To fix it, create the engine environment with {CREATE_ACTION}{setup}, or "
+            f"{point}.")
 
 
 def base_python() -> str:
@@ -138,31 +155,35 @@ def base_python() -> str:
                f"{sys.version_info[1]}")
 
 
-def creation_steps(folder: Path, requirements: Path, python: str) -> list[list[str]]:
-    """The commands that create ``folder`` as a virtual environment with `requirements`."""
-    scripts = "Scripts" if sys.platform == "win32" else "bin"
-    venv_python = folder / scripts / ("python.exe" if sys.platform == "win32" else "python")
-    return [[python, "-m", "venv", "--system-site-packages", str(folder)],
-            [str(venv_python), "-m", "pip", "install", "--disable-pip-version-check",
-             "--requirement", str(requirements)]]
+def creation_steps(folder: Path, requirements: Path, python: str,
+                   extra_index: str | None = None) -> list[list[str]]:
+    """The commands that create ``folder`` as a virtual environment with `requirements`
+    (`extra_index`: a package index pip also looks in, e.g. PyTorch's CPU builds)."""
+    install = [str(venv_executable(folder)), "-m", "pip", "install",
+               "--disable-pip-version-check", "--requirement", str(requirements)]
+    if extra_index:
+        install += ["--extra-index-url", extra_index]
+    return [[python, "-m", "venv", "--system-site-packages", str(folder)], install]
 
 
 class CreateEnvironmentTask(QgsTask):
     """Runs `creation_steps` in the background. `lines` keeps their output (also sent to the
-    message log) and `error` says why it failed; a folder this task created is removed again
-    when it fails or is cancelled."""
+    message log) and `error` says why it failed; cancel stops the running step's process
+    group at once; a folder this task created is removed again when it fails or is
+    cancelled."""
 
-    def __init__(self, folder: Path, requirements: Path, python: str) -> None:
+    def __init__(self, folder: Path, requirements: Path, python: str,
+                 extra_index: str | None = None) -> None:
         super().__init__("Creating the lcfusion engine environment", QgsTask.CanCancel)
         self.folder = folder
-        self.steps = creation_steps(folder, requirements, python)
+        self.steps = creation_steps(folder, requirements, python, extra_index)
         self.lines: list[str] = []
         self.error: str | None = None
 
     def run(self) -> bool:
         existed = self.folder.exists()
         for number, args in enumerate(self.steps):
-            self.error = self._run_step(args)
+            self.error = "cancelled" if self.isCanceled() else self._run_step(args)
             if self.error:
                 if not existed:
                     shutil.rmtree(self.folder, ignore_errors=True)
@@ -174,15 +195,24 @@ class CreateEnvironmentTask(QgsTask):
         self._log("$ " + shlex.join(args))
         try:
             process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True, errors="replace")
+                                       text=True, errors="replace",
+                                       start_new_session=sys.platform != "win32")
         except OSError as exc:
             return f"cannot run {args[0]}: {exc.strerror}"
-        for line in process.stdout:
-            self._log(line.rstrip())
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=pump, args=(process.stdout, lines, "out"), daemon=True).start()
+        while True:
             if self.isCanceled():
-                process.terminate()
-        process.stdout.close()
+                terminate(process)
+            try:
+                _, line = lines.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self._log(line)
         returncode = process.wait()
+        process.stdout.close()
         if self.isCanceled():
             return "cancelled"
         if returncode:

@@ -9,6 +9,7 @@ from qgis.PyQt.QtWidgets import QAction, QMessageBox, QPushButton
 
 from .algorithms.base import icon
 from .environment import (
+    CPU_TORCH_INDEX,
     CreateEnvironmentTask,
     base_python,
     engine_environment_problem,
@@ -30,6 +31,7 @@ class LcfusionPlugin:
         self.settings_action: QAction | None = None
         self.environment_action: QAction | None = None
         self.tasks: list[QgsTask] = []
+        self.creation: CreateEnvironmentTask | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS hook
         if self.provider is None:
@@ -70,35 +72,45 @@ class LcfusionPlugin:
         bar.pushWidget(item, Qgis.Warning)
 
     def create_environment(self) -> CreateEnvironmentTask | None:
-        """Creates the plugin folder's ``.venv`` with the engine's packages, in the
-        background, after the user agreed (it downloads PyTorch)."""
+        """Creates the plugin folder's ``.venv`` with the engine's packages (PyTorch's CPU
+        build), in the background, after the user agreed; one creation at a time."""
+        if self.creation is not None:
+            self.iface.messageBar().pushMessage(
+                MENU, "The engine environment is already being created.", Qgis.Info, 5)
+            return None
         folder = venv_python(plugin_root()).parent.parent
         if QMessageBox.question(
                 self.iface.mainWindow(), MENU,
                 f"Create the engine's Python environment in {folder}?\n\nIt installs the "
-                f"packages of {requirements_file()} (PyTorch among them: several hundred MB to "
-                "download) into a virtual environment that shares the packages of QGIS's "
-                "Python. It runs in the background; the log panel (lcfusion tab) shows its "
-                "progress.") != QMessageBox.Yes:
+                f"packages of {requirements_file()}, PyTorch's CPU build among them (about "
+                "200 MB to download), into a virtual environment that shares the packages of "
+                "QGIS's Python. It runs in the background; the lcfusion tab of the log panel "
+                "shows its progress.") != QMessageBox.Yes:
             return None
-        task = CreateEnvironmentTask(folder, requirements_file(), base_python())
-        task.taskCompleted.connect(lambda: self._environment_created(task))
-        task.taskTerminated.connect(lambda: self._environment_failed(task))
+        task = CreateEnvironmentTask(folder, requirements_file(), base_python(),
+                                     CPU_TORCH_INDEX)
+        task.taskCompleted.connect(lambda: self._creation_ended(task, True))
+        task.taskTerminated.connect(lambda: self._creation_ended(task, False))
+        self.creation = task
+        self.environment_action.setEnabled(False)
         self._start(task)
         return task
 
-    def _environment_created(self, task: CreateEnvironmentTask) -> None:
+    def _creation_ended(self, task: CreateEnvironmentTask, succeeded: bool) -> None:
+        self.creation = None
+        if self.environment_action is not None:
+            self.environment_action.setEnabled(True)
+        if not succeeded:
+            self.iface.messageBar().pushMessage(
+                MENU, f"Creating the engine environment failed: {task.error or 'cancelled'}. "
+                "The lcfusion tab of the log panel has the details.", Qgis.Critical, 0)
+            return
         python = str(venv_python(plugin_root()))
         note = ("" if engine_python() == python else f" The engine still runs with "
                 f"{engine_python()} (set in the settings or LCFUSION_PYTHON); clear that to "
                 "use the new environment.")
         self.iface.messageBar().pushMessage(
             MENU, f"The engine environment is ready: {python}.{note}", Qgis.Success, 0)
-
-    def _environment_failed(self, task: CreateEnvironmentTask) -> None:
-        self.iface.messageBar().pushMessage(
-            MENU, f"Creating the engine environment failed: {task.error or 'cancelled'}. The "
-            "lcfusion tab of the log panel has the details.", Qgis.Critical, 0)
 
     def show_settings(self) -> None:
         """Opens the settings dialog (modal)."""
@@ -109,6 +121,8 @@ class LcfusionPlugin:
         dialog.deleteLater()
 
     def unload(self) -> None:
+        if self.creation is not None:
+            self.creation.cancel()
         for action in (self.settings_action, self.environment_action):
             if action is not None:
                 self.iface.removePluginMenu(MENU, action)

@@ -27,10 +27,16 @@ def package_name() -> str:
     return __name__.split(".")[0]
 
 
+def venv_executable(venv: Path) -> Path:
+    """The Python of the virtual environment `venv`."""
+    if sys.platform == "win32":
+        return venv / "Scripts" / "python.exe"
+    return venv / "bin" / "python"
+
+
 def venv_python(folder: Path) -> Path:
-    scripts = "Scripts" if sys.platform == "win32" else "bin"
-    executable = "python.exe" if sys.platform == "win32" else "python"
-    return folder / ".venv" / scripts / executable
+    """The Python of `folder`'s ``.venv`` (the engine environment of a plugin folder)."""
+    return venv_executable(folder / ".venv")
 
 
 def engine_python(configured: str | None = None) -> str:

@@ -629,6 +629,7 @@ def remove_partial_files(outputs, pid: int) -> None:
             continue
         for partial in partial_files(Path(output), pid):
             partial.unlink(missing_ok=True)
+            partial.with_name(partial.name + ".aux.xml").unlink(missing_ok=True)
 
 
 def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
@@ -645,6 +646,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     command = ""
     icon_file = "lcfusion.svg"
     help_text = ""
+    #: The pinned packages of requirements.txt that the engine command imports.
+    engine_packages: tuple[str, ...] = ("torch", "safetensors", "scikit-learn")
 
     def __init__(self) -> None:
         super().__init__()
@@ -892,7 +895,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if problem:
                 parameter, message = problem
                 return False, self.where(parameter) + message
-        problem = engine_environment_problem()
+        problem = engine_environment_problem(needs=self.engine_packages)
         return (False, problem) if problem else (True, "")
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,

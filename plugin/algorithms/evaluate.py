@@ -13,6 +13,7 @@ class Evaluate(EngineAlgorithm):
     group_key = "evaluation"
     command = "evaluate"
     icon_file = "evaluate.svg"
+    engine_packages = ("scikit-learn",)
     help_text = """
 <p>Measures the accuracy of a class map against reference polygons, pixel by pixel: overall
 accuracy, Cohen's Kappa, precision, recall and F1 per class, mean F1, and the confusion matrix

@@ -4,7 +4,9 @@ go to ``LCFUSION_SCREENSHOTS`` when it is set (to look at them), else to a tempo
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from pathlib import Path
 
 import processing
@@ -76,8 +78,10 @@ def test_the_dialog_renders_with_its_help_and_parameters(lcfusion_provider, qgis
         assert not panel.horizontalScrollBar().isVisible(), "a label or widget is too wide"
         help_text = " ".join(browser.toPlainText() for browser in
                              dialog.findChildren(QTextBrowser))
-        assert alg.shortDescription() or alg.shortHelpString()
-        assert "Parameters" in help_text or "parameters" in help_text
+        assert "Parameters" in help_text
+        assert ("Defaults" in help_text) == bool(alg.defaults_help())
+        first_words = " ".join(html.unescape(re.sub("<[^>]+>", "", alg.help_text)).split()[:6])
+        assert first_words in " ".join(help_text.split())
         assert path.stat().st_size > 10_000
     finally:
         dialog.close()

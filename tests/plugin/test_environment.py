@@ -4,6 +4,7 @@ action that creates the engine's virtual environment."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
 
 from lcfusion.plugin import environment
 from lcfusion.plugin.environment import (
+    CPU_TORCH_INDEX,
     CreateEnvironmentTask,
     base_python,
+    creation_steps,
     engine_environment_problem,
     pinned_versions,
     probe_environment,
@@ -29,11 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ENGINE_PYTHON = ROOT / ".venv" / "bin" / "python"
 
 
-def bare_venv(folder: Path, packages: dict[str, str]) -> str:
-    """A virtual environment on the system Python whose only packages of its own are
-    distribution records of `packages` (name -> version): what importlib.metadata sees."""
-    subprocess.run([base_python(), "-m", "venv", "--without-pip", "--system-site-packages",
-                    str(folder)], check=True)
+def bare_venv(folder: Path, packages: dict[str, str], system: bool = True) -> str:
+    """A virtual environment on the system Python (sharing its packages when `system`) whose
+    only packages of its own are distribution records of `packages` (name -> version): what
+    importlib.metadata sees."""
+    subprocess.run([base_python(), "-m", "venv", "--without-pip", str(folder),
+                    *(["--system-site-packages"] if system else [])], check=True)
     site = next((folder / "lib").glob("python3*/site-packages"))
     for name, version in packages.items():
         record = site / f"{name.replace('-', '_')}-{version}.dist-info"
@@ -59,7 +63,7 @@ def test_the_engine_venv_is_fit(unchecked):
     assert found.failure is None
     assert found.packages["torch"].startswith("2.13.0")
     assert engine_environment_problem(str(ENGINE_PYTHON)) is None
-    assert str(ENGINE_PYTHON) in environment._fit
+    assert (str(ENGINE_PYTHON), ("torch", "safetensors", "scikit-learn")) in environment._fit
 
 
 def test_a_python_without_torch_is_told_how_to_fix_it(unchecked):
@@ -73,7 +77,7 @@ def test_a_python_without_torch_is_told_how_to_fix_it(unchecked):
     for fix in ("Plugins > Land Cover Fusion > Create Engine Environment…", "'make setup' in",
                 "LCFUSION_PYTHON", "torch==2.13.0"):
         assert fix in problem
-    assert python not in environment._fit
+    assert not environment._fit
 
 
 @pytest.mark.parametrize(("torch", "problem"), [
@@ -88,6 +92,21 @@ def test_the_torch_version_must_match_the_pin(unchecked, tmp_path, torch, proble
         assert found is None
     else:
         assert problem in found and "missing" not in found
+
+
+def test_evaluate_needs_no_torch(unchecked, tmp_path):
+    python = bare_venv(tmp_path / "venv", {"scikit-learn": "1.9.1"})
+    assert engine_environment_problem(python, needs=("scikit-learn",)) is None
+    assert "torch is missing" in engine_environment_problem(python)
+
+
+def test_missing_system_packages_are_not_offered_the_action(unchecked, tmp_path):
+    python = bare_venv(tmp_path / "venv", {"torch": "2.13.0", "safetensors": "0.8.0",
+                                           "scikit-learn": "1.9.1"}, system=False)
+    problem = engine_environment_problem(python)
+    assert "numpy is missing; rasterio is missing" in problem
+    assert "apt install python3-rasterio" in problem
+    assert "Create Engine Environment" not in problem
 
 
 @pytest.mark.parametrize(("python", "problem"), [
@@ -126,6 +145,33 @@ def test_creating_an_environment_on_the_system_python(tmp_path):
     assert task.lines[0] == f"$ {base_python()} -m venv --system-site-packages '{folder}'"
     found = probe_environment(str(python), ["numpy", "torch"])
     assert found.packages["numpy"] and found.packages["torch"] is None
+
+
+def test_creation_steps_take_pytorchs_cpu_index(tmp_path):
+    steps = creation_steps(tmp_path / "venv", tmp_path / "requirements.txt", "/usr/bin/python3",
+                           CPU_TORCH_INDEX)
+    assert steps == [
+        ["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(tmp_path / "venv")],
+        [str(tmp_path / "venv" / "bin" / "python"), "-m", "pip", "install",
+         "--disable-pip-version-check", "--requirement", str(tmp_path / "requirements.txt"),
+         "--extra-index-url", "https://download.pytorch.org/whl/cpu"]]
+
+
+def test_cancel_stops_a_silent_step_at_once(tmp_path):
+    silent = tmp_path / "silent-python"
+    silent.write_text("#!/bin/sh\nsleep 60\n")
+    silent.chmod(0o755)
+    task = CreateEnvironmentTask(tmp_path / "venv", tmp_path / "requirements.txt", str(silent))
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(task.run()))
+    runner.start()
+    time.sleep(0.5)
+    cancelled = time.monotonic()
+    task.cancel()
+    runner.join(15)
+    assert outcome == [False] and time.monotonic() - cancelled < 3
+    assert task.error == "cancelled"
+    assert not (tmp_path / "venv").exists()
 
 
 def test_a_failed_creation_says_why_and_removes_what_it_made(tmp_path):
@@ -182,6 +228,7 @@ def test_the_action_creates_the_environment_in_the_background(qgis_app, qgis_ifa
     requirements.write_text("numpy\n")
     monkeypatch.setattr("lcfusion.plugin.plugin.plugin_root", lambda: tmp_path)
     monkeypatch.setattr("lcfusion.plugin.plugin.requirements_file", lambda: requirements)
+    monkeypatch.setattr("lcfusion.plugin.plugin.CPU_TORCH_INDEX", None)  # numpy is local
     monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
     bar = QgsMessageBar()
     monkeypatch.setattr(qgis_iface, "messageBar", lambda: bar)
@@ -189,7 +236,12 @@ def test_the_action_creates_the_environment_in_the_background(qgis_app, qgis_ifa
     plugin.initGui()
     try:
         plugin.environment_action.trigger()
+        assert not plugin.environment_action.isEnabled()
+        assert plugin.create_environment() is None  # one creation at a time
+        assert bar.currentItem().text() == "The engine environment is already being created."
+        bar.clearWidgets()
         wait_for_message(bar)
+        assert plugin.environment_action.isEnabled()
         assert bar.currentItem().level() == Qgis.Success, bar.currentItem().text()
         assert (tmp_path / ".venv" / "bin" / "python").exists()
         assert bar.currentItem().text().startswith(

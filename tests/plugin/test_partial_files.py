@@ -8,6 +8,8 @@ KILLED, OTHER = 4242, 4343
 
 def test_only_the_partial_files_of_the_killed_engine_are_removed(tmp_path):
     names = ["map.tif", f"map.lcfusion-partial-{KILLED}-0123456789ab.tif",
+             f"map.lcfusion-partial-{KILLED}-0123456789ab.tif.aux.xml",
+             f"map.lcfusion-partial-{OTHER}-0123456789ab.tif.aux.xml",
              f"map.lcfusion-partial-{KILLED}-ba9876543210.tif",
              f"map.lcfusion-partial-{OTHER}-0123456789ab.tif",
              f"map.lcfusion-partial-{KILLED}1-0123456789ab.tif",
@@ -20,6 +22,7 @@ def test_only_the_partial_files_of_the_killed_engine_are_removed(tmp_path):
                          KILLED)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
         "map.qml", "map.tif", f"map.lcfusion-partial-{OTHER}-0123456789ab.tif",
+        f"map.lcfusion-partial-{OTHER}-0123456789ab.tif.aux.xml",
         f"map.lcfusion-partial-{KILLED}1-0123456789ab.tif",
         f"other.lcfusion-partial-{KILLED}-0123456789ab.tif",
         f"model.lcfusion-partial-{OTHER}-aaaaaaaaaaaa.lcfusion"])

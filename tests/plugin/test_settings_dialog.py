@@ -389,14 +389,14 @@ def test_init_gui_adds_the_settings_entry_and_unload_removes_it(qgis_app, qgis_i
     monkeypatch.setattr(SettingsDialog, "exec_", lambda self: opened.append(self) or 0)
     plugin = LcfusionPlugin(qgis_iface)
     plugin.initGui()
-    action = plugin.settings_action
-    assert [c.args for c in add.call_args_list] == [(MENU, action),
-                                                    (MENU, plugin.environment_action)]
+    action, environment_action = plugin.settings_action, plugin.environment_action
+    assert [c.args for c in add.call_args_list] == [(MENU, action), (MENU, environment_action)]
     assert MENU == "Land Cover Fusion" and action.text() == "Settings…"
     action.trigger()
     assert len(opened) == 1 and opened[0].profile_names() == ["local", "gpu", "cluster"]
     plugin.unload()
-    assert remove.call_args_list[0].args == (MENU, action)
+    assert [c.args for c in remove.call_args_list] == [(MENU, action),
+                                                       (MENU, environment_action)]
     assert plugin.settings_action is None
     headless = LcfusionPlugin(None)
     headless.initGui()
