@@ -12,6 +12,7 @@ from helpers import (
     randomforest_train_job,
     twinns_train_job,
 )
+from model_mutants import FAMILY_FIXTURES, ModelBytes
 
 from lcfusion.engine.jobs import Job
 from lcfusion.engine.progress import NullReporter
@@ -66,3 +67,16 @@ def trained_randomforest(tmp_path_factory, scene) -> tuple[Path, dict]:
     model = folder / "model.lcfusion"
     job = Job.load(randomforest_train_job(folder, scene, model))
     return model, train_randomforest(job, NullReporter())
+
+
+@pytest.fixture(params=list(FAMILY_FIXTURES))
+def family(request) -> str:
+    """Each model family in turn (the fuzz tests)."""
+    return request.param
+
+
+@pytest.fixture
+def model(request, family) -> ModelBytes:
+    """The bytes of the session's trained model of `family`."""
+    path, _ = request.getfixturevalue(FAMILY_FIXTURES[family])
+    return ModelBytes(path.read_bytes())

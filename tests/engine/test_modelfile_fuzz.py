@@ -25,7 +25,6 @@ import torch
 from helpers import twinns_inputs
 from model_mutants import (
     DELETE,
-    FAMILY_FIXTURES,
     INF,
     NAN,
     ModelBytes,
@@ -120,15 +119,6 @@ def show_figures(capsys, family: str, kind: str) -> None:
 
 # Fixtures ------------------------------------------------------------------------------------
 
-@pytest.fixture(params=list(FAMILY_FIXTURES))
-def family(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def model(request, family) -> ModelBytes:
-    path, _ = request.getfixturevalue(FAMILY_FIXTURES[family])
-    return ModelBytes(path.read_bytes())
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 import processing
 import pytest
 from model_mutants import (
-    FAMILY_FIXTURES,
     ModelBytes,
     damaged,
     edit,
@@ -36,15 +35,6 @@ def layer_parameters(scene, family: str, own) -> dict:
             "randomforest": lambda: {"S2": s2, "S2_MASK": s2_mask}}[family]()
 
 
-@pytest.fixture(params=list(FAMILY_FIXTURES))
-def family(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def model(request, family) -> ModelBytes:
-    path, _ = request.getfixturevalue(FAMILY_FIXTURES[family])
-    return ModelBytes(path.read_bytes())
 
 
 def test_the_check_refuses_every_mutant_naming_the_model(lcfusion_provider, scene, tmp_path,
