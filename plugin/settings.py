@@ -4,8 +4,9 @@ and where the plugin lives."""
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import sys
+import sysconfig
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
@@ -39,10 +40,45 @@ def venv_python(folder: Path) -> Path:
     return venv_executable(folder / ".venv")
 
 
+def engine_venv_folder() -> Path:
+    """The engine environment the plugin creates: in the QGIS user profile folder, so that
+    it outlives plugin updates (which replace the plugin folder) and serves every version."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "lcfusion" / "venv"
+
+
+def _is_python(path: Path) -> bool:
+    return bool(re.fullmatch(r"python[\d.]*(\.exe)?", path.name.lower())) and path.is_file() \
+        and os.access(path, os.X_OK)
+
+
+def qgis_python() -> str:
+    """The Python QGIS runs on (its numpy, GDAL and rasterio are the engine's): the
+    base interpreter (never a virtual environment's), else the Python next to the QGIS
+    program, else the one in the folder QGIS's Python was built for. Never a
+    ``python3`` that merely comes first on the PATH."""
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    names = (f"python{version}", f"python{sys.version_info[0]}", "python")
+    if sys.platform == "win32":
+        names = ("python.exe", f"python{sys.version_info[0]}.exe")
+    executable = Path(sys.executable) if sys.executable else None
+    base = getattr(sys, "_base_executable", "")
+    candidates = [Path(base)] if base else []  # a virtual environment's base interpreter
+    if executable:
+        candidates += [executable, *(executable.parent / name for name in names)]
+    for folder in (sysconfig.get_config_var("BINDIR"), Path(sys.base_prefix) / "bin",
+                   sys.base_prefix):
+        candidates += [Path(folder) / name for name in names] if folder else []
+    for candidate in candidates:
+        if candidate and _is_python(candidate):
+            return str(candidate)
+    return str(Path(sys.base_prefix) / "bin" / f"python{version}")
+
+
 def engine_python(configured: str | None = None) -> str:
-    """The engine interpreter: ``LCFUSION_PYTHON``, else the plugin setting, else the
-    project's ``.venv``, else ``python3`` on the PATH. `configured` stands in for the stored
-    setting (the settings dialog's unsaved field)."""
+    """The engine interpreter: ``LCFUSION_PYTHON``, else the plugin setting, else the engine
+    environment in the QGIS profile folder, else the plugin folder's ``.venv`` (a source
+    checkout's, made by ``make setup``), else QGIS's own Python. `configured` stands in for
+    the stored setting (the settings dialog's unsaved field)."""
     from_env = os.environ.get(ENGINE_PYTHON_ENV, "").strip()
     if from_env:
         return from_env
@@ -51,10 +87,10 @@ def engine_python(configured: str | None = None) -> str:
     configured = configured.strip()
     if configured:
         return configured
-    candidate = venv_python(plugin_root())
-    if candidate.exists():
-        return str(candidate)
-    return shutil.which("python3") or shutil.which("python") or "python3"
+    for candidate in (venv_executable(engine_venv_folder()), venv_python(plugin_root())):
+        if candidate.exists():
+            return str(candidate)
+    return qgis_python()
 
 
 def profiles_path(configured: str | None = None) -> Path:

@@ -1,13 +1,27 @@
-"""Which Python runs the engine: LCFUSION_PYTHON, then the setting, then the plugin's .venv."""
+"""Which Python runs the engine: LCFUSION_PYTHON, then the setting, then the engine
+environment in the QGIS profile folder, then the plugin's .venv, then QGIS's own Python."""
 
-from qgis.core import QgsSettings
+import os
+import subprocess
+import sys
 
-from lcfusion.plugin.settings import ENGINE_PYTHON_KEY, engine_python, plugin_root, venv_python
+from qgis.core import QgsApplication, QgsSettings
+
+from lcfusion.plugin.settings import (
+    ENGINE_PYTHON_KEY,
+    engine_python,
+    plugin_root,
+    qgis_python,
+    venv_executable,
+    venv_python,
+)
 
 
 def test_engine_interpreter_resolution_order(qgis_app, monkeypatch, tmp_path):
     settings = QgsSettings()
     previous = settings.value(ENGINE_PYTHON_KEY, "")
+    profile = tmp_path / "profile"
+    monkeypatch.setattr(QgsApplication, "qgisSettingsDirPath", staticmethod(lambda: str(profile)))
     try:
         monkeypatch.setenv("LCFUSION_PYTHON", "/opt/from-env/python")
         settings.setValue(ENGINE_PYTHON_KEY, "/opt/from-setting/python")
@@ -15,10 +29,36 @@ def test_engine_interpreter_resolution_order(qgis_app, monkeypatch, tmp_path):
         monkeypatch.delenv("LCFUSION_PYTHON")
         assert engine_python() == "/opt/from-setting/python"
         settings.setValue(ENGINE_PYTHON_KEY, "")
-        expected = venv_python(plugin_root())
+        expected = venv_python(plugin_root())  # a source checkout's, made by make setup
         assert engine_python() == str(expected) and expected.exists()
+        created = venv_executable(profile / "lcfusion" / "venv")  # the plugin's action made it
+        created.parent.mkdir(parents=True)
+        created.symlink_to(sys.executable)
+        assert engine_python() == str(created)
+        created.unlink()
         monkeypatch.setattr("lcfusion.plugin.settings.plugin_root", lambda: tmp_path)
-        assert engine_python().endswith(("python3", "python"))
-        assert not engine_python().startswith(str(tmp_path))
+        assert engine_python() == qgis_python()
     finally:
         settings.setValue(ENGINE_PYTHON_KEY, previous)
+
+
+def test_the_last_resort_is_qgis_own_python_not_the_first_on_the_path(qgis_app, monkeypatch,
+                                                                     tmp_path):
+    """A pyenv (or any other) python3 first on the PATH is not the Python QGIS runs on: it
+    lacks QGIS's GDAL and rasterio."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "python3").write_text("#!/bin/sh\necho 'pyenv: python3: command not found'; "
+                                   "exit 127\n")
+    (shims / "python3").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("LCFUSION_PYTHON", raising=False)
+    monkeypatch.setattr(QgsApplication, "qgisSettingsDirPath",
+                        staticmethod(lambda: str(tmp_path / "profile")))
+    monkeypatch.setattr("lcfusion.plugin.settings.plugin_root", lambda: tmp_path)
+    python = engine_python("")
+    assert not python.startswith(str(shims))
+    answer = subprocess.run([python, "-c", "import sys, osgeo; print(sys.version_info[:2], "
+                             "sys.prefix != sys.base_prefix)"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert answer == f"{tuple(sys.version_info[:2])} False"  # QGIS's Python, with its GDAL
