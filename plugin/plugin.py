@@ -4,21 +4,29 @@ Environment menu entries, and checks the engine environment when QGIS starts."""
 from __future__ import annotations
 
 from qgis.core import Qgis, QgsApplication, QgsTask
+from qgis.gui import QgsMessageBarItem
 from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction, QMessageBox, QPushButton
 
+from . import environment
 from .algorithms.base import icon
 from .environment import (
-    CPU_TORCH_INDEX,
     CreateEnvironmentTask,
-    base_python,
     engine_environment_problem,
+    environment_stamp,
+    offers_creation,
+    python_version,
     requirements_file,
+    reusable,
+    torch_build,
 )
 from .provider import LcfusionProvider
-from .settings import engine_python, plugin_root, venv_python
+from .settings import engine_python, engine_venv_folder, qgis_python, venv_executable
 
 MENU = "Land Cover Fusion"
+#: The message bar's one line when the start-up check finds a problem (details on a button).
+UNFIT_LINE = "The engine environment is not ready."
 
 
 class LcfusionPlugin:
@@ -32,6 +40,8 @@ class LcfusionPlugin:
         self.environment_action: QAction | None = None
         self.tasks: list[QgsTask] = []
         self.creation: CreateEnvironmentTask | None = None
+        self.warning: QgsMessageBarItem | None = None
+        self.details: QMessageBox | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS hook
         if self.provider is None:
@@ -61,43 +71,72 @@ class LcfusionPlugin:
         QgsApplication.taskManager().addTask(task)
 
     def _environment_checked(self, exception, problem: str | None = None) -> None:
-        """Offers to create the environment when the start-up check found a problem."""
+        """Shows one line when the start-up check found a problem, with the full message
+        behind Details… and, where it helps, Create Engine Environment…."""
         if exception is not None or not problem or self.environment_action is None:
             return
         bar = self.iface.messageBar()
-        item = bar.createMessage(MENU, problem)
-        button = QPushButton("Create Engine Environment…", item)
-        button.clicked.connect(self.environment_action.trigger)
-        item.layout().addWidget(button)
+        item = bar.createMessage(MENU, UNFIT_LINE)
+        details = QPushButton("Details…", item)
+        details.clicked.connect(lambda: self.show_details(problem))
+        item.layout().addWidget(details)
+        if offers_creation(problem):
+            button = QPushButton("Create Engine Environment…", item)
+            button.clicked.connect(self.environment_action.trigger)
+            item.layout().addWidget(button)
         bar.pushWidget(item, Qgis.Warning)
+        self.warning = item
+
+    def show_details(self, problem: str) -> QMessageBox:
+        """The start-up check's full message, in a window of its own."""
+        self.details = QMessageBox(QMessageBox.Warning, MENU, problem, QMessageBox.Close,
+                                   self.iface.mainWindow())
+        self.details.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.details.open()
+        return self.details
 
     def create_environment(self) -> CreateEnvironmentTask | None:
-        """Creates the plugin folder's ``.venv`` with the engine's packages (PyTorch's CPU
-        build), in the background, after the user agreed; one creation at a time."""
+        """Creates the engine environment in the QGIS profile folder (PyTorch's CUDA build
+        with an NVIDIA GPU, else its CPU build), in the background, after the user agreed;
+        one creation at a time. One that matches the requirements already is reused."""
+        bar = self.iface.messageBar()
         if self.creation is not None:
-            self.iface.messageBar().pushMessage(
-                MENU, "The engine environment is already being created.", Qgis.Info, 5)
+            bar.pushMessage(MENU, "The engine environment is already being created "
+                            f"({self.creation.progress():.0f} %).", Qgis.Info, 5)
             return None
-        folder = venv_python(plugin_root()).parent.parent
+        folder = engine_venv_folder()
+        build = torch_build()
+        stamp = environment_stamp(requirements_file(), python_version(qgis_python()), build)
+        if reusable(folder, stamp):
+            self._environment_works()
+            bar.pushMessage(MENU, f"The engine environment {folder} is up to date; it is "
+                            "used as it is.", Qgis.Success, 10)
+            return None
         if QMessageBox.question(
                 self.iface.mainWindow(), MENU,
-                f"Create the engine's Python environment in {folder}?\n\nIt installs the "
-                f"packages of {requirements_file()}, PyTorch's CPU build among them (about "
-                "200 MB to download), into a virtual environment that shares the packages of "
-                "QGIS's Python. It runs in the background; the lcfusion tab of the log panel "
-                "shows its progress.") != QMessageBox.Yes:
+                f"Create the engine's Python environment in {folder}?\n\nIt installs "
+                f"{build.describe()}\n\nThe other packages of {requirements_file()} come "
+                "from PyPI; the environment shares the packages of QGIS's Python and outlives "
+                "plugin updates. It runs in the background: the task manager shows its "
+                "progress and the lcfusion tab of the log panel pip's output.") \
+                != QMessageBox.Yes:
             return None
-        task = CreateEnvironmentTask(folder, requirements_file(), base_python(),
-                                     CPU_TORCH_INDEX)
+        task = CreateEnvironmentTask(folder, requirements_file(), qgis_python(), build)
         task.taskCompleted.connect(lambda: self._creation_ended(task, True))
         task.taskTerminated.connect(lambda: self._creation_ended(task, False))
-        self.creation = task
+        self.creation = environment.current_creation = task
         self.environment_action.setEnabled(False)
         self._start(task)
         return task
 
+    def _environment_works(self) -> None:
+        """Takes back the start-up warning, which no longer holds."""
+        if self.warning is not None and not sip.isdeleted(self.warning):
+            self.iface.messageBar().popWidget(self.warning)
+        self.warning = None
+
     def _creation_ended(self, task: CreateEnvironmentTask, succeeded: bool) -> None:
-        self.creation = None
+        self.creation = environment.current_creation = None
         if self.environment_action is not None:
             self.environment_action.setEnabled(True)
         if not succeeded:
@@ -105,7 +144,8 @@ class LcfusionPlugin:
                 MENU, f"Creating the engine environment failed: {task.error or 'cancelled'}. "
                 "The lcfusion tab of the log panel has the details.", Qgis.Critical, 0)
             return
-        python = str(venv_python(plugin_root()))
+        self._environment_works()
+        python = str(venv_executable(task.folder))
         note = ("" if engine_python() == python else f" The engine still runs with "
                 f"{engine_python()} (set in the settings or LCFUSION_PYTHON); clear that to "
                 "use the new environment.")
@@ -123,6 +163,7 @@ class LcfusionPlugin:
     def unload(self) -> None:
         if self.creation is not None:
             self.creation.cancel()
+            self.creation = environment.current_creation = None
         for action in (self.settings_action, self.environment_action):
             if action is not None:
                 self.iface.removePluginMenu(MENU, action)
