@@ -19,7 +19,7 @@ from typing import Any
 
 from qgis.core import Qgis, QgsSettings
 from qgis.gui import QgsFileWidget, QgsMessageBar
-from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.PyQt.QtCore import QObject, Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -52,6 +52,7 @@ from ..engine.profiles import (
     save_profiles,
 )
 from .engine_process import engine_environment
+from .environment import engine_python_status
 from .settings import (
     ENGINE_PYTHON_ENV,
     ENGINE_PYTHON_KEY,
@@ -271,6 +272,27 @@ class ProbeRunner(QObject):
             pass
 
 
+class EnginePythonChecker(QObject):
+    """Runs `engine_python_status` in a worker thread; `done` carries the interpreter and
+    its status line to the UI thread."""
+
+    done = pyqtSignal(str, str)
+
+    def start(self, python: str) -> None:
+        threading.Thread(target=self._run, args=(python,), daemon=True,
+                         name="lcfusion-engine-python").start()
+
+    def _run(self, python: str) -> None:
+        try:
+            status = engine_python_status(python)
+        except Exception as exc:  # noqa: BLE001 - the label must leave "Checking…"
+            status = f"Could not check it: {exc}"
+        try:
+            self.done.emit(python, status)
+        except RuntimeError:  # the dialog, and this object with it, is gone
+            pass
+
+
 # Widgets -----------------------------------------------------------------------------------
 
 def _file_widget(mode, dialog_title: str, file_filter: str = "") -> QgsFileWidget:
@@ -451,12 +473,19 @@ class SettingsDialog(QDialog):
         self.probe_runner = ProbeRunner(self)
         self.probe_runner.done.connect(self.show_probe_result)
         self.probed_name = ""
+        self.python_checker = EnginePythonChecker(self)
+        self.python_checker.done.connect(self.show_engine_python_status)
+        self.python_check_delay = QTimer(self)
+        self.python_check_delay.setSingleShot(True)
+        self.python_check_delay.setInterval(600)
+        self.python_check_delay.timeout.connect(self.check_engine_python)
         self._build()
         self.resize(900, 900)
         settings = QgsSettings()
         self.engine_python_field.setFilePath(str(settings.value(ENGINE_PYTHON_KEY, "") or ""))
         self.profiles_file_field.setFilePath(str(settings.value(PROFILES_KEY, "") or ""))
         self.engine_python_field.fileChanged.connect(self._update_placeholders)
+        self.engine_python_field.fileChanged.connect(self.python_check_delay.start)
         self.profiles_file_field.fileChanged.connect(self._on_profiles_file_changed)
         self._update_placeholders()
         self.load_profiles_file()
@@ -472,7 +501,15 @@ class SettingsDialog(QDialog):
         self.engine_python_field = _file_widget(QgsFileWidget.GetFile, "Engine Python")
         self.engine_python_note = QLabel()
         self.engine_python_note.setWordWrap(True)
-        files.addRow("Engine Python", self.engine_python_field)
+        self.engine_python_status = QLabel()
+        self.engine_python_status.setWordWrap(True)
+        self.engine_python_status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        engine_python_box = QWidget()
+        engine_python_rows = QVBoxLayout(engine_python_box)
+        engine_python_rows.setContentsMargins(0, 0, 0, 0)
+        engine_python_rows.addWidget(self.engine_python_field)
+        engine_python_rows.addWidget(self.engine_python_status)
+        files.addRow("Engine Python", engine_python_box)
         files.addRow("", self.engine_python_note)
         self.profiles_file_field = _file_widget(QgsFileWidget.SaveFile, "Compute profiles file",
                                                 "TOML files (*.toml)")
@@ -553,6 +590,26 @@ class SettingsDialog(QDialog):
             + engine_python(configured_python)))
         self.profiles_file_note.setText(self._override_note(
             PROFILES_ENV, f"in use: {self.profiles_file()}"))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self.engine_python_status.text():
+            self.check_engine_python()
+
+    def check_engine_python(self) -> None:
+        """Asks the Engine Python in use whether it works, in the background."""
+        python = engine_python(self.engine_python_field.filePath())
+        self.engine_python_status.setStyleSheet("")
+        self.engine_python_status.setText(f"Checking {python}…")
+        self.python_checker.start(python)
+
+    def show_engine_python_status(self, python: str, status: str) -> None:
+        """Shows the answer of the Engine Python still in use (a late one is dropped)."""
+        if python != engine_python(self.engine_python_field.filePath()):
+            return
+        colour = "#1b7a1b" if status.startswith("Works") else "#b00020"
+        self.engine_python_status.setStyleSheet(f"color: {colour};")
+        self.engine_python_status.setText(status)
 
     @staticmethod
     def _override_note(variable: str, usage: str) -> str:
@@ -696,7 +753,8 @@ class SettingsDialog(QDialog):
                 "another profiles file", Qgis.Warning, 0)
             return False
         try:
-            save_profiles(path, profiles)
+            if len(profiles) > 1 or path.exists():  # no file that would only say "local"
+                save_profiles(path, profiles)
         except OSError as exc:
             self.message_bar.pushMessage("Not saved", f"cannot write {path}: {exc}",
                                          Qgis.Critical, 0)
@@ -710,8 +768,9 @@ class SettingsDialog(QDialog):
             else:
                 settings.remove(key)
         self._update_placeholders()
-        self.message_bar.pushMessage("Saved", f"compute profiles written to {path}",
-                                     Qgis.Success, 5)
+        written = f"compute profiles written to {path}" if path.exists() else \
+            "no compute profiles besides local, so no profiles file"
+        self.message_bar.pushMessage("Saved", written, Qgis.Success, 5)
         return True
 
     def accept(self) -> None:

@@ -109,10 +109,15 @@ def test_the_static_check_sees_imports_in_every_form(tmp_path):
 
 # Run-time checks ----------------------------------------------------------------------------
 
+QGIS_PYTHON_PLUGINS = "/usr/share/qgis/python/plugins"
+
+
 def run_python(code: str) -> dict:
     """Run `code` in a fresh interpreter that can import lcfusion; it prints one JSON object."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(PACKAGE_PARENT) + os.pathsep + env.get("PYTHONPATH", "")
+    # QGIS puts its Processing plugin on the path (pytest-qgis does too, for the other tests).
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_PARENT), QGIS_PYTHON_PLUGINS,
+                                         env.get("PYTHONPATH", "")])
     env["QT_QPA_PLATFORM"] = "offscreen"
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
                             capture_output=True, text=True, timeout=300, check=False)

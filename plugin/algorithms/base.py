@@ -53,7 +53,7 @@ from ...engine.profiles import LOCAL, ComputeProfile, find_profile
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
 from ..export import export_polygons, raster_path, renderer_colors
-from ..settings import plugin_root, profiles_path
+from ..settings import package_name, plugin_root, profiles_path
 from ..styling import (
     ClassMapPostProcessor,
     ConfidencePostProcessor,
@@ -831,10 +831,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def add_compute(self) -> ComputeBinding:
         """The compute profile (``local`` by default); a string, so that the modeler and
-        qgis_process can pass any profile name."""
-        return self.bind(ComputeBinding(), QgsProcessingParameterString(
+        qgis_process can pass any profile name, offered in dialogs as a list of the known
+        profiles (`ComputeProfileWidgetWrapper`)."""
+        parameter = QgsProcessingParameterString(
             "COMPUTE", "Compute profile (local, or a profile of the settings)",
-            defaultValue=LOCAL))
+            defaultValue=LOCAL)
+        parameter.setMetadata({"widget_wrapper": {
+            "class": f"{package_name()}.plugin.compute_widget.ComputeProfileWidgetWrapper"}})
+        return self.bind(ComputeBinding(), parameter)
 
     def add_model_input(self, family: str) -> ModelInputBinding:
         """The model file, checked against the family and the other inputs."""

@@ -4,7 +4,9 @@ and the plugin's menu entry that opens it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -12,12 +14,15 @@ from pathlib import Path
 from unittest.mock import MagicMock
 
 import pytest
-from qgis.core import QgsSettings
+from processing.gui.AlgorithmDialog import AlgorithmDialog
+from qgis.core import QgsApplication, QgsProcessingParameterString, QgsSettings
+from qgis.gui import QgsBrowserGuiModel
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtWidgets import QDialogButtonBox
+from qgis.PyQt.QtWidgets import QComboBox, QDialogButtonBox
 
 from lcfusion.engine.profiles import ComputeProfile, load_profiles, save_profiles
 from lcfusion.plugin import settings_dialog
+from lcfusion.plugin.compute_widget import ComputeProfileWidgetWrapper
 from lcfusion.plugin.plugin import MENU, LcfusionPlugin
 from lcfusion.plugin.settings import ENGINE_PYTHON_KEY, PROFILES_KEY, engine_python, plugin_root
 from lcfusion.plugin.settings_dialog import (
@@ -87,6 +92,16 @@ def wait_until(condition, seconds: float = 10.0) -> None:
         assert time.monotonic() < deadline, "timed out"
         QCoreApplication.processEvents()
         time.sleep(0.01)
+
+
+def screenshot(widget, name: str) -> Path:
+    """Renders `widget` to ``LCFUSION_SCREENSHOTS`` (when set, to look at) or a temporary
+    file; the path."""
+    folder = Path(os.environ.get("LCFUSION_SCREENSHOTS") or tempfile.mkdtemp())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    assert widget.grab().toImage().save(str(path))
+    return path
 
 
 def enabled_fields(dialog: SettingsDialog) -> set[str]:
@@ -402,3 +417,62 @@ def test_init_gui_adds_the_settings_entry_and_unload_removes_it(qgis_app, qgis_i
     headless.initGui()
     headless.unload()
     assert headless.settings_action is None
+
+
+# The engine interpreter's state, an empty profiles file, the compute profile widget -------
+
+def test_the_dialog_shows_whether_the_engine_python_works(dialog, monkeypatch):
+    engine = engine_python()
+    dialog.show()
+    assert dialog.engine_python_status.text() == f"Checking {engine}…"  # the UI is not held
+    wait_until(lambda: not dialog.engine_python_status.text().startswith("Checking"), 120)
+    assert dialog.engine_python_status.text() == \
+        "Works: torch 2.13.0+cpu, CPU only (no CUDA GPU)."
+    screenshot(dialog, "settings-dialog.png")
+    monkeypatch.delenv("LCFUSION_PYTHON")
+    dialog.engine_python_field.setFilePath("/nonexistent/bin/python")
+    wait_until(lambda: dialog.engine_python_status.text().startswith("Does not work"), 30)
+    assert dialog.engine_python_status.text() == \
+        "Does not work: /nonexistent/bin/python does not exist."
+    dialog.hide()
+
+
+def test_saving_only_local_writes_no_profiles_file(qgis_app, saved_settings, tmp_path,
+                                                   monkeypatch):
+    path = tmp_path / "lcfusion" / "profiles.toml"
+    monkeypatch.setenv("LCFUSION_PROFILES", str(path))
+    dialog = SettingsDialog()
+    try:
+        dialog.engine_python_field.setFilePath("/opt/engine/bin/python")
+        assert dialog.save()
+        assert not path.exists() and not path.parent.exists()
+        assert saved_settings.value(ENGINE_PYTHON_KEY) == "/opt/engine/bin/python"
+        dialog.add_profile()
+        assert dialog.save() and load_profiles(path).keys() == {"local", "new"}
+        dialog.remove_profile()
+        assert dialog.save() and load_profiles(path).keys() == {"local"}  # emptied, kept
+    finally:
+        dialog.deleteLater()
+
+
+def test_the_compute_profile_offers_the_known_profiles(lcfusion_provider, qgis_iface,
+                                                       profiles_file, monkeypatch):
+    browser_model = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser_model)
+    alg = QgsApplication.processingRegistry().createAlgorithmById("lcfusion:trainfgunet")
+    assert isinstance(alg.parameterDefinition("COMPUTE"), QgsProcessingParameterString)
+    dialog = AlgorithmDialog(alg)
+    try:
+        wrapper = dialog.mainWidget().wrappers["COMPUTE"]
+        assert isinstance(wrapper, ComputeProfileWidgetWrapper)
+        combo = wrapper.widget
+        assert isinstance(combo, QComboBox) and combo.isEditable()
+        assert [combo.itemText(i) for i in range(combo.count())] == ["local", "gpu", "cluster"]
+        assert combo.currentText() == "local"
+        combo.setCurrentIndex(1)
+        assert wrapper.parameterValue() == "gpu"
+        combo.setEditText("elsewhere")  # any name, as qgis_process takes it
+        assert wrapper.parameterValue() == "elsewhere"
+    finally:
+        dialog.deleteLater()
+        browser_model.deleteLater()
