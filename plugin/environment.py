@@ -400,7 +400,6 @@ class CreateEnvironmentTask(QgsTask):
         self.steps = creation_steps(folder, requirements, python, build)
         self.lines: list[str] = []
         self.error: str | None = None
-        self.status = ""
         self.plan = self._plan()
         self._done = 0.0
         self._step = 0
@@ -409,10 +408,9 @@ class CreateEnvironmentTask(QgsTask):
     def _plan(self) -> list[tuple[float, float]]:
         """Each step's share of the progress and what it downloads (MB): the venv
         nothing, torch most of it."""
-        total = float(self.build.download_mb if self.build else OTHER_DOWNLOAD_MB)
-        plan = [(0.05, 0.0)]
-        if len(self.steps) == 3:
-            plan.append((0.95 * (total - OTHER_DOWNLOAD_MB) / total, total - OTHER_DOWNLOAD_MB))
+        torch_mb = self.build.download_mb - OTHER_DOWNLOAD_MB if len(self.steps) == 3 else 0
+        total = float(torch_mb + OTHER_DOWNLOAD_MB)
+        plan = [(0.05, 0.0)] + ([(0.95 * torch_mb / total, float(torch_mb))] if torch_mb else [])
         return [*plan, (0.95 * OTHER_DOWNLOAD_MB / total, float(OTHER_DOWNLOAD_MB))]
 
     def run(self) -> bool:
@@ -486,8 +484,6 @@ class CreateEnvironmentTask(QgsTask):
         if self._pip is None:
             return
         self._pip.read(line)
-        if line.strip().startswith(("Collecting", "Downloading", "Installing", "Processing")):
-            self.status = line.strip()
         weight = self.plan[self._step][0]
         self.setProgress(100.0 * (self._done + weight * self._pip.fraction))
 
