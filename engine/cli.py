@@ -68,13 +68,21 @@ def job_command(name: str) -> Callable:
     except ModuleNotFoundError as exc:
         if exc.name in ("torch", "safetensors", "sklearn", "rasterio", "osgeo"):
             raise LcfusionError(
-                f"the engine interpreter {sys.executable} cannot import {exc.name}; run "
-                f"'make setup' in the plugin folder, or install torch=={TORCH_VERSION}, "
-                "safetensors, scikit-learn, rasterio and GDAL's Python bindings into an "
-                "interpreter and point the plugin's engine Python setting (or LCFUSION_PYTHON) "
-                "at it") from exc
+                f"the engine interpreter {sys.executable} cannot import {exc.name}; "
+                f"{creation_hint()}, or install torch=={TORCH_VERSION}, safetensors, "
+                "scikit-learn, rasterio and GDAL's Python bindings into an interpreter and "
+                "point the plugin's engine Python setting (or LCFUSION_PYTHON) at it") from exc
         raise
     return getattr(module, function)
+
+
+def creation_hint() -> str:
+    """How to create the engine environment: the plugin's action, and ``make setup`` only
+    where the plugin folder is a source checkout (an installed ZIP has no Makefile)."""
+    root = Path(__file__).parent.parent
+    make = f" or run 'make setup' in {root}" if (root / "Makefile").is_file() else ""
+    return ("create the engine environment with Plugins > Land Cover Fusion > Create Engine "
+            f"Environment… in QGIS{make}")
 
 
 def _environment() -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -110,6 +111,8 @@ def test_the_static_check_sees_imports_in_every_form(tmp_path):
 # Run-time checks ----------------------------------------------------------------------------
 
 QGIS_PYTHON_PLUGINS = "/usr/share/qgis/python/plugins"
+#: Debian's Python, which QGIS runs on: it has no torch.
+QGIS_PYTHON = "/usr/bin/python3"
 
 
 def run_python(code: str) -> dict:
@@ -215,3 +218,25 @@ def test_every_engine_module_imports_without_qgis():
     assert "lcfusion.engine.fgunet" in report["imported"]
     assert "lcfusion.engine.models.fgunet" in report["imported"]
     assert report["qgis"] == []
+
+
+def test_an_engine_without_torch_says_how_to_create_its_environment(tmp_path):
+    """Offers ``make setup`` only in a source checkout: an installed ZIP has no Makefile."""
+    installed = tmp_path / "plugins" / "lcfusion"
+    shutil.copytree(PACKAGE_PARENT / "lcfusion" / "engine", installed / "engine",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (installed / "__init__.py").write_text("")
+    code = "from lcfusion.engine import cli; cli.job_command('train-fgunet')"
+    messages = {}
+    for name, parent in (("zip", installed.parent), ("checkout", PACKAGE_PARENT)):
+        result = subprocess.run([QGIS_PYTHON, "-c", code], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": str(parent)}, check=False)
+        messages[name] = result.stderr.strip().splitlines()[-1]
+    hint = ("create the engine environment with Plugins > Land Cover Fusion > Create Engine "
+            "Environment… in QGIS")
+    assert messages["zip"].startswith(f"lcfusion.engine.errors.LcfusionError: the engine "
+                                      f"interpreter {QGIS_PYTHON} cannot import torch; {hint}, "
+                                      "or install torch==2.13.0")
+    assert "make setup" not in messages["zip"]
+    assert f"{hint} or run 'make setup' in {PACKAGE_PARENT / 'lcfusion'}, or" in \
+        messages["checkout"]
