@@ -18,7 +18,7 @@ from processing.gui.AlgorithmDialog import AlgorithmDialog
 from qgis.core import QgsApplication, QgsProcessingParameterString, QgsSettings
 from qgis.gui import QgsBrowserGuiModel
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtWidgets import QComboBox, QDialogButtonBox
+from qgis.PyQt.QtWidgets import QComboBox, QDialogButtonBox, QScrollArea
 
 from lcfusion.engine.profiles import ComputeProfile, load_profiles, save_profiles
 from lcfusion.plugin import settings_dialog
@@ -469,6 +469,12 @@ def test_the_compute_profile_offers_the_known_profiles(lcfusion_provider, qgis_i
         assert isinstance(combo, QComboBox) and combo.isEditable()
         assert [combo.itemText(i) for i in range(combo.count())] == ["local", "gpu", "cluster"]
         assert combo.currentText() == "local"
+        dialog.resize(900, 1000)
+        dialog.show()
+        dialog.mainWidget().findChild(QScrollArea).ensureWidgetVisible(combo)
+        QCoreApplication.processEvents()
+        screenshot(dialog, "compute-profile.png")
+        dialog.hide()
         combo.setCurrentIndex(1)
         assert wrapper.parameterValue() == "gpu"
         combo.setEditText("elsewhere")  # any name, as qgis_process takes it
