@@ -153,12 +153,15 @@ class LcfusionPlugin:
             MENU, f"The engine environment is ready: {python}.{note}", Qgis.Success, 0)
 
     def show_settings(self) -> None:
-        """Opens the settings dialog (modal)."""
+        """Opens the settings dialog (modal); a start-up warning that the Engine Python set
+        there answers goes."""
         from .settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.iface.mainWindow())
         dialog.exec_()
         dialog.deleteLater()
+        if self.warning is not None and engine_environment_problem() is None:
+            self._environment_works()
 
     def unload(self) -> None:
         if self.creation is not None:

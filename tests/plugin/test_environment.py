@@ -18,7 +18,7 @@ import pytest
 from qgis.core import Qgis, QgsApplication, QgsProcessingException
 from qgis.gui import QgsMessageBar
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtWidgets import QMessageBox, QPushButton, QTextBrowser
+from qgis.PyQt.QtWidgets import QAction, QMessageBox, QPushButton, QTextBrowser
 
 from lcfusion.plugin import environment
 from lcfusion.plugin.environment import (
@@ -40,6 +40,7 @@ from lcfusion.plugin.environment import (
 )
 from lcfusion.plugin.plugin import MENU, UNFIT_LINE, LcfusionPlugin
 from lcfusion.plugin.settings import engine_python, engine_venv_folder, qgis_python
+from lcfusion.plugin.settings_dialog import SettingsDialog
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -363,6 +364,24 @@ def test_at_start_up_one_line_with_details_and_the_action(unchecked, qgis_app, q
     finally:
         plugin.unload()
     assert plugin.environment_action is None
+
+
+def test_the_warning_goes_once_the_settings_name_a_working_python(unchecked, qgis_app,
+                                                                 qgis_iface, monkeypatch):
+    monkeypatch.setenv("LCFUSION_PYTHON", "/nonexistent/bin/python")
+    bar = QgsMessageBar()
+    monkeypatch.setattr(qgis_iface, "messageBar", lambda: bar)
+    plugin = LcfusionPlugin(qgis_iface)
+    plugin.environment_action = QAction("Create Engine Environment…")
+    plugin._environment_checked(None, engine_environment_problem())
+    warning = bar.currentItem()
+    monkeypatch.setattr(SettingsDialog, "exec_", lambda self: 0)
+    plugin.show_settings()  # nothing changed there
+    assert bar.currentItem() is warning
+    monkeypatch.setattr(SettingsDialog, "exec_", lambda self: monkeypatch.setenv(
+        "LCFUSION_PYTHON", str(ENGINE_PYTHON)) or 1)
+    plugin.show_settings()
+    assert warning not in bar.items() and plugin.warning is None
 
 
 def test_make_setup_is_offered_only_in_a_source_checkout(unchecked, tmp_path, monkeypatch):
