@@ -58,6 +58,7 @@ from .splits import SplitReference, preset_split
 from .training import FitResult
 from .twinns import TWINNSInputs
 from .twinns import inputs_for_model as twinns_inputs_for_model
+from .wording import counted
 
 FAMILY = "randomforest"
 SOURCES = ("s2", "s1s2", "panms")
@@ -247,8 +248,10 @@ def fill_values_of(x: np.ndarray, names: list[str], reporter: Reporter) -> np.nd
     sums = np.where(known, x, 0.0).sum(axis=0, dtype=np.float64)
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        reporter.warning(f"{empty.size} feature(s) have no value in the training sample (for "
-                         f"example {names[empty[0]]}); they are set to 0")
+        reporter.warning(f"{counted(int(empty.size), 'feature')} "
+                         f"{'has' if empty.size == 1 else 'have'} no value in the training "
+                         f"sample (for example {names[empty[0]]}); "
+                         f"{'it is' if empty.size == 1 else 'they are'} set to 0")
     return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
@@ -306,7 +309,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
                           f"{len(names)} features ({features.kind}"
                           + (f", patches {features.size} x {features.size}"
                              if features.kind != "pixel" else "")
-                          + f") per split, {threads} thread(s)")
+                          + f") per split, {counted(threads, 'thread')}")
             reporter.progress(0.25, "training the forest")
             forest, importance, depth = fit_forest(x, sample.classes, len(classes), config,
                                                    split_config.seed, threads, names, reporter)

@@ -50,6 +50,7 @@ from ...engine.jobs import write_job
 from ...engine.modelheader import SUFFIX, check_family, read_header
 from ...engine.outputs import check_writable, partial_files
 from ...engine.profiles import LOCAL, ComputeProfile, find_profile
+from ...engine.wording import counted
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
 from ..export import export_polygons, raster_path, renderer_colors
@@ -175,8 +176,9 @@ class SeriesBinding(Binding):
             dates, _ = series_shape(layers, bands)
             mask_bands = sum(layer.bandCount() for layer in masks)
             if mask_bands != dates:
-                return self.masks, (f"The mask layers give {mask_bands} band(s) but the "
-                                    f"{self.label} has {dates} dates; give one single-band mask "
+                return self.masks, (f"The mask layers give {counted(mask_bands, 'band')} but "
+                                    f"the {self.label} has {counted(dates, 'date')}; give one "
+                                    "single-band mask "
                                     "per date, or one stack with a band per date.")
         return None
 
