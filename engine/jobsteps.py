@@ -80,8 +80,9 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
                     tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family})
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
-    reporter.info(f"class map written to {class_map} ({pixels:,} pixels in {seconds:.1f} s, "
-                  f"{pixels / max(seconds, 1e-9):,.0f} pixels per second)")
+    speed = round(pixels / max(seconds, 1e-9))
+    reporter.info(f"class map written to {class_map} ({counted(pixels, 'pixel', thousands=True)} "
+                  f"in {seconds:.1f} s, {counted(speed, 'pixel', thousands=True)} per second)")
     result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json(), "SECONDS": seconds}
     if confidence:
         result["OUTPUT_CONFIDENCE"] = str(confidence)
