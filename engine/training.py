@@ -210,6 +210,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
                   f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
     speed = trained / max(seconds, 1e-9)
     if trained:
-        reporter.info(f"trained on {trained:,} samples in {seconds:.1f} s ({speed:,.0f} samples "
-                      f"per second on {counted(ranks.size, 'rank')}, {device.type})")
+        reporter.info(f"trained on {counted(trained, 'sample', thousands=True)} in "
+                      f"{seconds:.1f} s ({counted(round(speed), 'sample', thousands=True)} per "
+                      f"second on {counted(ranks.size, 'rank')}, {device.type})")
     return FitResult(best_state, best_epoch, history, seconds, first_epoch - 1, speed)

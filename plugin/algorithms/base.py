@@ -51,6 +51,7 @@ from ...engine.modelheader import SUFFIX, check_family, read_header
 from ...engine.outputs import check_writable, partial_files
 from ...engine.profiles import LOCAL, ComputeProfile, find_profile
 from ...engine.wording import counted
+from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
 from ..export import export_polygons, raster_path, renderer_colors
@@ -417,8 +418,8 @@ class ReferenceBinding(Binding):
         if exported.count == 0 and not feedback.isCanceled():
             raise QgsProcessingException(alg.where(self.layer) + no_polygons_reason(
                 source, crs, bool(exported.unprojectable)))
-        feedback.pushInfo(f"Reference polygons: {exported.count} features exported in "
-                          f"{crs.authid()}.")
+        feedback.pushInfo(f"Reference polygons: {counted(exported.count, 'feature')} exported "
+                          f"in {crs.authid()}.")
         colors = renderer_colors(alg.parameterAsVectorLayer(parameters, self.layer, context),
                                  class_field)
         job.sections["reference"] = {"path": str(target), "layer": "reference",
@@ -919,6 +920,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 binding.finish(self, parameters, context, feedback, run.outputs)
             names = {output.name() for output in self.outputDefinitions()}
             return {k: v for k, v in run.outputs.items() if k in names and v is not None}
+        except QgsProcessingException as exc:
+            mute_error_copies(str(exc))
+            raise
         finally:
             if not os.environ.get(KEEP_JOBS_ENV):
                 shutil.rmtree(folder, ignore_errors=True)
