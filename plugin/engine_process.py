@@ -15,6 +15,7 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
+from .console import ConsoleLine
 from .settings import engine_python, package_name, plugin_root
 
 TERMINATE_GRACE_SECONDS = 10.0
@@ -77,6 +78,7 @@ class EngineProcess:
                  python: str | None = None):
         self.args = engine_command(command, job_path, python)
         self.feedback = feedback
+        self.console = ConsoleLine(feedback)
         self._stage = ""
 
     def run(self) -> EngineRun:
@@ -116,12 +118,14 @@ class EngineProcess:
                     open_streams -= 1
                 elif tag == "err":
                     stderr_tail.append(line)
+                    self.console.end_line()
                     self.feedback.pushDebugInfo(line)
                 else:
                     self._handle(line, run)
         finally:
             if process.poll() is None:
                 terminate(process)
+            self.console.end_line()
         run.returncode = process.wait()
         for stream in (process.stdout, process.stderr):
             stream.close()  # both readers saw the end of their stream
@@ -132,19 +136,22 @@ class EngineProcess:
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
-            self.feedback.pushConsoleInfo(line)
-            return
+            event = None
         if not isinstance(event, dict):
+            self.console.end_line()
             self.feedback.pushConsoleInfo(line)
             return
         kind = event.get("event")
         if kind == "progress" and isinstance(event.get("percent"), (int, float)):
             self.feedback.setProgress(float(event["percent"]))
+            self.console.progressed(float(event["percent"]))
             stage = str(event.get("stage") or "")
             if stage and stage != self._stage:
                 self._stage = stage
+                self.console.end_line()
                 self.feedback.setProgressText(stage)
         elif kind == "log":
+            self.console.end_line()
             message, level = str(event.get("message", "")), event.get("level")
             if level == "warning":
                 self.feedback.pushWarning(message)
