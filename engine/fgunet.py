@@ -101,7 +101,8 @@ def chunking(n_dates: int, dates_per_chunk: int) -> int:
     if n_dates % dates_per_chunk:
         divisors = [d for d in range(1, n_dates + 1) if n_dates % d == 0]
         raise LcfusionError(
-            f"{n_dates} dates cannot be cut into chunks of {dates_per_chunk} dates; use one of "
+            f"{counted(n_dates, 'date')} cannot be cut into chunks of "
+            f"{counted(dates_per_chunk, 'date')}; use one of "
             f"{', '.join(map(str, divisors))} (or 0 for automatic)", "DATES_PER_CHUNK")
     return dates_per_chunk
 
@@ -303,10 +304,12 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
     if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
                                                    expected["bands_per_date"]):
         raise LcfusionError(
-            f"the model expects {expected['n_dates']} dates x {expected['bands_per_date']} bands "
-            f"({expected['n_dates'] * expected['bands_per_date']} channels) but the rasters give "
-            f"{series.n_dates} dates x {series.bands_per_date} bands ({series.n_channels} "
-            "channels); give the same dates and bands, in the same order, as for training",
+            f"the model expects {counted(expected['n_dates'], 'date')} x "
+            f"{counted(expected['bands_per_date'], 'band')} "
+            f"({counted(expected['n_dates'] * expected['bands_per_date'], 'channel')}) but the "
+            f"rasters give {counted(series.n_dates, 'date')} x "
+            f"{counted(series.bands_per_date, 'band')} ({counted(series.n_channels, 'channel')}); "
+            "give the same dates and bands, in the same order, as for training",
             "INPUT")
     if series.band_names != expected["band_names"]:
         reporter.warning(f"band names differ from training ({', '.join(series.band_names)} vs "

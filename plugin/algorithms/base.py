@@ -194,9 +194,10 @@ class SeriesBinding(Binding):
             return None
         hint = (f" For a multi-date stack, set Bands per date to {wanted[1]}."
                 if len(layers) == 1 and not bands else "")
-        return self.layers, (f"The model expects {wanted[0]} dates x {wanted[1]} bands, but the "
-                             f"layers give {dates} dates x {per_date} bands; give the same dates "
-                             f"and bands as for training.{hint}")
+        return self.layers, (f"The model expects {counted(wanted[0], 'date')} x "
+                             f"{counted(wanted[1], 'band')}, but the layers give "
+                             f"{counted(dates, 'date')} x {counted(per_date, 'band')}; give the "
+                             f"same dates and bands as for training.{hint}")
 
     def to_job(self, alg, parameters, context, feedback, job):
         layers, bands = self.values(alg, parameters, context)
