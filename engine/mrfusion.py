@@ -159,8 +159,9 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                     "ms": "MS branch only (ablation)"}[config.branches]
         reporter.info(f"MRFusion: {branches}, PAN patch {config.patch_size} x "
                       f"{config.patch_size}, MS patch {architecture.ms_patch_size} x "
-                      f"{architecture.ms_patch_size} x {pair.ms_bands} bands, {len(classes)} "
-                      f"classes, {sum(p.numel() for p in model.parameters()):,} parameters; "
+                      f"{architecture.ms_patch_size} x {counted(pair.ms_bands, 'band')}, "
+                      f"{counted(len(classes), 'class')}, "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters; "
                       f"{device.type}, {counted(threads, 'thread')}")
         with pair.open() as reader:
             normalizer = PanMsNormalizer.fit(reader, rng)
@@ -266,8 +267,9 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     pair = read_pair(job.section("inputs"))
     _log_pair(pair, reporter)
     pair.check_model(metadata["inputs"], model.config.ratio, reporter)
-    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes, branches "
-                  f"{model.config.branches}) on {device.type}, {counted(threads, 'thread')}")
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
+                  f"branches {model.config.branches}) on {device.type}, "
+                  f"{counted(threads, 'thread')}")
     predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
     with pair.open() as reader:
         return classify_to_files(predictor, reader, pair.grid, classes, class_map, confidence,

@@ -301,10 +301,10 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
                 raise LcfusionError("the training polygons cover no pixel with data",
                                     "REFERENCE")
             counts = np.bincount(sample.classes, minlength=len(classes))
-            reporter.info(f"training sample: {sample.size} pixels (at most "
+            reporter.info(f"training sample: {counted(sample.size, 'pixel')} (at most "
                           f"{config.samples_per_class} per class): " + ", ".join(
                               f"{c.name} {counts[c.index]}" for c in classes))
-            reporter.info(f"Random Forest: {config.n_trees} trees, maximum depth "
+            reporter.info(f"Random Forest: {counted(config.n_trees, 'tree')}, maximum depth "
                           f"{config.max_depth or 'unlimited'}, {config.max_features} of "
                           f"{len(names)} features ({features.kind}"
                           + (f", patches {features.size} x {features.size}"
@@ -396,8 +396,8 @@ def classify_randomforest(job: Job, reporter: Reporter) -> dict:
         raise LcfusionError(f"the layers give {count} features but the model expects "
                             f"{forest.n_features}; give the same layers as for training",
                             "MODEL")
-    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes, "
-                  f"{forest.n_trees} trees, {features.kind} features)")
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
+                  f"{counted(forest.n_trees, 'tree')}, {features.kind} features)")
     predictor = ForestTilePredictor(forest, features, config.tile_size)
     with inputs.open() as stack:
         return classify_to_files(predictor, stack, inputs.grid, classes, class_map, confidence,
