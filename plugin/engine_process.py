@@ -72,12 +72,14 @@ def pump(stream, sink: queue.Queue, tag: str) -> None:
 
 
 class EngineProcess:
-    """One engine child process: start, relay events, cancel on request."""
+    """One engine child process: start, relay events, cancel on request. Its debug events and
+    stderr reach the feedback when `verbose` (the context's verbose log level)."""
 
     def __init__(self, command: str, job_path: Path, feedback: QgsProcessingFeedback,
-                 python: str | None = None):
+                 python: str | None = None, verbose: bool = False):
         self.args = engine_command(command, job_path, python)
         self.feedback = feedback
+        self.verbose = verbose
         self.console = ConsoleLine(feedback)
         self._stage = ""
 
@@ -118,8 +120,7 @@ class EngineProcess:
                     open_streams -= 1
                 elif tag == "err":
                     stderr_tail.append(line)
-                    self.console.end_line()
-                    self.feedback.pushDebugInfo(line)
+                    self._debug(line)
                 else:
                     self._handle(line, run)
         finally:
@@ -151,18 +152,27 @@ class EngineProcess:
                 self.console.end_line()
                 self.feedback.setProgressText(stage)
         elif kind == "log":
-            self.console.end_line()
             message, level = str(event.get("message", "")), event.get("level")
+            if level != "debug":
+                self.console.end_line()
             if level == "warning":
                 self.feedback.pushWarning(message)
             elif level == "debug":
-                self.feedback.pushDebugInfo(message)
+                self._debug(message)
             else:
                 self.feedback.pushInfo(message)
         elif kind == "result":
             run.outputs = dict(event.get("outputs") or {})
         elif kind == "error":
             run.failure = EngineFailure(str(event.get("message", "")), event.get("parameter"))
+
+
+    def _debug(self, line: str) -> None:
+        """The engine's details and its stderr, shown at the verbose log level only (a crash
+        quotes the end of stderr in its error)."""
+        if self.verbose:
+            self.console.end_line()
+            self.feedback.pushDebugInfo(line)
 
 
 def terminate(process: subprocess.Popen) -> None:

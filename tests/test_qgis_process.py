@@ -182,6 +182,7 @@ def test_a_successful_run_prints_no_noise(qgis_env, scene, tmp_path):
     assert written == [f"model written to {model}"]
     assert "1 polygon / " in trained.stdout  # a part of one polygon, in the singular
     assert "over 2 splits" in trained.stdout
+    assert "labelled pixels in" not in trained.stdout  # the engine's details need --verbose
 
     classified = qgis_process({**qgis_env, "GDAL_CACHEMAX": "0"}, "run",
                               "lcfusion:classifyfgunet", *series_arguments(scene),
@@ -193,15 +194,17 @@ def test_a_successful_run_prints_no_noise(qgis_env, scene, tmp_path):
 
 
 def test_a_failed_run_prints_its_error_once(qgis_env, scene, tmp_path):
-    """An error raised while the algorithm runs (a class with two polygons) is printed once."""
+    """An error raised while the algorithm runs (a class with two polygons) is printed once;
+    --verbose adds the engine's details."""
     reference = tmp_path / "reference.gpkg"
     gdal.VectorTranslate(str(reference), str(scene.reference_path), SQLDialect="SQLite",
                          SQLStatement="SELECT * FROM reference WHERE class_id <> 3 OR fid IN "
                                       "(SELECT fid FROM reference WHERE class_id = 3 LIMIT 2)")
-    result = qgis_process(qgis_env, "run", "lcfusion:trainfgunet", *series_arguments(scene),
-                          f"--REFERENCE={reference}", "--CLASS_FIELD=class_id",
-                          f"--OUTPUT_MODEL={tmp_path / 'model.lcfusion'}")
+    result = qgis_process(qgis_env, "--verbose", "run", "lcfusion:trainfgunet",
+                          *series_arguments(scene), f"--REFERENCE={reference}",
+                          "--CLASS_FIELD=class_id", f"--OUTPUT_MODEL={tmp_path / 'model.lcfusion'}")
     assert result.returncode != 0
+    assert "3404 labelled pixels in 37 objects" in result.stdout
     output = result.stdout + result.stderr
     assert output.count("too few polygons per class") == 1, output
     assert "ERROR:\tReference polygons [REFERENCE]: too few polygons" in result.stderr

@@ -913,7 +913,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 if feedback.isCanceled():
                     raise QgsProcessingException("Cancelled: no output was written.")
             job_path = write_job(folder, self.command, **draft.sections)
-            run = EngineProcess(self.command, job_path, feedback).run()
+            verbose = context.logLevel() == QgsProcessingContext.Verbose
+            run = EngineProcess(self.command, job_path, feedback, verbose=verbose).run()
             if not run.succeeded:
                 remove_partial_files(draft.sections["outputs"].values(), run.pid)
             self.raise_for(run)
