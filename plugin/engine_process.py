@@ -110,6 +110,7 @@ class EngineProcess:
             while open_streams:
                 if self.feedback.isCanceled() and not run.cancelled:
                     run.cancelled = True
+                    self.console.end_line()
                     self.feedback.pushInfo("Cancelling: stopping the engine…")
                     terminate(process)
                 try:
@@ -165,7 +166,6 @@ class EngineProcess:
             run.outputs = dict(event.get("outputs") or {})
         elif kind == "error":
             run.failure = EngineFailure(str(event.get("message", "")), event.get("parameter"))
-
 
     def _debug(self, line: str) -> None:
         """The engine's details and its stderr, shown at the verbose log level only (a crash
