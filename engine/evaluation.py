@@ -26,6 +26,7 @@ from .progress import Reporter
 from .rasters import Grid, RasterInfo, crs_name, iter_windows, read_info, same_crs
 from .reference import Reference, ReferenceSpec, load_reference
 from .report import write_confusion_csv, write_evaluation_report
+from .wording import counted
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -208,8 +209,9 @@ def pixel_accuracy(counts: PixelCounts, classes: ClassTable, n_reference: int) -
 def log_accuracy(accuracy: Accuracy, counts: PixelCounts, classes: ClassTable,
                  n_reference: int, reporter: Reporter) -> None:
     if counts.nodata:
-        reporter.warning(f"{counts.nodata:,} reference pixels are nodata in the class map and "
-                         "were skipped")
+        reporter.warning(f"{counted(counts.nodata, 'reference pixel', thousands=True)} "
+                         f"{'is' if counts.nodata == 1 else 'are'} nodata in the class map and "
+                         f"{'was' if counts.nodata == 1 else 'were'} skipped")
     per_code = counts.codes()
     for entry in list(classes)[n_reference:]:
         reporter.warning(f"the class map holds code {entry.code}, which is not a reference "
@@ -218,7 +220,8 @@ def log_accuracy(accuracy: Accuracy, counts: PixelCounts, classes: ClassTable,
     kappa = "n/a" if accuracy.kappa is None else f"{accuracy.kappa:.4f}"
     reporter.info(f"accuracy of the class map on the reference polygons: OA "
                   f"{accuracy.overall_accuracy:.4f}, Kappa {kappa}, mean F1 "
-                  f"{accuracy.mean_f1:.4f} on {accuracy.n_pixels:,} pixels")
+                  f"{accuracy.mean_f1:.4f} on "
+                  f"{counted(accuracy.n_pixels, 'pixel', thousands=True)}")
     for row in accuracy.per_class[:n_reference]:
         reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "
                       f"recall {row['recall']:.3f}, {row['support']} px)")
@@ -253,8 +256,9 @@ def evaluate(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"class map {info.path.name}: {info.grid.describe()}")
     with job.workdir() as scratch:
         reference = burn_reference(spec, info.grid, Path(scratch), reporter)
-        reporter.info(f"{reference.n_features} reference features, {len(reference.pixels):,} "
-                      f"labelled pixels, {len(reference.classes)} classes")
+        reporter.info(f"{counted(reference.n_features, 'reference feature')}, "
+                      f"{counted(len(reference.pixels), 'labelled pixel', thousands=True)}, "
+                      f"{counted(len(reference.classes), 'class')}")
         counts = count_pixels(info.path, reference, info.grid, reporter.span(0.1, 0.9))
     if not counts.compared:
         raise LcfusionError(

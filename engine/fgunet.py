@@ -38,6 +38,7 @@ from .splits import preset_split
 from .staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .tiling import TiledPredictor, check_tiling
 from .training import FitConfig, FitResult, RunContext, fit
+from .wording import counted
 
 FAMILY = "fgunet"
 #: Loss weights per class from training pixel counts: 1/n (the paper), 1/sqrt(n), or none.
@@ -100,7 +101,8 @@ def chunking(n_dates: int, dates_per_chunk: int) -> int:
     if n_dates % dates_per_chunk:
         divisors = [d for d in range(1, n_dates + 1) if n_dates % d == 0]
         raise LcfusionError(
-            f"{n_dates} dates cannot be cut into chunks of {dates_per_chunk} dates; use one of "
+            f"{counted(n_dates, 'date')} cannot be cut into chunks of "
+            f"{counted(dates_per_chunk, 'date')}; use one of "
             f"{', '.join(map(str, divisors))} (or 0 for automatic)", "DATES_PER_CHUNK")
     return dates_per_chunk
 
@@ -164,10 +166,12 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                                     n_chunks=series.n_dates // dates_per_chunk,
                                     n_classes=len(classes))
         model = FGUNet(architecture).to(device)
-        reporter.info(f"FG-UNET: {architecture.n_chunks} chunks of {dates_per_chunk} date(s) x "
-                      f"{series.bands_per_date} bands, {len(classes)} classes, "
+        reporter.info(f"FG-UNET: {counted(architecture.n_chunks, 'chunk')} of "
+                      f"{counted(dates_per_chunk, 'date')} x "
+                      f"{counted(series.bands_per_date, 'band')}, "
+                      f"{counted(len(classes), 'class')}, "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; "
-                      f"{device.type}, {threads} thread(s)")
+                      f"{device.type}, {counted(threads, 'thread')}")
         weights = class_weights(split.class_counts(0), config.class_weighting)
         pixels = TrainingPixels.from_split(split)
         lookups = {"train": split.labels_of(0), "validation": split.labels_of(1)}
@@ -300,10 +304,12 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
     if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
                                                    expected["bands_per_date"]):
         raise LcfusionError(
-            f"the model expects {expected['n_dates']} dates x {expected['bands_per_date']} bands "
-            f"({expected['n_dates'] * expected['bands_per_date']} channels) but the rasters give "
-            f"{series.n_dates} dates x {series.bands_per_date} bands ({series.n_channels} "
-            "channels); give the same dates and bands, in the same order, as for training",
+            f"the model expects {counted(expected['n_dates'], 'date')} x "
+            f"{counted(expected['bands_per_date'], 'band')} "
+            f"({counted(expected['n_dates'] * expected['bands_per_date'], 'channel')}) but the "
+            f"rasters give {counted(series.n_dates, 'date')} x "
+            f"{counted(series.bands_per_date, 'band')} ({counted(series.n_channels, 'channel')}); "
+            "give the same dates and bands, in the same order, as for training",
             "INPUT")
     if series.band_names != expected["band_names"]:
         reporter.warning(f"band names differ from training ({', '.join(series.band_names)} vs "
@@ -331,8 +337,8 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     series = TimeSeries(spec.with_gapfill(bool(trained.get("gapfill"))), "INPUT")
     reporter.info(f"time series: {series.describe()}")
     check_series_matches(metadata, series, reporter)
-    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "
-                  f"{device.type}, {threads} thread(s)")
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
+                  f"{device.type}, {counted(threads, 'thread')}")
     predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)
     with series.open() as reader:
         return classify_to_files(predictor, reader, series.grid, classes, class_map, confidence,

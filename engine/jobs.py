@@ -86,7 +86,8 @@ def settings_from(cls, values: dict[str, Any], presets: dict[str, dict] | None =
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise LcfusionError(f"unknown setting(s) {', '.join(unknown)}; known: "
+        raise LcfusionError(f"unknown {'setting' if len(unknown) == 1 else 'settings'} "
+                            f"{', '.join(unknown)}; known: "
                             f"{', '.join(sorted(known))}")
     merged = {k: v for k, v in values.items() if v is not None}
     if preset:

@@ -26,6 +26,7 @@ from .reference import ReferenceSpec, load_reference
 from .splits import PARTS, ObjectSplit, SplitConfig, SplitReference
 from .tiling import TilePredictor, predict_pixels, write_class_map
 from .training import Batch, FitConfig, FitResult, RunContext, fit
+from .wording import counted
 
 
 def model_output(job: Job) -> Path:
@@ -79,8 +80,9 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
                     tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family})
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
-    reporter.info(f"class map written to {class_map} ({pixels:,} pixels in {seconds:.1f} s, "
-                  f"{pixels / max(seconds, 1e-9):,.0f} pixels per second)")
+    speed = round(pixels / max(seconds, 1e-9))
+    reporter.info(f"class map written to {class_map} ({counted(pixels, 'pixel', thousands=True)} "
+                  f"in {seconds:.1f} s, {counted(speed, 'pixel', thousands=True)} per second)")
     result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json(), "SECONDS": seconds}
     if confidence:
         result["OUTPUT_CONFIDENCE"] = str(confidence)
@@ -93,13 +95,15 @@ def split_reference(job: Job, grid: Grid, split_config: SplitConfig, scratch: Pa
     reference = load_reference(ReferenceSpec.from_json(job.section("reference")), grid,
                                scratch, reporter)
     classes = reference.classes
-    reporter.info(f"{reference.n_features} reference features, {len(classes)} classes: "
+    reporter.info(f"{counted(reference.n_features, 'reference feature')}, "
+                  f"{counted(len(classes), 'class')}: "
                   + ", ".join(f"{c.code} {c.name}" for c in classes))
     split = SplitReference(reference, ObjectSplit(split_config).assign(
         reference.object_class, reference.present_objects(), classes, reference.object_area))
     for row in split.summary():
         reporter.info(f"  {row['name']}: " + ", ".join(
-            f"{p} {row[p + '_objects']} polygons / {row[p + '_pixels']} px" for p in PARTS))
+            f"{p} {counted(row[p + '_objects'], 'polygon')} / {row[p + '_pixels']} px"
+            for p in PARTS))
     return split
 
 
@@ -261,7 +265,6 @@ def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, archi
     }
     save_model(path, metadata, model.state_dict())
     reporter.progress(1.0, "done")
-    reporter.info(f"model written to {path}")
     outputs = {"OUTPUT_MODEL": str(path), "CLASSES": split.reference.classes.to_json()}
     if accuracy:
         outputs.update(OA=accuracy.overall_accuracy, KAPPA=accuracy.kappa,

@@ -16,6 +16,7 @@ from sklearn.metrics import (
 )
 
 from .classes import ClassTable
+from .wording import counted
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Accuracy:
     def summary(self) -> str:
         kappa = "n/a" if self.kappa is None else f"{self.kappa:.4f}"
         return (f"OA {self.overall_accuracy:.4f}, Kappa {kappa}, mean F1 {self.mean_f1:.4f} "
-                f"on {self.n_pixels} test pixels")
+                f"on {counted(self.n_pixels, 'test pixel')}")
 
 
 def compute_accuracy(reference: np.ndarray, predicted: np.ndarray,

@@ -44,6 +44,7 @@ from .series import SeriesSpec
 from .splits import SplitReference, preset_split
 from .staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .training import FitResult, RunContext
+from .wording import counted
 
 FAMILY = "mrfusion"
 
@@ -158,9 +159,10 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                     "ms": "MS branch only (ablation)"}[config.branches]
         reporter.info(f"MRFusion: {branches}, PAN patch {config.patch_size} x "
                       f"{config.patch_size}, MS patch {architecture.ms_patch_size} x "
-                      f"{architecture.ms_patch_size} x {pair.ms_bands} bands, {len(classes)} "
-                      f"classes, {sum(p.numel() for p in model.parameters()):,} parameters; "
-                      f"{device.type}, {threads} thread(s)")
+                      f"{architecture.ms_patch_size} x {counted(pair.ms_bands, 'band')}, "
+                      f"{counted(len(classes), 'class')}, "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters; "
+                      f"{device.type}, {counted(threads, 'thread')}")
         with pair.open() as reader:
             normalizer = PanMsNormalizer.fit(reader, rng)
             pixels = TrainingPixels.from_split(split, _labelled_with_data(reader, split,
@@ -265,8 +267,9 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     pair = read_pair(job.section("inputs"))
     _log_pair(pair, reporter)
     pair.check_model(metadata["inputs"], model.config.ratio, reporter)
-    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes, branches "
-                  f"{model.config.branches}) on {device.type}, {threads} thread(s)")
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
+                  f"branches {model.config.branches}) on {device.type}, "
+                  f"{counted(threads, 'thread')}")
     predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
     with pair.open() as reader:
         return classify_to_files(predictor, reader, pair.grid, classes, class_map, confidence,

@@ -64,7 +64,9 @@ class PercentileNormalizer:
         empty = np.flatnonzero(~seen)
         if empty.size:
             raise LcfusionError(
-                f"channel(s) {', '.join(str(i + 1) for i in empty[:10])} hold no valid value "
+                f"{'channel' if empty.size == 1 else 'channels'} "
+                f"{', '.join(str(i + 1) for i in empty[:10])} "
+                f"{'holds' if empty.size == 1 else 'hold'} no valid value "
                 "anywhere (nodata everywhere); remove the empty dates or bands",
                 reader.series.parameter)
         low = np.nanpercentile(values, percentiles[0], axis=1)

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from .errors import CancelledError, LcfusionError
 from .progress import Reporter
 from .rasters import reflect_indices
+from .wording import counted
 
 PACK_FILE = "pack.json"
 PACK_VERSION = 1
@@ -161,7 +162,7 @@ class PackWriter:
                                     "chunks": chunks}
         reporter.info(f"packed {source.name}: {total} blocks of {b} x {b} px x "
                       f"{source.channels} channels (of {source.height} x {source.width} px) "
-                      f"in {len(chunks)} chunk(s)")
+                      f"in {counted(len(chunks), 'chunk')}")
 
     def add_table(self, name: str, **columns: np.ndarray) -> None:
         self._save(name, **columns)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LcfusionError
+from .wording import counted
 
 PROFILES_ENV = "LCFUSION_PROFILES"
 KINDS = ("local", "mpi", "ssh", "slurm")
@@ -99,10 +100,10 @@ class ComputeProfile:
             return "local: a child process on this machine"
         where = f"{self.user + '@' if self.user else ''}{self.host}" if self.host else "here"
         if self.kind == "mpi":
-            return f"mpi: mpirun with {self.ranks} rank(s) on this machine"
+            return f"mpi: mpirun with {counted(self.ranks, 'rank')} on this machine"
         if self.kind == "ssh":
-            return f"ssh: mpirun with {self.ranks} rank(s) on {where}"
-        return (f"slurm: {self.nodes} node(s) x {self.ranks} rank(s)"
+            return f"ssh: mpirun with {counted(self.ranks, 'rank')} on {where}"
+        return (f"slurm: {counted(self.nodes, 'node')} x {counted(self.ranks, 'rank')}"
                 f"{' on partition ' + self.partition if self.partition else ''} via {where}")
 
     def to_json(self) -> dict[str, Any]:
@@ -118,7 +119,8 @@ class ComputeProfile:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(known) - {"name"})
         if unknown:
-            raise LcfusionError(f"compute profile {name!r}: unknown key(s) "
+            raise LcfusionError(f"compute profile {name!r}: unknown "
+                                f"{'key' if len(unknown) == 1 else 'keys'} "
                                 f"{', '.join(unknown)}; known: "
                                 f"{', '.join(sorted(set(known) - {'name'}))}", "COMPUTE")
         values: dict[str, Any] = {}

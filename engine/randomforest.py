@@ -58,6 +58,7 @@ from .splits import SplitReference, preset_split
 from .training import FitResult
 from .twinns import TWINNSInputs
 from .twinns import inputs_for_model as twinns_inputs_for_model
+from .wording import counted
 
 FAMILY = "randomforest"
 SOURCES = ("s2", "s1s2", "panms")
@@ -247,8 +248,10 @@ def fill_values_of(x: np.ndarray, names: list[str], reporter: Reporter) -> np.nd
     sums = np.where(known, x, 0.0).sum(axis=0, dtype=np.float64)
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        reporter.warning(f"{empty.size} feature(s) have no value in the training sample (for "
-                         f"example {names[empty[0]]}); they are set to 0")
+        reporter.warning(f"{counted(int(empty.size), 'feature')} "
+                         f"{'has' if empty.size == 1 else 'have'} no value in the training "
+                         f"sample (for example {names[empty[0]]}); "
+                         f"{'it is' if empty.size == 1 else 'they are'} set to 0")
     return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
@@ -298,15 +301,15 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
                 raise LcfusionError("the training polygons cover no pixel with data",
                                     "REFERENCE")
             counts = np.bincount(sample.classes, minlength=len(classes))
-            reporter.info(f"training sample: {sample.size} pixels (at most "
+            reporter.info(f"training sample: {counted(sample.size, 'pixel')} (at most "
                           f"{config.samples_per_class} per class): " + ", ".join(
                               f"{c.name} {counts[c.index]}" for c in classes))
-            reporter.info(f"Random Forest: {config.n_trees} trees, maximum depth "
+            reporter.info(f"Random Forest: {counted(config.n_trees, 'tree')}, maximum depth "
                           f"{config.max_depth or 'unlimited'}, {config.max_features} of "
                           f"{len(names)} features ({features.kind}"
                           + (f", patches {features.size} x {features.size}"
                              if features.kind != "pixel" else "")
-                          + f") per split, {threads} thread(s)")
+                          + f") per split, {counted(threads, 'thread')}")
             reporter.progress(0.25, "training the forest")
             forest, importance, depth = fit_forest(x, sample.classes, len(classes), config,
                                                    split_config.seed, threads, names, reporter)
@@ -393,8 +396,8 @@ def classify_randomforest(job: Job, reporter: Reporter) -> dict:
         raise LcfusionError(f"the layers give {count} features but the model expects "
                             f"{forest.n_features}; give the same layers as for training",
                             "MODEL")
-    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes, "
-                  f"{forest.n_trees} trees, {features.kind} features)")
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
+                  f"{counted(forest.n_trees, 'tree')}, {features.kind} features)")
     predictor = ForestTilePredictor(forest, features, config.tile_size)
     with inputs.open() as stack:
         return classify_to_files(predictor, stack, inputs.grid, classes, class_map, confidence,

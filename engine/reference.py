@@ -14,6 +14,7 @@ from .classes import NODATA_UINT16, ClassTable, normalize_color
 from .errors import LcfusionError
 from .progress import NullReporter, Reporter
 from .rasters import Grid, iter_windows, write_profile
+from .wording import counted
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -199,7 +200,7 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
         objects_layer.CreateFeature(out)
     del source
     for reason, count in sorted(skipped.items()):
-        reporter.warning(f"{count} reference feature(s) skipped: {reason}")
+        reporter.warning(f"{counted(count, 'reference feature')} skipped: {reason}")
     if not values and n_features and skipped["no class value"] == n_features:
         raise LcfusionError(
             f"the class field {spec.class_field!r} is empty (NULL) in all {n_features} "
@@ -234,8 +235,9 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
             "layer's CRS is right", "REFERENCE")
     missing = int(np.count_nonzero(object_pixels[1:] == 0))
     if missing:
-        reporter.info(f"{missing} of {len(values)} polygons cover no pixel centre of the "
-                      "rasters and are left out")
+        reporter.info(f"{missing} of {counted(len(values), 'polygon')} "
+                      f"{'covers' if missing == 1 else 'cover'} no pixel centre of the rasters "
+                      f"and {'is' if missing == 1 else 'are'} left out")
     return Reference(classes, object_class, object_area, object_pixels, objects_path, pixels,
                      n_features)
 
@@ -303,5 +305,6 @@ def _scan_objects(path: Path, grid: Grid, n_objects: int, reporter: Reporter):
         empty = np.zeros(0, dtype=np.int32)
         return LabelledPixels(empty, empty, empty), object_pixels
     pixels = LabelledPixels(np.concatenate(rows), np.concatenate(cols), np.concatenate(objects))
-    reporter.debug(f"{len(pixels)} labelled pixels in {np.count_nonzero(object_pixels)} objects")
+    reporter.debug(f"{counted(len(pixels), 'labelled pixel')} in "
+                   f"{counted(int(np.count_nonzero(object_pixels)), 'object')}")
     return pixels, object_pixels

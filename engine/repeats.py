@@ -4,7 +4,8 @@ Every train command runs through `run_training`: with ``split.repeats`` = k > 1 
 training runs k times, on the splits of seeds seed, seed + 1, ... (the papers use 10). The model
 kept is the one of the first split; the accuracy outputs become the mean over the k splits, with
 their standard deviations, and the model records every run under ``repeats``. The HTML training
-report is written from the final model's metadata.
+report is written from the final model's metadata. Only the kept model is named in the log: the
+other splits' models are temporary.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .modelfile import load_model, save_model
 from .modelheader import read_metadata
 from .outputs import check_writable
 from .progress import Reporter
+from .wording import counted
 
 METRICS = ("overall_accuracy", "kappa", "mean_f1")
 #: The train command's numeric outputs for each metric.
@@ -71,6 +73,8 @@ def run_training(job: Job, reporter: Reporter, train: Callable[[Job, Reporter], 
         outputs = train(job, reporter)
     else:
         outputs = _train_repeatedly(job, reporter, train, repeats)
+    if outputs.get("OUTPUT_MODEL"):
+        reporter.info(f"model written to {outputs['OUTPUT_MODEL']}")
     if report is not None and outputs.get("OUTPUT_MODEL"):
         from .report import write_training_report
 
@@ -107,8 +111,8 @@ def _train_repeatedly(job: Job, reporter: Reporter, train: Callable[[Job, Report
     for metric in METRICS:
         mean, std = summary["mean"][metric], summary["std"][metric]
         if mean is not None:
-            reporter.info(f"{metric.replace('_', ' ')} over {repeats} splits: {mean:.4f} "
-                          f"± {std:.4f}")
+            reporter.info(f"{metric.replace('_', ' ')} over {counted(repeats, 'split')}: "
+                          f"{mean:.4f} ± {std:.4f}")
     metadata, state = load_model(model, parameter="OUTPUT_MODEL")
     metadata["repeats"] = {"runs": runs, **summary}
     save_model(model, metadata, state)

@@ -566,16 +566,17 @@ def _write_raster(
     tags: dict[str, str] | None = None,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
 ) -> None:
-    """Write a (bands, rows, cols) array as a tiled, DEFLATE-compressed GeoTIFF."""
+    """Write a (bands, rows, cols) array as a tiled, DEFLATE-compressed GeoTIFF (the colour
+    table before the pixels: libtiff refuses it once a block is written)."""
     count, height, width = data.shape
     grid = Grid(crs.to_wkt(), transform.to_gdal(), width, height)
     with rasterio.open(path, "w", **write_profile(grid, count, data.dtype.name, nodata)) as dst:
-        dst.write(data)
+        if colormap:
+            dst.write_colormap(1, colormap)
         dst.descriptions = tuple(descriptions)
         if tags:
             dst.update_tags(**tags)
-        if colormap:
-            dst.write_colormap(1, colormap)
+        dst.write(data)
 
 
 def _write_reference(

@@ -22,6 +22,7 @@ from .rasters import (
     read_reflect,
     same_crs,
 )
+from .wording import counted
 
 _DATE_PATTERNS = (
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
@@ -124,8 +125,9 @@ class TimeSeries:
         bands = sum(info.count for info in infos)
         if bands != self.n_dates or (len(infos) > 1 and any(i.count != 1 for i in infos)):
             raise LcfusionError(
-                f"the mask gives {bands} band(s) in {len(infos)} raster(s) but the series has "
-                f"{self.n_dates} dates; give one single-band mask per date, or one mask stack "
+                f"the mask gives {counted(bands, 'band')} in {counted(len(infos), 'raster')} "
+                f"but the series has {counted(self.n_dates, 'date')}; give one single-band "
+                "mask per date, or one mask stack "
                 "with one band per date, in the same order", parameter)
         return infos
 

@@ -34,6 +34,7 @@ from .pack import PACK_FILE, ArraySource, PackWriter, SamplePack
 from .profiles import LOCAL, ComputeProfile
 from .progress import FollowerReporter, Reporter
 from .training import FitResult, RunContext
+from .wording import counted
 
 PACK_FOLDER = "pack"
 CHECKPOINT = "checkpoint.pt"
@@ -199,7 +200,7 @@ def fit_packed_job(job: Job, reporter: Reporter) -> dict:
     settings = metadata["settings"]
     gpus = int(job.section("compute").get("gpus_per_node", 0))
     if gpus and not torch.cuda.is_available():
-        raise LcfusionError(f"the profile gives {gpus} GPU(s) per node but torch "
+        raise LcfusionError(f"the profile gives {counted(gpus, 'GPU')} per node but torch "
                             f"{torch.__version__} on {socket.gethostname()} sees none; install "
                             "a CUDA build of torch there, or set the profile's GPUs to 0",
                             "COMPUTE")
@@ -211,7 +212,8 @@ def fit_packed_job(job: Job, reporter: Reporter) -> dict:
         threads = configure_threads(_threads_per_rank(int(settings.get("threads", 0)),
                                                       local_ranks))
         reporter.info(f"rank {ranks.rank} of {ranks.size} on {ranks.device} "
-                      f"({ranks.backend or 'single process'}), {threads} thread(s) per rank")
+                      f"({ranks.backend or 'single process'}), "
+                      f"{counted(threads, 'thread')} per rank")
         context = RunContext(ranks, checkpoint=job.folder / CHECKPOINT)
         model, result = module.fit_packed(pack, context, ranks.device, reporter)
         digests = ranks.gather(parameter_digest(model))
@@ -231,8 +233,8 @@ def fit_packed_job(job: Job, reporter: Reporter) -> dict:
                 "backend": ranks.backend, "device": ranks.device.type,
                 "torch": torch.__version__}, indent=1), encoding="utf-8")
             same = len(set(digests)) == 1
-            reporter.info(f"model written to {model_path}; the weights are "
-                          f"{'identical' if same else 'DIFFERENT'} on the {ranks.size} rank(s)")
+            reporter.info(f"the weights are {'identical' if same else 'DIFFERENT'} on the "
+                          f"{counted(ranks.size, 'rank')}")
             if not same:
                 reporter.warning("the ranks ended with different weights: "
                                  + ", ".join(digests))

@@ -205,6 +205,7 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
         out_conf = (stack.enter_context(rasterio.open(
             conf_tmp, "w", **write_profile(grid, 1, "float32", float("nan"))))
             if conf_tmp else None)
+        describe_outputs(out_map, out_conf, classes, tags)
         stack.enter_context(block_cache_share([out_map] + ([out_conf] if out_conf else [])))
         inferred = stack.enter_context(classifying(predictor, reader, cores))
         for done, (core, probs, valid) in enumerate(inferred, start=1):
@@ -216,11 +217,18 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
                 conf[~valid] = np.nan
                 out_conf.write(conf, 1, window=core)
             reporter.progress(done / len(cores), "classifying")
-        out_map.write_colormap(1, {c.code: (*c.rgb(), 255) for c in classes})
-        out_map.update_tags(LCFUSION_CLASSES=json.dumps(classes.to_json()), **(tags or {}))
-        out_map.set_band_description(1, "class")
-        if out_conf is not None:
-            out_conf.set_band_description(1, "confidence (maximum class probability)")
+
+
+def describe_outputs(out_map: Any, out_conf: Any | None, classes: ClassTable,
+                     tags: dict[str, str] | None) -> None:
+    """The class map's colour table, class table and band names (+ the confidence's), set
+    before any block is written: libtiff cannot change the photometric interpretation a
+    colour table implies once GDAL has flushed a block (on a scene larger than its cache)."""
+    out_map.write_colormap(1, {c.code: (*c.rgb(), 255) for c in classes})
+    out_map.update_tags(LCFUSION_CLASSES=json.dumps(classes.to_json()), **(tags or {}))
+    out_map.set_band_description(1, "class")
+    if out_conf is not None:
+        out_conf.set_band_description(1, "confidence (maximum class probability)")
 
 
 def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray

@@ -21,6 +21,7 @@ from .devices import autocast
 from .distributed import Ranks
 from .errors import LcfusionError
 from .progress import Reporter
+from .wording import counted
 
 #: Inputs (one tensor, or a tuple of tensors for a multi-input model) and labels.
 Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]
@@ -134,7 +135,8 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         saved = load_checkpoint(context.checkpoint)
         if saved["world"] != ranks.size:
             raise LcfusionError(
-                f"the checkpoint {context.checkpoint} was written by {saved['world']} rank(s) "
+                f"the checkpoint {context.checkpoint} was written by "
+                f"{counted(saved['world'], 'rank')} "
                 f"but this run has {ranks.size}; use the same number of ranks to resume, or "
                 "delete the checkpoint to start afresh", "COMPUTE")
         module.load_state_dict(saved["model"])
@@ -208,6 +210,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
                   f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
     speed = trained / max(seconds, 1e-9)
     if trained:
-        reporter.info(f"trained on {trained:,} samples in {seconds:.1f} s ({speed:,.0f} samples "
-                      f"per second on {ranks.size} rank(s), {device.type})")
+        reporter.info(f"trained on {counted(trained, 'sample', thousands=True)} in "
+                      f"{seconds:.1f} s ({counted(round(speed), 'sample', thousands=True)} per "
+                      f"second on {counted(ranks.size, 'rank')}, {device.type})")
     return FitResult(best_state, best_epoch, history, seconds, first_epoch - 1, speed)

@@ -47,6 +47,7 @@ from .sources import (
 from .splits import SplitReference, preset_split
 from .staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .training import FitResult, RunContext
+from .wording import counted
 
 FAMILY = "twinns"
 SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
@@ -258,7 +259,7 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                       f"(alpha {config.alpha:g}), patches {config.patch_size} x "
                       f"{config.patch_size}, {len(classes)} classes, "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; "
-                      f"{device.type}, {threads} thread(s)")
+                      f"{device.type}, {counted(threads, 'thread')}")
         with inputs.s1.open() as s1, inputs.s2.open() as s2:
             readers = [s1, s2]
             normalizers = fit_normalizers(readers, rng)
@@ -362,8 +363,8 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
     inputs = inputs_for_model(job.section("inputs"), metadata)
     for line in inputs.describe():
         reporter.info(line)
-    reporter.info(f"classifying with {model_path.name} ({len(classes)} classes) on "
-                  f"{device.type}, {threads} thread(s)")
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
+                  f"{device.type}, {counted(threads, 'thread')}")
     predictor = BatchedPatchPredictor(model, normalizers, device, model.config.patch_size,
                                       config.tile_size)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:

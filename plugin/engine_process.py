@@ -15,6 +15,7 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
+from .console import ConsoleLine
 from .settings import engine_python, package_name, plugin_root
 
 TERMINATE_GRACE_SECONDS = 10.0
@@ -71,12 +72,15 @@ def pump(stream, sink: queue.Queue, tag: str) -> None:
 
 
 class EngineProcess:
-    """One engine child process: start, relay events, cancel on request."""
+    """One engine child process: start, relay events, cancel on request. Its debug events and
+    stderr reach the feedback when `verbose` (the context's verbose log level)."""
 
     def __init__(self, command: str, job_path: Path, feedback: QgsProcessingFeedback,
-                 python: str | None = None):
+                 python: str | None = None, verbose: bool = False):
         self.args = engine_command(command, job_path, python)
         self.feedback = feedback
+        self.verbose = verbose
+        self.console = ConsoleLine(feedback)
         self._stage = ""
 
     def run(self) -> EngineRun:
@@ -106,6 +110,7 @@ class EngineProcess:
             while open_streams:
                 if self.feedback.isCanceled() and not run.cancelled:
                     run.cancelled = True
+                    self.console.end_line()
                     self.feedback.pushInfo("Cancelling: stopping the engine…")
                     terminate(process)
                 try:
@@ -116,12 +121,13 @@ class EngineProcess:
                     open_streams -= 1
                 elif tag == "err":
                     stderr_tail.append(line)
-                    self.feedback.pushDebugInfo(line)
+                    self._debug(line)
                 else:
                     self._handle(line, run)
         finally:
             if process.poll() is None:
                 terminate(process)
+            self.console.end_line()
         run.returncode = process.wait()
         for stream in (process.stdout, process.stderr):
             stream.close()  # both readers saw the end of their stream
@@ -132,30 +138,41 @@ class EngineProcess:
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
-            self.feedback.pushConsoleInfo(line)
-            return
+            event = None
         if not isinstance(event, dict):
+            self.console.end_line()
             self.feedback.pushConsoleInfo(line)
             return
         kind = event.get("event")
         if kind == "progress" and isinstance(event.get("percent"), (int, float)):
             self.feedback.setProgress(float(event["percent"]))
+            self.console.progressed(float(event["percent"]))
             stage = str(event.get("stage") or "")
             if stage and stage != self._stage:
                 self._stage = stage
+                self.console.end_line()
                 self.feedback.setProgressText(stage)
         elif kind == "log":
             message, level = str(event.get("message", "")), event.get("level")
+            if level != "debug":
+                self.console.end_line()
             if level == "warning":
                 self.feedback.pushWarning(message)
             elif level == "debug":
-                self.feedback.pushDebugInfo(message)
+                self._debug(message)
             else:
                 self.feedback.pushInfo(message)
         elif kind == "result":
             run.outputs = dict(event.get("outputs") or {})
         elif kind == "error":
             run.failure = EngineFailure(str(event.get("message", "")), event.get("parameter"))
+
+    def _debug(self, line: str) -> None:
+        """The engine's details and its stderr, shown at the verbose log level only (a crash
+        quotes the end of stderr in its error)."""
+        if self.verbose:
+            self.console.end_line()
+            self.feedback.pushDebugInfo(line)
 
 
 def terminate(process: subprocess.Popen) -> None:

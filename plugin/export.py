@@ -33,6 +33,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import Qt
 
+from ..engine.wording import counted
+
 
 def local_raster_path(layer: QgsRasterLayer) -> str | None:
     """The GDAL file behind `layer`, or None when it is not a plain local file."""
@@ -161,13 +163,14 @@ def export_polygons(source: QgsProcessingFeatureSource, fields: list[str], targe
         writer.addFeature(out, QgsFeatureSink.FastInsert)
         exported.count += 1
     del writer
-    for ids, what in ((exported.repaired, "invalid reference polygon(s) repaired (Make Valid)"),
-                      (exported.without_polygon, "reference feature(s) without a polygon left "
-                                                 "out"),
-                      (exported.unprojectable, "reference feature(s) that cannot be reprojected "
-                                               f"to {crs.authid()} left out")):
+    for ids, noun, what in (
+            (exported.repaired, "invalid reference polygon", "repaired (Make Valid)"),
+            (exported.without_polygon, "reference feature", "without a polygon left out"),
+            (exported.unprojectable, "reference feature",
+             f"that cannot be reprojected to {crs.authid()} left out")):
         if ids:
-            feedback.pushWarning(f"{len(ids)} {what}: feature id(s) {listing(ids)}.")
+            feedback.pushWarning(f"{counted(len(ids), noun)} {what}: feature "
+                                 f"{'id' if len(ids) == 1 else 'ids'} {listing(ids)}.")
     return exported
 
 

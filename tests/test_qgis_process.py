@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import rasterio
 from helpers import two_rank_profiles
+from osgeo import gdal
 
 import lcfusion
 from lcfusion.engine.modelheader import read_header
@@ -145,6 +147,69 @@ def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lcfusion"]
 
 
+#: What a terminal shows of a run that went wrong, or of progress dots run into text.
+ERROR_LINE = re.compile(r"error", re.IGNORECASE)
+GLUED = re.compile(r"^[.\d]*\.[.\d]*[A-Za-z]|^\d+[A-Za-z]|\d[a-z]{2,}")
+#: A count of one with a plural noun ("1 polygons"), or a plural left open ("rank(s)").
+ONE_PLURAL = re.compile(r"(?<![\d.,])1 (?:[a-z-]+ )?(?:polygons|pixels|features|dates|bands|"
+                        r"ranks|threads|chunks|splits|classes|objects|samples|epochs|trees|"
+                        r"nodes|rasters|layers|values|channels|parameters)\b|\(s\)")
+
+
+def assert_quiet(result: subprocess.CompletedProcess) -> None:
+    """A successful run as a user reads it: no error line, each message on its own line, counts
+    in the right grammatical number, no temporary file named."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    for line in lines:
+        assert not ERROR_LINE.search(line), line
+        assert not GLUED.search(line), line
+        assert not ONE_PLURAL.search(line), line
+        assert ".lcfusion-partial-" not in line and "lcfusion-job-" not in line, line
+
+
+def test_a_successful_run_prints_no_noise(qgis_env, scene, tmp_path):
+    """Training with repeated splits, then classifying a scene whose map GDAL writes out
+    block by block (a block cache smaller than the map, as with a large scene)."""
+    model = tmp_path / "model.lcfusion"
+    trained = qgis_process(qgis_env, "run", "lcfusion:trainfgunet", *series_arguments(scene),
+                           f"--REFERENCE={scene.reference_path}", "--CLASS_FIELD=class_id",
+                           "--NAME_FIELD=class_name", "--EPOCHS=1", "--PATCHES_PER_EPOCH=16",
+                           "--VALIDATION_PATCHES=8", "--PATCH_SIZE=32", "--TILE_SIZE=128",
+                           "--REPEATS=2", f"--OUTPUT_MODEL={model}")
+    assert_quiet(trained)
+    written = [line for line in trained.stdout.splitlines() if "model written to" in line]
+    assert written == [f"model written to {model}"]
+    assert "1 polygon / " in trained.stdout  # a part of one polygon, in the singular
+    assert "over 2 splits" in trained.stdout
+    assert "labelled pixels in" not in trained.stdout  # the engine's details need --verbose
+
+    classified = qgis_process({**qgis_env, "GDAL_CACHEMAX": "0"}, "run",
+                              "lcfusion:classifyfgunet", *series_arguments(scene),
+                              f"--MODEL={model}", "--TILE_SIZE=64",
+                              f"--OUTPUT={tmp_path / 'map.tif'}")
+    assert_quiet(classified)
+    with rasterio.open(tmp_path / "map.tif") as ds:
+        assert ds.colorinterp[0].name == "palette" and ds.colormap(1)[1][:3] != (0, 0, 0)
+
+
+def test_a_failed_run_prints_its_error_once(qgis_env, scene, tmp_path):
+    """An error raised while the algorithm runs (a class with two polygons) is printed once;
+    --verbose adds the engine's details."""
+    reference = tmp_path / "reference.gpkg"
+    gdal.VectorTranslate(str(reference), str(scene.reference_path), SQLDialect="SQLite",
+                         SQLStatement="SELECT * FROM reference WHERE class_id <> 3 OR fid IN "
+                                      "(SELECT fid FROM reference WHERE class_id = 3 LIMIT 2)")
+    result = qgis_process(qgis_env, "--verbose", "run", "lcfusion:trainfgunet",
+                          *series_arguments(scene), f"--REFERENCE={reference}",
+                          "--CLASS_FIELD=class_id", f"--OUTPUT_MODEL={tmp_path / 'model.lcfusion'}")
+    assert result.returncode != 0
+    assert "3404 labelled pixels in 37 objects" in result.stdout
+    output = result.stdout + result.stderr
+    assert output.count("too few polygons per class") == 1, output
+    assert "ERROR:\tReference polygons [REFERENCE]: too few polygons" in result.stderr
+
+
 def test_an_engine_without_torch_is_refused_with_the_fix(qgis_env, scene, tmp_path):
     """Headless, the environment check says what to do instead of offering the action."""
     env = {**qgis_env, "LCFUSION_PYTHON": "/nonexistent/bin/python3"}
@@ -170,8 +235,8 @@ def test_training_on_a_compute_profile_headless(qgis_env, scene, tmp_path):
                           "--PATCH_SIZE=32", "--TILE_SIZE=128", "--COMPUTE=two",
                           f"--OUTPUT_MODEL={model}")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Compute profile two: mpi: mpirun with 2 rank(s)" in result.stdout
-    assert "the weights are identical on the 2 rank(s)" in result.stdout
+    assert "Compute profile two: mpi: mpirun with 2 ranks" in result.stdout
+    assert "the weights are identical on the 2 ranks" in result.stdout
     assert read_header(model).family == "fgunet"
     unknown = qgis_process(env, "run", "lcfusion:trainfgunet", *series_arguments(scene),
                            f"--REFERENCE={scene.reference_path}", "--CLASS_FIELD=class_id",

@@ -50,6 +50,8 @@ from ...engine.jobs import write_job
 from ...engine.modelheader import SUFFIX, check_family, read_header
 from ...engine.outputs import check_writable, partial_files
 from ...engine.profiles import LOCAL, ComputeProfile, find_profile
+from ...engine.wording import counted
+from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
 from ..export import export_polygons, raster_path, renderer_colors
@@ -175,8 +177,9 @@ class SeriesBinding(Binding):
             dates, _ = series_shape(layers, bands)
             mask_bands = sum(layer.bandCount() for layer in masks)
             if mask_bands != dates:
-                return self.masks, (f"The mask layers give {mask_bands} band(s) but the "
-                                    f"{self.label} has {dates} dates; give one single-band mask "
+                return self.masks, (f"The mask layers give {counted(mask_bands, 'band')} but "
+                                    f"the {self.label} has {counted(dates, 'date')}; give one "
+                                    "single-band mask "
                                     "per date, or one stack with a band per date.")
         return None
 
@@ -191,9 +194,10 @@ class SeriesBinding(Binding):
             return None
         hint = (f" For a multi-date stack, set Bands per date to {wanted[1]}."
                 if len(layers) == 1 and not bands else "")
-        return self.layers, (f"The model expects {wanted[0]} dates x {wanted[1]} bands, but the "
-                             f"layers give {dates} dates x {per_date} bands; give the same dates "
-                             f"and bands as for training.{hint}")
+        return self.layers, (f"The model expects {counted(wanted[0], 'date')} x "
+                             f"{counted(wanted[1], 'band')}, but the layers give "
+                             f"{counted(dates, 'date')} x {counted(per_date, 'band')}; give the "
+                             f"same dates and bands as for training.{hint}")
 
     def to_job(self, alg, parameters, context, feedback, job):
         layers, bands = self.values(alg, parameters, context)
@@ -415,8 +419,8 @@ class ReferenceBinding(Binding):
         if exported.count == 0 and not feedback.isCanceled():
             raise QgsProcessingException(alg.where(self.layer) + no_polygons_reason(
                 source, crs, bool(exported.unprojectable)))
-        feedback.pushInfo(f"Reference polygons: {exported.count} features exported in "
-                          f"{crs.authid()}.")
+        feedback.pushInfo(f"Reference polygons: {counted(exported.count, 'feature')} exported "
+                          f"in {crs.authid()}.")
         colors = renderer_colors(alg.parameterAsVectorLayer(parameters, self.layer, context),
                                  class_field)
         job.sections["reference"] = {"path": str(target), "layer": "reference",
@@ -509,8 +513,8 @@ class ComputeBinding(Binding):
 
     def to_job(self, alg, parameters, context, feedback, job):
         profile = self.profile(alg, parameters, context)
-        feedback.pushInfo(f"Compute profile {profile.name}: {profile.describe()}")
-        if profile.distributed:
+        if profile.distributed:  # the default, here, goes without saying
+            feedback.pushInfo(f"Compute profile {profile.name}: {profile.describe()}")
             job.sections["compute"] = {"name": profile.name, **profile.to_json()}
 
 
@@ -913,7 +917,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 if feedback.isCanceled():
                     raise QgsProcessingException("Cancelled: no output was written.")
             job_path = write_job(folder, self.command, **draft.sections)
-            run = EngineProcess(self.command, job_path, feedback).run()
+            verbose = context.logLevel() == QgsProcessingContext.Verbose
+            run = EngineProcess(self.command, job_path, feedback, verbose=verbose).run()
             if not run.succeeded:
                 remove_partial_files(draft.sections["outputs"].values(), run.pid)
             self.raise_for(run)
@@ -921,6 +926,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 binding.finish(self, parameters, context, feedback, run.outputs)
             names = {output.name() for output in self.outputDefinitions()}
             return {k: v for k, v in run.outputs.items() if k in names and v is not None}
+        except QgsProcessingException as exc:
+            mute_error_copies(str(exc))
+            raise
         finally:
             if not os.environ.get(KEEP_JOBS_ENV):
                 shutil.rmtree(folder, ignore_errors=True)

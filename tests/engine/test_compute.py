@@ -132,7 +132,7 @@ def test_two_ranks_train_together(tmp_path, scene):
     outputs = train_mrfusion(Job.load(job), log)
     text = log.text()
     assert "2 ranks (gloo): learning rate 0.001 x 2 = 0.002 (linear scaling)" in text
-    assert "the weights are identical on the 2 rank(s)" in text
+    assert "the weights are identical on the 2 ranks" in text
     assert any(stage.startswith("epoch 3/3") for stage in log.stages), "progress streamed"
     history = load_model(model)[0]["training"]["history"]
     assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
@@ -154,7 +154,7 @@ def test_ssh_target_trains_and_brings_the_model_back(tmp_path, scene, ssh_server
     train_mrfusion(Job.load(job), log)
     text = log.text()
     assert f"staging the job to {ssh_server.host}:{ssh_server.port}: {remote}/lcfusion-" in text
-    assert "the weights are identical on the 2 rank(s)" in text
+    assert "the weights are identical on the 2 ranks" in text
     assert load_model(model)[0]["family"] == "mrfusion"
     assert remote.is_dir() and not list(remote.iterdir()), "remote job folder cleaned"
 
@@ -263,7 +263,7 @@ def test_a_profile_promising_gpus_fails_clearly_where_torch_sees_none(tmp_path, 
     with pytest.raises(LcfusionError) as error:
         train_mrfusion(Job.load(job), RecordingReporter())
     assert error.value.parameter == "COMPUTE"
-    assert "the profile gives 1 GPU(s) per node but torch" in error.value.message
+    assert "the profile gives 1 GPU per node but torch" in error.value.message
     assert "sees none" in error.value.message and not model.exists()
 
 

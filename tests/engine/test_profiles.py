@@ -64,7 +64,7 @@ def test_a_missing_file_gives_local_only(tmp_path):
     ('[profiles.a]\nkind = "cloud"', "unknown kind 'cloud'"),
     ('[profiles.a]\nkind = "ssh"', "an ssh profile needs a host"),
     ('[profiles.a]\nkind = "mpi"\nranks = 0', "ranks must be at least 1"),
-    ('[profiles.a]\nkind = "mpi"\nrank = 2', "unknown key(s) rank"),
+    ('[profiles.a]\nkind = "mpi"\nrank = 2', "unknown key rank"),
     ('[profiles.a]\nkind = "mpi"\nranks = "two"', "ranks = 'two' is not a valid int"),
     ('[profiles.a]\nkind = "slurm"\ntime_limit = "2 hours"', "is not a Slurm time"),
     ('[profiles.a]\nkind = "slurm"\nsbatch_lines = ["rm -rf /"]', "must each start with"),

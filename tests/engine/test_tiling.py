@@ -7,13 +7,17 @@ import pytest
 import rasterio
 from helpers import write_raster
 from osgeo import gdal
+from rasterio.crs import CRS
 
+from lcfusion.engine.classes import ClassTable
+from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.rasters import (
     MIN_BLOCK_CACHE,
+    Grid,
     block_cache_share,
     rows_block_cache,
 )
-from lcfusion.engine.tiling import balanced_steps, prefetched
+from lcfusion.engine.tiling import TilePredictor, balanced_steps, prefetched, write_class_map
 
 
 @pytest.mark.parametrize("size, tile, margin, expected", [
@@ -66,3 +70,42 @@ def test_block_cache_holds_rows_of_blocks_while_classifying(tmp_path):
         rows = src.block_shapes[0][0]
         assert gdal.GetCacheMax() == min(before, max(MIN_BLOCK_CACHE, 4 * rows * 5000 * 3 * 2))
     assert gdal.GetCacheMax() == before
+
+
+class ConstantPredictor(TilePredictor):
+    """Class 2 everywhere: the writer alone is under test."""
+
+    tile_size = 256
+
+    def load(self, reader, core):
+        return core
+
+    def infer(self, tile):
+        probs = np.zeros((2, int(tile.height), int(tile.width)), dtype=np.float32)
+        probs[1] = 1.0
+        return probs, np.ones(probs.shape[1:], dtype=bool)
+
+
+def test_a_class_map_larger_than_the_block_cache_keeps_its_palette_quietly(
+        tmp_path, monkeypatch, capfd):
+    """GDAL flushes blocks of a large map before the end: the colour table must come first,
+    or libtiff refuses it ("Cannot modify tag PhotometricInterpretation while writing")."""
+    monkeypatch.setenv("GDAL_CACHEMAX", "0")  # the user's setting: left as it is
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(0)
+    try:
+        classes = ClassTable.build([3, 7], {3: "water", 7: "forest"},
+                                   {3: "#1f78b4", 7: "#33a02c"})
+        grid = Grid(CRS.from_epsg(32631).to_wkt(), (600000.0, 10.0, 0.0, 5600000.0, 0.0, -10.0),
+                    768, 768)
+        class_map = tmp_path / "map.tif"
+        write_class_map(ConstantPredictor(), None, grid, classes, class_map,
+                        tmp_path / "confidence.tif", NullReporter())
+    finally:
+        gdal.SetCacheMax(before)
+    assert "GDAL" not in capfd.readouterr().err
+    with rasterio.open(class_map) as ds:
+        assert ds.colorinterp[0].name == "palette"
+        assert ds.colormap(1)[7][:3] == (0x33, 0xa0, 0x2c)
+        assert ds.descriptions == ("class",)
+        assert (ds.read(1) == 7).all()
