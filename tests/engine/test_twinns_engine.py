@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from helpers import twinns_inputs, twinns_train_job, write_raster
+from helpers import RecordingReporter, twinns_inputs, twinns_train_job, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
@@ -211,6 +211,26 @@ def test_band_roles_are_found_in_the_descriptions(names, roles):
     """Common names and the codes of a known sensor identify roles; codes whose sensor is
     unknown (Landsat 8 and 4-7 number the same bands differently) identify none."""
     assert identify_roles(names) == roles
+
+
+def test_twinns_indices_follow_the_descriptions_of_other_bands(tmp_path, scene):
+    """Blue, green, red and NIR bands named by their common names: the indices they allow are
+    added, the others left out with a warning naming the missing roles and BAND_ROLES."""
+    s2 = []
+    for source in scene.s2_paths[:2]:
+        with rasterio.open(source) as src:
+            data, t = src.read((1, 2, 3, 7)), src.transform
+        s2.append(str(write_raster(tmp_path / source.name, data, origin=(t.c, t.f), pixel=t.a,
+                                   descriptions=("Blue", "Green", "Red", "NIR"))))
+    reporter = RecordingReporter()
+    inputs = TWINNSInputs.from_job(
+        {"s1": {"paths": [str(p) for p in scene.s1_paths[:2]]}, "s2": {"paths": s2}}, None,
+        "db").with_indices(TWINNSTrainConfig().index_config(), reporter)
+    assert inputs.s2.indices.indices == ("NDVI", "NDWI", "BRIGHTNESS")
+    assert inputs.s2.channel_names() == ["Blue", "Green", "Red", "NIR", "NDVI", "NDWI",
+                                         "BRIGHTNESS"]
+    assert ("MNDWI, NDBI, NDRE not added: no band of the S2 layers is identified as rededge, "
+            "swir1") in reporter.text() and "[BAND_ROLES]" in reporter.text()
 
 
 def test_a_band_number_is_made_of_ascii_digits():
