@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -345,7 +346,7 @@ class RemoteJob:
         done = self.shell.run(["sh", "-c", SUBMIT_SCRIPT, "lcfusion-submit", self.folder,
                                *rank_command(self.profile, self.profile.total_ranks)])
         group = done.stdout.strip().splitlines()[-1]
-        if not group.isdigit():
+        if not re.fullmatch(r"[0-9]+", group):
             raise LcfusionError(f"the job did not start on {self.shell.where}: "
                                 f"{done.stdout.strip()} {done.stderr.strip()}", "COMPUTE")
         self.reporter.info(f"started {self.profile.describe()} (process group {group})")
@@ -402,7 +403,7 @@ class RemoteJob:
 
     def _exit_code(self, outcome: JobOutcome) -> bool:
         code = self._retrying(["cat", f"{self.folder}/{EXIT_FILE}"], check=False)
-        if code.returncode == 0 and code.stdout.strip().lstrip("-").isdigit():
+        if code.returncode == 0 and re.fullmatch(r"-?[0-9]+", code.stdout.strip()):
             outcome.exit_code = int(code.stdout.strip())
             return True
         return False

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .alignment import ALIGN_METHODS
 from .indices import INDICES as INDEX_ROLES
 from .indices import S2_ROLES
 
@@ -281,7 +282,7 @@ def index_roles(metadata: dict) -> None:
     roles = {**S2_ROLES, **metadata["inputs"]["indices"].get("roles", {})}
     for role in sorted({role for name in indices for role in INDEX_ROLES[name]}):
         band = roles[role].strip()
-        number = int(band) if band.isdecimal() and len(band) < 9 else 0
+        number = int(band) if re.fullmatch(r"[0-9]{1,8}", band) else 0
         if band not in bands and not 1 <= number <= len(bands):
             raise Invalid(f"inputs.indices.roles.{role}", f"names the band {shown(band)}, "
                                                           "which is not in inputs.s2")
@@ -323,6 +324,7 @@ ALIGNMENT = record({"ratio": integer(1, MAX_RATIO)},
                     "offset_cols": integer(-MAX_COUNT, MAX_COUNT),
                     "exact_ratio": number(), "misalignment": number()})
 PAN_MS = {"pan": PAN, "ms": MS, "alignment": ALIGNMENT}
+ALIGN_MS = {"align_ms": one_of(*ALIGN_METHODS)}
 CLASS = record({"index": integer(0, MAX_CLASSES), "code": integer(0, MAX_CODE), "name": text(),
                 "color": text("#[0-9A-Fa-f]{6}", "a colour #rrggbb")}, always=True)
 PER_CLASS = record({}, {"code": integer(0, MAX_CODE), "name": text(), "precision": RATE,
@@ -366,7 +368,7 @@ FAMILY_ENTRIES: dict[str, dict[str, Check]] = {
              "patch_size": integer(1, MAX_PATCH), "n_classes": integer(1, MAX_CLASSES)},
             {"branches": one_of(*MRFUSION_BRANCHES), "pan_widths": WIDTHS,
              "ms_widths": WIDTHS, "dropout": DROPOUT}),
-        "inputs": record({"pan": PAN, "ms": MS}, {"alignment": ALIGNMENT}),
+        "inputs": record({"pan": PAN, "ms": MS}, {"alignment": ALIGNMENT, **ALIGN_MS}),
         "normalization": record({"pan": PERCENTILES, "ms": PERCENTILES})},
     "twinns": {
         "architecture": record(
@@ -392,7 +394,7 @@ FAMILY_ENTRIES: dict[str, dict[str, Check]] = {
             "s2": record({"s2": FEATURE_SERIES, "indices": INDEX_CONFIG}),
             "s1s2": record({"s1": FEATURE_SERIES, "s2": FEATURE_SERIES, "indices": INDEX_CONFIG,
                             "s1_scale": one_of(*S1_SCALES)}),
-            "panms": record(PAN_MS)}),
+            "panms": record(PAN_MS, ALIGN_MS)}),
         "normalization": mapping(anything)},
 }
 

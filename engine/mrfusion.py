@@ -12,7 +12,7 @@ import torch
 from rasterio.windows import Window
 from torch import nn
 
-from .alignment import PanMsAlignment
+from .alignment import ALIGN_METHODS, PanMsAlignment
 from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
@@ -38,6 +38,7 @@ from .panms import (
     PanMsReader,
     PatchPairs,
     augment_pairs,
+    classification_alignment,
 )
 from .progress import Reporter
 from .series import SeriesSpec
@@ -67,11 +68,13 @@ class MRFusionTrainConfig:
     threads: int = 0
     tile_size: int = 256
     memory_limit_mb: int = 2048
+    align_ms: str = "none"
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
                                        "patch_size", "tile_size"),
-                       non_negative=("validation_samples",), choices={"branches": BRANCHES})
+                       non_negative=("validation_samples",),
+                       choices={"branches": BRANCHES, "align_ms": ALIGN_METHODS})
 
 
 #: The paper's values (Gaetano et al. 2018): 250 epochs, batch 64, Adam 2e-4, 30 % of each
@@ -88,6 +91,10 @@ class MRFusionClassifyConfig:
     tile_size: int = 256
     device: str = "auto"
     threads: int = 0
+    align_ms: str = "model"
+
+    def __post_init__(self) -> None:
+        check_settings(self, choices={"align_ms": ("model", *ALIGN_METHODS)})
 
 
 def check_patch_size(patch_size: int, ratio: int, branches: str) -> None:
@@ -117,9 +124,9 @@ def _batches(pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray, labels: np.n
                torch.from_numpy(labels[part].astype(np.int64)))
 
 
-def read_pair(inputs: dict) -> PanMsPair:
+def read_pair(inputs: dict, align_ms: str = "none") -> PanMsPair:
     return PanMsPair(SeriesSpec.from_json(inputs.get("pan") or {}),
-                     SeriesSpec.from_json(inputs.get("ms") or {}))
+                     SeriesSpec.from_json(inputs.get("ms") or {}), align_ms)
 
 
 def _log_pair(pair: PanMsPair, reporter: Reporter) -> None:
@@ -135,7 +142,7 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
     config = settings_from(MRFusionTrainConfig, settings, PRESETS)
     split_config = preset_split(job.section("split"), settings, PRESETS)
     model_path = model_output(job)
-    pair = read_pair(job.section("inputs"))
+    pair = read_pair(job.section("inputs"), config.align_ms)
     _log_pair(pair, reporter)
     check_patch_size(config.patch_size, pair.ratio, config.branches)
     if config.patch_size > min(pair.pan.width, pair.pan.height):
@@ -264,7 +271,8 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizer = load_mrfusion(model_path, device)
-    pair = read_pair(job.section("inputs"))
+    pair = read_pair(job.section("inputs"),
+                     classification_alignment(config.align_ms, metadata["inputs"], reporter))
     _log_pair(pair, reporter)
     pair.check_model(metadata["inputs"], model.config.ratio, reporter)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "

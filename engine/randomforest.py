@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from sklearn.ensemble import RandomForestClassifier
 
+from .alignment import ALIGN_METHODS
 from .classes import ClassTable
 from .devices import configure_threads
 from .errors import LcfusionError
 from .forest import Forest
-from .indices import DEFAULT_INDICES, IndexConfig, parse_index_config
+from .indices import DEFAULT_INDICES, IndexConfig, parse_index_config, resolve_indices
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     PixelSet,
@@ -40,7 +41,7 @@ from .jobsteps import (
     split_reference,
 )
 from .modelfile import restore_model
-from .panms import PanMsPair
+from .panms import PanMsPair, classification_alignment
 from .pixelfeatures import (
     FEATURE_KINDS,
     ChannelStack,
@@ -92,12 +93,14 @@ class RandomForestTrainConfig:
     s1_scale: str = "db"
     threads: int = 0
     tile_size: int = 128
+    align_ms: str = "none"
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("samples_per_class", "n_trees", "tile_size"),
                        non_negative=("max_depth",),
                        choices={"source": SOURCES, "features": FEATURE_KINDS,
-                                "max_features": tuple(MAX_FEATURES), "s1_scale": S1_SCALES})
+                                "max_features": tuple(MAX_FEATURES), "s1_scale": S1_SCALES,
+                                "align_ms": ALIGN_METHODS})
         self.pixel_features()
 
     def pixel_features(self) -> PixelFeatures:
@@ -111,6 +114,10 @@ class RandomForestTrainConfig:
 @dataclass(frozen=True)
 class RandomForestClassifyConfig:
     tile_size: int = 128
+    align_ms: str = "model"
+
+    def __post_init__(self) -> None:
+        check_settings(self, choices={"align_ms": ("model", *ALIGN_METHODS)})
 
 
 def series_channels(label: str, source: SourceFeatures) -> list[str]:
@@ -173,19 +180,22 @@ def require_inputs(inputs: dict, source: str, why: str) -> None:
             raise LcfusionError(f"{why} {SOURCE_LABELS[source]}: give {what}", parameter)
 
 
-def training_inputs(inputs: dict, config: RandomForestTrainConfig) -> ForestInputs:
+def training_inputs(inputs: dict, config: RandomForestTrainConfig,
+                    reporter: Reporter) -> ForestInputs:
     """The layers of the configured source, read as the deep family of that source reads
     them (S2 indices and S1 in dB as TWINNS, the PAN/MS grid checks of MRFusion)."""
     require_inputs(inputs, config.source, f"the source {config.source} is")
     if config.source == "panms":
         return ForestInputs("panms", pair=PanMsPair(SeriesSpec.from_json(inputs["pan"]),
-                                                    SeriesSpec.from_json(inputs["ms"])))
-    indices = config.index_config()
+                                                    SeriesSpec.from_json(inputs["ms"]),
+                                                    config.align_ms))
     if config.source == "s2":
-        s2 = SourceFeatures(TimeSeries(SeriesSpec.from_json(inputs["s2"]), "S2"), indices)
-        return ForestInputs("s2", [("S2", s2)], indices=indices)
-    both = TWINNSInputs.from_job(inputs, indices, config.s1_scale)
-    return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=indices,
+        series = TimeSeries(SeriesSpec.from_json(inputs["s2"]), "S2")
+        indices = resolve_indices(config.index_config(), series.band_names, reporter)
+        return ForestInputs("s2", [("S2", SourceFeatures(series, indices))], indices=indices)
+    both = TWINNSInputs.from_job(inputs, None, config.s1_scale).with_indices(
+        config.index_config(), reporter)
+    return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=both.s2.indices,
                         s1_scale=config.s1_scale)
 
 
@@ -199,14 +209,16 @@ def check_series(expected: dict, series: TimeSeries, label: str) -> None:
             "for training", series.parameter)
 
 
-def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter) -> ForestInputs:
+def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter,
+                     align_ms: str = "model") -> ForestInputs:
     """The job's layers for the model's source, read as in training (indices, backscatter
     scale, gap-filling), checked against what the model was trained on."""
     trained = metadata["inputs"]
     source = trained["source"]
     require_inputs(inputs, source, "the model was trained on")
     if source == "panms":
-        pair = PanMsPair(SeriesSpec.from_json(inputs["pan"]), SeriesSpec.from_json(inputs["ms"]))
+        pair = PanMsPair(SeriesSpec.from_json(inputs["pan"]), SeriesSpec.from_json(inputs["ms"]),
+                         classification_alignment(align_ms, trained, reporter))
         pair.check_model(trained, int(metadata["architecture"]["ratio"]), reporter)
         return ForestInputs("panms", pair=pair)
     indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
@@ -274,7 +286,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
     split_config = preset_split(job.section("split"), settings)
     model_path = model_output(job)
     features = config.pixel_features()
-    inputs = training_inputs(job.section("inputs"), config)
+    inputs = training_inputs(job.section("inputs"), config, reporter)
     for line in inputs.describe():
         reporter.info(line)
     check_odd_patch(features.size, inputs.grid)
@@ -386,7 +398,7 @@ def classify_randomforest(job: Job, reporter: Reporter) -> dict:
     class_map, confidence = map_outputs(job)
     model_path = model_input(job)
     metadata, forest, classes = load_randomforest(model_path)
-    inputs = inputs_for_model(job.section("inputs"), metadata, reporter)
+    inputs = inputs_for_model(job.section("inputs"), metadata, reporter, config.align_ms)
     for line in inputs.describe():
         reporter.info(line)
     architecture = metadata["architecture"]

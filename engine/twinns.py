@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import torch
 from .classes import ClassTable
 from .devices import configure_threads, resolve_device
 from .errors import LcfusionError
-from .indices import DEFAULT_INDICES, IndexConfig, parse_index_config
+from .indices import DEFAULT_INDICES, IndexConfig, parse_index_config, resolve_indices
 from .jobs import Job, check_settings, settings_from
 from .jobsteps import (
     TrainingPixels,
@@ -140,6 +140,12 @@ class TWINNSInputs:
                 "pixel size and size) first", "S1")
         return cls(SourceFeatures(s1, None, s1_scale), SourceFeatures(s2, indices))
 
+    def with_indices(self, config: IndexConfig | None, reporter: Reporter) -> TWINNSInputs:
+        """The same layers with the indices of `config` that the S2 bands allow added to S2
+        (see `resolve_indices`)."""
+        indices = resolve_indices(config, self.s2.series.band_names, reporter)
+        return replace(self, s2=SourceFeatures(self.s2.series, indices))
+
     @property
     def grid(self):
         return self.s2.series.grid
@@ -234,8 +240,8 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
     config = settings_from(TWINNSTrainConfig, settings, PRESETS)
     split_config = preset_split(job.section("split"), settings, PRESETS)
     model_path = model_output(job)
-    inputs = TWINNSInputs.from_job(job.section("inputs"), config.index_config(),
-                                   config.s1_scale)
+    inputs = TWINNSInputs.from_job(job.section("inputs"), None, config.s1_scale).with_indices(
+        config.index_config(), reporter)
     for line in inputs.describe():
         reporter.info(line)
     check_odd_patch(config.patch_size, inputs.grid)
@@ -295,8 +301,8 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                                             reporter) if model.rnn else None)
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),
-        inputs={**inputs.to_json(), "indices": config.index_config().to_json()
-                if config.add_indices else None, "s1_scale": config.s1_scale},
+        inputs={**inputs.to_json(), "indices": inputs.s2.indices.to_json()
+                if inputs.s2.indices else None, "s1_scale": config.s1_scale},
         normalization={"s1": normalizers[0].to_json(), "s2": normalizers[1].to_json()},
         settings=config, split_config=split_config, split=split, fit_result=fit_result,
         device=device, threads=threads, started=started, accuracy=accuracy,

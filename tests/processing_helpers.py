@@ -11,8 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import processing
 import pytest
+import rasterio
+from helpers import write_raster
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils
 
 #: Seconds from cancel() to processing.run returning. The plugin sends SIGTERM and falls back
@@ -31,6 +34,25 @@ TINY_MRFUSION = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 64, "VALIDATION_SAMPLES": 0,
 TINY_TWINNS = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 128, "VALIDATION_SAMPLES": 32,
                "BATCH_SIZE": 64, "TILE_SIZE": 96}
 TINY_FOREST = {"N_TREES": 10, "SAMPLES_PER_CLASS": 100, "TILE_SIZE": 64}
+
+
+def landsat_like_pair(folder: Path, scene) -> tuple[Path, Path, tuple[float, float]]:
+    """A PAN and MS laid out as Landsat 8's: ratio 2, PAN and MS pixel centres meeting at the
+    upper-left corner (so the PAN origin is half a PAN pixel right of and below the MS's) and
+    a PAN of 2n - 1 rows and columns for n MS rows and columns. Made of the scene's MS (10 m)
+    and its PAN averaged to 5 m; returns the paths and the PAN origin."""
+    with rasterio.open(scene.ms_path) as src:
+        ms, transform, crs = src.read(), src.transform, src.crs.to_string()
+        descriptions = src.descriptions
+    with rasterio.open(scene.pan_path) as src:
+        pan = src.read(1).astype(np.float32)
+    rows, cols = pan.shape[0] // 4, pan.shape[1] // 4  # PAN pixels at 5 m = 2 x the MS's
+    pan = pan.reshape(2 * rows, 2, 2 * cols, 2).mean(axis=(1, 3))[: 2 * rows - 1, : 2 * cols - 1]
+    origin = (transform.c + 2.5, transform.f - 2.5)
+    return (write_raster(folder / "landsat_pan.tif", pan, origin=origin, pixel=5.0, crs=crs),
+            write_raster(folder / "landsat_ms.tif", ms, origin=(transform.c, transform.f),
+                         pixel=10.0, crs=crs, descriptions=descriptions),
+            origin)
 
 
 def mrfusion_train_parameters(scene, **changes) -> dict:

@@ -43,7 +43,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ...engine.alignment import PanMsAlignment, align_pan_ms
+from ...engine.alignment import align_pan_ms, plan_ms_alignment
 from ...engine.classes import ClassTable
 from ...engine.errors import LcfusionError
 from ...engine.jobs import write_job
@@ -231,20 +231,40 @@ def layer_transform(layer: QgsRasterLayer) -> tuple[float, float, float, float, 
 class PanMsBinding(Binding):
     """A single-band PAN layer and an MS layer on a grid a whole number of times coarser.
 
-    `patch_size` names the setting that must be a multiple of the ratio (if any)."""
+    `patch_size` names the setting that must be a multiple of the ratio (if any); `align`
+    names the parameter that chooses how the MS is put onto the PAN grid (its values:
+    `align_choices`, ``model`` for the model's choice)."""
 
     pan: str = "PAN"
     ms: str = "MS"
     patch_size: str | None = None
+    align: str | None = None
+    align_choices: tuple[str, ...] = ()
 
     def layers(self, alg, parameters, context) -> tuple[QgsRasterLayer, QgsRasterLayer]:
         return (alg.parameterAsRasterLayer(parameters, self.pan, context),
                 alg.parameterAsRasterLayer(parameters, self.ms, context))
 
-    def alignment(self, alg, parameters, context) -> PanMsAlignment:
+    def method(self, alg, parameters, context) -> str:
+        """The chosen MS alignment: ``none``, a resampling method, or ``model``."""
+        if not self.align:
+            return "none"
+        return self.align_choices[alg.parameterAsEnum(parameters, self.align, context)]
+
+    def ratio(self, alg, parameters, context, method: str) -> int:
+        """The PAN/MS ratio once the MS is aligned with `method`; LcfusionError when the pair
+        cannot be used so."""
         pan, ms = self.layers(alg, parameters, context)
-        return align_pan_ms(layer_transform(pan), (pan.width(), pan.height()),
-                            layer_transform(ms), (ms.width(), ms.height()))
+        pan_grid, ms_grid = layer_transform(pan), layer_transform(ms)
+        sizes = (pan.width(), pan.height()), (ms.width(), ms.height())
+        if method == "none":
+            return align_pan_ms(pan_grid, sizes[0], ms_grid, sizes[1]).ratio
+        plan = plan_ms_alignment(pan_grid, sizes[0], ms_grid, sizes[1], method)
+        aligned = plan.ms_transform or ms_grid
+        window = plan.pan_window
+        cropped = (pan_grid[0] + window[0] * pan_grid[1], pan_grid[1], 0.0,
+                   pan_grid[3] + window[1] * pan_grid[5], 0.0, pan_grid[5])
+        return align_pan_ms(cropped, window[2:], aligned, plan.ms_size).ratio
 
     def check(self, alg, parameters, context):
         pan, ms = self.layers(alg, parameters, context)
@@ -257,17 +277,20 @@ class PanMsBinding(Binding):
             return self.ms, (f"CRS mismatch: the PAN is in {pan.crs().authid()} and the MS in "
                              f"{ms.crs().authid()}; warp the MS into the PAN's CRS on a grid "
                              "aligned with the PAN.")
+        method = self.method(alg, parameters, context)
+        if method == "model":
+            return None  # checked against the model's choice in check_model
         try:
-            alignment = self.alignment(alg, parameters, context)
+            ratio = self.ratio(alg, parameters, context, method)
         except LcfusionError as exc:
             return exc.parameter or self.ms, exc.message[0].upper() + exc.message[1:] + "."
         if self.patch_size:
             size = alg.parameterAsInt(parameters, self.patch_size, context)
-            if size % alignment.ratio:
-                lower = size // alignment.ratio * alignment.ratio
+            if size % ratio:
+                lower = size // ratio * ratio
                 return self.patch_size, (
-                    f"{size} is not divisible by the PAN/MS ratio {alignment.ratio}; use "
-                    f"{max(lower, alignment.ratio)} or {lower + alignment.ratio}.")
+                    f"{size} is not divisible by the PAN/MS ratio {ratio}; use "
+                    f"{max(lower, ratio)} or {lower + ratio}.")
         return None
 
     def check_model(self, alg, parameters, context, metadata):
@@ -279,10 +302,15 @@ class PanMsBinding(Binding):
             return self.ms, (f"The model expects an MS layer of {expected.get('bands')} bands "
                              f"({', '.join(expected.get('band_names', []))}) but "
                              f"'{ms.name()}' has {ms.bandCount()}.")
+        method = self.method(alg, parameters, context)
+        if method == "model":
+            method = metadata.get("inputs", {}).get("align_ms", "none")
         try:
-            ratio = self.alignment(alg, parameters, context).ratio
-        except LcfusionError:
-            return None  # reported by check()
+            ratio = self.ratio(alg, parameters, context, method)
+        except LcfusionError as exc:
+            if self.method(alg, parameters, context) != "model":
+                return None  # reported by check()
+            return exc.parameter or self.ms, exc.message[0].upper() + exc.message[1:] + "."
         trained = metadata.get("architecture", {}).get("ratio")
         if ratio != trained:
             return self.ms, (f"The model was trained on a PAN/MS ratio of {trained} but these "
@@ -291,6 +319,8 @@ class PanMsBinding(Binding):
 
     def to_job(self, alg, parameters, context, feedback, job):
         pan, ms = self.layers(alg, parameters, context)
+        if self.align:
+            job.sections["settings"]["align_ms"] = self.method(alg, parameters, context)
         job.crs = pan.crs()
         for key, layer in (("pan", pan), ("ms", ms)):
             path = raster_path(layer, job.folder, key, context, feedback)
@@ -738,14 +768,23 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=True))
         return self.bind(binding, *parameters)
 
-    def add_pan_ms(self, patch_size: str | None = None, optional: bool = False
-                   ) -> PanMsBinding:
+    def add_pan_ms(self, patch_size: str | None = None, optional: bool = False,
+                   model: bool = False) -> PanMsBinding:
+        """The PAN and MS layers and ``ALIGN_MS``, how an MS off the PAN grid is put onto it
+        (with `model`, the model's choice by default)."""
+        choices = {"none": "No: refuse an MS off the PAN grid",
+                   "bilinear": "Resample the MS (bilinear), crop the PAN",
+                   "nearest": "Resample the MS (nearest), crop the PAN"}
+        if model:
+            choices = {"model": "As for training (the model's choice)", **choices}
         return self.bind(
-            PanMsBinding(patch_size=patch_size),
+            PanMsBinding(patch_size=patch_size, align="ALIGN_MS", align_choices=tuple(choices)),
             QgsProcessingParameterRasterLayer("PAN", "Panchromatic (PAN) raster, one band",
                                               optional=optional),
             QgsProcessingParameterRasterLayer("MS", "Multispectral (MS) raster, on a coarser grid",
                                               optional=optional),
+            QgsProcessingParameterEnum("ALIGN_MS", "Align the MS onto the PAN grid",
+                                       options=list(choices.values()), defaultValue=0),
         )
 
     def add_source(self, options: dict[str, str], model: str | None = None,

@@ -25,13 +25,16 @@ and the map has no seams. Pixels where the PAN or the MS has no data are nodata.
 <li><b>Model file</b>: a <code>.lcfusion</code> file of the MRFusion family.</li>
 <li><b>PAN</b> and <b>MS</b>: the same bands, in the same order, and the same PAN/MS ratio as
 for training.</li>
+<li><b>Align the MS onto the PAN grid</b>: as for training (default, the choice the model
+records), or no, or resample the MS (bilinear or nearest) and crop an overhanging PAN (see
+<i>Train MRFusion</i>); the class map is on the (cropped) PAN grid.</li>
 <li>Advanced: tile size (PAN pixels; lower it when memory is short) and device.</li>
 </ul>
 """
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.add_model_input("mrfusion")
-        self.add_pan_ms()
+        self.add_pan_ms(model=True)
         self.add_int("TILE_SIZE", "Tile size (PAN pixels)", "tile_size", 256, minimum=16,
                      is_advanced=True)
         self.add_device()

@@ -28,7 +28,8 @@ pixels without any data are nodata.</p>
 <li><b>Sentinel-2 rasters</b> (optionally with their cloud masks) for a Sentinel-2 model;
 <b>Sentinel-1 rasters</b> and <b>Sentinel-2 rasters</b> for a Sentinel-1 + Sentinel-2 model;
 <b>PAN</b> and <b>MS</b> for a PAN + MS model: the same dates and bands, in the same order, as
-for training.</li>
+for training, aligned as for training unless <b>Align the MS onto the PAN grid</b> says
+otherwise.</li>
 <li>Advanced: tile size.</li>
 </ul>
 """

@@ -33,6 +33,14 @@ pixel size is a whole multiple r of the PAN's (4 for SPOT 6/7 and WorldView; 2 i
 Real products are not exact: ratios and origins are accepted when every MS pixel edge lies
 within a quarter of a PAN pixel of a PAN pixel edge over the whole image, and the log says
 what was reconciled. The MS must cover the PAN.</li>
+<li><b>Align the MS onto the PAN grid</b> (<code>ALIGN_MS</code>): <i>No</i> (default)
+refuses an MS whose pixel edges are more than a quarter of a PAN pixel off the PAN's. Landsat
+8/9 pairs are offset by design (PAN and MS pixel centres meet at the scene corner, so the grids
+are half a PAN pixel apart and the PAN has an odd number of rows): <i>Resample the MS</i>
+(bilinear, or nearest neighbour to keep the MS values) puts it onto the grid of whole PAN-pixel
+blocks nearest to it, and the PAN is cropped to the ground those MS pixels cover when it
+overhangs the MS by less than one MS pixel; the log says by how much the MS moved and what was
+cropped, the maps are on the cropped PAN grid, and the model records the choice.</li>
 <li><b>Reference polygons</b>, <b>Class field</b> (integer codes or text names), optional
 <b>Class name field</b> and <b>Class colour field</b> (<code>#rrggbb</code>).</li>
 <li><b>Training / validation / test shares</b> of each class's polygons (default 0.3 / 0 / 0.7,

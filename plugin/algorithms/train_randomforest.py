@@ -8,7 +8,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ...engine.indices import DEFAULT_INDICES, S2_ROLES
+from ...engine.indices import DEFAULT_INDICES
 from .base import EngineAlgorithm
 
 #: Source value -> label, shared with the classify algorithm.
@@ -31,7 +31,7 @@ def add_source_inputs(alg: EngineAlgorithm, model: str | None = None) -> None:
     s1 = alg.add_series("Sentinel-1 rasters (VV, VH; in date order)", name="S1", key="s1",
                         label="Sentinel-1 series", optional=True)
     alg.only_for(source, s1, "s1s2")
-    alg.only_for(source, alg.add_pan_ms(optional=True), "panms")
+    alg.only_for(source, alg.add_pan_ms(optional=True, model=model is not None), "panms")
 
 
 class TrainRandomForest(EngineAlgorithm):
@@ -50,13 +50,17 @@ maps can be compared on the same test polygons (same split shares and seed).</p>
 <li><b>Source</b>: a <b>Sentinel-2 time series</b> (as FG-UNET), <b>Sentinel-1 +
 Sentinel-2 time series</b> (as TWINNS: S1 in dB, the spectral indices added to each S2 date)
 or a <b>PAN + MS pair</b> (as MRFusion, on the PAN grid: a PAN pixel's values are its PAN value
-and the bands of the MS pixel that contains it; nothing is resampled, and the grid checks of
-MRFusion apply). Only the layers of the chosen source are needed: <b>Sentinel-2 rasters</b>
-(with optional <b>Cloud masks</b> and <b>Fill masked and nodata values</b>), <b>Sentinel-1
-rasters</b>, <b>PAN</b> and <b>MS</b>.</li>
+and the bands of the MS pixel that contains it; the grid checks of MRFusion apply and, as
+there, <b>Align the MS onto the PAN grid</b> resamples an MS off the PAN grid, e.g. Landsat's,
+and crops an overhanging PAN; nothing is resampled by default). Only the layers of the chosen
+source are needed: <b>Sentinel-2 rasters</b> (with optional <b>Cloud masks</b> and <b>Fill
+masked and nodata values</b>), <b>Sentinel-1 rasters</b>, <b>PAN</b> and <b>MS</b>.</li>
 <li><b>Add spectral indices</b> to each S2 date (default: NDVI, NDWI, MNDWI, NDBI, NDRE and a
-brightness index) with the <b>Band roles</b> (Sentinel-2 band names by default; for other
-bands give their names or numbers, or switch the indices off).</li>
+brightness index). The bands of their roles (blue, green, red, rededge, nir, swir1) are read
+from the band descriptions (Red, NIR, SWIR1..., Sentinel-2 codes B04, B08..., Landsat SR_B4...)
+or given in <b>Band roles</b> (<code>role=band</code>, a band name or 1-based number, e.g.
+<code>nir=4,red=3</code>); an index whose bands are not found is left out, with a warning in
+the log. The indices used and their bands are recorded in the model.</li>
 <li><b>Features</b> of a pixel: its values (default), or the <b>Patch size</b> x patch size
 patch around it (odd, default 5), either every value of the patch or per channel its mean,
 standard deviation, minimum and maximum.</li>
@@ -90,7 +94,7 @@ Forest</i>.</p>
             defaultValue=",".join(DEFAULT_INDICES)), "indices", True)
         self.add_setting(QgsProcessingParameterString(
             "BAND_ROLES", "Band roles of the indices (role=band name or number)",
-            defaultValue=",".join(f"{role}={band}" for role, band in S2_ROLES.items())),
+            defaultValue="", optional=True),
             "band_roles", True)
         self.add_reference()
         self.add_split(0.6, 0.2, 0.2)

@@ -9,7 +9,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ...engine.indices import DEFAULT_INDICES, S2_ROLES
+from ...engine.indices import DEFAULT_INDICES
 from .base import EngineAlgorithm
 
 
@@ -38,8 +38,11 @@ the S2 dates (non-zero = cloud); masked and nodata values are never used as numb
 <b>Fill masked and nodata values</b> (default) they are interpolated linearly in time between
 the nearest valid dates (nearest valid date at the ends), else they count as missing.</li>
 <li><b>Add spectral indices</b> to each S2 date (default: NDVI, NDWI, MNDWI, NDBI, NDRE and a
-brightness index), with the <b>Band roles</b> (<code>role=band</code>, a band name or number;
-Sentinel-2 names by default). Both are recorded in the model.</li>
+brightness index). The bands of their roles (blue, green, red, rededge, nir, swir1) are read
+from the band descriptions (Red, NIR, SWIR1..., Sentinel-2 codes B04, B08..., Landsat SR_B4...)
+or given in <b>Band roles</b> (<code>role=band</code>, a band name or 1-based number, e.g.
+<code>nir=4,red=3</code>); an index whose bands are not found is left out, with a warning in
+the log. The indices used and their bands are recorded in the model.</li>
 <li><b>Reference polygons</b>, <b>Class field</b>, optional name and colour fields; shares of
 polygons for training / validation / test; the presets <b>Reunion</b> (30 / 20 / 50) and
 <b>Koumbia</b> (50 / 30 / 20) use the paper's splits with Adam 2e-4 and batches of 64.</li>
@@ -65,7 +68,7 @@ converted to dB), samples per epoch, device and the evaluation tile size.</li>
                 DEFAULT_INDICES)), "indices")
         self.add_setting(QgsProcessingParameterString(
             "BAND_ROLES", "Band roles of the indices (role=band name or number)",
-            defaultValue=",".join(f"{role}={band}" for role, band in S2_ROLES.items())),
+            defaultValue="", optional=True),
             "band_roles")
         self.add_reference()
         self.add_split(0.6, 0.2, 0.2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lcfusion.engine.alignment import ALIGNMENT_TOLERANCE, align_pan_ms
+from lcfusion.engine.alignment import ALIGNMENT_TOLERANCE, align_pan_ms, plan_ms_alignment
 from lcfusion.engine.errors import LcfusionError
 
 PAN = (1000.0, 0.5, 0.0, 2000.0, 0.0, -0.5)
@@ -73,3 +73,26 @@ def test_swapped_layers_are_named():
         align_pan_ms(ms_grid(2.0), (100, 100), PAN, (400, 400))
     assert error.value.parameter == "PAN"
     assert "swapped" in error.value.message
+
+
+def test_an_aligned_ms_is_kept_and_an_overhanging_pan_cropped():
+    """An MS on the PAN grid is not resampled; a PAN one PAN pixel wider is cropped."""
+    plan = plan_ms_alignment(PAN, (401, 400), ms_grid(2.0), (100, 100), "bilinear")
+    assert plan.ms_transform is None and plan.pan_window == (0, 0, 400, 400)
+    assert plan.notes == ("PAN cropped to the ground the MS covers, 400 x 400 of 401 x 400 "
+                          "pixels (1 column at the right); the class map covers the cropped PAN",)
+
+
+def test_landsat_offset_is_resampled_to_whole_pan_blocks():
+    """Origins half a PAN pixel apart, 2n - 1 PAN pixels: n - 1 MS pixels on the PAN's
+    corners, the last PAN row and column cropped."""
+    pan = (1000.25, 0.5, 0.0, 1999.75, 0.0, -0.5)
+    plan = plan_ms_alignment(pan, (199, 199), ms_grid(1.0), (100, 100), "nearest")
+    assert plan.ms_transform == (1000.25, 1.0, 0.0, 1999.75, 0.0, -1.0)
+    assert plan.ms_size == (99, 99) and plan.pan_window == (0, 0, 198, 198)
+
+
+def test_a_pan_overhanging_by_an_ms_pixel_is_refused():
+    with pytest.raises(LcfusionError) as error:
+        plan_ms_alignment(PAN, (404, 400), ms_grid(2.0), (100, 100), "bilinear")
+    assert error.value.parameter == "MS" and "4.0 PAN pixels beyond it" in error.value.message

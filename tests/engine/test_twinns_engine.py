@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from helpers import twinns_inputs, twinns_train_job, write_raster
+from helpers import RecordingReporter, twinns_inputs, twinns_train_job, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.indices import DEFAULT_INDICES
+from lcfusion.engine.indices import DEFAULT_INDICES, band_number, identify_roles
 from lcfusion.engine.jobs import Job, write_job
 from lcfusion.engine.modelheader import read_metadata
 from lcfusion.engine.progress import NullReporter
@@ -64,7 +64,7 @@ def test_training_learns_and_records_its_inputs(trained_twinns):
     assert (s1["n_dates"], s1["bands_per_date"], s2["n_dates"], s2["bands_per_date"]) == (
         8, 2, 6, 10)
     assert s2["features"][-6:] == list(DEFAULT_INDICES)
-    assert meta["inputs"]["indices"]["roles"]["nir"] == "B08"
+    assert meta["inputs"]["indices"]["roles"]["nir"] == "7"
     assert s2["masked"] is True and s2["gapfill"] is True and s1["gapfill"] is False
     assert meta["architecture"]["s2_channels"] == 16
     assert (meta["architecture"]["sources"], meta["architecture"]["branches"]) == ("both",
@@ -194,6 +194,49 @@ def test_bad_settings_fail_before_training(tmp_path, scene, settings, parameter,
                      NullReporter())
     assert error.value.parameter == parameter and words in error.value.message
     assert not model.exists()
+
+
+@pytest.mark.parametrize("names, roles", [
+    (["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
+     {"blue": 0, "green": 1, "red": 2, "rededge": 3, "nir": 6, "swir1": 8}),
+    (["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"],
+     {"blue": 1, "green": 2, "red": 3, "nir": 4, "swir1": 5}),
+    (["Coastal", "Blue", "Green", "Red", "Red edge 1", "NIR", "SWIR1", "SWIR2"],
+     {"blue": 1, "green": 2, "red": 3, "rededge": 4, "nir": 5, "swir1": 6}),
+    (["Red edge 1", "Red edge 2", "NIR", "Red"], {"rededge": 0, "nir": 2, "red": 3}),
+    (["SR_B2", "SR_B3", "SR_B4", "SR_B5"], {}),
+    (["B2", "B3", "B4", "B5"], {}),
+])
+def test_band_roles_are_found_in_the_descriptions(names, roles):
+    """Common names and the codes of a known sensor identify roles; codes whose sensor is
+    unknown (Landsat 8 and 4-7 number the same bands differently) identify none."""
+    assert identify_roles(names) == roles
+
+
+def test_twinns_indices_follow_the_descriptions_of_other_bands(tmp_path, scene):
+    """Blue, green, red and NIR bands named by their common names: the indices they allow are
+    added, the others left out with a warning naming the missing roles and BAND_ROLES."""
+    s2 = []
+    for source in scene.s2_paths[:2]:
+        with rasterio.open(source) as src:
+            data, t = src.read((1, 2, 3, 7)), src.transform
+        s2.append(str(write_raster(tmp_path / source.name, data, origin=(t.c, t.f), pixel=t.a,
+                                   descriptions=("Blue", "Green", "Red", "NIR"))))
+    reporter = RecordingReporter()
+    inputs = TWINNSInputs.from_job(
+        {"s1": {"paths": [str(p) for p in scene.s1_paths[:2]]}, "s2": {"paths": s2}}, None,
+        "db").with_indices(TWINNSTrainConfig().index_config(), reporter)
+    assert inputs.s2.indices.indices == ("NDVI", "NDWI", "BRIGHTNESS")
+    assert inputs.s2.channel_names() == ["Blue", "Green", "Red", "NIR", "NDVI", "NDWI",
+                                         "BRIGHTNESS"]
+    assert ("MNDWI, NDBI, NDRE not added: no band of the S2 layers is identified as rededge, "
+            "swir1") in reporter.text() and "[BAND_ROLES]" in reporter.text()
+
+
+def test_a_band_number_is_made_of_ascii_digits():
+    with pytest.raises(LcfusionError) as error:
+        band_number("red", "\u00b2", ["B02", "B03", "B04"])
+    assert error.value.parameter == "BAND_ROLES" and "'\u00b2' is not among" in error.value.message
 
 
 def test_band_roles_accept_numbers():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import processing
 import rasterio
+from processing_helpers import landsat_like_pair
 from processing_helpers import mrfusion_train_parameters as train_parameters
 from qgis.core import (
     QgsPalettedRasterRenderer,
@@ -53,6 +54,40 @@ def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_pa
     layer = raster(class_map, "map")
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
     assert [c.label for c in layer.renderer().classes()][:2] == ["water", "forest"]
+
+
+def test_landsat_pair_is_aligned_on_request(lcfusion_provider, scene, tmp_path, check,
+                                            recording_feedback):
+    """A Landsat-like pair (grids half a PAN pixel apart, odd PAN rows) is refused by default,
+    naming ALIGN_MS; with it, the MS is resampled, the PAN cropped, both logged, the model
+    records the choice and the class map lies exactly on the cropped PAN grid."""
+    pan, ms, (x0, y0) = landsat_like_pair(tmp_path, scene)
+    parameters = train_parameters(scene, PAN=str(pan), MS=str(ms), PATCH_SIZE=18)
+    ok, message = check(TRAIN, parameters)
+    assert not ok and "[MS]" in message and "[ALIGN_MS]" in message
+    assert "0.50 PAN pixels" in message
+
+    feedback = recording_feedback()
+    model = tmp_path / "landsat.lcfusion"
+    processing.run(TRAIN, {**parameters, "ALIGN_MS": 1, "OUTPUT_MODEL": str(model)},
+                   feedback=feedback)
+    log = feedback.text("info")
+    assert ("MS resampled (bilinear) onto a grid of 2 x 2 PAN pixels aligned with the PAN grid: "
+            "its pixel edges moved by +2.5 in x and -2.5 in y (map units; 0.50 and 0.50 PAN "
+            "pixels); 95 x 95 MS pixels kept of 96 x 96") in log
+    assert ("PAN cropped to the ground the MS covers, 190 x 190 of 191 x 191 pixels (1 column "
+            "at the right, 1 row at the bottom)") in log
+    assert read_header(model).metadata["inputs"]["align_ms"] == "bilinear"
+
+    ok, message = check(CLASSIFY, {"MODEL": str(model), "PAN": str(pan), "MS": str(ms),
+                                   "ALIGN_MS": 1, "OUTPUT": "TEMPORARY_OUTPUT"})
+    assert not ok and "[ALIGN_MS]" in message
+    class_map = tmp_path / "landsat_map.tif"
+    processing.run(CLASSIFY, {"MODEL": str(model), "PAN": str(pan), "MS": str(ms),
+                              "OUTPUT": str(class_map)})
+    with rasterio.open(class_map) as out:
+        assert out.transform == rasterio.Affine(5.0, 0.0, x0, 0.0, -5.0, y0)
+        assert (out.width, out.height) == (190, 190)
 
 
 def test_multiband_pan_is_refused(lcfusion_provider, scene, check):

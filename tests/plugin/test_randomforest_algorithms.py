@@ -6,6 +6,8 @@ from __future__ import annotations
 import processing
 import pytest
 import rasterio
+from helpers import write_raster
+from processing_helpers import landsat_like_pair
 from qgis.core import QgsPalettedRasterRenderer, QgsProcessingContext, QgsProject, QgsRasterLayer
 
 from lcfusion.engine.jobs import Job, write_job
@@ -74,6 +76,41 @@ def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_pa
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
 
 
+def s2_with_bands(folder, scene, descriptions) -> list[str]:
+    """Two dates of the scene's S2 with its blue, green, red and NIR bands only (B02, B03, B04,
+    B08), described by `descriptions` (None: no descriptions)."""
+    paths = []
+    for source in scene.s2_paths[:2]:
+        with rasterio.open(source) as src:
+            data, transform = src.read((1, 2, 3, 7)), src.transform
+        paths.append(str(write_raster(folder / source.name, data, origin=(transform.c,
+                                      transform.f), pixel=transform.a, descriptions=descriptions)))
+    return paths
+
+
+@pytest.mark.parametrize("descriptions, indices, words", [
+    (("Blue", "Green", "Red", "NIR"), ["NDVI", "NDWI", "BRIGHTNESS"],
+     "MNDWI, NDBI, NDRE not added: no band of the S2 layers is identified as rededge, swir1"),
+    (None, None, "no spectral index is added: no band of the S2 layers is identified as blue, "
+                 "green, nir, red, rededge, swir1 (band descriptions: band 1, band 2"),
+])
+def test_default_indices_follow_the_band_descriptions(lcfusion_provider, scene, tmp_path,
+                                                      recording_feedback, descriptions, indices,
+                                                      words):
+    """Bands that are not named as Sentinel-2's train with the default settings: the indices
+    whose bands the descriptions identify, and a warning naming what is missing."""
+    feedback = recording_feedback()
+    model = tmp_path / "forest.lcfusion"
+    processing.run(TRAIN, {"SOURCE": S2, "S2": s2_with_bands(tmp_path, scene, descriptions),
+                           **reference(scene), **TINY_FOREST, "OUTPUT_MODEL": str(model)},
+                   feedback=feedback)
+    recorded = read_header(model).metadata["inputs"]["indices"]
+    assert (recorded or {}).get("indices") == indices
+    if indices:
+        assert recorded["roles"] == {"blue": "1", "green": "2", "red": "3", "nir": "4"}
+    assert words in feedback.text("warning") and "[BAND_ROLES]" in feedback.text("warning")
+
+
 def test_pan_ms_source_needs_only_pan_and_ms(lcfusion_provider, scene, tmp_path):
     model = tmp_path / "panms.lcfusion"
     processing.run(TRAIN, {"SOURCE": PANMS, "PAN": str(scene.pan_path),
@@ -83,6 +120,27 @@ def test_pan_ms_source_needs_only_pan_and_ms(lcfusion_provider, scene, tmp_path)
     assert meta["inputs"]["source"] == "panms" and meta["architecture"]["ratio"] == 4
     assert meta["architecture"]["feature_names"] == ["PAN", "MS Blue", "MS Green", "MS Red",
                                                      "MS NIR"]
+
+
+def test_pan_ms_source_aligns_a_landsat_pair_on_request(lcfusion_provider, scene, tmp_path,
+                                                         check, recording_feedback):
+    """As MRFusion: a Landsat-like pair is refused by default naming ALIGN_MS; with nearest
+    resampling the forest trains and classifies on the cropped PAN grid, as recorded."""
+    pan, ms, (x0, y0) = landsat_like_pair(tmp_path, scene)
+    parameters = {"SOURCE": PANMS, "PAN": str(pan), "MS": str(ms), **reference(scene),
+                  **TINY_FOREST, "OUTPUT_MODEL": str(tmp_path / "forest.lcfusion")}
+    ok, message = check(TRAIN, parameters)
+    assert not ok and "[MS]" in message and "[ALIGN_MS]" in message
+    feedback = recording_feedback()
+    processing.run(TRAIN, {**parameters, "ALIGN_MS": 2}, feedback=feedback)
+    assert "MS resampled (nearest)" in feedback.text("info")
+    assert read_header(tmp_path / "forest.lcfusion").metadata["inputs"]["align_ms"] == "nearest"
+    class_map = tmp_path / "map.tif"
+    processing.run(CLASSIFY, {"MODEL": str(tmp_path / "forest.lcfusion"), "PAN": str(pan),
+                              "MS": str(ms), "OUTPUT": str(class_map)})
+    with rasterio.open(class_map) as out:
+        assert out.transform == rasterio.Affine(5.0, 0.0, x0, 0.0, -5.0, y0)
+        assert (out.width, out.height) == (190, 190)
 
 
 @pytest.mark.parametrize("source, missing, words", [

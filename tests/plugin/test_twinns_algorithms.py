@@ -48,6 +48,8 @@ def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_pa
     assert meta["inputs"]["indices"]["indices"][0] == "NDVI"
     log = feedback.text("info")
     assert "Sentinel-1: 8 dates x 2 bands" in log and "attention per date" in log
+    assert ("spectral indices NDVI, NDWI, MNDWI, NDBI, NDRE, BRIGHTNESS, with blue = band 1 "
+            "(B02)") in log and "nir = band 7 (B08)" in log
     assert "Masks (non-zero = cloud), in this order: s2_cloudmask" in log
 
     context = QgsProcessingContext()
