@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import LcfusionError
+from .wording import counted
 
 #: Largest distance, in PAN pixels, between an MS pixel edge and the nearest PAN pixel edge,
 #: anywhere over the PAN extent.
@@ -258,6 +259,6 @@ def align_pan_ms(pan: Transform, pan_size: tuple[int, int], ms: Transform,
     extra_cols = ms_size[0] - (cols[3] - cols[2] + 1)
     extra_rows = ms_size[1] - (rows[3] - rows[2] + 1)
     if extra_cols or extra_rows:
-        notes.append(f"{extra_cols} MS column(s) and {extra_rows} MS row(s) outside the PAN "
-                     "extent are not used")
+        notes.append(f"{counted(extra_cols, 'MS column')} and {counted(extra_rows, 'MS row')} "
+                     "outside the PAN extent are not used")
     return PanMsAlignment(ratio, rows[0], cols[0], float(ratio_x), float(worst), tuple(notes))
