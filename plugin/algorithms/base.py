@@ -553,15 +553,21 @@ def unwritable(path: str, parameter: str) -> tuple[str, str] | None:
 
 @dataclass
 class FileOutputBinding(Binding):
+    """A file the engine writes; with `temporary_suffix`, a temporary file of that suffix when
+    the parameter is left out (as qgis_process leaves an optional output)."""
+
     name: str
     key: str
+    temporary_suffix: str | None = None
 
     def check(self, alg, parameters, context):
         return unwritable(alg.parameterAsFileOutput(parameters, self.name, context), self.name)
 
     def to_job(self, alg, parameters, context, feedback, job):
-        job.sections["outputs"][self.key] = alg.parameterAsFileOutput(parameters, self.name,
-                                                                      context)
+        path = alg.parameterAsFileOutput(parameters, self.name, context)
+        if not path and self.temporary_suffix:
+            path = QgsProcessingUtils.generateTempFilename(self.name + self.temporary_suffix)
+        job.sections["outputs"][self.key] = path
 
 
 @dataclass
@@ -868,11 +874,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.bind(ClassMapInputBinding(), QgsProcessingParameterRasterLayer(
             "INPUT", "Class map (class codes, nodata where unclassified)"))
 
-    def add_file_output(self, name: str, description: str, key: str,
+    def add_file_output(self, name: str, description: str, key: str, suffix: str,
                         file_filter: str) -> FileOutputBinding:
-        """A file the engine writes, under ``outputs[key]``."""
-        return self.bind(FileOutputBinding(name, key), QgsProcessingParameterFileDestination(
-            name, description, fileFilter=file_filter))
+        """A file the engine writes, under ``outputs[key]``: optional, a temporary file of
+        `suffix` unless the user names one."""
+        return self.bind(FileOutputBinding(name, key, suffix),
+                         QgsProcessingParameterFileDestination(
+                             name, description, fileFilter=file_filter, optional=True,
+                             createByDefault=True))
 
     def add_accuracy_outputs(self) -> None:
         """Test-polygon accuracy; with repeated splits the mean over the splits and its
