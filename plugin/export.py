@@ -103,10 +103,12 @@ def renderer_colors(layer: QgsVectorLayer | None, class_field: str) -> dict[str,
 
 @dataclass
 class ExportedPolygons:
-    """What `export_polygons` wrote: the number of features, and the ids of those repaired,
-    left out for want of a polygon, or left out because they cannot be reprojected."""
+    """What `export_polygons` wrote: the number of features, the source ids of those written
+    (in the order written), and the ids of those repaired, left out for want of a polygon, or
+    left out because they cannot be reprojected."""
 
     count: int = 0
+    written: list[int] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)
     without_polygon: list[int] = field(default_factory=list)
     unprojectable: list[int] = field(default_factory=list)
@@ -160,6 +162,7 @@ def export_polygons(source: QgsProcessingFeatureSource, fields: list[str], targe
         out.setAttributes([feature.attributes()[i] for i in indices])
         writer.addFeature(out, QgsFeatureSink.FastInsert)
         exported.count += 1
+        exported.written.append(feature.id())
     del writer
     for ids, what in ((exported.repaired, "invalid reference polygon(s) repaired (Make Valid)"),
                       (exported.without_polygon, "reference feature(s) without a polygon left "

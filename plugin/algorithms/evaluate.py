@@ -38,6 +38,11 @@ a table (from another tool) gets the names numbered in alphabetical order, as tr
 with a warning. Optionally a <b>Class name field</b> — without it, the names stored in the
 class map are used; names that differ from the map's for the same code are warned of — and a
 colour field. The polygons are reprojected to the map's CRS.</li>
+<li><b>Polygons of the split part</b>: <code>all</code>, or only the <code>train</code>,
+<code>validation</code> or <code>test</code> polygons of a layer with a <code>part</code>
+field — the <i>Reference polygons with their split part</i> that every training writes. With
+<code>test</code>, a map is measured on exactly the polygons the model never saw: the model's
+own map gives its test accuracy.</li>
 <li><b>Report</b>: an HTML page (no external file) with the metrics, a picture of the
 confusion matrix, the per-class table and what was compared. A temporary file when left
 out.</li>
@@ -55,7 +60,7 @@ and assessing accuracy of land change", <i>Remote Sensing of Environment</i> 148
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.add_class_map_input()
-        self.add_reference()
+        self.add_reference(part_filter=True)
         self.add_file_output("OUTPUT_HTML", "Report (HTML)", "report", ".html",
                              "HTML files (*.html)")
         self.add_file_output("OUTPUT_CSV", "Confusion matrix (CSV)", "matrix", ".csv",
