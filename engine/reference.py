@@ -305,6 +305,13 @@ def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int,
                                  "default colour is used")
             return None
 
+    if field_type == ogr.OFTString and all(v.isascii() and v.isdigit() for v in values):
+        reporter.info(f"the class field {spec.class_field!r} is text, but every value is a whole "
+                      "number: they are taken as class codes")
+        values = [int(v) for v in values]
+        names = {int(k): v for k, v in names.items()}
+        colors = {int(k): v for k, v in colors.items()}
+        field_type = ogr.OFTInteger
     if field_type == ogr.OFTString:
         ordered = sorted(set(values))
         if map_classes:

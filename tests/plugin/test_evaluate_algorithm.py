@@ -252,3 +252,12 @@ def test_a_part_filter_needs_a_part_field(lcfusion_provider, scene, class_map, c
     assert not ok
     assert "[PART]" in message
     assert "Keeping the test polygons needs a field 'part' in the reference layer" in message
+
+
+def test_text_codes_are_matched_as_codes(lcfusion_provider, tmp_path):
+    """A text field of whole numbers holds codes, not names the map's table must know."""
+    results = processing.run(EVALUATE, named_parameters(
+        table_map(tmp_path / "map.tif"),
+        named_polygons(tmp_path / "polygons.gpkg", names=("1", "2", "03"))))
+    assert results["N_PIXELS"] == 18
+    assert results["OA"] == pytest.approx(TABLE_OA)
