@@ -35,14 +35,15 @@ from qgis.PyQt.QtCore import Qt
 
 
 def local_raster_path(layer: QgsRasterLayer) -> str | None:
-    """The GDAL file behind `layer`, or None when it is not a plain local file."""
+    """The GDAL file behind `layer` (absolute: the engine runs elsewhere), or None when it is
+    not a plain local file."""
     if layer.providerType() != "gdal":
         return None
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
     path = parts.get("path") or ""
     if not path or parts.get("layerName") or not os.path.isfile(path):
         return None
-    return path
+    return os.path.abspath(path)
 
 
 def raster_path(layer: QgsRasterLayer, folder: Path, stem: str,

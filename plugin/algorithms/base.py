@@ -627,7 +627,8 @@ class ModelInputBinding(Binding):
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
-        job.sections["inputs"]["model"] = alg.parameterAsFile(parameters, self.name, context)
+        job.sections["inputs"]["model"] = os.path.abspath(
+            alg.parameterAsFile(parameters, self.name, context))
 
 
 def unwritable(path: str, parameter: str) -> tuple[str, str] | None:
@@ -658,7 +659,8 @@ class FileOutputBinding(Binding):
         path = alg.parameterAsFileOutput(parameters, self.name, context)
         if not path and self.temporary_suffix:
             path = QgsProcessingUtils.generateTempFilename(self.name + self.temporary_suffix)
-        job.sections["outputs"][self.key] = path
+        # A relative path (qgis_process in a shell) is the working folder's, not the job's.
+        job.sections["outputs"][self.key] = os.path.abspath(path) if path else path
 
 
 @dataclass
@@ -675,7 +677,7 @@ class RasterOutputBinding(Binding):
     def to_job(self, alg, parameters, context, feedback, job):
         path = alg.parameterAsOutputLayer(parameters, self.name, context)
         if path:
-            job.sections["outputs"][self.key] = path
+            job.sections["outputs"][self.key] = os.path.abspath(path)
 
     def finish(self, alg, parameters, context, feedback, engine_outputs):
         path = engine_outputs.get(self.name)

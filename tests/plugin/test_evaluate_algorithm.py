@@ -261,3 +261,16 @@ def test_text_codes_are_matched_as_codes(lcfusion_provider, tmp_path):
         named_polygons(tmp_path / "polygons.gpkg", names=("1", "2", "03"))))
     assert results["N_PIXELS"] == 18
     assert results["OA"] == pytest.approx(TABLE_OA)
+
+
+def test_relative_paths_are_taken_from_the_working_folder(lcfusion_provider, tmp_path,
+                                                          monkeypatch):
+    """As `qgis_process run lcfusion:evaluate -- INPUT=map.tif ... OUTPUT_CSV=matrix.csv` in a
+    shell: the map is found and the matrix lands there, not in the job's temporary folder."""
+    table_map(tmp_path / "map.tif")
+    named_polygons(tmp_path / "polygons.gpkg")
+    monkeypatch.chdir(tmp_path)
+    results = processing.run(EVALUATE, named_parameters(
+        "map.tif", "polygons.gpkg|layername=polygons", OUTPUT_CSV="matrix.csv"))
+    assert results["OUTPUT_CSV"] == str(tmp_path / "matrix.csv")
+    assert (tmp_path / "matrix.csv").read_text(encoding="utf-8").startswith('"rows = reference')
