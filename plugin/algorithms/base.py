@@ -627,8 +627,8 @@ class ModelInputBinding(Binding):
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
-        job.sections["inputs"]["model"] = os.path.abspath(
-            alg.parameterAsFile(parameters, self.name, context))
+        path = alg.parameterAsFile(parameters, self.name, context)
+        job.sections["inputs"]["model"] = os.path.abspath(path) if path else path
 
 
 def unwritable(path: str, parameter: str) -> tuple[str, str] | None:
