@@ -24,7 +24,7 @@ from .metrics import Accuracy, compute_accuracy
 from .outputs import check_writable
 from .progress import Reporter
 from .rasters import Grid, RasterInfo, crs_name, iter_windows, read_info, same_crs
-from .reference import Reference, ReferenceSpec, load_reference
+from .reference import Reference, ReferenceSpec, load_reference, normalized_name
 from .report import write_confusion_csv, write_evaluation_report
 from .wording import counted
 
@@ -108,12 +108,13 @@ def polygons_crs(spec: ReferenceSpec) -> str | None:
     return srs.ExportToWkt() if srs is not None else None
 
 
-def burn_reference(spec: ReferenceSpec, grid: Grid, scratch: Path,
-                   reporter: Reporter) -> Reference:
-    """The polygons burned on the class map's grid; an error about their position names
-    both CRSs when they differ."""
+def burn_reference(spec: ReferenceSpec, grid: Grid, scratch: Path, reporter: Reporter,
+                   map_classes: dict[int, str]) -> Reference:
+    """The polygons burned on the class map's grid, text classes taking the codes of the map's
+    class table `map_classes`; an error about their position names both CRSs when they
+    differ."""
     try:
-        return load_reference(spec, grid, scratch, reporter)
+        return load_reference(spec, grid, scratch, reporter, map_classes)
     except LcfusionError as exc:
         wkt = polygons_crs(spec)
         if exc.parameter != "REFERENCE" or not wkt or same_crs(wkt, grid.crs_wkt):
@@ -167,6 +168,26 @@ def map_legend(class_map: Path) -> tuple[dict[int, str], dict[int, str]]:
         categories = dataset.GetRasterBand(1).GetCategoryNames() or []
         names = {code: name for code, name in enumerate(categories) if name}
     return names, colors
+
+
+def check_codes_against_map(reference: ClassTable, spec: ReferenceSpec,
+                            map_classes: dict[int, str], reporter: Reporter) -> None:
+    """Warn of reference codes the map's class table lacks, and of codes the name field and
+    the map name differently (the two may not use the same codes)."""
+    if not map_classes:
+        return
+    listed = ", ".join(f"{code} {name}" for code, name in sorted(map_classes.items()))
+    for entry in reference:
+        if entry.code not in map_classes:
+            reporter.warning(f"the reference class {entry.code} ({entry.name}) is not a class "
+                             f"of the class map (its classes: {listed}); its pixels count as "
+                             "wrong predictions")
+        elif (spec.name_field and entry.name != f"class {entry.code}"
+              and normalized_name(entry.name) != normalized_name(map_classes[entry.code])):
+            reporter.warning(
+                f"code {entry.code} is {entry.name!r} in the field {spec.name_field!r} but "
+                f"{map_classes[entry.code]!r} in the class map: check that the reference and "
+                f"the map use the same codes (the map's classes: {listed})")
 
 
 def comparison_classes(reference: ClassTable, spec: ReferenceSpec, codes: Counter,
@@ -254,11 +275,13 @@ def evaluate(job: Job, reporter: Reporter) -> dict:
     info = class_map_info(job)
     spec = ReferenceSpec.from_json(job.section("reference"))
     reporter.info(f"class map {info.path.name}: {info.grid.describe()}")
+    legend = map_legend(info.path)
     with job.workdir() as scratch:
-        reference = burn_reference(spec, info.grid, Path(scratch), reporter)
+        reference = burn_reference(spec, info.grid, Path(scratch), reporter, legend[0])
         reporter.info(f"{counted(reference.n_features, 'reference feature')}, "
                       f"{counted(len(reference.pixels), 'labelled pixel', thousands=True)}, "
                       f"{counted(len(reference.classes), 'class')}")
+        check_codes_against_map(reference.classes, spec, legend[0], reporter)
         counts = count_pixels(info.path, reference, info.grid, reporter.span(0.1, 0.9))
     if not counts.compared:
         raise LcfusionError(
@@ -266,8 +289,7 @@ def evaluate(job: Job, reporter: Reporter) -> dict:
             "of the reference polygons (all nodata); check that the map covers the polygons",
             "INPUT")
     n_reference = len(reference.classes)
-    classes = comparison_classes(reference.classes, spec, counts.codes(),
-                                 map_legend(info.path))
+    classes = comparison_classes(reference.classes, spec, counts.codes(), legend)
     accuracy = pixel_accuracy(counts, classes, n_reference)
     log_accuracy(accuracy, counts, classes, n_reference, reporter)
     source = job.section("reference").get("source") or (

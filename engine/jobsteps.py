@@ -265,7 +265,8 @@ def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, archi
     }
     save_model(path, metadata, model.state_dict())
     reporter.progress(1.0, "done")
-    outputs = {"OUTPUT_MODEL": str(path), "CLASSES": split.reference.classes.to_json()}
+    outputs = {"OUTPUT_MODEL": str(path), "CLASSES": split.reference.classes.to_json(),
+               "SPLIT_PARTS": split.feature_parts(), "SPLIT_SEED": split_config.seed}
     if accuracy:
         outputs.update(OA=accuracy.overall_accuracy, KAPPA=accuracy.kappa,
                        MEAN_F1=accuracy.mean_f1)

@@ -33,6 +33,9 @@ class ReferenceSpec:
     name_field: str | None = None
     color_field: str | None = None
     colors: dict[str, str] = field(default_factory=dict)
+    #: Only the features whose `part_field` holds `part` (e.g. the test polygons of a split).
+    part_field: str | None = None
+    part: str | None = None
 
     @classmethod
     def from_json(cls, data: dict) -> ReferenceSpec:
@@ -43,6 +46,8 @@ class ReferenceSpec:
             name_field=data.get("name_field") or None,
             color_field=data.get("color_field") or None,
             colors={str(k): str(v) for k, v in (data.get("colors") or {}).items()},
+            part_field=data.get("part_field") or None,
+            part=data.get("part") or None,
         )
 
 
@@ -60,7 +65,8 @@ class LabelledPixels:
 
 @dataclass
 class Reference:
-    """Reference polygons burned on a grid. Object ids are 1..n; 0 means unlabelled."""
+    """Reference polygons burned on a grid. Object ids are 1..n; 0 means unlabelled.
+    `object_feature` gives each object's position (0-based) among the layer's features."""
 
     classes: ClassTable
     object_class: np.ndarray
@@ -69,6 +75,7 @@ class Reference:
     objects_path: Path
     pixels: LabelledPixels
     n_features: int
+    object_feature: np.ndarray
 
     @property
     def n_objects(self) -> int:
@@ -141,11 +148,19 @@ def _class_value(feature: ogr.Feature, index: int, field_type: int, parameter: s
     return text or None
 
 
+def normalized_name(name: str) -> str:
+    """A class name as compared between maps and references: case and spaces ignored."""
+    return " ".join(name.split()).casefold()
+
+
 def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
-                   reporter: Reporter | None = None) -> Reference:
+                   reporter: Reporter | None = None,
+                   map_classes: dict[int, str] | None = None) -> Reference:
     """Read the polygons, build the class table and burn object ids on `grid`.
 
     Pixels are labelled by the pixel-centre rule; where polygons overlap, the later one wins.
+    `map_classes` (code -> name) is the class table of a map the polygons are compared with:
+    text classes then take its codes (an empty table: numbered in alphabetical order, said).
     """
     reporter = reporter or NullReporter()
     if not spec.class_field:
@@ -155,6 +170,7 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
     class_index = _field_index(layer, spec.class_field, "CLASS_FIELD")
     name_index = _field_index(layer, spec.name_field, "NAME_FIELD")
     color_index = _field_index(layer, spec.color_field, "COLOR_FIELD")
+    part_index = _field_index(layer, spec.part_field, "PART") if spec.part else None
     field_type = layer.GetLayerDefn().GetFieldDefn(class_index).GetType()
     if field_type not in (*_INTEGER_TYPES, ogr.OFTReal, ogr.OFTString):
         raise LcfusionError(
@@ -164,11 +180,17 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
     memory = ogr.GetDriverByName("Memory").CreateDataSource("objects")
     objects_layer = memory.CreateLayer("objects", target_srs, ogr.wkbUnknown)
     objects_layer.CreateField(ogr.FieldDefn("oid", ogr.OFTInteger))
-    values, names, colors, areas = [], {}, {}, []
+    values, names, colors, areas, positions = [], {}, {}, [], []
     skipped = Counter()
     n_features = 0
+    other_parts = Counter()
     for feature in layer:
         n_features += 1
+        if part_index is not None:
+            part = feature.GetFieldAsString(part_index).strip()
+            if part.casefold() != spec.part.casefold():
+                other_parts[part or "(empty)"] += 1
+                continue
         value = _class_value(feature, class_index, field_type, "CLASS_FIELD")
         geometry = feature.GetGeometryRef()
         if value is None:
@@ -190,6 +212,7 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
             continue
         values.append(value)
         areas.append(geometry.GetArea())
+        positions.append(n_features - 1)
         if name_index is not None and feature.IsFieldSetAndNotNull(name_index):
             names.setdefault(value, feature.GetFieldAsString(name_index).strip())
         if color_index is not None and feature.IsFieldSetAndNotNull(color_index):
@@ -199,9 +222,12 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
         out.SetGeometry(geometry)
         objects_layer.CreateFeature(out)
     del source
+    if part_index is not None:
+        _log_part(spec, n_features, other_parts, reporter)
     for reason, count in sorted(skipped.items()):
         reporter.warning(f"{counted(count, 'reference feature')} skipped: {reason}")
-    if not values and n_features and skipped["no class value"] == n_features:
+    if not values and n_features and skipped["no class value"] == n_features - sum(
+            other_parts.values()):
         raise LcfusionError(
             f"the class field {spec.class_field!r} is empty (NULL) in all {n_features} "
             "features; choose the field that holds the class of each polygon", "CLASS_FIELD")
@@ -210,7 +236,8 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
             f"none of the {n_features} features has both a polygon and a class value in "
             f"{spec.class_field!r}", "REFERENCE")
 
-    classes, codes_of = _class_table(values, names, colors, spec, field_type, reporter)
+    classes, codes_of = _class_table(values, names, colors, spec, field_type, reporter,
+                                     map_classes)
     object_class = np.full(len(values) + 1, -1, dtype=np.int32)
     object_class[1:] = [classes.by_code(codes_of(v)).index for v in values]
     object_area = np.zeros(len(values) + 1, dtype=np.float64)
@@ -238,16 +265,33 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
         reporter.info(f"{missing} of {counted(len(values), 'polygon')} "
                       f"{'covers' if missing == 1 else 'cover'} no pixel centre of the rasters "
                       f"and {'is' if missing == 1 else 'are'} left out")
+    object_feature = np.array([-1, *positions], dtype=np.int64)
     return Reference(classes, object_class, object_area, object_pixels, objects_path, pixels,
-                     n_features)
+                     n_features, object_feature)
+
+
+def _log_part(spec: ReferenceSpec, n_features: int, other_parts: Counter,
+              reporter: Reporter) -> None:
+    """Say how many features the part filter kept; none is an error naming PART."""
+    kept = n_features - sum(other_parts.values())
+    found = ", ".join(f"{value} ({count})" for value, count in sorted(other_parts.items()))
+    if not kept:
+        raise LcfusionError(
+            f"none of the {n_features} reference features has {spec.part!r} in the field "
+            f"{spec.part_field!r} (its values: {found or 'none'}); choose the split layer "
+            "written by a training, or another part", "PART")
+    reporter.info(f"{kept} of {counted(n_features, 'reference feature')} "
+                  f"{'is' if kept == 1 else 'are'} in the {spec.part!r} part "
+                  f"(field {spec.part_field!r}); the others are left out")
 
 
 def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int,
-                 reporter: Reporter):
+                 reporter: Reporter, map_classes: dict[int, str] | None = None):
     """The class table and a function mapping a field value to its code.
 
     A class's colour comes from the colour field, else from the layer's style (`spec.colors`),
-    else from the default palette.
+    else from the default palette. Text values take the codes of `map_classes` when it holds
+    a table (see `load_reference`), else are numbered 1..n in alphabetical order.
     """
     refused = set()
 
@@ -264,9 +308,29 @@ def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int,
                                  "default colour is used")
             return None
 
+    if field_type == ogr.OFTString and all(v.isascii() and v.isdigit() for v in values):
+        reporter.info(f"the class field {spec.class_field!r} is text, but every value is a whole "
+                      "number: they are taken as class codes")
+        values = [int(v) for v in values]
+        names = {int(k): v for k, v in names.items()}
+        colors = {int(k): v for k, v in colors.items()}
+        field_type = ogr.OFTInteger
     if field_type == ogr.OFTString:
         ordered = sorted(set(values))
+        if map_classes:
+            code_of = _map_codes(ordered, map_classes, spec, reporter)
+            return ClassTable.build(
+                code_of.values(),
+                names={code_of[v]: map_classes[code_of[v]] for v in ordered},
+                colors={code_of[v]: colour_for(v) for v in ordered if colour_for(v)},
+            ), code_of.__getitem__
         code_of = {name: code for code, name in enumerate(ordered, start=1)}
+        if map_classes is not None:
+            reporter.warning(
+                f"the class map has no class table: the names of the class field "
+                f"{spec.class_field!r} are numbered in alphabetical order ("
+                + ", ".join(f"{code} {name}" for name, code in code_of.items())
+                + "); the figures are right only if the map uses these codes")
         table = ClassTable.build(
             code_of.values(),
             names={code_of[v]: names.get(v) or v for v in ordered},
@@ -285,6 +349,28 @@ def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int,
         colors={c: colour_for(c) for c in codes if colour_for(c)},
     )
     return table, int
+
+
+def _map_codes(values: list[str], map_classes: dict[int, str], spec: ReferenceSpec,
+               reporter: Reporter) -> dict[str, int]:
+    """The map's code of each text class value, names compared case- and space-insensitively;
+    a value the map does not name is an error naming CLASS_FIELD."""
+    code_by_name: dict[str, int] = {}
+    for code, name in sorted(map_classes.items()):
+        code_by_name.setdefault(normalized_name(name), code)
+    unknown = [v for v in values if normalized_name(v) not in code_by_name]
+    if unknown:
+        listed = ", ".join(f"{code} {name}" for code, name in sorted(map_classes.items()))
+        raise LcfusionError(
+            f"{', '.join(repr(v) for v in unknown)} "
+            f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of the class map "
+            f"(its classes: {listed}); the class field {spec.class_field!r} must hold the "
+            "map's class names, or choose the field of integer codes", "CLASS_FIELD")
+    code_of = {v: code_by_name[normalized_name(v)] for v in values}
+    reporter.info(f"the names of the class field {spec.class_field!r} take the codes of the "
+                  "class map's table: " + ", ".join(f"{v} = {code}" for v, code in
+                                                    code_of.items()))
+    return code_of
 
 
 def _scan_objects(path: Path, grid: Grid, n_objects: int, reporter: Reporter):

@@ -178,6 +178,16 @@ class SplitReference:
         return np.bincount(self.pixel_class[self.mask(part)],
                            minlength=len(self.reference.classes))
 
+    def feature_parts(self) -> list[str | None]:
+        """The part of each feature of the reference layer, in the layer's order; None for
+        features left out of the split (no class value or polygon, or no pixel on the grid)."""
+        parts: list[str | None] = [None] * self.reference.n_features
+        for object_id in self.reference.present_objects():
+            part = int(self.parts[object_id])
+            if part != UNUSED:
+                parts[int(self.reference.object_feature[object_id])] = PARTS[part]
+        return parts
+
     def summary(self) -> list[dict]:
         return split_summary(self.parts, self.reference.object_class,
                              self.reference.object_pixels, self.reference.classes)

@@ -37,14 +37,15 @@ from ..engine.wording import counted
 
 
 def local_raster_path(layer: QgsRasterLayer) -> str | None:
-    """The GDAL file behind `layer`, or None when it is not a plain local file."""
+    """The GDAL file behind `layer` (absolute: the engine runs elsewhere), or None when it is
+    not a plain local file."""
     if layer.providerType() != "gdal":
         return None
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
     path = parts.get("path") or ""
     if not path or parts.get("layerName") or not os.path.isfile(path):
         return None
-    return path
+    return os.path.abspath(path)
 
 
 def raster_path(layer: QgsRasterLayer, folder: Path, stem: str,
@@ -105,10 +106,12 @@ def renderer_colors(layer: QgsVectorLayer | None, class_field: str) -> dict[str,
 
 @dataclass
 class ExportedPolygons:
-    """What `export_polygons` wrote: the number of features, and the ids of those repaired,
-    left out for want of a polygon, or left out because they cannot be reprojected."""
+    """What `export_polygons` wrote: the number of features, the source ids of those written
+    (in the order written), and the ids of those repaired, left out for want of a polygon, or
+    left out because they cannot be reprojected."""
 
     count: int = 0
+    written: list[int] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)
     without_polygon: list[int] = field(default_factory=list)
     unprojectable: list[int] = field(default_factory=list)
@@ -162,6 +165,7 @@ def export_polygons(source: QgsProcessingFeatureSource, fields: list[str], targe
         out.setAttributes([feature.attributes()[i] for i in indices])
         writer.addFeature(out, QgsFeatureSink.FastInsert)
         exported.count += 1
+        exported.written.append(feature.id())
     del writer
     for ids, noun, what in (
             (exported.repaired, "invalid reference polygon", "repaired (Make Valid)"),

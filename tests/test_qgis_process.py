@@ -102,7 +102,7 @@ def test_train_then_classify_headless(qgis_env, scene, tmp_path):
         *series_arguments(scene), f"--REFERENCE={scene.reference_path}",
         "--CLASS_FIELD=class_id", "--NAME_FIELD=class_name", "--COLOR_FIELD=class_color",
         "--EPOCHS=1", "--PATCHES_PER_EPOCH=16", "--VALIDATION_PATCHES=8", "--PATCH_SIZE=32",
-        "--TILE_SIZE=128", f"--OUTPUT_MODEL={model}"])
+        "--TILE_SIZE=128", f"--OUTPUT_MODEL={model}", f"--OUTPUT_SPLIT={tmp_path / 'split.gpkg'}"])
 
     results = trained["results"]
     assert results["OUTPUT_MODEL"] == str(model)
@@ -132,6 +132,15 @@ def test_train_then_classify_headless(qgis_env, scene, tmp_path):
     for entry in scene.classes:
         assert f'label="{entry.name}"' in style, f"{entry.name} missing from the style"
         assert f'color="{entry.color}"' in style, f"{entry.color} missing from the style"
+
+    # The map on the split layer's test polygons, by class names, the report and matrix left
+    # out (temporary files, gone with qgis_process): the training's test accuracy.
+    evaluated = run_json(qgis_env, "lcfusion:evaluate", [
+        f"--INPUT={class_map}", f"--REFERENCE={tmp_path / 'split.gpkg'}",
+        "--CLASS_FIELD=class_name", "--PART=3"])["results"]
+    assert evaluated["OA"] == pytest.approx(results["OA"], abs=1e-9)
+    assert evaluated["OUTPUT_HTML"].endswith(".html")
+    assert evaluated["OUTPUT_CSV"].endswith(".csv")
 
 
 def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):

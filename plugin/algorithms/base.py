@@ -18,6 +18,11 @@ from typing import Any
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -28,6 +33,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -41,6 +47,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsWkbTypes,
 )
+from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QIcon
 
 from ...engine.alignment import align_pan_ms, plan_ms_alignment
@@ -54,7 +61,7 @@ from ...engine.wording import counted
 from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
-from ..export import export_polygons, raster_path, renderer_colors
+from ..export import ExportedPolygons, export_polygons, raster_path, renderer_colors
 from ..settings import package_name, plugin_root, profiles_path
 from ..styling import (
     ClassMapPostProcessor,
@@ -68,6 +75,10 @@ GROUPS = {"training": "Training", "classification": "Classification", "evaluatio
 SPLIT_METHODS = (("random", "random per class (seeded)"),
                  ("area", "by area: each class's polygons sorted by area, dealt in turn"))
 KEEP_JOBS_ENV = "LCFUSION_KEEP_JOBS"
+#: The fields the split layer adds to the reference polygons, and the part of the polygons
+#: left out of the split; evaluate's part filter reads the same field.
+PART_FIELD, SEED_FIELD, UNUSED_PART = "part", "split_seed", "unused"
+PART_CHOICES = ("all", "train", "validation", "test")
 REPORT_HELP = """
 <h3>Accuracy and report</h3>
 <p>The accuracy outputs (OA, Kappa, mean F1) are measured on the pixels of the test polygons.
@@ -78,6 +89,13 @@ is the one trained on the first split and records every run. The <b>Training rep
 shows the learning curves, the test metrics with the confusion matrix (rows = reference,
 columns = prediction) and per-class F1, the split summary (polygons and pixels per class in
 each part), the repeated splits, the settings used and the time taken.</p>
+<p><b>Reference polygons with their split part</b>: every feature of the reference layer, with
+its geometry and fields, plus <code>part</code> (<code>train</code>, <code>validation</code>,
+<code>test</code>, or <code>unused</code> for a feature left out: no class value, no polygon,
+or no pixel on the rasters) and <code>split_seed</code>. With repeated splits it is the first
+split's, the one of the model kept. Give it to <i>Evaluate a class map</i> with <b>Polygons of
+the split part</b> <code>test</code> to measure any other map on exactly the polygons this model
+never saw.</p>
 """
 COMPUTE_HELP = """
 <h3>Where the training runs</h3>
@@ -410,10 +428,22 @@ class SourceBinding(Binding):
 
 @dataclass
 class ReferenceBinding(Binding):
+    """The reference polygons, exported for the engine; with `part`, the enum parameter that
+    keeps only the polygons of one part of a split layer. `exported` is what the run sent."""
+
     layer: str = "REFERENCE"
     class_field: str = "CLASS_FIELD"
     name_field: str = "NAME_FIELD"
     color_field: str = "COLOR_FIELD"
+    part: str | None = None
+    exported: ExportedPolygons | None = field(default=None, repr=False)
+
+    def chosen_part(self, alg, parameters, context) -> str | None:
+        """The part the polygons are filtered on; None for all polygons."""
+        if self.part is None:
+            return None
+        choice = PART_CHOICES[alg.parameterAsEnum(parameters, self.part, context)]
+        return None if choice == "all" else choice
 
     def check(self, alg, parameters, context):
         source = alg.parameterAsSource(parameters, self.layer, context)
@@ -433,6 +463,11 @@ class ReferenceBinding(Binding):
             if field_name and field_name not in names:
                 return parameter, (f"The field '{field_name}' is not in the reference layer "
                                    f"(its fields: {', '.join(names) or 'none'}).")
+        part = self.chosen_part(alg, parameters, context)
+        if part and source.fields().lookupField(PART_FIELD) < 0:
+            return self.part, (f"Keeping the {part} polygons needs a field '{PART_FIELD}' in "
+                               f"the reference layer (its fields: {', '.join(names) or 'none'});"
+                               " choose the split layer a training wrote, or all polygons.")
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
@@ -442,10 +477,15 @@ class ReferenceBinding(Binding):
         class_field = alg.parameterAsString(parameters, self.class_field, context)
         name_field = alg.parameterAsString(parameters, self.name_field, context) or None
         color_field = alg.parameterAsString(parameters, self.color_field, context) or None
-        fields = list(dict.fromkeys(f for f in (class_field, name_field, color_field) if f))
+        part = self.chosen_part(alg, parameters, context)
+        part_field = source.fields().field(source.fields().lookupField(PART_FIELD)).name() \
+            if part else None
+        fields = list(dict.fromkeys(f for f in (class_field, name_field, color_field,
+                                                part_field) if f))
         target = job.folder / "reference.gpkg"
         crs = job.crs or source.sourceCrs()
-        exported = export_polygons(source, fields, target, crs, context, feedback)
+        exported = self.exported = export_polygons(source, fields, target, crs, context,
+                                                   feedback)
         if exported.count == 0 and not feedback.isCanceled():
             raise QgsProcessingException(alg.where(self.layer) + no_polygons_reason(
                 source, crs, bool(exported.unprojectable)))
@@ -456,7 +496,58 @@ class ReferenceBinding(Binding):
         job.sections["reference"] = {"path": str(target), "layer": "reference",
                                      "class_field": class_field, "name_field": name_field,
                                      "color_field": color_field, "colors": colors,
+                                     "part_field": part_field, "part": part,
                                      "source": source.sourceName()}
+
+
+@dataclass
+class SplitLayerBinding(Binding):
+    """The reference polygons, each with the part of the split it went to and the split's
+    seed, written after a successful training when the output is asked for."""
+
+    reference: ReferenceBinding
+    name: str = "OUTPUT_SPLIT"
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        return None
+
+    def finish(self, alg, parameters, context, feedback, engine_outputs):
+        parts, exported = engine_outputs.get("SPLIT_PARTS"), self.reference.exported
+        if parts is None or exported is None:
+            return
+        if len(parts) != exported.count:
+            feedback.pushWarning(f"The split layer is not written: the engine split "
+                                 f"{len(parts)} polygons, but {exported.count} were exported.")
+            return
+        source = alg.parameterAsSource(parameters, self.reference.layer, context)
+        kept = [i for i, f in enumerate(source.fields())
+                if f.name().lower() not in (PART_FIELD, SEED_FIELD)]
+        fields = QgsFields()
+        for index in kept:
+            fields.append(source.fields().at(index))
+        fields.append(QgsField(PART_FIELD, QVariant.String))
+        fields.append(QgsField(SEED_FIELD, QVariant.Int))
+        sink, destination = alg.parameterAsSink(parameters, self.name, context, fields,
+                                                source.wkbType(), source.sourceCrs())
+        if sink is None:
+            return  # not asked for
+        part_of = dict(zip(exported.written, parts, strict=True))
+        seed = engine_outputs.get("SPLIT_SEED")
+        written = dict.fromkeys((*PART_CHOICES[1:], UNUSED_PART), 0)
+        skip_checks = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks
+        for feature in source.getFeatures(QgsFeatureRequest(), skip_checks):
+            part = part_of.get(feature.id()) or UNUSED_PART
+            out = QgsFeature(fields)
+            out.setGeometry(feature.geometry())
+            attributes = feature.attributes()
+            out.setAttributes([attributes[i] for i in kept] + [part, seed])
+            sink.addFeature(out, QgsFeatureSink.FastInsert)
+            written[part] += 1
+        del sink
+        engine_outputs[self.name] = destination
+        feedback.pushInfo("Split layer: " + ", ".join(
+            f"{count} {part}" for part, count in written.items() if count)
+            + f" polygon(s), seed {seed}.")
 
 
 def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
@@ -570,7 +661,8 @@ class ModelInputBinding(Binding):
         return None
 
     def to_job(self, alg, parameters, context, feedback, job):
-        job.sections["inputs"]["model"] = alg.parameterAsFile(parameters, self.name, context)
+        path = alg.parameterAsFile(parameters, self.name, context)
+        job.sections["inputs"]["model"] = os.path.abspath(path) if path else path
 
 
 def unwritable(path: str, parameter: str) -> tuple[str, str] | None:
@@ -587,15 +679,22 @@ def unwritable(path: str, parameter: str) -> tuple[str, str] | None:
 
 @dataclass
 class FileOutputBinding(Binding):
+    """A file the engine writes; with `temporary_suffix`, a temporary file of that suffix when
+    the parameter is left out (as qgis_process leaves an optional output)."""
+
     name: str
     key: str
+    temporary_suffix: str | None = None
 
     def check(self, alg, parameters, context):
         return unwritable(alg.parameterAsFileOutput(parameters, self.name, context), self.name)
 
     def to_job(self, alg, parameters, context, feedback, job):
-        job.sections["outputs"][self.key] = alg.parameterAsFileOutput(parameters, self.name,
-                                                                      context)
+        path = alg.parameterAsFileOutput(parameters, self.name, context)
+        if not path and self.temporary_suffix:
+            path = QgsProcessingUtils.generateTempFilename(self.name + self.temporary_suffix)
+        # A relative path (qgis_process in a shell) is the working folder's, not the job's.
+        job.sections["outputs"][self.key] = os.path.abspath(path) if path else path
 
 
 @dataclass
@@ -612,7 +711,7 @@ class RasterOutputBinding(Binding):
     def to_job(self, alg, parameters, context, feedback, job):
         path = alg.parameterAsOutputLayer(parameters, self.name, context)
         if path:
-            job.sections["outputs"][self.key] = path
+            job.sections["outputs"][self.key] = os.path.abspath(path)
 
     def finish(self, alg, parameters, context, feedback, engine_outputs):
         path = engine_outputs.get(self.name)
@@ -807,9 +906,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             source.inputs.setdefault(choice, []).append(binding)
         return binding
 
-    def add_reference(self) -> ReferenceBinding:
+    def add_reference(self, part_filter: bool = False) -> ReferenceBinding:
+        """The reference polygons and their fields; with `part_filter`, the choice of the
+        split part (field ``part``) whose polygons are kept."""
+        extra = [QgsProcessingParameterEnum(
+            "PART", "Polygons of the split part (field 'part')", options=list(PART_CHOICES),
+            defaultValue=0)] if part_filter else []
         return self.bind(
-            ReferenceBinding(),
+            ReferenceBinding(part="PART" if part_filter else None),
             QgsProcessingParameterFeatureSource(
                 "REFERENCE", "Reference polygons", [QgsProcessing.TypeVectorPolygon]),
             QgsProcessingParameterField(
@@ -822,6 +926,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "COLOR_FIELD", "Class colour field (#rrggbb)",
                 parentLayerParameterName="REFERENCE", type=QgsProcessingParameterField.String,
                 optional=True),
+            *extra,
         )
 
     def add_split(self, train: float = 0.6, validation: float = 0.2, test: float = 0.2
@@ -891,11 +996,15 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         )
 
     def add_model_output(self) -> FileOutputBinding:
-        """The model file and the HTML training report."""
+        """The model file, the HTML training report and the split layer."""
         self.bind(FileOutputBinding("OUTPUT_REPORT", "report"),
                   QgsProcessingParameterFileDestination(
                       "OUTPUT_REPORT", "Training report", fileFilter="HTML (*.html)",
                       optional=True, createByDefault=True))
+        reference = next(b for b in self.bindings if isinstance(b, ReferenceBinding))
+        self.bind(SplitLayerBinding(reference), QgsProcessingParameterFeatureSink(
+            "OUTPUT_SPLIT", "Reference polygons with their split part",
+            QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=True))
         return self.bind(
             FileOutputBinding("OUTPUT_MODEL", "model"),
             QgsProcessingParameterFileDestination(
@@ -915,11 +1024,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.bind(ClassMapInputBinding(), QgsProcessingParameterRasterLayer(
             "INPUT", "Class map (class codes, nodata where unclassified)"))
 
-    def add_file_output(self, name: str, description: str, key: str,
+    def add_file_output(self, name: str, description: str, key: str, suffix: str,
                         file_filter: str) -> FileOutputBinding:
-        """A file the engine writes, under ``outputs[key]``."""
-        return self.bind(FileOutputBinding(name, key), QgsProcessingParameterFileDestination(
-            name, description, fileFilter=file_filter))
+        """A file the engine writes, under ``outputs[key]``: optional, a temporary file of
+        `suffix` unless the user names one."""
+        return self.bind(FileOutputBinding(name, key, suffix),
+                         QgsProcessingParameterFileDestination(
+                             name, description, fileFilter=file_filter, optional=True,
+                             createByDefault=True))
 
     def add_accuracy_outputs(self) -> None:
         """Test-polygon accuracy; with repeated splits the mean over the splits and its

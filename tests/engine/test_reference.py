@@ -76,6 +76,20 @@ def test_text_classes_get_sorted_codes_and_names(tmp_path):
     assert ref.classes.by_code(2).color == "#ffcc00"
 
 
+def test_text_holding_whole_numbers_gives_those_codes(tmp_path):
+    """A text field of codes (as a CSV or shapefile import leaves them) keeps the user's codes:
+    numbered as names, "10" would become code 1 and "2" code 2 in alphabetical order."""
+    fields = (("code", ogr.OFTString), ("colour", ogr.OFTString))
+    path = write_polygons(tmp_path / "r.gpkg", [(("10", "#ff0000"), box(0, 0, 2, 2)),
+                                                ((" 2", None), box(4, 0, 6, 2)),
+                                                (("10", None), box(8, 0, 10, 2))], fields)
+    ref = load_reference(ReferenceSpec(path, "code", color_field="colour",
+                                       colors={"2": "#0000ff"}), grid(), tmp_path)
+    assert [(c.code, c.name, c.color) for c in ref.classes] == [
+        (2, "class 2", "#0000ff"), (10, "class 10", "#ff0000")]
+    assert ref.object_class.tolist() == [-1, 1, 0, 1]
+
+
 def test_names_from_a_name_field(tmp_path):
     fields = (("code", ogr.OFTInteger), ("label", ogr.OFTString))
     path = write_polygons(tmp_path / "r.gpkg", [((1, "water"), box(0, 0, 2, 2)),

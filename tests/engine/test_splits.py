@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
+from osgeo import ogr, osr
 
 from lcfusion.engine.classes import ClassTable
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.splits import ObjectSplit, SplitConfig, split_summary
+from lcfusion.engine.rasters import Grid
+from lcfusion.engine.reference import ReferenceSpec, load_reference
+from lcfusion.engine.splits import ObjectSplit, SplitConfig, SplitReference, split_summary
 
 CLASSES = ClassTable.build([1, 2, 3], names={1: "water", 2: "forest", 3: "crop"})
 
@@ -96,3 +99,34 @@ def test_area_method_deals_sorted_polygons_in_turn():
 def test_unknown_method():
     with pytest.raises(LcfusionError, match="unknown split method"):
         SplitConfig(method="spatial")
+
+
+def test_feature_parts_follow_the_layer_order_and_skip_unsplit_features(tmp_path):
+    """Features without a class value or off the grid get no part; the others the part of
+    their polygon, at their own position in the layer."""
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32631)
+    path = str(tmp_path / "r.gpkg")
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    layer = source.CreateLayer("ref", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("code", ogr.OFTInteger))
+    for code, col in ((1, 0), (None, 2), (2, 4), (1, 6), (2, 100), (2, 8)):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        if code is not None:
+            feature.SetField("code", code)
+        x0, x1 = 500000 + 10 * col, 500000 + 10 * (col + 2)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON(({x0} 5000000,{x1} 5000000,{x1} 4999980,{x0} 4999980,{x0} 5000000))"))
+        layer.CreateFeature(feature)
+    source = None
+    grid = Grid(srs.ExportToWkt(), (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0), 20, 10)
+    reference = load_reference(ReferenceSpec(path, "code"), grid, tmp_path)
+    parts = ObjectSplit(SplitConfig(0.5, 0.0, 0.5, seed=3)).assign(
+        reference.object_class, reference.present_objects(), reference.classes)
+    feature_parts = SplitReference(reference, parts).feature_parts()
+    assert len(feature_parts) == 6
+    assert feature_parts[1] is None and feature_parts[4] is None  # no class value; off the grid
+    assert sorted(feature_parts[i] for i in (0, 3)) == ["test", "train"]  # class 1
+    assert sorted(feature_parts[i] for i in (2, 5)) == ["test", "train"]  # class 2
+    assert [feature_parts[i] for i in (0, 2, 3, 5)] == [
+        ("train", "validation", "test")[parts[o]] for o in (1, 2, 3, 5)]

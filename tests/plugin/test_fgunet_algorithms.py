@@ -35,6 +35,7 @@ from lcfusion.engine.modelheader import read_header
 
 TRAIN = "lcfusion:trainfgunet"
 CLASSIFY = "lcfusion:classifyfgunet"
+EVALUATE = "lcfusion:evaluate"
 
 #: Colours given to the reference layer's categorized style; the model must adopt them.
 STYLE_COLORS = {1: "#0000ff", 2: "#006400", 3: "#ffd700", 4: "#ff8c00", 5: "#7cfc00",
@@ -85,12 +86,13 @@ def test_train_writes_a_model_and_reports_accuracy(lcfusion_provider, scene, sty
     before = job_folders()
     feedback = recording_feedback()
     model = tmp_path / "fgunet.lcfusion"
+    split = tmp_path / "split.gpkg"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         results = processing.run(TRAIN, {
             "INPUT": series(scene), "REFERENCE": styled_reference, "CLASS_FIELD": "class_id",
             "NAME_FIELD": "class_name", **tiny_training, "SPLIT_METHOD": 1,
-            "CLASS_WEIGHTING": 1, "OUTPUT_MODEL": str(model)},
+            "CLASS_WEIGHTING": 1, "OUTPUT_MODEL": str(model), "OUTPUT_SPLIT": str(split)},
             feedback=feedback)
         gc.collect()
 
@@ -117,12 +119,51 @@ def test_train_writes_a_model_and_reports_accuracy(lcfusion_provider, scene, sty
     assert [c["name"] for c in classes] == [c.name for c in scene.classes]
     # Colours come from the layer's categorized style on the class field.
     assert {c["code"]: c["color"] for c in classes} == STYLE_COLORS
-    # Nothing but the model in the output folder, no job folder left in Processing's temp.
-    assert sorted(os.listdir(tmp_path)) == ["fgunet.lcfusion"]
+    # Nothing but the outputs in their folder, no job folder left in Processing's temp.
+    assert sorted(os.listdir(tmp_path)) == ["fgunet.lcfusion", "split.gpkg"]
     assert job_folders() == before
     # The engine's pipes are closed, not left to the garbage collector.
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert not leaks, leaks
+    check_split_layer(results, styled_reference, header.metadata["training"]["split_summary"])
+    check_evaluation_on_the_test_part(scene, results, model, tmp_path,
+                                      header.metadata["training"]["split_summary"])
+
+
+def check_split_layer(results: dict, reference: QgsVectorLayer, summary: list[dict]) -> None:
+    """The split layer holds every reference polygon once, with the user's fields, its part
+    as in the model's split summary, and the seed."""
+    layer = QgsVectorLayer(results["OUTPUT_SPLIT"], "split", "ogr")
+    assert layer.isValid()
+    assert layer.fields().names()[-2:] == ["part", "split_seed"]
+    features = list(layer.getFeatures())
+    originals = list(reference.getFeatures())
+    assert len(features) == len(originals) == 40
+
+    def key(feature) -> tuple:
+        return feature["class_id"], feature["class_name"], feature.geometry().asWkt(3)
+
+    assert sorted(map(key, features)) == sorted(map(key, originals))
+    assert {f["split_seed"] for f in features} == {0}
+    for row in summary:
+        for part in ("train", "validation", "test"):
+            placed = [f for f in features if f["class_id"] == row["code"] and f["part"] == part]
+            assert len(placed) == row[f"{part}_objects"], (row["name"], part)
+
+
+def check_evaluation_on_the_test_part(scene, results: dict, model: Path, folder: Path,
+                                      summary: list[dict]) -> None:
+    """Evaluating the model's own map on the split layer's test polygons measures exactly the
+    pixels, and so the accuracy, of the training's test metric."""
+    class_map = processing.run(CLASSIFY, {
+        "INPUT": series(scene), "MODEL": str(model), "TILE_SIZE": 128, "MARGIN": 20,
+        "OUTPUT": str(folder / "map.tif")})["OUTPUT"]
+    evaluation = processing.run(EVALUATE, {
+        "INPUT": class_map, "REFERENCE": results["OUTPUT_SPLIT"], "CLASS_FIELD": "class_id",
+        "PART": 3})
+    assert evaluation["N_PIXELS"] == sum(row["test_pixels"] for row in summary)
+    assert evaluation["OA"] == pytest.approx(results["OA"], abs=1e-9)
+    assert evaluation["KAPPA"] == pytest.approx(results["KAPPA"], abs=1e-9)
 
 
 # Classification ------------------------------------------------------------------------------

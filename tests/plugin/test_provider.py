@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from qgis.core import (
     QgsApplication,
+    QgsProcessing,
     QgsProcessingDestinationParameter,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFileDestination,
@@ -200,9 +201,12 @@ def test_outputs_of_each_algorithm(registry, family):
     assert model.defaultFileExtension() == "lcfusion"
     assert {o.name() for o in train.outputDefinitions()} == {
         "OUTPUT_MODEL", "OUTPUT_REPORT", "OA", "KAPPA", "MEAN_F1", "OA_STD", "KAPPA_STD",
-        "MEAN_F1_STD"}
+        "MEAN_F1_STD", "OUTPUT_SPLIT"}
     report = train.parameterDefinition("OUTPUT_REPORT")
     assert report.createByDefault() and "*.html" in report.fileFilter()
+    split = train.parameterDefinition("OUTPUT_SPLIT")
+    assert split.flags() & QgsProcessingParameterDefinition.FlagOptional
+    assert split.createByDefault() and split.dataType() == QgsProcessing.TypeVectorPolygon
 
     classify = registry.algorithmById(f"lcfusion:classify{family}")
     destinations = {p.name(): p for p in classify.parameterDefinitions()

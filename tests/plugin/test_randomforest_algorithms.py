@@ -8,7 +8,13 @@ import pytest
 import rasterio
 from helpers import write_raster
 from processing_helpers import landsat_like_pair
-from qgis.core import QgsPalettedRasterRenderer, QgsProcessingContext, QgsProject, QgsRasterLayer
+from qgis.core import (
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 
 from lcfusion.engine.jobs import Job, write_job
 from lcfusion.engine.modelheader import read_header
@@ -52,11 +58,19 @@ def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_pa
                                                 recording_feedback):
     feedback = recording_feedback()
     model = tmp_path / "forest.lcfusion"
-    results = processing.run(TRAIN, train_parameters(scene, FEATURES=2, PATCH_SIZE=3,
-                                                     OUTPUT_MODEL=str(model)),
-                             feedback=feedback)
+    results = processing.run(TRAIN, train_parameters(
+        scene, FEATURES=2, PATCH_SIZE=3, OUTPUT_MODEL=str(model), REPEATS=2, SEED=4,
+        OUTPUT_SPLIT=str(tmp_path / "split.gpkg")), feedback=feedback)
     assert 0.5 < results["OA"] <= 1.0
     meta = read_header(model).metadata
+    # With repeats, the split layer is the first split's: the kept model's, seed 4.
+    split = QgsVectorLayer(results["OUTPUT_SPLIT"], "split", "ogr")
+    parts = [(f["class_id"], f["part"], f["split_seed"]) for f in split.getFeatures()]
+    assert len(parts) == 40 and {seed for _, _, seed in parts} == {4}
+    assert meta["training"]["split"]["seed"] == 4
+    for row in meta["training"]["split_summary"]:
+        for part in ("train", "validation", "test"):
+            assert parts.count((row["code"], part, 4)) == row[f"{part}_objects"]
     assert meta["family"] == "randomforest" and meta["inputs"]["source"] == "s2"
     assert (meta["architecture"]["features"], meta["architecture"]["patch_size"]) == (
         "patch_stats", 3)
