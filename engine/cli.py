@@ -180,6 +180,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> dict:
         if job.command != args.command:
             raise LcfusionError(f"the job file is a {job.command} job, not {args.command}")
         function = job_command(args.command)
+        if args.command.startswith(("train-", "classify-")):
+            from .fill import report_fill_areas
+
+            report_fill_areas(job, reporter)
         if args.command.startswith("train-"):
             from .repeats import run_training
 

@@ -20,6 +20,7 @@ from .jobsteps import (
     TrainingPixels,
     classify_to_files,
     evaluate_test,
+    labelled_with_data,
     map_outputs,
     model_input,
     model_output,
@@ -173,10 +174,14 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; "
                       f"{device.type}, {counted(threads, 'thread')}")
         weights = class_weights(split.class_counts(0), config.class_weighting)
-        pixels = TrainingPixels.from_split(split)
         lookups = {"train": split.labels_of(0), "validation": split.labels_of(1)}
 
         with series.open() as reader:
+            pixels = TrainingPixels.from_split(split, labelled_with_data(
+                [reader], series.grid, split, reporter))
+            if pixels.train.size == 0:
+                raise LcfusionError("the training polygons cover no pixel with data",
+                                    "REFERENCE")
             normalizer = PercentileNormalizer.fit(reader, rng)
             objects = BandReader(str(split.reference.objects_path))
             reporter.progress(0.08, "normalisation")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rasterio.windows import Window
 
 from .classes import ClassTable
 from .distributed import Ranks
@@ -168,6 +169,33 @@ class TrainingPixels:
                      for name in ("train", "validation")))
 
 
+def labelled_with_data(readers: Sequence[Any], grid: Grid, split: SplitReference,
+                       reporter: Reporter, where: str = "nodata",
+                       budget_bytes: int = 64 << 20) -> np.ndarray:
+    """Which labelled pixels have a value in some channel of `readers` (on `grid`): pixels on
+    nodata or fill are not trained on. The rasters are read in bands of rows of at most
+    `budget_bytes` each, so memory does not grow with them."""
+    channels = max(reader.series.n_channels for reader in readers)
+    band_rows = max(1, min(256, budget_bytes // (4 * channels * grid.width)))
+    pixels = split.reference.pixels
+    valid = np.zeros(len(pixels), dtype=bool)
+    order = np.argsort(pixels.rows, kind="stable")
+    sorted_rows = pixels.rows[order]
+    for top in range(0, grid.height, band_rows):
+        lo, hi = np.searchsorted(sorted_rows, [top, top + band_rows])
+        if lo == hi:
+            continue
+        members = order[lo:hi]
+        window = Window(0, top, grid.width, min(band_rows, grid.height - top))
+        rows, cols = pixels.rows[members] - top, pixels.cols[members]
+        for reader in readers:
+            valid[members] |= np.isfinite(reader.read(window)[:, rows, cols]).any(axis=0)
+    dropped = int((~valid).sum())
+    if dropped:
+        reporter.info(f"{dropped} labelled pixels fall on {where} and are not used")
+    return valid
+
+
 #: Batches of the given pixels: (rows, cols, class indices, augmentation rng or None).
 PixelBatches = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator | None],
                         Iterable[Batch]]
@@ -228,7 +256,15 @@ def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: Spli
     pixels = split.reference.pixels
     predicted = predict_pixels(predictor, reader, grid, pixels.rows[test], pixels.cols[test],
                                reporter)
-    accuracy = compute_accuracy(split.pixel_class[test], predicted, split.reference.classes)
+    classified = predicted >= 0
+    if not classified.all():
+        reporter.info(f"{int((~classified).sum())} test pixels fall on nodata (nodata in the "
+                      "class map) and are not counted")
+    if not classified.any():
+        reporter.warning("every test pixel falls on nodata: no accuracy is reported")
+        return None
+    accuracy = compute_accuracy(split.pixel_class[test][classified], predicted[classified],
+                                split.reference.classes)
     reporter.info(f"accuracy on the held-out test polygons: {accuracy.summary()}")
     for row in accuracy.per_class:
         reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "

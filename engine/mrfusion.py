@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rasterio.windows import Window
 from torch import nn
 
 from .alignment import ALIGN_METHODS, PanMsAlignment
@@ -22,6 +21,7 @@ from .jobsteps import (
     classify_to_files,
     evaluate_test,
     fit_on_pixels,
+    labelled_with_data,
     map_outputs,
     model_input,
     model_output,
@@ -35,14 +35,13 @@ from .panms import (
     DensePanMsPredictor,
     PanMsNormalizer,
     PanMsPair,
-    PanMsReader,
     PatchPairs,
     augment_pairs,
     classification_alignment,
 )
 from .progress import Reporter
 from .series import SeriesSpec
-from .splits import SplitReference, preset_split
+from .splits import preset_split
 from .staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .training import FitResult, RunContext
 from .wording import counted
@@ -172,8 +171,8 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                       f"{device.type}, {counted(threads, 'thread')}")
         with pair.open() as reader:
             normalizer = PanMsNormalizer.fit(reader, rng)
-            pixels = TrainingPixels.from_split(split, _labelled_with_data(reader, split,
-                                                                          reporter))
+            pixels = TrainingPixels.from_split(split, labelled_with_data(
+                [reader.pan], pair.grid, split, reporter, "PAN nodata"))
             reporter.progress(0.08, "normalisation")
 
             def train_here(span: Reporter) -> FitResult:
@@ -226,28 +225,6 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
                            nn.CrossEntropyLoss(), device, restore_rng(meta["rng"]), reporter,
                            config.augment, context)
     return model, result
-
-
-def _labelled_with_data(reader: PanMsReader, split: SplitReference, reporter: Reporter,
-                        band_rows: int = 256) -> np.ndarray:
-    """Which labelled pixels have a PAN value: pixels on PAN nodata are not trained on. The
-    PAN is read in bands of rows, so memory does not grow with the raster."""
-    pixels = split.reference.pixels
-    valid = np.zeros(len(pixels), dtype=bool)
-    order = np.argsort(pixels.rows, kind="stable")
-    sorted_rows = pixels.rows[order]
-    width, height = reader.pair.pan.width, reader.pair.pan.height
-    for top in range(0, height, band_rows):
-        lo, hi = np.searchsorted(sorted_rows, [top, top + band_rows])
-        if lo == hi:
-            continue
-        members = order[lo:hi]
-        band = reader.pan.read(Window(0, top, width, min(band_rows, height - top)))[0]
-        valid[members] = np.isfinite(band[pixels.rows[members] - top, pixels.cols[members]])
-    dropped = int((~valid).sum())
-    if dropped:
-        reporter.info(f"{dropped} labelled pixels fall on PAN nodata and are not used")
-    return valid
 
 
 def load_mrfusion(path: Path, device: torch.device) -> tuple[dict, MRFusion, ClassTable,

@@ -82,9 +82,7 @@ class PatchSource:
         needed = shape.n_channels * shape.height * shape.width * 4
         self._image = self._labels = None
         if needed + shape.height * shape.width * 4 <= self.memory_limit_bytes:
-            window = Window(0, 0, shape.width, shape.height)
-            self._image = self.normalizer.apply(self.reader.read(window))
-            self._labels = self.objects.read(window)[0].astype(np.int32)
+            self._image, self._labels = self._read(Window(0, 0, shape.width, shape.height))
 
     @property
     def in_memory(self) -> bool:
@@ -95,9 +93,15 @@ class PatchSource:
         if self._image is not None:
             return (self._image[:, row: row + size, col: col + size].copy(),
                     self._labels[row: row + size, col: col + size].copy())
-        window = Window(col, row, size, size)
-        data = self.normalizer.apply(self.reader.read(window))
-        return data, self.objects.read(window)[0].astype(np.int32)
+        return self._read(Window(col, row, size, size))
+
+    def _read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """The normalised input of `window` and its object ids, 0 (no object) on pixels
+        without any data, so that nodata and fill inside polygons are not trained on."""
+        data = self.reader.read(window)
+        objects = self.objects.read(window)[0].astype(np.int32)
+        objects[np.isnan(data).all(axis=0)] = 0
+        return self.normalizer.apply(data), objects
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -53,12 +54,14 @@ class SeriesSpec:
     `masks`: optional mask rasters (one single-band raster per date, or one stack with a band
     per date; non-zero = cloud or otherwise invalid) whose dates are treated as missing.
     `gapfill`: fill missing values by temporal interpolation (see `gapfill.fill_gaps`).
+    `fill_value`: a value that marks fill (no data) where every band of a date holds it.
     """
 
     paths: tuple[str, ...]
     bands_per_date: int | None = None
     masks: tuple[str, ...] = ()
     gapfill: bool = False
+    fill_value: float | None = None
 
     @classmethod
     def from_json(cls, data: dict) -> SeriesSpec:
@@ -67,11 +70,12 @@ class SeriesSpec:
             return (paths,) if isinstance(paths, str) else tuple(str(p) for p in paths)
 
         bands = data.get("bands_per_date")
+        fill = data.get("fill_value")
         return cls(paths_of("paths"), int(bands) if bands else None, paths_of("masks"),
-                   bool(data.get("gapfill", False)))
+                   bool(data.get("gapfill", False)), None if fill is None else float(fill))
 
     def with_gapfill(self, gapfill: bool) -> SeriesSpec:
-        return SeriesSpec(self.paths, self.bands_per_date, self.masks, gapfill)
+        return dataclasses.replace(self, gapfill=gapfill)
 
 
 class TimeSeries:
@@ -113,6 +117,7 @@ class TimeSeries:
         self.band_names = self._band_names()
         self.dates = self._dates()
         self.gapfill = spec.gapfill
+        self.fill_value = spec.fill_value
         self.mask_infos = self._masks(spec.masks)
 
     def _masks(self, paths: tuple[str, ...]) -> tuple[RasterInfo, ...]:
@@ -165,7 +170,9 @@ class TimeSeries:
                     else f", dates {dates[0]} .. {dates[-1]}")
         steps = "".join((", masked by " + ", ".join(i.path.name for i in self.mask_infos)
                          if self.mask_infos else "",
-                         ", gaps filled by temporal interpolation" if self.gapfill else ""))
+                         ", gaps filled by temporal interpolation" if self.gapfill else "",
+                         f", {self.fill_value:g} in every band of a date read as nodata"
+                         if self.fill_value is not None else ""))
         return (f"{self.n_dates} dates x {self.bands_per_date} bands ({kind}){span}{steps}; "
                 f"{self.grid.describe()}")
 
@@ -238,9 +245,18 @@ class SeriesReader:
             masked = np.concatenate(read_reflect(self.masks, window, series.height,
                                                  series.width)) != 0
             by_date[np.broadcast_to(masked[:, None], by_date.shape)] = np.nan
+        if series.fill_value is not None:
+            mask_fill(by_date, series.fill_value)
         if series.gapfill:
             fill_gaps(by_date, self.positions)
         return out
+
+
+def mask_fill(by_date: np.ndarray, value: float) -> None:
+    """Set to NaN, in place, every date of a pixel whose bands (dates, bands, rows, cols) all
+    hold the fill `value` (bands already NaN count as fill)."""
+    fill = ((by_date == np.float32(value)) | np.isnan(by_date)).all(axis=1)
+    by_date[np.broadcast_to(fill[:, None], by_date.shape)] = np.nan
 
 
 #: Raster types whose every value float32 holds exactly: GDAL converts them while reading.

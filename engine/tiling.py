@@ -247,13 +247,15 @@ def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
 
 def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
                    cols: np.ndarray, reporter: Reporter) -> np.ndarray:
-    """Predicted class indices at the given pixels, running only tiles that contain some."""
+    """Predicted class indices at the given pixels, running only tiles that contain some;
+    -1 at pixels without data (nodata in the class map)."""
     predicted = np.full(rows.size, -1, dtype=np.int64)
     selected = tiles_holding(predictor.cores(grid.height, grid.width), rows, cols)
     with classifying(predictor, reader, selected, core_of=lambda item: item[0]) as inferred:
-        for done, ((core, members), probs, _) in enumerate(inferred, start=1):
+        for done, ((core, members), probs, valid) in enumerate(inferred, start=1):
             local_r = rows[members] - int(core.row_off)
             local_c = cols[members] - int(core.col_off)
-            predicted[members] = probs[:, local_r, local_c].argmax(axis=0)
+            predicted[members] = np.where(valid[local_r, local_c],
+                                          probs[:, local_r, local_c].argmax(axis=0), -1)
             reporter.progress(done / len(selected), "evaluating")
     return predicted

@@ -22,6 +22,7 @@ from .jobsteps import (
     classify_to_files,
     evaluate_test,
     fit_on_pixels,
+    labelled_with_data,
     map_outputs,
     model_input,
     model_output,
@@ -272,7 +273,8 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
             patches = GridPatches(readers, normalizers, config.patch_size,
                                   config.memory_limit_mb * 1024 * 1024)
             reporter.progress(0.08, "normalisation")
-            pixels = TrainingPixels.from_split(split)
+            pixels = TrainingPixels.from_split(split, labelled_with_data(
+                readers, inputs.s2.series.grid, split, reporter))
             reporter.debug("training patches read from "
                            + ("memory" if patches.in_memory else "the files, by windows"))
 

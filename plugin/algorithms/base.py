@@ -114,6 +114,16 @@ same inputs and profile. Cancel stops the remote job (its process group, or scan
 removes its folder unless the profile keeps it.</p>
 """
 
+FILL_HELP = """
+<h3>Fill areas without nodata</h3>
+<p>Scenes often hold a fill area (0 in every band at the edges of a Landsat or Sentinel-2
+footprint, or -9999, 65535) with no nodata value declared. The run warns when it finds one,
+with its share and value. <b>Treat this value as nodata (all bands)</b> makes every pixel where
+all bands of an input (of a date, for a series) hold that value nodata: no data for the model,
+no training samples, and nodata in the class map and the confidence map. Nodata values the
+rasters declare are always respected.</p>
+"""
+
 
 def icon(name: str) -> QIcon:
     return QIcon(str(plugin_root() / "resources" / "icons" / name))
@@ -424,6 +434,23 @@ class SourceBinding(Binding):
         feedback.pushInfo(f"Source: {self.label(source)}.")
         for binding in self.inputs[source]:
             binding.to_job(alg, parameters, context, feedback, job)
+
+
+@dataclass
+class FillValueBinding(Binding):
+    """The value that marks fill where every band of an input holds it: it goes into each
+    input raster entry of the job (the bindings of the inputs come first)."""
+
+    name: str = "FILL_VALUE"
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        if parameters.get(self.name) in (None, ""):
+            return
+        value = alg.parameterAsDouble(parameters, self.name, context)
+        for entry in job.sections["inputs"].values():
+            if isinstance(entry, dict) and entry.get("paths"):
+                entry["fill_value"] = value
+        feedback.pushInfo(f"Fill value: pixels where every band holds {value:g} are nodata.")
 
 
 @dataclass
@@ -804,6 +831,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         extra = REPORT_HELP if self.group_key == "training" else ""
         if self.parameterDefinition("COMPUTE") is not None:
             extra += COMPUTE_HELP
+        if self.parameterDefinition("FILL_VALUE") is not None:
+            extra += FILL_HELP
         return " ".join((self.help_text + extra + self.defaults_help()).split())
 
     def defaults_help(self) -> str:
@@ -995,8 +1024,16 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterFile("MODEL", "Model file", extension=SUFFIX.lstrip(".")),
         )
 
+    def add_fill_value(self) -> FillValueBinding:
+        """The fill value of the inputs (none by default); added after the inputs."""
+        return self.bind(FillValueBinding(), advanced(QgsProcessingParameterNumber(
+            "FILL_VALUE", "Treat this value as nodata (all bands)",
+            type=QgsProcessingParameterNumber.Double, optional=True)))
+
     def add_model_output(self) -> FileOutputBinding:
-        """The model file, the HTML training report and the split layer."""
+        """The fill value of the inputs, the model file, the HTML training report and the split
+        layer."""
+        self.add_fill_value()
         self.bind(FileOutputBinding("OUTPUT_REPORT", "report"),
                   QgsProcessingParameterFileDestination(
                       "OUTPUT_REPORT", "Training report", fileFilter="HTML (*.html)",
@@ -1012,6 +1049,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         )
 
     def add_class_map_output(self, with_confidence: bool = True) -> None:
+        """The fill value of the inputs, the class map and the confidence map."""
+        self.add_fill_value()
         self.bind(RasterOutputBinding("OUTPUT", "class_map", "class_map"),
                   QgsProcessingParameterRasterDestination("OUTPUT", "Class map"))
         if with_confidence:
