@@ -32,6 +32,10 @@ class ReferenceSpec:
     name_field: str | None = None
     color_field: str | None = None
     colors: dict[str, str] = field(default_factory=dict)
+    #: The column that holds each named field, where the file stores it under another name
+    #: (the plugin exports fields under safe names: a field called "fid" would otherwise
+    #: become the GeoPackage's feature id).
+    columns: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict) -> ReferenceSpec:
@@ -42,6 +46,7 @@ class ReferenceSpec:
             name_field=data.get("name_field") or None,
             color_field=data.get("color_field") or None,
             colors={str(k): str(v) for k, v in (data.get("colors") or {}).items()},
+            columns={str(k): str(v) for k, v in (data.get("columns") or {}).items()},
         )
 
 
@@ -94,13 +99,18 @@ def _open_layer(spec: ReferenceSpec) -> tuple[ogr.DataSource, ogr.Layer]:
     return source, layer
 
 
-def _field_index(layer: ogr.Layer, name: str | None, parameter: str) -> int | None:
+def _field_index(layer: ogr.Layer, spec: ReferenceSpec, name: str | None,
+                 parameter: str) -> int | None:
+    """The index of the column holding the field `name` (None without a name)."""
     if not name:
         return None
     definition = layer.GetLayerDefn()
-    index = definition.GetFieldIndex(name)
+    index = definition.GetFieldIndex(spec.columns.get(name, name))
     if index < 0:
-        fields = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+        named = {column: field_name for field_name, column in spec.columns.items()}
+        fields = [named.get(definition.GetFieldDefn(i).GetName(),
+                            definition.GetFieldDefn(i).GetName())
+                  for i in range(definition.GetFieldCount())]
         raise LcfusionError(
             f"the field {name!r} is not in the reference layer (its fields: "
             f"{', '.join(fields) or 'none'}); choose one of them", parameter)
@@ -151,9 +161,9 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
         raise LcfusionError("no class field given; choose the field that holds the class "
                             "of each polygon", "CLASS_FIELD")
     source, layer = _open_layer(spec)
-    class_index = _field_index(layer, spec.class_field, "CLASS_FIELD")
-    name_index = _field_index(layer, spec.name_field, "NAME_FIELD")
-    color_index = _field_index(layer, spec.color_field, "COLOR_FIELD")
+    class_index = _field_index(layer, spec, spec.class_field, "CLASS_FIELD")
+    name_index = _field_index(layer, spec, spec.name_field, "NAME_FIELD")
+    color_index = _field_index(layer, spec, spec.color_field, "COLOR_FIELD")
     field_type = layer.GetLayerDefn().GetFieldDefn(class_index).GetType()
     if field_type not in (*_INTEGER_TYPES, ogr.OFTReal, ogr.OFTString):
         raise LcfusionError(

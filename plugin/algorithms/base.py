@@ -408,10 +408,11 @@ class ReferenceBinding(Binding):
         class_field = alg.parameterAsString(parameters, self.class_field, context)
         name_field = alg.parameterAsString(parameters, self.name_field, context) or None
         color_field = alg.parameterAsString(parameters, self.color_field, context) or None
-        fields = list(dict.fromkeys(f for f in (class_field, name_field, color_field) if f))
+        columns = reference_columns(class_field=class_field, name_field=name_field,
+                                    color_field=color_field)
         target = job.folder / "reference.gpkg"
         crs = job.crs or source.sourceCrs()
-        exported = export_polygons(source, fields, target, crs, context, feedback)
+        exported = export_polygons(source, columns, target, crs, context, feedback)
         if exported.count == 0 and not feedback.isCanceled():
             raise QgsProcessingException(alg.where(self.layer) + no_polygons_reason(
                 source, crs, bool(exported.unprojectable)))
@@ -422,7 +423,17 @@ class ReferenceBinding(Binding):
         job.sections["reference"] = {"path": str(target), "layer": "reference",
                                      "class_field": class_field, "name_field": name_field,
                                      "color_field": color_field, "colors": colors,
-                                     "source": source.sourceName()}
+                                     "columns": columns, "source": source.sourceName()}
+
+
+def reference_columns(**fields: str | None) -> dict[str, str]:
+    """Field -> the safe column it is exported under (``class_field`` -> ``lcfusion_class``),
+    for each given field; a field given twice gets its first column."""
+    columns: dict[str, str] = {}
+    for role, name in fields.items():
+        if name and name not in columns:
+            columns[name] = f"lcfusion_{role.removesuffix('_field')}"
+    return columns
 
 
 def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
