@@ -10,7 +10,9 @@ from processing_helpers import TINY_FOREST
 from qgis.core import (
     QgsFeature,
     QgsField,
+    QgsPalettedRasterRenderer,
     QgsProcessingException,
+    QgsRasterLayer,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -44,6 +46,8 @@ def reference_with_fields(scene, owned_layer, *, codes: bool = True) -> QgsVecto
 
 
 def test_a_class_field_named_fid_trains(lcfusion_provider, scene, owned_layer, tmp_path):
+    """...and, the layer having no colours, the map is styled in the conventional colours
+    of the class names."""
     model = tmp_path / "forest.lcfusion"
     processing.run("lcfusion:trainrandomforest", {
         "SOURCE": 0, "S2": [str(p) for p in scene.s2_paths],
@@ -52,6 +56,18 @@ def test_a_class_field_named_fid_trains(lcfusion_provider, scene, owned_layer, t
     classes = read_header(model).metadata["classes"]
     assert [(c["code"], c["name"]) for c in classes] == [
         (c.code, c.name) for c in scene.classes]
+
+    class_map = tmp_path / "map.tif"
+    processing.run("lcfusion:classifyrandomforest", {
+        "MODEL": str(model), "S2": [str(p) for p in scene.s2_paths], "TILE_SIZE": 64,
+        "OUTPUT": str(class_map)})
+    layer = QgsRasterLayer(str(class_map), "map")
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    colors = {entry.label: entry.color.name() for entry in renderer.classes()}
+    assert colors == {"water": "#2166ac", "forest": "#1b6b30", "winter crop": "#f0cf3c",
+                      "summer crop": "#bba12f", "grassland": "#9fd46a",
+                      "wet meadow": "#3fa7a0", "built-up": "#d7301f", "bare soil": "#d2b48c"}
 
 
 def test_evaluation_names_the_users_fields(lcfusion_provider, scene, owned_layer, tmp_path):
