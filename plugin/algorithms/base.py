@@ -50,6 +50,7 @@ from ...engine.jobs import write_job
 from ...engine.modelheader import SUFFIX, check_family, read_header
 from ...engine.outputs import check_writable, partial_files
 from ...engine.profiles import LOCAL, ComputeProfile, find_profile
+from ...engine.report import FAMILY_NAMES
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
 from ..export import export_polygons, raster_path, renderer_colors
@@ -606,7 +607,9 @@ class RasterOutputBinding(Binding):
         except (OSError, ValueError, LcfusionError) as exc:
             feedback.pushWarning(f"{path} was written, but its style could not be saved: {exc}")
             return
-        attach_post_processor(context, path, processor)
+        definition = alg.parameterDefinition(self.name)
+        attach_post_processor(context, path, processor, alg.output_layer_name(
+            self.kind, parameters, context), (definition.description(), self.name))
 
 
 @dataclass
@@ -931,6 +934,17 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         finally:
             if not os.environ.get(KEEP_JOBS_ENV):
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def output_layer_name(self, kind: str, parameters: dict,
+                          context: QgsProcessingContext) -> str | None:
+        """The name of a loaded class map or confidence map (`kind`): the model's family,
+        what the layer shows and the model file's name, as "FG-UNET classes — crops2021"."""
+        model = next((b for b in self.bindings if isinstance(b, ModelInputBinding)), None)
+        if model is None:
+            return None
+        stem = Path(self.parameterAsFile(parameters, model.name, context)).stem
+        shown = "classes" if kind == "class_map" else "confidence"
+        return f"{FAMILY_NAMES.get(model.family, model.family)} {shown} — {stem}"
 
     def where(self, parameter: str | None) -> str:
         """The prefix that names a parameter in messages: "Description [NAME]: "."""
