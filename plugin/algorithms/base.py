@@ -707,6 +707,13 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return icon(self.icon_file)
 
+    def createCustomParametersWidget(self, parent=None):  # noqa: N802 - QGIS API
+        """The toolbox dialog: Processing's, preselecting the class fields and filling the
+        inputs from the chosen model (see `plugin.dialogs`)."""
+        from ..dialogs import algorithm_dialog
+
+        return algorithm_dialog(self, parent)
+
     def createInstance(self) -> EngineAlgorithm:  # noqa: N802 - QGIS API
         return type(self)()
 
