@@ -3,9 +3,10 @@
 * Choosing the reference layer preselects its class field and class name field (an integer
   or text field named like class / code / label / type, never the feature id), instead of
   the layer's first field, which is the GeoPackage's ``fid``.
-* Choosing a model file fills the empty inputs with the project's layers that match what the
-  model records: one layer per recorded date (the date in the layer's name or file name) with
-  the model's bands per date, or the one layer of the model's PAN or MS bands and date.
+* Choosing a model file fills the inputs with the project's layers that match what the model
+  records: one layer per recorded date (the date in the layer's name or file name) with the
+  model's bands per date into an empty layer list, or the only layer of the model's PAN or MS
+  band count (and date, if recorded).
 
 Only this dialog changes: the modeler, the batch dialog and ``qgis_process`` take the
 parameters as they are.
@@ -196,8 +197,8 @@ class DialogHooks:
             wrappers[binding.name_field].setParameterValue(name_field, self.context)
 
     def fill_from_model(self, binding: ModelInputBinding) -> None:
-        """Fill the empty inputs with the project's layers that match the model's inputs,
-        and say which in the dialog's message bar."""
+        """Fill the inputs with the project's layers that match the model's inputs, and say
+        which in the dialog's message bar."""
         path = self.value(binding.name)
         try:
             metadata = read_header(path, binding.name).metadata if path else None
@@ -210,10 +211,12 @@ class DialogHooks:
         found = model_inputs(self.dialog.algorithm().bindings, metadata.get("inputs") or {},
                              project_rasters())
         for name, layers in found.items():
-            if name not in wrappers or self.value(name):
-                continue
             multiple = isinstance(self.dialog.algorithm().parameterDefinition(name),
                                   QgsProcessingParameterMultipleLayers)
+            # A layer list the user filled is kept; a single layer's box is never empty (it
+            # shows the project's first layer), so it takes the one layer that matches.
+            if name not in wrappers or (multiple and self.value(name)):
+                continue
             ids = [layer.id() for layer in layers]
             wrappers[name].setParameterValue(ids if multiple else ids[0], self.context)
             filled.append(f"{self.dialog.algorithm().parameterDefinition(name).description()}: "

@@ -206,3 +206,16 @@ def test_choosing_a_model_fills_its_dated_inputs(lcfusion_provider, scene, train
 
     assert value(dialog, "INPUT") == [str(path) for path in scene.s2_paths]  # date order
     assert not value(dialog, "INPUT_MASK")  # the model records no mask layers
+
+
+def test_choosing_a_model_fills_its_pan_and_ms(lcfusion_provider, scene, trained_mrfusion,
+                                               dialog_of, project_layer):
+    model, _ = trained_mrfusion
+    for path in (*scene.s2_paths, scene.s2_cloud_mask_path, scene.ms_path, scene.pan_path):
+        project_layer(QgsRasterLayer(str(path), path.stem))
+    dialog = dialog_of("lcfusion:classifymrfusion")
+
+    set_value(dialog, "MODEL", str(model))
+
+    shown = [QgsProject.instance().mapLayer(value(dialog, name)) for name in ("PAN", "MS")]
+    assert [Path(layer.source()) for layer in shown] == [scene.pan_path, scene.ms_path]
