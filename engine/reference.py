@@ -255,7 +255,7 @@ def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int,
     """The class table and a function mapping a field value to its code.
 
     A class's colour comes from the colour field, else from the layer's style (`spec.colors`),
-    else from the default palette.
+    else from its name or the default palette (`ClassTable.build`).
     """
     refused = set()
 
