@@ -5,6 +5,7 @@ Pure Python (no torch, no qgis): the plugin reads class tables from model header
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -14,6 +15,26 @@ DEFAULT_PALETTE = (
     "#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99",
     "#8dd3c7", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69",
     "#fccde5", "#d9d9d9",
+)
+
+#: Conventional colours of land-cover classes, by words of their names (a word matches the
+#: start of a word of the name, case-insensitively; one ending in a space, a whole word), in
+#: the order they are tried: "wet meadow" is a wetland, "tree crops" an orchard. After the
+#: CORINE and ESA WorldCover legends.
+CONVENTIONAL_COLORS = (
+    (("snow", "ice", "glacier"), "#e4f1f8"),
+    (("wet", "marsh", "swamp", "bog", "fen", "peat", "mangrove", "reed"), "#3fa7a0"),
+    (("water", "river", "lake", "sea ", "ocean", "reservoir", "pond", "canal"), "#2166ac"),
+    (("vine", "orchard", "olive", "fruit", "plantation", "tree crop"), "#9a4f9e"),
+    (("forest", "tree", "wood", "conifer", "broadleaf", "deciduous", "evergreen"), "#1b6b30"),
+    (("shrub", "schrub", "scrub", "bush", "heath", "moor"), "#8a8f32"),
+    (("grass", "meadow", "pasture", "lawn", "prairie", "steppe", "herbaceous"), "#9fd46a"),
+    (("crop", "cultivat", "arable", "farm", "agricult", "cereal", "wheat", "maize", "corn",
+      "barley"), "#f0cf3c"),
+    (("urban", "built", "building", "artificial", "residential", "industrial", "commercial",
+      "settlement", "impervious", "road", "city", "town"), "#d7301f"),
+    (("bare", "soil", "sand", "rock", "desert", "dune", "beach", "barren", "quarry"),
+     "#d2b48c"),
 )
 
 #: Class maps are uint8 with this nodata value when every code fits below it, else uint16.
@@ -96,21 +117,49 @@ class ClassTable:
         names: Mapping[int, str] | None = None,
         colors: Mapping[int, str] | None = None,
     ) -> ClassTable:
-        """A table for sorted unique `codes`, with optional names and colours per code."""
+        """A table for sorted unique `codes`, with optional names and colours per code.
+
+        A class without a colour gets the conventional colour of its name (water blue,
+        forest dark green...), else the palette's; classes that would share a colour are
+        told apart by shades of it."""
         names = names or {}
-        colors = colors or {}
+        given = {code: normalize_color(color) for code, color in (colors or {}).items()
+                 if color}
+        taken = set(given.values())
         entries = []
         for index, code in enumerate(sorted(set(int(c) for c in codes))):
-            color = colors.get(code) or DEFAULT_PALETTE[index % len(DEFAULT_PALETTE)]
-            entries.append(
-                LandCoverClass(
-                    index=index,
-                    code=code,
-                    name=str(names.get(code) or f"class {code}"),
-                    color=normalize_color(color),
-                )
-            )
+            name = str(names.get(code) or f"class {code}")
+            color = given.get(code)
+            if color is None:
+                color = distinct_shade(conventional_color(name)
+                                       or DEFAULT_PALETTE[index % len(DEFAULT_PALETTE)], taken)
+                taken.add(color)
+            entries.append(LandCoverClass(index=index, code=code, name=name, color=color))
         return cls(tuple(entries))
+
+
+def conventional_color(name: str) -> str | None:
+    """The conventional colour of a land-cover class name (see `CONVENTIONAL_COLORS`), or
+    None when no word of the name is recognised."""
+    text = " " + " ".join(re.findall(r"[a-z]+", name.lower())) + " "
+    for words, color in CONVENTIONAL_COLORS:
+        if any(f" {word}" in text for word in words):
+            return color
+    return None
+
+
+def distinct_shade(color: str, taken: set[str]) -> str:
+    """`color`, or when it is taken the first untaken of its shades: darker, lighter, darker
+    still..."""
+    red, green, blue = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    shade, step = color, 0
+    while shade in taken and step < 8:
+        step += 1
+        amount = 0.22 * ((step + 1) // 2)
+        target = 0 if step % 2 else 255
+        shade = "#" + "".join(f"{round(value + (target - value) * amount):02x}"
+                              for value in (red, green, blue))
+    return shade
 
 
 def normalize_color(value: str) -> str:

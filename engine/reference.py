@@ -36,6 +36,10 @@ class ReferenceSpec:
     #: Only the features whose `part_field` holds `part` (e.g. the test polygons of a split).
     part_field: str | None = None
     part: str | None = None
+    #: The column that holds each named field, where the file stores it under another name
+    #: (the plugin exports fields under safe names: a field called "fid" would otherwise
+    #: become the GeoPackage's feature id).
+    columns: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict) -> ReferenceSpec:
@@ -48,6 +52,7 @@ class ReferenceSpec:
             colors={str(k): str(v) for k, v in (data.get("colors") or {}).items()},
             part_field=data.get("part_field") or None,
             part=data.get("part") or None,
+            columns={str(k): str(v) for k, v in (data.get("columns") or {}).items()},
         )
 
 
@@ -102,13 +107,18 @@ def _open_layer(spec: ReferenceSpec) -> tuple[ogr.DataSource, ogr.Layer]:
     return source, layer
 
 
-def _field_index(layer: ogr.Layer, name: str | None, parameter: str) -> int | None:
+def _field_index(layer: ogr.Layer, spec: ReferenceSpec, name: str | None,
+                 parameter: str) -> int | None:
+    """The index of the column holding the field `name` (None without a name)."""
     if not name:
         return None
     definition = layer.GetLayerDefn()
-    index = definition.GetFieldIndex(name)
+    index = definition.GetFieldIndex(spec.columns.get(name, name))
     if index < 0:
-        fields = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+        named = {column: field_name for field_name, column in spec.columns.items()}
+        fields = [named.get(definition.GetFieldDefn(i).GetName(),
+                            definition.GetFieldDefn(i).GetName())
+                  for i in range(definition.GetFieldCount())]
         raise LcfusionError(
             f"the field {name!r} is not in the reference layer (its fields: "
             f"{', '.join(fields) or 'none'}); choose one of them", parameter)
@@ -167,10 +177,10 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
         raise LcfusionError("no class field given; choose the field that holds the class "
                             "of each polygon", "CLASS_FIELD")
     source, layer = _open_layer(spec)
-    class_index = _field_index(layer, spec.class_field, "CLASS_FIELD")
-    name_index = _field_index(layer, spec.name_field, "NAME_FIELD")
-    color_index = _field_index(layer, spec.color_field, "COLOR_FIELD")
-    part_index = _field_index(layer, spec.part_field, "PART") if spec.part else None
+    class_index = _field_index(layer, spec, spec.class_field, "CLASS_FIELD")
+    name_index = _field_index(layer, spec, spec.name_field, "NAME_FIELD")
+    color_index = _field_index(layer, spec, spec.color_field, "COLOR_FIELD")
+    part_index = _field_index(layer, spec, spec.part_field, "PART") if spec.part else None
     field_type = layer.GetLayerDefn().GetFieldDefn(class_index).GetType()
     if field_type not in (*_INTEGER_TYPES, ogr.OFTReal, ogr.OFTString):
         raise LcfusionError(
@@ -290,8 +300,9 @@ def _class_table(values, names, colors, spec: ReferenceSpec, field_type: int,
     """The class table and a function mapping a field value to its code.
 
     A class's colour comes from the colour field, else from the layer's style (`spec.colors`),
-    else from the default palette. Text values take the codes of `map_classes` when it holds
-    a table (see `load_reference`), else are numbered 1..n in alphabetical order.
+    else from its name or the default palette (`ClassTable.build`). Text values take the codes
+    of `map_classes` when it holds a table (see `load_reference`), else are numbered 1..n in
+    alphabetical order.
     """
     refused = set()
 

@@ -16,6 +16,7 @@ from qgis.core import (
     QgsFeature,
     QgsFeatureRequest,
     QgsFeatureSink,
+    QgsField,
     QgsFields,
     QgsGeometry,
     QgsProcessingContext,
@@ -117,20 +118,25 @@ class ExportedPolygons:
     unprojectable: list[int] = field(default_factory=list)
 
 
-def export_polygons(source: QgsProcessingFeatureSource, fields: list[str], target: Path,
+def export_polygons(source: QgsProcessingFeatureSource, columns: dict[str, str], target: Path,
                     crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext,
                     feedback: QgsProcessingFeedback) -> ExportedPolygons:
-    """Write the source's polygons with `fields` to a GeoPackage in `crs`: invalid polygons
-    repaired, the polygons of geometry collections kept, and the user warned of any feature
-    repaired or left out."""
+    """Write the source's polygons to a GeoPackage in `crs`, each field of `columns` (source
+    field -> column) under its column's name: invalid polygons repaired, the polygons of
+    geometry collections kept, and the user warned of any feature repaired or left out.
+
+    Safe column names keep every field name usable: GDAL would take a field called "fid" as
+    the feature id, and GeoPackage column names clash when they differ only in case."""
     source_fields = source.fields()
     kept = QgsFields()
     indices = []
-    for name in fields:
+    for name, column in columns.items():
         index = source_fields.lookupField(name)
         if index < 0:
             raise QgsProcessingException(f"The field '{name}' is not in the reference layer.")
-        kept.append(source_fields.at(index))
+        exported_field = QgsField(source_fields.at(index))
+        exported_field.setName(column)
+        kept.append(exported_field)
         indices.append(index)
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"

@@ -139,15 +139,24 @@ def attach_post_processor(
     context: QgsProcessingContext,
     output: str,
     post_processor: QgsProcessingLayerPostProcessorInterface,
+    layer_name: str | None = None,
+    generic_names: tuple[str, ...] = (),
 ) -> bool:
     """Style `output` (layer id or destination) when Processing loads it; False if not loaded.
 
-    A post-processor that is not attached is released (see `_StylePostProcessor`).
+    With `layer_name`, the loaded layer is named so instead of one of `generic_names` (the
+    output's description, which Processing names a temporary output after); a name given
+    elsewhere (a model's output name) is kept, and QGIS's preference for file names applies
+    to files the user named. A post-processor that is not attached is released (see
+    `_StylePostProcessor`).
     """
     if not context.willLoadLayerOnCompletion(output):
         _StylePostProcessor._alive.discard(post_processor)
         return False
-    context.layerToLoadOnCompletionDetails(output).setPostProcessor(post_processor)
+    details = context.layerToLoadOnCompletionDetails(output)
+    details.setPostProcessor(post_processor)
+    if layer_name and details.name in ("", *generic_names):
+        details.name = layer_name
     return True
 
 

@@ -57,6 +57,7 @@ from ...engine.jobs import write_job
 from ...engine.modelheader import SUFFIX, check_family, read_header
 from ...engine.outputs import check_writable, partial_files
 from ...engine.profiles import LOCAL, ComputeProfile, find_profile
+from ...engine.report import FAMILY_NAMES
 from ...engine.wording import counted
 from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
@@ -507,11 +508,11 @@ class ReferenceBinding(Binding):
         part = self.chosen_part(alg, parameters, context)
         part_field = source.fields().field(source.fields().lookupField(PART_FIELD)).name() \
             if part else None
-        fields = list(dict.fromkeys(f for f in (class_field, name_field, color_field,
-                                                part_field) if f))
+        columns = reference_columns(class_field=class_field, name_field=name_field,
+                                    color_field=color_field, part_field=part_field)
         target = job.folder / "reference.gpkg"
         crs = job.crs or source.sourceCrs()
-        exported = self.exported = export_polygons(source, fields, target, crs, context,
+        exported = self.exported = export_polygons(source, columns, target, crs, context,
                                                    feedback)
         if exported.count == 0 and not feedback.isCanceled():
             raise QgsProcessingException(alg.where(self.layer) + no_polygons_reason(
@@ -524,7 +525,17 @@ class ReferenceBinding(Binding):
                                      "class_field": class_field, "name_field": name_field,
                                      "color_field": color_field, "colors": colors,
                                      "part_field": part_field, "part": part,
-                                     "source": source.sourceName()}
+                                     "columns": columns, "source": source.sourceName()}
+
+
+def reference_columns(**fields: str | None) -> dict[str, str]:
+    """Field -> the safe column it is exported under (``class_field`` -> ``lcfusion_class``),
+    for each given field; a field given twice gets its first column."""
+    columns: dict[str, str] = {}
+    for role, name in fields.items():
+        if name and name not in columns:
+            columns[name] = f"lcfusion_{role.removesuffix('_field')}"
+    return columns
 
 
 @dataclass
@@ -572,9 +583,9 @@ class SplitLayerBinding(Binding):
             written[part] += 1
         del sink
         engine_outputs[self.name] = destination
-        feedback.pushInfo("Split layer: " + ", ".join(
-            f"{count} {part}" for part, count in written.items() if count)
-            + f" polygon(s), seed {seed}.")
+        feedback.pushInfo(f"Split layer: {counted(sum(written.values()), 'polygon')} ("
+                          + ", ".join(f"{count} {part}" for part, count in written.items()
+                                      if count) + f"), seed {seed}.")
 
 
 def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
@@ -755,7 +766,9 @@ class RasterOutputBinding(Binding):
         except (OSError, ValueError, LcfusionError) as exc:
             feedback.pushWarning(f"{path} was written, but its style could not be saved: {exc}")
             return
-        attach_post_processor(context, path, processor)
+        definition = alg.parameterDefinition(self.name)
+        attach_post_processor(context, path, processor, alg.output_layer_name(
+            self.kind, parameters, context), (definition.description(), self.name))
 
 
 @dataclass
@@ -854,6 +867,13 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self) -> QIcon:
         return icon(self.icon_file)
+
+    def createCustomParametersWidget(self, parent=None):  # noqa: N802 - QGIS API
+        """The toolbox dialog: Processing's, preselecting the class fields and filling the
+        inputs from the chosen model (see `plugin.dialogs`)."""
+        from ..dialogs import algorithm_dialog
+
+        return algorithm_dialog(self, parent)
 
     def createInstance(self) -> EngineAlgorithm:  # noqa: N802 - QGIS API
         return type(self)()
@@ -1122,6 +1142,17 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         finally:
             if not os.environ.get(KEEP_JOBS_ENV):
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def output_layer_name(self, kind: str, parameters: dict,
+                          context: QgsProcessingContext) -> str | None:
+        """The name of a loaded class map or confidence map (`kind`): the model's family,
+        what the layer shows and the model file's name, as "FG-UNET classes — crops2021"."""
+        model = next((b for b in self.bindings if isinstance(b, ModelInputBinding)), None)
+        if model is None:
+            return None
+        stem = Path(self.parameterAsFile(parameters, model.name, context)).stem
+        shown = "classes" if kind == "class_map" else "confidence"
+        return f"{FAMILY_NAMES.get(model.family, model.family)} {shown} — {stem}"
 
     def where(self, parameter: str | None) -> str:
         """The prefix that names a parameter in messages: "Description [NAME]: "."""

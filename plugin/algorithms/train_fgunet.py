@@ -34,8 +34,9 @@ default) missing values are interpolated linearly in time between the nearest va
 (the nearest valid date at the ends), as iota2 does, and classification repeats the step.</li>
 <li><b>Reference polygons</b>, <b>Class field</b> (integer codes or text names), optional
 <b>Class name field</b> and <b>Class colour field</b> (<code>#rrggbb</code>). Without a colour
-field, colours come from the layer's categorized style on the class field, else from a default
-palette. Names and colours are stored in the model and style every map made with it.</li>
+field, colours come from the layer's categorized style on the class field, else from the class
+names (water blue, forest dark green, crops yellow, built-up red...), else from a palette. Names
+and colours are stored in the model and style every map made with it.</li>
 <li><b>Training / validation / test shares</b> of each class's polygons (default
 0.6 / 0.2 / 0.2); every class needs at least one polygon in each part. <b>Split method</b>:
 a seeded random draw per class, or the paper's protocol — each class's polygons sorted by area

@@ -15,13 +15,17 @@ from processing.core.ProcessingResults import resultsList
 from processing.gui.AlgorithmDialog import AlgorithmDialog
 from qgis.core import (
     QgsApplication,
+    QgsField,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputHtml,
     QgsProcessingParameterDefinition,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
 )
 from qgis.gui import QgsBrowserGuiModel
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, QVariant
 from qgis.PyQt.QtGui import QImage
 from qgis.PyQt.QtWidgets import QScrollArea, QTextBrowser
 
@@ -56,7 +60,7 @@ def test_the_dialog_renders_with_its_help_and_parameters(lcfusion_provider, qgis
                                                          screenshots, algorithm_id):
     monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser_model)
     alg = QgsApplication.processingRegistry().createAlgorithmById(f"lcfusion:{algorithm_id}")
-    dialog = AlgorithmDialog(alg)
+    dialog = alg.createCustomParametersWidget()  # as the toolbox opens it
     try:
         dialog.resize(*SIZE)
         dialog.show()
@@ -112,3 +116,106 @@ def test_the_training_report_goes_to_the_results_viewer(lcfusion_provider, qgis_
     added = resultsList.getResults()[before:]
     assert [(r.name, r.filename) for r in added] == [("Training report", str(report))]
     assert "<html" in report.read_text(encoding="utf-8").lower()
+
+
+@pytest.fixture
+def project_layer():
+    """Adds a layer to the project the dialogs list layers of, removed after the test."""
+    added = []
+
+    def add(layer):
+        assert layer.isValid()
+        QgsProject.instance().addMapLayer(layer)
+        added.append(layer.id())
+        return layer
+
+    yield add
+    QgsProject.instance().removeMapLayers(added)
+
+
+@pytest.fixture
+def dialog_of(qgis_iface, browser_model, monkeypatch):
+    """Opens the toolbox dialog of an algorithm; closes it after the test."""
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser_model)
+    opened = []
+
+    def open_dialog(algorithm_id: str):
+        alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+        dialog = alg.createCustomParametersWidget()
+        opened.append(dialog)
+        return dialog
+
+    yield open_dialog
+    for dialog in opened:
+        dialog.close()
+        dialog.deleteLater()
+    QCoreApplication.processEvents()
+
+
+def set_value(dialog, name: str, value) -> None:
+    """What the user's choice in a widget does: the wrapper's value set, its signal sent."""
+    dialog.mainWidget().wrappers[name].setParameterValue(value, QgsProcessingContext())
+
+
+def value(dialog, name: str):
+    return dialog.mainWidget().wrappers[name].parameterValue()
+
+
+def memory_polygons(*fields: tuple[str, QVariant.Type]) -> QgsVectorLayer:
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32631", "polygons", "memory")
+    layer.dataProvider().addAttributes([QgsField(name, kind) for name, kind in fields])
+    layer.updateFields()
+    return layer
+
+
+def test_the_class_fields_are_preselected_never_the_feature_id(
+        lcfusion_provider, scene, dialog_of, project_layer):
+    dialog = dialog_of("lcfusion:trainfgunet")
+    layers = {
+        ("class_id", "class_name"): QgsVectorLayer(
+            f"{scene.reference_path}|layername={scene.reference_layer}", "scene", "ogr"),
+        # a real field named fid ranks last; text class names need no name field
+        ("Land cover", None): memory_polygons(
+            ("fid", QVariant.Int), ("area", QVariant.Double), ("Land cover", QVariant.String)),
+        ("LULC_ID", "LULC_NAME"): memory_polygons(
+            ("RABA_ID", QVariant.Int), ("LULC_NAME", QVariant.String),
+            ("LULC_ID", QVariant.Int)),
+        ("osm_class", "Class name"): memory_polygons(
+            ("osm_id", QVariant.String), ("osm_code", QVariant.Int),
+            ("osm_class", QVariant.Int), ("Class name", QVariant.String),
+            ("osm_name", QVariant.String)),
+    }
+    assert QgsVectorLayer(f"{scene.reference_path}|layername={scene.reference_layer}",
+                          "scene", "ogr").fields().names()[0] == "fid"
+    for (class_field, name_field), layer in layers.items():
+        set_value(dialog, "REFERENCE", project_layer(layer).id())
+        assert (value(dialog, "CLASS_FIELD"), value(dialog, "NAME_FIELD") or None) == (
+            class_field, name_field), layer.fields().names()
+
+
+def test_choosing_a_model_fills_its_dated_inputs(lcfusion_provider, scene, trained,
+                                                 dialog_of, project_layer):
+    model, _ = trained
+    # the dates in another order, with layers of other band counts as decoys
+    for path in (*reversed(scene.s2_paths), *scene.s1_paths, scene.s2_cloud_mask_path):
+        project_layer(QgsRasterLayer(str(path), path.stem))
+    dialog = dialog_of("lcfusion:classifyfgunet")
+    assert not value(dialog, "INPUT")
+
+    set_value(dialog, "MODEL", str(model))
+
+    assert value(dialog, "INPUT") == [str(path) for path in scene.s2_paths]  # date order
+    assert not value(dialog, "INPUT_MASK")  # the model records no mask layers
+
+
+def test_choosing_a_model_fills_its_pan_and_ms(lcfusion_provider, scene, trained_mrfusion,
+                                               dialog_of, project_layer):
+    model, _ = trained_mrfusion
+    for path in (*scene.s2_paths, scene.s2_cloud_mask_path, scene.ms_path, scene.pan_path):
+        project_layer(QgsRasterLayer(str(path), path.stem))
+    dialog = dialog_of("lcfusion:classifymrfusion")
+
+    set_value(dialog, "MODEL", str(model))
+
+    shown = [QgsProject.instance().mapLayer(value(dialog, name)) for name in ("PAN", "MS")]
+    assert [Path(layer.source()) for layer in shown] == [scene.pan_path, scene.ms_path]

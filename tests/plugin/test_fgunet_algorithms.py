@@ -296,7 +296,7 @@ def test_layers_that_are_not_files_are_exported_and_classified(
 
 # Loading the outputs into a project ---------------------------------------------------------
 
-def _check_loaded_class_map(project: QgsProject, path: str, model) -> None:
+def _check_loaded_class_map(project: QgsProject, path: str, model) -> QgsRasterLayer:
     layers = [layer for layer in project.mapLayers().values()
               if layer.type() == QgsMapLayerType.RasterLayer
               and Path(layer.source()) == Path(path)]
@@ -304,6 +304,7 @@ def _check_loaded_class_map(project: QgsProject, path: str, model) -> None:
     renderer = layers[0].renderer()
     assert isinstance(renderer, QgsPalettedRasterRenderer), type(renderer).__name__
     assert [c.label for c in renderer.classes()] == [c["name"] for c in model_classes(model)]
+    return layers[0]
 
 
 def test_loaded_outputs_get_their_renderers(lcfusion_provider, scene, trained, tmp_path):
@@ -313,21 +314,25 @@ def test_loaded_outputs_get_their_renderers(lcfusion_provider, scene, trained, t
     project = QgsProject()
     context = QgsProcessingContext()
     context.setProject(project)
-    class_map, confidence = str(tmp_path / "map.tif"), str(tmp_path / "confidence.tif")
     parameters = {"INPUT": series(scene), "MODEL": str(model), "TILE_SIZE": 128,
-                  "OUTPUT": QgsProcessingOutputLayerDefinition(class_map, project),
-                  "OUTPUT_CONFIDENCE": QgsProcessingOutputLayerDefinition(confidence, project)}
+                  "OUTPUT": QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT", project),
+                  "OUTPUT_CONFIDENCE": QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT",
+                                                                          project)}
     alg = QgsApplication.processingRegistry().createAlgorithmById(CLASSIFY)
 
-    Processing.runAlgorithm(alg, parameters, onFinish=handleAlgorithmResults, context=context)
+    results = Processing.runAlgorithm(alg, parameters, onFinish=handleAlgorithmResults,
+                                      context=context)
     gc.collect()
     QgsApplication.processEvents()
 
-    _check_loaded_class_map(project, class_map, model)
+    class_map = _check_loaded_class_map(project, results["OUTPUT"], model)
     loaded = [layer for layer in project.mapLayers().values()
-              if Path(layer.source()) == Path(confidence)]
+              if Path(layer.source()) == Path(results["OUTPUT_CONFIDENCE"])]
     assert len(loaded) == 1
     assert isinstance(loaded[0].renderer(), QgsSingleBandPseudoColorRenderer)
+    # Named after the family and the model, not all "Class map".
+    assert class_map.name() == f"FG-UNET classes — {model.stem}"
+    assert loaded[0].name() == f"FG-UNET confidence — {model.stem}"
     project.clear()
 
 
