@@ -172,9 +172,11 @@ def require_inputs(inputs: dict, source: str, why: str) -> None:
             raise LcfusionError(f"{why} {SOURCE_LABELS[source]}: give {what}", parameter)
 
 
-def training_inputs(inputs: dict, config: RandomForestTrainConfig) -> ForestInputs:
+def training_inputs(inputs: dict, config: RandomForestTrainConfig,
+                    reporter: Reporter) -> ForestInputs:
     """The layers of the configured source, read as the deep family of that source reads
-    them (S2 indices and S1 in dB as TWINNS, the PAN/MS grid checks of MRFusion)."""
+    them (S2 indices and S1 in dB as TWINNS, the PAN/MS grid checks of MRFusion), series
+    from the earliest date to the latest."""
     require_inputs(inputs, config.source, f"the source {config.source} is")
     if config.source == "panms":
         return ForestInputs("panms", pair=PanMsPair(SeriesSpec.from_json(inputs["pan"]),
@@ -182,13 +184,17 @@ def training_inputs(inputs: dict, config: RandomForestTrainConfig) -> ForestInpu
     indices = config.index_config()
     if config.source == "s2":
         s2 = SourceFeatures(TimeSeries(SeriesSpec.from_json(inputs["s2"]), "S2"), indices)
+        s2.series.sort_by_date(reporter)
         return ForestInputs("s2", [("S2", s2)], indices=indices)
     both = TWINNSInputs.from_job(inputs, indices, config.s1_scale)
+    both.sort_by_date(reporter)
     return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=indices,
                         s1_scale=config.s1_scale)
 
 
-def check_series(expected: dict, series: TimeSeries, label: str) -> None:
+def check_series(expected: dict, series: TimeSeries, label: str, reporter: Reporter) -> None:
+    """The layers must give the model's dates and bands; their dates are put in the model's
+    order."""
     if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
                                                    expected["bands_per_date"]):
         raise LcfusionError(
@@ -196,6 +202,7 @@ def check_series(expected: dict, series: TimeSeries, label: str) -> None:
             f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
             f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
             "for training", series.parameter)
+    series.match_dates(expected.get("dates") or [], reporter)
 
 
 def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter) -> ForestInputs:
@@ -212,12 +219,12 @@ def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter) -> Forest
     if source == "s2":
         spec = SeriesSpec.from_json(inputs["s2"]).with_gapfill(bool(trained["s2"]["gapfill"]))
         s2 = SourceFeatures(TimeSeries(spec, "S2"), indices)
-        check_series(trained["s2"], s2.series, "Sentinel-2")
+        check_series(trained["s2"], s2.series, "Sentinel-2", reporter)
         if trained["s2"].get("masked") and not s2.series.mask_infos:
             reporter.warning("the model was trained with a cloud mask but none is given; "
                              "masked dates are read as they are")
         return ForestInputs("s2", [("S2", s2)], indices=indices)
-    both = twinns_inputs_for_model(inputs, metadata)
+    both = twinns_inputs_for_model(inputs, metadata, reporter)
     return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=indices,
                         s1_scale=trained["s1_scale"])
 
@@ -271,7 +278,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
     split_config = preset_split(job.section("split"), settings)
     model_path = model_output(job)
     features = config.pixel_features()
-    inputs = training_inputs(job.section("inputs"), config)
+    inputs = training_inputs(job.section("inputs"), config, reporter)
     for line in inputs.describe():
         reporter.info(line)
     check_odd_patch(features.size, inputs.grid)
