@@ -210,15 +210,20 @@ class TimeSeries:
     def _mask_order(self) -> tuple[int, ...]:
         """The mask band of each given date: matched by date when both the masks and the
         layers carry dates, else in the given order."""
-        given, in_order = self.given_dates, tuple(range(self.n_dates))
+        in_order = tuple(range(self.n_dates))
         mask_dates = self._mask_dates() if self.mask_infos else []
-        if (not mask_dates or not all(mask_dates) or not all(given) or mask_dates == given
-                or len(set(given)) < len(given)):
+        if not mask_dates or not all(mask_dates) or not all(self.given_dates):
             return in_order
-        if sorted(map(str, mask_dates)) != sorted(map(str, given)):
+        # A month (YYYY-MM) on either side: compare months.
+        length = min(len(str(d)) for d in [*mask_dates, *self.given_dates])
+        given = [str(d)[:length] for d in self.given_dates]
+        mask_dates = [str(d)[:length] for d in mask_dates]
+        if mask_dates == given or len(set(given)) < len(given):
+            return in_order
+        if sorted(mask_dates) != sorted(given):
             raise LcfusionError(
-                f"the masks' dates ({', '.join(map(str, mask_dates))}) are not the dates of the "
-                f"layers ({', '.join(map(str, given))}); give one mask per date of the layers",
+                f"the masks' dates ({', '.join(mask_dates)}) are not the dates of the layers "
+                f"({', '.join(given)}); give one mask per date of the layers",
                 f"{self.parameter}_MASK")
         return tuple(mask_dates.index(d) for d in given)
 

@@ -199,3 +199,20 @@ def test_int8_and_per_band_nodata_are_read_exactly(tmp_path):
     to_nan(data, floats, (float("nan"), 5.0), "float32")  # per-band nodata (a VRT, say)
     np.testing.assert_array_equal(data[0], [[np.nan, 5.0], [1.0, np.nan]])
     np.testing.assert_array_equal(data[1], [[np.nan, 2.0], [np.nan, 1.0]])
+
+
+def test_monthly_mask_names_match_daily_layer_dates(tmp_path, dates):
+    """Masks named by month follow the layers' days, whatever order each is given in."""
+    paths, arrays = dates
+    masks = []
+    for month in (4, 3, 2, 1):
+        clouds = np.zeros((1, 12, 10), dtype="uint8")
+        clouds[0, :month] = 1
+        masks.append(str(write_raster(tmp_path / f"mask_2021-0{month}.tif", clouds)))
+    series = TimeSeries(SeriesSpec(tuple(map(str, paths)), masks=tuple(masks)))
+    assert series.mask_order == (3, 2, 1, 0)
+    with series.open() as reader:
+        data = reader.read(Window(0, 0, 10, 12))
+    for date in range(4):
+        assert np.isnan(data[date * 3, : date + 1]).all()
+        assert not np.isnan(data[date * 3, date + 1:]).any()
