@@ -249,18 +249,22 @@ class TimeSeries:
             seen[str(day)] = name
         return True
 
-    def _use_order(self, order: Sequence[int], reporter: Reporter, how: str) -> None:
+    def _use_order(self, order: Sequence[int], reporter: Reporter) -> None:
         """Use the dates in `order`, and say so when it is not the given order."""
         self.order = tuple(order)
-        if self.order != tuple(range(self.n_dates)):
-            reporter.info(f"[{self.parameter}] the layers are not in date order; they are used "
-                          f"in {how}: {', '.join(map(str, self.dates))}")
+        if self.order == tuple(range(self.n_dates)):
+            return
+        dates = [str(d) for d in self.dates]
+        how = ("date order" if chronological(dates) == list(range(self.n_dates))
+               else "the order of the model's dates")
+        reporter.info(f"[{self.parameter}] the layers are not in date order; they are used in "
+                      f"{how}: {', '.join(dates)}")
 
     def sort_by_date(self, reporter: Reporter) -> None:
         """For training: use the dates from the earliest to the latest (said when that is
         not the given order); a date given twice is refused."""
         if self._dates_checked(reporter):
-            self._use_order(chronological(self.given_dates), reporter, "date order")
+            self._use_order(chronological(self.given_dates), reporter)
 
     def match_dates(self, trained: Sequence[str | None], reporter: Reporter) -> None:
         """For classification: use the given dates in the order of the model's `trained`
@@ -271,20 +275,20 @@ class TimeSeries:
             return
         given = [str(d) for d in self.given_dates]
         if not trained or not all(trained):
-            self._use_order(chronological(given), reporter, "date order")
+            self._use_order(chronological(given), reporter)
             reporter.warning(f"[{self.parameter}] the model records no dates, so the dates "
                              "could not be matched to those of training; they are used from the "
                              "earliest to the latest")
             return
         model_dates = [str(d) for d in trained]
         if sorted(given) == sorted(model_dates):
-            self._use_order([given.index(d) for d in model_dates], reporter, "date order")
+            self._use_order([given.index(d) for d in model_dates], reporter)
             return
         order = [0] * self.n_dates
         for position, index in zip(chronological(model_dates), chronological(given),
                                    strict=True):
             order[position] = index
-        self._use_order(order, reporter, "date order")
+        self._use_order(order, reporter)
         used = [str(d) for d in self.dates]
         shifts = [season_shift(a, b) for a, b in zip(used, model_dates, strict=True)]
         worst = max(range(self.n_dates), key=shifts.__getitem__)
