@@ -140,9 +140,8 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
     split_config = preset_split(job.section("split"), job.section("settings"), PRESETS)
     model_path = model_output(job)
     series = TimeSeries(SeriesSpec.from_json(job.section("inputs").get("series") or {}), "INPUT")
+    series.sort_by_date(reporter)
     reporter.info(f"time series: {series.describe()}")
-    if warning := series.order_warning():
-        reporter.warning(warning)
     if config.patch_size > min(series.height, series.width):
         largest = min(series.height, series.width) // FGUNet.size_multiple * FGUNet.size_multiple
         if largest == 0:
@@ -304,7 +303,8 @@ def load_fgunet(path: Path, device: torch.device) -> tuple[dict, FGUNet, ClassTa
 
 
 def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter) -> None:
-    """The rasters must give the dates and bands the model was trained on."""
+    """The rasters must give the dates and bands the model was trained on; their dates are
+    put in the model's order."""
     expected = metadata["inputs"]["series"]
     if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
                                                    expected["bands_per_date"]):
@@ -322,10 +322,7 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
     if expected.get("masked") and not series.mask_infos:
         reporter.warning("the model was trained with a cloud mask but none is given; masked "
                          "dates are read as they are")
-    trained_dates = expected.get("dates") or []
-    if all(trained_dates) and all(series.dates) and series.dates != trained_dates:
-        reporter.warning("the dates differ from the training dates; the model assumes the same "
-                         "position in the season for each date")
+    series.match_dates(expected.get("dates") or [], reporter)
 
 
 def classify_fgunet(job: Job, reporter: Reporter) -> dict:
@@ -340,8 +337,8 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     trained = metadata["inputs"]["series"]
     spec = SeriesSpec.from_json(inputs.get("series") or {})
     series = TimeSeries(spec.with_gapfill(bool(trained.get("gapfill"))), "INPUT")
-    reporter.info(f"time series: {series.describe()}")
     check_series_matches(metadata, series, reporter)
+    reporter.info(f"time series: {series.describe()}")
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
                   f"{device.type}, {counted(threads, 'thread')}")
     predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)

@@ -10,16 +10,18 @@ from datetime import date
 import numpy as np
 
 
+def day_number(text: str) -> int:
+    """The day number (proleptic ordinal) of an ISO date, ``YYYY-MM`` taken as the 15th."""
+    parts = [int(p) for p in text.split("-")]
+    return date(parts[0], parts[1], parts[2] if len(parts) > 2 else 15).toordinal()
+
+
 def date_positions(dates: Sequence[str | None]) -> np.ndarray:
     """Day numbers of ISO dates (``YYYY-MM-DD`` or ``YYYY-MM``, taken as the 15th) for the
     interpolation weights; the date indices when any date is unknown."""
     if not dates or not all(dates):
         return np.arange(len(dates), dtype=np.float64)
-    days = []
-    for text in dates:
-        parts = [int(p) for p in str(text).split("-")]
-        days.append(date(parts[0], parts[1], parts[2] if len(parts) > 2 else 15).toordinal())
-    positions = np.asarray(days, dtype=np.float64)
+    positions = np.asarray([day_number(str(text)) for text in dates], dtype=np.float64)
     if np.any(np.diff(positions) <= 0):
         return np.arange(len(dates), dtype=np.float64)
     return positions

@@ -183,7 +183,8 @@ def require_inputs(inputs: dict, source: str, why: str) -> None:
 def training_inputs(inputs: dict, config: RandomForestTrainConfig,
                     reporter: Reporter) -> ForestInputs:
     """The layers of the configured source, read as the deep family of that source reads
-    them (S2 indices and S1 in dB as TWINNS, the PAN/MS grid checks of MRFusion)."""
+    them (S2 indices and S1 in dB as TWINNS, the PAN/MS grid checks of MRFusion), series
+    from the earliest date to the latest."""
     require_inputs(inputs, config.source, f"the source {config.source} is")
     if config.source == "panms":
         return ForestInputs("panms", pair=PanMsPair(SeriesSpec.from_json(inputs["pan"]),
@@ -191,15 +192,19 @@ def training_inputs(inputs: dict, config: RandomForestTrainConfig,
                                                     config.align_ms))
     if config.source == "s2":
         series = TimeSeries(SeriesSpec.from_json(inputs["s2"]), "S2")
+        series.sort_by_date(reporter)
         indices = resolve_indices(config.index_config(), series.band_names, reporter)
         return ForestInputs("s2", [("S2", SourceFeatures(series, indices))], indices=indices)
     both = TWINNSInputs.from_job(inputs, None, config.s1_scale).with_indices(
         config.index_config(), reporter)
+    both.sort_by_date(reporter)
     return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=both.s2.indices,
                         s1_scale=config.s1_scale)
 
 
-def check_series(expected: dict, series: TimeSeries, label: str) -> None:
+def check_series(expected: dict, series: TimeSeries, label: str, reporter: Reporter) -> None:
+    """The layers must give the model's dates and bands; their dates are put in the model's
+    order."""
     if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
                                                    expected["bands_per_date"]):
         raise LcfusionError(
@@ -207,6 +212,7 @@ def check_series(expected: dict, series: TimeSeries, label: str) -> None:
             f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
             f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
             "for training", series.parameter)
+    series.match_dates(expected.get("dates") or [], reporter)
 
 
 def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter,
@@ -225,12 +231,12 @@ def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter,
     if source == "s2":
         spec = SeriesSpec.from_json(inputs["s2"]).with_gapfill(bool(trained["s2"]["gapfill"]))
         s2 = SourceFeatures(TimeSeries(spec, "S2"), indices)
-        check_series(trained["s2"], s2.series, "Sentinel-2")
+        check_series(trained["s2"], s2.series, "Sentinel-2", reporter)
         if trained["s2"].get("masked") and not s2.series.mask_infos:
             reporter.warning("the model was trained with a cloud mask but none is given; "
                              "masked dates are read as they are")
         return ForestInputs("s2", [("S2", s2)], indices=indices)
-    both = twinns_inputs_for_model(inputs, metadata)
+    both = twinns_inputs_for_model(inputs, metadata, reporter)
     return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=indices,
                         s1_scale=trained["s1_scale"])
 

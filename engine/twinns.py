@@ -159,6 +159,11 @@ class TWINNSInputs:
         return {k: {**s.series.to_json(), "features": s.channel_names()}
                 for k, s in (("s1", self.s1), ("s2", self.s2))}
 
+    def sort_by_date(self, reporter: Reporter) -> None:
+        """For training: each source's dates from the earliest to the latest."""
+        self.s1.series.sort_by_date(reporter)
+        self.s2.series.sort_by_date(reporter)
+
 
 def _batches(patches: GridPatches, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
              rng: np.random.Generator | None, batch_size: int):
@@ -243,6 +248,7 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
     model_path = model_output(job)
     inputs = TWINNSInputs.from_job(job.section("inputs"), None, config.s1_scale).with_indices(
         config.index_config(), reporter)
+    inputs.sort_by_date(reporter)
     for line in inputs.describe():
         reporter.info(line)
     check_odd_patch(config.patch_size, inputs.grid)
@@ -339,9 +345,9 @@ def load_twinns(path: Path, device: torch.device) -> tuple[dict, TWINNS, ClassTa
     return metadata, model, classes, normalizers
 
 
-def inputs_for_model(job_inputs: dict, metadata: dict) -> TWINNSInputs:
+def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TWINNSInputs:
     """The job's S1 and S2 layers read as the model was trained (indices, backscatter scale,
-    gap-filling), with the dates and bands per source the model expects."""
+    gap-filling), with the dates and bands per source the model expects, in its date order."""
     trained = metadata["inputs"]
     indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
     inputs = TWINNSInputs.from_job(job_inputs, indices, trained["s1_scale"],
@@ -357,6 +363,7 @@ def inputs_for_model(job_inputs: dict, metadata: dict) -> TWINNSInputs:
                 f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
                 f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
                 "for training", key.upper())
+        series.match_dates(expected.get("dates") or [], reporter)
     return inputs
 
 
@@ -368,7 +375,7 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizers = load_twinns(model_path, device)
-    inputs = inputs_for_model(job.section("inputs"), metadata)
+    inputs = inputs_for_model(job.section("inputs"), metadata, reporter)
     for line in inputs.describe():
         reporter.info(line)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
@@ -404,7 +411,7 @@ def attention_twinns(job: Job, reporter: Reporter) -> dict:
     if not model.rnn:
         raise LcfusionError("the model has no ConvGRU branch (a CNN-only ablation), so it has "
                             "no attention weights", "MODEL")
-    inputs = inputs_for_model(job.section("inputs"), metadata)
+    inputs = inputs_for_model(job.section("inputs"), metadata, reporter)
     rng = np.random.default_rng(0)
     with job.workdir() as scratch:
         reference = load_reference(ReferenceSpec.from_json(job.section("reference")),

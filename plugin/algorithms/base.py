@@ -236,7 +236,8 @@ class SeriesBinding(Binding):
                           + ", ".join(layer.name() for layer in layers))
         if job.crs is None:
             job.crs = layers[0].crs()
-        entry = {"paths": paths, "bands_per_date": bands if len(layers) == 1 else None}
+        entry = {"paths": paths, "bands_per_date": bands if len(layers) == 1 else None,
+                 "names": [layer.name() for layer in layers]}
         if self.masks:
             masks = alg.parameterAsLayerList(parameters, self.masks, context)
             entry["masks"] = [raster_path(layer, job.folder, f"{self.key}_mask_{i:03d}", context,

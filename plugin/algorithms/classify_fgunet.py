@@ -22,9 +22,11 @@ the memory used does not depend on the size of the raster.</p>
 <h3>Parameters</h3>
 <ul>
 <li><b>Model file</b>: a <code>.lcfusion</code> file of the FG-UNET family.</li>
-<li><b>Time series rasters</b>: the same dates and bands, in the same order, as for training
-(one raster per date, or one stack with <b>Bands per date</b>), and optionally their cloud
-masks. Gap-filling is applied when the model was trained with it.</li>
+<li><b>Time series rasters</b>: the same dates and bands as for training (one raster per
+date, or one stack with <b>Bands per date</b>), and optionally their cloud masks. Dated layers
+are put in the order of the model's dates; dates of another year are matched by their order in
+the season (with a warning); undated layers must be in the order of training. Gap-filling is
+applied when the model was trained with it.</li>
 <li>Advanced: tile size, margin (a multiple of 4; 28 pixels or more makes the tiles
 seamless, equal to one pass over the whole image, while the paper's 20 can leave faint
 differences along tile edges) and device.</li>

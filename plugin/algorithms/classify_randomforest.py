@@ -27,9 +27,9 @@ pixels without any data are nodata.</p>
 <li><b>Model file</b>: a <code>.lcfusion</code> file of the Random Forest family.</li>
 <li><b>Sentinel-2 rasters</b> (optionally with their cloud masks) for a Sentinel-2 model;
 <b>Sentinel-1 rasters</b> and <b>Sentinel-2 rasters</b> for a Sentinel-1 + Sentinel-2 model;
-<b>PAN</b> and <b>MS</b> for a PAN + MS model: the same dates and bands, in the same order, as
-for training, aligned as for training unless <b>Align the MS onto the PAN grid</b> says
-otherwise.</li>
+<b>PAN</b> and <b>MS</b> for a PAN + MS model: the same dates and bands as for training (dated
+series are put in the order of the model's dates), aligned as for training unless <b>Align the
+MS onto the PAN grid</b> says otherwise.</li>
 <li>Advanced: tile size.</li>
 </ul>
 """

@@ -21,8 +21,9 @@ spectral indices, backscatter scale and gap-filling are applied as in training.<
 <h3>Parameters</h3>
 <ul>
 <li><b>Model file</b>: a <code>.lcfusion</code> file of the TWINNS family.</li>
-<li><b>Sentinel-1 rasters</b> and <b>Sentinel-2 rasters</b>: the same dates and bands, in the
-same order, as for training; optionally the S2 cloud masks.</li>
+<li><b>Sentinel-1 rasters</b> and <b>Sentinel-2 rasters</b>: the same dates and bands as for
+training, put in the order of the model's dates when their names give dates (another year is
+matched by order in the season, with a warning); optionally the S2 cloud masks.</li>
 <li>Advanced: tile size and device.</li>
 </ul>
 """

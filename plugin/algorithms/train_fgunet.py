@@ -27,8 +27,9 @@ the weights of the epoch with the lowest validation loss and reports overall acc
 and mean F1 on the test polygons, which it never saw.</p>
 <h3>Parameters</h3>
 <ul>
-<li><b>Time series rasters</b>: one raster per date, in date order (all on one grid), or one
-multi-date stack with <b>Bands per date</b> set. Optional <b>Cloud masks</b> (one band per
+<li><b>Time series rasters</b>: one raster per date (all on one grid), or one multi-date stack
+with <b>Bands per date</b> set; they are used in date order when their names or band
+descriptions give dates (a date given twice is refused). Optional <b>Cloud masks</b> (one band per
 date, non-zero = cloud) mark dates as missing; with <b>Fill masked and nodata values</b> (on by
 default) missing values are interpolated linearly in time between the nearest valid dates
 (the nearest valid date at the ends), as iota2 does, and classification repeats the step.</li>

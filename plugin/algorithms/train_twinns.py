@@ -32,7 +32,8 @@ polygons, and the log lists, per class, the dates with the most attention.</p>
 <h3>Parameters</h3>
 <ul>
 <li><b>Sentinel-1 rasters</b> (VV, VH per date) and <b>Sentinel-2 rasters</b>: each a list of
-single-date layers in date order or one stack with <b>Bands per date</b>. The two may have
+single-date layers or one stack with <b>Bands per date</b>, used in date order when their names
+or band descriptions give dates (a date given twice is refused). The two may have
 different dates and numbers of dates but must share one grid. Optional <b>Cloud masks</b> of
 the S2 dates (non-zero = cloud); masked and nodata values are never used as numbers: with
 <b>Fill masked and nodata values</b> (default) they are interpolated linearly in time between

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import write_raster
+from helpers import RecordingReporter, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
@@ -91,11 +91,61 @@ def test_dates_from_names(text, expected):
     assert parse_date(text) == expected
 
 
-def test_order_warning(tmp_path, dates):
+def test_dates_out_of_order_are_sorted_and_said(tmp_path, dates):
     paths, _ = dates
     series = TimeSeries(SeriesSpec((str(paths[1]), str(paths[0]))))
-    assert "not in increasing order" in series.order_warning()
-    assert TimeSeries(SeriesSpec(tuple(map(str, paths)))).order_warning() is None
+    reporter = RecordingReporter()
+    series.sort_by_date(reporter)
+    assert series.dates == ["2021-01-15", "2021-02-15"]
+    assert "[INPUT] the layers are not in date order" in "\n".join(reporter.lines)
+    ordered = TimeSeries(SeriesSpec(tuple(map(str, paths))))
+    ordered.sort_by_date(reporter := RecordingReporter())
+    assert reporter.lines == []
+
+
+def test_a_stack_is_ordered_by_the_dates_of_its_band_descriptions(tmp_path, dates):
+    """Bands per date in a stack whose band descriptions hold the dates, given latest first;
+    its mask stack, dated the same way, is given earliest first."""
+    paths, arrays = dates
+    days = ["2021-01-15", "2021-02-15", "2021-03-15", "2021-04-15"]
+    described = [f"{day} {band}" for day in reversed(days) for band in ("B02", "B03", "B04")]
+    stack = write_raster(tmp_path / "stack.tif", np.concatenate(arrays[::-1]), nodata=0,
+                         descriptions=described)
+    clouds = np.zeros((4, 12, 10), dtype="uint8")
+    clouds[1, :3] = 1
+    mask = write_raster(tmp_path / "mask.tif", clouds, descriptions=days)
+    as_stack = TimeSeries(SeriesSpec((str(stack),), bands_per_date=3, masks=(str(mask),)))
+    as_list = TimeSeries(SeriesSpec(tuple(map(str, paths)), masks=(str(mask),)))
+    as_stack.sort_by_date(RecordingReporter())
+    assert as_stack.dates == days
+    window = Window(0, 0, 10, 12)
+    with as_list.open() as a, as_stack.open() as b:
+        np.testing.assert_array_equal(a.read(window), b.read(window))
+        assert np.isnan(b.read(window)[3:6, :3]).all()
+
+
+def test_duplicate_dates_are_refused(tmp_path, dates):
+    paths, _ = dates
+    series = TimeSeries(SeriesSpec((str(paths[0]), str(paths[1]), str(paths[0]))), "S2")
+    with pytest.raises(LcfusionError, match="2021-01-15 is given twice") as caught:
+        series.sort_by_date(RecordingReporter())
+    assert caught.value.parameter == "S2"
+
+
+def test_masks_with_other_dates_are_refused(tmp_path, dates):
+    paths, _ = dates
+    mask = write_raster(tmp_path / "mask.tif", np.zeros((4, 12, 10), dtype="uint8"),
+                        descriptions=["2020-01-15", "2020-02-15", "2020-03-15", "2020-04-15"])
+    with pytest.raises(LcfusionError, match="not the dates of the layers") as caught:
+        TimeSeries(SeriesSpec(tuple(map(str, paths)), masks=(str(mask),)), "S2")
+    assert caught.value.parameter == "S2_MASK"
+
+
+def test_dates_come_from_layer_names_when_files_have_none(tmp_path, dates):
+    paths, _ = dates
+    plain = [p.rename(tmp_path / f"scene_{i}.tif") for i, p in enumerate(paths[:2])]
+    series = TimeSeries(SeriesSpec(tuple(map(str, plain)), names=("S2 2021-05-01", "x")))
+    assert series.dates == ["2021-05-01", None]
 
 
 def test_normalisation_finds_a_channel_valid_in_one_corner_only(tmp_path):
@@ -149,3 +199,20 @@ def test_int8_and_per_band_nodata_are_read_exactly(tmp_path):
     to_nan(data, floats, (float("nan"), 5.0), "float32")  # per-band nodata (a VRT, say)
     np.testing.assert_array_equal(data[0], [[np.nan, 5.0], [1.0, np.nan]])
     np.testing.assert_array_equal(data[1], [[np.nan, 2.0], [np.nan, 1.0]])
+
+
+def test_monthly_mask_names_match_daily_layer_dates(tmp_path, dates):
+    """Masks named by month follow the layers' days, whatever order each is given in."""
+    paths, arrays = dates
+    masks = []
+    for month in (4, 3, 2, 1):
+        clouds = np.zeros((1, 12, 10), dtype="uint8")
+        clouds[0, :month] = 1
+        masks.append(str(write_raster(tmp_path / f"mask_2021-0{month}.tif", clouds)))
+    series = TimeSeries(SeriesSpec(tuple(map(str, paths)), masks=tuple(masks)))
+    assert series.mask_order == (3, 2, 1, 0)
+    with series.open() as reader:
+        data = reader.read(Window(0, 0, 10, 12))
+    for date in range(4):
+        assert np.isnan(data[date * 3, : date + 1]).all()
+        assert not np.isnan(data[date * 3, date + 1:]).any()

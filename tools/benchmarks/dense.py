@@ -17,6 +17,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine import mrfusion, twinns
 from lcfusion.engine.panms import DensePanMsPredictor, PatchPairs
+from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.sources import BatchedPatchPredictor, GridPatches, logits_of
 
 CPU = torch.device("cpu")
@@ -78,7 +79,7 @@ def mrfusion_dense(model_path: Path, scene: SceneFiles, config: BenchConfig) -> 
 
 def twinns_batched(model_path: Path, scene: SceneFiles, config: BenchConfig) -> dict:
     metadata, model, _, normalizers = twinns.load_twinns(model_path, CPU)
-    inputs = twinns.inputs_for_model(scene.inputs("twinns"), metadata)
+    inputs = twinns.inputs_for_model(scene.inputs("twinns"), metadata, NullReporter())
     side = min(config.dense_tile, inputs.s2.height, inputs.s2.width)
     predictor = BatchedPatchPredictor(model, normalizers, CPU, model.config.patch_size, side)
     rng = np.random.default_rng(0)

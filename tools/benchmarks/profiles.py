@@ -10,6 +10,7 @@ from rasterio.windows import Window
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine import fgunet, mrfusion, twinns
 from lcfusion.engine.panms import DensePanMsPredictor
+from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.series import SeriesSpec, TimeSeries
 from lcfusion.engine.sources import BatchedPatchPredictor
 from lcfusion.engine.tiling import TiledPredictor
@@ -33,7 +34,7 @@ def _tile_call(family: str, model_path: Path, scene: SceneFiles, side: int):
         with mrfusion.read_pair(scene.inputs(family)).open() as reader:
             return predictor.infer, predictor.load(reader, core)
     metadata, model, _, normalizers = twinns.load_twinns(model_path, CPU)
-    inputs = twinns.inputs_for_model(scene.inputs(family), metadata)
+    inputs = twinns.inputs_for_model(scene.inputs(family), metadata, NullReporter())
     predictor = BatchedPatchPredictor(model, normalizers, CPU, model.config.patch_size, side)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         return predictor.infer, predictor.load([s1, s2], core)
