@@ -176,12 +176,13 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
         lookups = {"train": split.labels_of(0), "validation": split.labels_of(1)}
 
         with series.open() as reader:
+            # Empty dates or bands are named (INPUT) before the polygons are blamed.
+            normalizer = PercentileNormalizer.fit(reader, rng)
             pixels = TrainingPixels.from_split(split, labelled_with_data(
                 [reader], series.grid, split, reporter))
             if pixels.train.size == 0:
                 raise LcfusionError("the training polygons cover no pixel with data",
                                     "REFERENCE")
-            normalizer = PercentileNormalizer.fit(reader, rng)
             objects = BandReader(str(split.reference.objects_path))
             reporter.progress(0.08, "normalisation")
 

@@ -93,7 +93,7 @@ def test_classify_cli_streams_json_and_writes_the_map_on_the_input_grid(tmp_path
         labels = out.read(1)
         colormap = out.colormap(1)
     assert set(np.unique(labels)) <= set(codes)
-    assert colormap[1][:3] == (31, 120, 180)
+    assert colormap[1][:3] == (0x21, 0x66, 0xac)  # class 1, "water": its conventional blue
     with rasterio.open(scene.truth_path) as truth:
         agreement = (labels == truth.read(1)).mean()
     assert agreement > 0.6

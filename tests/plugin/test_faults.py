@@ -121,11 +121,26 @@ def classification_outputs(out: Path) -> dict:
     return {"OUTPUT": str(out / "map.tif"), "OUTPUT_CONFIDENCE": str(out / "confidence.tif")}
 
 
+def repeated_series(given: SimpleNamespace, dates: int) -> list[str]:
+    """The scene's S2 series repeated to `dates` dates, each repeat a year later: links named
+    by their dates, so that no date is given twice."""
+    folder = given.out.parent / "series"
+    series = []
+    for repeat in range(dates // len(given.scene.s2_paths)):
+        for path in given.scene.s2_paths:
+            year = int(path.name[3:7]) + repeat
+            link = folder / f"{path.stem[:3]}{year}{path.stem[7:]}{path.suffix}"
+            link.parent.mkdir(exist_ok=True)
+            if not link.exists():
+                link.symlink_to(path)
+            series.append(str(link))
+    return series
+
+
 def forest_training(dates: int, **changes) -> Callable[[SimpleNamespace], dict]:
     """A Random Forest on the scene's S2 series repeated to `dates` dates."""
     def parameters(given: SimpleNamespace) -> dict:
-        series = [str(p) for p in given.scene.s2_paths]
-        return {"SOURCE": 0, "S2": series * (dates // len(series)),
+        return {"SOURCE": 0, "S2": repeated_series(given, dates),
                 "REFERENCE": str(given.scene.reference_path), "CLASS_FIELD": "class_id",
                 **SLOW_FOREST, **changes, **training_outputs(given.out)}
     return parameters
@@ -135,8 +150,7 @@ def fgunet_training(dates: int, **changes) -> Callable[[SimpleNamespace], dict]:
     """FG-UNET on the scene's S2 series repeated to `dates` dates; about a minute or more of
     training on two cores, which the cancel cuts short."""
     def parameters(given: SimpleNamespace) -> dict:
-        series = [str(p) for p in given.scene.s2_paths]
-        return {"INPUT": series * (dates // len(series)),
+        return {"INPUT": repeated_series(given, dates),
                 "REFERENCE": str(given.scene.reference_path), "CLASS_FIELD": "class_id",
                 "EPOCHS": 40, "PATCHES_PER_EPOCH": 256, "PATCH_SIZE": 32,
                 "VALIDATION_PATCHES": 16, "TILE_SIZE": 128, **changes,
