@@ -247,11 +247,11 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
     overlaps = burned.burn(grid, target_srs, workdir, objects_path)
     if overlaps.ambiguous:
         reporter.warning(
-            f"{counted(overlaps.ambiguous, 'pixel', thousands=True)} "
+            f"[REFERENCE] {counted(overlaps.ambiguous, 'pixel', thousands=True)} "
             f"{'is' if overlaps.ambiguous == 1 else 'are'} covered by polygons of different "
             f"classes ({counted(overlaps.polygons, 'polygon')} concerned): these ambiguous "
             "pixels are left out of training, validation, test and evaluation; correct the "
-            "overlapping polygons in REFERENCE to use them")
+            "overlapping polygons to use them")
     pixels, object_pixels = _scan_objects(objects_path, grid, len(values), reporter)
     if len(pixels) == 0 and not overlaps.covered:
         west, south, east, north = _extent(geometries)
@@ -389,8 +389,11 @@ def _covers_pixel_centre(geometry: ogr.Geometry, grid: Grid) -> bool:
         return False
     target = gdal.GetDriverByName("MEM").Create("", col1 - col0, row1 - row0, 1, gdal.GDT_Byte)
     target.SetGeoTransform((x0 + col0 * dx, dx, 0.0, y0 + row0 * dy, 0.0, dy))
+    target.SetProjection(grid.crs_wkt)
+    srs = osr.SpatialReference(wkt=grid.crs_wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     memory = ogr.GetDriverByName("Memory").CreateDataSource("one")
-    layer = memory.CreateLayer("one", None, ogr.wkbUnknown)
+    layer = memory.CreateLayer("one", srs, ogr.wkbUnknown)
     feature = ogr.Feature(layer.GetLayerDefn())
     feature.SetGeometry(geometry)
     layer.CreateFeature(feature)
