@@ -124,6 +124,17 @@ def burn_reference(spec: ReferenceSpec, grid: Grid, scratch: Path, reporter: Rep
                             "REFERENCE") from exc
 
 
+def _reference_summary(reference: Reference, spec: ReferenceSpec) -> str:
+    """The features, labelled pixels and classes compared; with a part filter, those of the
+    kept polygons (the features of the whole layer are counted where the part is chosen)."""
+    pixels = counted(len(reference.pixels), "labelled pixel", thousands=True)
+    classes = counted(len(reference.classes), "class")
+    if spec.part:
+        return (f"{pixels} in the {counted(reference.n_objects, 'polygon')} of the "
+                f"{spec.part!r} part, {classes}")
+    return f"{counted(reference.n_features, 'reference feature')}, {pixels}, {classes}"
+
+
 def count_pixels(class_map: Path, reference: Reference, grid: Grid,
                  reporter: Reporter) -> PixelCounts:
     """Compare the map with the burned polygons window by window."""
@@ -235,9 +246,11 @@ def log_accuracy(accuracy: Accuracy, counts: PixelCounts, classes: ClassTable,
                          f"{'was' if counts.nodata == 1 else 'were'} skipped")
     per_code = counts.codes()
     for entry in list(classes)[n_reference:]:
+        pixels = per_code[entry.code]
         reporter.warning(f"the class map holds code {entry.code}, which is not a reference "
-                         f"class, on {per_code[entry.code]:,} reference pixels; they count as "
-                         "wrong predictions")
+                         f"class, on {counted(pixels, 'reference pixel', thousands=True)}; "
+                         + ("it counts as a wrong prediction" if pixels == 1
+                            else "they count as wrong predictions"))
     kappa = "n/a" if accuracy.kappa is None else f"{accuracy.kappa:.4f}"
     reporter.info(f"accuracy of the class map on the reference polygons: OA "
                   f"{accuracy.overall_accuracy:.4f}, Kappa {kappa}, mean F1 "
@@ -278,9 +291,7 @@ def evaluate(job: Job, reporter: Reporter) -> dict:
     legend = map_legend(info.path)
     with job.workdir() as scratch:
         reference = burn_reference(spec, info.grid, Path(scratch), reporter, legend[0])
-        reporter.info(f"{counted(reference.n_features, 'reference feature')}, "
-                      f"{counted(len(reference.pixels), 'labelled pixel', thousands=True)}, "
-                      f"{counted(len(reference.classes), 'class')}")
+        reporter.info(_reference_summary(reference, spec))
         check_codes_against_map(reference.classes, spec, legend[0], reporter)
         counts = count_pixels(info.path, reference, info.grid, reporter.span(0.1, 0.9))
     if not counts.compared:

@@ -208,7 +208,7 @@ def check_series(expected: dict, series: TimeSeries, label: str, reporter: Repor
     if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
                                                    expected["bands_per_date"]):
         raise LcfusionError(
-            f"the model expects {expected['n_dates']} {label} dates x "
+            f"the model expects {counted(expected['n_dates'], f'{label} date')} x "
             f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
             f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
             "for training", series.parameter)
@@ -331,7 +331,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
             reporter.progress(0.25, "training the forest")
             forest, importance, depth = fit_forest(x, sample.classes, len(classes), config,
                                                    split_config.seed, threads, names, reporter)
-            reporter.progress(0.6, "forest trained")
+            reporter.progress(0.6)
             predictor = ForestTilePredictor(forest, features, config.tile_size)
             accuracy = evaluate_test(predictor, stack, grid, split, reporter.span(0.6, 0.97))
 

@@ -168,7 +168,10 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
                    map_classes: dict[int, str] | None = None) -> Reference:
     """Read the polygons, build the class table and burn object ids on `grid`.
 
-    Pixels are labelled by the pixel-centre rule; where polygons overlap, the later one wins.
+    Pixels are labelled by the pixel-centre rule; a pixel in polygons of one class goes to the
+    first of them, a pixel in polygons of different classes is ambiguous and left out (warned).
+    With a part filter, every feature is burned to find these pixels before the other parts'
+    pixels are dropped, so a part keeps exactly the pixels it has in the whole layer.
     `map_classes` (code -> name) is the class table of a map the polygons are compared with:
     text classes then take its codes (an empty table: numbered in alphabetical order, said).
     """
@@ -187,50 +190,37 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
             f"the class field {spec.class_field!r} must hold integers or text", "CLASS_FIELD")
     transform, target_srs = _transform_to(layer, grid, reporter)
 
-    memory = ogr.GetDriverByName("Memory").CreateDataSource("objects")
-    objects_layer = memory.CreateLayer("objects", target_srs, ogr.wkbUnknown)
-    objects_layer.CreateField(ogr.FieldDefn("oid", ogr.OFTInteger))
-    values, names, colors, areas, positions = [], {}, {}, [], []
+    values, names, colors, areas, positions, geometries = [], {}, {}, [], [], []
+    burned = _BurnList()
     skipped = Counter()
     n_features = 0
     other_parts = Counter()
     for feature in layer:
         n_features += 1
+        in_part = True
         if part_index is not None:
             part = feature.GetFieldAsString(part_index).strip()
             if part.casefold() != spec.part.casefold():
                 other_parts[part or "(empty)"] += 1
-                continue
+                in_part = False
         value = _class_value(feature, class_index, field_type, "CLASS_FIELD")
-        geometry = feature.GetGeometryRef()
-        if value is None:
-            skipped["no class value"] += 1
+        geometry, reason = _polygon(feature, value, transform)
+        if reason:
+            if in_part:
+                skipped[reason] += 1
             continue
-        if geometry is None or geometry.IsEmpty():
-            skipped["no geometry"] += 1
-            continue
-        geometry = geometry.Clone()
-        if transform is not None:
-            try:
-                geometry.Transform(transform)
-            except RuntimeError:
-                skipped["cannot be reprojected to the rasters' CRS"] += 1
-                continue
-        flat = ogr.GT_Flatten(geometry.GetGeometryType())
-        if flat not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
-            skipped["not a polygon"] += 1
+        if not in_part:
+            burned.add(geometry, value, 0)
             continue
         values.append(value)
         areas.append(geometry.GetArea())
         positions.append(n_features - 1)
+        geometries.append(geometry)
+        burned.add(geometry, value, len(values))
         if name_index is not None and feature.IsFieldSetAndNotNull(name_index):
             names.setdefault(value, feature.GetFieldAsString(name_index).strip())
         if color_index is not None and feature.IsFieldSetAndNotNull(color_index):
             colors.setdefault(value, feature.GetFieldAsString(color_index).strip())
-        out = ogr.Feature(objects_layer.GetLayerDefn())
-        out.SetField("oid", len(values))
-        out.SetGeometry(geometry)
-        objects_layer.CreateFeature(out)
     del source
     if part_index is not None:
         _log_part(spec, n_features, other_parts, reporter)
@@ -254,30 +244,179 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
     object_area[1:] = areas
 
     objects_path = workdir / "reference_objects.tif"
-    dtype = "uint32"
-    with rasterio.open(objects_path, "w", **write_profile(grid, 1, dtype, 0)):
-        pass
-    target = gdal.Open(str(objects_path), gdal.GA_Update)
-    gdal.RasterizeLayer(target, [1], objects_layer, options=["ATTRIBUTE=oid"])
-    target.FlushCache()
-    target = None
-
+    overlaps = burned.burn(grid, target_srs, workdir, objects_path)
+    if overlaps.ambiguous:
+        reporter.warning(
+            f"[REFERENCE] {counted(overlaps.ambiguous, 'pixel', thousands=True)} "
+            f"{'is' if overlaps.ambiguous == 1 else 'are'} covered by polygons of different "
+            f"classes ({counted(overlaps.polygons, 'polygon')} concerned): these ambiguous "
+            "pixels are left out of training, validation, test and evaluation; correct the "
+            "overlapping polygons to use them")
     pixels, object_pixels = _scan_objects(objects_path, grid, len(values), reporter)
-    if len(pixels) == 0:
-        extent = objects_layer.GetExtent()
+    if len(pixels) == 0 and not overlaps.covered:
+        west, south, east, north = _extent(geometries)
         raise LcfusionError(
             f"none of the {len(values)} polygons overlaps the rasters: the polygons cover "
-            f"x {extent[0]:.1f}..{extent[1]:.1f}, y {extent[2]:.1f}..{extent[3]:.1f} but the "
+            f"x {west:.1f}..{east:.1f}, y {south:.1f}..{north:.1f} but the "
             f"rasters are {grid.describe()}; check that both cover the same area and that the "
             "layer's CRS is right", "REFERENCE")
-    missing = int(np.count_nonzero(object_pixels[1:] == 0))
-    if missing:
-        reporter.info(f"{missing} of {counted(len(values), 'polygon')} "
-                      f"{'covers' if missing == 1 else 'cover'} no pixel centre of the rasters "
-                      f"and {'is' if missing == 1 else 'are'} left out")
+    if len(pixels) == 0:
+        raise LcfusionError(
+            f"every pixel of the {len(values)} polygons is also covered by a polygon of another "
+            "class; correct the overlapping polygons", "REFERENCE")
+    _log_objects_without_pixels(object_pixels, geometries, grid, reporter)
     object_feature = np.array([-1, *positions], dtype=np.int64)
     return Reference(classes, object_class, object_area, object_pixels, objects_path, pixels,
                      n_features, object_feature)
+
+
+def _polygon(feature: ogr.Feature, value, transform) -> tuple[ogr.Geometry | None, str]:
+    """The feature's polygon in the grid's CRS, or why it cannot be burned."""
+    geometry = feature.GetGeometryRef()
+    if value is None:
+        return None, "no class value"
+    if geometry is None or geometry.IsEmpty():
+        return None, "no geometry"
+    geometry = geometry.Clone()
+    if transform is not None:
+        try:
+            geometry.Transform(transform)
+        except RuntimeError:
+            return None, "cannot be reprojected to the rasters' CRS"
+    flat = ogr.GT_Flatten(geometry.GetGeometryType())
+    if flat not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
+        return None, "not a polygon"
+    return geometry, ""
+
+
+def _extent(geometries: list[ogr.Geometry]) -> tuple[float, float, float, float]:
+    """(west, south, east, north) of all the geometries."""
+    envelopes = np.array([g.GetEnvelope() for g in geometries])
+    return (envelopes[:, 0].min(), envelopes[:, 2].min(), envelopes[:, 1].max(),
+            envelopes[:, 3].max())
+
+
+@dataclass(frozen=True)
+class Overlaps:
+    """What burning found: pixels covered by polygons of different classes (of the kept
+    polygons), the polygons concerned, and the pixels any kept polygon covers."""
+
+    ambiguous: int
+    polygons: int
+    covered: int
+
+
+@dataclass
+class _BurnList:
+    """Every polygon with a class, in layer order, with its object id (0: not kept, e.g. in
+    another part of a split; it still takes part in finding overlaps)."""
+
+    geometries: list = field(default_factory=list)
+    values: list = field(default_factory=list)
+    objects: list = field(default_factory=list)
+
+    def add(self, geometry: ogr.Geometry, value, object_id: int) -> None:
+        self.geometries.append(geometry)
+        self.values.append(value)
+        self.objects.append(object_id)
+
+    def burn(self, grid: Grid, srs: osr.SpatialReference, workdir: Path,
+             objects_path: Path) -> Overlaps:
+        """Write the object id of each pixel to `objects_path` by the pixel-centre rule.
+
+        A pixel covered by polygons of one class goes to the first of them; a pixel covered by
+        polygons of different classes is ambiguous and left unlabelled (0). Two burns find
+        them: one where the polygon of the highest class wins, one where the lowest does.
+        """
+        rank = {value: i for i, value in enumerate(sorted(set(self.values), key=str))}
+        ranks = [rank[value] for value in self.values]
+        n = len(ranks)
+        highest = workdir / "reference_highest_class.tif"
+        lowest = workdir / "reference_lowest_class.tif"
+        self._rasterize(sorted(range(n), key=lambda i: (ranks[i], -i)), grid, srs, highest)
+        self._rasterize(sorted(range(n), key=lambda i: (-ranks[i], -i)), grid, srs, lowest)
+        rank_of = np.array([-1, *ranks], dtype=np.int64)
+        object_of = np.array([0, *self.objects], dtype=np.uint32)
+        ambiguous = covered = 0
+        concerned: set[int] = set()
+        with rasterio.open(highest) as high_source, rasterio.open(lowest) as low_source, \
+                rasterio.open(objects_path, "w", **write_profile(grid, 1, "uint32", 0)) as out:
+            for window in iter_windows(grid.width, grid.height, 1024):
+                high = high_source.read(1, window=window)
+                low = low_source.read(1, window=window)
+                kept = (object_of[high] > 0) | (object_of[low] > 0)
+                mixed = rank_of[high] != rank_of[low]
+                counted_here = mixed & kept
+                ambiguous += int(np.count_nonzero(counted_here))
+                covered += int(np.count_nonzero(kept))
+                concerned.update(np.unique(high[counted_here]).tolist())
+                concerned.update(np.unique(low[counted_here]).tolist())
+                objects = object_of[high]
+                objects[mixed] = 0
+                out.write(objects, 1, window=window)
+        highest.unlink()
+        lowest.unlink()
+        return Overlaps(ambiguous, len(concerned), covered)
+
+    def _rasterize(self, order: list[int], grid: Grid, srs: osr.SpatialReference,
+                   path: Path) -> None:
+        """Burn 1-based positions in `order`; the last polygon burned on a pixel wins."""
+        memory = ogr.GetDriverByName("Memory").CreateDataSource("burn")
+        layer = memory.CreateLayer("burn", srs, ogr.wkbUnknown)
+        layer.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger))
+        for index in order:
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetField("burn", index + 1)
+            feature.SetGeometry(self.geometries[index])
+            layer.CreateFeature(feature)
+        with rasterio.open(path, "w", **write_profile(grid, 1, "uint32", 0)):
+            pass
+        target = gdal.Open(str(path), gdal.GA_Update)
+        gdal.RasterizeLayer(target, [1], layer, options=["ATTRIBUTE=burn"])
+        target.FlushCache()
+        target = None
+
+
+def _covers_pixel_centre(geometry: ogr.Geometry, grid: Grid) -> bool:
+    """Whether the polygon holds the centre of any pixel of the grid (north-up)."""
+    west, east, south, north = geometry.GetEnvelope()
+    x0, dx, _, y0, _, dy = grid.transform
+    col0, col1 = max(0, int(np.floor((west - x0) / dx))), min(grid.width,
+                                                            int(np.ceil((east - x0) / dx)))
+    row0, row1 = max(0, int(np.floor((north - y0) / dy))), min(grid.height,
+                                                             int(np.ceil((south - y0) / dy)))
+    if col1 <= col0 or row1 <= row0:
+        return False
+    target = gdal.GetDriverByName("MEM").Create("", col1 - col0, row1 - row0, 1, gdal.GDT_Byte)
+    target.SetGeoTransform((x0 + col0 * dx, dx, 0.0, y0 + row0 * dy, 0.0, dy))
+    target.SetProjection(grid.crs_wkt)
+    srs = osr.SpatialReference(wkt=grid.crs_wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    memory = ogr.GetDriverByName("Memory").CreateDataSource("one")
+    layer = memory.CreateLayer("one", srs, ogr.wkbUnknown)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(geometry)
+    layer.CreateFeature(feature)
+    gdal.RasterizeLayer(target, [1], layer, burn_values=[1])
+    return bool(target.GetRasterBand(1).ReadAsArray().any())
+
+
+def _log_objects_without_pixels(object_pixels: np.ndarray, geometries: list[ogr.Geometry],
+                                grid: Grid, reporter: Reporter) -> None:
+    """Say which polygons are left out for want of pixels: those that hold no pixel centre,
+    and those all of whose pixels belong to other polygons or are ambiguous."""
+    empty = np.flatnonzero(object_pixels[1:] == 0)
+    inside = sum(_covers_pixel_centre(geometries[i], grid) for i in empty)
+    outside = len(empty) - inside
+    total = counted(len(geometries), "polygon")
+    if outside:
+        reporter.info(f"{outside} of {total} {'covers' if outside == 1 else 'cover'} no pixel "
+                      f"centre of the rasters and {'is' if outside == 1 else 'are'} left out")
+    if inside:
+        reporter.info(f"{inside} of {total} {'lies' if inside == 1 else 'lie'} inside other "
+                      f"polygons (each of {'its' if inside == 1 else 'their'} pixels is "
+                      "labelled by another polygon or ambiguous) and "
+                      f"{'is' if inside == 1 else 'are'} left out")
 
 
 def _log_part(spec: ReferenceSpec, n_features: int, other_parts: Counter,

@@ -320,13 +320,21 @@ class TimeSeries:
                     else f", dates {dates[0]} .. {dates[-1]}")
         matched = (" (matched by date)" if self.mask_order != tuple(range(self.n_dates))
                    else "")
-        steps = "".join((", masked by " + ", ".join(i.path.name for i in self.mask_infos)
-                         + matched if self.mask_infos else "",
-                         ", gaps filled by temporal interpolation" if self.gapfill else "",
+        steps = "".join((", masked by " + ", ".join(self._mask_names()) + matched
+                         if self.mask_infos else "",
+                         ", gaps filled by temporal interpolation"
+                         if self.gapfill and self.n_dates > 1 else "",
                          f", {self.fill_value:g} in every band of a date read as nodata"
                          if self.fill_value is not None else ""))
-        return (f"{self.n_dates} dates x {self.bands_per_date} bands ({kind}){span}{steps}; "
+        return (f"{counted(self.n_dates, 'date')} x {self.bands_per_date} bands ({kind}){span}"
+                f"{steps}; "
                 f"{self.grid.describe()}")
+
+    def _mask_names(self) -> list[str]:
+        """The mask rasters in the order their dates are used (one per date), else as given."""
+        if len(self.mask_infos) != self.n_dates or any(i.count != 1 for i in self.mask_infos):
+            return [info.path.name for info in self.mask_infos]
+        return [self.mask_infos[self.mask_order[i]].path.name for i in self.order]
 
     def to_json(self) -> dict:
         return {

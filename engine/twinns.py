@@ -359,7 +359,7 @@ def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TW
         if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
                                                        expected["bands_per_date"]):
             raise LcfusionError(
-                f"the model expects {expected['n_dates']} {SOURCE_NAMES[key]} dates x "
+                f"the model expects {counted(expected['n_dates'], f'{SOURCE_NAMES[key]} date')} x "
                 f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
                 f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
                 "for training", key.upper())

@@ -121,7 +121,7 @@ def test_metrics_match_the_hand_computed_example(tmp_path, tiny):
     assert outputs["OUTPUT_CSV"] == str(tmp_path / "matrix.csv")
     log = reporter.text()
     assert "2 reference pixels are nodata in the class map and were skipped" in log
-    assert "code 9, which is not a reference class, on 1 reference pixels" in log
+    assert "code 9, which is not a reference class, on 1 reference pixel; it counts" in log
 
 
 def test_the_csv_holds_the_matrix_with_its_axes(tmp_path, tiny):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from helpers import twinns_inputs, write_raster
+from helpers import RecordingReporter, twinns_inputs, write_raster
 from rasterio.windows import Window
 from safetensors.numpy import load_file
 from sklearn.ensemble import RandomForestClassifier
@@ -38,14 +38,6 @@ QUICK_FOREST = {"n_trees": 20, "samples_per_class": 200, "tile_size": 64}
 #: Classes that only the given source can tell apart (see engine/sample_scene.py).
 SEPARATED_BY = {"s2": ("winter crop", "summer crop"), "s1s2": ("grassland", "wet meadow"),
                 "panms": ("built-up", "bare soil")}
-
-
-class Recorder(NullReporter):
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def log(self, message: str, level: str = "info") -> None:
-        self.lines.append(message)
 
 
 def source_inputs(scene, source: str) -> dict:
@@ -121,8 +113,10 @@ def test_missing_values_take_the_fill_values():
 @pytest.mark.parametrize("source", ["s2", "s1s2", "panms"])
 @pytest.mark.parametrize("kind", ["pixel", "patch_flat", "patch_stats"])
 def test_each_source_learns_the_classes_it_separates(tmp_path, scene, source, kind):
-    reporter = Recorder()
+    reporter = RecordingReporter()
     outputs = train_randomforest(train_job(tmp_path, scene, source, features=kind), reporter)
+    said = [*reporter.lines, *reporter.stages]
+    assert sum(text.startswith("forest trained") for text in said) == 1, said
     model = tmp_path / "model.lcfusion"
     f1 = f1_of(model)
     assert outputs["OA"] > 0.6 and outputs["KAPPA"] > 0.5  # chance: 1 / 8

@@ -182,3 +182,54 @@ def test_every_labelled_pixel_matches_a_reference_burn(tmp_path):
     path = write_polygons(tmp_path / "r.gpkg", rows)
     ref = load_reference(ReferenceSpec(path, "code"), grid(), tmp_path)
     assert len(ref.pixels) == int(ref.object_pixels.sum()) > 0
+
+
+def _overlapping_polygons(tmp_path):
+    """1 and 2 (other classes) share 4 pixels; 4 shares 8 pixels with 3 (same class);
+    5 lies inside 1 (same class); 6 covers no pixel centre."""
+    sliver = ogr.CreateGeometryFromWkt("POLYGON((500181 4999999,500184 4999999,500184 4999991,"
+                                       "500181 4999991,500181 4999999))")
+    fields = (("code", ogr.OFTInteger), ("part", ogr.OFTString))
+    return write_polygons(tmp_path / "r.gpkg", [
+        ((1, "train"), box(0, 0, 4, 4)), ((2, "test"), box(2, 2, 6, 6)),
+        ((1, "train"), box(10, 0, 14, 4)), ((1, "test"), box(12, 0, 16, 4)),
+        ((1, "test"), box(0, 0, 1, 1)), ((1, "test"), sliver)], fields)
+
+
+class _Log(NullReporter):
+    def __init__(self):
+        self.lines = []
+
+    def log(self, message, level="info"):
+        self.lines.append((level, message))
+
+
+def test_pixels_of_overlapping_classes_are_left_out_and_said(tmp_path):
+    log = _Log()
+    ref = load_reference(ReferenceSpec(_overlapping_polygons(tmp_path), "code"), grid(),
+                         tmp_path, log)
+    # ambiguous pixels dropped; a same-class overlap goes to the first polygon
+    assert ref.object_pixels.tolist() == [0, 12, 12, 16, 8, 0, 0]
+    assert len(ref.pixels) == 48
+    hit = (ref.pixels.rows == 0) & (ref.pixels.cols == 0)
+    assert ref.pixels.objects[hit].tolist() == [1]
+    assert not ((ref.pixels.rows == 2) & (ref.pixels.cols == 2)).any()
+    warnings = [m for level, m in log.lines if level == "warning"]
+    assert any("4 pixels" in m and "2 polygons" in m and "different classes" in m
+               and "REFERENCE" in m for m in warnings), warnings
+    infos = [m for level, m in log.lines if level == "info"]
+    assert any("1 of 6 polygons covers no pixel centre" in m for m in infos), infos
+    assert any("1 of 6 polygons lies inside other polygons" in m for m in infos), infos
+
+
+def test_a_part_keeps_the_pixels_it_has_in_the_whole_layer(tmp_path):
+    path = _overlapping_polygons(tmp_path)
+    (tmp_path / "whole").mkdir()
+    whole = load_reference(ReferenceSpec(path, "code"), grid(), tmp_path / "whole")
+    test = load_reference(ReferenceSpec(path, "code", part_field="part", part="test"), grid(),
+                          tmp_path)
+    in_test = np.isin(whole.object_feature[whole.pixels.objects], [1, 3, 4, 5])
+    expected = set(zip(whole.pixels.rows[in_test].tolist(), whole.pixels.cols[in_test].tolist(),
+                       strict=True))
+    assert set(zip(test.pixels.rows.tolist(), test.pixels.cols.tolist(), strict=True)) == expected
+    assert len(test.pixels) == 20

@@ -216,3 +216,18 @@ def test_monthly_mask_names_match_daily_layer_dates(tmp_path, dates):
     for date in range(4):
         assert np.isnan(data[date * 3, : date + 1]).all()
         assert not np.isnan(data[date * 3, date + 1:]).any()
+
+
+def test_the_description_follows_the_order_used(tmp_path, dates):
+    """Masks are listed next to their dates in the order used; one date is one date, with
+    nothing to interpolate."""
+    paths, _ = dates
+    masks = tuple(str(write_raster(tmp_path / f"mask_2021-0{month}.tif",
+                                   np.zeros((1, 12, 10), dtype="uint8"))) for month in (2, 1))
+    series = TimeSeries(SeriesSpec((str(paths[1]), str(paths[0])), masks=masks))
+    series.sort_by_date(RecordingReporter())
+    assert ("dates 2021-01-15, 2021-02-15, masked by mask_2021-01.tif, mask_2021-02.tif"
+            in series.describe())
+    single = TimeSeries(SeriesSpec((str(paths[0]),), gapfill=True)).describe()
+    assert single.startswith("1 date x 3 bands (one stack)")
+    assert "interpolation" not in single

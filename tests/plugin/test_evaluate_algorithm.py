@@ -157,9 +157,11 @@ def table_map(path, with_table: bool = True):
     return path
 
 
-def named_polygons(path, names=("Water ", "FOREST", "crop"), parts=("test", "train", "test")):
-    """Three polygons (water, forest, crop, over the map's rows 0-1 / 0-1 / 2-3) holding text
-    names and a `part` field, as the split layer of a training run has."""
+def named_polygons(path, names=("Water ", "FOREST", "crop"), parts=("test", "train", "test"),
+                   boxes=((0, 0, 3, 2), (3, 0, 6, 2), (0, 2, 4, 4))):
+    """Three polygons (water, forest, crop, over the map's rows 0-1 / 0-1 / 2-3; `boxes` as
+    columns and rows [col0, row0, col1, row1)) holding text names and a `part` field, as the
+    split layer of a training run has."""
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32631)
     source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
@@ -167,7 +169,7 @@ def named_polygons(path, names=("Water ", "FOREST", "crop"), parts=("test", "tra
     layer.CreateField(ogr.FieldDefn("label", ogr.OFTString))
     layer.CreateField(ogr.FieldDefn("part", ogr.OFTString))
     for name, part, (col0, row0, col1, row1) in zip(
-            names, parts, ((0, 0, 3, 2), (3, 0, 6, 2), (0, 2, 4, 4)), strict=True):
+            names, parts, boxes, strict=True):
         x0, x1 = X0 + PIXEL * col0, X0 + PIXEL * col1
         y0, y1 = Y0 - PIXEL * row0, Y0 - PIXEL * row1
         feature = ogr.Feature(layer.GetLayerDefn())
@@ -246,6 +248,26 @@ def test_the_part_filter_keeps_only_that_parts_polygons(lcfusion_provider, tmp_p
     assert results["N_PIXELS"] == 12
     assert results["OA"] == pytest.approx(9 / 12)
     assert "2 of 3 reference features are in the 'test' part" in feedback.text()
+
+
+def test_a_part_leaves_out_pixels_it_shares_with_another_class(lcfusion_provider, tmp_path,
+                                                                recording_feedback):
+    """The forest ('train') polygon also covers column 2 of water ('test'): those 2 pixels are
+    ambiguous, as in training, so water keeps 4 (3 right) and crop 7 (5 right)."""
+    feedback = recording_feedback()
+    polygons = named_polygons(tmp_path / "polygons.gpkg",
+                              boxes=((0, 0, 3, 2), (2, 0, 6, 2), (0, 2, 4, 4)))
+    results = processing.run(EVALUATE, named_parameters(
+        table_map(tmp_path / "map.tif"), polygons, PART=3), feedback=feedback)
+    assert results["N_PIXELS"] == 11
+    assert results["OA"] == pytest.approx(8 / 11)
+    log = feedback.text()
+    assert ("2 pixels are covered by polygons of different classes (2 polygons concerned)"
+            in log and "REFERENCE" in log)
+    assert "2 of 3 reference features are in the 'test' part" in log
+    assert "12 labelled pixels in the 2 polygons of the 'test' part, 2 classes" in log
+    assert "holds code 2, which is not a reference class, on 1 reference pixel; it counts" in log
+    assert "3 reference features" not in log.replace("of 3 reference features", "")
 
 
 def test_a_part_filter_needs_a_part_field(lcfusion_provider, scene, class_map, check):
