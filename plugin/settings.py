@@ -51,25 +51,36 @@ def _is_python(path: Path) -> bool:
         and os.access(path, os.X_OK)
 
 
+def _is_running_installation(path: Path) -> bool:
+    """Whether `path` is an interpreter of the installation this Python runs from: it
+    resolves to a file inside ``sys.base_prefix``. A pyenv shim (a script elsewhere that
+    starts another Python) is not."""
+    resolved = Path(os.path.realpath(path))
+    return _is_python(path) and resolved.is_relative_to(os.path.realpath(sys.base_prefix))
+
+
 def qgis_python() -> str:
     """The Python QGIS runs on (its numpy, GDAL and rasterio are the engine's): the
-    base interpreter (never a virtual environment's), else the Python next to the QGIS
-    program, else the one in the folder QGIS's Python was built for. Never a
-    ``python3`` that merely comes first on the PATH."""
+    interpreter of the running version in the folder QGIS's Python was built for, else in
+    its installation folder, else the base interpreter (never a virtual environment's) or
+    the Python next to the QGIS program when they belong to that installation. Never a
+    ``python3`` that merely comes first on the PATH, which embedded Python may report as
+    its ``sys.executable``."""
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     names = (f"python{version}", f"python{sys.version_info[0]}", "python")
     if sys.platform == "win32":
         names = ("python.exe", f"python{sys.version_info[0]}.exe")
-    executable = Path(sys.executable) if sys.executable else None
-    base = getattr(sys, "_base_executable", "")
-    candidates = [Path(base)] if base else []  # a virtual environment's base interpreter
-    if executable:
-        candidates += [executable, *(executable.parent / name for name in names)]
+    candidates = []
     for folder in (sysconfig.get_config_var("BINDIR"), Path(sys.base_prefix) / "bin",
                    sys.base_prefix):
         candidates += [Path(folder) / name for name in names] if folder else []
+    base = getattr(sys, "_base_executable", "")
+    candidates += [Path(base)] if base else []  # a virtual environment's base interpreter
+    if sys.executable:
+        executable = Path(sys.executable)
+        candidates += [executable, *(executable.parent / name for name in names)]
     for candidate in candidates:
-        if candidate and _is_python(candidate):
+        if _is_running_installation(candidate):
             return str(candidate)
     return str(Path(sys.base_prefix) / "bin" / f"python{version}")
 

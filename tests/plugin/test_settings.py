@@ -4,6 +4,8 @@ environment in the QGIS profile folder, then the plugin's .venv, then QGIS's own
 import os
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
 
@@ -62,3 +64,24 @@ def test_the_last_resort_is_qgis_own_python_not_the_first_on_the_path(qgis_app, 
                              "sys.prefix != sys.base_prefix)"], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert answer == f"{tuple(sys.version_info[:2])} False"  # QGIS's Python, with its GDAL
+
+
+def test_qgis_python_is_the_running_interpreter_when_qgis_reports_a_pyenv_shim(tmp_path):
+    """QGIS's embedded Python finds its sys.executable (and _base_executable) by looking up
+    ``python3`` on the PATH; with pyenv first there it is a shim script that runs another
+    Python. The Python running QGIS is the one its build installed in BINDIR."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "python3").write_text('#!/bin/sh\nexec pyenv exec python3 "$@"\n')
+    (shims / "python3").chmod(0o755)
+    running = Path(sysconfig.get_config_var("BINDIR")) / "python{}.{}".format(*sys.version_info)
+    code = ("import sys; from lcfusion.plugin.settings import qgis_python; "
+            "print(sys.executable, sys._base_executable, qgis_python())")
+    env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(plugin_root().parent)}
+    # Started as plain `python3`, the interpreter takes the first one on the PATH for its own.
+    result = subprocess.run(["bash", "-c", f'exec -a python3 "{running}" -c "{code}"'],
+                            env=env, capture_output=True, text=True, check=True)
+    executable, base_executable, chosen = result.stdout.split()
+    assert executable == base_executable == str(shims / "python3")  # as QGIS reports them
+    assert chosen == str(running)
