@@ -3,7 +3,8 @@
 `qgis_process` 3.22 (text output) prints progress on stdout as dots and tens ("0...10...20")
 without ending the line, and every message (progress text, info, warning) with a newline after
 it: a message that follows some dots runs into them ("10epoch 1/5"). `ConsoleLine` follows the
-dots as `qgis_process` prints them and ends their line before the next message.
+dots as `qgis_process` prints them and ends their line before the next message; a stage's name
+comes before its dots.
 
 It also prints an algorithm's exception three times on stderr: `QgsProcessingAlgorithm::run`
 logs it to the message log (which `qgis_process` copies to stderr), its console feedback prints
@@ -59,6 +60,11 @@ class ConsoleLine:
         if tick > self._last_tick:
             self._last_tick = tick
             self._open = tick < TICKS  # the last tick ends the line (" - done.")
+
+    def announces_stage(self, percent: float) -> bool:
+        """Whether a stage that starts at `percent` is named: on the terminal, not one that
+        starts at the end (such as "done" right after qgis_process's "100 - done.")."""
+        return not self.active or percent < 100.0
 
     def end_line(self) -> None:
         """End the line of dots, if one is open, so that what follows starts a line."""

@@ -145,13 +145,15 @@ class EngineProcess:
             return
         kind = event.get("event")
         if kind == "progress" and isinstance(event.get("percent"), (int, float)):
-            self.feedback.setProgress(float(event["percent"]))
-            self.console.progressed(float(event["percent"]))
+            percent = float(event["percent"])
             stage = str(event.get("stage") or "")
-            if stage and stage != self._stage:
+            if stage and stage != self._stage:  # named before its progress: it heads its dots
                 self._stage = stage
-                self.console.end_line()
-                self.feedback.setProgressText(stage)
+                if self.console.announces_stage(percent):
+                    self.console.end_line()
+                    self.feedback.setProgressText(stage)
+            self.feedback.setProgress(percent)
+            self.console.progressed(percent)
         elif kind == "log":
             message, level = str(event.get("message", "")), event.get("level")
             if level != "debug":

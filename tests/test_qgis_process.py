@@ -177,6 +177,20 @@ def assert_quiet(result: subprocess.CompletedProcess) -> None:
         assert ".lcfusion-partial-" not in line and "lcfusion-job-" not in line, line
 
 
+#: The name of a stage of a run, which qgis_process prints on a line of its own.
+STAGE = re.compile(r"(reference|normalisation|classifying|evaluating|done|epoch \d+/\d+)")
+
+
+def assert_stages_head_their_progress(result: subprocess.CompletedProcess) -> None:
+    """A stage's name comes before its progress dots, never after the first of them ("0.."
+    alone on a line, then "reference"), and no stage follows "100 - done."."""
+    lines = result.stdout.splitlines()
+    for before, line in zip(lines, lines[1:], strict=False):
+        if STAGE.fullmatch(line):
+            assert not re.fullmatch(r"0\.*", before), f"{before!r} before {line!r}"
+            assert not before.endswith("100 - done."), f"{line!r} after {before!r}"
+
+
 def test_a_successful_run_prints_no_noise(qgis_env, scene, tmp_path):
     """Training with repeated splits, then classifying a scene whose map GDAL writes out
     block by block (a block cache smaller than the map, as with a large scene)."""
@@ -187,6 +201,7 @@ def test_a_successful_run_prints_no_noise(qgis_env, scene, tmp_path):
                            "--VALIDATION_PATCHES=8", "--PATCH_SIZE=32", "--TILE_SIZE=128",
                            "--REPEATS=2", f"--OUTPUT_MODEL={model}")
     assert_quiet(trained)
+    assert_stages_head_their_progress(trained)
     written = [line for line in trained.stdout.splitlines() if "model written to" in line]
     assert written == [f"model written to {model}"]
     assert "1 polygon / " in trained.stdout  # a part of one polygon, in the singular
@@ -198,6 +213,8 @@ def test_a_successful_run_prints_no_noise(qgis_env, scene, tmp_path):
                               f"--MODEL={model}", "--TILE_SIZE=64",
                               f"--OUTPUT={tmp_path / 'map.tif'}")
     assert_quiet(classified)
+    assert_stages_head_their_progress(classified)
+    assert "classifying\n0..." in classified.stdout
     with rasterio.open(tmp_path / "map.tif") as ds:
         assert ds.colorinterp[0].name == "palette" and ds.colormap(1)[1][:3] != (0, 0, 0)
 
