@@ -472,8 +472,8 @@ class ReferenceBinding(Binding):
         """The part the polygons are filtered on; None for all polygons."""
         if self.part is None:
             return None
-        choice = PART_CHOICES[alg.parameterAsEnum(parameters, self.part, context)]
-        return None if choice == "all" else choice
+        choice = alg.parameterAsEnumString(parameters, self.part, context)
+        return None if choice in ("", "all") else choice
 
     def check(self, alg, parameters, context):
         source = alg.parameterAsSource(parameters, self.layer, context)
@@ -645,6 +645,15 @@ def remove_vector_file(destination: str) -> None:
     path = Path(destination.partition("|")[0])
     if path.is_file():
         path.unlink()
+
+
+def part_parameter() -> QgsProcessingParameterEnum:
+    """The optional choice of a split part, by name (PART=test in qgis_process), default all."""
+    parameter = QgsProcessingParameterEnum(
+        "PART", "Polygons of the split part (field 'part')", options=list(PART_CHOICES),
+        defaultValue=PART_CHOICES[0], optional=True)
+    parameter.setUsesStaticStrings(True)
+    return parameter
 
 
 def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
@@ -1017,9 +1026,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def add_reference(self, part_filter: bool = False) -> ReferenceBinding:
         """The reference polygons and their fields; with `part_filter`, the choice of the
         split part (field ``part``) whose polygons are kept."""
-        extra = [QgsProcessingParameterEnum(
-            "PART", "Polygons of the split part (field 'part')", options=list(PART_CHOICES),
-            defaultValue=0)] if part_filter else []
+        extra = [part_parameter()] if part_filter else []
         return self.bind(
             ReferenceBinding(part="PART" if part_filter else None),
             QgsProcessingParameterFeatureSource(
