@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 
 from qgis.core import (
+    NULL,
     QgsFields,
     QgsMapLayerType,
     QgsProcessingContext,
@@ -44,6 +45,9 @@ CLASS_WORDS = (("class", "klass"), ("landcover", "lulc", "lc", "landuse", "lu", 
                ("code",), ("label",), ("type", "category", "cat"))
 #: Words of class name field names, best first.
 NAME_WORDS = (("name", "nom"), ("label",), ("desc",))
+#: Words of class colour field names.
+COLOR_WORDS = (("colour", "color", "rgb", "hex"),)
+HEX_COLOR = re.compile(r"#?[0-9a-fA-F]{6}")
 #: Names of feature-id fields, chosen as class field only when nothing else fits.
 ID_NAMES = ("fid", "id", "ogc_fid", "objectid", "gid")
 INTEGER_TYPES = (QVariant.Int, QVariant.LongLong, QVariant.UInt, QVariant.ULongLong)
@@ -92,6 +96,18 @@ def name_field_choice(fields: QgsFields, class_field: str | None) -> str | None:
             continue
         ranked.append((rank, word_rank(field.name(), CLASS_WORDS) is None, index, field.name()))
     return min(ranked)[-1] if ranked else None
+
+
+def color_field_choice(layer: QgsVectorLayer, sampled: int = 20) -> str | None:
+    """The class colour field: a text field named like colour / rgb / hex whose first
+    `sampled` distinct values are all colours written ``#rrggbb``; None when there is none."""
+    for index, field in enumerate(layer.fields()):
+        if field.type() != QVariant.String or word_rank(field.name(), COLOR_WORDS) is None:
+            continue
+        values = [v for v in layer.uniqueValues(index, sampled) if v not in (None, NULL)]
+        if values and all(HEX_COLOR.fullmatch(str(v).strip()) for v in values):
+            return field.name()
+    return None
 
 
 def project_rasters() -> list[QgsRasterLayer]:
@@ -183,7 +199,7 @@ class DialogHooks:
         return self.dialog.mainWidget().wrappers[name].parameterValue()
 
     def preselect_fields(self, binding: ReferenceBinding) -> None:
-        """Choose the class and name fields of the reference layer just chosen."""
+        """Choose the class, name and colour fields of the reference layer just chosen."""
         layer = self.dialog.algorithm().parameterAsVectorLayer(
             {binding.layer: self.value(binding.layer)}, binding.layer, self.context)
         if not isinstance(layer, QgsVectorLayer):
@@ -195,6 +211,9 @@ class DialogHooks:
         name_field = name_field_choice(layer.fields(), class_field)
         if binding.name_field in wrappers:
             wrappers[binding.name_field].setParameterValue(name_field, self.context)
+        if binding.color_field in wrappers:
+            wrappers[binding.color_field].setParameterValue(color_field_choice(layer),
+                                                            self.context)
 
     def fill_from_model(self, binding: ModelInputBinding) -> None:
         """Fill the inputs with the project's layers that match the model's inputs, and say

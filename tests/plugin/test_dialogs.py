@@ -172,25 +172,26 @@ def test_the_class_fields_are_preselected_never_the_feature_id(
         lcfusion_provider, scene, dialog_of, project_layer):
     dialog = dialog_of("lcfusion:trainfgunet")
     layers = {
-        ("class_id", "class_name"): QgsVectorLayer(
+        ("class_id", "class_name", "class_color"): QgsVectorLayer(
             f"{scene.reference_path}|layername={scene.reference_layer}", "scene", "ogr"),
         # a real field named fid ranks last; text class names need no name field
-        ("Land cover", None): memory_polygons(
+        ("Land cover", None, None): memory_polygons(
             ("fid", QVariant.Int), ("area", QVariant.Double), ("Land cover", QVariant.String)),
-        ("LULC_ID", "LULC_NAME"): memory_polygons(
+        ("LULC_ID", "LULC_NAME", None): memory_polygons(
             ("RABA_ID", QVariant.Int), ("LULC_NAME", QVariant.String),
             ("LULC_ID", QVariant.Int)),
-        ("osm_class", "Class name"): memory_polygons(
+        ("osm_class", "Class name", None): memory_polygons(
             ("osm_id", QVariant.String), ("osm_code", QVariant.Int),
             ("osm_class", QVariant.Int), ("Class name", QVariant.String),
             ("osm_name", QVariant.String)),
     }
     assert QgsVectorLayer(f"{scene.reference_path}|layername={scene.reference_layer}",
                           "scene", "ogr").fields().names()[0] == "fid"
-    for (class_field, name_field), layer in layers.items():
+    for (class_field, name_field, color_field), layer in layers.items():
         set_value(dialog, "REFERENCE", project_layer(layer).id())
-        assert (value(dialog, "CLASS_FIELD"), value(dialog, "NAME_FIELD") or None) == (
-            class_field, name_field), layer.fields().names()
+        assert (value(dialog, "CLASS_FIELD"), value(dialog, "NAME_FIELD") or None,
+                value(dialog, "COLOR_FIELD") or None) == (
+            class_field, name_field, color_field), layer.fields().names()
 
 
 def test_choosing_a_model_fills_its_dated_inputs(lcfusion_provider, scene, trained,
