@@ -923,7 +923,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             value = parameter.defaultValue()
             if value is None or value == "" or parameter.isDestination():
                 continue
-            if isinstance(parameter, QgsProcessingParameterEnum):
+            if (isinstance(parameter, QgsProcessingParameterEnum)
+                    and not parameter.usesStaticStrings()):
                 value = parameter.options()[int(value)]
             elif isinstance(parameter, QgsProcessingParameterBoolean):
                 value = "yes" if value else "no"
