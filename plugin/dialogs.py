@@ -3,10 +3,13 @@
 * Choosing the reference layer preselects its class field and class name field (an integer
   or text field named like class / code / label / type, never the feature id), instead of
   the layer's first field, which is the GeoPackage's ``fid``.
+  Its colour field is preselected too: a text field named like colour / rgb / hex whose
+  values are ``#rrggbb``.
 * Choosing a model file fills the inputs with the project's layers that match what the model
   records: one layer per recorded date (the date in the layer's name or file name) with the
-  model's bands per date into an empty layer list, or the only layer of the model's PAN or MS
-  band count (and date, if recorded).
+  model's bands per date into an empty layer list (for a model without dates, the only layer
+  with all its bands), or the only layer of the model's PAN or MS band count (and date, if
+  recorded).
 
 Only this dialog changes: the modeler, the batch dialog and ``qgis_process`` take the
 parameters as they are.
@@ -123,9 +126,12 @@ def mentions_date(layer: QgsRasterLayer, date: str) -> bool:
 
 def series_layers(entry: dict, rasters: list[QgsRasterLayer]) -> list[QgsRasterLayer] | None:
     """One layer per date of a recorded series: the only layer with the series' bands per
-    date whose name holds the date; None unless every date has exactly one."""
+    date whose name holds the date; None unless every date has exactly one. A series
+    recorded without dates takes the only layer stacking all its bands."""
     dates, bands = entry.get("dates") or [], entry.get("bands_per_date")
-    if not dates or not all(dates):
+    if not any(dates):
+        return undated_stack(entry, rasters)
+    if not all(dates):
         return None
     chosen = []
     for date in dates:
@@ -135,6 +141,23 @@ def series_layers(entry: dict, rasters: list[QgsRasterLayer]) -> list[QgsRasterL
             return None
         chosen.append(found[0])
     return chosen
+
+
+def undated_stack(entry: dict, rasters: list[QgsRasterLayer]) -> list[QgsRasterLayer] | None:
+    """The only layer with all the bands of a series recorded without dates (dates x bands
+    per date), narrowed to those with the recorded band names when several have as many."""
+    bands = (entry.get("n_dates") or 0) * (entry.get("bands_per_date") or 0)
+    found = [layer for layer in rasters if layer.bandCount() == bands]
+    names = entry.get("band_names") or []
+    if len(found) > 1 and names:
+        found = [layer for layer in found if band_descriptions(layer)[:len(names)] == names]
+    return found if len(found) == 1 else None
+
+
+def band_descriptions(layer: QgsRasterLayer) -> list[str]:
+    """The band descriptions of a raster layer (empty strings where it has none)."""
+    provider = layer.dataProvider()
+    return [provider.bandDescription(band) for band in range(1, layer.bandCount() + 1)]
 
 
 def single_layer(entry: dict, bands: int, rasters: list[QgsRasterLayer]
