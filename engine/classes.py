@@ -36,6 +36,8 @@ CONVENTIONAL_COLORS = (
     (("bare", "soil", "sand", "rock", "desert", "dune", "beach", "barren", "quarry"),
      "#d2b48c"),
 )
+#: Words that, just before a word of `CONVENTIONAL_COLORS`, say the class is not that cover.
+NEGATIONS = ("no", "non", "not", "without", "other than")
 
 #: Class maps are uint8 with this nodata value when every code fits below it, else uint16.
 NODATA_UINT8 = 255
@@ -140,8 +142,12 @@ class ClassTable:
 
 def conventional_color(name: str) -> str | None:
     """The conventional colour of a land-cover class name (see `CONVENTIONAL_COLORS`), or
-    None when no word of the name is recognised."""
+    None when no word of the name is recognised or a recognised word is negated ("No
+    cropland", "non-forest", "other than water")."""
     text = " " + " ".join(re.findall(r"[a-z]+", name.lower())) + " "
+    keywords = [word for words, _ in CONVENTIONAL_COLORS for word in words]
+    if any(f" {negation} {word}" in text for negation in NEGATIONS for word in keywords):
+        return None
     for words, color in CONVENTIONAL_COLORS:
         if any(f" {word}" in text for word in words):
             return color

@@ -3,10 +3,13 @@
 * Choosing the reference layer preselects its class field and class name field (an integer
   or text field named like class / code / label / type, never the feature id), instead of
   the layer's first field, which is the GeoPackage's ``fid``.
+  Its colour field is preselected too: a text field named like colour / rgb / hex whose
+  values are ``#rrggbb``.
 * Choosing a model file fills the inputs with the project's layers that match what the model
   records: one layer per recorded date (the date in the layer's name or file name) with the
-  model's bands per date into an empty layer list, or the only layer of the model's PAN or MS
-  band count (and date, if recorded).
+  model's bands per date into an empty layer list (for a model without dates, the only layer
+  with all its bands), or the only layer of the model's PAN or MS band count (and date, if
+  recorded).
 
 Only this dialog changes: the modeler, the batch dialog and ``qgis_process`` take the
 parameters as they are.
@@ -18,6 +21,7 @@ import re
 from collections.abc import Iterable
 
 from qgis.core import (
+    NULL,
     QgsFields,
     QgsMapLayerType,
     QgsProcessingContext,
@@ -44,6 +48,9 @@ CLASS_WORDS = (("class", "klass"), ("landcover", "lulc", "lc", "landuse", "lu", 
                ("code",), ("label",), ("type", "category", "cat"))
 #: Words of class name field names, best first.
 NAME_WORDS = (("name", "nom"), ("label",), ("desc",))
+#: Words of class colour field names.
+COLOR_WORDS = (("colour", "color", "rgb", "hex"),)
+HEX_COLOR = re.compile(r"#?[0-9a-fA-F]{6}")
 #: Names of feature-id fields, chosen as class field only when nothing else fits.
 ID_NAMES = ("fid", "id", "ogc_fid", "objectid", "gid")
 INTEGER_TYPES = (QVariant.Int, QVariant.LongLong, QVariant.UInt, QVariant.ULongLong)
@@ -94,6 +101,18 @@ def name_field_choice(fields: QgsFields, class_field: str | None) -> str | None:
     return min(ranked)[-1] if ranked else None
 
 
+def color_field_choice(layer: QgsVectorLayer, sampled: int = 20) -> str | None:
+    """The class colour field: a text field named like colour / rgb / hex whose first
+    `sampled` distinct values are all colours written ``#rrggbb``; None when there is none."""
+    for index, field in enumerate(layer.fields()):
+        if field.type() != QVariant.String or word_rank(field.name(), COLOR_WORDS) is None:
+            continue
+        values = [v for v in layer.uniqueValues(index, sampled) if v not in (None, NULL)]
+        if values and all(HEX_COLOR.fullmatch(str(v).strip()) for v in values):
+            return field.name()
+    return None
+
+
 def project_rasters() -> list[QgsRasterLayer]:
     return [layer for layer in QgsProject.instance().mapLayers().values()
             if layer.type() == QgsMapLayerType.RasterLayer and layer.isValid()]
@@ -107,9 +126,12 @@ def mentions_date(layer: QgsRasterLayer, date: str) -> bool:
 
 def series_layers(entry: dict, rasters: list[QgsRasterLayer]) -> list[QgsRasterLayer] | None:
     """One layer per date of a recorded series: the only layer with the series' bands per
-    date whose name holds the date; None unless every date has exactly one."""
+    date whose name holds the date; None unless every date has exactly one. A series
+    recorded without dates takes the only layer stacking all its bands."""
     dates, bands = entry.get("dates") or [], entry.get("bands_per_date")
-    if not dates or not all(dates):
+    if not any(dates):
+        return undated_stack(entry, rasters)
+    if not all(dates):
         return None
     chosen = []
     for date in dates:
@@ -119,6 +141,23 @@ def series_layers(entry: dict, rasters: list[QgsRasterLayer]) -> list[QgsRasterL
             return None
         chosen.append(found[0])
     return chosen
+
+
+def undated_stack(entry: dict, rasters: list[QgsRasterLayer]) -> list[QgsRasterLayer] | None:
+    """The only layer with all the bands of a series recorded without dates (dates x bands
+    per date), narrowed to those with the recorded band names when several have as many."""
+    bands = (entry.get("n_dates") or 0) * (entry.get("bands_per_date") or 0)
+    found = [layer for layer in rasters if layer.bandCount() == bands]
+    names = entry.get("band_names") or []
+    if len(found) > 1 and names:
+        found = [layer for layer in found if band_descriptions(layer)[:len(names)] == names]
+    return found if len(found) == 1 else None
+
+
+def band_descriptions(layer: QgsRasterLayer) -> list[str]:
+    """The band descriptions of a raster layer (empty strings where it has none)."""
+    provider = layer.dataProvider()
+    return [provider.bandDescription(band) for band in range(1, layer.bandCount() + 1)]
 
 
 def single_layer(entry: dict, bands: int, rasters: list[QgsRasterLayer]
@@ -183,7 +222,7 @@ class DialogHooks:
         return self.dialog.mainWidget().wrappers[name].parameterValue()
 
     def preselect_fields(self, binding: ReferenceBinding) -> None:
-        """Choose the class and name fields of the reference layer just chosen."""
+        """Choose the class, name and colour fields of the reference layer just chosen."""
         layer = self.dialog.algorithm().parameterAsVectorLayer(
             {binding.layer: self.value(binding.layer)}, binding.layer, self.context)
         if not isinstance(layer, QgsVectorLayer):
@@ -195,6 +234,9 @@ class DialogHooks:
         name_field = name_field_choice(layer.fields(), class_field)
         if binding.name_field in wrappers:
             wrappers[binding.name_field].setParameterValue(name_field, self.context)
+        if binding.color_field in wrappers:
+            wrappers[binding.color_field].setParameterValue(color_field_choice(layer),
+                                                            self.context)
 
     def fill_from_model(self, binding: ModelInputBinding) -> None:
         """Fill the inputs with the project's layers that match the model's inputs, and say

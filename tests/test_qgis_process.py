@@ -137,7 +137,7 @@ def test_train_then_classify_headless(qgis_env, scene, tmp_path):
     # out (temporary files, gone with qgis_process): the training's test accuracy.
     evaluated = run_json(qgis_env, "lcfusion:evaluate", [
         f"--INPUT={class_map}", f"--REFERENCE={tmp_path / 'split.gpkg'}",
-        "--CLASS_FIELD=class_name", "--PART=3"])["results"]
+        "--CLASS_FIELD=class_name", "--PART=test"])["results"]
     assert evaluated["OA"] == pytest.approx(results["OA"], abs=1e-9)
     assert evaluated["OUTPUT_HTML"].endswith(".html")
     assert evaluated["OUTPUT_CSV"].endswith(".csv")

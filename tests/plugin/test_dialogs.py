@@ -9,8 +9,12 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import processing
 import pytest
+import rasterio
+from helpers import write_raster
+from model_mutants import ModelBytes
 from processing.core.ProcessingResults import resultsList
 from processing.gui.AlgorithmDialog import AlgorithmDialog
 from qgis.core import (
@@ -172,25 +176,26 @@ def test_the_class_fields_are_preselected_never_the_feature_id(
         lcfusion_provider, scene, dialog_of, project_layer):
     dialog = dialog_of("lcfusion:trainfgunet")
     layers = {
-        ("class_id", "class_name"): QgsVectorLayer(
+        ("class_id", "class_name", "class_color"): QgsVectorLayer(
             f"{scene.reference_path}|layername={scene.reference_layer}", "scene", "ogr"),
         # a real field named fid ranks last; text class names need no name field
-        ("Land cover", None): memory_polygons(
+        ("Land cover", None, None): memory_polygons(
             ("fid", QVariant.Int), ("area", QVariant.Double), ("Land cover", QVariant.String)),
-        ("LULC_ID", "LULC_NAME"): memory_polygons(
+        ("LULC_ID", "LULC_NAME", None): memory_polygons(
             ("RABA_ID", QVariant.Int), ("LULC_NAME", QVariant.String),
             ("LULC_ID", QVariant.Int)),
-        ("osm_class", "Class name"): memory_polygons(
+        ("osm_class", "Class name", None): memory_polygons(
             ("osm_id", QVariant.String), ("osm_code", QVariant.Int),
             ("osm_class", QVariant.Int), ("Class name", QVariant.String),
             ("osm_name", QVariant.String)),
     }
     assert QgsVectorLayer(f"{scene.reference_path}|layername={scene.reference_layer}",
                           "scene", "ogr").fields().names()[0] == "fid"
-    for (class_field, name_field), layer in layers.items():
+    for (class_field, name_field, color_field), layer in layers.items():
         set_value(dialog, "REFERENCE", project_layer(layer).id())
-        assert (value(dialog, "CLASS_FIELD"), value(dialog, "NAME_FIELD") or None) == (
-            class_field, name_field), layer.fields().names()
+        assert (value(dialog, "CLASS_FIELD"), value(dialog, "NAME_FIELD") or None,
+                value(dialog, "COLOR_FIELD") or None) == (
+            class_field, name_field, color_field), layer.fields().names()
 
 
 def test_choosing_a_model_fills_its_dated_inputs(lcfusion_provider, scene, trained,
@@ -206,6 +211,33 @@ def test_choosing_a_model_fills_its_dated_inputs(lcfusion_provider, scene, train
 
     assert value(dialog, "INPUT") == [str(path) for path in scene.s2_paths]  # date order
     assert not value(dialog, "INPUT_MASK")  # the model records no mask layers
+
+
+def test_choosing_a_model_without_dates_fills_the_only_stack_of_its_bands(
+        lcfusion_provider, scene, trained, dialog_of, project_layer, tmp_path):
+    """A model trained on a stack without dates: the only layer of all its bands is chosen."""
+    model, _ = trained
+    original = ModelBytes(model.read_bytes())
+    metadata = original.metadata
+    series = next(entry for entry in metadata["inputs"].values() if "n_dates" in entry)
+    series.pop("dates", None)
+    undated = tmp_path / "undated.lcfusion"
+    undated.write_bytes(original.forge(metadata))
+    bands = []
+    for date in scene.s2_paths:
+        with rasterio.open(date) as src:
+            bands.append(src.read())
+            origin, pixel = (src.transform.c, src.transform.f), src.transform.a
+    stack = np.concatenate(bands)
+    path = write_raster(tmp_path / "s2_stack.tif", stack, origin=origin, pixel=pixel)
+    # single dates and the mask as decoys: other band counts
+    for decoy in (*scene.s2_paths, scene.s2_cloud_mask_path, path):
+        project_layer(QgsRasterLayer(str(decoy), decoy.stem))
+    dialog = dialog_of("lcfusion:classifyfgunet")
+
+    set_value(dialog, "MODEL", str(undated))
+
+    assert value(dialog, "INPUT") == [str(path)]
 
 
 def test_choosing_a_model_fills_its_pan_and_ms(lcfusion_provider, scene, trained_mrfusion,

@@ -243,8 +243,8 @@ def test_the_part_filter_keeps_only_that_parts_polygons(lcfusion_provider, tmp_p
     """Water and crop are 'test': 4 of 5 and 5 of 7 right; forest ('train') is left out."""
     feedback = recording_feedback()
     results = processing.run(EVALUATE, named_parameters(
-        table_map(tmp_path / "map.tif"), named_polygons(tmp_path / "polygons.gpkg"), PART=3),
-        feedback=feedback)
+        table_map(tmp_path / "map.tif"), named_polygons(tmp_path / "polygons.gpkg"),
+        PART="test"), feedback=feedback)
     assert results["N_PIXELS"] == 12
     assert results["OA"] == pytest.approx(9 / 12)
     assert "2 of 3 reference features are in the 'test' part" in feedback.text()
@@ -271,7 +271,7 @@ def test_a_part_leaves_out_pixels_it_shares_with_another_class(lcfusion_provider
 
 
 def test_a_part_filter_needs_a_part_field(lcfusion_provider, scene, class_map, check):
-    ok, message = check(EVALUATE, parameters(scene, class_map, PART=3))
+    ok, message = check(EVALUATE, parameters(scene, class_map, PART="test"))
     assert not ok
     assert "[PART]" in message
     assert "Keeping the test polygons needs a field 'part' in the reference layer" in message

@@ -160,7 +160,7 @@ def check_evaluation_on_the_test_part(scene, results: dict, model: Path, folder:
         "OUTPUT": str(folder / "map.tif")})["OUTPUT"]
     evaluation = processing.run(EVALUATE, {
         "INPUT": class_map, "REFERENCE": results["OUTPUT_SPLIT"], "CLASS_FIELD": "class_id",
-        "PART": 3})
+        "PART": "test"})
     assert evaluation["N_PIXELS"] == sum(row["test_pixels"] for row in summary)
     assert evaluation["OA"] == pytest.approx(results["OA"], abs=1e-9)
     assert evaluation["KAPPA"] == pytest.approx(results["KAPPA"], abs=1e-9)

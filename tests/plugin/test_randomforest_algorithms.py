@@ -7,6 +7,7 @@ import processing
 import pytest
 import rasterio
 from helpers import write_raster
+from osgeo import ogr
 from processing_helpers import landsat_like_pair
 from qgis.core import (
     QgsPalettedRasterRenderer,
@@ -54,17 +55,46 @@ def s2_forest(tmp_path_factory, scene):
     return folder / "model.lcfusion"
 
 
+def reference_with_fid_field(scene, path) -> str:
+    """The scene's reference polygons in a GeoPackage whose feature id column is 'ogc_fid',
+    with an integer field 'fid' holding the class codes (repeated, so no valid feature ids)."""
+    source = ogr.Open(str(scene.reference_path))
+    polygons = source.GetLayerByName(scene.reference_layer)
+    target = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = target.CreateLayer("reference", polygons.GetSpatialRef(), ogr.wkbPolygon,
+                               ["FID=ogc_fid"])
+    layer.CreateField(ogr.FieldDefn("fid", ogr.OFTInteger))
+    for name in ("class_id", "class_name"):
+        definition = polygons.GetLayerDefn()
+        layer.CreateField(definition.GetFieldDefn(definition.GetFieldIndex(name)))
+    for polygon in polygons:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        for name in ("class_id", "class_name"):
+            feature.SetField(name, polygon.GetField(name))
+        feature.SetField("fid", polygon.GetField("class_id"))
+        feature.SetGeometry(polygon.GetGeometryRef())
+        layer.CreateFeature(feature)
+    target = source = None
+    return f"{path}|layername=reference"
+
+
 def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_path,
-                                                recording_feedback):
+                                                recording_feedback, monkeypatch):
     feedback = recording_feedback()
+    monkeypatch.chdir(tmp_path)
     model = tmp_path / "forest.lcfusion"
+    # The class field is named 'fid', the GeoPackage split layer's feature id column.
     results = processing.run(TRAIN, train_parameters(
         scene, FEATURES=2, PATCH_SIZE=3, OUTPUT_MODEL=str(model), REPEATS=2, SEED=4,
-        OUTPUT_SPLIT=str(tmp_path / "split.gpkg")), feedback=feedback)
+        REFERENCE=reference_with_fid_field(scene, tmp_path / "fid.gpkg"), CLASS_FIELD="fid",
+        OUTPUT_SPLIT="split.gpkg"), feedback=feedback)
     assert 0.5 < results["OA"] <= 1.0
     meta = read_header(model).metadata
     # With repeats, the split layer is the first split's: the kept model's, seed 4.
+    assert results["OUTPUT_SPLIT"] == str(tmp_path / "split.gpkg")
     split = QgsVectorLayer(results["OUTPUT_SPLIT"], "split", "ogr")
+    assert all(f["fid_1"] == f["class_id"] for f in split.getFeatures())
+    assert "The split layer's field 'fid_1' holds the reference field 'fid'" in feedback.text()
     parts = [(f["class_id"], f["part"], f["split_seed"]) for f in split.getFeatures()]
     assert len(parts) == 40 and {seed for _, _, seed in parts} == {4}
     assert meta["training"]["split"]["seed"] == 4
