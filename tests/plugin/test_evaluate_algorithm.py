@@ -258,7 +258,7 @@ def test_a_part_leaves_out_pixels_it_shares_with_another_class(lcfusion_provider
     polygons = named_polygons(tmp_path / "polygons.gpkg",
                               boxes=((0, 0, 3, 2), (2, 0, 6, 2), (0, 2, 4, 4)))
     results = processing.run(EVALUATE, named_parameters(
-        table_map(tmp_path / "map.tif"), polygons, PART=3), feedback=feedback)
+        table_map(tmp_path / "map.tif"), polygons, PART="test"), feedback=feedback)
     assert results["N_PIXELS"] == 11
     assert results["OA"] == pytest.approx(8 / 11)
     log = feedback.text()
