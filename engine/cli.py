@@ -23,17 +23,17 @@ from .progress import ConsoleReporter, JsonLinesReporter, Reporter
 
 #: Job commands: name -> (module, function). Modules load lazily (torch is imported there).
 JOB_COMMANDS = {
-    "train-fgunet": ("fgunet", "train_fgunet"),
-    "classify-fgunet": ("fgunet", "classify_fgunet"),
-    "train-mrfusion": ("mrfusion", "train_mrfusion"),
-    "classify-mrfusion": ("mrfusion", "classify_mrfusion"),
-    "train-twinns": ("twinns", "train_twinns"),
-    "classify-twinns": ("twinns", "classify_twinns"),
-    "attention-twinns": ("twinns", "attention_twinns"),
-    "train-randomforest": ("randomforest", "train_randomforest"),
-    "classify-randomforest": ("randomforest", "classify_randomforest"),
-    "evaluate": ("evaluation", "evaluate"),
-    "fit": ("staged", "fit_packed_job"),
+    "train-fgunet": ("families.fgunet.commands", "train_fgunet"),
+    "classify-fgunet": ("families.fgunet.commands", "classify_fgunet"),
+    "train-mrfusion": ("families.mrfusion.commands", "train_mrfusion"),
+    "classify-mrfusion": ("families.mrfusion.commands", "classify_mrfusion"),
+    "train-twinns": ("families.twinns.commands", "train_twinns"),
+    "classify-twinns": ("families.twinns.commands", "classify_twinns"),
+    "attention-twinns": ("families.twinns.commands", "attention_twinns"),
+    "train-randomforest": ("families.randomforest.commands", "train_randomforest"),
+    "classify-randomforest": ("families.randomforest.commands", "classify_randomforest"),
+    "evaluate": ("reports.evaluation", "evaluate"),
+    "fit": ("families.staged", "fit_packed_job"),
 }
 
 EXIT_OK, EXIT_CRASH, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
@@ -100,7 +100,7 @@ def _environment() -> dict:
 
 
 def _model_info(path: str) -> dict:
-    from .modelheader import read_metadata
+    from .modelfile.header import read_metadata
 
     meta = read_metadata(path)
     metrics = meta.get("metrics") or {}
@@ -112,8 +112,8 @@ def _model_info(path: str) -> dict:
 
 
 def _model_report(model: str, report: str, reporter: Reporter) -> dict:
-    from .modelheader import read_metadata
-    from .report import write_training_report
+    from .modelfile.header import read_metadata
+    from .reports.html import write_training_report
 
     path = write_training_report(Path(report), read_metadata(model))
     reporter.info(f"training report written to {path}")
@@ -121,8 +121,8 @@ def _model_report(model: str, report: str, reporter: Reporter) -> dict:
 
 
 def _probe_compute(args: argparse.Namespace) -> dict:
-    from .launcher import probe
-    from .profiles import PROFILES_ENV, find_profile
+    from .compute.launcher import probe
+    from .compute.profiles import PROFILES_ENV, find_profile
 
     return probe(find_profile(args.profile, args.profiles or os.environ.get(PROFILES_ENV)))
 
@@ -181,11 +181,11 @@ def run(args: argparse.Namespace, reporter: Reporter) -> dict:
             raise LcfusionError(f"the job file is a {job.command} job, not {args.command}")
         function = job_command(args.command)
         if args.command.startswith(("train-", "classify-")):
-            from .fill import report_fill_areas
+            from .io.fill import report_fill_areas
 
             report_fill_areas(job, reporter)
         if args.command.startswith("train-"):
-            from .repeats import run_training
+            from .families.repeats import run_training
 
             return run_training(job, reporter, function)
         return function(job, reporter)

@@ -27,8 +27,8 @@ from osgeo import gdal, ogr, osr
 from rasterio.crs import CRS
 from rasterio.transform import Affine, from_origin
 
-from .classes import ClassTable
-from .rasters import Grid, write_profile
+from .io.rasters import Grid, write_profile
+from .reference.classes import ClassTable
 
 WATER, FOREST, WINTER_CROP, SUMMER_CROP, GRASSLAND, WET_MEADOW, BUILT_UP, BARE_SOIL = range(1, 9)
 

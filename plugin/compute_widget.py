@@ -9,8 +9,8 @@ from qgis.core import QgsProcessingOutputString, QgsProcessingParameterString
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QComboBox
 
+from ..engine.compute.profiles import LOCAL, ComputeProfile, load_profiles
 from ..engine.errors import LcfusionError
-from ..engine.profiles import LOCAL, ComputeProfile, load_profiles
 from .settings import profiles_path
 
 

@@ -33,7 +33,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..engine.errors import LcfusionError
-from ..engine.modelheader import read_header
+from ..engine.modelfile.header import read_header
 from .algorithms.base import (
     EngineAlgorithm,
     ModelInputBinding,

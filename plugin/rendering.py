@@ -39,7 +39,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize, QSizeF
 from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
 
-from ..engine.outputs import atomic_output
+from ..engine.io.outputs import atomic_output
 from .styling import open_raster
 
 #: Name of the overlay in the legend.

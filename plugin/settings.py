@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
 
-from ..engine.profiles import PROFILES_ENV
+from ..engine.compute.profiles import PROFILES_ENV
 
 ENGINE_PYTHON_KEY = "lcfusion/engine_python"
 ENGINE_PYTHON_ENV = "LCFUSION_PYTHON"

@@ -42,8 +42,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..engine.errors import LcfusionError
-from ..engine.profiles import (
+from ..engine.compute.profiles import (
     KINDS,
     LOCAL,
     PROFILES_ENV,
@@ -51,6 +50,7 @@ from ..engine.profiles import (
     load_profiles,
     save_profiles,
 )
+from ..engine.errors import LcfusionError
 from .engine_process import engine_environment
 from .environment import engine_python_status
 from .settings import (

@@ -29,8 +29,8 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtXml import QDomDocument
 
-from ..engine.classes import ClassTable
-from ..engine.outputs import atomic_output
+from ..engine.io.outputs import atomic_output
+from ..engine.reference.classes import ClassTable
 
 #: Colour ramp of confidence maps (perceptually uniform), from the QGIS default style.
 CONFIDENCE_RAMP = "Viridis"

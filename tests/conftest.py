@@ -27,7 +27,7 @@ def scene(tmp_path_factory) -> SampleScene:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, scene) -> tuple[Path, dict]:
     """(model path, training outputs) of FG-UNET trained on the small scene."""
-    from lcfusion.engine.fgunet import train_fgunet
+    from lcfusion.engine.families.fgunet.commands import train_fgunet
 
     folder = tmp_path_factory.mktemp("trained")
     model = folder / "model.lcfusion"
@@ -38,7 +38,7 @@ def trained(tmp_path_factory, scene) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def trained_mrfusion(tmp_path_factory, scene) -> tuple[Path, dict]:
     """(model path, training outputs) of MRFusion trained on the small scene's PAN + MS."""
-    from lcfusion.engine.mrfusion import train_mrfusion
+    from lcfusion.engine.families.mrfusion.commands import train_mrfusion
 
     folder = tmp_path_factory.mktemp("trained-mrfusion")
     model = folder / "model.lcfusion"
@@ -51,7 +51,7 @@ def trained_mrfusion(tmp_path_factory, scene) -> tuple[Path, dict]:
 def trained_twinns(tmp_path_factory, scene) -> tuple[Path, dict]:
     """(model path, training outputs) of TWINNS trained on the small scene's S1 + S2, with the
     cloud mask and gap-filling."""
-    from lcfusion.engine.twinns import train_twinns
+    from lcfusion.engine.families.twinns.commands import train_twinns
 
     folder = tmp_path_factory.mktemp("trained-twinns")
     model = folder / "model.lcfusion"
@@ -61,7 +61,7 @@ def trained_twinns(tmp_path_factory, scene) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def trained_randomforest(tmp_path_factory, scene) -> tuple[Path, dict]:
     """(model path, training outputs) of a Random Forest trained on the small scene's S2."""
-    from lcfusion.engine.randomforest import train_randomforest
+    from lcfusion.engine.families.randomforest.commands import train_randomforest
 
     folder = tmp_path_factory.mktemp("trained-randomforest")
     model = folder / "model.lcfusion"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import rasterio
 
+from lcfusion.engine.io.outputs import partial_files
 from lcfusion.engine.jobs import write_job
-from lcfusion.engine.outputs import partial_files
 
 #: Seconds to wait for an engine run to reach a point (a partial file) on two loaded cores.
 REACH_WITHIN = 120.0

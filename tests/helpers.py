@@ -12,9 +12,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from lcfusion.engine.compute.profiles import ComputeProfile, save_profiles
 from lcfusion.engine.errors import CancelledError
 from lcfusion.engine.jobs import write_job
-from lcfusion.engine.profiles import ComputeProfile, save_profiles
 from lcfusion.engine.progress import Reporter
 from lcfusion.engine.sample_scene import SampleScene, SampleSceneConfig
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from lcfusion.engine.modelheader import checksum
+from lcfusion.engine.modelfile.header import checksum
 
 #: The session fixture of a trained model of each family (tests/conftest.py).
 FAMILY_FIXTURES = {"fgunet": "trained", "mrfusion": "trained_mrfusion",

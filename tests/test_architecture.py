@@ -1,8 +1,10 @@
-"""The architecture's two rules, checked in the source and at run time:
+"""The architecture's rules, checked in the source and at run time:
 
 * the engine never imports qgis (it runs on nodes without QGIS);
 * the plugin never imports torch, safetensors or scikit-learn (QGIS only needs numpy and GDAL;
-  heavy work runs in the engine's child process).
+  heavy work runs in the engine's child process);
+* the engine's layers import one way, from the foundation up to the entry points (the order is
+  the prose at the top of ``engine/__init__.py``).
 """
 
 from __future__ import annotations
@@ -108,6 +110,112 @@ def test_the_static_check_sees_imports_in_every_form(tmp_path):
     assert {top_level(m) for m in modules} >= {"torch", "safetensors", "sklearn", "qgis"}
 
 
+#: The engine's layers, lowest first: a module may import its own layer and the layers before
+#: it. Top-level modules are named one by one; a folder is its own layer.
+ENGINE_LAYERS = (
+    ("foundation", ("", "errors", "wording", "progress", "jobs")),
+    ("compute", ("compute",)),
+    ("io", ("io",)),
+    ("reference", ("reference",)),
+    ("modelfile", ("modelfile",)),
+    ("training", ("training",)),
+    ("inference", ("inference",)),
+    ("reports", ("reports",)),
+    ("families", ("families",)),
+    ("entry points", ("cli", "__main__", "sample_scene")),
+)
+
+
+def engine_layer(module: str) -> int | None:
+    """The index of the layer of an engine module given relative to the engine ("io.series",
+    "cli", "" for the package itself), or None when no layer names it."""
+    head = module.split(".")[0]
+    for index, (_, members) in enumerate(ENGINE_LAYERS):
+        if head in members:
+            return index
+    return None
+
+
+def engine_module(root: Path, path: Path, module: str) -> str | None:
+    """The engine module (relative to `root`, dotted) that an import in `path` names, or None
+    when it lies outside the engine."""
+    if module.startswith("."):
+        level = len(module) - len(module.lstrip("."))
+        package = path.parent
+        for _ in range(level - 1):
+            package = package.parent
+        target = package.joinpath(*module.lstrip(".").split(".")) if module.lstrip(".") \
+            else package
+        try:
+            return ".".join(target.relative_to(root).parts)
+        except ValueError:
+            return None
+    for prefix in ("lcfusion.engine.", "engine."):
+        if module.startswith(prefix):
+            return module[len(prefix):]
+    return "" if module == "lcfusion.engine" else None
+
+
+def upward_imports(root: Path) -> list[str]:
+    """Every import in the engine under `root` that reaches a later layer than its own module's,
+    and every module that no layer names."""
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        own = ".".join(path.relative_to(root).with_suffix("").parts)
+        own = "" if own == "__init__" else own
+        own_layer = engine_layer(own)
+        if own_layer is None:
+            problems.append(f"{path.relative_to(root)}: in no layer; add it to ENGINE_LAYERS "
+                            "and to the layer prose in engine/__init__.py")
+            continue
+        for line, module in imported_modules(path):
+            target = engine_module(root, path, module)
+            target_layer = None if target is None else engine_layer(target)
+            if target_layer is not None and target_layer > own_layer:
+                problems.append(
+                    f"{path.relative_to(root)}:{line}: {module} — "
+                    f"{ENGINE_LAYERS[own_layer][0]} imports {ENGINE_LAYERS[target_layer][0]}, "
+                    "a later layer")
+    return problems
+
+
+def test_the_engine_layers_import_only_downwards():
+    problems = upward_imports(REPO / "engine")
+    assert not problems, "engine imports against the layer order:\n" + "\n".join(problems)
+
+
+def test_the_layer_check_finds_an_upward_import_and_an_unplaced_module(tmp_path):
+    engine = tmp_path / "engine"
+    for folder in ("io", "families/fgunet", "compute"):
+        (engine / folder).mkdir(parents=True)
+    (engine / "io" / "series.py").write_text("from ..families.fgunet import commands\n"
+                                             "from ..errors import LcfusionError\n")
+    (engine / "compute" / "launcher.py").write_text(
+        "def later():\n    from lcfusion.engine.families.staged import fit_packed_job\n")
+    (engine / "families" / "fgunet" / "commands.py").write_text("from ...io import series\n")
+    (engine / "helpers.py").write_text("")
+    assert upward_imports(engine) == [
+        "compute/launcher.py:2: lcfusion.engine.families.staged — compute imports families, "
+        "a later layer",
+        "helpers.py: in no layer; add it to ENGINE_LAYERS and to the layer prose in "
+        "engine/__init__.py",
+        "io/series.py:1: ..families.fgunet — io imports families, a later layer",
+    ]
+
+
+def test_the_layer_prose_lists_the_layers_in_order():
+    import lcfusion.engine
+
+    prose = lcfusion.engine.__doc__
+    positions = [prose.find(f"``{members[0] or members[1]}``") for _, members in ENGINE_LAYERS]
+    assert -1 not in positions, positions
+    assert positions == sorted(positions)
+    folders = {p.name for p in (REPO / "engine").iterdir()
+               if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == {members[0] for _, members in ENGINE_LAYERS
+                       if members[0] and "." not in members[0] and len(members) == 1}
+
+
 # Run-time checks ----------------------------------------------------------------------------
 
 QGIS_PYTHON_PLUGINS = "/usr/share/qgis/python/plugins"
@@ -180,14 +288,14 @@ def test_the_plugin_imports_without_torch():
     assert report["heavy_loaded"] == []
     # The plugin does use engine modules (class tables, model headers, jobs): they must stay
     # torch-free too, and this is where the check proves it.
-    assert {"lcfusion.engine.classes", "lcfusion.engine.modelheader", "lcfusion.engine.jobs",
-            "lcfusion.engine.outputs"} <= set(report["engine_modules"])
+    assert {"lcfusion.engine.reference.classes", "lcfusion.engine.modelfile.header",
+            "lcfusion.engine.jobs", "lcfusion.engine.io.outputs"} <= set(report["engine_modules"])
 
 
 def test_the_engine_cli_and_fgunet_import_without_qgis():
     report = run_python("""
     import importlib, json, sys
-    for name in ("lcfusion.engine.cli", "lcfusion.engine.fgunet"):
+    for name in ("lcfusion.engine.cli", "lcfusion.engine.families.fgunet.commands"):
         importlib.import_module(name)
     print(json.dumps({
         "qgis": sorted(m for m in sys.modules
@@ -215,8 +323,8 @@ def test_every_engine_module_imports_without_qgis():
         "qgis": sorted(m for m in sys.modules if m.split(".")[0] in ("qgis", "PyQt5", "sip")),
     }))
     """)
-    assert "lcfusion.engine.fgunet" in report["imported"]
-    assert "lcfusion.engine.models.fgunet" in report["imported"]
+    assert "lcfusion.engine.families.fgunet.commands" in report["imported"]
+    assert "lcfusion.engine.families.fgunet.network" in report["imported"]
     assert report["qgis"] == []
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lcfusion.engine.modelheader import read_metadata
+from lcfusion.engine.modelfile.header import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("fgunet", "mrfusion", "twinns", "randomforest")

@@ -17,7 +17,7 @@ import pytest
 import rasterio
 from fault_helpers import fgunet_classify_job, start_engine, tiled_series, wait_for_partial
 
-from lcfusion.engine.outputs import PARTIAL_MARK
+from lcfusion.engine.io.outputs import PARTIAL_MARK
 
 #: Seconds a classification of the tiled scene may take on two loaded cores.
 RUN_WITHIN = 600

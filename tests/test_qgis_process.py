@@ -21,7 +21,7 @@ from helpers import two_rank_profiles
 from osgeo import gdal
 
 import lcfusion
-from lcfusion.engine.modelheader import read_header
+from lcfusion.engine.modelfile.header import read_header
 
 QGIS_PROCESS = shutil.which("qgis_process.bin")
 #: The folder that holds the `lcfusion` package (links kept: it is e.g. build/lcfusion).

@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LCFUSION_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 from lcfusion.engine.cli import job_command  # noqa: E402
+from lcfusion.engine.families.repeats import format_mean_std, run_training  # noqa: E402
 from lcfusion.engine.jobs import Job, write_job  # noqa: E402
 from lcfusion.engine.progress import ConsoleReporter, Reporter  # noqa: E402
-from lcfusion.engine.repeats import format_mean_std, run_training  # noqa: E402
 from lcfusion.engine.sample_scene import SampleSceneConfig, generate_sample_scene  # noqa: E402
 
 #: Settings that train in about a minute each on two CPU cores.

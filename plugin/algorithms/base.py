@@ -51,14 +51,14 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QIcon
 
-from ...engine.alignment import align_pan_ms, plan_ms_alignment
-from ...engine.classes import ClassTable
+from ...engine.compute.profiles import LOCAL, ComputeProfile, find_profile
 from ...engine.errors import LcfusionError
+from ...engine.io.alignment import align_pan_ms, plan_ms_alignment
+from ...engine.io.outputs import check_writable, partial_files
 from ...engine.jobs import write_job
-from ...engine.modelheader import SUFFIX, check_family, read_header
-from ...engine.outputs import check_writable, partial_files
-from ...engine.profiles import LOCAL, ComputeProfile, find_profile
-from ...engine.report import FAMILY_NAMES
+from ...engine.modelfile.header import SUFFIX, check_family, read_header
+from ...engine.reference.classes import ClassTable
+from ...engine.reports.html import FAMILY_NAMES
 from ...engine.wording import counted
 from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun

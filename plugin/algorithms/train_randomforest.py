@@ -8,7 +8,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ...engine.indices import DEFAULT_INDICES
+from ...engine.io.indices import DEFAULT_INDICES
 from .base import EngineAlgorithm
 
 #: Source value -> label, shared with the classify algorithm.

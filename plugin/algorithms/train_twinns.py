@@ -9,7 +9,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ...engine.indices import DEFAULT_INDICES
+from ...engine.io.indices import DEFAULT_INDICES
 from .base import EngineAlgorithm
 
 

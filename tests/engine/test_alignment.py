@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lcfusion.engine.alignment import ALIGNMENT_TOLERANCE, align_pan_ms, plan_ms_alignment
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.io.alignment import ALIGNMENT_TOLERANCE, align_pan_ms, plan_ms_alignment
 
 PAN = (1000.0, 0.5, 0.0, 2000.0, 0.0, -0.5)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lcfusion.engine.classes import DEFAULT_PALETTE, ClassTable, conventional_color
+from lcfusion.engine.reference.classes import DEFAULT_PALETTE, ClassTable, conventional_color
 
 WATER, FOREST, CROP, GRASS = "#2166ac", "#1b6b30", "#f0cf3c", "#9fd46a"
 URBAN, BARE, WETLAND, SHRUB = "#d7301f", "#d2b48c", "#3fa7a0", "#8a8f32"

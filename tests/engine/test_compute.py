@@ -28,11 +28,11 @@ from helpers import (
 )
 
 from lcfusion.engine.errors import CancelledError, LcfusionError
-from lcfusion.engine.fgunet import train_fgunet
+from lcfusion.engine.families.fgunet.commands import train_fgunet
+from lcfusion.engine.families.mrfusion.commands import train_mrfusion
+from lcfusion.engine.families.twinns.commands import train_twinns
 from lcfusion.engine.jobs import Job
-from lcfusion.engine.modelfile import load_model
-from lcfusion.engine.mrfusion import train_mrfusion
-from lcfusion.engine.twinns import train_twinns
+from lcfusion.engine.modelfile.storage import load_model
 
 pytestmark = pytest.mark.slow
 pytest_plugins = ["services"]

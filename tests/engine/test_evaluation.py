@@ -11,11 +11,11 @@ import rasterio
 from helpers import RecordingReporter, write_raster
 from osgeo import ogr, osr
 
-from lcfusion.engine import evaluation
 from lcfusion.engine.cli import main
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.evaluation import evaluate
 from lcfusion.engine.jobs import Job, write_job
+from lcfusion.engine.reports import evaluation
+from lcfusion.engine.reports.evaluation import evaluate
 
 ogr.UseExceptions()
 

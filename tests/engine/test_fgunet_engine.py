@@ -16,20 +16,20 @@ from helpers import fgunet_train_job, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.fgunet import (
+from lcfusion.engine.families.fgunet.commands import (
     FGUNetTrainConfig,
     chunking,
     class_weights,
     load_fgunet,
     train_fgunet,
 )
+from lcfusion.engine.inference.tiling import TiledPredictor
+from lcfusion.engine.io.normalization import PercentileNormalizer
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 from lcfusion.engine.jobs import Job, settings_from, write_job
-from lcfusion.engine.modelheader import read_metadata
-from lcfusion.engine.normalization import PercentileNormalizer
+from lcfusion.engine.modelfile.header import read_metadata
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.sampling import BandReader, PatchSource
-from lcfusion.engine.series import SeriesSpec, TimeSeries
-from lcfusion.engine.tiling import TiledPredictor
+from lcfusion.engine.training.sampling import BandReader, PatchSource
 
 BUILD = Path(__file__).resolve().parents[2] / "build"
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lcfusion.engine.models.fgunet import FGUNet, FGUNetConfig
+from lcfusion.engine.families.fgunet.network import FGUNet, FGUNetConfig
 
 
 def count(module: torch.nn.Module) -> int:

@@ -6,8 +6,8 @@ import pytest
 from helpers import write_raster
 from rasterio.windows import Window
 
-from lcfusion.engine.fill import fill_areas
-from lcfusion.engine.series import SeriesSpec, TimeSeries
+from lcfusion.engine.io.fill import fill_areas
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
 
 def scene(fill: float, dtype: str = "uint16", bands: int = 4, size: int = 60) -> np.ndarray:

@@ -8,8 +8,8 @@ from helpers import write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.gapfill import date_positions, fill_gaps
-from lcfusion.engine.series import SeriesSpec, TimeSeries
+from lcfusion.engine.io.gapfill import date_positions, fill_gaps
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
 NAN = np.nan
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lcfusion.engine.classes import ClassTable
-from lcfusion.engine.metrics import compute_accuracy
+from lcfusion.engine.reference.classes import ClassTable
+from lcfusion.engine.reports.metrics import compute_accuracy
 
 CLASSES = ClassTable.build([10, 20, 30], names={10: "a", 20: "b", 30: "c"})
 

@@ -10,8 +10,8 @@ import torch
 from model_mutants import ModelBytes, edit
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.modelfile import load_model, save_model
-from lcfusion.engine.modelheader import read_header, read_metadata
+from lcfusion.engine.modelfile.header import read_header, read_metadata
+from lcfusion.engine.modelfile.storage import load_model, save_model
 
 #: The smallest complete FG-UNET metadata: one date of two bands, one class.
 META = {"family": "fgunet", "classes": [{"index": 0, "code": 4, "name": "forêt",

@@ -38,23 +38,24 @@ from model_mutants import (
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from lcfusion.engine import cli, modelschema
+from lcfusion.engine import cli
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.fgunet import load_fgunet
+from lcfusion.engine.families.fgunet.commands import load_fgunet
+from lcfusion.engine.families.mrfusion.commands import load_mrfusion
+from lcfusion.engine.families.mrfusion.network import BRANCHES as MRFUSION_BRANCHES
+from lcfusion.engine.families.randomforest.commands import SOURCES as FOREST_SOURCES
+from lcfusion.engine.families.randomforest.commands import load_randomforest
+from lcfusion.engine.families.randomforest.pixelfeatures import FEATURE_KINDS
+from lcfusion.engine.families.twinns.commands import load_twinns
+from lcfusion.engine.families.twinns.network import BRANCHES as TWINNS_BRANCHES
+from lcfusion.engine.families.twinns.network import SOURCES as TWINNS_SOURCES
+from lcfusion.engine.io.sources import S1_SCALES
 from lcfusion.engine.jobs import Job, write_job
-from lcfusion.engine.modelfile import load_model
-from lcfusion.engine.modelheader import read_header
-from lcfusion.engine.models.mrfusion import BRANCHES as MRFUSION_BRANCHES
-from lcfusion.engine.models.twinns import BRANCHES as TWINNS_BRANCHES
-from lcfusion.engine.models.twinns import SOURCES as TWINNS_SOURCES
-from lcfusion.engine.mrfusion import load_mrfusion
-from lcfusion.engine.pixelfeatures import FEATURE_KINDS
+from lcfusion.engine.modelfile import schema as modelschema
+from lcfusion.engine.modelfile.header import read_header
+from lcfusion.engine.modelfile.storage import load_model
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.randomforest import SOURCES as FOREST_SOURCES
-from lcfusion.engine.randomforest import load_randomforest
-from lcfusion.engine.report import training_report_html
-from lcfusion.engine.sources import S1_SCALES
-from lcfusion.engine.twinns import load_twinns
+from lcfusion.engine.reports.html import training_report_html
 
 SEED = 20240611
 FLIPS = 200

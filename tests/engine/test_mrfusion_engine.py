@@ -12,13 +12,18 @@ from helpers import mrfusion_classify_job, mrfusion_train_job, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.families.jobsteps import balanced_pixels
+from lcfusion.engine.families.mrfusion.commands import (
+    classify_mrfusion,
+    load_mrfusion,
+    train_mrfusion,
+)
+from lcfusion.engine.families.mrfusion.patches import DensePanMsPredictor, PatchPairs, augment_pairs
+from lcfusion.engine.io.panms import PanMsPair
+from lcfusion.engine.io.series import SeriesSpec
 from lcfusion.engine.jobs import Job
-from lcfusion.engine.jobsteps import balanced_pixels
-from lcfusion.engine.modelheader import read_metadata
-from lcfusion.engine.mrfusion import classify_mrfusion, load_mrfusion, train_mrfusion
-from lcfusion.engine.panms import DensePanMsPredictor, PanMsPair, PatchPairs, augment_pairs
+from lcfusion.engine.modelfile.header import read_metadata
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.series import SeriesSpec
 
 TEXTURE_CLASSES = ("built-up", "bare soil")
 
@@ -135,9 +140,9 @@ def test_ablation_is_recorded_and_classifies(tmp_path, scene):
 
 
 def test_paper_preset_sets_the_paper_split(tmp_path, scene):
+    from lcfusion.engine.families.mrfusion.commands import PRESETS, MRFusionTrainConfig
     from lcfusion.engine.jobs import settings_from
-    from lcfusion.engine.mrfusion import PRESETS, MRFusionTrainConfig
-    from lcfusion.engine.splits import preset_split
+    from lcfusion.engine.reference.splits import preset_split
 
     settings = {"preset": "paper", "epochs": 3}
     config = settings_from(MRFusionTrainConfig, settings, PRESETS)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lcfusion.engine.models.mrfusion import (
+from lcfusion.engine.families.mrfusion.network import (
     MRFusion,
     MRFusionConfig,
     ms_final_size,

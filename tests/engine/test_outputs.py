@@ -11,14 +11,14 @@ from fault_helpers import small_tmpfs
 from rasterio.transform import from_origin
 
 from lcfusion.engine.errors import CancelledError, LcfusionError
-from lcfusion.engine.modelfile import save_model
-from lcfusion.engine.outputs import (
+from lcfusion.engine.io.outputs import (
     DiskFullError,
     atomic_output,
     gdal_write_errors,
     partial_files,
     partial_path,
 )
+from lcfusion.engine.modelfile.storage import save_model
 
 NO_SPACE_MESSAGE = ("no space left on device while writing {}: free space or choose another "
                     "output folder")

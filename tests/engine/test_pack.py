@@ -7,9 +7,9 @@ import pytest
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.pack import ArraySource, Boxes, PackWriter, SamplePack
+from lcfusion.engine.io.pack import ArraySource, Boxes, PackWriter, SamplePack
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.series import SeriesSpec, TimeSeries
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.profiles import (
+from lcfusion.engine.compute.profiles import (
     ComputeProfile,
     find_profile,
     load_profiles,
     profiles_toml,
     save_profiles,
 )
+from lcfusion.engine.errors import LcfusionError
 
 PROFILES = """
 [profiles.gpu]

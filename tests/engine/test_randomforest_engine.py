@@ -14,24 +14,24 @@ from safetensors.numpy import load_file
 from sklearn.ensemble import RandomForestClassifier
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.forest import TENSORS, Forest
-from lcfusion.engine.jobs import Job, write_job
-from lcfusion.engine.modelfile import save_model
-from lcfusion.engine.modelheader import read_metadata
-from lcfusion.engine.panms import PanMsPair
-from lcfusion.engine.pixelfeatures import (
+from lcfusion.engine.families.randomforest.commands import (
+    classify_randomforest,
+    load_randomforest,
+    train_randomforest,
+)
+from lcfusion.engine.families.randomforest.forest import TENSORS, Forest
+from lcfusion.engine.families.randomforest.pixelfeatures import (
     ForestTilePredictor,
     PanMsStack,
     PixelFeatures,
     features_at,
 )
+from lcfusion.engine.io.panms import PanMsPair
+from lcfusion.engine.io.series import SeriesSpec
+from lcfusion.engine.jobs import Job, write_job
+from lcfusion.engine.modelfile.header import read_metadata
+from lcfusion.engine.modelfile.storage import save_model
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.randomforest import (
-    classify_randomforest,
-    load_randomforest,
-    train_randomforest,
-)
-from lcfusion.engine.series import SeriesSpec
 
 #: Few trees and pixels: each training takes about a second on two cores.
 QUICK_FOREST = {"n_trees": 20, "samples_per_class": 200, "tile_size": 64}

@@ -28,15 +28,15 @@ from osgeo import gdal, ogr, osr
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from lcfusion.engine.jobs import Job, write_job
-from lcfusion.engine.modelheader import read_metadata
-from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.twinns import (
+from lcfusion.engine.families.twinns.commands import (
     TWINNSInputs,
     TWINNSTrainConfig,
     classify_twinns,
     train_twinns,
 )
+from lcfusion.engine.jobs import Job, write_job
+from lcfusion.engine.modelfile.header import read_metadata
+from lcfusion.engine.progress import NullReporter
 
 pytestmark = pytest.mark.realdata
 gdal.UseExceptions()

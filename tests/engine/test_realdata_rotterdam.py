@@ -19,12 +19,12 @@ from helpers import shared_data
 from osgeo import gdal, ogr, osr
 from rasterio.features import rasterize
 
+from lcfusion.engine.families.mrfusion.commands import classify_mrfusion, train_mrfusion
+from lcfusion.engine.io.panms import PanMsPair
+from lcfusion.engine.io.series import SeriesSpec
 from lcfusion.engine.jobs import Job, write_job
-from lcfusion.engine.modelheader import read_metadata
-from lcfusion.engine.mrfusion import classify_mrfusion, train_mrfusion
-from lcfusion.engine.panms import PanMsPair
+from lcfusion.engine.modelfile.header import read_metadata
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.series import SeriesSpec
 
 pytestmark = pytest.mark.realdata
 gdal.UseExceptions()

@@ -11,9 +11,9 @@ import rasterio
 from helpers import shared_data
 from osgeo import gdal
 
-from lcfusion.engine.fgunet import classify_fgunet, train_fgunet
+from lcfusion.engine.families.fgunet.commands import classify_fgunet, train_fgunet
 from lcfusion.engine.jobs import Job, write_job
-from lcfusion.engine.modelheader import read_metadata
+from lcfusion.engine.modelfile.header import read_metadata
 from lcfusion.engine.progress import NullReporter
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]

@@ -5,9 +5,9 @@ import pytest
 from osgeo import ogr, osr
 
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.io.rasters import Grid
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.rasters import Grid
-from lcfusion.engine.reference import ReferenceSpec, load_reference
+from lcfusion.engine.reference.polygons import ReferenceSpec, load_reference
 
 ogr.UseExceptions()
 

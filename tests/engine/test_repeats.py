@@ -6,11 +6,11 @@ import pytest
 from helpers import RecordingReporter, fgunet_train_job, twinns_train_job
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.fgunet import train_fgunet
+from lcfusion.engine.families.fgunet.commands import train_fgunet
+from lcfusion.engine.families.repeats import run_training, summarize, variant
+from lcfusion.engine.families.twinns.commands import train_twinns
 from lcfusion.engine.jobs import Job
-from lcfusion.engine.modelheader import read_metadata
-from lcfusion.engine.repeats import run_training, summarize, variant
-from lcfusion.engine.twinns import train_twinns
+from lcfusion.engine.modelfile.header import read_metadata
 
 
 def test_summary_is_the_mean_and_sample_standard_deviation():

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from lcfusion.engine.classes import ClassTable
 from lcfusion.engine.cli import main
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.metrics import compute_accuracy
-from lcfusion.engine.modelfile import save_model
-from lcfusion.engine.outputs import partial_files
-from lcfusion.engine.report import (
+from lcfusion.engine.io.outputs import partial_files
+from lcfusion.engine.modelfile.storage import save_model
+from lcfusion.engine.reference.classes import ClassTable
+from lcfusion.engine.reports.html import (
     confusion_svg,
     curves_svg,
     nice_ticks,
@@ -26,6 +25,7 @@ from lcfusion.engine.report import (
     write_evaluation_report,
     write_training_report,
 )
+from lcfusion.engine.reports.metrics import compute_accuracy
 
 SVG = "{http://www.w3.org/2000/svg}"
 NAMES = {10: "water", 20: "<b>&", 30: 'crop, "wheat"'}

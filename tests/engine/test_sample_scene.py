@@ -17,7 +17,7 @@ from rasterio.enums import Compression
 from rasterio.features import rasterize
 from rasterio.transform import Affine, from_origin
 
-from lcfusion.engine.rasters import block_size_for
+from lcfusion.engine.io.rasters import block_size_for
 from lcfusion.engine.sample_scene import (
     BARE_SOIL,
     BUILT_UP,

@@ -6,7 +6,7 @@ from helpers import RecordingReporter, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.series import SeriesSpec, TimeSeries, parse_date, to_nan
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries, parse_date, to_nan
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_dates_come_from_layer_names_when_files_have_none(tmp_path, dates):
 
 
 def test_normalisation_finds_a_channel_valid_in_one_corner_only(tmp_path):
-    from lcfusion.engine.normalization import PercentileNormalizer
+    from lcfusion.engine.io.normalization import PercentileNormalizer
 
     data = np.full((2, 256, 256), np.nan, dtype="float32")
     data[0] = 1.0

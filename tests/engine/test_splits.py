@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from osgeo import ogr, osr
 
-from lcfusion.engine.classes import ClassTable
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.rasters import Grid
-from lcfusion.engine.reference import ReferenceSpec, load_reference
-from lcfusion.engine.splits import ObjectSplit, SplitConfig, SplitReference, split_summary
+from lcfusion.engine.io.rasters import Grid
+from lcfusion.engine.reference.classes import ClassTable
+from lcfusion.engine.reference.polygons import ReferenceSpec, load_reference
+from lcfusion.engine.reference.splits import ObjectSplit, SplitConfig, SplitReference, split_summary
 
 CLASSES = ClassTable.build([1, 2, 3], names={1: "water", 2: "forest", 3: "crop"})
 

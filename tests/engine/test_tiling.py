@@ -9,15 +9,11 @@ from helpers import write_raster
 from osgeo import gdal
 from rasterio.crs import CRS
 
-from lcfusion.engine.classes import ClassTable
+from lcfusion.engine.inference.classifying import prefetched, write_class_map
+from lcfusion.engine.inference.tiling import TilePredictor, balanced_steps
+from lcfusion.engine.io.rasters import MIN_BLOCK_CACHE, Grid, block_cache_share, rows_block_cache
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.rasters import (
-    MIN_BLOCK_CACHE,
-    Grid,
-    block_cache_share,
-    rows_block_cache,
-)
-from lcfusion.engine.tiling import TilePredictor, balanced_steps, prefetched, write_class_map
+from lcfusion.engine.reference.classes import ClassTable
 
 
 @pytest.mark.parametrize("size, tile, margin, expected", [

@@ -13,12 +13,7 @@ from helpers import RecordingReporter, twinns_inputs, twinns_train_job, write_ra
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
-from lcfusion.engine.indices import DEFAULT_INDICES, band_number, identify_roles
-from lcfusion.engine.jobs import Job, write_job
-from lcfusion.engine.modelheader import read_metadata
-from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.sources import BatchedPatchPredictor, GridPatches
-from lcfusion.engine.twinns import (
+from lcfusion.engine.families.twinns.commands import (
     SOURCE_NAMES,
     IndexConfig,
     TWINNSInputs,
@@ -28,6 +23,11 @@ from lcfusion.engine.twinns import (
     load_twinns,
     train_twinns,
 )
+from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor, GridPatches
+from lcfusion.engine.io.indices import DEFAULT_INDICES, band_number, identify_roles
+from lcfusion.engine.jobs import Job, write_job
+from lcfusion.engine.modelfile.header import read_metadata
+from lcfusion.engine.progress import NullReporter
 
 #: Grassland and wet meadow differ only in winter / spring S1 backscatter (flooding).
 RADAR_CLASSES = ("grassland", "wet meadow")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lcfusion.engine.models.twinns import TWINNS, RNNBranch, TWINNSConfig, TWINNSLoss
+from lcfusion.engine.families.twinns.network import TWINNS, RNNBranch, TWINNSConfig, TWINNSLoss
 
 S1, S2 = (12, 2), (9, 16)
 

@@ -29,14 +29,14 @@ from osgeo import ogr, osr
 from processing_helpers import TINY_FOREST, TINY_MRFUSION, TINY_TWINNS, contents
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
 
-from lcfusion.engine.fgunet import train_fgunet
+from lcfusion.engine.families.fgunet.commands import train_fgunet
+from lcfusion.engine.families.mrfusion.commands import train_mrfusion
+from lcfusion.engine.families.twinns.commands import train_twinns
 from lcfusion.engine.jobs import Job
-from lcfusion.engine.modelfile import load_model, save_model
-from lcfusion.engine.modelheader import read_header
-from lcfusion.engine.mrfusion import train_mrfusion
+from lcfusion.engine.modelfile.header import read_header
+from lcfusion.engine.modelfile.storage import load_model, save_model
 from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.sample_scene import SampleScene
-from lcfusion.engine.twinns import train_twinns
 
 ogr.UseExceptions()
 osr.UseExceptions()

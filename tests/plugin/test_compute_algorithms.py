@@ -11,7 +11,7 @@ from helpers import two_rank_profiles
 from processing_helpers import STOP_WITHIN, CancelAtStage, run_and_cancel
 from processing_helpers import mrfusion_train_parameters as train_parameters
 
-from lcfusion.engine.modelheader import read_header
+from lcfusion.engine.modelfile.header import read_header
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
-from lcfusion.engine.evaluation import evaluate
 from lcfusion.engine.jobs import Job, write_job
+from lcfusion.engine.reports.evaluation import evaluate
 
 EVALUATE = "lcfusion:evaluate"
 NODATA = 255

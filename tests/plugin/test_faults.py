@@ -46,8 +46,8 @@ from processing_helpers import (
 )
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
 
-from lcfusion.engine.modelfile import load_model
-from lcfusion.engine.outputs import partial_files
+from lcfusion.engine.io.outputs import partial_files
+from lcfusion.engine.modelfile.storage import load_model
 from lcfusion.plugin.algorithms.base import remove_partial_files
 
 TRAIN_FGUNET = "lcfusion:trainfgunet"

@@ -31,7 +31,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from lcfusion.engine.modelheader import read_header
+from lcfusion.engine.modelfile.header import read_header
 
 TRAIN = "lcfusion:trainfgunet"
 CLASSIFY = "lcfusion:classifyfgunet"

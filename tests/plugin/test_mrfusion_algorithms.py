@@ -14,7 +14,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from lcfusion.engine.modelheader import read_header
+from lcfusion.engine.modelfile.header import read_header
 
 TRAIN = "lcfusion:trainmrfusion"
 CLASSIFY = "lcfusion:classifymrfusion"

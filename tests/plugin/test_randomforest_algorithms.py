@@ -18,7 +18,7 @@ from qgis.core import (
 )
 
 from lcfusion.engine.jobs import Job, write_job
-from lcfusion.engine.modelheader import read_header
+from lcfusion.engine.modelfile.header import read_header
 from lcfusion.engine.progress import NullReporter
 
 TRAIN = "lcfusion:trainrandomforest"
@@ -42,7 +42,7 @@ def train_parameters(scene, **changes) -> dict:
 @pytest.fixture(scope="module")
 def s2_forest(tmp_path_factory, scene):
     """A Random Forest trained by the engine on the scene's S2 series."""
-    from lcfusion.engine.randomforest import train_randomforest
+    from lcfusion.engine.families.randomforest.commands import train_randomforest
 
     folder = tmp_path_factory.mktemp("s2-forest")
     job = write_job(folder, "train-randomforest",

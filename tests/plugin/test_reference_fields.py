@@ -17,7 +17,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from lcfusion.engine.modelheader import read_header
+from lcfusion.engine.modelfile.header import read_header
 
 NAME_FIELD = "Nom de classe é"
 

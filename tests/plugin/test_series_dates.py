@@ -13,7 +13,7 @@ import pytest
 import rasterio
 from qgis.core import QgsProcessingException, QgsRasterLayer
 
-from lcfusion.engine.modelheader import read_header
+from lcfusion.engine.modelfile.header import read_header
 
 TINY_FOREST = {"N_TREES": 10, "SAMPLES_PER_CLASS": 100, "TILE_SIZE": 64}
 

@@ -20,7 +20,7 @@ from qgis.gui import QgsBrowserGuiModel
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtWidgets import QComboBox, QDialogButtonBox, QScrollArea
 
-from lcfusion.engine.profiles import ComputeProfile, load_profiles, save_profiles
+from lcfusion.engine.compute.profiles import ComputeProfile, load_profiles, save_profiles
 from lcfusion.plugin import settings_dialog
 from lcfusion.plugin.compute_widget import ComputeProfileWidgetWrapper
 from lcfusion.plugin.plugin import MENU, LcfusionPlugin

@@ -21,7 +21,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor, QImage
 from rasterio.transform import from_origin
 
-from lcfusion.engine.classes import ClassTable
+from lcfusion.engine.reference.classes import ClassTable
 from lcfusion.plugin import styling
 from lcfusion.plugin.rendering import render_map_png
 from lcfusion.plugin.styling import (

@@ -15,10 +15,11 @@ from rasterio.windows import Window
 
 from benchmarks.config import BenchConfig
 from benchmarks.scenes import SceneFiles
-from lcfusion.engine import mrfusion, twinns
-from lcfusion.engine.panms import DensePanMsPredictor, PatchPairs
+from lcfusion.engine.families.mrfusion import commands as mrfusion
+from lcfusion.engine.families.mrfusion.patches import DensePanMsPredictor, PatchPairs
+from lcfusion.engine.families.twinns import commands as twinns
+from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor, GridPatches, logits_of
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.sources import BatchedPatchPredictor, GridPatches, logits_of
 
 CPU = torch.device("cpu")
 #: Patches held in memory by the loops, so that they are timed on their computation only.

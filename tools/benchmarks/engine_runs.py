@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine.jobs import write_job
-from lcfusion.engine.modelheader import read_metadata
+from lcfusion.engine.modelfile.header import read_metadata
 
 PEAK = Path(__file__).with_name("peak.py")
 REFERENCE_FIELDS = {"layer": "reference", "class_field": "class_id", "name_field": "class_name"}

@@ -13,11 +13,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.config import BenchConfig
 from benchmarks.engine_runs import classify_job, run_engine
 from benchmarks.scenes import SceneFiles
-from lcfusion.engine import fgunet, mrfusion, twinns
-from lcfusion.engine.devices import configure_threads
-from lcfusion.engine.panms import DensePanMsPredictor
-from lcfusion.engine.series import SeriesSpec, TimeSeries
-from lcfusion.engine.tiling import TiledPredictor
+from lcfusion.engine.compute.devices import configure_threads
+from lcfusion.engine.families.fgunet import commands as fgunet
+from lcfusion.engine.families.mrfusion import commands as mrfusion
+from lcfusion.engine.families.mrfusion.patches import DensePanMsPredictor
+from lcfusion.engine.families.twinns import commands as twinns
+from lcfusion.engine.inference.tiling import TiledPredictor
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
 
 def matmul_gflops(device: torch.device, size: int, repeats: int = 3) -> float:

@@ -8,12 +8,14 @@ import torch
 from rasterio.windows import Window
 
 from benchmarks.scenes import SceneFiles
-from lcfusion.engine import fgunet, mrfusion, twinns
-from lcfusion.engine.panms import DensePanMsPredictor
+from lcfusion.engine.families.fgunet import commands as fgunet
+from lcfusion.engine.families.mrfusion import commands as mrfusion
+from lcfusion.engine.families.mrfusion.patches import DensePanMsPredictor
+from lcfusion.engine.families.twinns import commands as twinns
+from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor
+from lcfusion.engine.inference.tiling import TiledPredictor
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 from lcfusion.engine.progress import NullReporter
-from lcfusion.engine.series import SeriesSpec, TimeSeries
-from lcfusion.engine.sources import BatchedPatchPredictor
-from lcfusion.engine.tiling import TiledPredictor
 
 CPU = torch.device("cpu")
 

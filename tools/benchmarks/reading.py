@@ -13,11 +13,11 @@ from rasterio.windows import Window
 
 from benchmarks.config import BenchConfig
 from benchmarks.scenes import SceneFiles
-from lcfusion.engine.fgunet import FGUNetClassifyConfig
-from lcfusion.engine.models.fgunet import FGUNet
-from lcfusion.engine.rasters import iter_windows, rows_block_cache
-from lcfusion.engine.series import SeriesSpec, TimeSeries
-from lcfusion.engine.tiling import balanced_steps
+from lcfusion.engine.families.fgunet.commands import FGUNetClassifyConfig
+from lcfusion.engine.families.fgunet.network import FGUNet
+from lcfusion.engine.inference.tiling import balanced_steps
+from lcfusion.engine.io.rasters import iter_windows, rows_block_cache
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
 
 def plain_read(scene: SceneFiles) -> int:

@@ -1,0 +1,229 @@
+"""Compute profiles: where training runs (this process, mpirun here, a host over ssh, Slurm).
+
+Profiles are named tables of a TOML file (``[profiles.<name>]``); ``local`` always exists. The
+file path comes from ``LCFUSION_PROFILES`` or the plugin settings. This module is pure Python
+so that the QGIS side can read, edit and write profiles without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import LcfusionError
+from ..wording import counted
+
+PROFILES_ENV = "LCFUSION_PROFILES"
+KINDS = ("local", "mpi", "ssh", "slurm")
+LOCAL = "local"
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_TIME_LIMIT = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+
+
+@dataclass(frozen=True)
+class ComputeProfile:
+    """One compute target. Fields that do not apply to a kind are ignored.
+
+    `ranks`: MPI ranks in all (mpi, ssh; slurm: per node). `gpus_per_node`: GPUs a node offers
+    the ranks (0: CPU with Gloo). `host` empty for slurm: Slurm is reached on this machine.
+    """
+
+    name: str
+    kind: str = LOCAL
+    host: str = ""
+    user: str = ""
+    port: int = 22
+    identity_file: str = ""
+    known_hosts_file: str = ""
+    accept_new_host_key: bool = False
+    work_dir: str = ""
+    python: str = ""
+    mpirun: str = "mpirun"
+    mpirun_args: tuple[str, ...] = ()
+    hostfile: str = ""
+    ranks: int = 1
+    gpus_per_node: int = 0
+    partition: str = ""
+    nodes: int = 1
+    gpus: int = 0
+    time_limit: str = ""
+    sbatch_lines: tuple[str, ...] = ()
+    keep_work_dir: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f"compute profile {self.name!r}"
+        if not _NAME.match(self.name):
+            raise LcfusionError(f"{where}: a name uses letters, digits, '_' and '-' only",
+                                "COMPUTE")
+        if self.kind not in KINDS:
+            raise LcfusionError(f"{where}: unknown kind {self.kind!r}; use one of "
+                                f"{', '.join(KINDS)}", "COMPUTE")
+        if self.kind == "ssh" and not self.host:
+            raise LcfusionError(f"{where}: an ssh profile needs a host", "COMPUTE")
+        for name in ("ranks", "nodes"):
+            if getattr(self, name) < 1:
+                raise LcfusionError(f"{where}: {name} must be at least 1", "COMPUTE")
+        for name in ("gpus_per_node", "gpus"):
+            if getattr(self, name) < 0:
+                raise LcfusionError(f"{where}: {name} cannot be negative", "COMPUTE")
+        if not 0 < self.port < 65536:
+            raise LcfusionError(f"{where}: port {self.port} is not a TCP port", "COMPUTE")
+        if self.time_limit and not _TIME_LIMIT.match(self.time_limit):
+            raise LcfusionError(f"{where}: time limit {self.time_limit!r} is not a Slurm time "
+                                "(minutes, HH:MM:SS or D-HH:MM:SS)", "COMPUTE")
+        for line in self.sbatch_lines:
+            if "\n" in line or not line.startswith("#SBATCH"):
+                raise LcfusionError(f"{where}: extra sbatch lines must each start with "
+                                    f"'#SBATCH', got {line!r}", "COMPUTE")
+
+    @property
+    def remote(self) -> bool:
+        """Reached over ssh (an ssh profile, or a Slurm profile with a host)."""
+        return bool(self.host) and self.kind in ("ssh", "slurm")
+
+    @property
+    def distributed(self) -> bool:
+        return self.kind != LOCAL
+
+    @property
+    def total_ranks(self) -> int:
+        return self.ranks * self.nodes if self.kind == "slurm" else self.ranks
+
+    def describe(self) -> str:
+        if self.kind == LOCAL:
+            return "local: a child process on this machine"
+        where = f"{self.user + '@' if self.user else ''}{self.host}" if self.host else "here"
+        if self.kind == "mpi":
+            return f"mpi: mpirun with {counted(self.ranks, 'rank')} on this machine"
+        if self.kind == "ssh":
+            return f"ssh: mpirun with {counted(self.ranks, 'rank')} on {where}"
+        return (f"slurm: {counted(self.nodes, 'node')} x {counted(self.ranks, 'rank')}"
+                f"{' on partition ' + self.partition if self.partition else ''} via {where}")
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field except the name, lists as lists (also the TOML table)."""
+        data = asdict(self)
+        data.pop("name")
+        data["mpirun_args"] = list(self.mpirun_args)
+        data["sbatch_lines"] = list(self.sbatch_lines)
+        return data
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> ComputeProfile:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known) - {"name"})
+        if unknown:
+            raise LcfusionError(f"compute profile {name!r}: unknown "
+                                f"{'key' if len(unknown) == 1 else 'keys'} "
+                                f"{', '.join(unknown)}; known: "
+                                f"{', '.join(sorted(set(known) - {'name'}))}", "COMPUTE")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "name":
+                continue
+            kind = known[key].type
+            try:
+                if kind == "int":
+                    if isinstance(value, bool):
+                        raise TypeError
+                    values[key] = int(value)
+                elif kind == "bool":
+                    if not isinstance(value, bool):
+                        raise TypeError
+                    values[key] = value
+                elif kind.startswith("tuple"):
+                    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                        raise TypeError
+                    values[key] = tuple(value)
+                elif kind.startswith("dict"):
+                    values[key] = {str(k): str(v) for k, v in dict(value).items()}
+                else:
+                    if not isinstance(value, str):
+                        raise TypeError
+                    values[key] = value
+            except (TypeError, ValueError):
+                raise LcfusionError(f"compute profile {name!r}: {key} = {value!r} is not a "
+                                    f"valid {kind}", "COMPUTE") from None
+        return cls(name=name, **values)
+
+
+def load_profiles(path: str | Path | None) -> dict[str, ComputeProfile]:
+    """The profiles of a TOML file, ``local`` first (a missing file gives ``local`` only)."""
+    profiles = {LOCAL: ComputeProfile(LOCAL)}
+    if not path:
+        return profiles
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return profiles
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise LcfusionError(f"the compute profiles file {path} is not valid TOML: {exc}",
+                            "COMPUTE") from None
+    tables = data.get("profiles", {})
+    if not isinstance(tables, dict):
+        raise LcfusionError(f"{path}: 'profiles' must be a table of profiles", "COMPUTE")
+    for name, table in tables.items():
+        if name == LOCAL:
+            raise LcfusionError(f"{path}: the profile name 'local' is reserved for training in "
+                                "a child process here; rename profiles.local", "COMPUTE")
+        if not isinstance(table, dict):
+            raise LcfusionError(f"{path}: profiles.{name} must be a table", "COMPUTE")
+        profiles[name] = ComputeProfile.from_json(name, table)
+    return profiles
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}"
+                                for k, v in value.items()) + " }"
+    return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+
+
+def profiles_toml(profiles: dict[str, ComputeProfile]) -> str:
+    """TOML text of the profiles (``local`` is implicit and not written); values that keep their
+    default are left out."""
+    defaults = ComputeProfile(LOCAL).to_json()
+    lines = ["# lcfusion compute profiles (see the plugin help, 'Compute profiles')"]
+    for name, profile in profiles.items():
+        if name == LOCAL:
+            continue
+        lines += ["", f"[profiles.{name}]"]
+        data = profile.to_json()
+        lines.append(f"kind = {_toml_value(data.pop('kind'))}")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in data.items()
+                  if value != defaults[key]]
+    return "\n".join(lines) + "\n"
+
+
+def save_profiles(path: str | Path, profiles: dict[str, ComputeProfile]) -> None:
+    """Write the profiles file atomically (the old file stays if writing fails)."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(profiles_toml(profiles), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def find_profile(name: str, path: str | Path | None) -> ComputeProfile:
+    """The profile called `name` (an empty name is ``local``); an unknown name is an error that
+    lists the known ones."""
+    profiles = load_profiles(path)
+    name = (name or LOCAL).strip()
+    if name not in profiles:
+        where = f" in {path}" if path else f" (no profiles file: set {PROFILES_ENV})"
+        raise LcfusionError(f"unknown compute profile {name!r}{where}; known: "
+                            f"{', '.join(profiles)}", "COMPUTE")
+    return profiles[name]

@@ -1,0 +1,310 @@
+"""Steps the train and classify commands of every family share: output checks, the reference
+split, accuracy on the test polygons, writing the class map and what goes back to the plugin."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+
+from ..compute.distributed import Ranks
+from ..errors import LcfusionError
+from ..inference.classifying import predict_pixels, write_class_map
+from ..inference.tiling import TilePredictor
+from ..io.outputs import check_writable
+from ..io.rasters import Grid
+from ..jobs import Job
+from ..modelfile.storage import save_model
+from ..progress import Reporter
+from ..reference.classes import ClassTable
+from ..reference.polygons import ReferenceSpec, load_reference
+from ..reference.splits import PARTS, ObjectSplit, SplitConfig, SplitReference
+from ..reports.metrics import Accuracy, compute_accuracy
+from ..training.loop import Batch, FitConfig, FitResult, RunContext, fit
+from ..wording import counted
+
+
+def model_output(job: Job) -> Path:
+    """The model file to write, checked before any work starts."""
+    path = job.resolve(job.section("outputs").get("model"))
+    if path is None:
+        raise LcfusionError("no output model file given", "OUTPUT_MODEL")
+    check_writable(path, "OUTPUT_MODEL")
+    return path
+
+
+def map_outputs(job: Job) -> tuple[Path, Path | None]:
+    """The class map and optional confidence map to write, checked before any work starts."""
+    outputs = job.section("outputs")
+    class_map = job.resolve(outputs.get("class_map"))
+    confidence = job.resolve(outputs.get("confidence"))
+    if class_map is None:
+        raise LcfusionError("no output class map given", "OUTPUT")
+    check_writable(class_map, "OUTPUT")
+    if confidence:
+        check_writable(confidence, "OUTPUT_CONFIDENCE")
+        if confidence.resolve() == class_map.resolve():
+            raise LcfusionError("the confidence map and the class map must be different files",
+                                "OUTPUT_CONFIDENCE")
+    return class_map, confidence
+
+
+def check_odd_patch(size: int, grid: Grid) -> None:
+    """A patch centred on its pixel must fit in the rasters (a larger one only mirrors them
+    and multiplies the memory needed)."""
+    side = min(grid.width, grid.height)
+    if size > side:
+        raise LcfusionError(
+            f"{size} pixels is larger than the rasters ({grid.width} x {grid.height}); use at "
+            f"most {side - 1 + side % 2}", "PATCH_SIZE")
+
+
+def model_input(job: Job) -> Path:
+    path = job.resolve(job.section("inputs").get("model"))
+    if path is None:
+        raise LcfusionError("no model file given", "MODEL")
+    return path
+
+
+def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
+                      class_map: Path, confidence: Path | None, model_path: Path, family: str,
+                      reporter: Reporter) -> dict:
+    """Write the class map (+ confidence), log the speed, return the outputs for the plugin."""
+    started = time.monotonic()
+    write_class_map(predictor, reader, grid, classes, class_map, confidence, reporter,
+                    tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family})
+    seconds = time.monotonic() - started
+    pixels = grid.width * grid.height
+    speed = round(pixels / max(seconds, 1e-9))
+    reporter.info(f"class map written to {class_map} ({counted(pixels, 'pixel', thousands=True)} "
+                  f"in {seconds:.1f} s, {counted(speed, 'pixel', thousands=True)} per second)")
+    result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json(), "SECONDS": seconds}
+    if confidence:
+        result["OUTPUT_CONFIDENCE"] = str(confidence)
+    return result
+
+
+def split_reference(job: Job, grid: Grid, split_config: SplitConfig, scratch: Path,
+                    reporter: Reporter) -> SplitReference:
+    """Burn the reference polygons on `grid`, split them by object and log the split."""
+    reference = load_reference(ReferenceSpec.from_json(job.section("reference")), grid,
+                               scratch, reporter)
+    classes = reference.classes
+    reporter.info(f"{counted(reference.n_features, 'reference feature')}, "
+                  f"{counted(len(classes), 'class')}: "
+                  + ", ".join(f"{c.code} {c.name}" for c in classes))
+    split = SplitReference(reference, ObjectSplit(split_config).assign(
+        reference.object_class, reference.present_objects(), classes, reference.object_area))
+    for row in split.summary():
+        reporter.info(f"  {row['name']}: " + ", ".join(
+            f"{p} {counted(row[p + '_objects'], 'polygon')} / {row[p + '_pixels']} px"
+            for p in PARTS))
+    return split
+
+
+def balanced_pixels(classes: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` indices into `classes`: a class uniformly among those present, then one of its
+    pixels uniformly."""
+    by_class = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    picks = rng.integers(0, len(by_class), size=count)
+    return np.array([by_class[p][rng.integers(0, by_class[p].size)] for p in picks],
+                    dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class PixelSet:
+    """Labelled pixels: rows, columns and class indices."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    classes: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.rows.size)
+
+    def take(self, index: np.ndarray | slice) -> PixelSet:
+        return PixelSet(self.rows[index], self.cols[index], self.classes[index])
+
+
+@dataclass(frozen=True)
+class TrainingPixels:
+    """The pixels a pixel-wise family trains and validates on."""
+
+    train: PixelSet
+    validation: PixelSet
+
+    @classmethod
+    def from_split(cls, split: SplitReference, usable: np.ndarray | None = None
+                   ) -> TrainingPixels:
+        """The training and validation polygons' pixels; `usable` excludes labelled pixels
+        (for example on nodata)."""
+        pixels = split.reference.pixels
+
+        def part(index: int) -> PixelSet:
+            mask = split.mask(index) if usable is None else split.mask(index) & usable
+            return PixelSet(pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask])
+
+        return cls(part(0), part(1))
+
+    def all_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns of the training and validation pixels together."""
+        return (np.concatenate([self.train.rows, self.validation.rows]),
+                np.concatenate([self.train.cols, self.validation.cols]))
+
+    def to_table(self) -> dict[str, np.ndarray]:
+        return {f"{name}_{column}": getattr(getattr(self, name), column).astype(np.int64)
+                for name in ("train", "validation") for column in ("rows", "cols", "classes")}
+
+    @classmethod
+    def from_table(cls, table: dict[str, np.ndarray]) -> TrainingPixels:
+        return cls(*(PixelSet(*(table[f"{name}_{column}"]
+                                for column in ("rows", "cols", "classes")))
+                     for name in ("train", "validation")))
+
+
+def labelled_with_data(readers: Sequence[Any], grid: Grid, split: SplitReference,
+                       reporter: Reporter, where: str = "nodata",
+                       budget_bytes: int = 64 << 20) -> np.ndarray:
+    """Which labelled pixels have a value in some channel of `readers` (on `grid`): pixels on
+    nodata or fill are not trained on. The rasters are read in bands of rows of at most
+    `budget_bytes` each, so memory does not grow with them."""
+    channels = max(reader.series.n_channels for reader in readers)
+    band_rows = max(1, min(256, budget_bytes // (4 * channels * grid.width)))
+    pixels = split.reference.pixels
+    valid = np.zeros(len(pixels), dtype=bool)
+    order = np.argsort(pixels.rows, kind="stable")
+    sorted_rows = pixels.rows[order]
+    for top in range(0, grid.height, band_rows):
+        lo, hi = np.searchsorted(sorted_rows, [top, top + band_rows])
+        if lo == hi:
+            continue
+        members = order[lo:hi]
+        window = Window(0, top, grid.width, min(band_rows, grid.height - top))
+        rows, cols = pixels.rows[members] - top, pixels.cols[members]
+        for reader in readers:
+            valid[members] |= np.isfinite(reader.read(window)[:, rows, cols]).any(axis=0)
+    dropped = int((~valid).sum())
+    if dropped:
+        reporter.info(f"{dropped} labelled pixels fall on {where} and are not used")
+    return valid
+
+
+#: Batches of the given pixels: (rows, cols, class indices, augmentation rng or None).
+PixelBatches = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator | None],
+                        Iterable[Batch]]
+
+
+def rank_generator(rng: np.random.Generator, ranks: Ranks) -> np.random.Generator:
+    """Rank 0 goes on with `rng` (so one rank draws what a local run draws); every other rank
+    gets a stream of its own."""
+    if ranks.leader:
+        return rng
+    return np.random.default_rng([int(rng.integers(1 << 62)), ranks.rank])
+
+
+def fit_on_pixels(model: torch.nn.Module, pixels: TrainingPixels, batches: PixelBatches,
+                  config: Any, loss_fn: Callable, device: torch.device,
+                  rng: np.random.Generator, reporter: Reporter, augment: bool = True,
+                  context: RunContext | None = None) -> FitResult:
+    """Train on `config.samples_per_epoch` class-balanced pixels of the training polygons per
+    epoch; validate on a fixed class-balanced set of `config.validation_samples` pixels of the
+    validation polygons. With several ranks, each draws its share of the samples from its share
+    of the training pixels."""
+    context = context or RunContext()
+    ranks = context.ranks
+    if pixels.train.size == 0:
+        raise LcfusionError("the training polygons cover no pixel with data", "REFERENCE")
+    val_batches = None
+    validation = pixels.validation
+    if validation.size and config.validation_samples:
+        chosen = validation.take(balanced_pixels(
+            validation.classes, config.validation_samples,
+            np.random.default_rng(rng.integers(1 << 31))))
+
+        def val_batches():
+            return batches(chosen.rows, chosen.cols, chosen.classes, None)
+
+    rng = context.rng = rank_generator(rng, ranks)
+    train = pixels.train.take(slice(ranks.rank, None, ranks.size))
+    per_rank = math.ceil(config.samples_per_epoch / ranks.size)
+
+    def train_batches(epoch: int):
+        drawn = train.take(balanced_pixels(train.classes, per_rank, rng))
+        return batches(drawn.rows, drawn.cols, drawn.classes, rng if augment else None)
+
+    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
+                           config.plateau_patience)
+    steps = math.ceil(per_rank / config.batch_size)
+    return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter,
+               context)
+
+
+def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
+                  reporter: Reporter) -> Accuracy | None:
+    """Accuracy on the pixels of the test polygons (None without test polygons)."""
+    test = split.mask(2)
+    if not test.any():
+        reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
+        return None
+    pixels = split.reference.pixels
+    predicted = predict_pixels(predictor, reader, grid, pixels.rows[test], pixels.cols[test],
+                               reporter)
+    classified = predicted >= 0
+    if not classified.all():
+        reporter.info(f"{int((~classified).sum())} test pixels fall on nodata (nodata in the "
+                      "class map) and are not counted")
+    if not classified.any():
+        reporter.warning("every test pixel falls on nodata: no accuracy is reported")
+        return None
+    accuracy = compute_accuracy(split.pixel_class[test][classified], predicted[classified],
+                                split.reference.classes)
+    reporter.info(f"accuracy on the held-out test polygons: {accuracy.summary()}")
+    for row in accuracy.per_class:
+        reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "
+                      f"recall {row['recall']:.3f}, {row['support']} px)")
+    return accuracy
+
+
+def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, architecture: dict,
+                       inputs: dict, normalization: dict, settings: Any, split_config: SplitConfig,
+                       split: SplitReference, fit_result: FitResult, device: torch.device,
+                       threads: int, started: float, accuracy: Accuracy | None,
+                       reporter: Reporter, extra: dict | None = None) -> dict:
+    """Write the model file with everything needed to reuse and judge it (plus the family's
+    `extra` entries); return the outputs of the train command."""
+    metadata = {
+        "family": family,
+        "architecture": architecture,
+        "inputs": inputs,
+        "normalization": normalization,
+        "classes": split.reference.classes.to_json(),
+        "training": {
+            "settings": asdict(settings),
+            "split": split_config.to_json(),
+            "split_summary": split.summary(),
+            "history": fit_result.history,
+            "best_epoch": fit_result.best_epoch,
+            "device": device.type,
+            "threads": threads,
+            "seconds": round(time.monotonic() - started, 1),
+            "samples_per_second": round(fit_result.samples_per_second, 1),
+        },
+        "metrics": accuracy.to_json() if accuracy else None,
+        **(extra or {}),
+    }
+    save_model(path, metadata, model.state_dict())
+    reporter.progress(1.0, "done")
+    outputs = {"OUTPUT_MODEL": str(path), "CLASSES": split.reference.classes.to_json(),
+               "SPLIT_PARTS": split.feature_parts(), "SPLIT_SEED": split_config.seed}
+    if accuracy:
+        outputs.update(OA=accuracy.overall_accuracy, KAPPA=accuracy.kappa,
+                       MEAN_F1=accuracy.mean_f1)
+    return outputs

@@ -1,0 +1,255 @@
+"""MRFusion training and classification on a PAN + MS pair (no pansharpening)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...compute.devices import configure_threads, resolve_device
+from ...errors import LcfusionError
+from ...io.alignment import ALIGN_METHODS, PanMsAlignment
+from ...io.pack import ArraySource, SamplePack
+from ...io.panms import PanMsNormalizer, PanMsPair, classification_alignment
+from ...io.series import SeriesSpec
+from ...jobs import Job, check_settings, settings_from
+from ...modelfile.storage import restore_model
+from ...progress import Reporter
+from ...reference.classes import ClassTable
+from ...reference.splits import preset_split
+from ...training.loop import FitResult, RunContext
+from ...wording import counted
+from ..jobsteps import (
+    TrainingPixels,
+    classify_to_files,
+    evaluate_test,
+    fit_on_pixels,
+    labelled_with_data,
+    map_outputs,
+    model_input,
+    model_output,
+    save_trained_model,
+    split_reference,
+)
+from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
+from .network import BRANCHES, MRFusion, MRFusionConfig, smallest_patch
+from .patches import DensePanMsPredictor, PatchPairs, augment_pairs
+
+FAMILY = "mrfusion"
+
+
+@dataclass(frozen=True)
+class MRFusionTrainConfig:
+    """Training settings. Defaults suit a CPU; the ``paper`` preset has the paper's values."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    patch_size: int = 32
+    samples_per_epoch: int = 2048
+    validation_samples: int = 512
+    augment: bool = True
+    branches: str = "both"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    device: str = "auto"
+    threads: int = 0
+    tile_size: int = 256
+    memory_limit_mb: int = 2048
+    align_ms: str = "none"
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
+                                       "patch_size", "tile_size"),
+                       non_negative=("validation_samples",),
+                       choices={"branches": BRANCHES, "align_ms": ALIGN_METHODS})
+
+
+#: The paper's values (Gaetano et al. 2018): 250 epochs, batch 64, Adam 2e-4, 30 % of each
+#: class's polygons for training and 70 % for testing.
+PRESETS = {
+    "paper": {"epochs": 250, "batch_size": 64, "learning_rate": 2e-4, "patch_size": 32,
+              "augment": True,
+              "split": {"train": 0.3, "validation": 0.0, "test": 0.7}},
+}
+
+
+@dataclass(frozen=True)
+class MRFusionClassifyConfig:
+    tile_size: int = 256
+    device: str = "auto"
+    threads: int = 0
+    align_ms: str = "model"
+
+    def __post_init__(self) -> None:
+        check_settings(self, choices={"align_ms": ("model", *ALIGN_METHODS)})
+
+
+def check_patch_size(patch_size: int, ratio: int, branches: str) -> None:
+    """The PAN patch must hold a whole number of MS pixels and be large enough for the
+    branches' convolutions and poolings."""
+    if patch_size % ratio:
+        lower = patch_size // ratio * ratio
+        raise LcfusionError(
+            f"{patch_size} is not divisible by the PAN/MS ratio {ratio}, so the MS patch would "
+            f"not cover the PAN patch's ground; use {max(lower, ratio)} or {lower + ratio}",
+            "PATCH_SIZE")
+    smallest = smallest_patch(ratio, branches)
+    if patch_size < smallest:
+        raise LcfusionError(
+            f"{patch_size} pixels is too small for the network at ratio {ratio} (three 3x3 "
+            f"convolutions per branch); use at least {smallest}", "PATCH_SIZE")
+
+
+def _batches(pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
+             rng: np.random.Generator | None, batch_size: int):
+    for start in range(0, rows.size, batch_size):
+        part = slice(start, start + batch_size)
+        pan, ms = pairs.read(rows[part], cols[part])
+        if rng is not None:
+            pan, ms = augment_pairs(pan, ms, rng)
+        yield ((torch.from_numpy(pan), torch.from_numpy(ms)),
+               torch.from_numpy(labels[part].astype(np.int64)))
+
+
+def read_pair(inputs: dict, align_ms: str = "none") -> PanMsPair:
+    return PanMsPair(SeriesSpec.from_json(inputs.get("pan") or {}),
+                     SeriesSpec.from_json(inputs.get("ms") or {}), align_ms)
+
+
+def _log_pair(pair: PanMsPair, reporter: Reporter) -> None:
+    reporter.info(pair.describe())
+    for note in pair.alignment.notes:
+        reporter.info(f"reconciled: {note}")
+
+
+def train_mrfusion(job: Job, reporter: Reporter) -> dict:
+    """Train MRFusion on a PAN + MS pair and reference polygons; write the model file."""
+    started = time.monotonic()
+    settings = job.section("settings")
+    config = settings_from(MRFusionTrainConfig, settings, PRESETS)
+    split_config = preset_split(job.section("split"), settings, PRESETS)
+    model_path = model_output(job)
+    pair = read_pair(job.section("inputs"), config.align_ms)
+    _log_pair(pair, reporter)
+    check_patch_size(config.patch_size, pair.ratio, config.branches)
+    if config.patch_size > min(pair.pan.width, pair.pan.height):
+        raise LcfusionError(
+            f"{config.patch_size} pixels is larger than the PAN raster ({pair.pan.width} x "
+            f"{pair.pan.height}); use a smaller patch", "PATCH_SIZE")
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(split_config.seed)
+    rng = np.random.default_rng(split_config.seed)
+
+    with job.workdir() as scratch:
+        split = split_reference(job, pair.grid, split_config, Path(scratch), reporter)
+        classes = split.reference.classes
+        reporter.progress(0.05, "reference")
+        architecture = MRFusionConfig(ms_channels=pair.ms_bands, ratio=pair.ratio,
+                                      patch_size=config.patch_size, n_classes=len(classes),
+                                      branches=config.branches)
+        model = MRFusion(architecture).to(device)
+        branches = {"both": "PAN and MS branches", "pan": "PAN branch only (ablation)",
+                    "ms": "MS branch only (ablation)"}[config.branches]
+        reporter.info(f"MRFusion: {branches}, PAN patch {config.patch_size} x "
+                      f"{config.patch_size}, MS patch {architecture.ms_patch_size} x "
+                      f"{architecture.ms_patch_size} x {counted(pair.ms_bands, 'band')}, "
+                      f"{counted(len(classes), 'class')}, "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters; "
+                      f"{device.type}, {counted(threads, 'thread')}")
+        with pair.open() as reader:
+            normalizer = PanMsNormalizer.fit(reader, rng)
+            pixels = TrainingPixels.from_split(split, labelled_with_data(
+                [reader.pan], pair.grid, split, reporter, "PAN nodata"))
+            reporter.progress(0.08, "normalisation")
+
+            def train_here(span: Reporter) -> FitResult:
+                pairs = PatchPairs.of(reader, normalizer, config.patch_size,
+                                      config.memory_limit_mb * 1024 * 1024)
+                span.debug("training patches read from "
+                           + ("memory" if pairs.in_memory else "the files, by windows"))
+                return fit_on_pixels(
+                    model, pixels, partial(_batches, pairs, batch_size=config.batch_size),
+                    config, nn.CrossEntropyLoss(), device, rng, span, config.augment)
+
+            def staged() -> StagedFit:
+                pairs = PatchPairs.of(reader, normalizer, config.patch_size, 0)
+                rows, cols = pixels.all_rows_cols()
+                return StagedFit(
+                    FAMILY, [ArraySource("pan", 1, pair.pan.height, pair.pan.width,
+                                         reader.pan.read, pairs.pan_boxes(rows, cols)),
+                             ArraySource("ms", pair.ms_bands, pair.ms.height, pair.ms.width,
+                                         reader.ms.read, pairs.ms_boxes(rows, cols))],
+                    {"pixels": pixels.to_table()},
+                    {"settings": asdict(config), "seed": split_config.seed,
+                     "architecture": architecture.to_json(), "classes": classes.to_json(),
+                     "normalization": normalizer.to_json(), "inputs": pair.to_json(),
+                     "alignment": pair.alignment.to_json()}, rng)
+
+            fit_result = fit_here_or_on_target(job, model, reporter.span(0.1, 0.9),
+                                               train_here, staged)
+            predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
+            accuracy = evaluate_test(predictor, reader, pair.grid, split,
+                                     reporter.span(0.9, 0.99))
+
+    return save_trained_model(
+        model_path, model, family=FAMILY, architecture=architecture.to_json(),
+        inputs=pair.to_json(),
+        normalization=normalizer.to_json(), settings=config, split_config=split_config,
+        split=split, fit_result=fit_result, device=device, threads=threads, started=started,
+        accuracy=accuracy, reporter=reporter)
+
+
+def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
+               reporter: Reporter) -> tuple[MRFusion, FitResult]:
+    """Train on a sample pack as `train_mrfusion` trains on the files (the ``fit`` command)."""
+    meta, config, model = packed_model(pack, MRFusionTrainConfig, MRFusion, MRFusionConfig,
+                                       device)
+    pairs = PatchPairs(pack.array("pan"), pack.array("ms"),
+                       PanMsAlignment.from_json(meta["alignment"]),
+                       PanMsNormalizer.from_json(meta["normalization"]), config.patch_size, 0)
+    result = fit_on_pixels(model, TrainingPixels.from_table(pack.table("pixels")),
+                           partial(_batches, pairs, batch_size=config.batch_size), config,
+                           nn.CrossEntropyLoss(), device, restore_rng(meta["rng"]), reporter,
+                           config.augment, context)
+    return model, result
+
+
+def load_mrfusion(path: Path, device: torch.device) -> tuple[dict, MRFusion, ClassTable,
+                                                             PanMsNormalizer]:
+    """A trained model ready for inference, with its class table and normalisation."""
+    def build(metadata: dict, state: dict) -> tuple[MRFusion, ClassTable, PanMsNormalizer]:
+        model = MRFusion(MRFusionConfig.from_json(metadata["architecture"]))
+        model.load_state_dict(state)
+        return (model.to(device).eval(), ClassTable.from_json(metadata["classes"]),
+                PanMsNormalizer.from_json(metadata["normalization"]))
+
+    metadata, (model, classes, normalizer) = restore_model(path, FAMILY, build)
+    return metadata, model, classes, normalizer
+
+
+def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
+    """Classify every PAN pixel of a PAN + MS pair with a trained MRFusion model."""
+    config = settings_from(MRFusionClassifyConfig, job.section("settings"))
+    class_map, confidence = map_outputs(job)
+    model_path = model_input(job)
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    metadata, model, classes, normalizer = load_mrfusion(model_path, device)
+    pair = read_pair(job.section("inputs"),
+                     classification_alignment(config.align_ms, metadata["inputs"], reporter))
+    _log_pair(pair, reporter)
+    pair.check_model(metadata["inputs"], model.config.ratio, reporter)
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
+                  f"branches {model.config.branches}) on {device.type}, "
+                  f"{counted(threads, 'thread')}")
+    predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
+    with pair.open() as reader:
+        return classify_to_files(predictor, reader, pair.grid, classes, class_map, confidence,
+                                 model_path, FAMILY, reporter)

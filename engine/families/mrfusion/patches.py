@@ -1,0 +1,185 @@
+"""MRFusion's patch pairs: normalised PAN and MS patches of given PAN pixels for training, their
+augmentation, and dense tiled prediction of every PAN pixel (see `io.panms` for the patch
+convention)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from rasterio.windows import Window
+
+from ...compute.devices import autocast
+from ...errors import LcfusionError
+from ...inference.tiling import TilePredictor, inference_copy, memory_format
+from ...io.alignment import PanMsAlignment
+from ...io.pack import Boxes, WindowReader
+from ...io.panms import PanMsNormalizer, PanMsReader
+
+
+class PatchPairs:
+    """Normalised PAN and MS patch pairs for given PAN pixels, from memory when both images
+    fit the memory budget, otherwise read by windows. `pan` and `ms` read windows (file
+    readers, or the arrays of a sample pack)."""
+
+    def __init__(self, pan: WindowReader, ms: WindowReader, alignment: PanMsAlignment,
+                 normalizer: PanMsNormalizer, patch_size: int, memory_limit_bytes: int):
+        self.pan, self.ms, self.alignment = pan, ms, alignment
+        self.normalizer = normalizer
+        self.size, self.ms_size = patch_size, patch_size // alignment.ratio
+        self.half = patch_size // 2
+        pan_shape, ms_shape = pan.series, ms.series
+        self.pad_pan = patch_size
+        self.pad_ms = self.ms_size + 1
+        needed = 4 * ((pan_shape.height + 2 * self.pad_pan) * (pan_shape.width + 2 * self.pad_pan)
+                      + ms_shape.n_channels * (ms_shape.height + 2 * self.pad_ms)
+                      * (ms_shape.width + 2 * self.pad_ms))
+        self._pan = self._ms = None
+        if needed <= memory_limit_bytes:
+            self._pan = normalizer.pan.apply(pan.read(Window(
+                -self.pad_pan, -self.pad_pan, pan_shape.width + 2 * self.pad_pan,
+                pan_shape.height + 2 * self.pad_pan)))
+            self._ms = normalizer.ms.apply(ms.read(Window(
+                -self.pad_ms, -self.pad_ms, ms_shape.width + 2 * self.pad_ms,
+                ms_shape.height + 2 * self.pad_ms)))
+
+    @classmethod
+    def of(cls, reader: PanMsReader, normalizer: PanMsNormalizer, patch_size: int,
+           memory_limit_bytes: int) -> PatchPairs:
+        """Patch pairs read from the files of an open PAN + MS pair."""
+        return cls(reader.pan, reader.ms, reader.pair.alignment, normalizer, patch_size,
+                   memory_limit_bytes)
+
+    def pan_boxes(self, rows: np.ndarray, cols: np.ndarray) -> Boxes:
+        """The PAN pixels the patches of (rows, cols) read."""
+        shape = self.pan.series
+        return Boxes.around(rows, cols, self.half, self.size - self.half - 1, shape.height,
+                            shape.width)
+
+    def ms_boxes(self, rows: np.ndarray, cols: np.ndarray) -> Boxes:
+        """The MS pixels the patches of (rows, cols) read."""
+        shape = self.ms.series
+        return Boxes.around(self.alignment.patch_start(rows - self.half, 0),
+                            self.alignment.patch_start(cols - self.half, 1), 0,
+                            self.ms_size - 1, shape.height, shape.width)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._pan is not None
+
+    def read(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """PAN (N, 1, d, d) and MS (N, c, d/r, d/r) patches of the PAN pixels (rows, cols)."""
+        pan_rows, pan_cols = rows - self.half, cols - self.half
+        alignment = self.alignment
+        ms_rows = alignment.patch_start(pan_rows, 0)
+        ms_cols = alignment.patch_start(pan_cols, 1)
+        if self._pan is not None:
+            d, m = self.size, self.ms_size
+            pan = sliding_window_view(self._pan, (d, d), axis=(1, 2))[
+                :, pan_rows + self.pad_pan, pan_cols + self.pad_pan]
+            ms = sliding_window_view(self._ms, (m, m), axis=(1, 2))[
+                :, ms_rows + self.pad_ms, ms_cols + self.pad_ms]
+            return (np.ascontiguousarray(pan.transpose(1, 0, 2, 3)),
+                    np.ascontiguousarray(ms.transpose(1, 0, 2, 3)))
+        pans, mss = [], []
+        for pr, pc, mr, mc in zip(pan_rows, pan_cols, ms_rows, ms_cols, strict=True):
+            pans.append(self.normalizer.pan.apply(self.pan.read(
+                Window(int(pc), int(pr), self.size, self.size))))
+            mss.append(self.normalizer.ms.apply(self.ms.read(
+                Window(int(mc), int(mr), self.ms_size, self.ms_size))))
+        return np.stack(pans), np.stack(mss)
+
+
+def augment_pairs(pan: np.ndarray, ms: np.ndarray, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The same random 90-degree rotation and transpose for each PAN patch and its MS patch."""
+    turns = rng.integers(0, 4, size=pan.shape[0])
+    flips = rng.random(pan.shape[0]) < 0.5
+    for i in range(pan.shape[0]):
+        p, m = np.rot90(pan[i], turns[i], axes=(1, 2)), np.rot90(ms[i], turns[i], axes=(1, 2))
+        if flips[i]:
+            p, m = p.transpose(0, 2, 1), m.transpose(0, 2, 1)
+        pan[i], ms[i] = p, m
+    return pan, ms
+
+
+class DensePanMsPredictor(TilePredictor):
+    """Class probabilities of every PAN pixel, tile by tile, each equal to the per-patch answer.
+
+    Every tile reads the PAN with a halo of the patch size and the MS pixels of all its patches;
+    the model's `dense_logits` shares the convolutions between the overlapping patches.
+    """
+
+    size_multiple = 1
+
+    def __init__(self, model: torch.nn.Module, normalizer: PanMsNormalizer,
+                 device: torch.device, tile_size: int = 256):
+        if tile_size < 1:
+            raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
+        self.model, self.normalizer, self.device = inference_copy(model, device), normalizer, device
+        self.tile_size = tile_size
+        self.size = model.config.patch_size
+        self.ms_size = model.config.ms_patch_size
+        self.half = self.size // 2
+
+    def _ms_window(self, reader: PanMsReader, start: int, count: int, axis: int
+                   ) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """First MS index and count to read along an axis for PAN pixels start..start+count-1,
+        with each pixel's MS patch start and containing MS pixel relative to it."""
+        pixels = np.arange(start, start + count)
+        alignment = reader.pair.alignment
+        starts = alignment.patch_start(pixels - self.half, axis)
+        containing = alignment.ms_index(pixels, axis)
+        first = int(min(starts[0], containing[0]))
+        last = int(max(starts[-1] + self.ms_size, containing[-1] + 1))
+        return first, last - first, starts - first, containing - first
+
+    def load(self, reader: PanMsReader, core: Window) -> dict:
+        """The PAN with a halo of the patch size and the MS pixels of all the core's patches,
+        normalised, with each output row's and column's MS patch start."""
+        row0, col0, h, w = int(core.row_off), int(core.col_off), int(core.height), int(core.width)
+        pan = reader.pan.read(Window(col0 - self.half, row0 - self.half, w + self.size - 1,
+                                     h + self.size - 1))
+        r_first, r_count, r_starts, r_pixel = self._ms_window(reader, row0, h, 0)
+        c_first, c_count, c_starts, c_pixel = self._ms_window(reader, col0, w, 1)
+        ms = reader.ms.read(Window(c_first, r_first, c_count, r_count))
+        valid = (np.isfinite(pan[0, self.half: self.half + h, self.half: self.half + w])
+                 & np.isfinite(ms).any(axis=0)[np.ix_(r_pixel, c_pixel)])
+        return {"pan": torch.from_numpy(self.normalizer.pan.apply(pan))[None],
+                "ms": torch.from_numpy(self.normalizer.ms.apply(ms))[None],
+                "rows": torch.from_numpy(r_starts), "cols": torch.from_numpy(c_starts),
+                "height": h, "width": w, "valid": valid}
+
+    def infer(self, tile: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of a loaded core and the mask of pixels with PAN and
+        MS data."""
+        logits = self.tile_logits(tile)
+        return torch.softmax(logits, dim=0).float().cpu().numpy(), tile["valid"]
+
+    def tile_logits(self, tile: dict) -> torch.Tensor:
+        """Class scores (classes, h, w) of a loaded core."""
+        device, layout = self.device, memory_format(self.device)
+        try:
+            with torch.inference_mode(), autocast(device):
+                logits = self.model.dense_logits(
+                    tile["pan"].to(device).contiguous(memory_format=layout),
+                    tile["ms"].to(device).contiguous(memory_format=layout),
+                    tile["rows"].to(device), tile["cols"].to(device), tile["height"],
+                    tile["width"])
+        except torch.cuda.OutOfMemoryError as exc:
+            raise LcfusionError("the GPU ran out of memory; lower the tile size",
+                                "TILE_SIZE") from exc
+        return logits[0].float()
+
+    def patch_logits(self, pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray,
+                     batch_size: int = 64) -> np.ndarray:
+        """Class scores (N, classes) of PAN pixels, one patch pair at a time through the
+        network's per-patch `forward` (the reference the dense path must equal)."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, rows.size, batch_size):
+                pan, ms = pairs.read(rows[start: start + batch_size],
+                                     cols[start: start + batch_size])
+                out.append(self.model(torch.from_numpy(pan).to(self.device),
+                                      torch.from_numpy(ms).to(self.device)).float().cpu())
+        return torch.cat(out).numpy()

@@ -1,0 +1,434 @@
+"""TWINNS training and classification on a Sentinel-1 and a Sentinel-2 time series."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...compute.devices import configure_threads, resolve_device
+from ...errors import LcfusionError
+from ...io.indices import DEFAULT_INDICES, IndexConfig, parse_index_config, resolve_indices
+from ...io.normalization import PercentileNormalizer
+from ...io.outputs import atomic_output, check_writable
+from ...io.pack import ArraySource, SamplePack
+from ...io.rasters import crs_name, same_crs
+from ...io.series import SeriesSpec, TimeSeries
+from ...io.sources import FeatureReader, SourceFeatures, fit_normalizers
+from ...jobs import Job, check_settings, settings_from
+from ...modelfile.storage import restore_model
+from ...progress import Reporter
+from ...reference.classes import ClassTable
+from ...reference.polygons import ReferenceSpec, load_reference
+from ...reference.splits import SplitReference, preset_split
+from ...training.loop import FitResult, RunContext
+from ...wording import counted
+from ..jobsteps import (
+    TrainingPixels,
+    check_odd_patch,
+    classify_to_files,
+    evaluate_test,
+    fit_on_pixels,
+    labelled_with_data,
+    map_outputs,
+    model_input,
+    model_output,
+    save_trained_model,
+    split_reference,
+)
+from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
+from .network import BRANCHES, SOURCES, TWINNS, TWINNSConfig, TWINNSLoss
+from .patches import BatchedPatchPredictor, GridPatches
+
+FAMILY = "twinns"
+SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
+
+
+@dataclass(frozen=True)
+class TWINNSTrainConfig:
+    """Training settings. Defaults suit a CPU; the presets hold the paper's splits."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patch_size: int = 5
+    alpha: float = 0.3
+    samples_per_epoch: int = 2048
+    validation_samples: int = 512
+    sources: str = "both"
+    branches: str = "both"
+    auxiliary: bool = True
+    add_indices: bool = True
+    indices: str = ",".join(DEFAULT_INDICES)
+    band_roles: str = ""
+    s1_scale: str = "db"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    device: str = "auto"
+    threads: int = 0
+    tile_size: int = 128
+    memory_limit_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
+                                       "patch_size", "tile_size"),
+                       non_negative=("validation_samples", "alpha"),
+                       choices={"sources": SOURCES, "branches": BRANCHES})
+        if self.patch_size % 2 == 0:
+            raise LcfusionError(f"must be odd so that a patch is centred on its pixel, got "
+                                f"{self.patch_size}", "PATCH_SIZE")
+
+    def index_config(self) -> IndexConfig | None:
+        """The indices to add to S2, with the band roles (``role=band`` pairs)."""
+        return parse_index_config(self.add_indices, self.indices, self.band_roles)
+
+
+#: The paper's object splits (Reunion 30/20/50, Koumbia 50/30/20) and the optimiser values of
+#: the group's related code (Adam 2e-4, batches of 64).
+PRESETS = {
+    "reunion": {"learning_rate": 2e-4, "batch_size": 64,
+                "split": {"train": 0.3, "validation": 0.2, "test": 0.5}},
+    "koumbia": {"learning_rate": 2e-4, "batch_size": 64,
+                "split": {"train": 0.5, "validation": 0.3, "test": 0.2}},
+}
+
+
+@dataclass(frozen=True)
+class TWINNSClassifyConfig:
+    tile_size: int = 128
+    device: str = "auto"
+    threads: int = 0
+
+
+@dataclass
+class TWINNSInputs:
+    """The S1 and S2 features on one grid."""
+
+    s1: SourceFeatures
+    s2: SourceFeatures
+
+    @classmethod
+    def from_job(cls, inputs: dict, indices: IndexConfig | None, s1_scale: str,
+                 gapfill: dict[str, bool] | None = None) -> TWINNSInputs:
+        """`gapfill` (per source, when given) replaces the job's choice: classification
+        applies the model's."""
+        specs = {}
+        for key in ("s1", "s2"):
+            spec = SeriesSpec.from_json(inputs.get(key) or {})
+            specs[key] = spec if gapfill is None else spec.with_gapfill(gapfill[key])
+        s1 = TimeSeries(specs["s1"], "S1")
+        s2 = TimeSeries(specs["s2"], "S2")
+        if not same_crs(s1.grid.crs_wkt, s2.grid.crs_wkt):
+            raise LcfusionError(
+                f"CRS mismatch: the Sentinel-1 layers are in {crs_name(s1.grid.crs_wkt)} but the "
+                f"Sentinel-2 layers in {crs_name(s2.grid.crs_wkt)}; warp them onto one grid",
+                "S1")
+        if not s1.grid.same_as(s2.grid):
+            raise LcfusionError(
+                f"the Sentinel-1 layer {s1.infos[0].path.name} ({s1.grid.describe()}) is not on "
+                f"the grid of the Sentinel-2 layer {s2.infos[0].path.name} "
+                f"({s2.grid.describe()}); resample the S1 layers onto the S2 grid (same extent, "
+                "pixel size and size) first", "S1")
+        return cls(SourceFeatures(s1, None, s1_scale), SourceFeatures(s2, indices))
+
+    def with_indices(self, config: IndexConfig | None, reporter: Reporter) -> TWINNSInputs:
+        """The same layers with the indices of `config` that the S2 bands allow added to S2
+        (see `resolve_indices`)."""
+        indices = resolve_indices(config, self.s2.series.band_names, reporter)
+        return replace(self, s2=SourceFeatures(self.s2.series, indices))
+
+    @property
+    def grid(self):
+        return self.s2.series.grid
+
+    def describe(self) -> list[str]:
+        return [f"{SOURCE_NAMES[k]}: {s.series.describe()}; features per date: "
+                f"{', '.join(s.channel_names())}" for k, s in (("s1", self.s1), ("s2", self.s2))]
+
+    def to_json(self) -> dict:
+        return {k: {**s.series.to_json(), "features": s.channel_names()}
+                for k, s in (("s1", self.s1), ("s2", self.s2))}
+
+    def sort_by_date(self, reporter: Reporter) -> None:
+        """For training: each source's dates from the earliest to the latest."""
+        self.s1.series.sort_by_date(reporter)
+        self.s2.series.sort_by_date(reporter)
+
+
+def _batches(patches: GridPatches, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
+             rng: np.random.Generator | None, batch_size: int):
+    for start in range(0, rows.size, batch_size):
+        part = slice(start, start + batch_size)
+        arrays = patches.read(rows[part], cols[part])
+        if rng is not None:
+            turns, flip = int(rng.integers(0, 4)), bool(rng.random() < 0.5)
+            arrays = [np.rot90(a, turns, axes=(2, 3)) for a in arrays]
+            if flip:
+                arrays = [a.transpose(0, 1, 3, 2) for a in arrays]
+            arrays = [np.ascontiguousarray(a) for a in arrays]
+        yield (tuple(torch.from_numpy(a) for a in arrays),
+               torch.from_numpy(labels[part].astype(np.int64)))
+
+
+def pixel_attention(model: TWINNS, patches: GridPatches, rows: np.ndarray, cols: np.ndarray,
+                    device: torch.device, batch_size: int = 512
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Attention weights over the dates of each source with a ConvGRU branch (pixels, dates),
+    and the predicted class index of each pixel."""
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    predicted = []
+    with torch.inference_mode():
+        for start in range(0, rows.size, batch_size):
+            arrays = patches.read(rows[start: start + batch_size],
+                                  cols[start: start + batch_size])
+            output = model(*(torch.from_numpy(a).to(device) for a in arrays))
+            predicted.append(output.logits.argmax(dim=1).cpu().numpy())
+            for source, weights in output.attention.items():
+                parts.setdefault(source, []).append(weights.float().cpu().numpy())
+    return ({source: np.concatenate(chunks) for source, chunks in parts.items()},
+            np.concatenate(predicted) if predicted else np.zeros(0, dtype=np.int64))
+
+
+def mean_attention(weights: dict[str, np.ndarray], groups: np.ndarray, classes: ClassTable,
+                   inputs: TWINNSInputs) -> dict:
+    """Mean attention per date for each class of `groups` (class indices), per source."""
+    report = {}
+    for source, values in weights.items():
+        dates = getattr(inputs, source).series.dates
+        by_class = {c.name: values[groups == c.index].mean(axis=0, dtype=np.float64)
+                    .round(4).tolist() for c in classes if (groups == c.index).any()}
+        report[source] = {"dates": [d or f"date {i + 1}" for i, d in enumerate(dates)],
+                          "by_class": by_class,
+                          "pixels": {c.name: int((groups == c.index).sum()) for c in classes
+                                     if (groups == c.index).any()}}
+    return report
+
+
+def attention_by_class(model: TWINNS, patches: GridPatches, split: SplitReference,
+                       inputs: TWINNSInputs, device: torch.device, rng: np.random.Generator,
+                       reporter: Reporter, max_pixels: int = 4000) -> dict:
+    """Mean attention per date per reference class over (a sample of) the test pixels,
+    logged and returned for the model file."""
+    part = 2 if split.mask(2).any() else 0
+    index = np.flatnonzero(split.mask(part))
+    if index.size > max_pixels:
+        index = np.sort(rng.choice(index, max_pixels, replace=False))
+    pixels = split.reference.pixels
+    weights, _ = pixel_attention(model, patches, pixels.rows[index], pixels.cols[index], device)
+    report = mean_attention(weights, split.pixel_class[index], split.reference.classes, inputs)
+    for source, entry in report.items():
+        entry["pixels_from"] = "test" if part == 2 else "training"
+        reporter.info(f"{SOURCE_NAMES[source]} attention per date (mean over the "
+                      f"{entry['pixels_from']} pixels of each class; most attended date in "
+                      "brackets), dates: " + ", ".join(entry["dates"]))
+        for name, row in entry["by_class"].items():
+            top = int(np.argmax(row))
+            reporter.info(f"  {name}: " + " ".join(
+                f"[{value:.2f}]" if i == top else f"{value:.2f}" for i, value in enumerate(row)))
+    return report
+
+
+def train_twinns(job: Job, reporter: Reporter) -> dict:
+    """Train TWINNS on S1 and S2 time series and reference polygons; write the model file."""
+    started = time.monotonic()
+    settings = job.section("settings")
+    config = settings_from(TWINNSTrainConfig, settings, PRESETS)
+    split_config = preset_split(job.section("split"), settings, PRESETS)
+    model_path = model_output(job)
+    inputs = TWINNSInputs.from_job(job.section("inputs"), None, config.s1_scale).with_indices(
+        config.index_config(), reporter)
+    inputs.sort_by_date(reporter)
+    for line in inputs.describe():
+        reporter.info(line)
+    check_odd_patch(config.patch_size, inputs.grid)
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(split_config.seed)
+    rng = np.random.default_rng(split_config.seed)
+
+    with job.workdir() as scratch:
+        split = split_reference(job, inputs.grid, split_config, Path(scratch), reporter)
+        classes = split.reference.classes
+        reporter.progress(0.05, "reference")
+        architecture = TWINNSConfig(
+            s1_dates=inputs.s1.n_dates, s1_channels=inputs.s1.channels,
+            s2_dates=inputs.s2.n_dates, s2_channels=inputs.s2.channels,
+            n_classes=len(classes), patch_size=config.patch_size, sources=config.sources,
+            branches=config.branches, auxiliary=config.auxiliary)
+        model = TWINNS(architecture).to(device)
+        reporter.info(f"TWINNS: sources {config.sources}, branches {config.branches}, "
+                      f"auxiliary classifiers {'on' if model.auxiliary is not None else 'off'} "
+                      f"(alpha {config.alpha:g}), patches {config.patch_size} x "
+                      f"{config.patch_size}, {len(classes)} classes, "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters; "
+                      f"{device.type}, {counted(threads, 'thread')}")
+        with inputs.s1.open() as s1, inputs.s2.open() as s2:
+            readers = [s1, s2]
+            normalizers = fit_normalizers(readers, rng)
+            patches = GridPatches(readers, normalizers, config.patch_size,
+                                  config.memory_limit_mb * 1024 * 1024)
+            reporter.progress(0.08, "normalisation")
+            pixels = TrainingPixels.from_split(split, labelled_with_data(
+                readers, inputs.s2.series.grid, split, reporter))
+            reporter.debug("training patches read from "
+                           + ("memory" if patches.in_memory else "the files, by windows"))
+
+            def staged() -> StagedFit:
+                boxes = patches.boxes(*pixels.all_rows_cols())
+                return StagedFit(
+                    FAMILY, [ArraySource(name, reader.series.n_channels, reader.series.height,
+                                         reader.series.width, reader.read, boxes)
+                             for name, reader in (("s1", s1), ("s2", s2))],
+                    {"pixels": pixels.to_table()},
+                    {"settings": asdict(config), "seed": split_config.seed,
+                     "architecture": architecture.to_json(), "classes": classes.to_json(),
+                     "normalization": {"s1": normalizers[0].to_json(),
+                                       "s2": normalizers[1].to_json()}}, rng)
+
+            fit_result = fit_here_or_on_target(
+                job, model, reporter.span(0.1, 0.88),
+                lambda span: fit_on_pixels(
+                    model, pixels, partial(_batches, patches, batch_size=config.batch_size),
+                    config, TWINNSLoss(config.alpha), device, rng, span), staged)
+            predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
+                                              config.tile_size)
+            accuracy = evaluate_test(predictor, readers, inputs.grid, split,
+                                     reporter.span(0.88, 0.97))
+            attention = (attention_by_class(model, patches, split, inputs, device, rng,
+                                            reporter) if model.rnn else None)
+    return save_trained_model(
+        model_path, model, family=FAMILY, architecture=architecture.to_json(),
+        inputs={**inputs.to_json(), "indices": inputs.s2.indices.to_json()
+                if inputs.s2.indices else None, "s1_scale": config.s1_scale},
+        normalization={"s1": normalizers[0].to_json(), "s2": normalizers[1].to_json()},
+        settings=config, split_config=split_config, split=split, fit_result=fit_result,
+        device=device, threads=threads, started=started, accuracy=accuracy,
+        reporter=reporter, extra={"attention": attention})
+
+
+def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
+               reporter: Reporter) -> tuple[TWINNS, FitResult]:
+    """Train on a sample pack as `train_twinns` trains on the files (the ``fit`` command)."""
+    meta, config, model = packed_model(pack, TWINNSTrainConfig, TWINNS, TWINNSConfig,
+                                       device)
+    normalizers = [PercentileNormalizer.from_json(meta["normalization"][k]) for k in ("s1", "s2")]
+    patches = GridPatches([pack.array("s1"), pack.array("s2")], normalizers, config.patch_size, 0)
+    result = fit_on_pixels(model, TrainingPixels.from_table(pack.table("pixels")),
+                           partial(_batches, patches, batch_size=config.batch_size), config,
+                           TWINNSLoss(config.alpha), device, restore_rng(meta["rng"]), reporter,
+                           context=context)
+    return model, result
+
+
+def load_twinns(path: Path, device: torch.device) -> tuple[dict, TWINNS, ClassTable,
+                                                           list[PercentileNormalizer]]:
+    """A trained model ready for inference, with its class table and normalisation."""
+    def build(metadata: dict, state: dict):
+        model = TWINNS(TWINNSConfig.from_json(metadata["architecture"]))
+        model.load_state_dict(state)
+        normalizers = [PercentileNormalizer.from_json(metadata["normalization"][k])
+                       for k in ("s1", "s2")]
+        return model.to(device).eval(), ClassTable.from_json(metadata["classes"]), normalizers
+
+    metadata, (model, classes, normalizers) = restore_model(path, FAMILY, build)
+    return metadata, model, classes, normalizers
+
+
+def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TWINNSInputs:
+    """The job's S1 and S2 layers read as the model was trained (indices, backscatter scale,
+    gap-filling), with the dates and bands per source the model expects, in its date order."""
+    trained = metadata["inputs"]
+    indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
+    inputs = TWINNSInputs.from_job(job_inputs, indices, trained["s1_scale"],
+                                   gapfill={k: bool(trained[k].get("gapfill"))
+                                            for k in ("s1", "s2")})
+    for key, source in (("s1", inputs.s1), ("s2", inputs.s2)):
+        expected = metadata["inputs"][key]
+        series = source.series
+        if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
+                                                       expected["bands_per_date"]):
+            raise LcfusionError(
+                f"the model expects {counted(expected['n_dates'], f'{SOURCE_NAMES[key]} date')} x "
+                f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
+                f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
+                "for training", key.upper())
+        series.match_dates(expected.get("dates") or [], reporter)
+    return inputs
+
+
+def classify_twinns(job: Job, reporter: Reporter) -> dict:
+    """Classify S1 + S2 time series with a trained TWINNS model, tile by tile."""
+    config = settings_from(TWINNSClassifyConfig, job.section("settings"))
+    class_map, confidence = map_outputs(job)
+    model_path = model_input(job)
+    threads = configure_threads(config.threads)
+    device = resolve_device(config.device)
+    metadata, model, classes, normalizers = load_twinns(model_path, device)
+    inputs = inputs_for_model(job.section("inputs"), metadata, reporter)
+    for line in inputs.describe():
+        reporter.info(line)
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
+                  f"{device.type}, {counted(threads, 'thread')}")
+    predictor = BatchedPatchPredictor(model, normalizers, device, model.config.patch_size,
+                                      config.tile_size)
+    with inputs.s1.open() as s1, inputs.s2.open() as s2:
+        readers: list[FeatureReader] = [s1, s2]
+        return classify_to_files(predictor, readers, inputs.grid, classes, class_map,
+                                 confidence, model_path, FAMILY, reporter)
+
+
+@dataclass(frozen=True)
+class TWINNSAttentionConfig:
+    max_pixels: int = 20000
+    device: str = "auto"
+    threads: int = 0
+    memory_limit_mb: int = 2048
+
+
+def attention_twinns(job: Job, reporter: Reporter) -> dict:
+    """Attention weights per date for the pixels inside polygons, classified by the model:
+    a CSV of the mean weight per source, predicted class and date."""
+    config = settings_from(TWINNSAttentionConfig, job.section("settings"))
+    table = job.resolve(job.section("outputs").get("table"))
+    if table is None:
+        raise LcfusionError("no output table given", "OUTPUT")
+    check_writable(table, "OUTPUT")
+    model_path = model_input(job)
+    configure_threads(config.threads)
+    device = resolve_device(config.device)
+    metadata, model, classes, normalizers = load_twinns(model_path, device)
+    if not model.rnn:
+        raise LcfusionError("the model has no ConvGRU branch (a CNN-only ablation), so it has "
+                            "no attention weights", "MODEL")
+    inputs = inputs_for_model(job.section("inputs"), metadata, reporter)
+    rng = np.random.default_rng(0)
+    with job.workdir() as scratch:
+        reference = load_reference(ReferenceSpec.from_json(job.section("reference")),
+                                   inputs.grid, Path(scratch), reporter)
+        rows, cols = reference.pixels.rows, reference.pixels.cols
+        if rows.size > config.max_pixels:
+            chosen = np.sort(rng.choice(rows.size, config.max_pixels, replace=False))
+            rows, cols = rows[chosen], cols[chosen]
+        reporter.info(f"attention of {rows.size} pixels inside {reference.n_features} polygons")
+        with inputs.s1.open() as s1, inputs.s2.open() as s2:
+            patches = GridPatches([s1, s2], normalizers, model.config.patch_size,
+                                  config.memory_limit_mb * 1024 * 1024)
+            weights, predicted = pixel_attention(model, patches, rows, cols, device)
+    report = mean_attention(weights, predicted, classes, inputs)
+    with atomic_output(table, "OUTPUT") as temporary, open(temporary, "w", newline="",
+                                                            encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["source", "predicted_class", "pixels", "date", "mean_attention"])
+        for source, entry in report.items():
+            for name, row in entry["by_class"].items():
+                for date, value in zip(entry["dates"], row, strict=True):
+                    writer.writerow([SOURCE_NAMES[source], name, entry["pixels"][name], date,
+                                     value])
+    reporter.info(f"attention table written to {table}")
+    return {"OUTPUT": str(table), "ATTENTION": report}

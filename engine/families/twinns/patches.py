@@ -1,0 +1,134 @@
+"""TWINNS's patches: normalised p x p patches of every source around given pixels for training,
+and batched patch prediction over tiles (see `io.sources` for the patch convention)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from rasterio.windows import Window
+
+from ...compute.devices import autocast
+from ...errors import LcfusionError
+from ...inference.tiling import TilePredictor, inference_copy, memory_format
+from ...io.normalization import PercentileNormalizer
+from ...io.pack import Boxes
+from ...io.sources import FeatureReader
+
+
+class GridPatches:
+    """Normalised p x p patches of every source around given pixels, from memory when all
+    sources fit the memory budget, otherwise read by windows."""
+
+    def __init__(self, readers: Sequence[FeatureReader],
+                 normalizers: Sequence[PercentileNormalizer], patch_size: int,
+                 memory_limit_bytes: int):
+        self.readers, self.normalizers = list(readers), list(normalizers)
+        self.size, self.half = patch_size, patch_size // 2
+        first = self.readers[0].series
+        padded = (first.height + 2 * self.half) * (first.width + 2 * self.half)
+        needed = 4 * padded * sum(r.series.n_channels for r in self.readers)
+        self._images = None
+        if needed <= memory_limit_bytes:
+            window = Window(-self.half, -self.half, first.width + 2 * self.half,
+                            first.height + 2 * self.half)
+            self._images = [n.apply(r.read(window)) for r, n in zip(self.readers,
+                                                                    self.normalizers,
+                                                                    strict=True)]
+
+    @property
+    def in_memory(self) -> bool:
+        return self._images is not None
+
+    def boxes(self, rows: np.ndarray, cols: np.ndarray) -> Boxes:
+        """The pixels the patches of (rows, cols) read (every source is on the same grid)."""
+        shape = self.readers[0].series
+        return Boxes.around(rows, cols, self.half, self.half, shape.height, shape.width)
+
+    def read(self, rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+        """Per source, (N, channels, p, p) patches centred on the pixels (rows, cols)."""
+        if self._images is not None:
+            return [np.ascontiguousarray(sliding_window_view(
+                image, (self.size, self.size), axis=(1, 2))[:, rows, cols].transpose(1, 0, 2, 3))
+                for image in self._images]
+        out = []
+        for reader, normalizer in zip(self.readers, self.normalizers, strict=True):
+            out.append(np.stack([normalizer.apply(reader.read(Window(
+                int(c) - self.half, int(r) - self.half, self.size, self.size)))
+                for r, c in zip(rows, cols, strict=True)]))
+        return out
+
+
+class BatchedPatchPredictor(TilePredictor):
+    """Class probabilities of every pixel of a tile from its patches, in batches: each tile is
+    read once with a halo of p // 2, and its patches are cut from it as tensor views."""
+
+    size_multiple = 1
+
+    def __init__(self, model: torch.nn.Module, normalizers: Sequence[PercentileNormalizer],
+                 device: torch.device, patch_size: int, tile_size: int = 128,
+                 batch_size: int = 2048):
+        if tile_size < 1:
+            raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
+        self.model, self.device = inference_copy(model, device), device
+        self.normalizers = list(normalizers)
+        self.size, self.half = patch_size, patch_size // 2
+        self.tile_size, self.batch_size = tile_size, batch_size
+        self.layout = memory_format(device)
+
+    def load(self, readers: Sequence[FeatureReader], core: Window
+             ) -> tuple[list[torch.Tensor], np.ndarray, Window]:
+        """Each source's tile with a halo of p // 2, normalised, and the mask of pixels with
+        data."""
+        h, w = int(core.height), int(core.width)
+        window = Window(int(core.col_off) - self.half, int(core.row_off) - self.half,
+                        w + 2 * self.half, h + 2 * self.half)
+        tiles, valid = [], np.zeros((h, w), dtype=bool)
+        for reader, normalizer in zip(readers, self.normalizers, strict=True):
+            data = reader.read(window)
+            valid |= np.isfinite(data[:, self.half: self.half + h,
+                                      self.half: self.half + w]).any(axis=0)
+            tiles.append(torch.from_numpy(normalizer.apply(data)))
+        return tiles, valid, core
+
+    def _batches(self, tiles: list[torch.Tensor], h: int, w: int):
+        """The model's outputs for the h x w pixels of the tiles, in row-major batches."""
+        rows_per_batch = max(1, self.batch_size // w)
+        with torch.inference_mode(), autocast(self.device):
+            for top in range(0, h, rows_per_batch):
+                rows = min(rows_per_batch, h - top)
+                yield self.model(*(self._patches(tile[:, top: top + rows + 2 * self.half])
+                                   for tile in tiles))
+
+    def _patches(self, band: torch.Tensor) -> torch.Tensor:
+        """The p x p patches of every pixel of a band of rows (channels, r + p - 1, w + p - 1)
+        as (r * w, channels, p, p), copied once into the model's memory layout."""
+        windows = band.unfold(1, self.size, 1).unfold(2, self.size, 1)  # (C, r, w, p, p)
+        channels, rows, width = windows.shape[:3]
+        if self.layout == torch.channels_last:
+            return (windows.permute(1, 2, 3, 4, 0)
+                    .reshape(rows * width, self.size, self.size, channels)
+                    .permute(0, 3, 1, 2))
+        return windows.permute(1, 2, 0, 3, 4).reshape(rows * width, channels, self.size,
+                                                       self.size)
+
+    def infer(self, tile: tuple[list[torch.Tensor], np.ndarray, Window]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of a loaded core and the mask of pixels with data."""
+        tiles, valid, core = tile
+        h, w = int(core.height), int(core.width)
+        tiles = [t.to(self.device) for t in tiles]
+        try:
+            logits = torch.cat([logits_of(o).float() for o in self._batches(tiles, h, w)])
+        except torch.cuda.OutOfMemoryError as exc:
+            raise LcfusionError("the GPU ran out of memory; lower the tile size",
+                                "TILE_SIZE") from exc
+        probs = torch.softmax(logits, dim=1).T.reshape(-1, h, w)
+        return probs.float().cpu().numpy(), valid
+
+
+def logits_of(output) -> torch.Tensor:
+    """The class scores of a model output (a tensor, or a named tuple with `logits`)."""
+    return output.logits if hasattr(output, "logits") else output

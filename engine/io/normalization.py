@@ -1,0 +1,76 @@
+"""Per-channel percentile normalisation: clip to the low/high percentiles, scale to [0, 1]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..errors import LcfusionError
+from .series import SeriesReader
+
+
+@dataclass(frozen=True)
+class PercentileNormalizer:
+    """`low` and `high` per channel; missing values (NaN) become 0 after scaling."""
+
+    low: np.ndarray
+    high: np.ndarray
+    percentiles: tuple[float, float] = (3.0, 97.0)
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """Normalise (channels, ...) float32 data in place and return it."""
+        shape = (-1,) + (1,) * (data.ndim - 1)
+        low = self.low.reshape(shape).astype(np.float32)
+        span = (self.high - self.low).reshape(shape).astype(np.float32)
+        data -= low
+        data /= span
+        np.clip(data, 0.0, 1.0, out=data)
+        np.copyto(data, 0.0, where=np.isnan(data))
+        return data
+
+    def to_json(self) -> dict:
+        return {"method": "percentile", "percentiles": list(self.percentiles),
+                "low": self.low.tolist(), "high": self.high.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> PercentileNormalizer:
+        return cls(np.asarray(data["low"], dtype=np.float64),
+                   np.asarray(data["high"], dtype=np.float64),
+                   tuple(float(p) for p in data.get("percentiles", (3.0, 97.0))))
+
+    @classmethod
+    def fit(cls, reader: SeriesReader, rng: np.random.Generator,
+            percentiles: tuple[float, float] = (3.0, 97.0), max_pixels: int = 250_000,
+            block: int = 128) -> PercentileNormalizer:
+        """Percentiles of a random sample of blocks (bounded memory whatever the raster size);
+        more blocks are read while some channel has no valid value yet."""
+        series = reader.series
+        starts = [(r, c) for r in range(0, series.height, block)
+                  for c in range(0, series.width, block)]
+        wanted = max(1, max_pixels // (block * block))
+        samples, seen = [], np.zeros(series.n_channels, dtype=bool)
+        for taken, index in enumerate(rng.permutation(len(starts))):
+            if taken >= wanted and seen.all():
+                break
+            row, col = starts[index]
+            window = Window(col, row, min(block, series.width - col),
+                            min(block, series.height - row))
+            data = reader.read(window).reshape(series.n_channels, -1)
+            seen |= np.isfinite(data).any(axis=1)
+            samples.append(data)
+        values = np.concatenate(samples, axis=1)
+        empty = np.flatnonzero(~seen)
+        if empty.size:
+            raise LcfusionError(
+                f"{'channel' if empty.size == 1 else 'channels'} "
+                f"{', '.join(str(i + 1) for i in empty[:10])} "
+                f"{'holds' if empty.size == 1 else 'hold'} no valid value "
+                "anywhere (nodata everywhere); remove the empty dates or bands",
+                reader.series.parameter)
+        low = np.nanpercentile(values, percentiles[0], axis=1)
+        high = np.nanpercentile(values, percentiles[1], axis=1)
+        flat = high <= low
+        high = np.where(flat, low + 1.0, high)
+        return cls(low.astype(np.float64), high.astype(np.float64), percentiles)

@@ -1,0 +1,248 @@
+"""Raster facts and windowed raster I/O with rasterio."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from ..errors import LcfusionError
+
+#: Creation options of every GeoTIFF the engine writes.
+GTIFF_OPTIONS = {
+    "driver": "GTiff",
+    "tiled": True,
+    "blockxsize": 256,
+    "blockysize": 256,
+    "compress": "deflate",
+    "bigtiff": "if_safer",
+}
+
+
+#: Rows of blocks GDAL's block cache holds per open raster while classifying: tiles read in
+#: row order, with margins overlapping the previous row of tiles, then decode every block once.
+CACHED_BLOCK_ROWS = 4
+MIN_BLOCK_CACHE = 16 << 20
+_block_cache_shares: dict[object, int] = {}
+
+
+@contextlib.contextmanager
+def block_cache_share(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]
+                      ) -> Iterator[None]:
+    """While open, `datasets` count in the block cache `rows_block_cache` gives:
+    `CACHED_BLOCK_ROWS` rows of their blocks across their width."""
+    share = object()
+    _block_cache_shares[share] = sum(
+        CACHED_BLOCK_ROWS * ds.block_shapes[0][0] * ds.width * ds.count
+        * np.dtype(ds.dtypes[0]).itemsize for ds in datasets)
+    try:
+        yield
+    finally:
+        del _block_cache_shares[share]
+
+
+@contextlib.contextmanager
+def rows_block_cache() -> Iterator[None]:
+    """While classifying, GDAL's block cache holds the rows of blocks the open rasters share
+    (at least 16 MB, at most GDAL's setting) instead of GDAL's default of 5 % of the RAM,
+    which keeps whole rasters decoded and makes memory grow with them; afterwards the setting
+    is restored. A GDAL_CACHEMAX set by the user is left alone."""
+    if "GDAL_CACHEMAX" in os.environ:
+        yield
+        return
+    from osgeo import gdal  # rasterio has no getter; both use the one libgdal
+
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(before, max(MIN_BLOCK_CACHE, sum(_block_cache_shares.values()))))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(before)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A pixel grid: CRS (WKT), affine transform (GDAL order) and size."""
+
+    crs_wkt: str
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+
+    @property
+    def pixel_width(self) -> float:
+        return self.transform[1]
+
+    @property
+    def pixel_height(self) -> float:
+        return -self.transform[5]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) of a north-up grid."""
+        x0, dx, _, y0, _, dy = self.transform
+        xs = (x0, x0 + dx * self.width)
+        ys = (y0, y0 + dy * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def affine(self) -> rasterio.Affine:
+        return rasterio.Affine.from_gdal(*self.transform)
+
+    def same_as(self, other: Grid, tolerance: float = 1e-3) -> bool:
+        """Equal CRS and size, origins and pixel sizes within `tolerance` pixels."""
+        if (self.width, self.height) != (other.width, other.height):
+            return False
+        if not same_crs(self.crs_wkt, other.crs_wkt):
+            return False
+        px = abs(self.pixel_width)
+        py = abs(self.pixel_height)
+        a, b = self.transform, other.transform
+        return (abs(a[0] - b[0]) <= tolerance * px and abs(a[3] - b[3]) <= tolerance * py
+                and abs(a[1] - b[1]) * self.width <= tolerance * px
+                and abs(a[5] - b[5]) * self.height <= tolerance * py
+                and abs(a[2] - b[2]) < 1e-12 and abs(a[4] - b[4]) < 1e-12)
+
+    def describe(self) -> str:
+        w, s, e, n = self.bounds
+        return (f"{self.width} x {self.height} pixels of {self.pixel_width:g} x "
+                f"{self.pixel_height:g}, extent ({w:.2f}, {s:.2f}, {e:.2f}, {n:.2f}), "
+                f"CRS {crs_name(self.crs_wkt)}")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the engine needs to know about one raster file (`nodata` per band)."""
+
+    path: Path
+    grid: Grid
+    count: int
+    dtype: str
+    nodata: tuple[float | None, ...]
+    descriptions: tuple[str, ...]
+
+
+def same_crs(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return rasterio.crs.CRS.from_wkt(a) == rasterio.crs.CRS.from_wkt(b)
+    except rasterio.errors.CRSError:
+        return False
+
+
+def crs_name(wkt: str) -> str:
+    if not wkt:
+        return "(none)"
+    try:
+        crs = rasterio.crs.CRS.from_wkt(wkt)
+    except rasterio.errors.CRSError:
+        return "(unreadable CRS)"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()[:60]
+
+
+def read_info(path: str | Path, parameter: str) -> RasterInfo:
+    """Open a raster's header; a clear error names the parameter when it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        raise LcfusionError(f"the raster {path} does not exist", parameter)
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise LcfusionError(
+                    f"the raster {path.name} has no coordinate reference system; assign one "
+                    "(Raster > Projections > Assign Projection) and try again", parameter)
+            transform = src.transform
+            if transform.b != 0 or transform.d != 0:
+                raise LcfusionError(
+                    f"the raster {path.name} is rotated; warp it to a north-up grid first",
+                    parameter)
+            grid = Grid(src.crs.to_wkt(), transform.to_gdal(), src.width, src.height)
+            descriptions = tuple(d or "" for d in src.descriptions)
+            return RasterInfo(path, grid, src.count, src.dtypes[0], tuple(src.nodatavals),
+                              descriptions)
+    except rasterio.errors.RasterioIOError as exc:
+        raise LcfusionError(f"cannot read the raster {path}: {exc}", parameter) from exc
+
+
+def iter_windows(width: int, height: int, rows: int, cols: int | None = None
+                 ) -> Iterator[Window]:
+    """Row-major windows of `rows` x `cols` (default square; smaller at the right and bottom
+    edges)."""
+    cols = cols or rows
+    for row in range(0, height, rows):
+        for col in range(0, width, cols):
+            yield Window(col, row, min(cols, width - col), min(rows, height - row))
+
+
+def block_size_for(width: int, height: int) -> tuple[int, int]:
+    """GeoTIFF tile size: 256, or the smallest multiple of 16 covering a small raster."""
+    def fit(n: int) -> int:
+        return min(256, max(16, int(math.ceil(n / 16.0)) * 16))
+    return fit(width), fit(height)
+
+
+def write_profile(grid: Grid, count: int, dtype: str, nodata: float | None) -> dict:
+    """A rasterio profile for a tiled, compressed GeoTIFF on `grid`."""
+    bx, by = block_size_for(grid.width, grid.height)
+    profile = dict(GTIFF_OPTIONS)
+    profile.update(
+        blockxsize=bx, blockysize=by, width=grid.width, height=grid.height, count=count,
+        dtype=dtype, crs=rasterio.crs.CRS.from_wkt(grid.crs_wkt), transform=grid.affine(),
+        nodata=nodata,
+    )
+    if np.dtype(dtype).kind == "f":
+        profile["predictor"] = 3
+    else:
+        profile["predictor"] = 2
+    return profile
+
+
+def reflect_indices(start: int, count: int, size: int) -> np.ndarray:
+    """Indices ``start .. start + count - 1`` mirrored into ``0 .. size - 1`` about the edge
+    pixels (numpy's ``reflect``; repeated for windows reaching further than the raster)."""
+    indices = np.arange(start, start + count)
+    if size == 1:
+        return np.zeros(count, dtype=np.int64)
+    period = 2 * (size - 1)
+    indices = np.mod(indices, period)
+    return np.where(indices < size, indices, period - indices)
+
+
+def read_reflect(datasets: Sequence[rasterio.io.DatasetReader], window: Window,
+                 height: int, width: int) -> list[np.ndarray]:
+    """Read `window` from each dataset; where it leaves the raster, the raster is mirrored
+    about its edge pixels, so a pixel's value does not depend on the window it is read in."""
+    row0, col0 = int(window.row_off), int(window.col_off)
+    rows, cols = int(window.height), int(window.width)
+    inside = row0 >= 0 and col0 >= 0 and row0 + rows <= height and col0 + cols <= width
+    if inside:
+        return [ds.read(window=window) for ds in datasets]
+    row_index = reflect_indices(row0, rows, height)
+    col_index = reflect_indices(col0, cols, width)
+    r0, c0 = int(row_index.min()), int(col_index.min())
+    inner = Window(c0, r0, int(col_index.max()) - c0 + 1, int(row_index.max()) - r0 + 1)
+    return [mirror(ds.read(window=inner), row_index - r0, col_index - c0) for ds in datasets]
+
+
+def mirror(data: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """`data[:, rows][:, :, cols]`, by numpy's reflect padding where the indices are a plain
+    mirror about the edges (one pass), else by indexing."""
+    height, width = data.shape[1:]
+    pads = []
+    for index, size in ((rows, height), (cols, width)):
+        before = int(np.argmax(index == 0)) if index[0] != 0 else 0
+        after = index.size - before - size
+        plain = (0 <= after < size and before < size
+                 and np.array_equal(index, reflect_indices(-before, index.size, size)))
+        if not plain:
+            return data[:, rows][:, :, cols]
+        pads.append((before, after))
+    return np.pad(data, ((0, 0), *pads), mode="reflect") if any(map(any, pads)) else data

@@ -1,1 +1,0 @@
-"""Network architectures of the model families."""

@@ -1,0 +1,216 @@
+"""The training loop shared by the deep families: Adam, reduce-on-plateau, best weights, and
+when several ranks train together, DistributedDataParallel with checkpoints every epoch."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..compute.devices import autocast
+from ..compute.distributed import Ranks
+from ..errors import LcfusionError
+from ..progress import Reporter
+from ..wording import counted
+
+#: Inputs (one tensor, or a tuple of tensors for a multi-input model) and labels.
+Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]
+CHECKPOINT_VERSION = 1
+
+
+def _inputs(x: torch.Tensor | tuple[torch.Tensor, ...], device: torch.device
+            ) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(device) for t in x) if isinstance(x, tuple | list) else (x.to(device),)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    learning_rate: float
+    plateau_factor: float = 0.2
+    plateau_patience: int = 3
+    mixed_precision: bool = True
+
+
+@dataclass
+class FitResult:
+    """The best weights (lowest validation loss, or training loss without validation)."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+    samples_per_second: float = 0.0
+
+
+@dataclass
+class RunContext:
+    """How a run is spread and kept: the ranks, the numpy generator that draws the training
+    samples (saved with each checkpoint), and the checkpoint file (None: no checkpoints)."""
+
+    ranks: Ranks = field(default_factory=Ranks)
+    rng: np.random.Generator | None = None
+    checkpoint: Path | None = None
+
+
+def scaled_learning_rate(rate: float, ranks: int) -> float:
+    """The linear scaling rule: each step of `ranks` ranks sees `ranks` times the samples of a
+    single-rank step, so the learning rate is multiplied by `ranks`."""
+    return rate * ranks
+
+
+def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
+                  device: torch.device, ranks: Ranks | None = None,
+                  mixed_precision: bool = False) -> float:
+    """Mean loss over the batches; with several ranks each takes every n-th batch and the
+    sums are added over the ranks, so every rank gets the same value."""
+    ranks = ranks or Ranks()
+    model.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode(), autocast(device, mixed_precision):
+        for index, (x, y) in enumerate(batches):
+            if index % ranks.size != ranks.rank:
+                continue
+            total += float(loss_fn(model(*_inputs(x, device)), y.to(device))) * y.shape[0]
+            count += y.shape[0]
+    total, count = ranks.all_sum([total, float(count)])
+    return total / max(count, 1)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's state, loaded without unpickling code (``weights_only``)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same
+        raise LcfusionError(f"the checkpoint {path} cannot be read ({exc}); delete it to "
+                            "start the training afresh", "COMPUTE") from exc
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise LcfusionError(f"{path} is not an lcfusion checkpoint; delete it to start the "
+                            "training afresh", "COMPUTE")
+    return state
+
+
+def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
+        steps_per_epoch: int, val_batches: Callable[[], Iterable[Batch]] | None,
+        loss_fn: Callable, config: FitConfig, device: torch.device,
+        reporter: Reporter, context: RunContext | None = None) -> FitResult:
+    """Train for `config.epochs`; `train_batches(epoch)` yields that epoch's batches (this
+    rank's share) and `val_batches()` the validation batches (read anew each time, so memory
+    stays bounded). With a checkpoint path, the state after each epoch is saved there (rank 0)
+    and a run finds it and goes on from it."""
+    context = context or RunContext()
+    ranks = context.ranks
+    module = model
+    if ranks.distributed:
+        model = DistributedDataParallel(
+            module, device_ids=[device] if device.type == "cuda" else None)
+    rate = scaled_learning_rate(config.learning_rate, ranks.size)
+    if ranks.size > 1:
+        reporter.info(f"{ranks.size} ranks ({ranks.backend}): learning rate "
+                      f"{config.learning_rate:g} x {ranks.size} = {rate:g} (linear scaling)")
+    optimizer = torch.optim.Adam(model.parameters(), lr=rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
+    best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(module.state_dict())
+    history: list[dict] = []
+    first_epoch = 1
+    if context.checkpoint is not None and context.checkpoint.is_file():
+        saved = load_checkpoint(context.checkpoint)
+        if saved["world"] != ranks.size:
+            raise LcfusionError(
+                f"the checkpoint {context.checkpoint} was written by "
+                f"{counted(saved['world'], 'rank')} "
+                f"but this run has {ranks.size}; use the same number of ranks to resume, or "
+                "delete the checkpoint to start afresh", "COMPUTE")
+        module.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        best_loss, best_epoch = saved["best_loss"], saved["best_epoch"]
+        best_state, history = saved["best_state"], json.loads(saved["history"])
+        own = ranks.scatter(saved["rng"] if ranks.leader else None)
+        if context.rng is not None:
+            context.rng.bit_generator.state = json.loads(own[0])
+        torch.set_rng_state(own[1])
+        first_epoch = saved["epoch"] + 1
+        reporter.info(f"resuming from the checkpoint of epoch {saved['epoch']}/{config.epochs}")
+    started = time.monotonic()
+    total_steps = max(1, (config.epochs - first_epoch + 1) * steps_per_epoch)
+    step, trained = 0, 0
+    for epoch in range(first_epoch, config.epochs + 1):
+        model.train()
+        running, seen = 0.0, 0
+        for x, y in train_batches(epoch):
+            inputs, y = _inputs(x, device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                with autocast(device, config.mixed_precision):
+                    loss = loss_fn(model(*inputs), y)
+                loss.backward()
+            except torch.cuda.OutOfMemoryError as exc:
+                raise LcfusionError(
+                    "the GPU ran out of memory; lower the batch size or the patch size",
+                    "BATCH_SIZE") from exc
+            if not torch.isfinite(loss):
+                raise LcfusionError(
+                    f"the training loss became {float(loss)} in epoch {epoch}; lower the "
+                    "learning rate", "LEARNING_RATE")
+            optimizer.step()
+            running += loss.item() * y.shape[0]
+            seen += y.shape[0]
+            step += 1
+            reporter.progress(step / total_steps, f"epoch {epoch}/{config.epochs}")
+        running, seen_all = ranks.all_sum([running, float(seen)])
+        trained += int(seen_all)
+        train_loss = running / max(seen_all, 1)
+        val_loss = (evaluate_loss(module, val_batches(), loss_fn, device, ranks,
+                                  config.mixed_precision) if val_batches else None)
+        monitored = val_loss if val_loss is not None else train_loss
+        scheduler.step(monitored)
+        if monitored < best_loss:
+            best_loss, best_epoch = monitored, epoch
+            best_state = copy.deepcopy(module.state_dict())
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                        "learning_rate": lr})
+        val_text = f", validation loss {val_loss:.4f}" if val_loss is not None else ""
+        reporter.info(f"epoch {epoch}/{config.epochs}: training loss {train_loss:.4f}"
+                      f"{val_text}, learning rate {lr:.2e}")
+        if context.checkpoint is not None:
+            rng_state = (json.dumps(context.rng.bit_generator.state) if context.rng is not None
+                         else "")
+            states = ranks.gather((rng_state, torch.get_rng_state()))
+            if ranks.leader:
+                _save_checkpoint(context.checkpoint, {
+                    "version": CHECKPOINT_VERSION, "epoch": epoch, "world": ranks.size,
+                    "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "best_loss": best_loss,
+                    "best_epoch": best_epoch, "best_state": best_state,
+                    "history": json.dumps(history), "rng": states})
+            ranks.barrier()
+    seconds = time.monotonic() - started
+    module.load_state_dict(best_state)
+    reporter.info(f"kept the weights of epoch {best_epoch} (lowest "
+                  f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
+    speed = trained / max(seconds, 1e-9)
+    if trained:
+        reporter.info(f"trained on {counted(trained, 'sample', thousands=True)} in "
+                      f"{seconds:.1f} s ({counted(round(speed), 'sample', thousands=True)} per "
+                      f"second on {counted(ranks.size, 'rank')}, {device.type})")
+    return FitResult(best_state, best_epoch, history, seconds, first_epoch - 1, speed)
