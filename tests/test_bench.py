@@ -20,9 +20,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
+    # A relative --output, as `make bench` passes its default BENCH_DIR.
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--config",
-                             "tiny", "--output", str(out), "--keep"], capture_output=True,
-                            text=True, timeout=900, check=False)
+                             "tiny", "--output", out.name, "--keep"], cwd=out.parent,
+                            capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text(encoding="utf-8"))
 

@@ -113,6 +113,8 @@ def main() -> int:
     parser.add_argument("--config", choices=sorted(PRESETS), default="default")
     parser.add_argument("--keep", action="store_true", help="keep the scenes and runs")
     args = parser.parse_args()
+    # Absolute: the engine resolves a job's relative paths against the job's own folder.
+    args.output = args.output.resolve()
     args.output.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=args.output))
 
