@@ -34,14 +34,12 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..engine.errors import LcfusionError
 from ..engine.modelfile.header import read_header
-from .algorithms.base import (
-    EngineAlgorithm,
-    ModelInputBinding,
-    PanMsBinding,
-    ReferenceBinding,
-    SeriesBinding,
-    SourceBinding,
-)
+from .algorithms.base import EngineAlgorithm
+from .algorithms.bindings.modelfile import ModelInputBinding
+from .algorithms.bindings.panms import PanMsBinding
+from .algorithms.bindings.reference import ReferenceBinding
+from .algorithms.bindings.series import SeriesBinding
+from .algorithms.bindings.sources import SourceBinding
 
 #: Words of class field names, best first (a field name's word starting with one matches).
 CLASS_WORDS = (("class", "klass"), ("landcover", "lulc", "lc", "landuse", "lu", "cover"),

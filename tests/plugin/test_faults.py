@@ -48,7 +48,7 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLa
 
 from lcfusion.engine.io.outputs import partial_files
 from lcfusion.engine.modelfile.storage import load_model
-from lcfusion.plugin.algorithms.base import remove_partial_files
+from lcfusion.plugin.algorithms.bindings.outputs import remove_partial_files
 
 TRAIN_FGUNET = "lcfusion:trainfgunet"
 CLASSIFY_FGUNET = "lcfusion:classifyfgunet"

@@ -1,7 +1,7 @@
 """A killed engine's temporary files are removed; nothing else is touched, not even the
 temporary files of another run writing the same outputs."""
 
-from lcfusion.plugin.algorithms.base import remove_partial_files
+from lcfusion.plugin.algorithms.bindings.outputs import remove_partial_files
 
 KILLED, OTHER = 4242, 4343
 

@@ -1,0 +1,109 @@
+"""The run's options: `SettingBinding` (a number, text, boolean or choice into the job's
+settings), `ComputeBinding` (the compute profile) and `FillValueBinding` (the value that marks
+fill in every input raster), with the help texts of the last two."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from qgis.core import QgsProcessingParameterNumber, QgsProcessingParameterString
+
+from ....engine.compute.profiles import ComputeProfile, find_profile
+from ....engine.errors import LcfusionError
+from ...settings import profiles_path
+from .binding import Binding
+
+COMPUTE_HELP = """
+<h3>Where the training runs</h3>
+<p><b>Compute profile</b> names a profile of the compute profiles file (Plugins &gt; Land Cover
+Fusion &gt; Settings, or the <code>LCFUSION_PROFILES</code> environment variable):
+<code>local</code> (the default) trains in a child process here; an <code>mpi</code> profile runs
+<code>mpirun</code> with N ranks on this machine; <code>ssh</code> runs mpirun on a remote host;
+<code>slurm</code> submits a batch job (here, or through ssh). For the last three, the training
+samples are read here and packed into the job folder (only the blocks of pixels the patches
+touch, compressed and checksummed), the folder is copied to the profile's work directory, the
+training runs there with progress shown here, and the weights come back, are verified and then
+evaluated here on the test polygons. Each rank trains on its share of the samples; the
+learning rate is multiplied by the number of ranks (linear scaling rule). A checkpoint is saved
+after every epoch: a job that was interrupted resumes from it when it is run again with the
+same inputs and profile. Cancel stops the remote job (its process group, or scancel) and
+removes its folder unless the profile keeps it.</p>
+"""
+
+FILL_HELP = """
+<h3>Fill areas without nodata</h3>
+<p>Scenes often hold a fill area (0 in every band at the edges of a Landsat or Sentinel-2
+footprint, or -9999, 65535) with no nodata value declared. The run warns when it finds one,
+with its share and value. <b>Treat this value as nodata (all bands)</b> makes every pixel where
+all bands of an input (of a date, for a series) hold that value nodata: no data for the model,
+no training samples, and nodata in the class map and the confidence map. Nodata values the
+rasters declare are always respected.</p>
+"""
+
+
+@dataclass
+class SettingBinding(Binding):
+    """A number, text, boolean or choice that goes into ``settings[key]``."""
+
+    name: str
+    key: str
+    choices: tuple[str, ...] = ()
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        definition = alg.parameterDefinition(self.name)
+        if self.choices:
+            value: Any = self.choices[alg.parameterAsEnum(parameters, self.name, context)]
+            if value == "":
+                return
+        elif isinstance(definition, QgsProcessingParameterNumber):
+            if definition.dataType() == QgsProcessingParameterNumber.Integer:
+                value = alg.parameterAsInt(parameters, self.name, context)
+            else:
+                value = alg.parameterAsDouble(parameters, self.name, context)
+        elif isinstance(definition, QgsProcessingParameterString):
+            value = alg.parameterAsString(parameters, self.name, context)
+        else:
+            value = alg.parameterAsBool(parameters, self.name, context)
+        job.sections["settings"][self.key] = value
+
+
+@dataclass
+class ComputeBinding(Binding):
+    """The compute profile that runs the training: its values go into the job."""
+
+    name: str = "COMPUTE"
+
+    def profile(self, alg, parameters, context) -> ComputeProfile:
+        return find_profile(alg.parameterAsString(parameters, self.name, context),
+                            profiles_path())
+
+    def check(self, alg, parameters, context):
+        try:
+            self.profile(alg, parameters, context)
+        except LcfusionError as exc:
+            return self.name, exc.message
+        return None
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        profile = self.profile(alg, parameters, context)
+        if profile.distributed:  # the default, here, goes without saying
+            feedback.pushInfo(f"Compute profile {profile.name}: {profile.describe()}")
+            job.sections["compute"] = {"name": profile.name, **profile.to_json()}
+
+
+@dataclass
+class FillValueBinding(Binding):
+    """The value that marks fill where every band of an input holds it: it goes into each
+    input raster entry of the job (the bindings of the inputs come first)."""
+
+    name: str = "FILL_VALUE"
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        if parameters.get(self.name) in (None, ""):
+            return
+        value = alg.parameterAsDouble(parameters, self.name, context)
+        for entry in job.sections["inputs"].values():
+            if isinstance(entry, dict) and entry.get("paths"):
+                entry["fill_value"] = value
+        feedback.pushInfo(f"Fill value: pixels where every band holds {value:g} are nodata.")

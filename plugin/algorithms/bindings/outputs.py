@@ -1,0 +1,122 @@
+"""What the engine writes: `FileOutputBinding` (model file, report, any file),
+`RasterOutputBinding` (class and confidence maps, styled here), the checks that an output can
+be written, the removal of a killed run's partial files, and the help on training's accuracy
+outputs and report."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import QgsProcessingUtils
+
+from ....engine.errors import LcfusionError
+from ....engine.io.outputs import check_writable, partial_files
+from ....engine.reference.classes import ClassTable
+from ...styling import (
+    ClassMapPostProcessor,
+    ConfidencePostProcessor,
+    attach_post_processor,
+    write_class_map_style,
+    write_confidence_style,
+)
+from .binding import Binding
+
+REPORT_HELP = """
+<h3>Accuracy and report</h3>
+<p>The accuracy outputs (OA, Kappa, mean F1) are measured on the pixels of the test polygons.
+With <b>Repeat over k seeded splits</b> above 1 the training runs k times, on the splits of
+seeds <i>seed</i>, <i>seed</i> + 1, ... (the papers use 10): the outputs are then the mean over
+the k splits and the <code>*_STD</code> outputs their standard deviations; the model file kept
+is the one trained on the first split and records every run. The <b>Training report</b> (HTML)
+shows the learning curves, the test metrics with the confusion matrix (rows = reference,
+columns = prediction) and per-class F1, the split summary (polygons and pixels per class in
+each part), the repeated splits, the settings used and the time taken.</p>
+<p><b>Reference polygons with their split part</b>: every feature of the reference layer, with
+its geometry and fields, plus <code>part</code> (<code>train</code>, <code>validation</code>,
+<code>test</code>, or <code>unused</code> for a feature left out: no class value, no polygon,
+or no pixel on the rasters) and <code>split_seed</code>. With repeated splits it is the first
+split's, the one of the model kept. Give it to <i>Evaluate a class map</i> with <b>Polygons of
+the split part</b> <code>test</code> to measure any other map on exactly the polygons this model
+never saw.</p>
+"""
+
+
+def unwritable(path: str, parameter: str) -> tuple[str, str] | None:
+    """(parameter, message) when the output `path` cannot be written: its folder is missing
+    or refuses writes, or it names a folder."""
+    if not path:
+        return None
+    try:
+        check_writable(Path(path), parameter)
+    except LcfusionError as exc:
+        return parameter, exc.message[0].upper() + exc.message[1:] + "."
+    return None
+
+
+@dataclass
+class FileOutputBinding(Binding):
+    """A file the engine writes; with `temporary_suffix`, a temporary file of that suffix when
+    the parameter is left out (as qgis_process leaves an optional output)."""
+
+    name: str
+    key: str
+    temporary_suffix: str | None = None
+
+    def check(self, alg, parameters, context):
+        return unwritable(alg.parameterAsFileOutput(parameters, self.name, context), self.name)
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        path = alg.parameterAsFileOutput(parameters, self.name, context)
+        if not path and self.temporary_suffix:
+            path = QgsProcessingUtils.generateTempFilename(self.name + self.temporary_suffix)
+        # A relative path (qgis_process in a shell) is the working folder's, not the job's.
+        job.sections["outputs"][self.key] = os.path.abspath(path) if path else path
+
+
+@dataclass
+class RasterOutputBinding(Binding):
+    """A class map or confidence map written by the engine and styled here."""
+
+    name: str
+    key: str
+    kind: str = "class_map"
+
+    def check(self, alg, parameters, context):
+        return unwritable(alg.parameterAsOutputLayer(parameters, self.name, context), self.name)
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        path = alg.parameterAsOutputLayer(parameters, self.name, context)
+        if path:
+            job.sections["outputs"][self.key] = os.path.abspath(path)
+
+    def finish(self, alg, parameters, context, feedback, engine_outputs):
+        path = engine_outputs.get(self.name)
+        if not path:
+            return
+        try:
+            if self.kind == "class_map":
+                classes = ClassTable.from_json(engine_outputs["CLASSES"])
+                write_class_map_style(path, classes)
+                processor = ClassMapPostProcessor.create(classes)
+            else:
+                write_confidence_style(path)
+                processor = ConfidencePostProcessor.create()
+        except (OSError, ValueError, LcfusionError) as exc:
+            feedback.pushWarning(f"{path} was written, but its style could not be saved: {exc}")
+            return
+        definition = alg.parameterDefinition(self.name)
+        attach_post_processor(context, path, processor, alg.output_layer_name(
+            self.kind, parameters, context), (definition.description(), self.name))
+
+
+def remove_partial_files(outputs, pid: int) -> None:
+    """Delete the temporary files the engine process `pid`, killed, left beside its outputs;
+    those of other runs writing the same outputs are theirs."""
+    for output in outputs:
+        if not output:
+            continue
+        for partial in partial_files(Path(output), pid):
+            partial.unlink(missing_ok=True)
+            partial.with_name(partial.name + ".aux.xml").unlink(missing_ok=True)
