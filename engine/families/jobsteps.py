@@ -28,6 +28,7 @@ from ..reference.polygons import ReferenceSpec, load_reference
 from ..reference.splits import PARTS, ObjectSplit, SplitConfig, SplitReference
 from ..reports.metrics import Accuracy, compute_accuracy
 from ..training.loop import Batch, FitConfig, FitResult, RunContext, fit
+from ..training.sampling import polygon_balanced
 from ..wording import counted
 
 
@@ -109,29 +110,43 @@ def split_reference(job: Job, grid: Grid, split_config: SplitConfig, scratch: Pa
     return split
 
 
-def balanced_pixels(classes: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+def balanced_pixels(classes: np.ndarray, count: int, rng: np.random.Generator,
+                    objects: np.ndarray | None = None) -> np.ndarray:
     """`count` indices into `classes`: a class uniformly among those present, then one of its
-    pixels uniformly."""
+    pixels uniformly (with `objects`, the pixels' polygon ids: one of its polygons uniformly,
+    then one of that polygon's pixels)."""
+    if objects is not None:
+        return polygon_balanced(classes, objects, count, rng)
     by_class = [np.flatnonzero(classes == c) for c in np.unique(classes)]
     picks = rng.integers(0, len(by_class), size=count)
     return np.array([by_class[p][rng.integers(0, by_class[p].size)] for p in picks],
                     dtype=np.int64)
 
 
+PIXEL_COLUMNS = ("rows", "cols", "classes", "objects")
+
+
 @dataclass(frozen=True)
 class PixelSet:
-    """Labelled pixels: rows, columns and class indices."""
+    """Labelled pixels: rows, columns, class indices and polygon (object) ids."""
 
     rows: np.ndarray
     cols: np.ndarray
     classes: np.ndarray
+    objects: np.ndarray
 
     @property
     def size(self) -> int:
         return int(self.rows.size)
 
     def take(self, index: np.ndarray | slice) -> PixelSet:
-        return PixelSet(self.rows[index], self.cols[index], self.classes[index])
+        return PixelSet(self.rows[index], self.cols[index], self.classes[index],
+                        self.objects[index])
+
+    def balanced(self, count: int, rng: np.random.Generator, sampling: str) -> PixelSet:
+        """`count` pixels drawn as `sampling` says (see `training.sampling.SAMPLINGS`)."""
+        return self.take(balanced_pixels(self.classes, count, rng,
+                                         self.objects if sampling == "polygon" else None))
 
 
 @dataclass(frozen=True)
@@ -150,7 +165,8 @@ class TrainingPixels:
 
         def part(index: int) -> PixelSet:
             mask = split.mask(index) if usable is None else split.mask(index) & usable
-            return PixelSet(pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask])
+            return PixelSet(pixels.rows[mask], pixels.cols[mask], split.pixel_class[mask],
+                            pixels.objects[mask])
 
         return cls(part(0), part(1))
 
@@ -161,12 +177,11 @@ class TrainingPixels:
 
     def to_table(self) -> dict[str, np.ndarray]:
         return {f"{name}_{column}": getattr(getattr(self, name), column).astype(np.int64)
-                for name in ("train", "validation") for column in ("rows", "cols", "classes")}
+                for name in ("train", "validation") for column in PIXEL_COLUMNS}
 
     @classmethod
     def from_table(cls, table: dict[str, np.ndarray]) -> TrainingPixels:
-        return cls(*(PixelSet(*(table[f"{name}_{column}"]
-                                for column in ("rows", "cols", "classes")))
+        return cls(*(PixelSet(*(table[f"{name}_{column}"] for column in PIXEL_COLUMNS))
                      for name in ("train", "validation")))
 
 
@@ -214,10 +229,10 @@ def fit_on_pixels(model: torch.nn.Module, pixels: TrainingPixels, batches: Pixel
                   config: Any, loss_fn: Callable, device: torch.device,
                   rng: np.random.Generator, reporter: Reporter, augment: bool = True,
                   context: RunContext | None = None) -> FitResult:
-    """Train on `config.samples_per_epoch` class-balanced pixels of the training polygons per
-    epoch; validate on a fixed class-balanced set of `config.validation_samples` pixels of the
-    validation polygons. With several ranks, each draws its share of the samples from its share
-    of the training pixels."""
+    """Train on `config.samples_per_epoch` balanced pixels (`config.sampling`) of the training
+    polygons per epoch; validate on a fixed set of `config.validation_samples` pixels of the
+    validation polygons, drawn the same way. With several ranks, each draws its share of the
+    samples from its share of the training pixels."""
     context = context or RunContext()
     ranks = context.ranks
     if pixels.train.size == 0:
@@ -225,9 +240,9 @@ def fit_on_pixels(model: torch.nn.Module, pixels: TrainingPixels, batches: Pixel
     val_batches = None
     validation = pixels.validation
     if validation.size and config.validation_samples:
-        chosen = validation.take(balanced_pixels(
-            validation.classes, config.validation_samples,
-            np.random.default_rng(rng.integers(1 << 31))))
+        chosen = validation.balanced(config.validation_samples,
+                                     np.random.default_rng(rng.integers(1 << 31)),
+                                     config.sampling)
 
         def val_batches():
             return batches(chosen.rows, chosen.cols, chosen.classes, None)
@@ -237,11 +252,10 @@ def fit_on_pixels(model: torch.nn.Module, pixels: TrainingPixels, batches: Pixel
     per_rank = math.ceil(config.samples_per_epoch / ranks.size)
 
     def train_batches(epoch: int):
-        drawn = train.take(balanced_pixels(train.classes, per_rank, rng))
+        drawn = train.balanced(per_rank, rng, config.sampling)
         return batches(drawn.rows, drawn.cols, drawn.classes, rng if augment else None)
 
-    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
-                           config.plateau_patience)
+    fit_config = FitConfig.of(config)
     steps = math.ceil(per_rank / config.batch_size)
     return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter,
                context)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +36,24 @@ def _inputs(x: torch.Tensor | tuple[torch.Tensor, ...], device: torch.device
 
 @dataclass(frozen=True)
 class FitConfig:
+    """`epochs` is an upper bound: the run stops early after `early_stopping` epochs without a
+    lower validation loss (0: never), and before an epoch that would end past `time_limit`
+    minutes (0: no limit)."""
+
     epochs: int
     learning_rate: float
     plateau_factor: float = 0.2
     plateau_patience: int = 3
     mixed_precision: bool = True
+    early_stopping: int = 0
+    time_limit: float = 0.0
+
+    @classmethod
+    def of(cls, settings: Any) -> FitConfig:
+        """The loop's part of a family's training settings."""
+        return cls(settings.epochs, settings.learning_rate, settings.plateau_factor,
+                   settings.plateau_patience, early_stopping=settings.early_stopping,
+                   time_limit=settings.time_limit)
 
 
 @dataclass
@@ -105,6 +119,26 @@ def load_checkpoint(path: Path) -> dict:
         raise LcfusionError(f"{path} is not an lcfusion checkpoint; delete it to start the "
                             "training afresh", "COMPUTE")
     return state
+
+
+def _stop_reason(config: FitConfig, epoch: int, best_epoch: int, validated: bool,
+                 seconds: float, epochs_run: int, ranks: Ranks) -> str:
+    """Why training ends after `epoch` before `config.epochs` ("" to go on). Every rank takes
+    the same decision: the validation loss is summed over the ranks, and the time limit is
+    reached when it is on any rank."""
+    if epoch >= config.epochs:
+        return ""
+    if validated and config.early_stopping and epoch - best_epoch >= config.early_stopping:
+        waited = counted(epoch - best_epoch, "epoch", "epochs")
+        return (f"the validation loss has not fallen for {waited} "
+                f"(early stopping after {config.early_stopping})")
+    if config.time_limit > 0:
+        limit = 60 * config.time_limit
+        next_end = seconds + seconds / epochs_run
+        if ranks.all_sum([float(next_end > limit)])[0] > 0:
+            return (f"another epoch would end past the time limit of "
+                    f"{config.time_limit:g} minutes ({seconds / 60:.1f} minutes so far)")
+    return ""
 
 
 def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
@@ -192,6 +226,8 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         val_text = f", validation loss {val_loss:.4f}" if val_loss is not None else ""
         reporter.info(f"epoch {epoch}/{config.epochs}: training loss {train_loss:.4f}"
                       f"{val_text}, learning rate {lr:.2e}")
+        stop = _stop_reason(config, epoch, best_epoch, val_batches is not None,
+                            time.monotonic() - started, epoch - first_epoch + 1, ranks)
         if context.checkpoint is not None:
             rng_state = (json.dumps(context.rng.bit_generator.state) if context.rng is not None
                          else "")
@@ -204,6 +240,9 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
                     "best_epoch": best_epoch, "best_state": best_state,
                     "history": json.dumps(history), "rng": states})
             ranks.barrier()
+        if stop:
+            reporter.info(f"stopped after epoch {epoch} of {config.epochs}: {stop}")
+            break
     seconds = time.monotonic() - started
     module.load_state_dict(best_state)
     reporter.info(f"kept the weights of epoch {best_epoch} (lowest "

@@ -1,7 +1,9 @@
-"""Training patches: class-balanced sampling of labelled pixels and reading of patches."""
+"""Training patches: class-balanced (or class- and polygon-balanced) sampling of labelled
+pixels and reading of patches."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,26 +13,55 @@ from rasterio.windows import Window
 from ..io.normalization import PercentileNormalizer
 from ..io.pack import Boxes, WindowReader
 
+#: How training pixels are drawn: a class uniformly, then a pixel of it ("class"), or a class
+#: uniformly, then one of its polygons uniformly, then a pixel of it ("polygon"), so that a few
+#: large polygons do not make up most of a class's samples.
+SAMPLINGS = ("class", "polygon")
+
+
+def polygon_balanced(classes: np.ndarray, objects: np.ndarray, count: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """`count` indices into `classes`: a class uniformly among those present, then one of its
+    polygons (`objects`: each pixel's polygon id) uniformly, then one of its pixels
+    uniformly."""
+    order = np.lexsort((objects, classes))
+    sorted_classes, sorted_objects = classes[order], objects[order]
+    starts = np.flatnonzero(np.r_[True, (sorted_classes[1:] != sorted_classes[:-1])
+                                  | (sorted_objects[1:] != sorted_objects[:-1])])
+    lengths = np.diff(np.r_[starts, order.size])
+    _, first, polygons = np.unique(sorted_classes[starts], return_index=True, return_counts=True)
+    picked = rng.integers(0, first.size, size=count)
+    segment = first[picked] + (rng.random(count) * polygons[picked]).astype(np.int64)
+    return order[starts[segment] + (rng.random(count) * lengths[segment]).astype(np.int64)]
+
 
 class ClassBalancedPatchSampler:
     """Top-left corners of patches: a class uniformly among those present, then a labelled
-    pixel of that class, shifted by up to `max_shift` pixels, the patch clipped inside the image.
-    """
+    pixel of that class (with `objects`, the pixels' polygon ids: one of the class's polygons
+    uniformly, then one of its pixels), shifted by up to `max_shift` pixels, the patch clipped
+    inside the image."""
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, classes: np.ndarray, patch: int,
-                 max_shift: int, height: int, width: int):
+                 max_shift: int, height: int, width: int, objects: np.ndarray | None = None):
         self.patch, self.max_shift = patch, max_shift
         self.height, self.width = height, width
+        self.classes, self.objects = classes, objects
         self.by_class = [np.flatnonzero(classes == c) for c in np.unique(classes)]
         self.rows, self.cols = rows, cols
 
+    def _pixels(self, count: int, rng: np.random.Generator) -> Iterator[int]:
+        """The labelled pixels (indices) the patches are drawn around, lazily: each pixel of
+        the class-balanced draw comes from the generator after the previous patch's shift."""
+        if self.objects is not None:
+            yield from polygon_balanced(self.classes, self.objects, count, rng)
+            return
+        for which in rng.integers(0, len(self.by_class), size=count):
+            yield self.by_class[which][rng.integers(0, self.by_class[which].size)]
+
     def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
         """`count` x 2 array of (row, col) top-left corners."""
-        picks = rng.integers(0, len(self.by_class), size=count)
         corners = np.empty((count, 2), dtype=np.int64)
-        for i, which in enumerate(picks):
-            members = self.by_class[which]
-            pixel = members[rng.integers(0, members.size)]
+        for i, pixel in enumerate(self._pixels(count, rng)):
             shift = rng.integers(-self.max_shift, self.max_shift + 1, size=2)
             row = self.rows[pixel] - self.patch // 2 + shift[0]
             col = self.cols[pixel] - self.patch // 2 + shift[1]

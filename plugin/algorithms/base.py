@@ -293,6 +293,24 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             parameter.setMaximum(maximum)
         return self.add_setting(parameter, key, is_advanced)
 
+    def add_epochs(self, default: int, early_stopping: int) -> None:
+        """Epochs as an upper bound, with a time limit and early stopping on the validation
+        loss (the deep families)."""
+        self.add_int("EPOCHS", "Epochs (at most)", "epochs", default, minimum=1)
+        self.add_setting(QgsProcessingParameterNumber(
+            "TIME_LIMIT", "Time limit (minutes, 0: none)", type=QgsProcessingParameterNumber.Double,
+            defaultValue=0.0, minValue=0.0), "time_limit")
+        self.add_int("EARLY_STOPPING", "Early stopping patience (epochs, 0: never)",
+                     "early_stopping", early_stopping, is_advanced=True)
+
+    def add_sampling(self) -> SettingBinding:
+        """How training (and validation) pixels are drawn (the deep families)."""
+        return self.add_setting(QgsProcessingParameterEnum(
+            "SAMPLING", "Training pixels drawn", options=[
+                "class-balanced (a class, then a pixel)",
+                "class- and polygon-balanced (a class, a polygon, a pixel)"], defaultValue=0),
+            "sampling", True, ("class", "polygon"))
+
     def add_device(self) -> SettingBinding:
         choices = ("auto", "cpu", "cuda")
         parameter = QgsProcessingParameterEnum(

@@ -46,6 +46,14 @@ and dealt to the parts in turn, so that every part gets large and small polygons
 <li><b>Epochs</b>, <b>Batch size</b>, <b>Learning rate</b>, <b>Patch size</b> (multiple of 4):
 defaults suit a CPU. The <b>paper</b> preset uses the paper's values (50 epochs of 10,000
 patches of 64 x 64, batch 4, learning rate 1e-4) and replaces the values it covers.</li>
+<li><b>Epochs (at most)</b>: training ends earlier at the <b>Time limit</b> (minutes; no epoch
+starts that would end past it; 0: none) or, with an <b>Early stopping patience</b> of N
+(advanced; 0: never), after N epochs without a lower validation loss. The weights of the
+epoch with the lowest validation loss are kept either way.</li>
+<li><b>Training pixels drawn</b> (advanced): class-balanced — a class uniformly, then one of its
+pixels, so a class's few largest polygons give most of its samples — or class- and
+polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
+validation pixels are drawn the same way.</li>
 <li>Advanced: patches per epoch, validation patches, dates per chunk (0: up to 3 dates per
 chunk, as in the paper), random shift of the patches, augmentation (flips and transposes),
 class weights in the loss (the paper's 1 / pixels; with strongly unequal classes the square
@@ -60,7 +68,7 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
         self.add_series(masks=True, gapfill=True)
         self.add_reference()
         self.add_split()
-        self.add_int("EPOCHS", "Epochs", "epochs", 10, minimum=1)
+        self.add_epochs(10, early_stopping=0)
         self.add_int("BATCH_SIZE", "Batch size (patches)", "batch_size", 8, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(
             "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
@@ -87,6 +95,7 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
             "CLASS_WEIGHTING", "Class weights in the loss", options=[
                 "1 / pixels of the class (paper)", "1 / square root of the pixels",
                 "none"], defaultValue=0), "class_weighting", True, weightings)
+        self.add_sampling()
         self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 512, minimum=16,

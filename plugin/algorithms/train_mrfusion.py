@@ -51,6 +51,14 @@ MS pixel edge nearest to the PAN patch's edge.</li>
 <li><b>Epochs</b>, <b>Batch size</b>, <b>Learning rate</b>, <b>Augmentation</b>: defaults suit a
 CPU. The <b>paper</b> preset uses the paper's values (250 epochs, batch 64, learning rate 2e-4,
 30 % / 70 % train / test polygons) and replaces the values it covers.</li>
+<li><b>Epochs (at most)</b>: training ends earlier at the <b>Time limit</b> (minutes; no epoch
+starts that would end past it; 0: none) or, with an <b>Early stopping patience</b> of N
+(advanced; 0: never), after N epochs without a lower validation loss. The weights of the
+epoch with the lowest validation loss are kept either way.</li>
+<li><b>Training pixels drawn</b> (advanced): class-balanced — a class uniformly, then one of its
+pixels, so a class's few largest polygons give most of its samples — or class- and
+polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
+validation pixels are drawn the same way.</li>
 <li>Advanced: samples per epoch and validation samples, <b>Branches</b> (both, as in the paper,
 or the PAN-only and MS-only ablations — recorded in the model), device and the tile size of the
 evaluation.</li>
@@ -64,7 +72,7 @@ evaluation.</li>
         self.add_split(0.3, 0.0, 0.7)
         self.add_int("PATCH_SIZE", "Patch size on the PAN (pixels, a multiple of the ratio)",
                      "patch_size", 32, minimum=4)
-        self.add_int("EPOCHS", "Epochs", "epochs", 10, minimum=1)
+        self.add_epochs(10, early_stopping=0)
         self.add_int("BATCH_SIZE", "Batch size (patches)", "batch_size", 64, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(
             "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
@@ -84,6 +92,7 @@ evaluation.</li>
                 "PAN and MS (the paper's network)", "PAN branch only (ablation)",
                 "MS branch only (ablation)"], defaultValue=0), "branches", True,
             ("both", "pan", "ms"))
+        self.add_sampling()
         self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (PAN pixels)", "tile_size", 256,

@@ -49,6 +49,14 @@ polygons for training / validation / test; the presets <b>Reunion</b> (30 / 20 /
 <b>Koumbia</b> (50 / 30 / 20) use the paper's splits with Adam 2e-4 and batches of 64.</li>
 <li><b>Patch size</b> (odd, default 5), <b>Auxiliary weight alpha</b> (default 0.3, as in the
 group's M3Fusion), epochs, batch size, learning rate.</li>
+<li><b>Epochs (at most)</b>: training ends earlier at the <b>Time limit</b> (minutes; no epoch
+starts that would end past it; 0: none) or, with an <b>Early stopping patience</b> of N
+(advanced; 0: never), after N epochs without a lower validation loss. The weights of the
+epoch with the lowest validation loss are kept either way.</li>
+<li><b>Training pixels drawn</b> (advanced): class-balanced — a class uniformly, then one of its
+pixels, so a class's few largest polygons give most of its samples — or class- and
+polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
+validation pixels are drawn the same way.</li>
 <li>Advanced: the paper's ablations — one source only, CNN or ConvGRU branches only, no
 auxiliary classifiers (recorded in the model) — backscatter scale (dB or linear power,
 converted to dB), samples per epoch, device and the evaluation tile size.</li>
@@ -81,7 +89,7 @@ converted to dB), samples per epoch, device and the evaluation tile size.</li>
         self.add_setting(QgsProcessingParameterNumber(
             "ALPHA", "Auxiliary weight alpha", type=QgsProcessingParameterNumber.Double,
             defaultValue=0.3, minValue=0.0), "alpha")
-        self.add_int("EPOCHS", "Epochs", "epochs", 20, minimum=1)
+        self.add_epochs(20, early_stopping=0)
         self.add_int("BATCH_SIZE", "Batch size (pixels)", "batch_size", 64, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(
             "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
@@ -105,6 +113,7 @@ converted to dB), samples per epoch, device and the evaluation tile size.</li>
                      2048, minimum=1, is_advanced=True)
         self.add_int("VALIDATION_SAMPLES", "Validation samples", "validation_samples", 512,
                      is_advanced=True)
+        self.add_sampling()
         self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 128,

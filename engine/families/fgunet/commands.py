@@ -23,7 +23,13 @@ from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...reference.splits import preset_split
 from ...training.loop import FitConfig, FitResult, RunContext, fit
-from ...training.sampling import BandReader, ClassBalancedPatchSampler, PatchSource, augment
+from ...training.sampling import (
+    SAMPLINGS,
+    BandReader,
+    ClassBalancedPatchSampler,
+    PatchSource,
+    augment,
+)
 from ...wording import counted
 from ..jobsteps import (
     PixelSet,
@@ -60,6 +66,9 @@ class FGUNetTrainConfig:
     dates_per_chunk: int = 0
     plateau_factor: float = 0.2
     plateau_patience: int = 3
+    early_stopping: int = 0
+    sampling: str = "class"
+    time_limit: float = 0.0
     augment: bool = True
     class_weighting: str = "inverse"
     device: str = "auto"
@@ -71,8 +80,9 @@ class FGUNetTrainConfig:
     def __post_init__(self) -> None:
         check_settings(self, positive=("epochs", "batch_size", "patches_per_epoch",
                                        "patch_size", "tile_size"),
-                       non_negative=("validation_patches", "max_shift", "dates_per_chunk"),
-                       choices={"class_weighting": CLASS_WEIGHTINGS})
+                       non_negative=("validation_patches", "max_shift", "dates_per_chunk",
+                                     "early_stopping", "time_limit"),
+                       choices={"sampling": SAMPLINGS, "class_weighting": CLASS_WEIGHTINGS})
         if self.patch_size % FGUNet.size_multiple:
             raise LcfusionError(
                 f"must be a multiple of {FGUNet.size_multiple} (the U-Net pools twice), got "
@@ -230,7 +240,8 @@ def _sampler(pixels: PixelSet, config: FGUNetTrainConfig, height: int,
              width: int) -> ClassBalancedPatchSampler:
     return ClassBalancedPatchSampler(pixels.rows, pixels.cols, pixels.classes, config.patch_size,
                                      min(config.max_shift, config.patch_size // 2 - 1), height,
-                                     width)
+                                     width,
+                                     pixels.objects if config.sampling == "polygon" else None)
 
 
 def _loss(weights: np.ndarray, device: torch.device) -> nn.Module:
@@ -267,8 +278,7 @@ def _fit(model: FGUNet, source: PatchSource, pixels: TrainingPixels,
         return _batches(source, corners, lookups["train"], size, config.batch_size,
                         rng if config.augment else None)
 
-    fit_config = FitConfig(config.epochs, config.learning_rate, config.plateau_factor,
-                           config.plateau_patience)
+    fit_config = FitConfig.of(config)
     steps = math.ceil(per_rank / config.batch_size)
     return fit(model, train_batches, steps, val_batches, loss_fn, fit_config, device, reporter,
                context)

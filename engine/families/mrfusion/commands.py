@@ -23,6 +23,7 @@ from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...reference.splits import preset_split
 from ...training.loop import FitResult, RunContext
+from ...training.sampling import SAMPLINGS
 from ...wording import counted
 from ..jobsteps import (
     TrainingPixels,
@@ -57,6 +58,9 @@ class MRFusionTrainConfig:
     branches: str = "both"
     plateau_factor: float = 0.5
     plateau_patience: int = 5
+    early_stopping: int = 0
+    sampling: str = "class"
+    time_limit: float = 0.0
     device: str = "auto"
     threads: int = 0
     tile_size: int = 256
@@ -66,8 +70,9 @@ class MRFusionTrainConfig:
     def __post_init__(self) -> None:
         check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
                                        "patch_size", "tile_size"),
-                       non_negative=("validation_samples",),
-                       choices={"branches": BRANCHES, "align_ms": ALIGN_METHODS})
+                       non_negative=("validation_samples", "early_stopping", "time_limit"),
+                       choices={"sampling": SAMPLINGS, "branches": BRANCHES,
+                                "align_ms": ALIGN_METHODS})
 
 
 #: The paper's values (Gaetano et al. 2018): 250 epochs, batch 64, Adam 2e-4, 30 % of each

@@ -256,7 +256,8 @@ def sample_training_pixels(split: SplitReference, config: RandomForestTrainConfi
         raise LcfusionError("the training polygons cover no pixel of the rasters", "REFERENCE")
     picked = np.concatenate(chosen)
     pixels = split.reference.pixels
-    return PixelSet(pixels.rows[picked], pixels.cols[picked], split.pixel_class[picked])
+    return PixelSet(pixels.rows[picked], pixels.cols[picked], split.pixel_class[picked],
+                    pixels.objects[picked])
 
 
 def fill_values_of(x: np.ndarray, names: list[str], reporter: Reporter) -> np.ndarray:

@@ -27,6 +27,7 @@ from ...reference.classes import ClassTable
 from ...reference.polygons import ReferenceSpec, load_reference
 from ...reference.splits import SplitReference, preset_split
 from ...training.loop import FitResult, RunContext
+from ...training.sampling import SAMPLINGS
 from ...wording import counted
 from ..jobsteps import (
     TrainingPixels,
@@ -69,6 +70,9 @@ class TWINNSTrainConfig:
     s1_scale: str = "db"
     plateau_factor: float = 0.5
     plateau_patience: int = 5
+    early_stopping: int = 0
+    sampling: str = "class"
+    time_limit: float = 0.0
     device: str = "auto"
     threads: int = 0
     tile_size: int = 128
@@ -77,8 +81,9 @@ class TWINNSTrainConfig:
     def __post_init__(self) -> None:
         check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
                                        "patch_size", "tile_size"),
-                       non_negative=("validation_samples", "alpha"),
-                       choices={"sources": SOURCES, "branches": BRANCHES})
+                       non_negative=("validation_samples", "alpha", "early_stopping",
+                                     "time_limit"),
+                       choices={"sampling": SAMPLINGS, "sources": SOURCES, "branches": BRANCHES})
         if self.patch_size % 2 == 0:
             raise LcfusionError(f"must be odd so that a patch is centred on its pixel, got "
                                 f"{self.patch_size}", "PATCH_SIZE")

@@ -1,0 +1,146 @@
+"""Training shared by the deep families: the loop's stopping rules (epochs are an upper bound,
+early stopping on the validation loss, a time limit checked before each epoch) and the
+class- and polygon-balanced draw of training pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import RecordingReporter, fgunet_train_job
+from torch import nn
+
+from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.families.fgunet.commands import FGUNetTrainConfig, train_fgunet
+from lcfusion.engine.families.jobsteps import PixelSet
+from lcfusion.engine.jobs import Job
+from lcfusion.engine.modelfile.header import read_metadata
+from lcfusion.engine.training import loop
+from lcfusion.engine.training.loop import FitConfig, fit
+from lcfusion.engine.training.sampling import ClassBalancedPatchSampler, polygon_balanced
+
+CPU = torch.device("cpu")
+
+
+def batches(label: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(label)
+    return [(torch.randn(16, 4, generator=generator), torch.full((16,), label))
+            for _ in range(3)]
+
+
+def train(config: FitConfig, on_epoch=lambda epoch: None) -> tuple:
+    """A linear model taught class 0 and validated on class 1: the validation loss rises from
+    the first epoch on."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+
+    def train_batches(epoch: int):
+        on_epoch(epoch)
+        return batches(0)
+
+    reporter = RecordingReporter()
+    result = fit(model, train_batches, 3, lambda: batches(1), nn.CrossEntropyLoss(), config,
+                 CPU, reporter)
+    return result, reporter
+
+
+def test_training_stops_after_the_patience_without_a_lower_validation_loss():
+    result, reporter = train(FitConfig(epochs=30, learning_rate=0.05, early_stopping=3,
+                                       mixed_precision=False))
+    assert result.best_epoch == 1
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert ("stopped after epoch 4 of 30: the validation loss has not fallen for 3 epochs "
+            "(early stopping after 3)") in reporter.lines
+    assert "kept the weights of epoch 1 (lowest validation loss" in reporter.text()
+
+
+def test_without_early_stopping_every_epoch_runs():
+    result, reporter = train(FitConfig(epochs=6, learning_rate=0.05, mixed_precision=False))
+    assert len(result.history) == 6 and result.best_epoch == 1
+    assert "stopped after" not in reporter.text()
+
+
+class Clock:
+    """Stands in for the loop's `time` module: each epoch takes 40 seconds."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_no_epoch_starts_that_would_end_past_the_time_limit(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(loop, "time", clock)
+
+    def epoch_takes_40_seconds(epoch: int) -> None:
+        clock.now += 40
+
+    # 2 minutes: epochs end at 40 s, 80 s, 120 s; a fourth would end at 160 s.
+    result, reporter = train(FitConfig(epochs=30, learning_rate=0.05, time_limit=2,
+                                       mixed_precision=False), epoch_takes_40_seconds)
+    assert len(result.history) == 3
+    assert ("stopped after epoch 3 of 30: another epoch would end past the time limit of 2 "
+            "minutes (2.0 minutes so far)") in reporter.lines
+
+
+@pytest.mark.parametrize("setting", ["early_stopping", "time_limit"])
+def test_a_negative_stopping_setting_is_refused_naming_its_parameter(setting):
+    with pytest.raises(LcfusionError) as raised:
+        FGUNetTrainConfig(**{setting: -1})
+    assert raised.value.parameter == setting.upper()
+    assert "cannot be negative, got -1" in raised.value.message
+
+
+def skewed_pixels() -> PixelSet:
+    """Class 0: polygon 1 of 90 pixels and polygon 2 of 10; class 1: polygon 3 of 10 pixels,
+    on a row of a 1 x 110 image."""
+    objects = np.repeat([1, 2, 3], [90, 10, 10])
+    classes = np.repeat([0, 0, 1], [90, 10, 10])
+    return PixelSet(np.zeros(110, dtype=np.int64), np.arange(110), classes, objects)
+
+
+def polygon_shares(pixels: PixelSet, picked: np.ndarray) -> list[float]:
+    return [float(np.mean(pixels.objects[picked] == polygon)) for polygon in (1, 2, 3)]
+
+
+def test_polygon_balanced_draws_each_polygon_of_a_class_equally_often():
+    pixels = skewed_pixels()
+    rng = np.random.default_rng(0)
+    by_polygon = pixels.balanced(40_000, rng, "polygon")
+    by_class = pixels.balanced(40_000, rng, "class")
+    # A class, then a polygon of it, then a pixel: 1/2 x 1/2 for each polygon of class 0.
+    assert polygon_shares(pixels, by_polygon.cols) == pytest.approx([0.25, 0.25, 0.5], abs=0.01)
+    # A class, then a pixel: polygon 1 has 90 of class 0's 100 pixels.
+    assert polygon_shares(pixels, by_class.cols) == pytest.approx([0.45, 0.05, 0.5], abs=0.01)
+    # Within a polygon, every pixel alike (10 pixels of polygon 2, about 1,000 draws each).
+    counts = np.bincount(by_polygon.cols[by_polygon.objects == 2] - 90, minlength=10)
+    assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
+
+
+def test_the_patch_sampler_draws_around_polygons_equally_with_objects():
+    pixels = skewed_pixels()
+    sampler = ClassBalancedPatchSampler(pixels.rows, pixels.cols, pixels.classes, 1, 0, 1, 110,
+                                        objects=pixels.objects)
+    corners = sampler.sample(20_000, np.random.default_rng(1))
+    assert polygon_shares(pixels, corners[:, 1]) == pytest.approx([0.25, 0.25, 0.5], abs=0.015)
+    assert np.array_equal(np.sort(polygon_balanced(pixels.classes, pixels.objects, 5,
+                                                   np.random.default_rng(2))),
+                          np.sort(polygon_balanced(pixels.classes, pixels.objects, 5,
+                                                   np.random.default_rng(2))))
+
+
+def test_fgunet_stops_at_its_time_limit_and_records_the_settings(tmp_path, scene):
+    model = tmp_path / "model.lcfusion"
+    job = fgunet_train_job(tmp_path / "job", scene, model, epochs=40, patches_per_epoch=16,
+                           validation_patches=4, threads=1, time_limit=0.0001,
+                           sampling="polygon")
+    reporter = RecordingReporter()
+    train_fgunet(Job.load(job), reporter)
+    assert ("stopped after epoch 1 of 40: another epoch would end past the time limit of "
+            "0.0001 minutes") in reporter.text()
+    training = read_metadata(model)["training"]
+    assert len(training["history"]) == 1
+    assert training["settings"]["sampling"] == "polygon"
+    assert training["settings"]["time_limit"] == 0.0001
