@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,36 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     return copy.deepcopy(model).to(memory_format=torch.channels_last)
 
 
+#: The 8 symmetries of a square (dihedral group D4): quarter turns, each with and without a
+#: transpose. Test-time augmentation averages a network's probabilities over them.
+DIHEDRAL = tuple((turns, transpose) for turns in range(4) for transpose in (False, True))
+
+
+def dihedral(tensor: torch.Tensor, turns: int, transpose: bool) -> torch.Tensor:
+    """`tensor` (..., rows, cols) turned by `turns` quarter turns, then transposed."""
+    turned = torch.rot90(tensor, turns, dims=(-2, -1))
+    return turned.transpose(-2, -1) if transpose else turned
+
+
+def undo_dihedral(tensor: torch.Tensor, turns: int, transpose: bool) -> torch.Tensor:
+    """The inverse of `dihedral`."""
+    tensor = tensor.transpose(-2, -1) if transpose else tensor
+    return torch.rot90(tensor, -turns, dims=(-2, -1))
+
+
+def dihedral_mean(probabilities: Callable[[list[torch.Tensor]], torch.Tensor],
+                  tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Test-time augmentation: the mean of `probabilities` (a map of inputs (..., rows, cols)
+    on one grid to (classes, rows, cols)) over the 8 symmetries of the inputs, each mapped
+    back."""
+    total = None
+    for turns, transpose in DIHEDRAL:
+        probs = undo_dihedral(probabilities([dihedral(t, turns, transpose) for t in tensors]),
+                              turns, transpose)
+        total = probs if total is None else total + probs
+    return total / len(DIHEDRAL)
+
+
 def balanced_steps(size: int, tile: int, margin: int, multiple: int) -> int:
     """The core side along an axis: as few tiles as `tile` allows, of equal sides (a multiple of
     `multiple`), so no last tile is computed almost empty."""
@@ -93,12 +123,13 @@ class TiledPredictor(TilePredictor):
     """
 
     def __init__(self, model: torch.nn.Module, normalizer: PercentileNormalizer,
-                 device: torch.device, tile_size: int = 512, margin: int = 20):
+                 device: torch.device, tile_size: int = 512, margin: int = 20,
+                 tta: bool = False):
         self.size_multiple = getattr(model, "size_multiple", 1)
         check_tiling(tile_size, margin, self.size_multiple)
         self.model = inference_copy(model, device)
         self.normalizer, self.device = normalizer, device
-        self.tile_size, self.margin = tile_size, margin
+        self.tile_size, self.margin, self.tta = tile_size, margin, tta
 
     def steps(self, height: int, width: int) -> tuple[int, int]:
         """Core sides (rows, columns) for a raster."""
@@ -127,11 +158,15 @@ class TiledPredictor(TilePredictor):
         """The network on the tile; the core's probabilities (classes, h, w) and its mask."""
         tensor, valid, core = tile
         h, w = int(core.height), int(core.width)
+
+        def probabilities(x: list[torch.Tensor]) -> torch.Tensor:
+            return torch.softmax(self.model(x[0])[0].float(), dim=0)
+
         try:
             with torch.inference_mode(), autocast(self.device):
-                logits = self.model(tensor.to(self.device))[0]
-            logits = logits[:, self.margin: self.margin + h, self.margin: self.margin + w]
-            probs = torch.softmax(logits.float(), dim=0)
+                x = [tensor.to(self.device)]
+                probs = dihedral_mean(probabilities, x) if self.tta else probabilities(x)
+            probs = probs[:, self.margin: self.margin + h, self.margin: self.margin + w]
         except torch.cuda.OutOfMemoryError as exc:
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc

@@ -311,6 +311,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "class- and polygon-balanced (a class, a polygon, a pixel)"], defaultValue=0),
             "sampling", True, ("class", "polygon"))
 
+    def add_tta(self) -> SettingBinding:
+        """Test-time augmentation at classification (FG-UNET, TWINNS)."""
+        return self.add_setting(QgsProcessingParameterBoolean(
+            "TTA", "Test-time augmentation (8 flips and rotations)", defaultValue=False), "tta",
+            is_advanced=True)
+
     def add_device(self) -> SettingBinding:
         choices = ("auto", "cpu", "cuda")
         parameter = QgsProcessingParameterEnum(

@@ -121,6 +121,33 @@ def test_tiled_inference_equals_one_pass_over_the_image(scene, trained):
     assert np.abs(got - expected).max() < 1e-4
 
 
+def test_test_time_augmentation_makes_the_map_of_a_transposed_image_the_transposed_map(
+        tmp_path, scene, trained):
+    _, model, _, normalizer = load_fgunet(trained[0], torch.device("cpu"))
+    transposed = []
+    for path in scene.s2_paths:
+        with rasterio.open(path) as src:
+            transposed.append(str(write_raster(tmp_path / path.name,
+                                               src.read().transpose(0, 2, 1).copy())))
+    probabilities = {}
+    for tta in (False, True):
+        predictor = TiledPredictor(model, normalizer, torch.device("cpu"), tile_size=512,
+                                   margin=28, tta=tta)
+        for name, paths in (("image", [str(p) for p in scene.s2_paths]),
+                            ("transposed", transposed)):
+            series = TimeSeries(SeriesSpec(tuple(paths)))
+            with series.open() as reader:
+                probs, _ = predictor.predict(reader, Window(0, 0, series.width, series.height))
+            probabilities[name, tta] = probs
+    # The network alone is not symmetric; the mean over the 8 symmetries is.
+    plain = probabilities["transposed", False] - probabilities["image", False].transpose(0, 2, 1)
+    assert np.abs(plain).max() > 1e-3
+    augmented = (probabilities["transposed", True]
+                 - probabilities["image", True].transpose(0, 2, 1))
+    assert np.abs(augmented).max() < 1e-4
+    assert np.allclose(probabilities["image", True].sum(axis=0), 1, atol=1e-4)
+
+
 def test_patches_from_files_equal_patches_from_memory(scene, trained):
     meta = read_metadata(trained[0])
     normalizer = PercentileNormalizer.from_json(meta["normalization"])

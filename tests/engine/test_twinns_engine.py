@@ -97,6 +97,34 @@ def test_batched_tiles_equal_per_patch_evaluation(trained_twinns, scene):
             assert valid.all()
 
 
+def test_test_time_augmentation_is_the_mean_over_the_8_symmetries_of_each_patch(
+        trained_twinns, scene):
+    _, model, _, normalizers = load_twinns(trained_twinns[0], torch.device("cpu"))
+    meta = read_metadata(trained_twinns[0])
+    inputs = TWINNSInputs.from_job(twinns_inputs(scene),
+                                   IndexConfig.from_json(meta["inputs"]["indices"]), "db")
+    rows, cols = np.array([0, 40, 17]), np.array([0, 2, 88])
+    predictor = BatchedPatchPredictor(model, normalizers, torch.device("cpu"), 5,
+                                      tile_size=32, batch_size=100, tta=True)
+    with inputs.s1.open() as s1, inputs.s2.open() as s2:
+        patches = GridPatches([s1, s2], normalizers, 5, 0).read(rows, cols)
+        expected = np.zeros((rows.size, len(meta["classes"])), dtype=np.float64)
+        with torch.inference_mode():
+            for turns in range(4):
+                for transpose in (False, True):
+                    turned = [np.rot90(a, turns, axes=(2, 3)) for a in patches]
+                    if transpose:
+                        turned = [a.transpose(0, 1, 3, 2) for a in turned]
+                    expected += torch.softmax(model(*(torch.from_numpy(a.copy())
+                                                      for a in turned)).logits, dim=1).numpy()
+        expected /= 8
+        for k, (row, col) in enumerate(zip(rows, cols, strict=True)):
+            core = Window(col // 32 * 32, row // 32 * 32, 32, 32)
+            probs, _ = predictor.predict([s1, s2], core)
+            np.testing.assert_allclose(probs[:, row - int(core.row_off), col - int(core.col_off)],
+                                       expected[k], atol=1e-5)
+
+
 def test_classify_applies_the_models_gapfill_on_the_input_grid(tmp_path, trained_twinns,
                                                                scene):
     reporter = Recorder()

@@ -103,6 +103,7 @@ class FGUNetClassifyConfig:
     margin: int = 20
     device: str = "auto"
     threads: int = 0
+    tta: bool = False
 
 
 def chunking(n_dates: int, dates_per_chunk: int) -> int:
@@ -352,7 +353,11 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"time series: {series.describe()}")
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
                   f"{device.type}, {counted(threads, 'thread')}")
-    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin)
+    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin,
+                               config.tta)
+    if config.tta:
+        reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
+                      "tile")
     with series.open() as reader:
         return classify_to_files(predictor, reader, series.grid, classes, class_map, confidence,
                                  model_path, FAMILY, reporter)

@@ -108,6 +108,7 @@ class TWINNSClassifyConfig:
     tile_size: int = 128
     device: str = "auto"
     threads: int = 0
+    tta: bool = False
 
 
 @dataclass
@@ -381,7 +382,10 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
                   f"{device.type}, {counted(threads, 'thread')}")
     predictor = BatchedPatchPredictor(model, normalizers, device, model.config.patch_size,
-                                      config.tile_size)
+                                      config.tile_size, tta=config.tta)
+    if config.tta:
+        reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
+                      "pixel's patches")
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         readers: list[FeatureReader] = [s1, s2]
         return classify_to_files(predictor, readers, inputs.grid, classes, class_map,

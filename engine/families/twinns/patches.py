@@ -12,7 +12,7 @@ from rasterio.windows import Window
 
 from ...compute.devices import autocast
 from ...errors import LcfusionError
-from ...inference.tiling import TilePredictor, inference_copy, memory_format
+from ...inference.tiling import TilePredictor, dihedral_mean, inference_copy, memory_format
 from ...io.normalization import PercentileNormalizer
 from ...io.pack import Boxes
 from ...io.sources import FeatureReader
@@ -69,13 +69,13 @@ class BatchedPatchPredictor(TilePredictor):
 
     def __init__(self, model: torch.nn.Module, normalizers: Sequence[PercentileNormalizer],
                  device: torch.device, patch_size: int, tile_size: int = 128,
-                 batch_size: int = 2048):
+                 batch_size: int = 2048, tta: bool = False):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
         self.model, self.device = inference_copy(model, device), device
         self.normalizers = list(normalizers)
         self.size, self.half = patch_size, patch_size // 2
-        self.tile_size, self.batch_size = tile_size, batch_size
+        self.tile_size, self.batch_size, self.tta = tile_size, batch_size, tta
         self.layout = memory_format(device)
 
     def load(self, readers: Sequence[FeatureReader], core: Window
@@ -118,15 +118,20 @@ class BatchedPatchPredictor(TilePredictor):
               ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (classes, h, w) of a loaded core and the mask of pixels with data."""
         tiles, valid, core = tile
-        h, w = int(core.height), int(core.width)
         tiles = [t.to(self.device) for t in tiles]
         try:
-            logits = torch.cat([logits_of(o).float() for o in self._batches(tiles, h, w)])
+            probs = (dihedral_mean(self._probabilities, tiles) if self.tta
+                     else self._probabilities(tiles))
         except torch.cuda.OutOfMemoryError as exc:
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc
-        probs = torch.softmax(logits, dim=1).T.reshape(-1, h, w)
         return probs.float().cpu().numpy(), valid
+
+    def _probabilities(self, tiles: list[torch.Tensor]) -> torch.Tensor:
+        """Probabilities (classes, h, w) of the pixels of tiles read with a halo of p // 2."""
+        h, w = (side - 2 * self.half for side in tiles[0].shape[-2:])
+        logits = torch.cat([logits_of(o).float() for o in self._batches(tiles, h, w)])
+        return torch.softmax(logits, dim=1).T.reshape(-1, h, w)
 
 
 def logits_of(output) -> torch.Tensor:
