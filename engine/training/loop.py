@@ -21,8 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 from ..compute.devices import autocast
 from ..compute.distributed import Ranks
 from ..errors import LcfusionError
+from ..jobs import check_settings
 from ..progress import Reporter
 from ..wording import counted
+from .sampling import SAMPLINGS
 
 #: Inputs (one tensor, or a tuple of tensors for a multi-input model) and labels.
 Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]
@@ -32,6 +34,32 @@ CHECKPOINT_VERSION = 1
 def _inputs(x: torch.Tensor | tuple[torch.Tensor, ...], device: torch.device
             ) -> tuple[torch.Tensor, ...]:
     return tuple(t.to(device) for t in x) if isinstance(x, tuple | list) else (x.to(device),)
+
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The job settings of the training loop that every deep family shares (its training
+    settings extend them): when to stop, how pixels are drawn, the optimiser, the warm-up and
+    label smoothing. Every one is recorded in the model file with the family's settings."""
+
+    early_stopping: int = 0
+    time_limit: float = 0.0
+    sampling: str = "class"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_settings(self, non_negative=("early_stopping", "time_limit", "weight_decay",
+                                           "warmup_epochs", "label_smoothing"),
+                       choices={"sampling": SAMPLINGS, "optimizer": OPTIMIZERS})
+        if self.label_smoothing >= 1:
+            raise LcfusionError(f"must lie in [0, 1), got {self.label_smoothing}",
+                                "LABEL_SMOOTHING")
 
 
 @dataclass(frozen=True)
@@ -47,13 +75,17 @@ class FitConfig:
     mixed_precision: bool = True
     early_stopping: int = 0
     time_limit: float = 0.0
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    warmup_epochs: int = 0
 
     @classmethod
     def of(cls, settings: Any) -> FitConfig:
-        """The loop's part of a family's training settings."""
+        """The loop's part of a family's training settings (a `LoopSettings`)."""
         return cls(settings.epochs, settings.learning_rate, settings.plateau_factor,
                    settings.plateau_patience, early_stopping=settings.early_stopping,
-                   time_limit=settings.time_limit)
+                   time_limit=settings.time_limit, optimizer=settings.optimizer,
+                   weight_decay=settings.weight_decay, warmup_epochs=settings.warmup_epochs)
 
 
 @dataclass
@@ -121,6 +153,14 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def _warm_up(optimizer: torch.optim.Optimizer, rate: float, config: FitConfig, step: int,
+             steps_per_epoch: int) -> None:
+    """The learning rate of a warm-up step: rising linearly to `rate` over the warm-up epochs."""
+    fraction = min(1.0, step / (config.warmup_epochs * max(steps_per_epoch, 1)))
+    for group in optimizer.param_groups:
+        group["lr"] = rate * fraction
+
+
 def _stop_reason(config: FitConfig, epoch: int, best_epoch: int, validated: bool,
                  seconds: float, epochs_run: int, ranks: Ranks) -> str:
     """Why training ends after `epoch` before `config.epochs` ("" to go on). Every rank takes
@@ -159,7 +199,8 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
     if ranks.size > 1:
         reporter.info(f"{ranks.size} ranks ({ranks.backend}): learning rate "
                       f"{config.learning_rate:g} x {ranks.size} = {rate:g} (linear scaling)")
-    optimizer = torch.optim.Adam(model.parameters(), lr=rate)
+    optimizer_type = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_type(model.parameters(), lr=rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(module.state_dict())
@@ -190,8 +231,11 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         running, seen = 0.0, 0
-        for x, y in train_batches(epoch):
+        for batch, (x, y) in enumerate(train_batches(epoch)):
             inputs, y = _inputs(x, device), y.to(device)
+            if epoch <= config.warmup_epochs:
+                _warm_up(optimizer, rate, config, (epoch - 1) * steps_per_epoch + batch + 1,
+                         steps_per_epoch)
             optimizer.zero_grad(set_to_none=True)
             try:
                 with autocast(device, config.mixed_precision):
@@ -216,7 +260,8 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         val_loss = (evaluate_loss(module, val_batches(), loss_fn, device, ranks,
                                   config.mixed_precision) if val_batches else None)
         monitored = val_loss if val_loss is not None else train_loss
-        scheduler.step(monitored)
+        if epoch >= config.warmup_epochs:
+            scheduler.step(monitored)
         if monitored < best_loss:
             best_loss, best_epoch = monitored, epoch
             best_state = copy.deepcopy(module.state_dict())

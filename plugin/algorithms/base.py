@@ -311,6 +311,20 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "class- and polygon-balanced (a class, a polygon, a pixel)"], defaultValue=0),
             "sampling", True, ("class", "polygon"))
 
+    def add_optimizer(self) -> None:
+        """The optimiser, weight decay, warm-up and label smoothing (the deep families)."""
+        self.add_setting(QgsProcessingParameterEnum(
+            "OPTIMIZER", "Optimizer", options=["Adam (the papers)", "AdamW"], defaultValue=0),
+            "optimizer", True, ("adam", "adamw"))
+        self.add_setting(QgsProcessingParameterNumber(
+            "WEIGHT_DECAY", "Weight decay", type=QgsProcessingParameterNumber.Double,
+            defaultValue=0.0, minValue=0.0), "weight_decay", is_advanced=True)
+        self.add_int("WARMUP_EPOCHS", "Learning-rate warm-up (epochs)", "warmup_epochs", 0,
+                     is_advanced=True)
+        self.add_setting(QgsProcessingParameterNumber(
+            "LABEL_SMOOTHING", "Label smoothing", type=QgsProcessingParameterNumber.Double,
+            defaultValue=0.0, minValue=0.0, maxValue=0.99), "label_smoothing", is_advanced=True)
+
     def add_tta(self) -> SettingBinding:
         """Test-time augmentation at classification (FG-UNET, TWINNS)."""
         return self.add_setting(QgsProcessingParameterBoolean(

@@ -54,6 +54,9 @@ epoch with the lowest validation loss are kept either way.</li>
 pixels, so a class's few largest polygons give most of its samples — or class- and
 polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
 validation pixels are drawn the same way.</li>
+<li><b>Optimizer</b> (Adam, as in the papers, or AdamW), <b>Weight decay</b>, a linear
+<b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> (advanced; all off
+by default).</li>
 <li>Advanced: patches per epoch, validation patches, dates per chunk (0: up to 3 dates per
 chunk, as in the paper), random shift of the patches, augmentation (flips and transposes),
 class weights in the loss (the paper's 1 / pixels; with strongly unequal classes the square
@@ -96,6 +99,7 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
                 "1 / pixels of the class (paper)", "1 / square root of the pixels",
                 "none"], defaultValue=0), "class_weighting", True, weightings)
         self.add_sampling()
+        self.add_optimizer()
         self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 512, minimum=16,

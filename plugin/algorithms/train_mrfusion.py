@@ -59,6 +59,9 @@ epoch with the lowest validation loss are kept either way.</li>
 pixels, so a class's few largest polygons give most of its samples — or class- and
 polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
 validation pixels are drawn the same way.</li>
+<li><b>Optimizer</b> (Adam, as in the papers, or AdamW), <b>Weight decay</b>, a linear
+<b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> (advanced; all off
+by default).</li>
 <li>Advanced: samples per epoch and validation samples, <b>Branches</b> (both, as in the paper,
 or the PAN-only and MS-only ablations — recorded in the model), device and the tile size of the
 evaluation.</li>
@@ -93,6 +96,7 @@ evaluation.</li>
                 "MS branch only (ablation)"], defaultValue=0), "branches", True,
             ("both", "pan", "ms"))
         self.add_sampling()
+        self.add_optimizer()
         self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (PAN pixels)", "tile_size", 256,

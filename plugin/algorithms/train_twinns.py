@@ -57,6 +57,9 @@ epoch with the lowest validation loss are kept either way.</li>
 pixels, so a class's few largest polygons give most of its samples — or class- and
 polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
 validation pixels are drawn the same way.</li>
+<li><b>Optimizer</b> (Adam, as in the papers, or AdamW), <b>Weight decay</b>, a linear
+<b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> (advanced; all off
+by default).</li>
 <li>Advanced: the paper's ablations — one source only, CNN or ConvGRU branches only, no
 auxiliary classifiers (recorded in the model) — backscatter scale (dB or linear power,
 converted to dB), samples per epoch, device and the evaluation tile size.</li>
@@ -114,6 +117,7 @@ converted to dB), samples per epoch, device and the evaluation tile size.</li>
         self.add_int("VALIDATION_SAMPLES", "Validation samples", "validation_samples", 512,
                      is_advanced=True)
         self.add_sampling()
+        self.add_optimizer()
         self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 128,

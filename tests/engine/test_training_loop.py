@@ -144,3 +144,35 @@ def test_fgunet_stops_at_its_time_limit_and_records_the_settings(tmp_path, scene
     assert len(training["history"]) == 1
     assert training["settings"]["sampling"] == "polygon"
     assert training["settings"]["time_limit"] == 0.0001
+
+
+def test_the_learning_rate_warms_up_linearly_then_follows_the_plateau_rule():
+    result, _ = train(FitConfig(epochs=4, learning_rate=0.04, warmup_epochs=2,
+                                mixed_precision=False))
+    # 3 steps per epoch: the last step of epoch 1 is step 3 of 6 (half the rate).
+    assert [row["learning_rate"] for row in result.history[:2]] == pytest.approx([0.02, 0.04])
+
+
+def test_adamw_weight_decay_shrinks_the_weights():
+    norms = {}
+    for optimizer, decay in (("adam", 0.0), ("adamw", 0.5)):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        fit(model, lambda epoch: batches(0), 3, None, nn.CrossEntropyLoss(),
+            FitConfig(epochs=5, learning_rate=0.05, optimizer=optimizer, weight_decay=decay,
+                      mixed_precision=False), CPU, RecordingReporter())
+        norms[optimizer] = float(model.weight.detach().norm())
+    assert norms["adamw"] < 0.9 * norms["adam"]
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("optimizer", "sgd", "unknown optimizer 'sgd'; use one of adam, adamw"),
+    ("label_smoothing", 1.0, "must lie in [0, 1), got 1.0"),
+    ("sampling", "pixel", "unknown sampling 'pixel'; use one of class, polygon"),
+    ("warmup_epochs", -2, "cannot be negative, got -2"),
+])
+def test_loop_settings_are_checked_naming_their_parameter(setting, value, message):
+    with pytest.raises(LcfusionError) as raised:
+        FGUNetTrainConfig(**{setting: value})
+    assert raised.value.parameter == setting.upper()
+    assert message in raised.value.message

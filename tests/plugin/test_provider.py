@@ -32,18 +32,21 @@ ALGORITHMS = {
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
+#: The stopping, sampling and optimiser settings every deep family's training shares.
+LOOP_ADVANCED = {"EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY", "WARMUP_EPOCHS",
+                 "LABEL_SMOOTHING"}
 ADVANCED = {
     "lcfusion:trainfgunet": {"PATCHES_PER_EPOCH", "VALIDATION_PATCHES", "DATES_PER_CHUNK",
                              "MAX_SHIFT", "AUGMENT", "CLASS_WEIGHTING", "DEVICE", "TILE_SIZE",
-                             "MARGIN", "REPEATS", "FILL_VALUE"},
-    "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE", "FILL_VALUE"},
+                             "MARGIN", "REPEATS", "FILL_VALUE", *LOOP_ADVANCED},
+    "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE", "FILL_VALUE", "TTA"},
     "lcfusion:trainmrfusion": {"SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "BRANCHES", "DEVICE",
-                               "TILE_SIZE", "REPEATS", "FILL_VALUE"},
+                               "TILE_SIZE", "REPEATS", "FILL_VALUE", *LOOP_ADVANCED},
     "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE", "FILL_VALUE"},
     "lcfusion:traintwinns": {"SOURCES", "BRANCHES", "AUXILIARY", "S1_SCALE",
                              "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE",
-                             "REPEATS", "FILL_VALUE"},
-    "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE", "FILL_VALUE"},
+                             "REPEATS", "FILL_VALUE", *LOOP_ADVANCED},
+    "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA"},
     "lcfusion:trainrandomforest": {"INDICES", "BAND_ROLES", "MAX_FEATURES",
                                    "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE",
                                    "REPEATS", "FILL_VALUE"},
@@ -230,6 +233,6 @@ def test_help_lists_every_default(registry, algorithm_id):
 
 def test_defaults_are_shown_as_the_dialog_shows_them(registry):
     defaults = html.unescape(registry.algorithmById("lcfusion:traintwinns").shortHelpString())
-    for item in ("Epochs: <code>20</code>", "Split method: <code>random per class (seeded)",
+    for item in ("Epochs (at most): <code>20</code>", "Split method: <code>random per class (seeded)",
                  "Auxiliary classifiers: <code>yes</code>", "Auxiliary weight alpha: <code>0.3<"):
         assert item in defaults

@@ -22,9 +22,8 @@ from ...modelfile.storage import restore_model
 from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...reference.splits import preset_split
-from ...training.loop import FitConfig, FitResult, RunContext, fit
+from ...training.loop import FitConfig, FitResult, LoopSettings, RunContext, fit
 from ...training.sampling import (
-    SAMPLINGS,
     BandReader,
     ClassBalancedPatchSampler,
     PatchSource,
@@ -53,7 +52,7 @@ CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")
 
 
 @dataclass(frozen=True)
-class FGUNetTrainConfig:
+class FGUNetTrainConfig(LoopSettings):
     """Training settings. Defaults suit a CPU; the ``paper`` preset has the paper's values."""
 
     epochs: int = 10
@@ -78,11 +77,11 @@ class FGUNetTrainConfig:
     memory_limit_mb: int = 2048
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_settings(self, positive=("epochs", "batch_size", "patches_per_epoch",
                                        "patch_size", "tile_size"),
-                       non_negative=("validation_patches", "max_shift", "dates_per_chunk",
-                                     "early_stopping", "time_limit"),
-                       choices={"sampling": SAMPLINGS, "class_weighting": CLASS_WEIGHTINGS})
+                       non_negative=("validation_patches", "max_shift", "dates_per_chunk"),
+                       choices={"class_weighting": CLASS_WEIGHTINGS})
         if self.patch_size % FGUNet.size_multiple:
             raise LcfusionError(
                 f"must be a multiple of {FGUNet.size_multiple} (the U-Net pools twice), got "
@@ -202,8 +201,8 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                                      config.memory_limit_mb * 1024 * 1024)
                 span.debug("training patches read from " + (
                     "memory" if source.in_memory else "the files, by windows"))
-                return _fit(model, source, pixels, lookups, config, _loss(weights, device),
-                            device, rng, span)
+                loss = _loss(weights, device, config.label_smoothing)
+                return _fit(model, source, pixels, lookups, config, loss, device, rng, span)
 
             def staged() -> StagedFit:
                 boxes = _sampler(pixels.train, config, series.height, series.width).boxes(
@@ -245,10 +244,10 @@ def _sampler(pixels: PixelSet, config: FGUNetTrainConfig, height: int,
                                      pixels.objects if config.sampling == "polygon" else None)
 
 
-def _loss(weights: np.ndarray, device: torch.device) -> nn.Module:
+def _loss(weights: np.ndarray, device: torch.device, label_smoothing: float) -> nn.Module:
     """Cross-entropy with class weights; pixels outside the part's polygons are ignored."""
     return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device),
-                               ignore_index=-1)
+                               ignore_index=-1, label_smoothing=label_smoothing)
 
 
 def _fit(model: FGUNet, source: PatchSource, pixels: TrainingPixels,
@@ -296,7 +295,7 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
     lookups = pack.table("lookups")
     result = _fit(model, source, TrainingPixels.from_table(pack.table("pixels")),
                   {"train": lookups["train"], "validation": lookups["validation"]}, config,
-                  _loss(np.array(meta["class_weights"]), device), device,
+                  _loss(np.array(meta["class_weights"]), device, config.label_smoothing), device,
                   restore_rng(meta["rng"]), reporter, context)
     return model, result
 

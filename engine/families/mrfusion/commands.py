@@ -22,8 +22,7 @@ from ...modelfile.storage import restore_model
 from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...reference.splits import preset_split
-from ...training.loop import FitResult, RunContext
-from ...training.sampling import SAMPLINGS
+from ...training.loop import FitResult, LoopSettings, RunContext
 from ...wording import counted
 from ..jobsteps import (
     TrainingPixels,
@@ -45,7 +44,7 @@ FAMILY = "mrfusion"
 
 
 @dataclass(frozen=True)
-class MRFusionTrainConfig:
+class MRFusionTrainConfig(LoopSettings):
     """Training settings. Defaults suit a CPU; the ``paper`` preset has the paper's values."""
 
     epochs: int = 10
@@ -68,10 +67,11 @@ class MRFusionTrainConfig:
     align_ms: str = "none"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
                                        "patch_size", "tile_size"),
-                       non_negative=("validation_samples", "early_stopping", "time_limit"),
-                       choices={"sampling": SAMPLINGS, "branches": BRANCHES,
+                       non_negative=("validation_samples",),
+                       choices={"branches": BRANCHES,
                                 "align_ms": ALIGN_METHODS})
 
 
@@ -133,6 +133,10 @@ def _log_pair(pair: PanMsPair, reporter: Reporter) -> None:
         reporter.info(f"reconciled: {note}")
 
 
+def _loss(config: MRFusionTrainConfig) -> nn.Module:
+    return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
 def train_mrfusion(job: Job, reporter: Reporter) -> dict:
     """Train MRFusion on a PAN + MS pair and reference polygons; write the model file."""
     started = time.monotonic()
@@ -181,7 +185,7 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                            + ("memory" if pairs.in_memory else "the files, by windows"))
                 return fit_on_pixels(
                     model, pixels, partial(_batches, pairs, batch_size=config.batch_size),
-                    config, nn.CrossEntropyLoss(), device, rng, span, config.augment)
+                    config, _loss(config), device, rng, span, config.augment)
 
             def staged() -> StagedFit:
                 pairs = PatchPairs.of(reader, normalizer, config.patch_size, 0)
@@ -221,7 +225,7 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
                        PanMsNormalizer.from_json(meta["normalization"]), config.patch_size, 0)
     result = fit_on_pixels(model, TrainingPixels.from_table(pack.table("pixels")),
                            partial(_batches, pairs, batch_size=config.batch_size), config,
-                           nn.CrossEntropyLoss(), device, restore_rng(meta["rng"]), reporter,
+                           _loss(config), device, restore_rng(meta["rng"]), reporter,
                            config.augment, context)
     return model, result
 

@@ -26,8 +26,7 @@ from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...reference.polygons import ReferenceSpec, load_reference
 from ...reference.splits import SplitReference, preset_split
-from ...training.loop import FitResult, RunContext
-from ...training.sampling import SAMPLINGS
+from ...training.loop import FitResult, LoopSettings, RunContext
 from ...wording import counted
 from ..jobsteps import (
     TrainingPixels,
@@ -51,7 +50,7 @@ SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
 
 
 @dataclass(frozen=True)
-class TWINNSTrainConfig:
+class TWINNSTrainConfig(LoopSettings):
     """Training settings. Defaults suit a CPU; the presets hold the paper's splits."""
 
     epochs: int = 20
@@ -79,11 +78,11 @@ class TWINNSTrainConfig:
     memory_limit_mb: int = 2048
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
                                        "patch_size", "tile_size"),
-                       non_negative=("validation_samples", "alpha", "early_stopping",
-                                     "time_limit"),
-                       choices={"sampling": SAMPLINGS, "sources": SOURCES, "branches": BRANCHES})
+                       non_negative=("validation_samples", "alpha"),
+                       choices={"sources": SOURCES, "branches": BRANCHES})
         if self.patch_size % 2 == 0:
             raise LcfusionError(f"must be odd so that a patch is centred on its pixel, got "
                                 f"{self.patch_size}", "PATCH_SIZE")
@@ -240,6 +239,10 @@ def attention_by_class(model: TWINNS, patches: GridPatches, split: SplitReferenc
     return report
 
 
+def _loss(config: TWINNSTrainConfig) -> TWINNSLoss:
+    return TWINNSLoss(config.alpha, config.label_smoothing)
+
+
 def train_twinns(job: Job, reporter: Reporter) -> dict:
     """Train TWINNS on S1 and S2 time series and reference polygons; write the model file."""
     started = time.monotonic()
@@ -301,7 +304,7 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                 job, model, reporter.span(0.1, 0.88),
                 lambda span: fit_on_pixels(
                     model, pixels, partial(_batches, patches, batch_size=config.batch_size),
-                    config, TWINNSLoss(config.alpha), device, rng, span), staged)
+                    config, _loss(config), device, rng, span), staged)
             predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
                                               config.tile_size)
             accuracy = evaluate_test(predictor, readers, inputs.grid, split,
@@ -327,7 +330,7 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
     patches = GridPatches([pack.array("s1"), pack.array("s2")], normalizers, config.patch_size, 0)
     result = fit_on_pixels(model, TrainingPixels.from_table(pack.table("pixels")),
                            partial(_batches, patches, batch_size=config.batch_size), config,
-                           TWINNSLoss(config.alpha), device, restore_rng(meta["rng"]), reporter,
+                           _loss(config), device, restore_rng(meta["rng"]), reporter,
                            context=context)
     return model, result
 

@@ -174,13 +174,15 @@ class TWINNS(nn.Module):
 class TWINNSLoss(nn.Module):
     """L = L_fusion + alpha * (sum of the auxiliary classifiers' losses)."""
 
-    def __init__(self, alpha: float):
+    def __init__(self, alpha: float, label_smoothing: float = 0.0):
         super().__init__()
-        self.alpha = alpha
+        self.alpha, self.label_smoothing = alpha, label_smoothing
 
     def forward(self, output: TWINNSOutput, target: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(output.logits, target)
+        smoothing = self.label_smoothing
+        loss = F.cross_entropy(output.logits, target, label_smoothing=smoothing)
         if output.auxiliary is not None and self.alpha:
             for k in range(output.auxiliary.shape[1]):
-                loss = loss + self.alpha * F.cross_entropy(output.auxiliary[:, k], target)
+                loss = loss + self.alpha * F.cross_entropy(output.auxiliary[:, k], target,
+                                                           label_smoothing=smoothing)
         return loss
