@@ -472,3 +472,13 @@ def test_per_pixel_ceiling_counts_only_the_larger_class_of_each_twin_pair() -> N
 def test_too_small_context_grid_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"minimum is 60 .* 12 classes.* 120x120"):
         generate_sample_scene(tmp_path, replace(CONTEXT, width=96, height=96))
+
+
+def test_engine_command_writes_the_context_scene(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from lcfusion.engine.cli import main
+
+    assert main(["sample-scene", str(tmp_path), "--size", "120", "--seed", "3", "--context"]) == 0
+    assert "sample scene written" in capsys.readouterr().err
+    with rasterio.open(tmp_path / "truth.tif") as src:
+        assert set(np.unique(src.read(1))) == set(CONTEXT_CLASSES.codes)
