@@ -13,6 +13,7 @@ import argparse
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -30,24 +31,16 @@ TRAINING = {"EPOCHS": 8, "PATCH_SIZE": 32, "BATCH_SIZE": 8, "PATCHES_PER_EPOCH":
             "VALIDATION_PATCHES": 32, "LEARNING_RATE": 0.002, "MAX_SHIFT": 12, "SEED": 1}
 
 
-def qgis_process(*args: str) -> dict[str, str]:
-    """Run qgis_process, echo its output, return the values printed under 'Results'."""
+def qgis_process(*args: str) -> None:
+    """Run qgis_process and echo its output; stop the demo when it fails."""
     command = [QGIS_PROCESS, *args]
     print("$ " + " ".join(command[:4]) + " ...", flush=True)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    results: dict[str, str] = {}
-    in_results = False
     for line in process.stdout:
         print("  " + line.rstrip(), flush=True)
-        if line.strip() == "Results":
-            in_results = True
-        elif in_results and ":\t" in line:
-            key, value = line.rstrip("\n").split(":\t", 1)
-            results[key.strip()] = value.strip()
     if process.wait() != 0:
         raise SystemExit(f"qgis_process failed (exit status {process.returncode})")
-    return results
 
 
 def enable_plugin() -> None:
@@ -67,7 +60,13 @@ def parameters(values: dict[str, object]) -> list[str]:
     return arguments
 
 
-def test_metrics(model: Path) -> dict:
+def split_of(model: Path) -> tuple[dict, list]:
+    """The split settings and the polygons and pixels per class and part of a model file."""
+    training = read_metadata(model)["training"]
+    return training["split"], training["split_summary"]
+
+
+def held_out_metrics(model: Path) -> dict:
     """The accuracy on the test polygons recorded in a model file."""
     return read_metadata(model)["metrics"]
 
@@ -75,7 +74,7 @@ def test_metrics(model: Path) -> dict:
 def print_comparison(models: dict[str, Path], classes) -> None:
     """OA, Kappa, mean F1 and the context classes' F1 of each model on the same test polygons,
     and the per-pixel ceiling of S2 on those polygons."""
-    metrics = {name: test_metrics(path) for name, path in models.items()}
+    metrics = {name: held_out_metrics(path) for name, path in models.items()}
     rows = [("Overall accuracy", "overall_accuracy"), ("Cohen's Kappa", "kappa"),
             ("Mean F1", "mean_f1")]
     print(f"{'Held-out test polygons (same split)':<38}" + "".join(f"{n:>16}" for n in models))
@@ -91,8 +90,9 @@ def print_comparison(models: dict[str, Path], classes) -> None:
                       for pair in PIXEL_TWINS["s2"])
     ceiling = per_pixel_ceiling(support, "s2")
     print(f"{'Per-pixel ceiling (S2) on these pixels':<38}{ceiling:>16.3f}")
-    print(f"  (the highest OA a model of single S2 pixels can reach here: it can only guess\n"
-          f"  between {twins};\n  a model that sees the pixels' context can pass it)")
+    print(textwrap.fill(f"(the highest OA a model of single S2 pixels can reach here: it can "
+                        f"only guess between {twins}; a model that sees the pixels' context "
+                        f"can pass it)", width=96, initial_indent="  ", subsequent_indent="  "))
 
 
 def render(class_map: Path, reference: Path, png: Path) -> None:
@@ -127,15 +127,15 @@ def main() -> int:
     reference = {"REFERENCE": str(scene.reference_path), "CLASS_FIELD": "class_id",
                  "NAME_FIELD": "class_name", "COLOR_FIELD": "class_color"}
     model, report = folder / "fgunet.lcfusion", folder / "training_report.html"
-    trained = qgis_process("run", "lcfusion:trainfgunet", *parameters({
+    qgis_process("run", "lcfusion:trainfgunet", *parameters({
         "INPUT": [str(p) for p in scene.s2_paths], **reference, **TRAINING,
         "OUTPUT_MODEL": str(model), "OUTPUT_REPORT": str(report)}))
     forest_model = folder / "randomforest.lcfusion"
-    forest = qgis_process("run", "lcfusion:trainrandomforest", *parameters({
+    qgis_process("run", "lcfusion:trainrandomforest", *parameters({
         "SOURCE": 0, "S2": [str(p) for p in scene.s2_paths], **reference,
         "SEED": TRAINING["SEED"], "OUTPUT_MODEL": str(forest_model)}))
-    if forest["SPLIT_PARTS"] != trained["SPLIT_PARTS"]:
-        raise SystemExit("FG-UNET and the Random Forest were tested on different polygons")
+    if split_of(model) != split_of(forest_model):
+        raise SystemExit("FG-UNET and the Random Forest were split differently")
     class_map, confidence = folder / "landcover.tif", folder / "confidence.tif"
     qgis_process("run", "lcfusion:classifyfgunet", *parameters({
         "INPUT": [str(p) for p in scene.s2_paths], "MODEL": str(model),

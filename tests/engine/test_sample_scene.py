@@ -482,3 +482,19 @@ def test_engine_command_writes_the_context_scene(tmp_path: Path,
     assert "sample scene written" in capsys.readouterr().err
     with rasterio.open(tmp_path / "truth.tif") as src:
         assert set(np.unique(src.read(1))) == set(CONTEXT_CLASSES.codes)
+
+
+def test_documented_per_pixel_ceilings_of_the_default_context_scene(tmp_path: Path) -> None:
+    """The figures of the module's docstring and the README: all labelled pixels of the
+    default context scene."""
+    scene = generate_sample_scene(tmp_path, SampleSceneConfig(context=True))
+    with rasterio.open(scene.truth_path) as src:
+        shape, transform = src.shape, src.transform
+    support: Counter[int] = Counter()
+    for code, _, wkt in features(scene):
+        polygon = ogr.CreateGeometryFromWkt(wkt)
+        support[code] += int(rasterize([json.loads(polygon.ExportToJson())], shape,
+                                       transform=transform).sum())
+    ceilings = {source: round(per_pixel_ceiling(support, source), 3)
+                for source in ("s2", "s1s2", "panms")}
+    assert ceilings == {"s2": 0.686, "s1s2": 0.780, "panms": 0.698}
