@@ -410,7 +410,8 @@ def _make_units(
     parcel i (its class's material, or a context class's second material); each context
     parcel adds a unit of its first material on the pixels of its pattern."""
     unit_parcel = list(range(len(codes)))
-    unit_material = [_CONTEXT_MATERIALS.get(code, (0, 0, code))[2] for code in codes]
+    unit_material = [_CONTEXT_MATERIALS[code][2] if code in _CONTEXT_MATERIALS else code
+                     for code in codes]
     unit_map = id_map.copy()
     for index in np.flatnonzero(np.isin(codes, list(_CONTEXT_MATERIALS))):
         row, col, n_rows, n_cols = rects[index]
@@ -497,7 +498,7 @@ def _fruit_tree_greenness(doy: np.ndarray) -> np.ndarray:
 
 
 def _sward_greenness(doy: np.ndarray) -> np.ndarray:
-    """The mown grass under fruit trees, on bare soil patches."""
+    """The mown grass under fruit trees, with patches of bare soil."""
     return 0.35 + 0.3 * _bump(doy, 150, 60)
 
 
