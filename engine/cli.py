@@ -131,7 +131,8 @@ def _sample_scene(args: argparse.Namespace, reporter: Reporter) -> dict:
     from .sample_scene import SampleSceneConfig, generate_sample_scene
 
     try:
-        config = SampleSceneConfig(width=args.size, height=args.size, seed=args.seed)
+        config = SampleSceneConfig(width=args.size, height=args.size, seed=args.seed,
+                                   context=args.context)
         scene = generate_sample_scene(Path(args.folder), config)
     except ValueError as exc:
         raise LcfusionError(str(exc), "SIZE") from exc
@@ -169,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("folder")
     scene.add_argument("--size", type=int, default=160, help="grid side in 10 m pixels")
     scene.add_argument("--seed", type=int, default=7)
+    scene.add_argument("--context", action="store_true",
+                       help="add the context classes (orchard / wooded pasture, residential / "
+                       "industrial), which only the arrangement of their pixels tells apart")
     return parser
 
 

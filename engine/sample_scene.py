@@ -10,13 +10,32 @@ of classes can be told apart by one source only:
 * built-up vs bare soil: identical means everywhere; built-up carries a PAN texture finer
   than one MS pixel with zero mean over every MS pixel.
 
+With ``context=True`` four classes are added, in two *pixel twins*: each parcel of them is a
+mosaic of two materials at the 10 m pixel scale, and the twins share both materials and their
+shares, so a pixel's values (every S2 band and date, S1, MS and PAN) have the same
+distribution in both; only the arrangement of the pixels tells them apart, in every source:
+
+* orchard vs wooded pasture: fruit trees over a grass sward, one third trees; the orchard's
+  trees stand in rows every 3 pixels (30 m) along the parcel, the pasture's in clumps.
+* residential vs industrial: roofs and lawns, half roofs; the houses of the residential area
+  are single pixels scattered among gardens, the industrial halls large blocks among lawns.
+
+A per-pixel classifier (the pixel Random Forest) can do no better than guess within a twin pair,
+so its overall accuracy is bounded by the *per-pixel ceiling* (`per_pixel_ceiling`): the share
+of pixels it could classify if it were perfect on everything but the pairs a source cannot
+separate per pixel (`PIXEL_TWINS`, which also holds the single-source pairs above). On all
+labelled polygons of the default context scene (160 x 160, seed 7) it is 0.686 for S2, 0.780
+for S1 + S2 and 0.698 for PAN + MS; ``make demo`` prints it for its test polygons. A model that
+sees patches (FG-UNET, MRFusion, TWINNS) can pass it: the 3 x 3 local variance alone tells
+the twins apart on about four pixels in five (the tests measure it).
+
 Per-parcel variations are centred within each class (area weighted), so class means follow
 the design exactly and only per-pixel noise blurs them. Pure numpy, rasterio and osgeo.ogr.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -31,6 +50,7 @@ from .io.rasters import Grid, write_profile
 from .reference.classes import ClassTable
 
 WATER, FOREST, WINTER_CROP, SUMMER_CROP, GRASSLAND, WET_MEADOW, BUILT_UP, BARE_SOIL = range(1, 9)
+ORCHARD, WOODED_PASTURE, RESIDENTIAL, INDUSTRIAL = range(9, 13)
 
 SAMPLE_CLASSES = ClassTable.build(
     range(1, 9),
@@ -56,6 +76,37 @@ SAMPLE_CLASSES = ClassTable.build(
     },
 )
 
+#: The classes of a context scene: the eight above and the two context twin pairs.
+CONTEXT_CLASSES = ClassTable.build(
+    range(1, 13),
+    names={
+        **{entry.code: entry.name for entry in SAMPLE_CLASSES},
+        ORCHARD: "orchard",
+        WOODED_PASTURE: "wooded pasture",
+        RESIDENTIAL: "residential",
+        INDUSTRIAL: "industrial",
+    },
+    colors={
+        **{entry.code: entry.color for entry in SAMPLE_CLASSES},
+        ORCHARD: "#9c27b0",
+        WOODED_PASTURE: "#607d3b",
+        RESIDENTIAL: "#f48fb1",
+        INDUSTRIAL: "#5c5c5c",
+    },
+)
+
+#: Per source, the class pairs whose pixels have the same distribution of that source's values:
+#: a per-pixel classifier can only guess between them (pairs of absent classes do not matter).
+PIXEL_TWINS: dict[str, tuple[tuple[int, int], ...]] = {
+    "s2": ((GRASSLAND, WET_MEADOW), (BUILT_UP, BARE_SOIL), (ORCHARD, WOODED_PASTURE),
+           (RESIDENTIAL, INDUSTRIAL)),
+    "s1s2": ((BUILT_UP, BARE_SOIL), (ORCHARD, WOODED_PASTURE), (RESIDENTIAL, INDUSTRIAL)),
+    "panms": ((WINTER_CROP, SUMMER_CROP), (GRASSLAND, WET_MEADOW), (ORCHARD, WOODED_PASTURE),
+              (RESIDENTIAL, INDUSTRIAL)),
+}
+#: The context twin pairs: separable by the arrangement of their pixels only, in every source.
+CONTEXT_TWINS = ((ORCHARD, WOODED_PASTURE), (RESIDENTIAL, INDUSTRIAL))
+
 S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 S1_BANDS = ("VV", "VH")
 MS_BANDS = ("Blue", "Green", "Red", "NIR")
@@ -73,7 +124,7 @@ S1_START = date(2021, 1, 7)
 
 _PARCEL_MIN_SIDE = 8
 _PARCEL_MAX_SIDE = 24
-#: Empirical grid side that reliably holds 5 parcels per class with the parcel sizes above.
+#: Empirical grid side that reliably holds 5 parcels per class of 8 with the parcel sizes above.
 _MIN_GRID_SIDE_HINT = 96
 
 # Endmember reflectances on the S2 bands.
@@ -83,6 +134,21 @@ _SOIL = np.array([0.090, 0.120, 0.160, 0.190, 0.210, 0.230, 0.250, 0.260, 0.320,
 _WATER = np.array([0.060, 0.050, 0.030, 0.020, 0.015, 0.012, 0.010, 0.008, 0.005, 0.003])
 _CONIFER = np.array([0.020, 0.045, 0.025, 0.080, 0.220, 0.300, 0.330, 0.340, 0.150, 0.070])
 _PAVED = np.array([0.120, 0.140, 0.160, 0.175, 0.190, 0.200, 0.210, 0.215, 0.250, 0.230])
+_ROOF = np.array([0.160, 0.170, 0.250, 0.270, 0.280, 0.290, 0.300, 0.300, 0.360, 0.300])
+
+# The materials of the context classes' pixels (the other classes' pixels use their class's).
+_FRUIT_TREE, _SWARD, _ROOFS, _LAWN = range(101, 105)
+#: Context class -> (first material, its share of the parcel, second material).
+_CONTEXT_MATERIALS = {
+    ORCHARD: (_FRUIT_TREE, 1 / 3, _SWARD),
+    WOODED_PASTURE: (_FRUIT_TREE, 1 / 3, _SWARD),
+    RESIDENTIAL: (_ROOFS, 1 / 2, _LAWN),
+    INDUSTRIAL: (_ROOFS, 1 / 2, _LAWN),
+}
+_ORCHARD_ROW_PERIOD = 3
+#: Smoothing (pixels) of the random fields whose upper quantile places clumps and halls.
+_CLUMP_SIGMA = 4.0
+_HALL_SIGMA = 3.0
 
 # Noise and variation levels (reflectance, days, dB).
 _PARCEL_BRIGHTNESS_SD = 0.04
@@ -122,6 +188,13 @@ class SampleSceneConfig:
     epsg: int = 32631
     label_fraction: float = 0.5
     seed: int = 7
+    #: Add the context twin pairs (orchard / wooded pasture, residential / industrial).
+    context: bool = False
+
+    @property
+    def classes(self) -> ClassTable:
+        """The legend of the scene."""
+        return CONTEXT_CLASSES if self.context else SAMPLE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -145,7 +218,9 @@ class SampleScene:
 
 @dataclass(frozen=True)
 class _Parcels:
-    """Parcel rectangles (grid rows/columns), classes and centred per-parcel variations."""
+    """Parcel rectangles (grid rows/columns), classes and centred per-parcel variations, and
+    the parcels' units: the pixels of one material in one parcel (one unit per parcel, two
+    in a context class's parcel)."""
 
     rows: np.ndarray
     cols: np.ndarray
@@ -156,6 +231,9 @@ class _Parcels:
     shift_days: np.ndarray
     s1_offset_db: np.ndarray
     id_map: np.ndarray
+    unit_parcel: np.ndarray
+    unit_material: np.ndarray
+    unit_map: np.ndarray
 
 
 def generate_sample_scene(
@@ -163,7 +241,7 @@ def generate_sample_scene(
 ) -> SampleScene:
     """Write the sample scene described by `config` into `folder` and describe it."""
     _validate(config)
-    parcels = _make_parcels(config, _rng(config, 0))
+    parcels = _make_parcels(config, _rng(config, 0), _rng(config, 5))
     labelled = _choose_labelled(parcels, config, _rng(config, 1))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -197,7 +275,7 @@ def generate_sample_scene(
         transform,
         0,
         ["class"],
-        colormap={c.code: (*c.rgb(), 255) for c in SAMPLE_CLASSES},
+        colormap={c.code: (*c.rgb(), 255) for c in config.classes},
     )
     reference_path = folder / "reference.gpkg"
     _write_reference(reference_path, parcels, labelled, config)
@@ -213,7 +291,7 @@ def generate_sample_scene(
         reference_path=reference_path,
         reference_layer=REFERENCE_LAYER,
         truth_path=truth_path,
-        classes=SAMPLE_CLASSES,
+        classes=config.classes,
         pan_date=pan_date,
     )
 
@@ -281,25 +359,29 @@ def _centred(values: np.ndarray, codes: np.ndarray, areas: np.ndarray) -> np.nda
     return out
 
 
-def _make_parcels(config: SampleSceneConfig, rng: np.random.Generator) -> _Parcels:
-    """Parcels with balanced, shuffled classes; raises if a class gets too few parcels."""
+def _make_parcels(
+    config: SampleSceneConfig, rng: np.random.Generator, pattern_rng: np.random.Generator
+) -> _Parcels:
+    """Parcels with balanced, shuffled classes; raises if a class gets too few parcels.
+    `pattern_rng` arranges the materials of the context classes' parcels."""
     rects = np.array(_split_grid(config.height, config.width, rng), dtype=np.int64)
     count = len(rects)
-    needed = MIN_LABELLED_PARCELS * len(SAMPLE_CLASSES)
+    needed = MIN_LABELLED_PARCELS * len(config.classes)
     if count < needed:
         raise ValueError(
             f"a {config.width}x{config.height} sample scene holds only {count} parcels, but the "
             f"minimum is {needed} ({MIN_LABELLED_PARCELS} labelled parcels for each of the "
-            f"{len(SAMPLE_CLASSES)} classes); use a grid of at least about "
-            f"{_MIN_GRID_SIDE_HINT}x{_MIN_GRID_SIDE_HINT} pixels"
+            f"{len(config.classes)} classes); use a grid of at least about "
+            f"{_min_grid_side(len(config.classes))}x{_min_grid_side(len(config.classes))} pixels"
         )
-    codes = np.resize(np.array(SAMPLE_CLASSES.codes), count)
+    codes = np.resize(np.array(config.classes.codes), count)
     rng.shuffle(codes)
     rows, cols, heights, widths = rects.T
     areas = (heights * widths).astype(float)
     id_map = np.empty((config.height, config.width), dtype=np.int32)
     for index, (row, col, n_rows, n_cols) in enumerate(rects):
         id_map[row : row + n_rows, col : col + n_cols] = index
+    unit_parcel, unit_material, unit_map = _make_units(rects, codes, id_map, pattern_rng)
     return _Parcels(
         rows=rows,
         cols=cols,
@@ -310,7 +392,66 @@ def _make_parcels(config: SampleSceneConfig, rng: np.random.Generator) -> _Parce
         shift_days=_centred(rng.normal(0, _PARCEL_SHIFT_SD_DAYS, count), codes, areas),
         s1_offset_db=_centred(rng.normal(0, _PARCEL_S1_SD_DB, count), codes, areas),
         id_map=id_map,
+        unit_parcel=unit_parcel,
+        unit_material=unit_material,
+        unit_map=unit_map,
     )
+
+
+def _min_grid_side(n_classes: int) -> int:
+    """The grid side that holds enough parcels for `n_classes`, a multiple of 8."""
+    return 8 * int(np.ceil(_MIN_GRID_SIDE_HINT * np.sqrt(n_classes / 8) / 8))
+
+
+def _make_units(
+    rects: np.ndarray, codes: np.ndarray, id_map: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parcel and material of every unit, and the unit of every pixel: unit i < parcels is
+    parcel i (its class's material, or a context class's second material); each context
+    parcel adds a unit of its first material on the pixels of its pattern."""
+    unit_parcel = list(range(len(codes)))
+    unit_material = [_CONTEXT_MATERIALS[code][2] if code in _CONTEXT_MATERIALS else code
+                     for code in codes]
+    unit_map = id_map.copy()
+    for index in np.flatnonzero(np.isin(codes, list(_CONTEXT_MATERIALS))):
+        row, col, n_rows, n_cols = rects[index]
+        first, share, _ = _CONTEXT_MATERIALS[int(codes[index])]
+        pattern = _context_pattern(int(codes[index]), int(n_rows), int(n_cols), share, rng)
+        unit_map[row : row + n_rows, col : col + n_cols][pattern] = len(unit_parcel)
+        unit_parcel.append(int(index))
+        unit_material.append(first)
+    return np.array(unit_parcel), np.array(unit_material), unit_map
+
+
+def _context_pattern(
+    code: int, rows: int, cols: int, share: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Where a context parcel of `rows` x `cols` pixels holds its first material (about
+    `share` of its pixels): orchard rows, pasture clumps, scattered houses or large halls."""
+    if code == ORCHARD:
+        phase = int(rng.integers(_ORCHARD_ROW_PERIOD))
+        along_rows = cols >= rows  # the rows of trees run along the parcel's longer side
+        lines = (np.arange(rows if along_rows else cols) + phase) % _ORCHARD_ROW_PERIOD == 0
+        return np.broadcast_to(lines[:, None] if along_rows else lines[None, :], (rows, cols))
+    noise = rng.standard_normal((rows, cols))
+    if code == RESIDENTIAL:
+        return noise < np.quantile(noise, share)
+    field = _smoothed(noise, _CLUMP_SIGMA if code == WOODED_PASTURE else _HALL_SIGMA)
+    return field > np.quantile(field, 1 - share)
+
+
+def _smoothed(image: np.ndarray, sigma: float) -> np.ndarray:
+    """`image` blurred by a Gaussian of `sigma` pixels (mirrored at its edges)."""
+    radius = int(np.ceil(3 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-(offsets**2) / (2 * sigma**2))
+    kernel /= kernel.sum()
+    out = image
+    for axis in (0, 1):
+        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)],
+                        mode="symmetric")
+        out = np.apply_along_axis(np.convolve, axis, padded, kernel, mode="valid")
+    return out
 
 
 def _choose_labelled(
@@ -318,7 +459,7 @@ def _choose_labelled(
 ) -> np.ndarray:
     """Indices of the labelled parcels: `label_fraction` of each class, at least 5."""
     chosen = []
-    for code in SAMPLE_CLASSES.codes:
+    for code in config.classes.codes:
         members = np.flatnonzero(parcels.codes == code)
         wanted = max(MIN_LABELLED_PARCELS, round(config.label_fraction * len(members)))
         chosen.append(rng.permutation(members)[: min(wanted, len(members))])
@@ -351,6 +492,21 @@ def _forest_greenness(doy: np.ndarray) -> np.ndarray:
     return 0.8 + 0.2 * _bump(doy, 190, 90)
 
 
+def _fruit_tree_greenness(doy: np.ndarray) -> np.ndarray:
+    """Deciduous: bare in winter, in leaf from May to September."""
+    return 0.15 + 0.75 * _bump(doy, 180, 60)
+
+
+def _sward_greenness(doy: np.ndarray) -> np.ndarray:
+    """The mown grass under fruit trees, with patches of bare soil."""
+    return 0.35 + 0.3 * _bump(doy, 150, 60)
+
+
+def _lawn_greenness(doy: np.ndarray) -> np.ndarray:
+    """Watered lawns and gardens: green all year."""
+    return 0.7 + 0.1 * _bump(doy, 160, 80)
+
+
 def _crop_crossing_day() -> float:
     """Day of year between both crop peaks where both crops have the same greenness."""
     low, high = 125.0, 215.0
@@ -379,6 +535,10 @@ _S2_MODEL: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     WET_MEADOW: lambda doy: _mix(_GREEN_VEG, _DRY_VEG, _grass_greenness(doy)),
     BUILT_UP: _constant(_PAVED),
     BARE_SOIL: _constant(_PAVED),
+    _FRUIT_TREE: lambda doy: _mix(_GREEN_VEG, _DRY_VEG, _fruit_tree_greenness(doy)),
+    _SWARD: lambda doy: _mix(_GREEN_VEG, _SOIL, _sward_greenness(doy)),
+    _ROOFS: _constant(_ROOF),
+    _LAWN: lambda doy: _mix(_GREEN_VEG, _DRY_VEG, _lawn_greenness(doy)),
 }
 
 
@@ -412,29 +572,38 @@ _S1_MODEL: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     WET_MEADOW: _wet_meadow_backscatter,
     BUILT_UP: _constant(np.array([-9.0, -17.0])),
     BARE_SOIL: _constant(np.array([-9.0, -17.0])),
+    _FRUIT_TREE: lambda doy: np.stack(
+        [-10.0 + 2.0 * _fruit_tree_greenness(doy), -17.0 + 4.0 * _fruit_tree_greenness(doy)],
+        axis=1),
+    _SWARD: lambda doy: np.stack(
+        [-12.0 + 1.5 * _sward_greenness(doy), -20.0 + 3.0 * _sward_greenness(doy)], axis=1),
+    _ROOFS: _constant(np.array([-5.0, -14.0])),
+    _LAWN: _grass_backscatter,
 }
 
 
-def _parcel_values(
+def _unit_values(
     parcels: _Parcels, model: dict[int, Callable[[np.ndarray], np.ndarray]], bands: int, doy: float
 ) -> np.ndarray:
-    """Noise-free per-parcel values (parcels, bands) of `model` on day `doy`."""
-    local_doy = doy - parcels.shift_days
-    out = np.empty((parcels.codes.size, bands))
-    for code in SAMPLE_CLASSES.codes:
-        members = parcels.codes == code
-        out[members] = model[code](local_doy[members])
+    """Noise-free per-unit values (units, bands) of `model` on day `doy`."""
+    local_doy = doy - parcels.shift_days[parcels.unit_parcel]
+    out = np.empty((parcels.unit_parcel.size, bands))
+    for material in np.unique(parcels.unit_material):
+        members = parcels.unit_material == material
+        out[members] = model[int(material)](local_doy[members])
     return out
 
 
-def _parcel_reflectance(parcels: _Parcels, doy: float) -> np.ndarray:
-    """Noise-free S2 reflectance (parcels, bands) including the per-parcel brightness."""
-    return _parcel_values(parcels, _S2_MODEL, len(S2_BANDS), doy) * parcels.brightness[:, None]
+def _unit_reflectance(parcels: _Parcels, doy: float) -> np.ndarray:
+    """Noise-free S2 reflectance (units, bands) including the per-parcel brightness."""
+    brightness = parcels.brightness[parcels.unit_parcel]
+    return _unit_values(parcels, _S2_MODEL, len(S2_BANDS), doy) * brightness[:, None]
 
 
-def _parcel_backscatter(parcels: _Parcels, doy: float) -> np.ndarray:
-    """Noise-free S1 backscatter in dB (parcels, VV/VH) including the per-parcel offset."""
-    return _parcel_values(parcels, _S1_MODEL, len(S1_BANDS), doy) + parcels.s1_offset_db[:, None]
+def _unit_backscatter(parcels: _Parcels, doy: float) -> np.ndarray:
+    """Noise-free S1 backscatter in dB (units, VV/VH) including the per-parcel offset."""
+    offset = parcels.s1_offset_db[parcels.unit_parcel]
+    return _unit_values(parcels, _S1_MODEL, len(S1_BANDS), doy) + offset[:, None]
 
 
 def _to_dn(reflectance: np.ndarray) -> np.ndarray:
@@ -475,7 +644,7 @@ def _write_s2(
     strip = slice(0, strip_width) if rng.random() < 0.5 else slice(shape[1] - strip_width, None)
     cloud_mask = np.zeros((len(dates), *shape), dtype=np.uint8)
     for index, (day, path) in enumerate(zip(dates, paths, strict=True)):
-        reflectance = _parcel_reflectance(parcels, _day_of_year(day)).T[:, parcels.id_map]
+        reflectance = _unit_reflectance(parcels, _day_of_year(day)).T[:, parcels.unit_map]
         reflectance *= 1 + _S2_RELATIVE_NOISE * rng.standard_normal(reflectance.shape)
         reflectance += _S2_ABSOLUTE_NOISE * rng.standard_normal(reflectance.shape)
         if index in cloudy:
@@ -504,7 +673,7 @@ def _write_s1(
 ) -> None:
     """Write the S1 time series: dB backscatter with multiplicative gamma speckle."""
     for day, path in zip(dates, paths, strict=True):
-        db = _parcel_backscatter(parcels, _day_of_year(day)).T[:, parcels.id_map]
+        db = _unit_backscatter(parcels, _day_of_year(day)).T[:, parcels.unit_map]
         power = 10 ** (db / 10)
         power *= rng.gamma(_S1_LOOKS, 1 / _S1_LOOKS, power.shape)
         _write_raster(
@@ -536,7 +705,7 @@ def _write_ms_pan(
     rng: np.random.Generator,
 ) -> None:
     """Write MS (S2 grid) and PAN (pan_ratio finer) of one cloud-free date `doy`."""
-    scene = _parcel_reflectance(parcels, doy)[:, MS_FROM_S2].T[:, parcels.id_map]
+    scene = _unit_reflectance(parcels, doy)[:, MS_FROM_S2].T[:, parcels.unit_map]
     scene *= 1 + _SCENE_RELATIVE_NOISE * rng.standard_normal(parcels.id_map.shape)
     ms = scene + _SENSOR_NOISE * rng.standard_normal(scene.shape)
     tags = {"ACQUISITION_DATE": acquisition_date}
@@ -623,8 +792,21 @@ def _write_reference_layer(
         code = int(parcels.codes[index])
         feature = ogr.Feature(definition)
         feature.SetField("class_id", code)
-        feature.SetField("class_name", SAMPLE_CLASSES.by_code(code).name)
-        feature.SetField("class_color", SAMPLE_CLASSES.by_code(code).color)
+        feature.SetField("class_name", config.classes.by_code(code).name)
+        feature.SetField("class_color", config.classes.by_code(code).color)
         feature.SetGeometry(polygon)
         layer.CreateFeature(feature)
     layer.CommitTransaction()
+
+
+def per_pixel_ceiling(support: Mapping[int, int], source: str) -> float:
+    """The highest overall accuracy a per-pixel classifier of `source` can reach on pixels of
+    `support` (class code -> pixel count): right on every pixel, except that of each pair of
+    `PIXEL_TWINS[source]` only the class with more pixels can be told (the pair's pixels
+    share one distribution of values, so one rule labels them all)."""
+    total = sum(support.values())
+    if total == 0:
+        raise ValueError("per_pixel_ceiling needs at least one pixel")
+    lost = sum(min(support.get(first, 0), support.get(second, 0))
+               for first, second in PIXEL_TWINS[source])
+    return (total - lost) / total

@@ -12,26 +12,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from numpy.lib.stride_tricks import sliding_window_view
 from osgeo import gdal, ogr
 from rasterio.enums import Compression
 from rasterio.features import rasterize
 from rasterio.transform import Affine, from_origin
+from sklearn.ensemble import RandomForestClassifier
 
 from lcfusion.engine.io.rasters import block_size_for
 from lcfusion.engine.sample_scene import (
     BARE_SOIL,
     BUILT_UP,
+    CONTEXT_CLASSES,
+    CONTEXT_TWINS,
     GRASSLAND,
+    INDUSTRIAL,
     MS_BANDS,
+    ORCHARD,
+    RESIDENTIAL,
     S1_BANDS,
     S2_BANDS,
     SAMPLE_CLASSES,
     SUMMER_CROP,
+    WATER,
     WET_MEADOW,
     WINTER_CROP,
+    WOODED_PASTURE,
     SampleScene,
     SampleSceneConfig,
     generate_sample_scene,
+    per_pixel_ceiling,
 )
 
 SMALL = SampleSceneConfig(width=96, height=96, n_s2_dates=6, n_s1_dates=8, seed=3)
@@ -42,6 +52,20 @@ CLOUD_BLUE_DN = 2200
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> SampleScene:
     return generate_sample_scene(tmp_path_factory.mktemp("scene"), SMALL)
+
+
+#: The smallest context scene (12 classes need about 120 x 120 pixels), and a second one with
+#: other parcels to test on.
+CONTEXT = SampleSceneConfig(width=120, height=120, n_s2_dates=6, n_s1_dates=8, seed=3,
+                            context=True)
+
+
+@pytest.fixture(scope="module")
+def context_scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[SampleScene, SampleScene]:
+    return tuple(
+        generate_sample_scene(tmp_path_factory.mktemp("context"), replace(CONTEXT, seed=seed))
+        for seed in (CONTEXT.seed, CONTEXT.seed + 1)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -345,3 +369,132 @@ def test_too_small_grid_is_rejected(tmp_path: Path) -> None:
 def test_invalid_config_is_rejected(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate_sample_scene(tmp_path, replace(SMALL, **change))
+
+
+def test_context_scene_holds_the_twin_classes_as_mosaics(
+    context_scenes: tuple[SampleScene, SampleScene]
+) -> None:
+    scene = context_scenes[0]
+    assert scene.classes == CONTEXT_CLASSES and scene.classes.codes == list(range(1, 13))
+    assert [scene.classes.by_code(c).name for c in (ORCHARD, WOODED_PASTURE, RESIDENTIAL,
+                                                    INDUSTRIAL)] == [
+        "orchard", "wooded pasture", "residential", "industrial"]
+    truth = read(scene.truth_path)[0]
+    assert set(np.unique(truth)) == set(range(1, 13))
+    counts = Counter(class_id for class_id, _, _ in features(scene))
+    assert set(counts) == set(range(1, 13)) and min(counts.values()) >= 5
+    with rasterio.open(scene.truth_path) as src:
+        assert set(src.colormap(1)) >= set(range(1, 13))
+
+    # Each context parcel is a mosaic of two materials, dark and bright in the MS red band:
+    # trees over sward (a third trees), roofs among lawns (half roofs).
+    red = read(scene.ms_path)[MS_BANDS.index("Red")] / 10000
+    for code, bright_material, share in ((ORCHARD, False, 1 / 3), (WOODED_PASTURE, False, 1 / 3),
+                                         (RESIDENTIAL, True, 1 / 2), (INDUSTRIAL, True, 1 / 2)):
+        values = red[truth == code]
+        threshold = (np.percentile(values, 5) + np.percentile(values, 95)) / 2
+        first = values > threshold if bright_material else values < threshold
+        assert first.mean() == pytest.approx(share, abs=0.05)
+        assert values[first].std() < 0.2 * abs(values[first].mean() - values[~first].mean())
+
+
+def local_variance(image: np.ndarray) -> np.ndarray:
+    """Per band, the variance of each pixel's 3 x 3 window (mirrored at the edges)."""
+    padded = np.pad(image, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+    return sliding_window_view(padded, (3, 3), axis=(1, 2)).var(axis=(-1, -2))
+
+
+def pair_features(scene: SampleScene, pair: tuple[int, int], kind: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Features and classes of the pixels of `pair` whose 3 x 3 window lies in their class:
+    per-pixel values of a source (s2: every band and date; s1s2: with the S1 dates; panms:
+    the MS bands and the 4 x 4 PAN pixels inside the MS pixel), or texture (the MS bands'
+    local variance)."""
+    truth = read(scene.truth_path)[0]
+    ms = read(scene.ms_path)
+    s2 = np.concatenate([read(p) for p in scene.s2_paths])
+    ratio = CONTEXT.pan_ratio
+    pan = read(scene.pan_path)[0].reshape(CONTEXT.height, ratio, CONTEXT.width, ratio)
+    values = {"s2": s2,
+              "s1s2": np.concatenate([s2, *(read(p) for p in scene.s1_paths)]),
+              "panms": np.concatenate([ms, pan.transpose(1, 3, 0, 2).reshape(-1, *truth.shape)]),
+              "texture": local_variance(ms)}[kind]
+    inside = (local_variance(truth[None])[0] == 0) & np.isin(truth, pair)
+    return values[:, inside].T, truth[inside]
+
+
+def balanced_accuracy(train: tuple, test: tuple) -> float:
+    forest = RandomForestClassifier(n_estimators=50, min_samples_leaf=5, random_state=0,
+                                    n_jobs=1).fit(*train)
+    predicted, reference = forest.predict(test[0]), test[1]
+    return float(np.mean([(predicted[reference == c] == c).mean() for c in np.unique(reference)]))
+
+
+@pytest.mark.parametrize("pair", CONTEXT_TWINS, ids=["orchard-pasture", "residential-industrial"])
+def test_context_twins_are_alike_per_pixel_and_told_apart_by_local_variance(
+    context_scenes: tuple[SampleScene, SampleScene], pair: tuple[int, int]
+) -> None:
+    """A forest learns the pair on one scene and is tested on another scene's parcels: on any
+    source's pixel values it guesses; on the local variance it tells the twins apart."""
+    first, second = context_scenes
+    for kind in ("s2", "s1s2", "panms"):
+        accuracy = balanced_accuracy(pair_features(first, pair, kind),
+                                     pair_features(second, pair, kind))
+        assert abs(accuracy - 0.5) < 0.08, (kind, accuracy)
+    texture = balanced_accuracy(pair_features(first, pair, "texture"),
+                                pair_features(second, pair, "texture"))
+    assert texture > 0.7
+
+
+def test_context_scene_is_deterministic_and_differs_from_the_plain_one(
+    tmp_path: Path, context_scenes: tuple[SampleScene, SampleScene]
+) -> None:
+    def digests(folder: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+    again = generate_sample_scene(tmp_path / "again", CONTEXT)
+    assert digests(again.folder) == digests(context_scenes[0].folder)
+    assert features(again) == features(context_scenes[0])
+    plain = generate_sample_scene(tmp_path / "plain", replace(CONTEXT, context=False))
+    assert digests(plain.folder)["truth.tif"] != digests(again.folder)["truth.tif"]
+    assert plain.classes == SAMPLE_CLASSES
+
+
+def test_per_pixel_ceiling_counts_only_the_larger_class_of_each_twin_pair() -> None:
+    support = {WATER: 60, GRASSLAND: 30, WET_MEADOW: 10, ORCHARD: 5, WOODED_PASTURE: 15}
+    assert per_pixel_ceiling(support, "s2") == pytest.approx((120 - 10 - 5) / 120)
+    assert per_pixel_ceiling(support, "s1s2") == pytest.approx((120 - 5) / 120)
+    assert per_pixel_ceiling({WATER: 7, BUILT_UP: 3}, "s2") == 1.0
+    with pytest.raises(ValueError, match="at least one pixel"):
+        per_pixel_ceiling({}, "s2")
+
+
+def test_too_small_context_grid_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"minimum is 60 .* 12 classes.* 120x120"):
+        generate_sample_scene(tmp_path, replace(CONTEXT, width=96, height=96))
+
+
+def test_engine_command_writes_the_context_scene(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from lcfusion.engine.cli import main
+
+    assert main(["sample-scene", str(tmp_path), "--size", "120", "--seed", "3", "--context"]) == 0
+    assert "sample scene written" in capsys.readouterr().err
+    with rasterio.open(tmp_path / "truth.tif") as src:
+        assert set(np.unique(src.read(1))) == set(CONTEXT_CLASSES.codes)
+
+
+def test_documented_per_pixel_ceilings_of_the_default_context_scene(tmp_path: Path) -> None:
+    """The figures of the module's docstring and the README: all labelled pixels of the
+    default context scene."""
+    scene = generate_sample_scene(tmp_path, SampleSceneConfig(context=True))
+    with rasterio.open(scene.truth_path) as src:
+        shape, transform = src.shape, src.transform
+    support: Counter[int] = Counter()
+    for code, _, wkt in features(scene):
+        polygon = ogr.CreateGeometryFromWkt(wkt)
+        support[code] += int(rasterize([json.loads(polygon.ExportToJson())], shape,
+                                       transform=transform).sum())
+    ceilings = {source: round(per_pixel_ceiling(support, source), 3)
+                for source in ("s2", "s1s2", "panms")}
+    assert ceilings == {"s2": 0.686, "s1s2": 0.780, "panms": 0.698}
