@@ -233,6 +233,7 @@ def test_help_lists_every_default(registry, algorithm_id):
 
 def test_defaults_are_shown_as_the_dialog_shows_them(registry):
     defaults = html.unescape(registry.algorithmById("lcfusion:traintwinns").shortHelpString())
-    for item in ("Epochs (at most): <code>20</code>", "Split method: <code>random per class (seeded)",
+    for item in ("Epochs (at most): <code>20</code>",
+                 "Split method: <code>random per class (seeded)",
                  "Auxiliary classifiers: <code>yes</code>", "Auxiliary weight alpha: <code>0.3<"):
         assert item in defaults
