@@ -59,9 +59,10 @@ validation pixels are drawn the same way.</li>
 by default).</li>
 <li>Advanced: patches per epoch, validation patches, dates per chunk (0: up to 3 dates per
 chunk, as in the paper), random shift of the patches, augmentation (flips and transposes),
-class weights in the loss (the paper's 1 / pixels; with strongly unequal classes the square
-root is gentler, since the patches are already drawn class-balanced), device, tile size and
-margin of the evaluation.</li>
+class weights in the loss (default none: the patches are already drawn class-balanced, and
+weighting the loss again by the paper's 1 / pixels made the map collapse onto the rarest class on
+real data with few patches; the square root is gentler), device, tile size and margin of the
+evaluation.</li>
 </ul>
 <p>Output: a model file (<code>.lcfusion</code>: weights and a description of inputs, classes,
 normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
@@ -97,7 +98,8 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
         self.add_setting(QgsProcessingParameterEnum(
             "CLASS_WEIGHTING", "Class weights in the loss", options=[
                 "1 / pixels of the class (paper)", "1 / square root of the pixels",
-                "none"], defaultValue=0), "class_weighting", True, weightings)
+                "none (the patches are drawn class-balanced)"], defaultValue=2),
+            "class_weighting", True, weightings)
         self.add_sampling()
         self.add_optimizer()
         self.add_compute()

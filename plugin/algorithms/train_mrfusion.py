@@ -43,8 +43,9 @@ overhangs the MS by less than one MS pixel; the log says by how much the MS move
 cropped, the maps are on the cropped PAN grid, and the model records the choice.</li>
 <li><b>Reference polygons</b>, <b>Class field</b> (integer codes or text names), optional
 <b>Class name field</b> and <b>Class colour field</b> (<code>#rrggbb</code>).</li>
-<li><b>Training / validation / test shares</b> of each class's polygons (default 0.3 / 0 / 0.7,
-the paper's protocol), <b>Split method</b> and <b>Random seed</b>.</li>
+<li><b>Training / validation / test shares</b> of each class's polygons (default 0.6 / 0.2 / 0.2:
+validation polygons choose the best epoch and stop the training; the paper's protocol is
+0.3 / 0 / 0.7, without them), <b>Split method</b> and <b>Random seed</b>.</li>
 <li><b>Patch size</b> on the PAN (default 32, a multiple of r; the MS patch is 32 / r). The
 patch of a pixel has the pixel just below and right of its centre; its MS patch starts at the
 MS pixel edge nearest to the PAN patch's edge.</li>
@@ -72,7 +73,7 @@ evaluation.</li>
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.add_pan_ms(patch_size="PATCH_SIZE")
         self.add_reference()
-        self.add_split(0.3, 0.0, 0.7)
+        self.add_split(0.6, 0.2, 0.2)
         self.add_int("PATCH_SIZE", "Patch size on the PAN (pixels, a multiple of the ratio)",
                      "patch_size", 32, minimum=4)
         self.add_epochs(10, early_stopping=0)
