@@ -37,9 +37,9 @@ def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_pa
     header = read_header(model)
     assert header.family == "mrfusion"
     assert header.metadata["architecture"]["branches"] == "pan"
-    # The dialog's default split is the paper's 30 % / 70 % of each class's polygons.
+    # The dialog's default split keeps validation polygons (best epoch, early stopping).
     split = header.metadata["training"]["split"]
-    assert (split["train"], split["validation"], split["test"]) == (0.3, 0.0, 0.7)
+    assert (split["train"], split["validation"], split["test"]) == (0.6, 0.2, 0.2)
     log = feedback.text("info")
     assert "ratio 4" in log and "PAN and MS" not in log and "PAN branch only" in log
 
