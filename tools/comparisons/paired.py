@@ -69,7 +69,7 @@ def paired_t_p(deep: list[float], forest: list[float]) -> float | None:
         return None
     if not differences.any():
         return 1.0
-    if np.ptp(differences) == 0:
+    if np.ptp(differences) < 1e-12:
         return None
     return _p_or_none(stats.ttest_rel(deep, forest).pvalue)
 
