@@ -51,7 +51,7 @@ test: setup
 	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 $(PYTEST_ARGS)
 
 ## accuracy: FG-UNET, MRFusion, TWINNS each against its Random Forest on the same k seeded
-## splits of every labelled set, with paired tests (ACCURACY_CONFIG=full: about 60 minutes on
+## splits of every labelled set, with paired tests (ACCURACY_CONFIG=full: under an hour on
 ## 2 cores; quick: 2 minutes) -> $(ACCURACY_DIR)/accuracy.md and accuracy.json
 accuracy: setup
 	$(RUN_ENV) $(PY) tools/accuracy.py $(ACCURACY_DIR) --config $(ACCURACY_CONFIG) \
