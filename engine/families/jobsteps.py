@@ -41,6 +41,15 @@ def model_output(job: Job) -> Path:
     return path
 
 
+def test_pixels_output(job: Job) -> Path | None:
+    """The optional ``.npz`` file for the test pixels' predictions (``outputs.test_pixels``),
+    checked before any work starts: what a paired comparison of two models needs."""
+    path = job.resolve(job.section("outputs").get("test_pixels"))
+    if path is not None:
+        check_writable(path, "OUTPUT_TEST_PIXELS")
+    return path
+
+
 def map_outputs(job: Job) -> tuple[Path, Path | None]:
     """The class map and optional confidence map to write, checked before any work starts."""
     outputs = job.section("outputs")
@@ -261,9 +270,23 @@ def fit_on_pixels(model: torch.nn.Module, pixels: TrainingPixels, batches: Pixel
                context)
 
 
+def save_test_pixels(path: Path, split: SplitReference, predicted: np.ndarray) -> None:
+    """The test pixels (row, column, reference feature), their reference class code and the
+    predicted one (-1 on nodata), as arrays of an ``.npz`` file."""
+    test = split.mask(2)
+    pixels = split.reference.pixels
+    codes = np.array([entry.code for entry in split.reference.classes], dtype=np.int64)
+    np.savez_compressed(
+        path, rows=pixels.rows[test].astype(np.int64), cols=pixels.cols[test].astype(np.int64),
+        feature=split.reference.object_feature[pixels.objects[test]].astype(np.int64),
+        reference=codes[split.pixel_class[test]],
+        predicted=np.where(predicted >= 0, codes[np.maximum(predicted, 0)], -1))
+
+
 def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
-                  reporter: Reporter) -> Accuracy | None:
-    """Accuracy on the pixels of the test polygons (None without test polygons)."""
+                  reporter: Reporter, save_to: Path | None = None) -> Accuracy | None:
+    """Accuracy on the pixels of the test polygons (None without test polygons); with
+    `save_to`, the test pixels' predictions go to that file (see `save_test_pixels`)."""
     test = split.mask(2)
     if not test.any():
         reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
@@ -271,6 +294,8 @@ def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: Spli
     pixels = split.reference.pixels
     predicted = predict_pixels(predictor, reader, grid, pixels.rows[test], pixels.cols[test],
                                reporter)
+    if save_to is not None:
+        save_test_pixels(save_to, split, predicted)
     classified = predicted >= 0
     if not classified.all():
         reporter.info(f"{int((~classified).sum())} test pixels fall on nodata (nodata in the "

@@ -40,11 +40,14 @@ def split_repeats(job: Job) -> int:
     return repeats
 
 
-def variant(job: Job, seed: int, model: Path) -> Job:
-    """The job with another split seed and model output."""
+def variant(job: Job, seed: int, model: Path, kept: bool = True) -> Job:
+    """The job with another split seed and model output; a split whose model is not `kept`
+    writes no test pixels file (the file holds the kept model's test pixels)."""
     data = copy.deepcopy(job.data)
     data.setdefault("split", {})["seed"] = seed
     data.setdefault("outputs", {})["model"] = str(model)
+    if not kept:
+        data["outputs"].pop("test_pixels", None)
     return Job(job.command, data, job.folder)
 
 
@@ -100,7 +103,7 @@ def _train_repeatedly(job: Job, reporter: Reporter, train: Callable[[Job, Report
         for index in range(repeats):
             reporter.info(f"split {index + 1} of {repeats} (seed {seed + index})")
             target = model if index == 0 else Path(scratch) / f"split-{index}.lcfusion"
-            outputs = train(variant(job, seed + index, target),
+            outputs = train(variant(job, seed + index, target, kept=index == 0),
                             reporter.span(index / repeats, (index + 1) / repeats))
             runs.append({"seed": seed + index, **_metrics(outputs)})
             first = first or outputs

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from helpers import RecordingReporter, fgunet_train_job, twinns_train_job
+from helpers import (
+    RecordingReporter,
+    fgunet_train_job,
+    randomforest_train_job,
+    twinns_train_job,
+)
 
 from lcfusion.engine.errors import LcfusionError
 from lcfusion.engine.families.fgunet.commands import train_fgunet
+from lcfusion.engine.families.randomforest.commands import train_randomforest
 from lcfusion.engine.families.repeats import run_training, summarize, variant
 from lcfusion.engine.families.twinns.commands import train_twinns
 from lcfusion.engine.jobs import Job
@@ -68,3 +75,25 @@ def test_repeats_are_bounded(tmp_path, scene):
     with pytest.raises(LcfusionError) as error:
         run_training(job, RecordingReporter(), train_twinns)
     assert error.value.parameter == "REPEATS"
+
+
+def test_the_test_pixels_file_holds_the_kept_splits_predictions(tmp_path, scene):
+    model, pixels_file = tmp_path / "model.lcfusion", tmp_path / "test.npz"
+    job = Job.load(randomforest_train_job(tmp_path, scene, model))
+    job.data["split"]["repeats"] = 2
+    job.data["outputs"]["test_pixels"] = str(pixels_file)
+    run_training(job, RecordingReporter(), train_randomforest)
+    metadata = read_metadata(model)
+    saved = np.load(pixels_file)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz") == ["test.npz"]
+    # The first split's (the kept model's) test pixels: its accuracy, its test polygons.
+    assert saved["rows"].size == metadata["metrics"]["n_pixels"] > 0
+    correct = saved["predicted"] == saved["reference"]
+    assert correct.mean() == pytest.approx(metadata["metrics"]["overall_accuracy"])
+    codes = {entry["code"] for entry in metadata["classes"]}
+    assert set(np.unique(saved["reference"])) <= codes
+    assert set(np.unique(saved["predicted"])) <= codes
+    test_rows = [row["test_pixels"] for row in metadata["training"]["split_summary"]]
+    assert saved["reference"].size == sum(test_rows)
+    assert np.unique(saved["feature"]).size == sum(
+        row["test_objects"] for row in metadata["training"]["split_summary"])

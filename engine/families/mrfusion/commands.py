@@ -35,6 +35,7 @@ from ..jobsteps import (
     model_output,
     save_trained_model,
     split_reference,
+    test_pixels_output,
 )
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .network import BRANCHES, MRFusion, MRFusionConfig, smallest_patch
@@ -144,6 +145,7 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
     config = settings_from(MRFusionTrainConfig, settings, PRESETS)
     split_config = preset_split(job.section("split"), settings, PRESETS)
     model_path = model_output(job)
+    test_pixels = test_pixels_output(job)
     pair = read_pair(job.section("inputs"), config.align_ms)
     _log_pair(pair, reporter)
     check_patch_size(config.patch_size, pair.ratio, config.branches)
@@ -205,7 +207,7 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                                                train_here, staged)
             predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
             accuracy = evaluate_test(predictor, reader, pair.grid, split,
-                                     reporter.span(0.9, 0.99))
+                                     reporter.span(0.9, 0.99), test_pixels)
 
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),

@@ -1,0 +1,123 @@
+"""`make accuracy` on its quick configuration, so the harness cannot rot: the structure of
+accuracy.md / accuracy.json, the p-values' range and the pairing (both models of a pair on the
+same split parts and test pixels). No accuracy is asserted. Plus the paired tests' arithmetic."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import SHARED_DATA, shared_data
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from comparisons.paired import mcnemar, paired_t_p, verdict, wilcoxon_p  # noqa: E402
+
+VERDICTS = {"deep better", "deep worse", "no significant difference"}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[Path, dict, str]:
+    out = tmp_path_factory.mktemp("accuracy")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "accuracy.py"), str(out),
+                             "--config", "quick"], capture_output=True, text=True,
+                            timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, json.loads((out / "accuracy.json").read_text(encoding="utf-8")), result.stderr
+
+
+def comparisons(results: dict) -> list[dict]:
+    return [row for data in results["sets"].values() for row in data["comparisons"]]
+
+
+def in_unit_range(value) -> bool:
+    return value is None or 0.0 <= value <= 1.0
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_comparison_with_its_tests(quick):
+    out, results, _ = quick
+    assert results["config"] == "quick" and results["seeds"] == [0, 1]
+    assert [row["family"] for row in results["sets"]["sample"]["comparisons"]] == [
+        "FG-UNET", "MRFusion", "TWINNS"]
+    text = (out / "accuracy.md").read_text(encoding="utf-8")
+    for heading in ("## What is paired", "## How to read the tests", "## sample scene"):
+        assert heading in text
+    assert "0.0625" in text
+    for row in comparisons(results):
+        assert "error" not in row, row.get("error")
+        for side in ("deep", "forest"):
+            assert [run["seed"] for run in row[side]["runs"]] == [0, 1]
+            assert all(in_unit_range(run["OA"]) for run in row[side]["runs"])
+            assert row[side]["seconds_per_split"] > 0 or side == "forest"
+        assert in_unit_range(row["wilcoxon_p"]) and in_unit_range(row["paired_t_p"])
+        test = row["mcnemar"]
+        assert 0.0 <= test["p_value"] <= 1.0
+        assert test["deep_only"] + test["forest_only"] <= row["pooled_test_pixels"]
+        assert row["delta_oa"]["per_split"] == pytest.approx(
+            [d["OA"] - f["OA"] for d, f in zip(row["deep"]["runs"], row["forest"]["runs"],
+                                                strict=True)])
+        assert row["verdict"] in VERDICTS
+        assert f"| {row['family']} ({row['source']}) | {row['forest_name']} |" in text
+
+
+@pytest.mark.slow
+def test_both_models_of_a_pair_share_split_parts_and_test_pixels(quick):
+    _, results, _ = quick
+    for row in comparisons(results):
+        assert row["same_split_parts"] == [True, True]
+        assert row["same_test_pixels"] == [True, True]
+        for deep, forest in zip(row["deep"]["runs"], row["forest"]["runs"], strict=True):
+            assert deep["parts"] == forest["parts"] and "test" in deep["parts"]
+            deep_pixels = np.load(deep["test_pixels"])
+            forest_pixels = np.load(forest["test_pixels"])
+            # The test pixels lie in exactly the split's test polygons.
+            tests = {i for i, part in enumerate(deep["parts"]) if part == "test"}
+            assert set(np.unique(deep_pixels["feature"]).tolist()) == tests
+            assert np.array_equal(deep_pixels["rows"], forest_pixels["rows"])
+        seeds = [run["parts"] for run in row["deep"]["runs"]]
+        assert seeds[0] != seeds[1]  # another seed, another split
+
+
+@pytest.mark.slow
+def test_quick_run_takes_a_real_set_with_its_derived_inputs_logged(quick):
+    shared_data("slovenia_s2", "lulc_reference.gpkg")
+    out, results, _ = quick
+    slovenia = results["sets"]["slovenia"]
+    assert any("dropped LULC 1 'cultivated land'" in note for note in slovenia["notes"])
+    assert (out / "inputs" / "slovenia_reference.gpkg").is_file()
+    assert not (SHARED_DATA / "slovenia_s2" / "slovenia_reference.gpkg").exists()
+    assert "dropped LULC 1" in (out / "accuracy.md").read_text(encoding="utf-8")
+
+
+def test_mcnemar_is_exact_for_few_discordant_pixels_and_chi_square_otherwise():
+    deep = np.array([True] * 9 + [False] * 1 + [True] * 50)
+    forest = np.array([False] * 9 + [True] * 1 + [True] * 50)
+    few = mcnemar(deep, forest)
+    assert (few.deep_only, few.forest_only, few.method) == (9, 1, "exact binomial")
+    assert few.p_value == pytest.approx(22 / 1024)  # 2 * P(X <= 1), X ~ B(10, 1/2)
+    many = mcnemar(np.repeat(deep, 4), np.repeat(forest, 4))
+    assert many.method == "chi-square, continuity-corrected"
+    # chi-square (|36 - 4| - 1)^2 / 40 = 24.025 on 1 degree of freedom
+    assert many.p_value == pytest.approx(9.509e-7, rel=1e-3)
+    assert mcnemar(deep, deep).p_value == 1.0
+
+
+def test_split_tests_over_five_splits():
+    deep, forest = [0.80, 0.82, 0.85, 0.79, 0.90], [0.70, 0.71, 0.72, 0.70, 0.75]
+    assert wilcoxon_p(deep, forest) == pytest.approx(0.0625)  # the smallest possible at k = 5
+    assert paired_t_p(deep, forest) < 0.01
+    assert wilcoxon_p(forest, forest) == 1.0 and paired_t_p(forest, forest) == 1.0
+    assert paired_t_p([0.8, 0.9], [0.7, 0.8]) is None  # equal differences: no spread
+
+
+def test_verdict_needs_both_tests_in_the_same_direction():
+    better = mcnemar(np.array([True] * 40 + [False] * 2), np.array([False] * 40 + [True] * 2))
+    assert verdict(0.05, 0.01, better) == "deep better"
+    assert verdict(0.05, 0.2, better) == "no significant difference"
+    assert verdict(-0.05, 0.01, better) == "no significant difference"
+    worse = mcnemar(np.array([False] * 40 + [True] * 2), np.array([True] * 40 + [False] * 2))
+    assert verdict(-0.05, 0.01, worse) == "deep worse"

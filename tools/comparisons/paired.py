@@ -1,0 +1,85 @@
+"""Paired tests of a deep model against its Random Forest on the same splits.
+
+Over the k splits: the Wilcoxon signed-rank test and the paired t-test of the per-split overall
+accuracies. On the test pixels pooled over the splits: McNemar's test of the pixels one model
+classifies correctly and the other not (exact binomial when these discordant pixels are few,
+chi-square with continuity correction otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05
+#: Below this many discordant pixels McNemar's test is the exact binomial one.
+EXACT_BELOW = 25
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Discordant test pixels: right only by the deep model, right only by the forest."""
+
+    deep_only: int
+    forest_only: int
+    p_value: float
+    method: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def mcnemar(deep_correct: np.ndarray, forest_correct: np.ndarray) -> McNemar:
+    """McNemar's test on paired per-pixel correctness."""
+    deep_only = int(np.count_nonzero(deep_correct & ~forest_correct))
+    forest_only = int(np.count_nonzero(forest_correct & ~deep_correct))
+    discordant = deep_only + forest_only
+    if discordant == 0:
+        return McNemar(0, 0, 1.0, "no discordant pixel")
+    if discordant < EXACT_BELOW:
+        p_value = stats.binomtest(deep_only, discordant, 0.5).pvalue
+        return McNemar(deep_only, forest_only, float(p_value), "exact binomial")
+    statistic = (abs(deep_only - forest_only) - 1) ** 2 / discordant
+    return McNemar(deep_only, forest_only, float(stats.chi2.sf(statistic, 1)),
+                   "chi-square, continuity-corrected")
+
+
+def _p_or_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def wilcoxon_p(deep: list[float], forest: list[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p of the per-split differences (1 when all are 0)."""
+    differences = np.asarray(deep) - np.asarray(forest)
+    if differences.size < 2:
+        return None
+    if not differences.any():
+        return 1.0
+    return _p_or_none(stats.wilcoxon(differences).pvalue)
+
+
+def paired_t_p(deep: list[float], forest: list[float]) -> float | None:
+    """Two-sided paired t-test p of the per-split values (None when undefined: fewer than
+    two splits, or differences without spread)."""
+    differences = np.asarray(deep) - np.asarray(forest)
+    if differences.size < 2:
+        return None
+    if not differences.any():
+        return 1.0
+    if np.ptp(differences) < 1e-12:
+        return None
+    return _p_or_none(stats.ttest_rel(deep, forest).pvalue)
+
+
+def verdict(delta: float, t_p: float | None, pixels: McNemar) -> str:
+    """'deep better' / 'deep worse' when the paired t-test over the splits and McNemar's test
+    both say so at `ALPHA`, in the same direction as the mean OA difference; otherwise no
+    significant difference."""
+    direction = np.sign(pixels.deep_only - pixels.forest_only)
+    if (t_p is not None and t_p < ALPHA and pixels.p_value < ALPHA
+            and direction == np.sign(delta) != 0):
+        return "deep better" if delta > 0 else "deep worse"
+    return "no significant difference"
