@@ -118,7 +118,8 @@ def main() -> int:
     started = time.monotonic()
     results: dict[str, dict] = {}
     for key in chosen:
-        labelled = load_set(key, folder / "inputs", args.sample_size or config.sample_size)
+        labelled = load_set(key, folder / "inputs", args.sample_size or config.sample_size,
+                            config.sample_context)
         if labelled is None:
             print(f"[{key}] data not found under {SHARED_DATA}: skipped", file=sys.stderr)
             continue

