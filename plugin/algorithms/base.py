@@ -51,6 +51,8 @@ from .bindings.modelfile import ModelInputBinding
 from .bindings.options import (
     COMPUTE_HELP,
     FILL_HELP,
+    LOOP_HELP,
+    TTA_HELP,
     ComputeBinding,
     FillValueBinding,
     SettingBinding,
@@ -119,6 +121,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         extra = REPORT_HELP if self.group_key == "training" else ""
         if self.parameterDefinition("COMPUTE") is not None:
             extra += COMPUTE_HELP
+        if self.parameterDefinition("EARLY_STOPPING") is not None:
+            extra += LOOP_HELP
+        if self.parameterDefinition("TTA") is not None:
+            extra += TTA_HELP
         if self.parameterDefinition("FILL_VALUE") is not None:
             extra += FILL_HELP
         return " ".join((self.help_text + extra + self.defaults_help()).split())

@@ -27,8 +27,6 @@ date, or one stack with <b>Bands per date</b>), and optionally their cloud masks
 are put in the order of the model's dates; dates of another year are matched by their order in
 the season (with a warning); undated layers must be in the order of training. Gap-filling is
 applied when the model was trained with it.</li>
-<li><b>Test-time augmentation</b> (advanced): each tile is classified in its 8 flips and
-rotations and the probabilities averaged (8 times the time).</li>
 <li>Advanced: tile size, margin (a multiple of 4; 28 pixels or more makes the tiles
 seamless, equal to one pass over the whole image, while the paper's 20 can leave faint
 differences along tile edges) and device.</li>

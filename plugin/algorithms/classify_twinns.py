@@ -24,8 +24,6 @@ spectral indices, backscatter scale and gap-filling are applied as in training.<
 <li><b>Sentinel-1 rasters</b> and <b>Sentinel-2 rasters</b>: the same dates and bands as for
 training, put in the order of the model's dates when their names give dates (another year is
 matched by order in the season, with a warning); optionally the S2 cloud masks.</li>
-<li><b>Test-time augmentation</b> (advanced): each tile is classified in its 8 flips and
-rotations and the probabilities averaged (8 times the time).</li>
 <li>Advanced: tile size and device.</li>
 </ul>
 """

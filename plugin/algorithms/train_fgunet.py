@@ -46,17 +46,6 @@ and dealt to the parts in turn, so that every part gets large and small polygons
 <li><b>Epochs</b>, <b>Batch size</b>, <b>Learning rate</b>, <b>Patch size</b> (multiple of 4):
 defaults suit a CPU. The <b>paper</b> preset uses the paper's values (50 epochs of 10,000
 patches of 64 x 64, batch 4, learning rate 1e-4) and replaces the values it covers.</li>
-<li><b>Epochs (at most)</b>: training ends earlier at the <b>Time limit</b> (minutes; no epoch
-starts that would end past it; 0: none) or, with an <b>Early stopping patience</b> of N
-(advanced; 0: never), after N epochs without a lower validation loss. The weights of the
-epoch with the lowest validation loss are kept either way.</li>
-<li><b>Training pixels drawn</b> (advanced): class-balanced — a class uniformly, then one of its
-pixels, so a class's few largest polygons give most of its samples — or class- and
-polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
-validation pixels are drawn the same way.</li>
-<li><b>Optimizer</b> (Adam, as in the papers, or AdamW), <b>Weight decay</b>, a linear
-<b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> (advanced; all off
-by default).</li>
 <li>Advanced: patches per epoch, validation patches, dates per chunk (0: up to 3 dates per
 chunk, as in the paper), random shift of the patches, augmentation (flips and transposes),
 class weights in the loss (default none: the patches are already drawn class-balanced, and

@@ -52,17 +52,6 @@ MS pixel edge nearest to the PAN patch's edge.</li>
 <li><b>Epochs</b>, <b>Batch size</b>, <b>Learning rate</b>, <b>Augmentation</b>: defaults suit a
 CPU. The <b>paper</b> preset uses the paper's values (250 epochs, batch 64, learning rate 2e-4,
 30 % / 70 % train / test polygons) and replaces the values it covers.</li>
-<li><b>Epochs (at most)</b>: training ends earlier at the <b>Time limit</b> (minutes; no epoch
-starts that would end past it; 0: none) or, with an <b>Early stopping patience</b> of N
-(advanced; 0: never), after N epochs without a lower validation loss. The weights of the
-epoch with the lowest validation loss are kept either way.</li>
-<li><b>Training pixels drawn</b> (advanced): class-balanced — a class uniformly, then one of its
-pixels, so a class's few largest polygons give most of its samples — or class- and
-polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
-validation pixels are drawn the same way.</li>
-<li><b>Optimizer</b> (Adam, as in the papers, or AdamW), <b>Weight decay</b>, a linear
-<b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> (advanced; all off
-by default).</li>
 <li>Advanced: samples per epoch and validation samples, <b>Branches</b> (both, as in the paper,
 or the PAN-only and MS-only ablations — recorded in the model), device and the tile size of the
 evaluation.</li>

@@ -49,17 +49,6 @@ polygons for training / validation / test; the presets <b>Reunion</b> (30 / 20 /
 <b>Koumbia</b> (50 / 30 / 20) use the paper's splits with Adam 2e-4 and batches of 64.</li>
 <li><b>Patch size</b> (odd, default 5), <b>Auxiliary weight alpha</b> (default 0.3, as in the
 group's M3Fusion), epochs, batch size, learning rate.</li>
-<li><b>Epochs (at most)</b>: training ends earlier at the <b>Time limit</b> (minutes; no epoch
-starts that would end past it; 0: none) or, with an <b>Early stopping patience</b> of N
-(advanced; 0: never), after N epochs without a lower validation loss. The weights of the
-epoch with the lowest validation loss are kept either way.</li>
-<li><b>Training pixels drawn</b> (advanced): class-balanced — a class uniformly, then one of its
-pixels, so a class's few largest polygons give most of its samples — or class- and
-polygon-balanced — a class, then one of its polygons uniformly, then one of its pixels. The
-validation pixels are drawn the same way.</li>
-<li><b>Optimizer</b> (Adam, as in the papers, or AdamW), <b>Weight decay</b>, a linear
-<b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> (advanced; all off
-by default).</li>
 <li>Advanced: the paper's ablations — one source only, CNN or ConvGRU branches only, no
 auxiliary classifiers (recorded in the model) — backscatter scale (dB or linear power,
 converted to dB), samples per epoch, device and the evaluation tile size.</li>

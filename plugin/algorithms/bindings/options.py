@@ -31,6 +31,26 @@ same inputs and profile. Cancel stops the remote job (its process group, or scan
 removes its folder unless the profile keeps it.</p>
 """
 
+LOOP_HELP = """
+<h3>How long and how the network trains</h3>
+<p><b>Epochs (at most)</b> is an upper bound: the training ends earlier at the <b>Time limit</b>
+(minutes; no epoch starts that would end past it; 0: none) or, with an <b>Early stopping
+patience</b> of N (0: never), after N epochs without a lower validation loss. The weights of the
+epoch with the lowest validation loss are kept either way. <b>Training pixels drawn</b>:
+class-balanced — a class uniformly, then one of its pixels, so a class's few largest polygons
+give most of its samples — or class- and polygon-balanced — a class, then one of its polygons
+uniformly, then one of its pixels; the validation pixels are drawn the same way.
+<b>Optimizer</b> (Adam, as in the papers, or AdamW), <b>Weight decay</b>, a linear
+<b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> are off by
+default. All of them are recorded in the model file.</p>
+"""
+
+TTA_HELP = """
+<h3>Test-time augmentation</h3>
+<p>With <b>Test-time augmentation</b>, each tile is classified in its 8 flips and rotations and
+the probabilities are averaged (8 times the time).</p>
+"""
+
 FILL_HELP = """
 <h3>Fill areas without nodata</h3>
 <p>Scenes often hold a fill area (0 in every band at the edges of a Landsat or Sentinel-2
