@@ -87,6 +87,12 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
     return parameter
 
 
+#: Parameters added after models were saved with these algorithms: optional, so a saved
+#: graphical model (or a qgis_process call) without them still runs, with their defaults.
+LATER_PARAMETERS = ("TIME_LIMIT", "EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY",
+                    "WARMUP_EPOCHS", "LABEL_SMOOTHING", "TTA")
+
+
 class EngineAlgorithm(QgsProcessingAlgorithm):
     """Subclasses set the class attributes and declare parameters in ``initAlgorithm``."""
 
@@ -288,6 +294,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                     is_advanced: bool = False, choices: tuple[str, ...] = ()) -> SettingBinding:
         if is_advanced:
             advanced(parameter)
+        if parameter.name() in LATER_PARAMETERS:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagOptional)
         return self.bind(SettingBinding(parameter.name(), key, choices), parameter)
 
     def add_int(self, name: str, text: str, key: str, default: int, minimum: int = 0,
