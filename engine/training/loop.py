@@ -161,6 +161,11 @@ def _warm_up(optimizer: torch.optim.Optimizer, rate: float, config: FitConfig, s
         group["lr"] = rate * fraction
 
 
+def _elapsed(seconds: float) -> str:
+    """A training time in words: seconds under a minute (a short limit), else minutes."""
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} minutes"
+
+
 def _stop_reason(config: FitConfig, epoch: int, best_epoch: int, validated: bool,
                  seconds: float, epochs_run: int, ranks: Ranks) -> str:
     """Why training ends after `epoch` before `config.epochs` ("" to go on). Every rank takes
@@ -177,7 +182,7 @@ def _stop_reason(config: FitConfig, epoch: int, best_epoch: int, validated: bool
         next_end = seconds + seconds / epochs_run
         if ranks.all_sum([float(next_end > limit)])[0] > 0:
             return (f"another epoch would end past the time limit of "
-                    f"{config.time_limit:g} minutes ({seconds / 60:.1f} minutes so far)")
+                    f"{config.time_limit:g} minutes ({_elapsed(seconds)} so far)")
     return ""
 
 

@@ -85,6 +85,21 @@ def test_no_epoch_starts_that_would_end_past_the_time_limit(monkeypatch):
             "minutes (2.0 minutes so far)") in reporter.lines
 
 
+def test_a_time_limit_under_a_minute_reports_the_time_so_far_in_seconds(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(loop, "time", clock)
+
+    def epoch_takes_2_seconds(epoch: int) -> None:
+        clock.now += 2
+
+    result, reporter = train(FitConfig(epochs=30, learning_rate=0.05, time_limit=0.1,
+                                       mixed_precision=False), epoch_takes_2_seconds)
+    # 6 seconds: epochs end at 2 s and 4 s; a third would end at 6 s, not past the limit.
+    assert len(result.history) == 3
+    assert ("stopped after epoch 3 of 30: another epoch would end past the time limit of 0.1 "
+            "minutes (6 s so far)") in reporter.lines
+
+
 @pytest.mark.parametrize("setting", ["early_stopping", "time_limit"])
 def test_a_negative_stopping_setting_is_refused_naming_its_parameter(setting):
     with pytest.raises(LcfusionError) as raised:
