@@ -41,13 +41,26 @@ def model_output(job: Job) -> Path:
     return path
 
 
-def test_pixels_output(job: Job) -> Path | None:
-    """The optional ``.npz`` file for the test pixels' predictions (``outputs.test_pixels``),
-    checked before any work starts: what a paired comparison of two models needs."""
-    path = job.resolve(job.section("outputs").get("test_pixels"))
-    if path is not None:
-        check_writable(path, "OUTPUT_TEST_PIXELS")
-    return path
+@dataclass(frozen=True)
+class HeldOutFiles:
+    """Optional ``.npz`` files for the predictions of the held-out pixels: the test polygons'
+    (``outputs.test_pixels``; what a paired comparison of two models needs) and the validation
+    polygons' (``outputs.validation_pixels``; what choosing settings needs, never the test)."""
+
+    test: Path | None = None
+    validation: Path | None = None
+
+
+def held_out_outputs(job: Job) -> HeldOutFiles:
+    """The held-out pixel files of the job, checked before any work starts."""
+    outputs = job.section("outputs")
+    files = HeldOutFiles(job.resolve(outputs.get("test_pixels")),
+                         job.resolve(outputs.get("validation_pixels")))
+    for path, parameter in ((files.test, "OUTPUT_TEST_PIXELS"),
+                            (files.validation, "OUTPUT_VALIDATION_PIXELS")):
+        if path is not None:
+            check_writable(path, parameter)
+    return files
 
 
 def map_outputs(job: Job) -> tuple[Path, Path | None]:
@@ -270,23 +283,51 @@ def fit_on_pixels(model: torch.nn.Module, pixels: TrainingPixels, batches: Pixel
                context)
 
 
-def save_test_pixels(path: Path, split: SplitReference, predicted: np.ndarray) -> None:
-    """The test pixels (row, column, reference feature), their reference class code and the
-    predicted one (-1 on nodata), as arrays of an ``.npz`` file."""
-    test = split.mask(2)
+def save_held_out_pixels(path: Path, split: SplitReference, part: int,
+                         predicted: np.ndarray) -> None:
+    """The pixels of one split part (1 validation, 2 test): row, column, reference feature,
+    their reference class code and the predicted one (-1 on nodata), as arrays of an ``.npz``
+    file."""
+    held_out = split.mask(part)
     pixels = split.reference.pixels
     codes = np.array([entry.code for entry in split.reference.classes], dtype=np.int64)
     np.savez_compressed(
-        path, rows=pixels.rows[test].astype(np.int64), cols=pixels.cols[test].astype(np.int64),
-        feature=split.reference.object_feature[pixels.objects[test]].astype(np.int64),
-        reference=codes[split.pixel_class[test]],
+        path, rows=pixels.rows[held_out].astype(np.int64),
+        cols=pixels.cols[held_out].astype(np.int64),
+        feature=split.reference.object_feature[pixels.objects[held_out]].astype(np.int64),
+        reference=codes[split.pixel_class[held_out]],
         predicted=np.where(predicted >= 0, codes[np.maximum(predicted, 0)], -1))
 
 
+def _save_validation(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
+                     reporter: Reporter, path: Path) -> None:
+    """Predict the validation polygons' pixels into `path` and report their accuracy."""
+    validation = split.mask(1)
+    pixels = split.reference.pixels
+    predicted = predict_pixels(predictor, reader, grid, pixels.rows[validation],
+                               pixels.cols[validation], reporter)
+    save_held_out_pixels(path, split, 1, predicted)
+    classified = predicted >= 0
+    if classified.any():
+        accuracy = compute_accuracy(split.pixel_class[validation][classified],
+                                    predicted[classified], split.reference.classes)
+        reporter.info("accuracy on the validation polygons: "
+                      f"{accuracy.summary('validation pixel')}")
+
+
 def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
-                  reporter: Reporter, save_to: Path | None = None) -> Accuracy | None:
+                  reporter: Reporter, save_to: HeldOutFiles | None = None) -> Accuracy | None:
     """Accuracy on the pixels of the test polygons (None without test polygons); with
-    `save_to`, the test pixels' predictions go to that file (see `save_test_pixels`)."""
+    `save_to`, the held-out pixels' predictions go to its files (see
+    `save_held_out_pixels`)."""
+    save_to = save_to or HeldOutFiles()
+    if save_to.validation is not None:
+        if split.mask(1).any():
+            _save_validation(predictor, reader, grid, split, reporter.span(0.0, 0.5),
+                             save_to.validation)
+            reporter = reporter.span(0.5, 1.0)
+        else:
+            reporter.warning("no validation polygons: no validation pixels file is written")
     test = split.mask(2)
     if not test.any():
         reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
@@ -294,8 +335,8 @@ def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: Spli
     pixels = split.reference.pixels
     predicted = predict_pixels(predictor, reader, grid, pixels.rows[test], pixels.cols[test],
                                reporter)
-    if save_to is not None:
-        save_test_pixels(save_to, split, predicted)
+    if save_to.test is not None:
+        save_held_out_pixels(save_to.test, split, 2, predicted)
     classified = predicted >= 0
     if not classified.all():
         reporter.info(f"{int((~classified).sum())} test pixels fall on nodata (nodata in the "

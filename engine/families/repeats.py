@@ -42,12 +42,13 @@ def split_repeats(job: Job) -> int:
 
 def variant(job: Job, seed: int, model: Path, kept: bool = True) -> Job:
     """The job with another split seed and model output; a split whose model is not `kept`
-    writes no test pixels file (the file holds the kept model's test pixels)."""
+    writes no held-out pixel files (they hold the kept model's pixels)."""
     data = copy.deepcopy(job.data)
     data.setdefault("split", {})["seed"] = seed
     data.setdefault("outputs", {})["model"] = str(model)
     if not kept:
         data["outputs"].pop("test_pixels", None)
+        data["outputs"].pop("validation_pixels", None)
     return Job(job.command, data, job.folder)
 
 

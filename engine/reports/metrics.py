@@ -38,10 +38,10 @@ class Accuracy:
         data["confusion_axes"] = "rows = reference, columns = prediction"
         return data
 
-    def summary(self) -> str:
+    def summary(self, pixels: str = "test pixel") -> str:
         kappa = "n/a" if self.kappa is None else f"{self.kappa:.4f}"
         return (f"OA {self.overall_accuracy:.4f}, Kappa {kappa}, mean F1 {self.mean_f1:.4f} "
-                f"on {counted(self.n_pixels, 'test pixel')}")
+                f"on {counted(self.n_pixels, pixels)}")
 
 
 def compute_accuracy(reference: np.ndarray, predicted: np.ndarray,

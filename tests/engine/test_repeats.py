@@ -77,15 +77,25 @@ def test_repeats_are_bounded(tmp_path, scene):
     assert error.value.parameter == "REPEATS"
 
 
-def test_the_test_pixels_file_holds_the_kept_splits_predictions(tmp_path, scene):
+def test_the_held_out_pixel_files_hold_the_kept_splits_predictions(tmp_path, scene):
     model, pixels_file = tmp_path / "model.lcfusion", tmp_path / "test.npz"
     job = Job.load(randomforest_train_job(tmp_path, scene, model))
     job.data["split"]["repeats"] = 2
     job.data["outputs"]["test_pixels"] = str(pixels_file)
-    run_training(job, RecordingReporter(), train_randomforest)
+    job.data["outputs"]["validation_pixels"] = str(tmp_path / "validation.npz")
+    log = RecordingReporter()
+    run_training(job, log, train_randomforest)
     metadata = read_metadata(model)
     saved = np.load(pixels_file)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz") == ["test.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz") == [
+        "test.npz", "validation.npz"]
+    # The validation file holds the validation polygons' pixels, none of the test's.
+    validation = np.load(tmp_path / "validation.npz")
+    summary = metadata["training"]["split_summary"]
+    assert validation["reference"].size == sum(row["validation_pixels"] for row in summary) > 0
+    assert not set(validation["feature"].tolist()) & set(saved["feature"].tolist())
+    validation_oa = float(np.mean(validation["predicted"] == validation["reference"]))
+    assert f"accuracy on the validation polygons: OA {validation_oa:.4f}" in log.text()
     # The first split's (the kept model's) test pixels: its accuracy, its test polygons.
     assert saved["rows"].size == metadata["metrics"]["n_pixels"] > 0
     correct = saved["predicted"] == saved["reference"]

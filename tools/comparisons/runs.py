@@ -17,29 +17,48 @@ from lcfusion.engine.progress import JsonLinesReporter
 
 from .datasets import LabelledSet
 
-METRICS = ("OA", "KAPPA", "MEAN_F1")
+METRICS = ("OA", "KAPPA", "MEAN_F1", "VAL_OA", "VAL_MEAN_F1")
 
 
 def train_split(labelled: LabelledSet, command: str, source: str, settings: dict, seed: int,
                 folder: Path) -> dict:
-    """Train on the split of `seed`; the test metrics, the seconds taken (and the CPU seconds
-    of all threads, which a busy machine does not inflate), the part of each reference feature
-    and the test pixels file (the engine's own evaluation). The model file is removed
-    afterwards; the job, its log and the test pixels stay in `folder`."""
+    """Train on the split of `seed`; the test metrics, the validation polygons' OA and mean F1
+    (what settings are chosen on), the seconds taken (and the CPU seconds of all threads,
+    which a busy machine does not inflate), the part of each reference feature and the test
+    pixels file (the engine's own evaluation). The model file is removed afterwards; the job,
+    its log and the held-out pixels stay in `folder`."""
     model, pixels = folder / "model.lcfusion", folder / "test_pixels.npz"
+    validation = folder / "validation_pixels.npz"
     path = write_job(folder, command, inputs=labelled.job_inputs(command, source),
                      reference=labelled.reference, split={**labelled.split, "seed": seed},
                      settings=settings,
-                     outputs={"model": str(model), "test_pixels": str(pixels)})
+                     outputs={"model": str(model), "test_pixels": str(pixels),
+                              "validation_pixels": str(validation)})
     with (folder / "log.jsonl").open("w", encoding="utf-8") as stream:
         started, cpu_started = time.monotonic(), time.process_time()
         outputs = run_training(Job.load(path), JsonLinesReporter(stream, min_interval=5.0),
                                job_command(command))
         seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     model.unlink(missing_ok=True)
-    return {"seed": seed, **{name: outputs.get(name) for name in METRICS},
-            "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+    return {"seed": seed, **{name: outputs.get(name) for name in METRICS[:3]},
+            **validation_metrics(validation), "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu_seconds, 1),
             "parts": outputs["SPLIT_PARTS"], "test_pixels": str(pixels)}
+
+
+def validation_metrics(path: Path) -> dict:
+    """OA and mean F1 of the validation pixels' predictions (None without the file)."""
+    if not path.is_file():
+        return {"VAL_OA": None, "VAL_MEAN_F1": None}
+    pixels = np.load(path)
+    done = pixels["predicted"] >= 0
+    reference, predicted = pixels["reference"][done], pixels["predicted"][done]
+    f1 = []
+    for code in np.unique(reference):
+        hits = float(np.sum((reference == code) & (predicted == code)))
+        f1.append(2 * hits / max(np.sum(reference == code) + np.sum(predicted == code), 1))
+    return {"VAL_OA": float(np.mean(reference == predicted)) if done.any() else None,
+            "VAL_MEAN_F1": float(np.mean(f1)) if f1 else None}
 
 
 def summary(runs: list[dict]) -> dict:

@@ -35,6 +35,7 @@ from ..jobsteps import (
     TrainingPixels,
     classify_to_files,
     evaluate_test,
+    held_out_outputs,
     labelled_with_data,
     map_outputs,
     model_input,
@@ -42,7 +43,6 @@ from ..jobsteps import (
     rank_generator,
     save_trained_model,
     split_reference,
-    test_pixels_output,
 )
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .network import FGUNet, FGUNetConfig
@@ -152,7 +152,7 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
     config = settings_from(FGUNetTrainConfig, job.section("settings"), PRESETS)
     split_config = preset_split(job.section("split"), job.section("settings"), PRESETS)
     model_path = model_output(job)
-    test_pixels = test_pixels_output(job)
+    held_out = held_out_outputs(job)
     series = TimeSeries(SeriesSpec.from_json(job.section("inputs").get("series") or {}), "INPUT")
     series.sort_by_date(reporter)
     reporter.info(f"time series: {series.describe()}")
@@ -230,7 +230,7 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
             predictor = TiledPredictor(model, normalizer, device, config.tile_size,
                                        config.margin)
             accuracy = evaluate_test(predictor, reader, series.grid, split,
-                                     reporter.span(0.9, 0.99), test_pixels)
+                                     reporter.span(0.9, 0.99), held_out)
 
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),

@@ -29,13 +29,13 @@ from ..jobsteps import (
     classify_to_files,
     evaluate_test,
     fit_on_pixels,
+    held_out_outputs,
     labelled_with_data,
     map_outputs,
     model_input,
     model_output,
     save_trained_model,
     split_reference,
-    test_pixels_output,
 )
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .network import BRANCHES, MRFusion, MRFusionConfig, smallest_patch
@@ -145,7 +145,7 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
     config = settings_from(MRFusionTrainConfig, settings, PRESETS)
     split_config = preset_split(job.section("split"), settings, PRESETS)
     model_path = model_output(job)
-    test_pixels = test_pixels_output(job)
+    held_out = held_out_outputs(job)
     pair = read_pair(job.section("inputs"), config.align_ms)
     _log_pair(pair, reporter)
     check_patch_size(config.patch_size, pair.ratio, config.branches)
@@ -207,7 +207,7 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                                                train_here, staged)
             predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
             accuracy = evaluate_test(predictor, reader, pair.grid, split,
-                                     reporter.span(0.9, 0.99), test_pixels)
+                                     reporter.span(0.9, 0.99), held_out)
 
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),

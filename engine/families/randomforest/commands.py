@@ -42,12 +42,12 @@ from ..jobsteps import (
     check_odd_patch,
     classify_to_files,
     evaluate_test,
+    held_out_outputs,
     map_outputs,
     model_input,
     model_output,
     save_trained_model,
     split_reference,
-    test_pixels_output,
 )
 from ..twinns.commands import TWINNSInputs
 from ..twinns.commands import inputs_for_model as twinns_inputs_for_model
@@ -293,7 +293,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
     config = settings_from(RandomForestTrainConfig, settings)
     split_config = preset_split(job.section("split"), settings)
     model_path = model_output(job)
-    test_pixels = test_pixels_output(job)
+    held_out = held_out_outputs(job)
     features = config.pixel_features()
     inputs = training_inputs(job.section("inputs"), config, reporter)
     for line in inputs.describe():
@@ -337,7 +337,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
             reporter.progress(0.6)
             predictor = ForestTilePredictor(forest, features, config.tile_size)
             accuracy = evaluate_test(predictor, stack, grid, split, reporter.span(0.6, 0.97),
-                                     test_pixels)
+                                     held_out)
 
     architecture = {"source": inputs.source, "features": features.kind,
                     "patch_size": features.size, "n_features": len(names),

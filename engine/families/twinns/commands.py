@@ -34,13 +34,13 @@ from ..jobsteps import (
     classify_to_files,
     evaluate_test,
     fit_on_pixels,
+    held_out_outputs,
     labelled_with_data,
     map_outputs,
     model_input,
     model_output,
     save_trained_model,
     split_reference,
-    test_pixels_output,
 )
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .network import BRANCHES, SOURCES, TWINNS, TWINNSConfig, TWINNSLoss
@@ -251,7 +251,7 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
     config = settings_from(TWINNSTrainConfig, settings, PRESETS)
     split_config = preset_split(job.section("split"), settings, PRESETS)
     model_path = model_output(job)
-    test_pixels = test_pixels_output(job)
+    held_out = held_out_outputs(job)
     inputs = TWINNSInputs.from_job(job.section("inputs"), None, config.s1_scale).with_indices(
         config.index_config(), reporter)
     inputs.sort_by_date(reporter)
@@ -310,7 +310,7 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
             predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
                                               config.tile_size)
             accuracy = evaluate_test(predictor, readers, inputs.grid, split,
-                                     reporter.span(0.88, 0.97), test_pixels)
+                                     reporter.span(0.88, 0.97), held_out)
             attention = (attention_by_class(model, patches, split, inputs, device, rng,
                                             reporter) if model.rnn else None)
     return save_trained_model(
