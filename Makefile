@@ -11,13 +11,15 @@ ACCURACY_DIR ?= accuracy-output
 ACCURACY_CONFIG ?= full
 # Seeded splits: 5 (2 with the quick configuration).
 ACCURACY_REPEATS ?= $(if $(filter quick,$(ACCURACY_CONFIG)),2,5)
+CHOOSE_DIR ?= choice-output
+CHOOSE_REPEATS ?= 2
 BENCH_DIR ?= bench
 BENCH_CONFIG ?= default
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
 	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(CURDIR)/$(PY)
 
-.PHONY: setup apt demo test accuracy bench lint package install clean
+.PHONY: setup apt demo test accuracy choose bench lint package install clean
 
 ## setup: Debian packages, the .venv (torch CPU and test tools), the build/lcfusion link
 setup: apt $(VENV)/.installed build/lcfusion
@@ -56,6 +58,11 @@ test: setup
 accuracy: setup
 	$(RUN_ENV) $(PY) tools/accuracy.py $(ACCURACY_DIR) --config $(ACCURACY_CONFIG) \
 		--repeats $(ACCURACY_REPEATS)
+
+## choose: each candidate setting of the deep families against their defaults, on the
+## validation polygons of 2 seeded splits -> $(CHOOSE_DIR)/choice.md and choice.json
+choose: setup
+	$(RUN_ENV) $(PY) tools/choose.py $(CHOOSE_DIR) --repeats $(CHOOSE_REPEATS)
 
 ## bench: speed and memory against naive code and the machine's limit, on sample scenes
 ## (about 20 minutes on 2 cores) -> $(BENCH_DIR)/results.json and $(BENCH_DIR)/summary.md

@@ -80,6 +80,30 @@ def test_both_models_of_a_pair_share_split_parts_and_test_pixels(quick):
             assert np.array_equal(deep_pixels["rows"], forest_pixels["rows"])
         seeds = [run["parts"] for run in row["deep"]["runs"]]
         assert seeds[0] != seeds[1]  # another seed, another split
+        for run in row["deep"]["runs"] + row["forest"]["runs"]:
+            validation = np.load(Path(run["test_pixels"]).with_name("validation_pixels.npz"))
+            # Settings are chosen on these: the validation polygons' pixels, none of the test's.
+            parts = {run["parts"][i] for i in np.unique(validation["feature"]).tolist()}
+            assert parts == {"validation"}
+            assert run["VAL_OA"] == pytest.approx(
+                np.mean(validation["predicted"] == validation["reference"]))
+
+
+@pytest.mark.slow
+def test_choose_scores_candidates_on_the_validation_polygons(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "choose.py"), str(tmp_path), "--config",
+         "quick", "--families", "train-fgunet", "--sets", "sample", "--repeats", "1",
+         "--candidates", "polygon sampling"], capture_output=True, text=True, timeout=600,
+        check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = json.loads((tmp_path / "choice.json").read_text())["train-fgunet"]["sample"]
+    assert sorted(runs) == ["defaults", "polygon sampling"]
+    assert all(in_unit_range(run["VAL_OA"]) for name in runs for run in runs[name])
+    text = (tmp_path / "choice.md").read_text(encoding="utf-8")
+    delta = runs["polygon sampling"][0]["VAL_OA"] - runs["defaults"][0]["VAL_OA"]
+    assert f"| sample | polygon sampling | {runs['polygon sampling'][0]['VAL_OA']:.3f}" in text
+    assert f"{delta:.3f} ± 0.000" in text
 
 
 @pytest.mark.slow

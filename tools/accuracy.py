@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ from lcfusion.engine.errors import LcfusionError  # noqa: E402
 
 
 class Harness:
-    """Runs the comparisons of one set; a Random Forest run is shared by every deep model
-    it is paired with."""
+    """Runs comparisons; a Random Forest run is shared by every deep model it is paired with
+    in the same process."""
 
     def __init__(self, folder: Path, seeds: list[int]):
         self.folder = folder
@@ -104,6 +105,8 @@ def main() -> int:
     parser.add_argument("--sets", default="", help="comma-separated set keys to run "
                         "(default: the config's): " + ", ".join(CONFIGS["full"].comparisons))
     parser.add_argument("--sample-size", type=int, help="sample scene side in pixels")
+    parser.add_argument("--jobs", type=int, default=2, help="comparisons run at once, each "
+                        "in its own process (the settings' `threads` each; default 2)")
     args = parser.parse_args()
     config: AccuracyConfig = CONFIGS[args.config]
     repeats = args.repeats or config.repeats
@@ -114,27 +117,36 @@ def main() -> int:
     unknown = sorted(set(chosen) - set(config.comparisons))
     if unknown:
         parser.error(f"unknown set(s) {', '.join(unknown)}")
-    harness = Harness(folder, seeds)
     started = time.monotonic()
     results: dict[str, dict] = {}
+    work: list[tuple[LabelledSet, Comparison]] = []
     for key in chosen:
         labelled = load_set(key, folder / "inputs", args.sample_size or config.sample_size,
                             config.sample_context)
         if labelled is None:
             print(f"[{key}] data not found under {SHARED_DATA}: skipped", file=sys.stderr)
             continue
-        comparisons = config.comparisons[key]
         results[key] = {"name": labelled.name, "notes": labelled.notes,
                         "split": labelled.split, "comparisons": []}
-        for comparison in comparisons:
-            results[key]["comparisons"].append(harness.compare(labelled, comparison))
-            write_json(folder, config, seeds, results, started)
+        work += [(labelled, comparison) for comparison in config.comparisons[key]]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = list(pool.map(_compare, [folder] * len(work), [seeds] * len(work),
+                             *zip(*work, strict=True)))
+    for (labelled, _), row in zip(work, rows, strict=True):
+        results[labelled.key]["comparisons"].append(row)
     write_json(folder, config, seeds, results, started)
     table = markdown(config, repeats, seeds, results, (time.monotonic() - started) / 60)
     (folder / "accuracy.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     print(f"written to {folder / 'accuracy.md'} and {folder / 'accuracy.json'}")
     return 0
+
+
+def _compare(folder: Path, seeds: list[int], labelled: LabelledSet,
+             comparison: Comparison) -> dict:
+    """One comparison in a worker process (its own forest runs: every comparison of a set
+    pairs with a forest on a different source)."""
+    return Harness(folder, seeds).compare(labelled, comparison)
 
 
 def write_json(folder: Path, config: AccuracyConfig, seeds: list[int], results: dict,

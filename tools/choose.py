@@ -30,9 +30,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def markdown(results: dict, config_name: str, seeds: list[int], minutes: float) -> str:
     lines = ["# Choosing the deep families' settings on validation polygons (`make choose`)",
-             "", f"Configuration `{config_name}` (its budget and settings, plus each "
-             f"candidate's change); seeds {', '.join(map(str, seeds))}; validation polygons "
-             f"only; {minutes:.1f} minutes.", "",
+             "", f"Configuration `{config_name}` (its budget in samples and its settings), "
+             f"plus each candidate's change; seeds "
+             f"{', '.join(map(str, seeds))}; validation polygons only; {minutes:.1f} minutes.",
+             "",
              "ΔOA: the candidate's validation OA minus the defaults', per split, mean ± std.",
              ""]
     for command, sets in results.items():
@@ -62,6 +63,8 @@ def main() -> int:
     parser.add_argument("--sets", default="", help="comma-separated set keys (default: all "
                         "of the configuration's sets the family runs on)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--candidates", default="", help="comma-separated candidate names "
+                        "(default: all; 'defaults' is always run)")
     args = parser.parse_args()
     config = CONFIGS[args.config]
     seeds = list(range(args.repeats))
@@ -85,7 +88,10 @@ def main() -> int:
                 print(f"[{key}] data not found under {SHARED_DATA}: skipped", file=sys.stderr)
                 continue
             sets = results[command].setdefault(key, {})
+            wanted = {name for name in args.candidates.split(",") if name}
             for candidate in CANDIDATES[command]:
+                if wanted and candidate.name not in wanted | {"defaults"}:
+                    continue
                 settings = {**comparison.settings, **candidate.changes}
                 tag = f"{command.removeprefix('train-')}-{candidate.name.replace(' ', '_')}"
                 runs = []

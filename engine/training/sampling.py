@@ -10,6 +10,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from ..errors import LcfusionError
 from ..io.normalization import PercentileNormalizer
 from ..io.pack import Boxes, WindowReader
 
@@ -133,6 +134,46 @@ class PatchSource:
         objects = self.objects.read(window)[0].astype(np.int32)
         objects[np.isnan(data).all(axis=0)] = 0
         return self.normalizer.apply(data), objects
+
+
+@dataclass(frozen=True)
+class ChannelPerturbation:
+    """Augmentation of a normalised time-series input's values: each channel's gain
+    1 + N(0, `jitter`) and offset N(0, `jitter`) (atmosphere, sensor and phenology differ
+    between scenes and years), and each date dropped (set to 0, what a normalised missing
+    value is) with probability `date_dropout`, never every date (clouds and gaps)."""
+
+    jitter: float
+    date_dropout: float
+    bands_per_date: int
+
+    @property
+    def active(self) -> bool:
+        return self.jitter > 0 or self.date_dropout > 0
+
+    def check(self) -> None:
+        """Errors naming the setting (a family's JITTER and DATE_DROPOUT parameters)."""
+        if self.jitter < 0:
+            raise LcfusionError(f"must be 0 or more, got {self.jitter}", "JITTER")
+        if not 0 <= self.date_dropout < 1:
+            raise LcfusionError(f"must lie in [0, 1), got {self.date_dropout}", "DATE_DROPOUT")
+
+    def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`x` (channels, ...) with channels date-major, changed in place and returned."""
+        channels = x.shape[0]
+        view = x.reshape(channels, -1)
+        if self.jitter > 0:
+            gain = 1.0 + self.jitter * rng.standard_normal(channels, dtype=np.float32)
+            offset = self.jitter * rng.standard_normal(channels, dtype=np.float32)
+            view *= gain[:, None]
+            view += offset[:, None]
+        if self.date_dropout > 0:
+            dates = channels // self.bands_per_date
+            dropped = rng.random(dates) < self.date_dropout
+            if dropped.all():
+                dropped[rng.integers(dates)] = False
+            view[np.repeat(dropped, self.bands_per_date)] = 0.0
+        return x
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator

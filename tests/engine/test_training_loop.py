@@ -7,17 +7,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import RecordingReporter, fgunet_train_job
+from helpers import RecordingReporter, fgunet_train_job, twinns_train_job
 from torch import nn
 
 from lcfusion.engine.errors import LcfusionError
 from lcfusion.engine.families.fgunet.commands import FGUNetTrainConfig, train_fgunet
 from lcfusion.engine.families.jobsteps import PixelSet
+from lcfusion.engine.families.twinns.commands import TWINNSTrainConfig, train_twinns
 from lcfusion.engine.jobs import Job
 from lcfusion.engine.modelfile.header import read_metadata
 from lcfusion.engine.training import loop
 from lcfusion.engine.training.loop import FitConfig, fit
-from lcfusion.engine.training.sampling import ClassBalancedPatchSampler, polygon_balanced
+from lcfusion.engine.training.sampling import (
+    ChannelPerturbation,
+    ClassBalancedPatchSampler,
+    polygon_balanced,
+)
 
 CPU = torch.device("cpu")
 
@@ -191,3 +196,52 @@ def test_loop_settings_are_checked_naming_their_parameter(setting, value, messag
         FGUNetTrainConfig(**{setting: value})
     assert raised.value.parameter == setting.upper()
     assert message in raised.value.message
+
+
+def test_channel_jitter_changes_gain_and_offset_per_channel_only():
+    x = np.stack([np.full((4, 4), 1.0, np.float32), np.full((4, 4), 3.0, np.float32)])
+    out = ChannelPerturbation(0.1, 0.0, 2).apply(x.copy(), np.random.default_rng(1))
+    rng = np.random.default_rng(1)
+    gain = 1 + 0.1 * rng.standard_normal(2, dtype=np.float32)
+    offset = 0.1 * rng.standard_normal(2, dtype=np.float32)
+    assert np.allclose(out[:, 0, 0], [1.0 * gain[0] + offset[0], 3.0 * gain[1] + offset[1]],
+                       atol=1e-6)
+    assert np.ptp(out, axis=(1, 2)).max() == 0  # the same change over a channel's pixels
+
+
+def test_date_dropout_zeroes_whole_dates_and_never_every_date():
+    rng = np.random.default_rng(0)
+    dropout = ChannelPerturbation(0.0, 0.5, 3)
+    counts = np.zeros(4)
+    for _ in range(400):
+        out = dropout.apply(np.ones((12, 2, 2), np.float32), rng)
+        per_date = out.reshape(4, 3, 2, 2)
+        kept = per_date.reshape(4, -1).all(axis=1)
+        assert np.array_equal(kept, per_date.reshape(4, -1).any(axis=1))  # whole dates
+        assert kept.any()
+        counts += ~kept
+    assert np.allclose(counts / 400, 0.5 - 0.5 ** 4 / 4, atol=0.06)
+
+
+def test_fgunet_records_its_value_augmentation(tmp_path, scene):
+    model = tmp_path / "model.lcfusion"
+    path = fgunet_train_job(tmp_path, scene, model, epochs=1, patches_per_epoch=8,
+                            validation_patches=4, jitter=0.05, date_dropout=0.2)
+    train_fgunet(Job.load(path), RecordingReporter())
+    settings = read_metadata(model)["training"]["settings"]
+    assert settings["jitter"] == 0.05 and settings["date_dropout"] == 0.2
+    with pytest.raises(LcfusionError) as error:
+        FGUNetTrainConfig(date_dropout=1.0)
+    assert error.value.parameter == "DATE_DROPOUT"
+
+
+def test_twinns_drops_dates_of_each_source_and_records_it(tmp_path, scene):
+    model = tmp_path / "model.lcfusion"
+    path = twinns_train_job(tmp_path, scene, model, epochs=1, samples_per_epoch=64,
+                            validation_samples=16, jitter=0.02, date_dropout=0.3)
+    train_twinns(Job.load(path), RecordingReporter())
+    settings = read_metadata(model)["training"]["settings"]
+    assert settings["jitter"] == 0.02 and settings["date_dropout"] == 0.3
+    with pytest.raises(LcfusionError) as error:
+        TWINNSTrainConfig(jitter=-0.1)
+    assert error.value.parameter == "JITTER"

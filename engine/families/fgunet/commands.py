@@ -25,6 +25,7 @@ from ...reference.splits import preset_split
 from ...training.loop import FitConfig, FitResult, LoopSettings, RunContext, fit
 from ...training.sampling import (
     BandReader,
+    ChannelPerturbation,
     ClassBalancedPatchSampler,
     PatchSource,
     augment,
@@ -72,6 +73,8 @@ class FGUNetTrainConfig(LoopSettings):
     sampling: str = "class"
     time_limit: float = 0.0
     augment: bool = True
+    jitter: float = 0.0
+    date_dropout: float = 0.0
     class_weighting: str = "none"
     device: str = "auto"
     threads: int = 0
@@ -85,6 +88,7 @@ class FGUNetTrainConfig(LoopSettings):
                                        "patch_size", "tile_size"),
                        non_negative=("validation_patches", "max_shift", "dates_per_chunk"),
                        choices={"class_weighting": CLASS_WEIGHTINGS})
+        ChannelPerturbation(self.jitter, self.date_dropout, 1).check()
         if self.patch_size % FGUNet.size_multiple:
             raise LcfusionError(
                 f"must be a multiple of {FGUNet.size_multiple} (the U-Net pools twice), got "
@@ -133,7 +137,10 @@ def class_weights(counts: np.ndarray, method: str = "inverse") -> np.ndarray:
 
 
 def _batches(source: PatchSource, corners: np.ndarray, lookup: np.ndarray, size: int,
-             batch_size: int, rng: np.random.Generator | None):
+             batch_size: int, rng: np.random.Generator | None,
+             perturbation: ChannelPerturbation | None = None):
+    """Batches of the patches at `corners`; with `rng`, augmented (dihedral, and the
+    `perturbation` of the values when it is active)."""
     for start in range(0, len(corners), batch_size):
         xs, ys = [], []
         for row, col in corners[start: start + batch_size]:
@@ -141,6 +148,8 @@ def _batches(source: PatchSource, corners: np.ndarray, lookup: np.ndarray, size:
             y = lookup[objects]
             if rng is not None:
                 x, y = augment(x, y, rng)
+                if perturbation is not None and perturbation.active:
+                    x = perturbation.apply(x, rng)
             xs.append(x)
             ys.append(y)
         yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
@@ -206,7 +215,8 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                 span.debug("training patches read from " + (
                     "memory" if source.in_memory else "the files, by windows"))
                 loss = _loss(weights, device, config.label_smoothing)
-                return _fit(model, source, pixels, lookups, config, loss, device, rng, span)
+                return _fit(model, source, pixels, lookups, config, loss, device, rng, span,
+                            bands_per_date=series.bands_per_date)
 
             def staged() -> StagedFit:
                 boxes = _sampler(pixels.train, config, series.height, series.width).boxes(
@@ -220,6 +230,7 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                     {"settings": asdict(config), "seed": split_config.seed,
                      "architecture": architecture.to_json(), "classes": classes.to_json(),
                      "normalization": normalizer.to_json(),
+                     "bands_per_date": series.bands_per_date,
                      "class_weights": weights.tolist()}, rng)
 
             try:
@@ -257,7 +268,7 @@ def _loss(weights: np.ndarray, device: torch.device, label_smoothing: float) -> 
 def _fit(model: FGUNet, source: PatchSource, pixels: TrainingPixels,
          lookups: dict[str, np.ndarray], config: FGUNetTrainConfig, loss_fn: nn.Module,
          device: torch.device, rng: np.random.Generator, reporter: Reporter,
-         context: RunContext | None = None) -> FitResult:
+         context: RunContext | None = None, *, bands_per_date: int) -> FitResult:
     """Train on class-balanced patches of the training polygons; validate on a fixed set. With
     several ranks, each samples its share of the patches around its share of the pixels."""
     context = context or RunContext()
@@ -276,11 +287,12 @@ def _fit(model: FGUNet, source: PatchSource, pixels: TrainingPixels,
     sampler = _sampler(pixels.train.take(slice(ranks.rank, None, ranks.size)), config,
                        shape.height, shape.width)
     per_rank = math.ceil(config.patches_per_epoch / ranks.size)
+    perturbation = ChannelPerturbation(config.jitter, config.date_dropout, bands_per_date)
 
     def train_batches(epoch: int):
         corners = sampler.sample(per_rank, rng)
         return _batches(source, corners, lookups["train"], size, config.batch_size,
-                        rng if config.augment else None)
+                        rng if config.augment else None, perturbation)
 
     fit_config = FitConfig.of(config)
     steps = math.ceil(per_rank / config.batch_size)
@@ -300,7 +312,8 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
     result = _fit(model, source, TrainingPixels.from_table(pack.table("pixels")),
                   {"train": lookups["train"], "validation": lookups["validation"]}, config,
                   _loss(np.array(meta["class_weights"]), device, config.label_smoothing), device,
-                  restore_rng(meta["rng"]), reporter, context)
+                  restore_rng(meta["rng"]), reporter, context,
+                  bands_per_date=meta["bands_per_date"])
     return model, result
 
 

@@ -27,6 +27,7 @@ from ...reference.classes import ClassTable
 from ...reference.polygons import ReferenceSpec, load_reference
 from ...reference.splits import SplitReference, preset_split
 from ...training.loop import FitResult, LoopSettings, RunContext
+from ...training.sampling import ChannelPerturbation
 from ...wording import counted
 from ..jobsteps import (
     TrainingPixels,
@@ -73,6 +74,8 @@ class TWINNSTrainConfig(LoopSettings):
     early_stopping: int = 0
     sampling: str = "class"
     time_limit: float = 0.0
+    jitter: float = 0.0
+    date_dropout: float = 0.0
     device: str = "auto"
     threads: int = 0
     tile_size: int = 128
@@ -84,6 +87,7 @@ class TWINNSTrainConfig(LoopSettings):
                                        "patch_size", "tile_size"),
                        non_negative=("validation_samples", "alpha"),
                        choices={"sources": SOURCES, "branches": BRANCHES})
+        ChannelPerturbation(self.jitter, self.date_dropout, 1).check()
         if self.patch_size % 2 == 0:
             raise LcfusionError(f"must be odd so that a patch is centred on its pixel, got "
                                 f"{self.patch_size}", "PATCH_SIZE")
@@ -166,8 +170,19 @@ class TWINNSInputs:
         self.s2.series.sort_by_date(reporter)
 
 
+def _perturbations(config: TWINNSTrainConfig, architecture: TWINNSConfig
+                   ) -> tuple[ChannelPerturbation, ChannelPerturbation]:
+    """The value augmentation of the S1 and the S2 patches (dates of each source dropped
+    independently)."""
+    return (ChannelPerturbation(config.jitter, config.date_dropout, architecture.s1_channels),
+            ChannelPerturbation(config.jitter, config.date_dropout, architecture.s2_channels))
+
+
 def _batches(patches: GridPatches, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
-             rng: np.random.Generator | None, batch_size: int):
+             rng: np.random.Generator | None, batch_size: int,
+             perturbations: tuple[ChannelPerturbation, ...] = ()):
+    """Batches of the pixels' S1 and S2 patches; with `rng`, augmented (one rotation and
+    transpose per batch, and each patch's `perturbations` of the values when active)."""
     for start in range(0, rows.size, batch_size):
         part = slice(start, start + batch_size)
         arrays = patches.read(rows[part], cols[part])
@@ -177,6 +192,10 @@ def _batches(patches: GridPatches, rows: np.ndarray, cols: np.ndarray, labels: n
             if flip:
                 arrays = [a.transpose(0, 1, 3, 2) for a in arrays]
             arrays = [np.ascontiguousarray(a) for a in arrays]
+            for array, perturbation in zip(arrays, perturbations, strict=False):
+                if perturbation.active:
+                    for sample in array:
+                        perturbation.apply(sample, rng)
         yield (tuple(torch.from_numpy(a) for a in arrays),
                torch.from_numpy(labels[part].astype(np.int64)))
 
@@ -305,7 +324,8 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
             fit_result = fit_here_or_on_target(
                 job, model, reporter.span(0.1, 0.88),
                 lambda span: fit_on_pixels(
-                    model, pixels, partial(_batches, patches, batch_size=config.batch_size),
+                    model, pixels, partial(_batches, patches, batch_size=config.batch_size,
+                                           perturbations=_perturbations(config, architecture)),
                     config, _loss(config), device, rng, span), staged)
             predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
                                               config.tile_size)
@@ -331,7 +351,8 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
     normalizers = [PercentileNormalizer.from_json(meta["normalization"][k]) for k in ("s1", "s2")]
     patches = GridPatches([pack.array("s1"), pack.array("s2")], normalizers, config.patch_size, 0)
     result = fit_on_pixels(model, TrainingPixels.from_table(pack.table("pixels")),
-                           partial(_batches, patches, batch_size=config.batch_size), config,
+                           partial(_batches, patches, batch_size=config.batch_size,
+                                   perturbations=_perturbations(config, model.config)), config,
                            _loss(config), device, restore_rng(meta["rng"]), reporter,
                            context=context)
     return model, result
