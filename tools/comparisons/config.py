@@ -56,14 +56,14 @@ FOREST: dict = {"features": "pixel", "threads": 1}
 #: only later; each training runs on one thread, two trainings at a time (`--jobs 2`: two
 #: threads of one training wait on each other whenever another process takes a core). A
 #: training also stops after 8 epochs without a lower validation loss, and before an epoch
-#: that would end past 3 minutes (a safeguard that binds only on the slowest sets).
+#: that would end past 2 minutes (a safeguard that binds only on the slowest sets).
 FGUNET_FULL = {"epochs": 30, "patch_size": 32, "patches_per_epoch": 64,
-               "validation_patches": 32, "early_stopping": 8, "time_limit": 3.0,
+               "validation_patches": 32, "early_stopping": 8, "time_limit": 2.0,
                "tile_size": 256, "threads": 1}
-MRFUSION_FULL = {"epochs": 30, "samples_per_epoch": 512, "validation_samples": 256,
-                 "early_stopping": 8, "time_limit": 3.0, "threads": 1}
-TWINNS_FULL = {"epochs": 30, "samples_per_epoch": 512, "validation_samples": 256,
-               "early_stopping": 8, "time_limit": 3.0, "threads": 1}
+MRFUSION_FULL = {"epochs": 20, "samples_per_epoch": 128, "validation_samples": 128,
+                 "early_stopping": 8, "time_limit": 2.0, "threads": 1}
+TWINNS_FULL = {"epochs": 20, "samples_per_epoch": 256, "validation_samples": 128,
+               "early_stopping": 8, "time_limit": 2.0, "threads": 1}
 
 #: Quick run (the test suite): the smallest settings that run every code path.
 FGUNET_QUICK = {"epochs": 1, "batch_size": 4, "patch_size": 32, "patches_per_epoch": 8,
@@ -97,13 +97,13 @@ CONFIGS = {
         notes=(
             "Deep settings: the engine's defaults (learning rates, class weighting, "
             "sampling), except, for the 60-minute budget on 2 CPU cores: at most 30 epochs "
-            "of FG-UNET 64 patches of 32 x 32 px and 32 validation patches (default 10 "
-            "epochs of 256 patches of 64 x 64, 64 validation patches), of MRFusion and TWINNS "
-            "512 samples and 256 validation samples (default 10 epochs of 2048, 512); one "
-            "thread per training, two trainings at a time; every deep training stops after 8 "
-            "epochs without a lower validation loss (`early_stopping` 8) or before an epoch "
-            "that would end past 3 minutes (`time_limit` 3), and keeps the weights of its "
-            "lowest validation loss.",
+            "of 64 FG-UNET patches of 32 x 32 px, 32 validation patches (default 10 epochs "
+            "of 256 patches of 64 x 64, 64 validation patches), at most 20 epochs of 128 "
+            "MRFusion or 256 TWINNS samples, 128 validation samples (default 10 or 20 epochs "
+            "of 2048, 512); one thread per training, two trainings at a time; every deep "
+            "training stops after 8 epochs without a lower validation loss (`early_stopping` "
+            "8) or before an epoch that would end past 2 minutes (`time_limit` 2), and keeps "
+            "the weights of its lowest validation loss.",
             "Random Forest: the engine's defaults (100 trees, depth 25, 1000 training pixels "
             "per class, pixel features plus 6 spectral indices), on one thread.",
         )),
@@ -136,6 +136,7 @@ CANDIDATES: dict[str, tuple[Candidate, ...]] = {
         Candidate("label smoothing 0.1", {"label_smoothing": 0.1}),
         Candidate("band jitter 0.03", {"jitter": 0.03}),
         Candidate("date dropout 0.2", {"date_dropout": 0.2}),
+        Candidate("plateau patience 6", {"plateau_patience": 6}),
     ),
     "train-mrfusion": (
         Candidate("defaults", {}),
