@@ -339,6 +339,7 @@ SPLIT_ROW = record({}, {"code": integer(0, MAX_CODE), "name": text(),
                            for part in ("train", "validation", "test")
                            for kind in ("objects", "pixels")}})
 EPOCH = record({}, {"epoch": integer(0, 10 ** 6), "train_loss": LOSS, "val_loss": LOSS,
+                    "val_accuracy": nullable(number(0.0, 1.0)),
                     "learning_rate": nullable(number(0.0))})
 TRAINING = nullable(record({}, {
     "settings": mapping(anything), "split": mapping(anything), "split_summary": array(SPLIT_ROW),

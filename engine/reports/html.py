@@ -467,8 +467,11 @@ def curves_section(training: dict) -> Html:
              entry.get("learning_rate")) for entry in history]
     monitored = ("validation" if any(entry.get("val_loss") is not None for entry in history)
                  else "training")
+    criterion = (f"highest {monitored} OA"
+                 if (training.get("settings") or {}).get("monitor") == "accuracy"
+                 and monitored == "validation" else f"lowest {monitored} loss")
     best_text = (f"Best epoch: {best} (the model file keeps the weights of the epoch with the "
-                 f"lowest {monitored} loss)." if best is not None
+                 f"{criterion})." if best is not None
                  else "No best epoch was recorded.")
     history_table = table(("epoch", "training loss", "validation loss", "learning rate"),
                           [(e, t, v, Html(esc("n/a" if lr is None else f"{lr:.2e}")))

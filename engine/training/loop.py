@@ -37,6 +37,10 @@ def _inputs(x: torch.Tensor | tuple[torch.Tensor, ...], device: torch.device
 
 
 OPTIMIZERS = ("adam", "adamw")
+#: What picks the kept weights, drives the plateau schedule and early stopping: the validation
+#: loss (the papers), or the validation pixels' overall accuracy (a loss that rises through
+#: over-confident errors while more pixels come out right stops a training too early).
+MONITORS = ("loss", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,13 @@ class LoopSettings:
     weight_decay: float = 0.0
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
+    monitor: str = "loss"
 
     def __post_init__(self) -> None:
         check_settings(self, non_negative=("early_stopping", "time_limit", "weight_decay",
                                            "warmup_epochs", "label_smoothing"),
-                       choices={"sampling": SAMPLINGS, "optimizer": OPTIMIZERS})
+                       choices={"sampling": SAMPLINGS, "optimizer": OPTIMIZERS,
+                                "monitor": MONITORS})
         if self.label_smoothing >= 1:
             raise LcfusionError(f"must lie in [0, 1), got {self.label_smoothing}",
                                 "LABEL_SMOOTHING")
@@ -78,6 +84,7 @@ class FitConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     warmup_epochs: int = 0
+    monitor: str = "loss"
 
     @classmethod
     def of(cls, settings: Any) -> FitConfig:
@@ -85,7 +92,8 @@ class FitConfig:
         return cls(settings.epochs, settings.learning_rate, settings.plateau_factor,
                    settings.plateau_patience, early_stopping=settings.early_stopping,
                    time_limit=settings.time_limit, optimizer=settings.optimizer,
-                   weight_decay=settings.weight_decay, warmup_epochs=settings.warmup_epochs)
+                   weight_decay=settings.weight_decay, warmup_epochs=settings.warmup_epochs,
+                   monitor=settings.monitor)
 
 
 @dataclass
@@ -116,22 +124,35 @@ def scaled_learning_rate(rate: float, ranks: int) -> float:
     return rate * ranks
 
 
-def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
-                  device: torch.device, ranks: Ranks | None = None,
-                  mixed_precision: bool = False) -> float:
-    """Mean loss over the batches; with several ranks each takes every n-th batch and the
-    sums are added over the ranks, so every rank gets the same value."""
+def _correct(output: Any, y: torch.Tensor) -> tuple[float, float]:
+    """Right and labelled pixels of a batch (labels below 0 are unlabelled); a model output
+    with auxiliary parts carries its classes in ``logits``."""
+    logits = getattr(output, "logits", output)
+    labelled = y >= 0
+    right = (logits.argmax(dim=1) == y) & labelled
+    return float(right.sum()), float(labelled.sum())
+
+
+def evaluate(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
+             device: torch.device, ranks: Ranks | None = None,
+             mixed_precision: bool = False) -> tuple[float, float]:
+    """Mean loss and overall accuracy over the batches; with several ranks each takes every
+    n-th batch and the sums are added over the ranks, so every rank gets the same values."""
     ranks = ranks or Ranks()
     model.eval()
-    total, count = 0.0, 0
+    total, count, right, labelled = 0.0, 0, 0.0, 0.0
     with torch.inference_mode(), autocast(device, mixed_precision):
         for index, (x, y) in enumerate(batches):
             if index % ranks.size != ranks.rank:
                 continue
-            total += float(loss_fn(model(*_inputs(x, device)), y.to(device))) * y.shape[0]
+            y = y.to(device)
+            output = model(*_inputs(x, device))
+            total += float(loss_fn(output, y)) * y.shape[0]
             count += y.shape[0]
-    total, count = ranks.all_sum([total, float(count)])
-    return total / max(count, 1)
+            batch_right, batch_labelled = _correct(output, y)
+            right, labelled = right + batch_right, labelled + batch_labelled
+    total, count, right, labelled = ranks.all_sum([total, float(count), right, labelled])
+    return total / max(count, 1), right / max(labelled, 1)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -175,7 +196,9 @@ def _stop_reason(config: FitConfig, epoch: int, best_epoch: int, validated: bool
         return ""
     if validated and config.early_stopping and epoch - best_epoch >= config.early_stopping:
         waited = counted(epoch - best_epoch, "epoch", "epochs")
-        return (f"the validation loss has not fallen for {waited} "
+        what = ("validation OA has not risen" if config.monitor == "accuracy"
+                else "validation loss has not fallen")
+        return (f"the {what} for {waited} "
                 f"(early stopping after {config.early_stopping})")
     if config.time_limit > 0:
         limit = 60 * config.time_limit
@@ -262,9 +285,12 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         running, seen_all = ranks.all_sum([running, float(seen)])
         trained += int(seen_all)
         train_loss = running / max(seen_all, 1)
-        val_loss = (evaluate_loss(module, val_batches(), loss_fn, device, ranks,
-                                  config.mixed_precision) if val_batches else None)
-        monitored = val_loss if val_loss is not None else train_loss
+        val_loss = val_accuracy = None
+        if val_batches:
+            val_loss, val_accuracy = evaluate(module, val_batches(), loss_fn, device, ranks,
+                                              config.mixed_precision)
+        monitored = train_loss if val_loss is None else (
+            -val_accuracy if config.monitor == "accuracy" else val_loss)
         if epoch >= config.warmup_epochs:
             scheduler.step(monitored)
         if monitored < best_loss:
@@ -272,8 +298,9 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             best_state = copy.deepcopy(module.state_dict())
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                        "learning_rate": lr})
-        val_text = f", validation loss {val_loss:.4f}" if val_loss is not None else ""
+                        "val_accuracy": val_accuracy, "learning_rate": lr})
+        val_text = (f", validation loss {val_loss:.4f}, validation OA {val_accuracy:.3f}"
+                    if val_loss is not None else "")
         reporter.info(f"epoch {epoch}/{config.epochs}: training loss {train_loss:.4f}"
                       f"{val_text}, learning rate {lr:.2e}")
         stop = _stop_reason(config, epoch, best_epoch, val_batches is not None,
@@ -295,8 +322,12 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             break
     seconds = time.monotonic() - started
     module.load_state_dict(best_state)
-    reporter.info(f"kept the weights of epoch {best_epoch} (lowest "
-                  f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
+    if val_batches and config.monitor == "accuracy":
+        reporter.info(f"kept the weights of epoch {best_epoch} (highest validation OA "
+                      f"{-best_loss:.4f})")
+    else:
+        reporter.info(f"kept the weights of epoch {best_epoch} (lowest "
+                      f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
     speed = trained / max(seconds, 1e-9)
     if trained:
         reporter.info(f"trained on {counted(trained, 'sample', thousands=True)} in "

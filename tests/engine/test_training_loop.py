@@ -245,3 +245,39 @@ def test_twinns_drops_dates_of_each_source_and_records_it(tmp_path, scene):
     with pytest.raises(LcfusionError) as error:
         TWINNSTrainConfig(jitter=-0.1)
     assert error.value.parameter == "JITTER"
+
+
+class Scripted(nn.Module):
+    """Answers each epoch's scripted logits: epoch 1 gets half the validation pixels right
+    with little confidence, epoch 2 three quarters but one very confidently wrong."""
+
+    LOGITS = {1: [[0.2, 0.0], [0.2, 0.0], [0.0, 0.2], [0.0, 0.2]],
+              2: [[5.0, 0.0], [5.0, 0.0], [5.0, 0.0], [0.0, 20.0]]}
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.epoch = 1
+
+    def forward(self, x):
+        return torch.tensor(self.LOGITS[self.epoch]) + 0 * self.weight
+
+
+@pytest.mark.parametrize(("monitor", "kept", "message"), [
+    ("loss", 1, "kept the weights of epoch 1 (lowest validation loss"),
+    ("accuracy", 2, "kept the weights of epoch 2 (highest validation OA 0.7500)")])
+def test_the_monitored_quantity_picks_the_kept_epoch(monitor, kept, message):
+    model = Scripted()
+    data = [(torch.zeros(4, 1), torch.zeros(4, dtype=torch.int64))]
+
+    def train_batches(epoch):
+        model.epoch = epoch
+        return data
+
+    reporter = RecordingReporter()
+    result = fit(model, train_batches, 1, lambda: data, nn.CrossEntropyLoss(),
+                 FitConfig(epochs=2, learning_rate=0.01, mixed_precision=False,
+                           monitor=monitor), CPU, reporter)
+    assert result.best_epoch == kept
+    assert [row["val_accuracy"] for row in result.history] == [0.5, 0.75]
+    assert message in reporter.text()
