@@ -52,6 +52,7 @@ from .bindings.options import (
     COMPUTE_HELP,
     FILL_HELP,
     LOOP_HELP,
+    SERIES_AUGMENTATION_HELP,
     TTA_HELP,
     ComputeBinding,
     FillValueBinding,
@@ -90,7 +91,8 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
 #: Parameters added after models were saved with these algorithms: optional, so a saved
 #: graphical model (or a qgis_process call) without them still runs, with their defaults.
 LATER_PARAMETERS = ("TIME_LIMIT", "EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY",
-                    "WARMUP_EPOCHS", "LABEL_SMOOTHING", "TTA")
+                    "WARMUP_EPOCHS", "LABEL_SMOOTHING", "TTA", "MONITOR", "JITTER",
+                    "DATE_DROPOUT")
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -129,6 +131,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             extra += COMPUTE_HELP
         if self.parameterDefinition("EARLY_STOPPING") is not None:
             extra += LOOP_HELP
+        if self.parameterDefinition("DATE_DROPOUT") is not None:
+            extra += SERIES_AUGMENTATION_HELP
         if self.parameterDefinition("TTA") is not None:
             extra += TTA_HELP
         if self.parameterDefinition("FILL_VALUE") is not None:
@@ -338,6 +342,22 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         self.add_setting(QgsProcessingParameterNumber(
             "LABEL_SMOOTHING", "Label smoothing", type=QgsProcessingParameterNumber.Double,
             defaultValue=0.0, minValue=0.0, maxValue=0.99), "label_smoothing", is_advanced=True)
+        self.add_setting(QgsProcessingParameterEnum(
+            "MONITOR", "Best epoch and early stopping by", options=[
+                "validation loss (the papers)", "validation overall accuracy"],
+            defaultValue=0), "monitor", True, ("loss", "accuracy"))
+
+    def add_series_augmentation(self) -> None:
+        """Augmentation of a time series' values (FG-UNET, TWINNS): band jitter, date
+        dropout."""
+        self.add_setting(QgsProcessingParameterNumber(
+            "JITTER", "Band gain and offset jitter (standard deviation, 0: none)",
+            type=QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
+            maxValue=1.0), "jitter", is_advanced=True)
+        self.add_setting(QgsProcessingParameterNumber(
+            "DATE_DROPOUT", "Date dropout (probability per date, 0: none)",
+            type=QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
+            maxValue=0.95), "date_dropout", is_advanced=True)
 
     def add_tta(self) -> SettingBinding:
         """Test-time augmentation at classification (FG-UNET, TWINNS)."""

@@ -91,6 +91,7 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
             "class_weighting", True, weightings)
         self.add_sampling()
         self.add_optimizer()
+        self.add_series_augmentation()
         self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 512, minimum=16,

@@ -107,6 +107,7 @@ converted to dB), samples per epoch, device and the evaluation tile size.</li>
                      is_advanced=True)
         self.add_sampling()
         self.add_optimizer()
+        self.add_series_augmentation()
         self.add_compute()
         self.add_device()
         self.add_int("TILE_SIZE", "Evaluation tile size (pixels)", "tile_size", 128,

@@ -34,18 +34,21 @@ ALGORITHMS = {
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
 #: The stopping, sampling and optimiser settings every deep family's training shares.
 LOOP_ADVANCED = {"EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY", "WARMUP_EPOCHS",
-                 "LABEL_SMOOTHING"}
+                 "LABEL_SMOOTHING", "MONITOR"}
+#: The time-series families' augmentation of values.
+SERIES_ADVANCED = {"JITTER", "DATE_DROPOUT"}
 ADVANCED = {
     "lcfusion:trainfgunet": {"PATCHES_PER_EPOCH", "VALIDATION_PATCHES", "DATES_PER_CHUNK",
                              "MAX_SHIFT", "AUGMENT", "CLASS_WEIGHTING", "DEVICE", "TILE_SIZE",
-                             "MARGIN", "REPEATS", "FILL_VALUE", *LOOP_ADVANCED},
+                             "MARGIN", "REPEATS", "FILL_VALUE", *LOOP_ADVANCED,
+                             *SERIES_ADVANCED},
     "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE", "FILL_VALUE", "TTA"},
     "lcfusion:trainmrfusion": {"SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "BRANCHES", "DEVICE",
                                "TILE_SIZE", "REPEATS", "FILL_VALUE", *LOOP_ADVANCED},
     "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE", "FILL_VALUE"},
     "lcfusion:traintwinns": {"SOURCES", "BRANCHES", "AUXILIARY", "S1_SCALE",
                              "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE",
-                             "REPEATS", "FILL_VALUE", *LOOP_ADVANCED},
+                             "REPEATS", "FILL_VALUE", *LOOP_ADVANCED, *SERIES_ADVANCED},
     "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA"},
     "lcfusion:trainrandomforest": {"INDICES", "BAND_ROLES", "MAX_FEATURES",
                                    "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE",

