@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from ..compute.distributed import Ranks
 from ..errors import LcfusionError
 from ..inference.classifying import predict_pixels, write_class_map
+from ..inference.ensemble import Ensemble
 from ..inference.tiling import TilePredictor
 from ..io.outputs import check_writable
 from ..io.rasters import Grid
@@ -63,6 +64,14 @@ def held_out_outputs(job: Job) -> HeldOutFiles:
     return files
 
 
+def shared_normalization(job: Job) -> dict | None:
+    """The normalisation statistics the job gives (``normalization``, in the model file's
+    form), or None: the training fits its own. The later members of an ensemble of repeated
+    splits get the first member's, so every member sees the inputs the file's single
+    normalisation gives."""
+    return job.section("normalization") or None
+
+
 def map_outputs(job: Job) -> tuple[Path, Path | None]:
     """The class map and optional confidence map to write, checked before any work starts."""
     outputs = job.section("outputs")
@@ -94,6 +103,14 @@ def model_input(job: Job) -> Path:
     if path is None:
         raise LcfusionError("no model file given", "MODEL")
     return path
+
+
+def report_ensemble(model: torch.nn.Module, reporter: Reporter) -> None:
+    """Say so when the model that classifies is an ensemble of repeated splits."""
+    if isinstance(model, Ensemble):
+        reporter.info(f"the model is an ensemble of {counted(len(model.members), 'model')} (one "
+                      "per repeated split): the maps hold the mean of their class "
+                      "probabilities")
 
 
 def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,

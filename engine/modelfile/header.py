@@ -5,8 +5,8 @@ A model file is a safetensors file: an 8-byte little-endian header length, a JSO
 metadata under ``__metadata__["lcfusion"]`` and under ``__metadata__["sha256"]`` a SHA-256 over
 that JSON, the tensor table (names, dtypes, shapes, offsets; from format version 2) and the
 tensor bytes. A file that passes the checksum must also pass `modelschema`: metadata of the
-right types and ranges, a tensor table that fits the data. Nothing in the file is ever executed
-or unpickled.
+right types and ranges, a tensor table that fits the data (and, for an ensemble, its members).
+Nothing in the file is ever executed or unpickled.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import LcfusionError
-from .schema import Invalid, check_metadata, check_tensor_table
+from .schema import Invalid, check_member_tensors, check_metadata, check_tensor_table
 
 FORMAT_NAME = "lcfusion-model"
 #: 1: the checksum covers the metadata and the tensor bytes; 2: also the tensor table.
@@ -105,6 +105,10 @@ def parse_header(handle: BinaryIO, path: Path, parameter: str = "MODEL") -> Mode
     except Invalid as exc:
         raise corrupt(path, str(exc), parameter) from None
     _check_metadata(metadata, False, path, parameter)
+    try:
+        check_member_tensors(metadata, header)
+    except Invalid as exc:
+        raise corrupt(path, str(exc), parameter) from None
     return ModelHeader(metadata)
 
 

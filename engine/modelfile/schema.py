@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,12 @@ MAX_COUNT = 2 ** 53
 MAX_DEPTH = 12
 MAX_TENSORS = 100_000
 MAX_DIMENSIONS = 8
+#: The most seeded splits a training repeats over (families/repeats.py), so the most members
+#: an ensemble has.
+MAX_REPEATS = 100
+#: The tensors of an ensemble's member i (0 to 99) are named ``members.<i>.<the member's
+#: name>``, i without leading zeros (as torch names the modules of a list).
+MEMBER_TENSOR = re.compile(r"members\.(0|[1-9][0-9]?)\.(.+)", re.DOTALL)
 
 
 class Invalid(Exception):
@@ -349,11 +355,24 @@ TRAINING = nullable(record({}, {
 REPEATS = record({}, {"runs": array(record({}, {"seed": SEED, "overall_accuracy": RATE,
                                                  "kappa": RATE, "mean_f1": RATE})),
                       "mean": mapping(RATE), "std": mapping(RATE)})
+ENSEMBLE_ENTRIES = record({"members": integer(2, MAX_REPEATS),
+                           "seeds": array(SEED, 2, MAX_REPEATS)}, always=True, closed=True)
+
+
+def ensemble(value: Any, where: str, complete: bool) -> None:
+    """The members of an ensemble of repeated splits and the split seed of each."""
+    ENSEMBLE_ENTRIES(value, where, complete)
+    if len(value["seeds"]) != value["members"]:
+        raise Invalid(child(where, "seeds"), f"must hold one seed per member "
+                                             f"({value['members']}), not {len(value['seeds'])}")
+
+
 ATTENTION = mapping(record({}, {"dates": DATES,
                                 "by_class": mapping(array(number(nonfinite=True))),
                                 "pixels": mapping(integer()), "pixels_from": text()}))
 COMMON = {"created": text(), "lcfusion_version": text(), "metrics": METRICS,
-          "training": TRAINING, "repeats": nullable(REPEATS), "attention": nullable(ATTENTION)}
+          "training": TRAINING, "repeats": nullable(REPEATS), "attention": nullable(ATTENTION),
+          "ensemble": ensemble}
 
 FAMILY_ENTRIES: dict[str, dict[str, Check]] = {
     "fgunet": {
@@ -503,3 +522,31 @@ def check_tensor_table(table: dict, data_size: int) -> None:
     if position != data_size:
         raise Invalid("the tensor table", f"covers {position} bytes but the file holds "
                                           f"{data_size} bytes of tensor data")
+
+
+def check_member_tensors(metadata: dict, names: Iterable[str]) -> None:
+    """An ensemble's tensors (metadata entry ``ensemble``) are its members' (`MEMBER_TENSOR`):
+    each member from 0 to members - 1 has tensors, all of the same names. Call it on metadata
+    that passed `check_metadata`."""
+    if "ensemble" not in metadata:
+        return
+    members = metadata["ensemble"]["members"]
+    found: dict[int, set[str]] = {}
+    for name in names:
+        match = MEMBER_TENSOR.fullmatch(name)
+        if match is None:
+            raise Invalid(f"the tensor {shown(name)}", "belongs to no member of the ensemble")
+        found.setdefault(int(match[1]), set()).add(match[2])
+    if sorted(found) != list(range(members)):
+        raise Invalid("the tensor table", f"holds the tensors of {_members(found)} but the "
+                                          f"metadata entry ensemble.members says {members}")
+    if any(tensors != found[0] for tensors in found.values()):
+        raise Invalid("the tensor table", "holds members with different tensors")
+
+
+def _members(found: dict[int, set[str]]) -> str:
+    """'3 members' when they are numbered 0, 1, 2, else their numbers."""
+    numbers = sorted(found)
+    if numbers == list(range(len(numbers))):
+        return f"{len(numbers)} members"
+    return "members " + ", ".join(str(n) for n in numbers[:10])

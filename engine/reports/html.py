@@ -449,7 +449,21 @@ def headline_section(metadata: dict) -> list[str]:
     return parts
 
 
-def metrics_section(metrics: dict | None) -> Html:
+def ensemble_accuracy_note(members: int) -> str:
+    """Why an ensemble's accuracy is the mean of its members' (one sentence)."""
+    return (f"no split's test polygons can score an ensemble (each of its {members} members but "
+            "one trained on them), so its accuracy is the mean ± standard deviation of the "
+            "members' accuracies, each on its own split's test polygons")
+
+
+def metrics_section(metrics: dict | None, ensemble: dict | None = None) -> Html:
+    """The test accuracy; for an ensemble, the mean of its members' (see
+    `ensemble_accuracy_note`)."""
+    if ensemble and metrics:
+        note = ensemble_accuracy_note(int(ensemble.get("members", 0)))
+        return section("Accuracy on the test polygons (mean of the ensemble's members)",
+                       paragraph(note[0].upper() + note[1:] + ".", note=True),
+                       headline_metrics(metrics, "Test pixels"))
     if not metrics:
         return section("Accuracy on the test polygons", paragraph(
             "No test-set metrics: the model was trained without test polygons.", note=True))
@@ -499,7 +513,7 @@ def split_section(training: dict) -> Html:
     return section("Reference split", paragraph(text), table(headers, rows, total))
 
 
-def repeats_section(repeats: dict) -> Html:
+def repeats_section(repeats: dict, ensemble: bool = False) -> Html:
     keys = ("overall_accuracy", "kappa", "mean_f1")
     runs = repeats.get("runs") or []
     rows = [(index, run.get("seed"), *(run.get(k) for k in keys))
@@ -508,10 +522,12 @@ def repeats_section(repeats: dict) -> Html:
     total = ("mean ± std", "", *(Html(esc(f"{number(mean.get(k))} ± {number(std.get(k))}"))
                                  for k in keys))
     kept = f" (seed {runs[0].get('seed')})" if runs else ""
+    held = ("This file holds the models of all the runs, an ensemble." if ensemble else
+            "The accuracy section above is that of the model kept in this file, trained on "
+            f"the first split{kept}.")
     return section("Repeated splits", paragraph(
         f"{len(runs)} runs, each on a split drawn with its own seed; the spread shows how much "
-        "the accuracy depends on which polygons are held out. The accuracy section above is "
-        f"that of the model kept in this file, trained on the first split{kept}."),
+        f"the accuracy depends on which polygons are held out. {held}"),
         table(("run", "seed", "overall accuracy", "Kappa", "mean F1"), rows, total))
 
 
@@ -575,10 +591,11 @@ def write_text(path: Path, text: str, parameter: str) -> Path:
 def training_report_html(metadata: dict) -> str:
     """The training report of a model, from its file's metadata only."""
     training = metadata.get("training") or {}
-    parts = [*headline_section(metadata), metrics_section(metadata.get("metrics")),
+    ensemble = metadata.get("ensemble")
+    parts = [*headline_section(metadata), metrics_section(metadata.get("metrics"), ensemble),
              curves_section(training), split_section(training)]
     if metadata.get("repeats"):
-        parts.append(repeats_section(metadata["repeats"]))
+        parts.append(repeats_section(metadata["repeats"], bool(ensemble)))
     if metadata.get("attention"):
         parts.append(attention_section(metadata["attention"]))
     parts += [settings_section(metadata), run_section(training)]

@@ -66,6 +66,7 @@ from .bindings.outputs import (
 )
 from .bindings.panms import PanMsBinding
 from .bindings.reference import (
+    ENSEMBLE_HELP,
     SPLIT_METHODS,
     ReferenceBinding,
     SplitBinding,
@@ -135,6 +136,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             extra += SERIES_AUGMENTATION_HELP
         if self.parameterDefinition("TTA") is not None:
             extra += TTA_HELP
+        if self.parameterDefinition("ENSEMBLE") is not None:
+            extra += ENSEMBLE_HELP
         if self.parameterDefinition("FILL_VALUE") is not None:
             extra += FILL_HELP
         return " ".join((self.help_text + extra + self.defaults_help()).split())
@@ -268,8 +271,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             *extra,
         )
 
-    def add_split(self, train: float = 0.6, validation: float = 0.2, test: float = 0.2
-                  ) -> SplitBinding:
+    def add_split(self, train: float = 0.6, validation: float = 0.2, test: float = 0.2,
+                  ensemble: bool = True) -> SplitBinding:
+        """The split parameters; with `ensemble`, the option to keep the models of the
+        repeated splits as one ensemble (optional, for models saved before it)."""
         def fraction(name: str, text: str, value: float) -> QgsProcessingParameterNumber:
             parameter = QgsProcessingParameterNumber(
                 name, text, type=QgsProcessingParameterNumber.Double, defaultValue=value,
@@ -277,8 +282,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             parameter.setMetadata({"widget_wrapper": {"decimals": 2}})
             return parameter
 
+        ensemble_option = [advanced(QgsProcessingParameterBoolean(
+            "ENSEMBLE", "Ensemble: one model file averaging the k models of the repeated splits",
+            defaultValue=False, optional=True))] if ensemble else []
         return self.bind(
-            SplitBinding(),
+            SplitBinding(ensemble="ENSEMBLE" if ensemble else None),
             fraction("TRAIN_FRACTION", "Training share of each class's polygons", train),
             fraction("VALIDATION_FRACTION", "Validation share of each class's polygons",
                      validation),
@@ -292,6 +300,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "REPEATS", "Repeat over k seeded splits (accuracy as mean ± std)",
                 type=QgsProcessingParameterNumber.Integer, defaultValue=1, minValue=1,
                 maxValue=100)),
+            *ensemble_option,
         )
 
     def add_setting(self, parameter: QgsProcessingParameterDefinition, key: str,

@@ -97,7 +97,7 @@ Forest</i>.</p>
             defaultValue="", optional=True),
             "band_roles", True)
         self.add_reference()
-        self.add_split(0.6, 0.2, 0.2)
+        self.add_split(0.6, 0.2, 0.2, ensemble=False)
         self.add_setting(QgsProcessingParameterEnum(
             "FEATURES", "Features", options=list(FEATURES.values()), defaultValue=0),
             "features", choices=tuple(FEATURES))

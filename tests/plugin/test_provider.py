@@ -40,15 +40,17 @@ SERIES_ADVANCED = {"JITTER", "DATE_DROPOUT"}
 ADVANCED = {
     "lcfusion:trainfgunet": {"PATCHES_PER_EPOCH", "VALIDATION_PATCHES", "DATES_PER_CHUNK",
                              "MAX_SHIFT", "AUGMENT", "CLASS_WEIGHTING", "DEVICE", "TILE_SIZE",
-                             "MARGIN", "REPEATS", "FILL_VALUE", *LOOP_ADVANCED,
+                             "MARGIN", "REPEATS", "ENSEMBLE", "FILL_VALUE", *LOOP_ADVANCED,
                              *SERIES_ADVANCED},
     "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE", "FILL_VALUE", "TTA"},
     "lcfusion:trainmrfusion": {"SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "BRANCHES", "DEVICE",
-                               "TILE_SIZE", "REPEATS", "FILL_VALUE", *LOOP_ADVANCED},
+                               "TILE_SIZE", "REPEATS", "ENSEMBLE", "FILL_VALUE",
+                               *LOOP_ADVANCED},
     "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE", "FILL_VALUE"},
     "lcfusion:traintwinns": {"SOURCES", "BRANCHES", "AUXILIARY", "S1_SCALE",
                              "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE",
-                             "REPEATS", "FILL_VALUE", *LOOP_ADVANCED, *SERIES_ADVANCED},
+                             "REPEATS", "ENSEMBLE", "FILL_VALUE", *LOOP_ADVANCED,
+                             *SERIES_ADVANCED},
     "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA"},
     "lcfusion:trainrandomforest": {"INDICES", "BAND_ROLES", "MAX_FEATURES",
                                    "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE",
@@ -197,6 +199,18 @@ def test_raster_outputs_are_geotiff_only(registry, lcfusion_provider):
                 assert ".vrt" not in parameter.createFileFilter().lower()
     classifiers = sum(1 for a in ALGORITHMS if a.startswith("lcfusion:classify"))
     assert seen == 2 * classifiers  # each classifier's class map and confidence map
+
+
+@pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])
+def test_the_deep_families_offer_an_ensemble_off_by_default_and_optional(registry, family):
+    ensemble = registry.algorithmById(f"lcfusion:train{family}").parameterDefinition("ENSEMBLE")
+    assert ensemble.defaultValue() is False
+    assert ensemble.flags() & QgsProcessingParameterDefinition.FlagOptional
+
+
+def test_the_random_forest_offers_no_ensemble(registry):
+    assert registry.algorithmById("lcfusion:trainrandomforest").parameterDefinition(
+        "ENSEMBLE") is None
 
 
 @pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns", "randomforest"])

@@ -13,6 +13,7 @@ from torch import nn
 
 from ...compute.devices import configure_threads, resolve_device
 from ...errors import LcfusionError
+from ...inference.ensemble import Ensemble, network_from_state
 from ...inference.tiling import TiledPredictor, check_tiling
 from ...io.normalization import PercentileNormalizer
 from ...io.pack import ArraySource, SamplePack
@@ -42,7 +43,9 @@ from ..jobsteps import (
     model_input,
     model_output,
     rank_generator,
+    report_ensemble,
     save_trained_model,
+    shared_normalization,
     split_reference,
 )
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
@@ -200,7 +203,9 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
 
         with series.open() as reader:
             # Empty dates or bands are named (INPUT) before the polygons are blamed.
-            normalizer = PercentileNormalizer.fit(reader, rng)
+            shared = shared_normalization(job)
+            normalizer = (PercentileNormalizer.from_json(shared) if shared
+                          else PercentileNormalizer.fit(reader, rng))
             pixels = TrainingPixels.from_split(split, labelled_with_data(
                 [reader], series.grid, split, reporter))
             if pixels.train.size == 0:
@@ -317,12 +322,14 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
     return model, result
 
 
-def load_fgunet(path: Path, device: torch.device) -> tuple[dict, FGUNet, ClassTable,
-                                                           PercentileNormalizer]:
-    """A trained model ready for inference, with its class table and normalisation."""
-    def build(metadata: dict, state: dict) -> tuple[FGUNet, ClassTable, PercentileNormalizer]:
-        model = FGUNet(FGUNetConfig.from_json(metadata["architecture"]))
-        model.load_state_dict(state)
+def load_fgunet(path: Path, device: torch.device
+                ) -> tuple[dict, FGUNet | Ensemble, ClassTable, PercentileNormalizer]:
+    """A trained model ready for inference (an `Ensemble` for an ensemble's file), with its
+    class table and normalisation."""
+    def build(metadata: dict, state: dict
+              ) -> tuple[FGUNet | Ensemble, ClassTable, PercentileNormalizer]:
+        config = FGUNetConfig.from_json(metadata["architecture"])
+        model = network_from_state(metadata, state, lambda: FGUNet(config))
         return (model.to(device).eval(), ClassTable.from_json(metadata["classes"]),
                 PercentileNormalizer.from_json(metadata["normalization"]))
 
@@ -362,6 +369,7 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizer = load_fgunet(model_path, device)
+    report_ensemble(model, reporter)
     trained = metadata["inputs"]["series"]
     spec = SeriesSpec.from_json(inputs.get("series") or {})
     series = TimeSeries(spec.with_gapfill(bool(trained.get("gapfill"))), "INPUT")

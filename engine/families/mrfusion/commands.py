@@ -13,6 +13,7 @@ from torch import nn
 
 from ...compute.devices import configure_threads, resolve_device
 from ...errors import LcfusionError
+from ...inference.ensemble import Ensemble, network_from_state
 from ...io.alignment import ALIGN_METHODS, PanMsAlignment
 from ...io.pack import ArraySource, SamplePack
 from ...io.panms import PanMsNormalizer, PanMsPair, classification_alignment
@@ -34,7 +35,9 @@ from ..jobsteps import (
     map_outputs,
     model_input,
     model_output,
+    report_ensemble,
     save_trained_model,
+    shared_normalization,
     split_reference,
 )
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
@@ -175,7 +178,9 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; "
                       f"{device.type}, {counted(threads, 'thread')}")
         with pair.open() as reader:
-            normalizer = PanMsNormalizer.fit(reader, rng)
+            shared = shared_normalization(job)
+            normalizer = (PanMsNormalizer.from_json(shared) if shared
+                          else PanMsNormalizer.fit(reader, rng))
             pixels = TrainingPixels.from_split(split, labelled_with_data(
                 [reader.pan], pair.grid, split, reporter, "PAN nodata"))
             reporter.progress(0.08, "normalisation")
@@ -232,12 +237,14 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
     return model, result
 
 
-def load_mrfusion(path: Path, device: torch.device) -> tuple[dict, MRFusion, ClassTable,
-                                                             PanMsNormalizer]:
-    """A trained model ready for inference, with its class table and normalisation."""
-    def build(metadata: dict, state: dict) -> tuple[MRFusion, ClassTable, PanMsNormalizer]:
-        model = MRFusion(MRFusionConfig.from_json(metadata["architecture"]))
-        model.load_state_dict(state)
+def load_mrfusion(path: Path, device: torch.device
+                ) -> tuple[dict, MRFusion | Ensemble, ClassTable, PanMsNormalizer]:
+    """A trained model ready for inference (an `Ensemble` for an ensemble's file), with its
+    class table and normalisation."""
+    def build(metadata: dict, state: dict
+              ) -> tuple[MRFusion | Ensemble, ClassTable, PanMsNormalizer]:
+        config = MRFusionConfig.from_json(metadata["architecture"])
+        model = network_from_state(metadata, state, lambda: MRFusion(config))
         return (model.to(device).eval(), ClassTable.from_json(metadata["classes"]),
                 PanMsNormalizer.from_json(metadata["normalization"]))
 
@@ -253,6 +260,7 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizer = load_mrfusion(model_path, device)
+    report_ensemble(model, reporter)
     pair = read_pair(job.section("inputs"),
                      classification_alignment(config.align_ms, metadata["inputs"], reporter))
     _log_pair(pair, reporter)

@@ -13,6 +13,7 @@ import torch
 
 from ...compute.devices import configure_threads, resolve_device
 from ...errors import LcfusionError
+from ...inference.ensemble import Ensemble, network_from_state
 from ...io.indices import DEFAULT_INDICES, IndexConfig, parse_index_config, resolve_indices
 from ...io.normalization import PercentileNormalizer
 from ...io.outputs import atomic_output, check_writable
@@ -40,7 +41,9 @@ from ..jobsteps import (
     map_outputs,
     model_input,
     model_output,
+    report_ensemble,
     save_trained_model,
+    shared_normalization,
     split_reference,
 )
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
@@ -300,7 +303,9 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                       f"{device.type}, {counted(threads, 'thread')}")
         with inputs.s1.open() as s1, inputs.s2.open() as s2:
             readers = [s1, s2]
-            normalizers = fit_normalizers(readers, rng)
+            shared = shared_normalization(job)
+            normalizers = ([PercentileNormalizer.from_json(shared[k]) for k in ("s1", "s2")]
+                           if shared else fit_normalizers(readers, rng))
             patches = GridPatches(readers, normalizers, config.patch_size,
                                   config.memory_limit_mb * 1024 * 1024)
             reporter.progress(0.08, "normalisation")
@@ -358,12 +363,13 @@ def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
     return model, result
 
 
-def load_twinns(path: Path, device: torch.device) -> tuple[dict, TWINNS, ClassTable,
-                                                           list[PercentileNormalizer]]:
-    """A trained model ready for inference, with its class table and normalisation."""
+def load_twinns(path: Path, device: torch.device
+                ) -> tuple[dict, TWINNS | Ensemble, ClassTable, list[PercentileNormalizer]]:
+    """A trained model ready for inference (an `Ensemble` for an ensemble's file), with its
+    class table and normalisation."""
     def build(metadata: dict, state: dict):
-        model = TWINNS(TWINNSConfig.from_json(metadata["architecture"]))
-        model.load_state_dict(state)
+        config = TWINNSConfig.from_json(metadata["architecture"])
+        model = network_from_state(metadata, state, lambda: TWINNS(config))
         normalizers = [PercentileNormalizer.from_json(metadata["normalization"][k])
                        for k in ("s1", "s2")]
         return model.to(device).eval(), ClassTable.from_json(metadata["classes"]), normalizers
@@ -402,6 +408,7 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizers = load_twinns(model_path, device)
+    report_ensemble(model, reporter)
     inputs = inputs_for_model(job.section("inputs"), metadata, reporter)
     for line in inputs.describe():
         reporter.info(line)
@@ -438,6 +445,11 @@ def attention_twinns(job: Job, reporter: Reporter) -> dict:
     configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizers = load_twinns(model_path, device)
+    if isinstance(model, Ensemble):
+        raise LcfusionError(f"{model_path.name} is an ensemble of "
+                            f"{counted(len(model.members), 'model')}, each with attention "
+                            "weights of its own; give a model trained without the ensemble "
+                            "option", "MODEL")
     if not model.rnn:
         raise LcfusionError("the model has no ConvGRU branch (a CNN-only ablation), so it has "
                             "no attention weights", "MODEL")

@@ -12,6 +12,7 @@ from rasterio.windows import Window
 
 from ...compute.devices import autocast
 from ...errors import LcfusionError
+from ...inference.ensemble import logits_of
 from ...inference.tiling import TilePredictor, dihedral_mean, inference_copy, memory_format
 from ...io.normalization import PercentileNormalizer
 from ...io.pack import Boxes
@@ -132,8 +133,3 @@ class BatchedPatchPredictor(TilePredictor):
         h, w = (side - 2 * self.half for side in tiles[0].shape[-2:])
         logits = torch.cat([logits_of(o).float() for o in self._batches(tiles, h, w)])
         return torch.softmax(logits, dim=1).T.reshape(-1, h, w)
-
-
-def logits_of(output) -> torch.Tensor:
-    """The class scores of a model output (a tensor, or a named tuple with `logits`)."""
-    return output.logits if hasattr(output, "logits") else output

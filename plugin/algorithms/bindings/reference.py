@@ -247,12 +247,23 @@ def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateRef
             "are empty or not polygons); choose a layer of polygons.")
 
 
+ENSEMBLE_HELP = """
+<p><b>Ensemble of the repeated splits</b> (with <b>Repeat over k seeded splits</b> above 1):
+the model file holds the k models, all with the first split's normalisation, and classification
+averages their class probabilities (the confidence is the mean probability of the class chosen).
+No split's test polygons can score the ensemble (each member but one trained on them): its
+accuracy outputs and metrics are the mean ± standard deviation of the members' own.</p>
+"""
+
+
 @dataclass
 class SplitBinding(Binding):
     names: tuple[str, str, str] = ("TRAIN_FRACTION", "VALIDATION_FRACTION", "TEST_FRACTION")
     seed: str = "SEED"
     method: str = "SPLIT_METHOD"
     repeats: str = "REPEATS"
+    #: The ensemble parameter, where the family has one.
+    ensemble: str | None = "ENSEMBLE"
 
     def fractions(self, alg, parameters, context) -> list[float]:
         return [alg.parameterAsDouble(parameters, n, context) for n in self.names]
@@ -273,3 +284,6 @@ class SplitBinding(Binding):
             "seed": alg.parameterAsInt(parameters, self.seed, context),
             "method": SPLIT_METHODS[alg.parameterAsEnum(parameters, self.method, context)][0],
             "repeats": alg.parameterAsInt(parameters, self.repeats, context)}
+        if self.ensemble:
+            job.sections["split"]["ensemble"] = alg.parameterAsBool(parameters, self.ensemble,
+                                                                    context)
