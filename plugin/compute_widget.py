@@ -36,7 +36,7 @@ class ComputeProfileWidgetWrapper(WidgetWrapper):
                 combo.addItem(self.dialog.resolveValueDescription(source), source)
         for name, profile in known_profiles().items():
             combo.addItem(name, name)
-            combo.setItemData(combo.count() - 1, profile.describe(), Qt.ToolTipRole)
+            combo.setItemData(combo.count() - 1, profile.describe(), Qt.ItemDataRole.ToolTipRole)
         combo.setToolTip("A profile of the settings (Plugins › Land Cover Fusion › Settings…)"
                          ", or any profile name")
         return combo

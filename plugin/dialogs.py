@@ -23,14 +23,14 @@ from collections.abc import Iterable
 from qgis.core import (
     NULL,
     QgsFields,
-    QgsMapLayerType,
+    QgsMapLayer,
     QgsProcessingContext,
     QgsProcessingParameterMultipleLayers,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType
 
 from ..engine.errors import LcfusionError
 from ..engine.modelfile.header import read_header
@@ -51,7 +51,8 @@ COLOR_WORDS = (("colour", "color", "rgb", "hex"),)
 HEX_COLOR = re.compile(r"#?[0-9a-fA-F]{6}")
 #: Names of feature-id fields, chosen as class field only when nothing else fits.
 ID_NAMES = ("fid", "id", "ogc_fid", "objectid", "gid")
-INTEGER_TYPES = (QVariant.Int, QVariant.LongLong, QVariant.UInt, QVariant.ULongLong)
+INTEGER_TYPES = (QMetaType.Type.Int, QMetaType.Type.LongLong, QMetaType.Type.UInt,
+                 QMetaType.Type.ULongLong)
 
 
 def name_words(field_name: str) -> list[str]:
@@ -74,7 +75,7 @@ def class_field_choice(fields: QgsFields, feature_ids: Iterable[int] = ()) -> st
     ranked = []
     for index, field in enumerate(fields):
         if index in feature_ids or (field.type() not in INTEGER_TYPES
-                                    and field.type() != QVariant.String):
+                                    and field.type() != QMetaType.Type.QString):
             continue
         rank = word_rank(field.name(), CLASS_WORDS)
         if field.name().lower() in ID_NAMES:
@@ -93,7 +94,7 @@ def name_field_choice(fields: QgsFields, class_field: str | None) -> str | None:
     ranked = []
     for index, field in enumerate(fields):
         rank = word_rank(field.name(), NAME_WORDS)
-        if field.type() != QVariant.String or rank is None or field.name() == class_field:
+        if field.type() != QMetaType.Type.QString or rank is None or field.name() == class_field:
             continue
         ranked.append((rank, word_rank(field.name(), CLASS_WORDS) is None, index, field.name()))
     return min(ranked)[-1] if ranked else None
@@ -103,7 +104,7 @@ def color_field_choice(layer: QgsVectorLayer, sampled: int = 20) -> str | None:
     """The class colour field: a text field named like colour / rgb / hex whose first
     `sampled` distinct values are all colours written ``#rrggbb``; None when there is none."""
     for index, field in enumerate(layer.fields()):
-        if field.type() != QVariant.String or word_rank(field.name(), COLOR_WORDS) is None:
+        if field.type() != QMetaType.Type.QString or word_rank(field.name(), COLOR_WORDS) is None:
             continue
         values = [v for v in layer.uniqueValues(index, sampled) if v not in (None, NULL)]
         if values and all(HEX_COLOR.fullmatch(str(v).strip()) for v in values):
@@ -113,7 +114,7 @@ def color_field_choice(layer: QgsVectorLayer, sampled: int = 20) -> str | None:
 
 def project_rasters() -> list[QgsRasterLayer]:
     return [layer for layer in QgsProject.instance().mapLayers().values()
-            if layer.type() == QgsMapLayerType.RasterLayer and layer.isValid()]
+            if layer.type() == QgsMapLayer.LayerType.RasterLayer and layer.isValid()]
 
 
 def mentions_date(layer: QgsRasterLayer, date: str) -> bool:

@@ -392,7 +392,7 @@ class CreateEnvironmentTask(QgsTask):
 
     def __init__(self, folder: Path, requirements: Path, python: str,
                  build: TorchBuild | None = None) -> None:
-        super().__init__("Creating the lcfusion engine environment", QgsTask.CanCancel)
+        super().__init__("Creating the lcfusion engine environment", QgsTask.Flag.CanCancel)
         self.folder = folder
         self.requirements = requirements
         self.python = python
@@ -489,4 +489,4 @@ class CreateEnvironmentTask(QgsTask):
 
     def _log(self, line: str) -> None:
         self.lines.append(line)
-        QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info)
+        QgsMessageLog.logMessage(line, LOG_TAG, Qgis.MessageLevel.Info)

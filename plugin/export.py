@@ -69,7 +69,7 @@ def raster_path(layer: QgsRasterLayer, folder: Path, stem: str,
     # writeRaster() takes a QgsRasterBlockFeedback, not the Processing feedback. A direct
     # connection: the algorithm may run in a task thread with no event loop of its own.
     block_feedback = QgsRasterBlockFeedback()
-    feedback.canceled.connect(block_feedback.cancel, Qt.DirectConnection)
+    feedback.canceled.connect(block_feedback.cancel, Qt.ConnectionType.DirectConnection)
     if feedback.isCanceled():
         block_feedback.cancel()  # cancelled before the connection: export nothing
     try:
@@ -79,9 +79,10 @@ def raster_path(layer: QgsRasterLayer, folder: Path, stem: str,
         feedback.canceled.disconnect(block_feedback.cancel)
     if feedback.isCanceled():
         raise QgsProcessingException("Cancelled: no output was written.")
-    if error != QgsRasterFileWriter.NoError:
+    if error != QgsRasterFileWriter.WriterError.NoError:
+        # {error}, not int(error): on Qt6 the result is an enum.Enum, which int() refuses.
         raise QgsProcessingException(f"Exporting the layer '{layer.name()}' failed (error "
-                                     f"{int(error)}).")
+                                     f"{error}).")
     return str(target)
 
 
@@ -142,15 +143,15 @@ def export_polygons(source: QgsProcessingFeatureSource, columns: dict[str, str],
     options.driverName = "GPKG"
     options.layerName = "reference"
     options.fileEncoding = "UTF-8"
-    writer = QgsVectorFileWriter.create(str(target), kept, QgsWkbTypes.MultiPolygon, crs,
+    writer = QgsVectorFileWriter.create(str(target), kept, QgsWkbTypes.Type.MultiPolygon, crs,
                                         context.transformContext(), options)
-    if writer.hasError() != QgsVectorFileWriter.NoError:
+    if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
         raise QgsProcessingException(f"Cannot write {target}: {writer.errorMessage()}")
     transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
     request = QgsFeatureRequest().setSubsetOfAttributes(indices)
     exported = ExportedPolygons()
     # Invalid polygons are repaired below, whatever Processing's invalid-geometry setting.
-    skip_checks = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks
+    skip_checks = QgsProcessingFeatureSource.Flag.FlagSkipGeometryValidityChecks
     for feature in source.getFeatures(request, skip_checks):
         if feedback.isCanceled():
             break
@@ -169,7 +170,7 @@ def export_polygons(source: QgsProcessingFeatureSource, columns: dict[str, str],
         out = QgsFeature(kept)
         out.setGeometry(geometry)
         out.setAttributes([feature.attributes()[i] for i in indices])
-        writer.addFeature(out, QgsFeatureSink.FastInsert)
+        writer.addFeature(out, QgsFeatureSink.Flag.FastInsert)
         exported.count += 1
         exported.written.append(feature.id())
     del writer
@@ -188,10 +189,10 @@ def polygon_parts(geometry: QgsGeometry) -> QgsGeometry | None:
     """The polygons of a geometry (those of a geometry collection); None without any."""
     if geometry.isNull() or geometry.isEmpty():
         return None
-    if QgsWkbTypes.flatType(geometry.wkbType()) == QgsWkbTypes.GeometryCollection:
+    if QgsWkbTypes.flatType(geometry.wkbType()) == QgsWkbTypes.Type.GeometryCollection:
         geometry = QgsGeometry(geometry)
-        geometry.convertGeometryCollectionToSubclass(QgsWkbTypes.PolygonGeometry)
-    if geometry.type() != QgsWkbTypes.PolygonGeometry or geometry.isEmpty():
+        geometry.convertGeometryCollectionToSubclass(QgsWkbTypes.GeometryType.PolygonGeometry)
+    if geometry.type() != QgsWkbTypes.GeometryType.PolygonGeometry or geometry.isEmpty():
         return None
     return geometry
 

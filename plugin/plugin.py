@@ -84,14 +84,14 @@ class LcfusionPlugin:
             button = QPushButton("Create Engine Environment…", item)
             button.clicked.connect(self.environment_action.trigger)
             item.layout().addWidget(button)
-        bar.pushWidget(item, Qgis.Warning)
+        bar.pushWidget(item, Qgis.MessageLevel.Warning)
         self.warning = item
 
     def show_details(self, problem: str) -> QMessageBox:
         """The start-up check's full message, in a window of its own."""
-        self.details = QMessageBox(QMessageBox.Warning, MENU, problem, QMessageBox.Close,
-                                   self.iface.mainWindow())
-        self.details.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.details = QMessageBox(QMessageBox.Icon.Warning, MENU, problem,
+                                   QMessageBox.StandardButton.Close, self.iface.mainWindow())
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details.open()
         return self.details
 
@@ -102,7 +102,7 @@ class LcfusionPlugin:
         bar = self.iface.messageBar()
         if self.creation is not None:
             bar.pushMessage(MENU, "The engine environment is already being created "
-                            f"({self.creation.progress():.0f} %).", Qgis.Info, 5)
+                            f"({self.creation.progress():.0f} %).", Qgis.MessageLevel.Info, 5)
             return None
         folder = engine_venv_folder()
         build = torch_build()
@@ -110,7 +110,7 @@ class LcfusionPlugin:
         if reusable(folder, stamp):
             self._environment_works()
             bar.pushMessage(MENU, f"The engine environment {folder} is up to date; it is "
-                            "used as it is.", Qgis.Success, 10)
+                            "used as it is.", Qgis.MessageLevel.Success, 10)
             return None
         if QMessageBox.question(
                 self.iface.mainWindow(), MENU,
@@ -119,7 +119,7 @@ class LcfusionPlugin:
                 "from PyPI; the environment shares the packages of QGIS's Python and outlives "
                 "plugin updates. It runs in the background: the task manager shows its "
                 "progress and the lcfusion tab of the log panel pip's output.") \
-                != QMessageBox.Yes:
+                != QMessageBox.StandardButton.Yes:
             return None
         task = CreateEnvironmentTask(folder, requirements_file(), qgis_python(), build)
         task.taskCompleted.connect(lambda: self._creation_ended(task, True))
@@ -142,7 +142,7 @@ class LcfusionPlugin:
         if not succeeded:
             self.iface.messageBar().pushMessage(
                 MENU, f"Creating the engine environment failed: {task.error or 'cancelled'}. "
-                "The lcfusion tab of the log panel has the details.", Qgis.Critical, 0)
+                "The lcfusion tab of the log panel has the details.", Qgis.MessageLevel.Critical, 0)
             return
         self._environment_works()
         python = str(venv_executable(task.folder))
@@ -150,7 +150,7 @@ class LcfusionPlugin:
                 f"{engine_python()} (set in the settings or LCFUSION_PYTHON); clear that to "
                 "use the new environment.")
         self.iface.messageBar().pushMessage(
-            MENU, f"The engine environment is ready: {python}.{note}", Qgis.Success, 0)
+            MENU, f"The engine environment is ready: {python}.{note}", Qgis.MessageLevel.Success, 0)
 
     def show_settings(self) -> None:
         """Opens the settings dialog (modal); a start-up warning that the Engine Python set
@@ -158,7 +158,7 @@ class LcfusionPlugin:
         from .settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.iface.mainWindow())
-        dialog.exec_()
+        dialog.exec()
         dialog.deleteLater()
         if self.warning is not None and engine_environment_problem() is None:
             self._environment_works()

@@ -94,11 +94,11 @@ def _open_overlay(path: str) -> QgsVectorLayer:
     if not layer.isValid():
         raise OSError(f"cannot open vector layer {path}")
     geometry = layer.geometryType()
-    if geometry == QgsWkbTypes.PolygonGeometry:
+    if geometry == QgsWkbTypes.GeometryType.PolygonGeometry:
         symbol = QgsFillSymbol.createSimple(
             {"style": "no", "outline_color": "0,0,0,255", "outline_width": "0.4"}
         )
-    elif geometry == QgsWkbTypes.LineGeometry:
+    elif geometry == QgsWkbTypes.GeometryType.LineGeometry:
         symbol = QgsLineSymbol.createSimple({"color": "0,0,0,255", "width": "0.4"})
     else:
         symbol = QgsMarkerSymbol.createSimple(
@@ -196,7 +196,7 @@ def _scale_bar(
     text = QgsTextFormat()
     text.setFont(_font(_TEXT_PT))
     text.setSize(_TEXT_PT)
-    text.setSizeUnit(QgsUnitTypes.RenderPoints)
+    text.setSizeUnit(QgsUnitTypes.RenderUnit.RenderPoints)
     scale_bar.setTextFormat(text)
     layout.addLayoutItem(scale_bar)
     scale_bar.applyDefaultSize(scale_bar.guessUnits())
@@ -204,9 +204,10 @@ def _scale_bar(
     scale_bar.setNumberOfSegments(2)
     scale_bar.setMinimumBarWidth(min(30.0, 0.5 * map_w))
     scale_bar.setMaximumBarWidth(min(60.0, 0.8 * map_w))
-    scale_bar.setSegmentSizeMode(QgsScaleBarSettings.SegmentSizeFitWidth)
-    if scale_bar.units() == QgsUnitTypes.DistanceMeters and scale_bar.unitsPerSegment() >= 1000:
-        scale_bar.setUnits(QgsUnitTypes.DistanceKilometers)
+    scale_bar.setSegmentSizeMode(QgsScaleBarSettings.SegmentSizeMode.SegmentSizeFitWidth)
+    metres = scale_bar.units() == QgsUnitTypes.DistanceUnit.DistanceMeters
+    if metres and scale_bar.unitsPerSegment() >= 1000:
+        scale_bar.setUnits(QgsUnitTypes.DistanceUnit.DistanceKilometers)
         scale_bar.setUnitLabel("km")
     scale_bar.update()
     return scale_bar
@@ -226,13 +227,13 @@ def _legend(
     root = legend.model().rootGroup()
     root.removeAllChildren()
     raster_node = root.addLayer(raster)
-    QgsLegendRenderer.setNodeLegendStyle(raster_node, QgsLegendStyle.Hidden)
+    QgsLegendRenderer.setNodeLegendStyle(raster_node, QgsLegendStyle.Style.Hidden)
     _tidy_raster_legend(legend, raster_node)
     if overlay is not None:
         root.addLayer(overlay)
-    legend.setStyleFont(QgsLegendStyle.Title, _font(_TEXT_PT + 2, bold=True))
-    legend.setStyleFont(QgsLegendStyle.Subgroup, _font(_TEXT_PT))
-    legend.setStyleFont(QgsLegendStyle.SymbolLabel, _font(_TEXT_PT))
+    legend.setStyleFont(QgsLegendStyle.Style.Title, _font(_TEXT_PT + 2, bold=True))
+    legend.setStyleFont(QgsLegendStyle.Style.Subgroup, _font(_TEXT_PT))
+    legend.setStyleFont(QgsLegendStyle.Style.SymbolLabel, _font(_TEXT_PT))
     legend.setSymbolWidth(8)
     legend.setSymbolHeight(5)
     legend.setBoxSpace(3)
@@ -263,7 +264,7 @@ def _measure_legend(legend: QgsLayoutItemLegend) -> None:
     A legend does not measure itself before it has been painted once (adjustBoxSize() is
     a no-op until then); painting it on a scratch image triggers the measurement.
     """
-    scratch = QImage(8, 8, QImage.Format_ARGB32)
+    scratch = QImage(8, 8, QImage.Format.Format_ARGB32)
     painter = QPainter(scratch)
     try:
         legend.paint(painter, None, None)

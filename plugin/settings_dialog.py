@@ -338,9 +338,9 @@ class ProfileForm(QWidget):
                 ("user", "User", QLineEdit()),
                 ("port", "Port", self._spin(0, 65535)),
                 ("identity_file", "Identity file (key)",
-                 _file_widget(QgsFileWidget.GetFile, "SSH private key")),
+                 _file_widget(QgsFileWidget.StorageMode.GetFile, "SSH private key")),
                 ("known_hosts_file", "Known hosts file",
-                 _file_widget(QgsFileWidget.GetFile, "SSH known hosts file")),
+                 _file_widget(QgsFileWidget.StorageMode.GetFile, "SSH known hosts file")),
                 ("accept_new_host_key", "", QCheckBox("Accept a new host key on first "
                                                       "connection")),
             )),
@@ -498,12 +498,12 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.message_bar)
 
         files = QFormLayout()
-        self.engine_python_field = _file_widget(QgsFileWidget.GetFile, "Engine Python")
+        self.engine_python_field = _file_widget(QgsFileWidget.StorageMode.GetFile, "Engine Python")
         self.engine_python_note = QLabel()
         self.engine_python_note.setWordWrap(True)
         self.engine_python_status = QLabel()
         self.engine_python_status.setWordWrap(True)
-        self.engine_python_status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.engine_python_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         engine_python_box = QWidget()
         engine_python_rows = QVBoxLayout(engine_python_box)
         engine_python_rows.setContentsMargins(0, 0, 0, 0)
@@ -511,8 +511,8 @@ class SettingsDialog(QDialog):
         engine_python_rows.addWidget(self.engine_python_status)
         files.addRow("Engine Python", engine_python_box)
         files.addRow("", self.engine_python_note)
-        self.profiles_file_field = _file_widget(QgsFileWidget.SaveFile, "Compute profiles file",
-                                                "TOML files (*.toml)")
+        self.profiles_file_field = _file_widget(QgsFileWidget.StorageMode.SaveFile,
+                                                "Compute profiles file", "TOML files (*.toml)")
         self.profiles_file_field.setConfirmOverwrite(False)
         self.profiles_file_note = QLabel()
         self.profiles_file_note.setWordWrap(True)
@@ -550,7 +550,7 @@ class SettingsDialog(QDialog):
         test_row = QHBoxLayout()
         self.test_button = QPushButton("Test")
         self.test_button.setToolTip("Run the engine's probe on this profile, as edited")
-        self.test_button.setSizePolicy(QSizePolicy.Maximum, QSizePolicy.Fixed)
+        self.test_button.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
         self.probe_busy = QProgressBar()
         self.probe_busy.setRange(0, 0)
         self.probe_busy.setVisible(False)
@@ -567,8 +567,8 @@ class SettingsDialog(QDialog):
         splitter.setSizes([220, 620])
         layout.addWidget(splitter, 1)
 
-        self.button_box = QDialogButtonBox(
-            QDialogButtonBox.Ok | QDialogButtonBox.Apply | QDialogButtonBox.Cancel)
+        standard = QDialogButtonBox.StandardButton
+        self.button_box = QDialogButtonBox(standard.Ok | standard.Apply | standard.Cancel)
         layout.addWidget(self.button_box)
 
         self.profile_list.currentRowChanged.connect(self._on_row_changed)
@@ -579,7 +579,7 @@ class SettingsDialog(QDialog):
         self.test_button.clicked.connect(self.test_profile)
         self.button_box.accepted.connect(self.accept)
         self.button_box.rejected.connect(self.reject)
-        self.button_box.button(QDialogButtonBox.Apply).clicked.connect(self.save)
+        self.button_box.button(QDialogButtonBox.StandardButton.Apply).clicked.connect(self.save)
 
     def _update_placeholders(self, *_args) -> None:
         configured_python = self.engine_python_field.filePath()
@@ -634,7 +634,7 @@ class SettingsDialog(QDialog):
             profiles = {LOCAL: ComputeProfile(LOCAL)}
             self.file_readable = False
             self.message_bar.pushMessage("Cannot read the profiles file", exc.message,
-                                         Qgis.Warning, 0)
+                                         Qgis.MessageLevel.Warning, 0)
         self._set_drafts([form_values(profile) for profile in profiles.values()])
 
     def _on_profiles_file_changed(self, *_args) -> None:
@@ -744,20 +744,20 @@ class SettingsDialog(QDialog):
         try:
             profiles = self.edited_profiles()
         except LcfusionError as exc:
-            self.message_bar.pushMessage("Not saved", exc.message, Qgis.Warning, 0)
+            self.message_bar.pushMessage("Not saved", exc.message, Qgis.MessageLevel.Warning, 0)
             return False
         path = self.profiles_file()
         if not self.file_readable:
             self.message_bar.pushMessage(
                 "Not saved", f"{path} could not be read; fix it, move it away or choose "
-                "another profiles file", Qgis.Warning, 0)
+                "another profiles file", Qgis.MessageLevel.Warning, 0)
             return False
         try:
             if len(profiles) > 1 or path.exists():  # no file that would only say "local"
                 save_profiles(path, profiles)
         except OSError as exc:
             self.message_bar.pushMessage("Not saved", f"cannot write {path}: {exc}",
-                                         Qgis.Critical, 0)
+                                         Qgis.MessageLevel.Critical, 0)
             return False
         settings = QgsSettings()
         for key, widget in ((ENGINE_PYTHON_KEY, self.engine_python_field),
@@ -770,7 +770,7 @@ class SettingsDialog(QDialog):
         self._update_placeholders()
         written = f"compute profiles written to {path}" if path.exists() else \
             "no compute profiles besides local, so no profiles file"
-        self.message_bar.pushMessage("Saved", written, Qgis.Success, 5)
+        self.message_bar.pushMessage("Saved", written, Qgis.MessageLevel.Success, 5)
         return True
 
     def accept(self) -> None:

@@ -74,8 +74,8 @@ def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRender
         for value in CONFIDENCE_STOPS
     ]
     color_shader = QgsColorRampShader(0.0, 1.0)
-    color_shader.setColorRampType(QgsColorRampShader.Interpolated)
-    color_shader.setClassificationMode(QgsColorRampShader.Continuous)
+    color_shader.setColorRampType(QgsColorRampShader.Type.Interpolated)
+    color_shader.setClassificationMode(QgsColorRampShader.ClassificationMode.Continuous)
     color_shader.setSourceColorRamp(ramp)
     color_shader.setColorRampItemList(items)
     legend = QgsColorRampLegendNodeSettings()

@@ -79,15 +79,17 @@ def build() -> QgsProcessingModelAlgorithm:
         "series with the new model, and evaluates the class map against independent evaluation "
         "polygons (give other polygons than the training ones for an honest accuracy).")})
     parameter(model, QgsProcessingParameterMultipleLayers(
-        "series", "Sentinel-2 time series (in date order)", QgsProcessing.TypeRaster), 120, 60)
+        "series", "Sentinel-2 time series (in date order)",
+        QgsProcessing.SourceType.TypeRaster), 120, 60)
     parameter(model, QgsProcessingParameterVectorLayer(
-        "training", "Training polygons", [QgsProcessing.TypeVectorPolygon]), 120, 140)
+        "training", "Training polygons", [QgsProcessing.SourceType.TypeVectorPolygon]), 120, 140)
     parameter(model, QgsProcessingParameterField(
         "class_field", "Class field", parentLayerParameterName="training"), 120, 220)
     parameter(model, QgsProcessingParameterVectorLayer(
-        "evaluation", "Evaluation polygons", [QgsProcessing.TypeVectorPolygon]), 120, 300)
+        "evaluation", "Evaluation polygons", [QgsProcessing.SourceType.TypeVectorPolygon]),
+        120, 300)
     parameter(model, QgsProcessingParameterNumber(
-        "epochs", "Epochs", type=QgsProcessingParameterNumber.Integer, defaultValue=10,
+        "epochs", "Epochs", type=QgsProcessingParameterNumber.Type.Integer, defaultValue=10,
         minValue=1), 120, 380)
     train = child(model, "train", "lcfusion:trainfgunet", "Train FG-UNET",
                   {"INPUT": source("series"), "REFERENCE": source("training"),

@@ -32,7 +32,8 @@ MAX_ZIP_BYTES = 25_000_000
 REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author",
                      "email", "repository", "tracker")
 URL_METADATA = ("repository", "tracker", "homepage")
-BOOLEAN_METADATA = ("experimental", "deprecated", "server", "hasProcessingProvider")
+BOOLEAN_METADATA = ("experimental", "deprecated", "server", "hasProcessingProvider",
+                    "supportsQt6")
 #: Folders that plugins.qgis.org refuses, and what only development needs.
 FORBIDDEN_FOLDERS = ("__MACOSX", ".git", "__pycache__", "tests", "test", "tools")
 COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyd", ".so", ".dll", ".dylib", ".exe", ".o", ".a",

@@ -85,7 +85,7 @@ def icon(name: str) -> QIcon:
 
 
 def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
-    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
     return parameter
 
 
@@ -193,17 +193,17 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             bands_text = f"{label.removesuffix(' series')}: b{bands_text[1:]}"
         parameters = [
             QgsProcessingParameterMultipleLayers(name, description,
-                                                 layerType=QgsProcessing.TypeRaster,
+                                                 layerType=QgsProcessing.SourceType.TypeRaster,
                                                  optional=optional),
             QgsProcessingParameterNumber(
-                f"{prefix}BANDS_PER_DATE", bands_text, type=QgsProcessingParameterNumber.Integer,
-                defaultValue=0, minValue=0)]
+                f"{prefix}BANDS_PER_DATE", bands_text,
+                type=QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0)]
         binding = SeriesBinding(name, f"{prefix}BANDS_PER_DATE", key, label)
         if masks:
             binding.masks = f"{name}_MASK"
             parameters.append(QgsProcessingParameterMultipleLayers(
                 binding.masks, "Cloud masks (one band per date, non-zero = masked)",
-                layerType=QgsProcessing.TypeRaster, optional=True))
+                layerType=QgsProcessing.SourceType.TypeRaster, optional=True))
         if gapfill:
             binding.gapfill = "GAPFILL"
             parameters.append(QgsProcessingParameterBoolean(
@@ -257,17 +257,18 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.bind(
             ReferenceBinding(part="PART" if part_filter else None),
             QgsProcessingParameterFeatureSource(
-                "REFERENCE", "Reference polygons", [QgsProcessing.TypeVectorPolygon]),
+                "REFERENCE", "Reference polygons", [QgsProcessing.SourceType.TypeVectorPolygon]),
             QgsProcessingParameterField(
                 "CLASS_FIELD", "Class field (integer codes or text names)",
-                parentLayerParameterName="REFERENCE", type=QgsProcessingParameterField.Any),
+                parentLayerParameterName="REFERENCE",
+                type=QgsProcessingParameterField.DataType.Any),
             QgsProcessingParameterField(
                 "NAME_FIELD", "Class name field", parentLayerParameterName="REFERENCE",
-                type=QgsProcessingParameterField.Any, optional=True),
+                type=QgsProcessingParameterField.DataType.Any, optional=True),
             QgsProcessingParameterField(
                 "COLOR_FIELD", "Class colour field (#rrggbb)",
-                parentLayerParameterName="REFERENCE", type=QgsProcessingParameterField.String,
-                optional=True),
+                parentLayerParameterName="REFERENCE",
+                type=QgsProcessingParameterField.DataType.String, optional=True),
             *extra,
         )
 
@@ -277,7 +278,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         repeated splits as one ensemble (optional, for models saved before it)."""
         def fraction(name: str, text: str, value: float) -> QgsProcessingParameterNumber:
             parameter = QgsProcessingParameterNumber(
-                name, text, type=QgsProcessingParameterNumber.Double, defaultValue=value,
+                name, text, type=QgsProcessingParameterNumber.Type.Double, defaultValue=value,
                 minValue=0.0, maxValue=1.0)
             parameter.setMetadata({"widget_wrapper": {"decimals": 2}})
             return parameter
@@ -295,10 +296,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "SPLIT_METHOD", "Split method", options=[text for _, text in SPLIT_METHODS],
                 defaultValue=0),
             QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0,
-                                         type=QgsProcessingParameterNumber.Integer),
+                                         type=QgsProcessingParameterNumber.Type.Integer),
             advanced(QgsProcessingParameterNumber(
                 "REPEATS", "Repeat over k seeded splits (accuracy as mean ± std)",
-                type=QgsProcessingParameterNumber.Integer, defaultValue=1, minValue=1,
+                type=QgsProcessingParameterNumber.Type.Integer, defaultValue=1, minValue=1,
                 maxValue=100)),
             *ensemble_option,
         )
@@ -308,13 +309,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         if is_advanced:
             advanced(parameter)
         if parameter.name() in LATER_PARAMETERS:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagOptional)
+            optional = QgsProcessingParameterDefinition.Flag.FlagOptional
+            parameter.setFlags(parameter.flags() | optional)
         return self.bind(SettingBinding(parameter.name(), key, choices), parameter)
 
     def add_int(self, name: str, text: str, key: str, default: int, minimum: int = 0,
                 maximum: int | None = None, is_advanced: bool = False) -> SettingBinding:
         parameter = QgsProcessingParameterNumber(
-            name, text, type=QgsProcessingParameterNumber.Integer, defaultValue=default,
+            name, text, type=QgsProcessingParameterNumber.Type.Integer, defaultValue=default,
             minValue=minimum)
         if maximum is not None:
             parameter.setMaximum(maximum)
@@ -325,8 +327,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         loss (the deep families)."""
         self.add_int("EPOCHS", "Epochs (at most)", "epochs", default, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(
-            "TIME_LIMIT", "Time limit (minutes, 0: none)", type=QgsProcessingParameterNumber.Double,
-            defaultValue=0.0, minValue=0.0), "time_limit")
+            "TIME_LIMIT", "Time limit (minutes, 0: none)",
+            type=QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0),
+            "time_limit")
         self.add_int("EARLY_STOPPING", "Early stopping patience (epochs, 0: never)",
                      "early_stopping", early_stopping, is_advanced=True)
 
@@ -344,12 +347,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             "OPTIMIZER", "Optimizer", options=["Adam (the papers)", "AdamW"], defaultValue=0),
             "optimizer", True, ("adam", "adamw"))
         self.add_setting(QgsProcessingParameterNumber(
-            "WEIGHT_DECAY", "Weight decay", type=QgsProcessingParameterNumber.Double,
+            "WEIGHT_DECAY", "Weight decay", type=QgsProcessingParameterNumber.Type.Double,
             defaultValue=0.0, minValue=0.0), "weight_decay", is_advanced=True)
         self.add_int("WARMUP_EPOCHS", "Learning-rate warm-up (epochs)", "warmup_epochs", 0,
                      is_advanced=True)
         self.add_setting(QgsProcessingParameterNumber(
-            "LABEL_SMOOTHING", "Label smoothing", type=QgsProcessingParameterNumber.Double,
+            "LABEL_SMOOTHING", "Label smoothing", type=QgsProcessingParameterNumber.Type.Double,
             defaultValue=0.0, minValue=0.0, maxValue=0.99), "label_smoothing", is_advanced=True)
         self.add_setting(QgsProcessingParameterEnum(
             "MONITOR", "Best epoch and early stopping by", options=[
@@ -403,7 +406,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         """The fill value of the inputs (none by default); added after the inputs."""
         return self.bind(FillValueBinding(), advanced(QgsProcessingParameterNumber(
             "FILL_VALUE", "Treat this value as nodata (all bands)",
-            type=QgsProcessingParameterNumber.Double, optional=True)))
+            type=QgsProcessingParameterNumber.Type.Double, optional=True)))
 
     def add_model_output(self) -> FileOutputBinding:
         """The fill value of the inputs, the model file, the HTML training report and the split
@@ -416,7 +419,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         reference = next(b for b in self.bindings if isinstance(b, ReferenceBinding))
         self.bind(SplitLayerBinding(reference), QgsProcessingParameterFeatureSink(
             "OUTPUT_SPLIT", "Reference polygons with their split part",
-            QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=True))
+            QgsProcessing.SourceType.TypeVectorPolygon, optional=True, createByDefault=True))
         return self.bind(
             FileOutputBinding("OUTPUT_MODEL", "model"),
             QgsProcessingParameterFileDestination(
@@ -482,7 +485,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 if feedback.isCanceled():
                     raise QgsProcessingException("Cancelled: no output was written.")
             job_path = write_job(folder, self.command, **draft.sections)
-            verbose = context.logLevel() == QgsProcessingContext.Verbose
+            verbose = context.logLevel() == QgsProcessingContext.LogLevel.Verbose
             run = EngineProcess(self.command, job_path, feedback, verbose=verbose).run()
             if not run.succeeded:
                 remove_partial_files(draft.sections["outputs"].values(), run.pid)

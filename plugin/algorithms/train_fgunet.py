@@ -64,7 +64,7 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
         self.add_epochs(10, early_stopping=0)
         self.add_int("BATCH_SIZE", "Batch size (patches)", "batch_size", 8, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(
-            "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
+            "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Type.Double,
             defaultValue=1e-3, minValue=1e-7, maxValue=0.5), "learning_rate")
         self.add_int("PATCH_SIZE", "Patch size (pixels, multiple of 4)", "patch_size", 64,
                      minimum=8)

@@ -68,7 +68,7 @@ evaluation.</li>
         self.add_epochs(10, early_stopping=0)
         self.add_int("BATCH_SIZE", "Batch size (patches)", "batch_size", 64, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(
-            "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
+            "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Type.Double,
             defaultValue=5e-4, minValue=1e-7, maxValue=0.5), "learning_rate")
         self.add_setting(QgsProcessingParameterBoolean(
             "AUGMENT", "Augment with 90-degree rotations and transposes", defaultValue=True),

@@ -79,12 +79,12 @@ converted to dB), samples per epoch, device and the evaluation tile size.</li>
             defaultValue=0), "preset", choices=("", "reunion", "koumbia"))
         self.add_int("PATCH_SIZE", "Patch size (pixels, odd)", "patch_size", 5, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(
-            "ALPHA", "Auxiliary weight alpha", type=QgsProcessingParameterNumber.Double,
+            "ALPHA", "Auxiliary weight alpha", type=QgsProcessingParameterNumber.Type.Double,
             defaultValue=0.3, minValue=0.0), "alpha")
         self.add_epochs(20, early_stopping=0)
         self.add_int("BATCH_SIZE", "Batch size (pixels)", "batch_size", 64, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(
-            "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
+            "LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Type.Double,
             defaultValue=1e-3, minValue=1e-7, maxValue=0.5), "learning_rate")
         self.add_setting(QgsProcessingParameterEnum(
             "SOURCES", "Sources", options=["Sentinel-1 and Sentinel-2 (the paper's network)",

@@ -375,10 +375,10 @@ def test_the_warning_goes_once_the_settings_name_a_working_python(unchecked, qgi
     plugin.environment_action = QAction("Create Engine Environment…")
     plugin._environment_checked(None, engine_environment_problem())
     warning = bar.currentItem()
-    monkeypatch.setattr(SettingsDialog, "exec_", lambda self: 0)
+    monkeypatch.setattr(SettingsDialog, "exec", lambda self: 0)
     plugin.show_settings()  # nothing changed there
     assert bar.currentItem() is warning
-    monkeypatch.setattr(SettingsDialog, "exec_", lambda self: monkeypatch.setenv(
+    monkeypatch.setattr(SettingsDialog, "exec", lambda self: monkeypatch.setenv(
         "LCFUSION_PYTHON", str(ENGINE_PYTHON)) or 1)
     plugin.show_settings()
     assert warning not in bar.items() and plugin.warning is None

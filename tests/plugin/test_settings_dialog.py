@@ -401,7 +401,7 @@ def test_init_gui_adds_the_settings_entry_and_unload_removes_it(qgis_app, qgis_i
     monkeypatch.setattr(qgis_iface, "addPluginToMenu", add)
     monkeypatch.setattr(qgis_iface, "removePluginMenu", remove)
     opened = []
-    monkeypatch.setattr(SettingsDialog, "exec_", lambda self: opened.append(self) or 0)
+    monkeypatch.setattr(SettingsDialog, "exec", lambda self: opened.append(self) or 0)
     plugin = LcfusionPlugin(qgis_iface)
     plugin.initGui()
     action, environment_action = plugin.settings_action, plugin.environment_action

@@ -89,7 +89,7 @@ class SettingBinding(Binding):
             if value == "":
                 return
         elif isinstance(definition, QgsProcessingParameterNumber):
-            if definition.dataType() == QgsProcessingParameterNumber.Integer:
+            if definition.dataType() == QgsProcessingParameterNumber.Type.Integer:
                 value = alg.parameterAsInt(parameters, self.name, context)
             else:
                 value = alg.parameterAsDouble(parameters, self.name, context)

@@ -22,10 +22,11 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType
 
 from ....engine.wording import counted
 from ...export import ExportedPolygons, export_polygons, renderer_colors
+from ...qt_compat import field_type
 from .binding import Binding
 
 SPLIT_METHODS = (("random", "random per class (seeded)"),
@@ -60,8 +61,9 @@ class ReferenceBinding(Binding):
         if source is None:
             return None  # Processing reports an invalid source itself
         kind = QgsWkbTypes.geometryType(source.wkbType())
-        if kind not in (QgsWkbTypes.PolygonGeometry, QgsWkbTypes.UnknownGeometry):
-            held = {QgsWkbTypes.PointGeometry: "points", QgsWkbTypes.LineGeometry: "lines"}
+        geometry = QgsWkbTypes.GeometryType
+        if kind not in (geometry.PolygonGeometry, geometry.UnknownGeometry):
+            held = {geometry.PointGeometry: "points", geometry.LineGeometry: "lines"}
             return self.layer, (f"'{source.sourceName()}' holds {held.get(kind, 'no geometry')}"
                                 "; choose a layer of polygons.")
         if source.featureCount() == 0:
@@ -149,8 +151,8 @@ class SplitLayerBinding(Binding):
             renamed = self.rename_fid_field(fields)
             feedback.pushInfo(f"The split layer's field '{renamed}' holds the reference field "
                               f"'fid': a GeoPackage keeps 'fid' for its unique feature ids.")
-        fields.append(QgsField(PART_FIELD, QVariant.String))
-        fields.append(QgsField(SEED_FIELD, QVariant.Int))
+        fields.append(QgsField(PART_FIELD, field_type(QMetaType.Type.QString)))
+        fields.append(QgsField(SEED_FIELD, field_type(QMetaType.Type.Int)))
         sink, destination = alg.parameterAsSink(parameters, self.name, context, fields,
                                                 source.wkbType(), source.sourceCrs())
         if sink is None:
@@ -159,14 +161,14 @@ class SplitLayerBinding(Binding):
         seed = engine_outputs.get("SPLIT_SEED")
         written = dict.fromkeys((*PART_CHOICES[1:], UNUSED_PART), 0)
         failed = 0
-        skip_checks = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks
+        skip_checks = QgsProcessingFeatureSource.Flag.FlagSkipGeometryValidityChecks
         for feature in source.getFeatures(QgsFeatureRequest(), skip_checks):
             part = part_of.get(feature.id()) or UNUSED_PART
             out = QgsFeature(fields)
             out.setGeometry(feature.geometry())
             attributes = feature.attributes()
             out.setAttributes([attributes[i] for i in kept] + [part, seed])
-            if sink.addFeature(out, QgsFeatureSink.FastInsert):
+            if sink.addFeature(out, QgsFeatureSink.Flag.FastInsert):
                 written[part] += 1
             else:
                 failed += 1
