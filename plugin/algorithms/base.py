@@ -364,11 +364,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         dropout."""
         self.add_setting(QgsProcessingParameterNumber(
             "JITTER", "Band gain and offset jitter (standard deviation, 0: none)",
-            type=QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
+            type=QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0,
             maxValue=1.0), "jitter", is_advanced=True)
         self.add_setting(QgsProcessingParameterNumber(
             "DATE_DROPOUT", "Date dropout (probability per date, 0: none)",
-            type=QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
+            type=QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0,
             maxValue=0.95), "date_dropout", is_advanced=True)
 
     def add_tta(self) -> SettingBinding:
