@@ -69,19 +69,21 @@ def check_writable(target: Path, parameter: str) -> None:
         raise LcfusionError(f"{target} is a folder, not a file name", parameter)
 
 
+def error_chain(error: BaseException) -> list[BaseException]:
+    """`error` and the errors it was raised from, each once."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def is_disk_full(error: BaseException) -> bool:
     """Whether `error`, or an error it was raised from, is ENOSPC (an OSError, or the message
     of a GDAL, libtiff or safetensors error)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
-            return True
-        if NO_SPACE.lower() in str(current).lower():
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any((isinstance(each, OSError) and each.errno == errno.ENOSPC)
+               or NO_SPACE.lower() in str(each).lower() for each in error_chain(error))
 
 
 def reports_full_disk(error: BaseException) -> bool:
@@ -141,15 +143,8 @@ def short_of_space(outputs: Sequence[tuple[Path, str]]) -> tuple[Path, str] | No
 def is_write_error(error: BaseException) -> bool:
     """Whether `error`, or an error it was raised from, is rasterio's or GDAL's report of a
     failed write (rasterio 1.4: "Write failed", libtiff: "... Write error at ...")."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        text = str(current).lower()
-        if text.startswith("write failed") or "write error" in text:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(str(each).lower().startswith("write failed") or "write error" in str(each).lower()
+               for each in error_chain(error))
 
 
 class RasterOutput(NamedTuple):
@@ -170,7 +165,8 @@ def write_failure(outputs: Sequence[RasterOutput], failures: list[str],
     targets = [(output.target, output.parameter) for output in outputs]
     if any(NO_SPACE in message for message in failures) or (error and is_disk_full(error)):
         return DiskFullError(*fullest(targets))
-    messages = failures + ([str(error)] if error and is_write_error(error) else [])
+    messages = failures + ([str(each) for each in error_chain(error)]
+                           if error and is_write_error(error) else [])
     if not messages:
         return None
     full = short_of_space(targets)

@@ -186,10 +186,15 @@ def test_rasterios_own_write_errors_name_the_output(tmp_path):
     with pytest.raises(LcfusionError) as info:
         with atomic_output(target, "OUTPUT") as temporary, \
                 checked_raster_writes(RasterOutput(temporary, target, "OUTPUT", SHAPE)):
-            raise RasterioIOError("Write failed. See previous exception for details.")
+            try:
+                raise OSError("TIFFAppendToStrip:Write error at scanline 56")
+            except OSError as exc:
+                raise RasterioIOError("Write failed. See previous exception for details.") \
+                    from exc
     assert info.value.parameter == "OUTPUT"
     assert info.value.message == (f"could not write {target}: Write failed. See previous "
-                                  "exception for details.")
+                                  "exception for details.; TIFFAppendToStrip:Write error at "
+                                  "scanline 56")
     assert list(tmp_path.iterdir()) == []
 
 
