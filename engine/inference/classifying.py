@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ..io.outputs import atomic_output, gdal_write_errors
+from ..io.outputs import RasterOutput, atomic_output, checked_raster_writes
 from ..io.rasters import Grid, block_cache_share, rows_block_cache, write_profile
 from ..progress import Reporter
 from ..reference.classes import ClassTable
@@ -66,7 +66,8 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T],
 def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                     class_map: Path, confidence: Path | None, reporter: Reporter,
                     tags: dict[str, str] | None = None) -> None:
-    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile."""
+    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile; both
+    files are checked once closed, before either replaces an existing file."""
     codes = np.asarray(classes.codes, dtype=np.int64)
     dtype, nodata = classes.map_dtype(), classes.map_nodata()
     cores = list(predictor.cores(grid.height, grid.width))
@@ -74,8 +75,11 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
         map_tmp = stack.enter_context(atomic_output(class_map, "OUTPUT"))
         conf_tmp = (stack.enter_context(atomic_output(confidence, "OUTPUT_CONFIDENCE"))
                     if confidence else None)
-        stack.enter_context(gdal_write_errors((class_map, "OUTPUT"), *(
-            [(confidence, "OUTPUT_CONFIDENCE")] if confidence else [])))
+        shape = (1, grid.height, grid.width)
+        stack.enter_context(checked_raster_writes(
+            RasterOutput(map_tmp, class_map, "OUTPUT", shape),
+            *([RasterOutput(conf_tmp, confidence, "OUTPUT_CONFIDENCE", shape)]
+              if conf_tmp and confidence else [])))
         out_map = stack.enter_context(rasterio.open(map_tmp, "w",
                                                     **write_profile(grid, 1, dtype, nodata)))
         out_conf = (stack.enter_context(rasterio.open(

@@ -7,18 +7,26 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from fault_helpers import small_tmpfs
+from fault_helpers import fill_disk, small_tmpfs
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
 from rasterio.transform import from_origin
 
 from lcfusion.engine.errors import CancelledError, LcfusionError
+from lcfusion.engine.inference.classifying import write_class_map
+from lcfusion.engine.inference.tiling import TilePredictor
 from lcfusion.engine.io.outputs import (
     DiskFullError,
+    RasterOutput,
     atomic_output,
-    gdal_write_errors,
+    checked_raster_writes,
     partial_files,
     partial_path,
 )
+from lcfusion.engine.io.rasters import Grid
 from lcfusion.engine.modelfile.storage import save_model
+from lcfusion.engine.progress import NullReporter
+from lcfusion.engine.reference.classes import ClassTable
 
 NO_SPACE_MESSAGE = ("no space left on device while writing {}: free space or choose another "
                     "output folder")
@@ -115,22 +123,128 @@ def test_a_full_disk_while_saving_a_model_names_the_model_file(tmp_path):
         assert list(disk.iterdir()) == []
 
 
+PROFILE = {"driver": "GTiff", "width": 1024, "height": 1024, "count": 1, "dtype": "uint8",
+           "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+           "crs": "EPSG:32631", "transform": from_origin(500000, 5000000, 10, 10)}
+SHAPE = (1, 1024, 1024)
+NOISE = np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8)
+
+
 def test_a_raster_that_does_not_fit_is_a_clear_error_not_a_truncated_file(tmp_path):
     """GDAL writes the cached blocks when the raster is closed, and rasterio lets the errors of
-    that pass: the watch on GDAL's errors turns them into the full-disk error."""
-    profile = {"driver": "GTiff", "width": 1024, "height": 1024, "count": 1, "dtype": "uint8",
-               "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
-               "crs": "EPSG:32631", "transform": from_origin(500000, 5000000, 10, 10)}
-    noise = np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8)
+    that pass (1.3) or raises some of them itself (1.4): either becomes the full-disk error."""
     with small_tmpfs(tmp_path / "disk", "128k") as disk:
         target = disk / "map.tif"
         with pytest.raises(DiskFullError) as info:
             with atomic_output(target, "OUTPUT") as temporary, \
-                    gdal_write_errors((target, "OUTPUT")), \
-                    rasterio.open(temporary, "w", **profile) as ds:
-                ds.write(noise, 1)
+                    checked_raster_writes(RasterOutput(temporary, target, "OUTPUT", SHAPE)), \
+                    rasterio.open(temporary, "w", **PROFILE) as ds:
+                ds.write(NOISE, 1)
         assert info.value.message == NO_SPACE_MESSAGE.format(target)
         assert list(disk.iterdir()) == []
+
+
+def test_a_raster_cut_short_without_a_word_is_an_error_and_keeps_the_old_file(tmp_path):
+    """A file rasterio closed without saying that its last writes failed (as rasterio 1.4
+    does on a full disk) never replaces the existing output."""
+    target = tmp_path / "map.tif"
+    target.write_bytes(b"old map")
+    with pytest.raises(LcfusionError) as info:
+        with atomic_output(target, "OUTPUT") as temporary, \
+                checked_raster_writes(RasterOutput(temporary, target, "OUTPUT", SHAPE)):
+            with rasterio.open(temporary, "w", **PROFILE) as ds:
+                ds.write(NOISE, 1)
+            os.truncate(temporary, 4096)
+    assert not isinstance(info.value, DiskFullError)  # this disk has room
+    assert info.value.parameter == "OUTPUT"
+    assert info.value.message.startswith(f"could not write {target}: the written file is "
+                                         "incomplete (")
+    assert target.read_bytes() == b"old map"
+    assert [p.name for p in tmp_path.iterdir()] == ["map.tif"]
+
+
+def test_a_raster_with_a_block_never_written_or_another_shape_is_incomplete(tmp_path):
+    target = tmp_path / "map.tif"
+    with pytest.raises(LcfusionError, match=r"block 3, 2 of band 1 is missing"):
+        with atomic_output(target, "OUTPUT") as temporary, \
+                checked_raster_writes(RasterOutput(temporary, target, "OUTPUT", SHAPE)), \
+                rasterio.open(temporary, "w", sparse_ok=True, **PROFILE) as ds:
+            ds.write(NOISE[:768], 1, window=((0, 768), (0, 1024)))
+            ds.write(NOISE[768:, :512], 1, window=((768, 1024), (0, 512)))
+    with pytest.raises(LcfusionError, match=r"1 x 1024 x 1024 instead of 2 x 1024 x 1024"):
+        with atomic_output(target, "OUTPUT_CONFIDENCE") as temporary, \
+                checked_raster_writes(RasterOutput(temporary, target, "OUTPUT_CONFIDENCE",
+                                                   (2, 1024, 1024))), \
+                rasterio.open(temporary, "w", **PROFILE) as ds:
+            ds.write(NOISE, 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rasterios_own_write_errors_name_the_output(tmp_path):
+    """rasterio 1.4 raises "Write failed" itself (GDAL's error handler never sees it)."""
+    target = tmp_path / "map.tif"
+    with pytest.raises(LcfusionError) as info:
+        with atomic_output(target, "OUTPUT") as temporary, \
+                checked_raster_writes(RasterOutput(temporary, target, "OUTPUT", SHAPE)):
+            try:
+                raise OSError("TIFFAppendToStrip:Write error at scanline 56")
+            except OSError as exc:
+                raise RasterioIOError("Write failed. See previous exception for details.") \
+                    from exc
+    assert info.value.parameter == "OUTPUT"
+    assert info.value.message == (f"could not write {target}: Write failed. See previous "
+                                  "exception for details.; TIFFAppendToStrip:Write error at "
+                                  "scanline 56")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_errors_while_writing_a_raster_pass_unchanged(tmp_path):
+    target = tmp_path / "map.tif"
+    with pytest.raises(RasterioIOError, match="Read failed"):
+        with atomic_output(target, "OUTPUT") as temporary, \
+                checked_raster_writes(RasterOutput(temporary, target, "OUTPUT", SHAPE)):
+            raise RasterioIOError("Read failed. See previous exception for details.")
+    assert list(tmp_path.iterdir()) == []
+
+
+class NoisePredictor(TilePredictor):
+    """Random classes and confidences, which compress badly: the writer alone is under test.
+    Its tiles are not GeoTIFF blocks, so GDAL caches the blocks and writes them on closing."""
+
+    tile_size = 48
+
+    def load(self, reader, core):
+        return core
+
+    def infer(self, tile):
+        rng = np.random.default_rng(int(tile.row_off) * 7919 + int(tile.col_off))
+        probs = rng.random((4, int(tile.height), int(tile.width)), dtype=np.float32)
+        return probs, np.ones(probs.shape[1:], dtype=bool)
+
+
+@pytest.mark.parametrize("leave", [0, 8 << 10, 96 << 10])
+def test_a_class_map_that_does_not_fit_keeps_the_existing_maps(tmp_path, leave):
+    """The data-loss bug of rasterio 1.4: on a full disk the run seemed to succeed and replaced
+    the existing map with an unreadable file of a few KB. Room is left for nothing, for the
+    header only, or for some of the blocks."""
+    classes = ClassTable.build([1, 2, 3, 4], {1: "water", 2: "forest", 3: "crops", 4: "urban"},
+                               {1: "#1f78b4", 2: "#33a02c", 3: "#ffff99", 4: "#e31a1c"})
+    grid = Grid(CRS.from_epsg(32631).to_wkt(), (600000.0, 10.0, 0.0, 5600000.0, 0.0, -10.0),
+                640, 640)
+    with small_tmpfs(tmp_path / "disk", "512k") as disk:
+        class_map, confidence = disk / "map.tif", disk / "confidence.tif"
+        class_map.write_bytes(b"old map")
+        confidence.write_bytes(b"old confidence")
+        fill_disk(disk, leave)
+        with pytest.raises(DiskFullError) as info:
+            write_class_map(NoisePredictor(), None, grid, classes, class_map, confidence,
+                            NullReporter())
+        assert info.value.parameter == "OUTPUT"
+        assert info.value.message == NO_SPACE_MESSAGE.format(class_map)
+        assert sorted(p.name for p in disk.iterdir()) == ["confidence.tif", "filler.bin",
+                                                           "map.tif"]
+        assert class_map.read_bytes() == b"old map"
+        assert confidence.read_bytes() == b"old confidence"
 
 
 def test_a_cancel_while_the_disk_is_full_stays_a_cancel(tmp_path):
