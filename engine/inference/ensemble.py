@@ -12,11 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..modelfile.schema import MAX_REPEATS
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The class scores of a model output (a tensor, or a named tuple with `logits`)."""
-    return output.logits if hasattr(output, "logits") else output
+from ..training.loop import logits_of
 
 
 def log_mean_probabilities(outputs: Sequence[torch.Tensor]) -> torch.Tensor:

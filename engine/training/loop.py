@@ -124,12 +124,16 @@ def scaled_learning_rate(rate: float, ranks: int) -> float:
     return rate * ranks
 
 
+def logits_of(output: Any) -> torch.Tensor:
+    """The class scores of a model output (a tensor, or a named tuple with `logits`, as a
+    model with auxiliary parts gives)."""
+    return output.logits if hasattr(output, "logits") else output
+
+
 def _correct(output: Any, y: torch.Tensor) -> tuple[float, float]:
-    """Right and labelled pixels of a batch (labels below 0 are unlabelled); a model output
-    with auxiliary parts carries its classes in ``logits``."""
-    logits = getattr(output, "logits", output)
+    """Right and labelled pixels of a batch (labels below 0 are unlabelled)."""
     labelled = y >= 0
-    right = (logits.argmax(dim=1) == y) & labelled
+    right = (logits_of(output).argmax(dim=1) == y) & labelled
     return float(right.sum()), float(labelled.sum())
 
 

@@ -75,34 +75,24 @@ class Clock:
         return self.now
 
 
-def test_no_epoch_starts_that_would_end_past_the_time_limit(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(loop, "time", clock)
-
-    def epoch_takes_40_seconds(epoch: int) -> None:
-        clock.now += 40
-
+@pytest.mark.parametrize(("epoch_seconds", "limit", "stopped"), [
     # 2 minutes: epochs end at 40 s, 80 s, 120 s; a fourth would end at 160 s.
-    result, reporter = train(FitConfig(epochs=30, learning_rate=0.05, time_limit=2,
-                                       mixed_precision=False), epoch_takes_40_seconds)
-    assert len(result.history) == 3
-    assert ("stopped after epoch 3 of 30: another epoch would end past the time limit of 2 "
-            "minutes (2.0 minutes so far)") in reporter.lines
-
-
-def test_a_time_limit_under_a_minute_reports_the_time_so_far_in_seconds(monkeypatch):
+    (40, 2, "the time limit of 2 minutes (2.0 minutes so far)"),
+    # 6 seconds, said in seconds: epochs end at 2, 4 and 6 s; a fourth would end at 8 s.
+    (2, 0.1, "the time limit of 0.1 minutes (6 s so far)")])
+def test_no_epoch_starts_that_would_end_past_the_time_limit(monkeypatch, epoch_seconds, limit,
+                                                            stopped):
     clock = Clock()
     monkeypatch.setattr(loop, "time", clock)
 
-    def epoch_takes_2_seconds(epoch: int) -> None:
-        clock.now += 2
+    def epoch_takes_its_seconds(epoch: int) -> None:
+        clock.now += epoch_seconds
 
-    result, reporter = train(FitConfig(epochs=30, learning_rate=0.05, time_limit=0.1,
-                                       mixed_precision=False), epoch_takes_2_seconds)
-    # 6 seconds: epochs end at 2 s and 4 s; a third would end at 6 s, not past the limit.
+    result, reporter = train(FitConfig(epochs=30, learning_rate=0.05, time_limit=limit,
+                                       mixed_precision=False), epoch_takes_its_seconds)
     assert len(result.history) == 3
-    assert ("stopped after epoch 3 of 30: another epoch would end past the time limit of 0.1 "
-            "minutes (6 s so far)") in reporter.lines
+    assert f"stopped after epoch 3 of 30: another epoch would end past {stopped}" in (
+        reporter.lines)
 
 
 @pytest.mark.parametrize("setting", ["early_stopping", "time_limit"])

@@ -18,8 +18,9 @@ from benchmarks.scenes import SceneFiles
 from lcfusion.engine.families.mrfusion import commands as mrfusion
 from lcfusion.engine.families.mrfusion.patches import DensePanMsPredictor, PatchPairs
 from lcfusion.engine.families.twinns import commands as twinns
-from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor, GridPatches, logits_of
+from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor, GridPatches
 from lcfusion.engine.progress import NullReporter
+from lcfusion.engine.training.loop import logits_of
 
 CPU = torch.device("cpu")
 #: Patches held in memory by the loops, so that they are timed on their computation only.

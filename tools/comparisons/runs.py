@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
 
 from lcfusion.engine.cli import job_command
 from lcfusion.engine.families.repeats import run_training
@@ -47,18 +48,18 @@ def train_split(labelled: LabelledSet, command: str, source: str, settings: dict
 
 
 def validation_metrics(path: Path) -> dict:
-    """OA and mean F1 of the validation pixels' predictions (None without the file)."""
+    """OA and mean F1 (over the classes the validation pixels hold, as the engine's mean F1)
+    of the validation pixels' predictions (None without the file)."""
     if not path.is_file():
         return {"VAL_OA": None, "VAL_MEAN_F1": None}
     pixels = np.load(path)
     done = pixels["predicted"] >= 0
+    if not done.any():
+        return {"VAL_OA": None, "VAL_MEAN_F1": None}
     reference, predicted = pixels["reference"][done], pixels["predicted"][done]
-    f1 = []
-    for code in np.unique(reference):
-        hits = float(np.sum((reference == code) & (predicted == code)))
-        f1.append(2 * hits / max(np.sum(reference == code) + np.sum(predicted == code), 1))
-    return {"VAL_OA": float(np.mean(reference == predicted)) if done.any() else None,
-            "VAL_MEAN_F1": float(np.mean(f1)) if f1 else None}
+    return {"VAL_OA": float(accuracy_score(reference, predicted)),
+            "VAL_MEAN_F1": float(f1_score(reference, predicted, labels=np.unique(reference),
+                                          average="macro", zero_division=0))}
 
 
 def summary(runs: list[dict]) -> dict:

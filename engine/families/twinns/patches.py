@@ -12,11 +12,11 @@ from rasterio.windows import Window
 
 from ...compute.devices import autocast
 from ...errors import LcfusionError
-from ...inference.ensemble import logits_of
 from ...inference.tiling import TilePredictor, dihedral_mean, inference_copy, memory_format
 from ...io.normalization import PercentileNormalizer
 from ...io.pack import Boxes
 from ...io.sources import FeatureReader
+from ...training.loop import logits_of
 
 
 class GridPatches:
