@@ -213,6 +213,21 @@ def _stop_reason(config: FitConfig, epoch: int, best_epoch: int, validated: bool
     return ""
 
 
+#: The normalisation layers whose running statistics are used at evaluation.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def restart_batch_statistics(model: nn.Module) -> None:
+    """Make every BatchNorm layer's running statistics the plain average of the coming
+    epoch's training batches. PyTorch's exponential average (momentum 0.1) still holds much of
+    its starting values (mean 0, variance 1) after the few steps of a short epoch, so the
+    network would be validated, chosen and saved with statistics that fit no input."""
+    for layer in model.modules():
+        if isinstance(layer, BATCH_NORMS):
+            layer.reset_running_stats()
+            layer.momentum = None
+
+
 def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         steps_per_epoch: int, val_batches: Callable[[], Iterable[Batch]] | None,
         loss_fn: Callable, config: FitConfig, device: torch.device,
@@ -262,6 +277,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
     step, trained = 0, 0
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
+        restart_batch_statistics(module)
         running, seen = 0.0, 0
         for batch, (x, y) in enumerate(train_batches(epoch)):
             inputs, y = _inputs(x, device), y.to(device)

@@ -37,5 +37,6 @@ records), or no, or resample the MS (bilinear or nearest) and crop an overhangin
         self.add_pan_ms(model=True)
         self.add_int("TILE_SIZE", "Tile size (PAN pixels)", "tile_size", 256, minimum=16,
                      is_advanced=True)
+        self.add_tta()
         self.add_device()
         self.add_class_map_output()

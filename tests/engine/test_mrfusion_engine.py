@@ -71,6 +71,37 @@ def test_dense_tiles_equal_per_patch_evaluation(trained_mrfusion, scene, memory_
             assert dense.argmax() == per_patch[k].argmax()
 
 
+def test_test_time_augmentation_averages_the_8_symmetries_of_each_patch_pair(
+        trained_mrfusion, scene):
+    _, model, _, normalizer = load_mrfusion(trained_mrfusion[0], torch.device("cpu"))
+    pair = pair_of(scene)
+    rows, cols = np.array([0, 40, 383, 17]), np.array([5, 383, 200, 31])
+    predictor = DensePanMsPredictor(model, normalizer, torch.device("cpu"), tile_size=48,
+                                    tta=True)
+    plain = DensePanMsPredictor(model, normalizer, torch.device("cpu"), tile_size=48)
+    with pair.open() as reader:
+        pairs = PatchPairs.of(reader, normalizer, 32, 2**31)
+        pan, ms = (torch.from_numpy(a) for a in pairs.read(rows, cols))
+        expected = torch.zeros(rows.size, 8)
+        for turns in range(4):
+            for transpose in (False, True):
+                p, m = (torch.rot90(a, turns, dims=(2, 3)) for a in (pan, ms))
+                if transpose:
+                    p, m = p.transpose(2, 3), m.transpose(2, 3)
+                with torch.inference_mode():
+                    expected += torch.softmax(model(p.contiguous(), m.contiguous()), dim=1) / 8
+        plain_gap = 0.0
+        for k, (row, col) in enumerate(zip(rows, cols, strict=True)):
+            core = Window(col // 48 * 48, row // 48 * 48, 48, 48)
+            tile = predictor.load(reader, core)
+            probs, _ = predictor.infer(tile)
+            at = (slice(None), row - int(core.row_off), col - int(core.col_off))
+            np.testing.assert_allclose(probs[at], expected[k].numpy(), atol=1e-5)
+            plain_gap = max(plain_gap, np.abs(plain.infer(tile)[0][at] - probs[at]).max())
+    # the plain answer is farther off than the tolerance, so the test tells the two apart
+    assert plain_gap > 1e-4
+
+
 def test_classify_writes_the_map_on_the_pan_grid(tmp_path, trained_mrfusion, scene):
     job = Job.load(mrfusion_classify_job(tmp_path, trained_mrfusion[0], scene.pan_path,
                                          scene.ms_path, tile_size=100))

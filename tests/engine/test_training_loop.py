@@ -65,6 +65,22 @@ def test_without_early_stopping_every_epoch_runs():
     assert "stopped after" not in reporter.text()
 
 
+def test_batch_norm_statistics_are_the_average_of_the_last_epochs_batches():
+    # Inputs centred on 50: after 3 steps PyTorch's exponential average (momentum 0.1) would
+    # still say 50 x (1 - 0.9^3) = 13.6, and validation would see inputs shifted by 36.
+    generator = torch.Generator().manual_seed(3)
+    data = [(torch.randn(16, 4, generator=generator) * 2 + 50, torch.full((16,), k % 2))
+            for k in range(3)]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2))
+    fit(model, lambda epoch: data, 3, lambda: data, nn.CrossEntropyLoss(),
+        FitConfig(epochs=2, learning_rate=0.01, mixed_precision=False), CPU,
+        RecordingReporter())
+    expected = torch.stack([x.mean(0) for x, _ in data]).mean(0)
+    torch.testing.assert_close(model[0].running_mean, expected)
+    assert model[0].num_batches_tracked == 3
+
+
 class Clock:
     """Stands in for the loop's `time` module: each epoch takes 40 seconds."""
 

@@ -46,7 +46,7 @@ ADVANCED = {
     "lcfusion:trainmrfusion": {"SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "BRANCHES", "DEVICE",
                                "TILE_SIZE", "REPEATS", "ENSEMBLE", "FILL_VALUE",
                                *LOOP_ADVANCED},
-    "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE", "FILL_VALUE"},
+    "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA"},
     "lcfusion:traintwinns": {"SOURCES", "BRANCHES", "AUXILIARY", "S1_SCALE",
                              "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE",
                              "REPEATS", "ENSEMBLE", "FILL_VALUE", *LOOP_ADVANCED,

@@ -94,6 +94,7 @@ class MRFusionClassifyConfig:
     device: str = "auto"
     threads: int = 0
     align_ms: str = "model"
+    tta: bool = False
 
     def __post_init__(self) -> None:
         check_settings(self, choices={"align_ms": ("model", *ALIGN_METHODS)})
@@ -268,7 +269,10 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
                   f"branches {model.config.branches}) on {device.type}, "
                   f"{counted(threads, 'thread')}")
-    predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
+    predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size, config.tta)
+    if config.tta:
+        reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
+                      "patch pair")
     with pair.open() as reader:
         return classify_to_files(predictor, reader, pair.grid, classes, class_map, confidence,
                                  model_path, FAMILY, reporter)

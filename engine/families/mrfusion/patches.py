@@ -103,21 +103,57 @@ def augment_pairs(pan: np.ndarray, ms: np.ndarray, rng: np.random.Generator
     return pan, ms
 
 
+#: The 8 symmetries of a square patch as (flip the rows, flip the columns, then transpose).
+PATCH_SYMMETRIES = tuple((rows, cols, transpose) for rows in (False, True)
+                         for cols in (False, True) for transpose in (False, True))
+
+
+def symmetric_tile(tile: dict, ms_size: int, flip_rows: bool, flip_cols: bool,
+                   transpose: bool) -> dict:
+    """A loaded tile (see `DensePanMsPredictor.load`) with its PAN and MS blocks flipped and
+    transposed, and the MS patch starts moved with them, so every output pixel's patch pair
+    becomes its mirror image; `restore_symmetry` puts the dense scores back in place."""
+    pan, ms, rows, cols = tile["pan"], tile["ms"], tile["rows"], tile["cols"]
+    height, width = tile["height"], tile["width"]
+    if flip_rows:
+        pan, ms = pan.flip(-2), ms.flip(-2)
+        rows = (ms.shape[-2] - ms_size - rows).flip(0)
+    if flip_cols:
+        pan, ms = pan.flip(-1), ms.flip(-1)
+        cols = (ms.shape[-1] - ms_size - cols).flip(0)
+    if transpose:
+        pan, ms = pan.transpose(-2, -1), ms.transpose(-2, -1)
+        rows, cols, height, width = cols, rows, width, height
+    return {**tile, "pan": pan, "ms": ms, "rows": rows, "cols": cols, "height": height,
+            "width": width}
+
+
+def restore_symmetry(scores: torch.Tensor, flip_rows: bool, flip_cols: bool,
+                     transpose: bool) -> torch.Tensor:
+    """Scores (..., rows, cols) of a `symmetric_tile` back on the original tile's pixels."""
+    if transpose:
+        scores = scores.transpose(-2, -1)
+    if flip_cols:
+        scores = scores.flip(-1)
+    return scores.flip(-2) if flip_rows else scores
+
+
 class DensePanMsPredictor(TilePredictor):
     """Class probabilities of every PAN pixel, tile by tile, each equal to the per-patch answer.
 
     Every tile reads the PAN with a halo of the patch size and the MS pixels of all its patches;
-    the model's `dense_logits` shares the convolutions between the overlapping patches.
+    the model's `dense_logits` shares the convolutions between the overlapping patches. With
+    `tta`, the probabilities are the mean over the 8 flips and rotations of every patch pair.
     """
 
     size_multiple = 1
 
     def __init__(self, model: torch.nn.Module, normalizer: PanMsNormalizer,
-                 device: torch.device, tile_size: int = 256):
+                 device: torch.device, tile_size: int = 256, tta: bool = False):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
         self.model, self.normalizer, self.device = inference_copy(model, device), normalizer, device
-        self.tile_size = tile_size
+        self.tile_size, self.tta = tile_size, tta
         self.size = model.config.patch_size
         self.ms_size = model.config.ms_patch_size
         self.half = self.size // 2
@@ -153,8 +189,12 @@ class DensePanMsPredictor(TilePredictor):
     def infer(self, tile: dict) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (classes, h, w) of a loaded core and the mask of pixels with PAN and
         MS data."""
-        logits = self.tile_logits(tile)
-        return torch.softmax(logits, dim=0).float().cpu().numpy(), tile["valid"]
+        if not self.tta:
+            return torch.softmax(self.tile_logits(tile), dim=0).cpu().numpy(), tile["valid"]
+        total = sum(restore_symmetry(torch.softmax(self.tile_logits(
+            symmetric_tile(tile, self.ms_size, *symmetry)), dim=0), *symmetry)
+            for symmetry in PATCH_SYMMETRIES)
+        return (total / len(PATCH_SYMMETRIES)).cpu().numpy(), tile["valid"]
 
     def tile_logits(self, tile: dict) -> torch.Tensor:
         """Class scores (classes, h, w) of a loaded core."""

@@ -59,8 +59,9 @@ helped.</p>
 
 TTA_HELP = """
 <h3>Test-time augmentation</h3>
-<p>With <b>Test-time augmentation</b>, each tile is classified in its 8 flips and rotations and
-the probabilities are averaged (8 times the time).</p>
+<p>With <b>Test-time augmentation</b>, each tile (MRFusion: each PAN and MS patch pair) is
+classified in its 8 flips and rotations and the probabilities are averaged (8 times the
+time).</p>
 """
 
 FILL_HELP = """
