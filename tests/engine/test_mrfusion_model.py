@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from lcfusion.engine.families.mrfusion.network import (
     MRFusion,
     MRFusionConfig,
+    default_patch_size,
     ms_final_size,
     pan_final_size,
     smallest_patch,
@@ -66,6 +67,17 @@ def randomized(config: MRFusionConfig, seed: int = 0) -> MRFusion:
             module.weight.data.uniform_(-1.5, 1.5)
             module.bias.data.uniform_(-0.5, 0.5)
     return model.eval()
+
+
+def test_default_patch_size_keeps_the_papers_at_ratio_4_and_a_small_ms_patch_elsewhere():
+    sizes = {ratio: default_patch_size(ratio) for ratio in range(1, 9)}
+    assert sizes == {1: 20, 2: 20, 3: 21, 4: 32, 5: 35, 6: 42, 7: 49, 8: 56}
+    for ratio, size in sizes.items():
+        assert size % ratio == 0 and size >= smallest_patch(ratio)
+        model = MRFusion(MRFusionConfig(ms_channels=2, ratio=ratio, patch_size=size,
+                                        n_classes=3)).eval()
+        pan, ms = torch.zeros(1, 1, size, size), torch.zeros(1, 2, size // ratio, size // ratio)
+        assert model(pan, ms).shape == (1, 3)
 
 
 @pytest.mark.parametrize("ratio, patch, branches", [

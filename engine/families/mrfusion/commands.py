@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +41,13 @@ from ..jobsteps import (
     split_reference,
 )
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
-from .network import BRANCHES, MRFusion, MRFusionConfig, smallest_patch
+from .network import (
+    BRANCHES,
+    MRFusion,
+    MRFusionConfig,
+    default_patch_size,
+    smallest_patch,
+)
 from .patches import DensePanMsPredictor, PatchPairs, augment_pairs
 
 FAMILY = "mrfusion"
@@ -54,7 +60,8 @@ class MRFusionTrainConfig(LoopSettings):
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 5e-4
-    patch_size: int = 32
+    #: 0: `default_patch_size` of the pair's ratio (the file records the side used).
+    patch_size: int = 0
     samples_per_epoch: int = 2048
     validation_samples: int = 512
     augment: bool = True
@@ -73,8 +80,8 @@ class MRFusionTrainConfig(LoopSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_settings(self, positive=("epochs", "batch_size", "samples_per_epoch",
-                                       "patch_size", "tile_size"),
-                       non_negative=("validation_samples",),
+                                       "tile_size"),
+                       non_negative=("validation_samples", "patch_size"),
                        choices={"branches": BRANCHES,
                                 "align_ms": ALIGN_METHODS})
 
@@ -152,6 +159,10 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
     held_out = held_out_outputs(job)
     pair = read_pair(job.section("inputs"), config.align_ms)
     _log_pair(pair, reporter)
+    if not config.patch_size:
+        config = replace(config, patch_size=default_patch_size(pair.ratio))
+        reporter.info(f"patch size: {config.patch_size} PAN pixels, the default at ratio "
+                      f"{pair.ratio} (PATCH_SIZE chooses another)")
     check_patch_size(config.patch_size, pair.ratio, config.branches)
     if config.patch_size > min(pair.pan.width, pair.pan.height):
         raise LcfusionError(

@@ -95,6 +95,17 @@ def smallest_patch(ratio: int, branches: str = "both") -> int:
         size += ratio
 
 
+def default_patch_size(ratio: int) -> int:
+    """The PAN patch side used when none is given: the paper's 32 at ratio 4 (an MS patch of
+    8 x 8); at other ratios the smallest multiple of the ratio of at least 20 PAN pixels that
+    the network takes, so the MS patch stays near the paper's (at ratio 2, 20 x 20 with an MS
+    patch of 10 x 10, where 32 would make it 16 x 16 and the MS branch 4 times as costly)."""
+    if ratio == 4:
+        return 32
+    side = max(20, smallest_patch(ratio))
+    return -(-side // ratio) * ratio
+
+
 def window_max(x: torch.Tensor, size: int, dilation: int) -> torch.Tensor:
     """The max over every `size` x `size` window (stride 1, `dilation`), as a max over rows then
     over columns: 2 * size comparisons per output instead of size ** 2."""

@@ -79,7 +79,7 @@ class PanMsBinding(Binding):
             return exc.parameter or self.ms, exc.message[0].upper() + exc.message[1:] + "."
         if self.patch_size:
             size = alg.parameterAsInt(parameters, self.patch_size, context)
-            if size % ratio:
+            if size and size % ratio:
                 lower = size // ratio * ratio
                 return self.patch_size, (
                     f"{size} is not divisible by the PAN/MS ratio {ratio}; use "
