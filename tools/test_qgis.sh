@@ -49,15 +49,14 @@ cleanup() {
     trap - EXIT INT TERM
     unmount_below "$ROOT"
     unmount_below "$ROOT.partial"
-    if [ -n "$(findmnt -rn -o TARGET | grep -F "$REPO/build/chroot-" || true)" ]; then
-        echo "chroot mounts still present:" >&2
-        findmnt -rn -o TARGET | grep -F "$REPO/build/chroot-" >&2
+    if findmnt -rn -o TARGET | grep -F "$ROOT" >&2; then
+        echo "these mounts of the $SUITE chroot are still present" >&2
         status=1
     fi
     exit "$status"
 }
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+trap 'log "interrupted"; stop_step; exit 130' INT TERM
 
 bind() {  # bind SOURCE [ro]: mount SOURCE at the same path inside the chroot
     mkdir -p "$ROOT$1"
@@ -101,8 +100,29 @@ copy_host_config() {
     cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 }
 
-in_chroot() {  # in_chroot COMMAND...: run a login-free shell command inside the chroot
-    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
+# Long steps run in the background in their own session: INT and TERM then reach the trap at
+# once (not when the step ends), and the trap kills the step's whole process group. Inside the
+# chroot a step also gets its own PID namespace (and, for the tests, network namespace), so
+# that killing its `unshare` ends every process in it, daemons included (--kill-child).
+step=0
+run_step() {  # run_step COMMAND...
+    local status=0
+    setsid "$@" &
+    step=$!
+    wait "$step" || status=$?
+    step=0
+    return "$status"
+}
+
+stop_step() {
+    if [ "$step" != 0 ]; then kill -KILL -- "-$step" 2>/dev/null || true; fi
+}
+
+in_chroot() {  # in_chroot [--net] COMMAND...: run COMMAND inside the chroot as a step
+    local namespaces=(--pid --fork --kill-child --mount-proc="$ROOT/proc")
+    if [ "$1" = --net ]; then namespaces+=(--net); shift; fi
+    run_step unshare "${namespaces[@]}" sh -c 'ip link set lo up && exec "$@"' sh \
+        chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         $(env | grep -E '^PIP_' || true) "$@"
 }
@@ -112,7 +132,7 @@ build_chroot() {
     log "building the $SUITE chroot in $ROOT (debootstrap from $MIRROR)"
     rm -rf "$partial"
     # Debian's debootstrap knows forky only under sid's script; the suites share it.
-    debootstrap --variant=minbase --include="$BOOTSTRAP_PACKAGES" "$SUITE" "$partial" "$MIRROR" \
+    run_step debootstrap --variant=minbase --include="$BOOTSTRAP_PACKAGES" "$SUITE" "$partial" "$MIRROR" \
         /usr/share/debootstrap/scripts/sid
     # Services that the packages install must not start inside the chroot.
     printf '#!/bin/sh\nexit 101\n' > "$partial/usr/sbin/policy-rc.d"
@@ -131,19 +151,16 @@ mount_work
 
 started=$SECONDS
 log "make setup VENV=$VENV (Debian packages, venv)"
+in_chroot dpkg --configure -a  # finishes an installation that an earlier run was stopped in
 in_chroot make -C "$REPO" setup VENV="$VENV"
 log "setup done in $((SECONDS - started)) s"
-in_chroot sh -c 'echo "QGIS $(qgis_process --version 2>/dev/null | grep -m1 QGIS);' \
-    'Python $(python3 -V | cut -d" " -f2)"' || true
+in_chroot sh -c 'echo "$(qgis_process --version 2>/dev/null | grep -m1 QGIS)," \
+    "Python $(python3 -V | cut -d" " -f2)"' || true
 
 started=$SECONDS
 log "make test on QGIS $QGIS_VERSION ($SUITE), in its own network and PID namespaces"
 status=0
-unshare --net --pid --fork --kill-child --mount-proc="$ROOT/proc" \
-    sh -c 'ip link set lo up && exec "$@"' sh \
-    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    make -C "$REPO" test VENV="$VENV" "$@" || status=$?
+in_chroot --net make -C "$REPO" test VENV="$VENV" "$@" || status=$?
 log "make test finished with status $status in $((SECONDS - started)) s"
 unmount_below "$ROOT"
 log "sizes: chroot $(du -sh "$ROOT" | cut -f1) (with the venv), venv $(du -sh "$ROOT$VENV" | cut -f1)"
