@@ -85,10 +85,11 @@ mount_work() {
     return 0
 }
 
-# The host's pip configuration, CA certificates and resolver, so pip and apt work inside.
+# The host's pip configuration, CA certificates, resolver and hosts file (Slurm and ssh resolve
+# localhost, which debootstrap's minbase leaves unnamed), so pip, apt and the services work.
 copy_host_config() {
     local path
-    for path in /etc/pip.conf /etc/xdg/pip "$HOME/.config/pip" /etc/resolv.conf; do
+    for path in /etc/pip.conf /etc/xdg/pip "$HOME/.config/pip" /etc/resolv.conf /etc/hosts; do
         if [ -e "$path" ]; then
             mkdir -p "$ROOT$(dirname "$path")"
             rm -rf "${ROOT:?}$path"
