@@ -1,7 +1,12 @@
-# lcfusion — set-up, demo, tests and packaging on Debian 12.
+# lcfusion — set-up, demo, tests and packaging on Debian 12 and 13.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# Without an NVIDIA GPU, torch comes from PyTorch's CPU index (a fraction of PyPI's CUDA build).
+TORCH := $(shell grep -m1 '^torch==' requirements.txt)
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+QGIS ?= 3.44
 SYSTEM_PYTHON := /usr/bin/python3
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-scipy gdal-bin \
 	openmpi-bin python3-mpi4py xvfb python3-venv openssh-server openssh-client rsync slurm-wlm munge \
@@ -18,9 +23,9 @@ BENCH_DIR ?= bench
 BENCH_CONFIG ?= default
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
-	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(CURDIR)/$(PY)
+	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(abspath $(PY))
 
-.PHONY: setup apt demo test accuracy choose bench lint package install clean
+.PHONY: setup apt demo test test-qgis accuracy choose bench lint package install clean
 
 ## setup: Debian packages, the .venv (torch CPU and test tools), the build/lcfusion link
 setup: apt $(VENV)/.installed build/lcfusion
@@ -36,8 +41,21 @@ apt:
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt | apt
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt \
-		-r requirements-dev.txt
+	@if $(PY) -m pip show torch 2>/dev/null | grep -q "^Version: $(patsubst torch==%,%,$(TORCH))"; then \
+		echo "$(TORCH) already installed"; \
+	elif command -v nvidia-smi >/dev/null; then \
+		echo "NVIDIA GPU found: $(TORCH) from PyPI (CUDA build)"; \
+		$(PIP) $(TORCH); \
+	elif $(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" \
+			2>/dev/null; then \
+		echo "No NVIDIA GPU: $(TORCH) CPU build from $(TORCH_CPU_INDEX)"; \
+		$(PIP) --index-url $(TORCH_CPU_INDEX) $(TORCH); \
+	else \
+		echo "No NVIDIA GPU, and $(TORCH_CPU_INDEX) is unreachable: $(TORCH) from PyPI and" \
+			"pip's local wheels instead (PyPI's Linux wheel is the CUDA build, several GB)"; \
+		$(PIP) $(TORCH); \
+	fi
+	$(PIP) -r requirements.txt -r requirements-dev.txt
 	touch $@
 
 build/lcfusion:
@@ -52,6 +70,11 @@ test: setup
 	mkdir -p $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} && chmod 700 $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)}
 	$(RUN_ENV) $(PY) -m ruff check .
 	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 $(PYTEST_ARGS)
+
+## test-qgis: the suite on Debian's QGIS, QGIS=3.40 (trixie) or 3.44 (LTR, forky), in a chroot
+## cached in build/chroot-<suite> (root; debootstrap; SHARED_DIR=../shared by default)
+test-qgis:
+	tools/test_qgis.sh $(QGIS) $(if $(PYTEST_ARGS),'PYTEST_ARGS=$(PYTEST_ARGS)')
 
 ## accuracy: FG-UNET, MRFusion, TWINNS each against its Random Forest on the same k seeded
 ## splits of every labelled set, with paired tests (ACCURACY_CONFIG=full: under an hour on

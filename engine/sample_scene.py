@@ -49,6 +49,10 @@ from rasterio.transform import Affine, from_origin
 from .io.rasters import Grid, write_profile
 from .reference.classes import ClassTable
 
+gdal.UseExceptions()
+ogr.UseExceptions()
+osr.UseExceptions()
+
 WATER, FOREST, WINTER_CROP, SUMMER_CROP, GRASSLAND, WET_MEADOW, BUILT_UP, BARE_SOIL = range(1, 9)
 ORCHARD, WOODED_PASTURE, RESIDENTIAL, INDUSTRIAL = range(9, 13)
 
@@ -766,9 +770,10 @@ def _write_reference_layer(
     path: Path, parcels: _Parcels, labelled: np.ndarray, config: SampleSceneConfig
 ) -> None:
     """Create the layer; the file is closed when this returns (the last references go)."""
-    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    if dataset is None:
-        raise OSError(f"cannot create GeoPackage {path}")
+    try:
+        dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    except RuntimeError as error:
+        raise OSError(f"cannot create GeoPackage {path}: {error}") from error
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(config.epsg)
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)

@@ -115,6 +115,14 @@ def _font(points: float, bold: bool = False) -> QFont:
     return font
 
 
+def _text_format(points: float, bold: bool = False) -> QgsTextFormat:
+    text = QgsTextFormat()
+    text.setFont(_font(points, bold))
+    text.setSize(points)
+    text.setSizeUnit(QgsUnitTypes.RenderUnit.RenderPoints)
+    return text
+
+
 def _compose(
     layout: QgsPrintLayout, raster: QgsRasterLayer, overlay: QgsVectorLayer | None, title: str
 ) -> None:
@@ -157,7 +165,10 @@ def _compose(
 def _title(layout: QgsPrintLayout, text: str) -> QgsLayoutItemLabel:
     label = QgsLayoutItemLabel(layout)
     label.setText(text)
-    label.setFont(_font(_TITLE_PT, bold=True))
+    if hasattr(label, "setTextFormat"):  # QGIS 3.24+, where setFont is deprecated
+        label.setTextFormat(_text_format(_TITLE_PT, bold=True))
+    else:
+        label.setFont(_font(_TITLE_PT, bold=True))
     label.setMargin(0)
     layout.addLayoutItem(label)
     label.adjustSizeToText()
@@ -193,11 +204,7 @@ def _scale_bar(
     scale_bar = QgsLayoutItemScaleBar(layout)
     scale_bar.setStyle("Single Box")
     scale_bar.setLinkedMap(map_item)
-    text = QgsTextFormat()
-    text.setFont(_font(_TEXT_PT))
-    text.setSize(_TEXT_PT)
-    text.setSizeUnit(QgsUnitTypes.RenderUnit.RenderPoints)
-    scale_bar.setTextFormat(text)
+    scale_bar.setTextFormat(_text_format(_TEXT_PT))
     layout.addLayoutItem(scale_bar)
     scale_bar.applyDefaultSize(scale_bar.guessUnits())
     scale_bar.setNumberOfSegmentsLeft(0)
@@ -211,6 +218,17 @@ def _scale_bar(
         scale_bar.setUnitLabel("km")
     scale_bar.update()
     return scale_bar
+
+
+def _legend_font(
+    legend: QgsLayoutItemLegend, style: QgsLegendStyle.Style, points: float, bold: bool = False
+) -> None:
+    """One legend style's text: a text format on QGIS 3.30+, where setStyleFont is deprecated."""
+    legend_style = legend.rstyle(style)
+    if hasattr(legend_style, "setTextFormat"):
+        legend_style.setTextFormat(_text_format(points, bold))
+    else:
+        legend.setStyleFont(style, _font(points, bold))
 
 
 def _legend(
@@ -231,9 +249,9 @@ def _legend(
     _tidy_raster_legend(legend, raster_node)
     if overlay is not None:
         root.addLayer(overlay)
-    legend.setStyleFont(QgsLegendStyle.Style.Title, _font(_TEXT_PT + 2, bold=True))
-    legend.setStyleFont(QgsLegendStyle.Style.Subgroup, _font(_TEXT_PT))
-    legend.setStyleFont(QgsLegendStyle.Style.SymbolLabel, _font(_TEXT_PT))
+    _legend_font(legend, QgsLegendStyle.Style.Title, _TEXT_PT + 2, bold=True)
+    _legend_font(legend, QgsLegendStyle.Style.Subgroup, _TEXT_PT)
+    _legend_font(legend, QgsLegendStyle.Style.SymbolLabel, _TEXT_PT)
     legend.setSymbolWidth(8)
     legend.setSymbolHeight(5)
     legend.setBoxSpace(3)

@@ -206,16 +206,22 @@ def pyqt6_missing(module: str, name: str, chain: list[str]) -> str | None:
     return None
 
 
-def pyqt6_problems(references: list[Reference], python: str = sys.executable) -> list[Problem]:
-    """The references rooted in qgis.PyQt that PyQt6 cannot resolve, asked of a child process."""
-    asked = [r for r in references if r.module.startswith("qgis.PyQt")
-             and (r.path, r.dotted) not in QT5_ONLY]
-    request = json.dumps([[r.module, r.name, list(r.chain)] for r in asked])
+def ask_pyqt6(references: list[Reference], python: str = sys.executable) -> list[str | None]:
+    """`pyqt6_missing` for each reference, asked of a child process that has not loaded QGIS
+    (QGIS 3.44's import hook refuses PyQt6 in a process running its Qt5 bindings)."""
+    request = json.dumps([[r.module, r.name, list(r.chain)] for r in references])
     result = subprocess.run([python, __file__], input=request, capture_output=True, text=True,
                             timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"the PyQt6 check itself failed:\n{result.stderr}")
-    answers = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def pyqt6_problems(references: list[Reference], python: str = sys.executable) -> list[Problem]:
+    """The references rooted in qgis.PyQt that PyQt6 cannot resolve, asked of a child process."""
+    asked = [r for r in references if r.module.startswith("qgis.PyQt")
+             and (r.path, r.dotted) not in QT5_ONLY]
+    answers = ask_pyqt6(asked, python)
     return [Problem(r.path, r.line, f"{r.dotted}: PyQt6 (QGIS 4) has no {missing}")
             for r, missing in zip(asked, answers, strict=True) if missing]
 

@@ -187,6 +187,21 @@ def real_memory_mib() -> int:
     return max(1, pages // (2 * 1024 * 1024))
 
 
+def slurm_version() -> tuple[int, int]:
+    """The installed Slurm's (major, minor) release, from `slurmd -V` ("slurm-wlm 24.11.5")."""
+    words = subprocess.run(["slurmd", "-V"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    major, minor = words[-1].split(".")[:2]
+    return int(major), int(minor)
+
+
+def cgroup_config(version: tuple[int, int]) -> str | None:
+    """cgroup.conf for a cluster without cgroups: Slurm 24.05 and later load a cgroup plugin even
+    with proctrack/linuxproc and need `CgroupPlugin=disabled`, a value that earlier releases
+    reject (None: write no cgroup.conf)."""
+    return "CgroupPlugin=disabled\n" if version >= (24, 5) else None
+
+
 class SlurmCluster:
     """A single-node Slurm cluster (slurmctld + slurmd + munged) with all state in a folder."""
 
@@ -269,6 +284,9 @@ class SlurmCluster:
             "State=UP",
             "",
         ]))
+        cgroups = cgroup_config(slurm_version())
+        if cgroups is not None:
+            (folder / "cgroup.conf").write_text(cgroups)
 
     def _log_tails(self) -> str:
         return "\n".join(_tail(log) for log in self.logs)

@@ -105,3 +105,11 @@ def test_a_second_cluster_and_server_start_on_new_ports(tmp_path: Path,
         assert result.returncode == 0
         job_id = sbatch(cluster, tmp_path, "true")
         assert wait_for_state(cluster, job_id, {"COMPLETED", "FAILED"}) == "COMPLETED"
+
+
+def test_the_cluster_disables_cgroups_only_where_slurm_knows_the_setting():
+    from services import cgroup_config
+
+    assert cgroup_config((22, 5)) is None
+    assert cgroup_config((23, 11)) is None
+    assert cgroup_config((24, 11)) == "CgroupPlugin=disabled\n"

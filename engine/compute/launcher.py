@@ -69,6 +69,30 @@ SLURM_DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_O
               "PREEMPTED", "BOOT_FAIL", "DEADLINE")
 
 
+def is_rule(line: str) -> bool:
+    """Whether a line of launcher output is a ruler of dashes, equals signs or carets."""
+    return not line.strip("-=^ \n")
+
+
+def launcher_messages(stderr: str) -> list[str]:
+    """mpirun's and Slurm's own messages in a job's stderr, one string each. A message framed by
+    rulers keeps the lines it wraps onto (OpenMPI 5's prterun breaks "exited on / signal 9"
+    over two lines); an unframed launcher line stands alone."""
+    messages: list[str] = []
+    after_rule = framed = False
+    for raw in stderr.splitlines():
+        line = raw.strip()
+        if is_rule(line):
+            after_rule, framed = bool(line), False
+            continue
+        if line.startswith(LAUNCHER_WORDS):
+            messages.append(line)
+            framed = after_rule
+        elif framed:
+            messages[-1] += f" {line}"
+        after_rule = False
+    return messages
+
 class Shell(ABC):
     """Where a profile's commands run: this machine, or a host over ssh."""
 
@@ -426,9 +450,8 @@ class RemoteJob:
         done = self.shell.run(["tail", "-n", "60", f"{self.folder}/{ERRORS_FILE}"],
                               check=False)
         text = [line.strip() for line in done.stdout.splitlines()
-                if line.strip() and line.strip("-=^ ")]
-        launcher = [line for line in text if line.startswith(LAUNCHER_WORDS)]
-        return " / ".join((launcher or text)[-lines:])
+                if line.strip() and not is_rule(line)]
+        return " / ".join((launcher_messages(done.stdout) or text)[-lines:])
 
     def cancel(self) -> None:
         """Stop the job (its whole process group, or scancel) and remove its folder unless the

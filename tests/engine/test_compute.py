@@ -27,6 +27,7 @@ from helpers import (
     with_compute,
 )
 
+from lcfusion.engine.compute.launcher import launcher_messages
 from lcfusion.engine.errors import CancelledError, LcfusionError
 from lcfusion.engine.families.fgunet.commands import train_fgunet
 from lcfusion.engine.families.mrfusion.commands import train_mrfusion
@@ -254,6 +255,40 @@ def test_a_failing_rank_is_reported_with_the_remote_error_text(tmp_path, scene):
     assert "last checkpoint is kept" in message
     assert run.checkpoints() and not model.exists()
     assert not fit_processes()
+
+
+RULE = "-" * 74
+OPENMPI_4 = f"""Traceback (most recent call last):
+{RULE}
+Primary job  terminated normally, but 1 process returned
+a non-zero exit code. Per user-direction, the job has been aborted.
+{RULE}
+{RULE}
+mpirun noticed that process rank 1 with PID 0 on node a exited on signal 9 (Killed).
+{RULE}
+"""
+OPENMPI_5 = f"""{RULE}
+prterun noticed that process rank 1 with PID 2048 on node a exited on
+signal 9 (Killed).
+{RULE}
+"""
+SLURM = """srun: error: a: task 1: Killed
+ValueError: a rank's own error, not the launcher's
+slurmstepd: error: *** STEP 7.0 ON a CANCELLED AT 2026-12-05T08:00:00 ***
+"""
+
+
+@pytest.mark.parametrize(("stderr", "last"), [
+    (OPENMPI_4, "mpirun noticed that process rank 1 with PID 0 on node a exited on signal 9 "
+                "(Killed)."),
+    (OPENMPI_5, "prterun noticed that process rank 1 with PID 2048 on node a exited on "
+                "signal 9 (Killed)."),
+    (SLURM, "slurmstepd: error: *** STEP 7.0 ON a CANCELLED AT 2026-12-05T08:00:00 ***"),
+], ids=["openmpi4", "openmpi5", "slurm"])
+def test_launcher_messages_keep_their_wrapped_lines_and_nothing_else(stderr, last):
+    messages = launcher_messages(stderr)
+    assert messages[-1] == last
+    assert not any("ValueError" in message or "Traceback" in message for message in messages)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
