@@ -4,6 +4,7 @@ entry by entry, never unpickled."""
 import json
 import pickle
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,19 +80,27 @@ def test_tampered_metadata_fails_the_checksum(model_file):
 
 
 class Boom:
+    """A pickle that creates `marker` when it is unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (open, ("/tmp/lcfusion-pickle-was-executed", "w"))
+        return (open, (str(self.marker), "w"))
 
 
 def test_a_pickle_is_never_executed(tmp_path):
+    marker = tmp_path / "lcfusion-pickle-was-executed"
     path = tmp_path / "evil.lcfusion"
-    path.write_bytes(pickle.dumps({"w": Boom()}))
+    path.write_bytes(pickle.dumps({"w": Boom(marker)}))
     with pytest.raises(LcfusionError, match="not a valid lcfusion model file"):
         load_model(path)
     torch.save({"w": torch.ones(1)}, tmp_path / "torch.lcfusion")
     with pytest.raises(LcfusionError, match="not a valid lcfusion model file"):
         load_model(tmp_path / "torch.lcfusion")
-    assert not (tmp_path / "lcfusion-pickle-was-executed").exists()
+    assert not marker.exists()
+    pickle.loads(path.read_bytes())  # the payload is live: unpickling it leaves the marker
+    assert marker.exists()
 
 
 def test_missing_file():
