@@ -16,6 +16,9 @@ CHOOSE_DIR ?= choice-output
 CHOOSE_REPEATS ?= 2
 BENCH_DIR ?= bench
 BENCH_CONFIG ?= default
+# pytest-xdist workers for make test: more than the cores, as most tests wait on child
+# processes (qgis_process, mpirun ranks, sshd, Slurm, engine runs). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
 	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(CURDIR)/$(PY)
@@ -51,7 +54,8 @@ demo: setup
 test: setup
 	mkdir -p $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} && chmod 700 $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)}
 	$(RUN_ENV) $(PY) -m ruff check .
-	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 $(PYTEST_ARGS)
+	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 -n $(TEST_WORKERS) --dist loadgroup \
+		$(PYTEST_ARGS)
 
 ## accuracy: FG-UNET, MRFusion, TWINNS each against its Random Forest on the same k seeded
 ## splits of every labelled set, with paired tests (ACCURACY_CONFIG=full: under an hour on
