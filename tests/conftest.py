@@ -33,7 +33,7 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], Built]) -> B
     if os.environ.get("PYTEST_XDIST_WORKER") is None:
         return build(tmp_path_factory.mktemp(name))
     folder = tmp_path_factory.getbasetemp().parent / name
-    result = folder / "built.pickle"
+    result = folder.with_name(name + ".pickle")
     with open(folder.with_name(name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if result.exists():
