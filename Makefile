@@ -17,7 +17,9 @@ CHOOSE_REPEATS ?= 2
 BENCH_DIR ?= bench
 BENCH_CONFIG ?= default
 # pytest-xdist workers for make test: more than the cores, as most tests wait on child
-# processes (qgis_process, mpirun ranks, sshd, Slurm, engine runs). TEST_WORKERS=0: one process.
+# processes (qgis_process, mpirun ranks, sshd, Slurm, engine runs). Each test module runs on one
+# worker (--dist loadscope), so its module-scoped fixtures are built once. TEST_WORKERS=0: one
+# process.
 TEST_WORKERS ?= 4
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
@@ -54,7 +56,7 @@ demo: setup
 test: setup
 	mkdir -p $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} && chmod 700 $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)}
 	$(RUN_ENV) $(PY) -m ruff check .
-	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 -n $(TEST_WORKERS) --dist loadgroup \
+	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 -n $(TEST_WORKERS) --dist loadscope \
 		$(PYTEST_ARGS)
 
 ## accuracy: FG-UNET, MRFusion, TWINNS each against its Random Forest on the same k seeded

@@ -44,20 +44,6 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], Built]) -> B
         return built
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n` (make test), keeps the tests of a module that share one of its
-    module-scoped fixtures on one worker, so the fixture (a training, a generated scene) is
-    built once, as in a serial run. Other tests go to whichever worker is free."""
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        if fixtures is None:
-            continue
-        scopes = {d.scope for defs in fixtures.name2fixturedefs.values() for d in defs}
-        if "module" in scopes or "class" in scopes:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 @pytest.fixture(scope="session")
 def scene(tmp_path_factory) -> SampleScene:
     return built_once(tmp_path_factory, "scene",
