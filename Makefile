@@ -21,6 +21,11 @@ CHOOSE_DIR ?= choice-output
 CHOOSE_REPEATS ?= 2
 BENCH_DIR ?= bench
 BENCH_CONFIG ?= default
+# pytest-xdist workers for make test: more than the cores, as most tests wait on child
+# processes (qgis_process, mpirun ranks, sshd, Slurm, engine runs). Each test module runs on one
+# worker (--dist loadscope), so its module-scoped fixtures are built once. TEST_WORKERS=0: one
+# process.
+TEST_WORKERS ?= 4
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
 	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(abspath $(PY))
@@ -69,7 +74,8 @@ demo: setup
 test: setup
 	mkdir -p $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} && chmod 700 $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)}
 	$(RUN_ENV) $(PY) -m ruff check .
-	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 $(PYTEST_ARGS)
+	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 -n $(TEST_WORKERS) --dist loadscope \
+		$(PYTEST_ARGS)
 
 ## test-qgis: the suite on Debian's QGIS, QGIS=3.40 (trixie) or 3.44 (LTR, forky), in a chroot
 ## cached in build/chroot-<suite> (root; debootstrap; SHARED_DIR=../shared by default)

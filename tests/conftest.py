@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from helpers import (
@@ -18,10 +23,31 @@ from lcfusion.engine.jobs import Job
 from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.sample_scene import SampleScene, generate_sample_scene
 
+Built = TypeVar("Built")
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], Built]) -> Built:
+    """`build(folder)` once per test run. Under pytest-xdist (make test) the first worker to
+    ask builds it in the run's shared temporary folder, holding a lock, and the other workers
+    wait for it and load its pickled result; a single process builds it in a folder of its own."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    folder = tmp_path_factory.getbasetemp().parent / name
+    result = folder.with_name(name + ".pickle")
+    with open(folder.with_name(name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if result.exists():
+            return pickle.loads(result.read_bytes())
+        folder.mkdir(exist_ok=True)
+        built = build(folder)
+        result.write_bytes(pickle.dumps(built))
+        return built
+
 
 @pytest.fixture(scope="session")
 def scene(tmp_path_factory) -> SampleScene:
-    return generate_sample_scene(tmp_path_factory.mktemp("scene"), SMALL_SCENE)
+    return built_once(tmp_path_factory, "scene",
+                      lambda folder: generate_sample_scene(folder, SMALL_SCENE))
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +55,12 @@ def trained(tmp_path_factory, scene) -> tuple[Path, dict]:
     """(model path, training outputs) of FG-UNET trained on the small scene."""
     from lcfusion.engine.families.fgunet.commands import train_fgunet
 
-    folder = tmp_path_factory.mktemp("trained")
-    model = folder / "model.lcfusion"
-    job = Job.load(fgunet_train_job(folder, scene, model))
-    return model, train_fgunet(job, NullReporter())
+    def build(folder: Path) -> tuple[Path, dict]:
+        model = folder / "model.lcfusion"
+        return model, train_fgunet(Job.load(fgunet_train_job(folder, scene, model)),
+                                   NullReporter())
+
+    return built_once(tmp_path_factory, "trained", build)
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +68,13 @@ def trained_mrfusion(tmp_path_factory, scene) -> tuple[Path, dict]:
     """(model path, training outputs) of MRFusion trained on the small scene's PAN + MS."""
     from lcfusion.engine.families.mrfusion.commands import train_mrfusion
 
-    folder = tmp_path_factory.mktemp("trained-mrfusion")
-    model = folder / "model.lcfusion"
-    job = Job.load(mrfusion_train_job(folder, scene.pan_path, scene.ms_path,
-                                      scene.reference_path, model))
-    return model, train_mrfusion(job, NullReporter())
+    def build(folder: Path) -> tuple[Path, dict]:
+        model = folder / "model.lcfusion"
+        job = Job.load(mrfusion_train_job(folder, scene.pan_path, scene.ms_path,
+                                          scene.reference_path, model))
+        return model, train_mrfusion(job, NullReporter())
+
+    return built_once(tmp_path_factory, "trained-mrfusion", build)
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +83,12 @@ def trained_twinns(tmp_path_factory, scene) -> tuple[Path, dict]:
     cloud mask and gap-filling."""
     from lcfusion.engine.families.twinns.commands import train_twinns
 
-    folder = tmp_path_factory.mktemp("trained-twinns")
-    model = folder / "model.lcfusion"
-    return model, train_twinns(Job.load(twinns_train_job(folder, scene, model)), NullReporter())
+    def build(folder: Path) -> tuple[Path, dict]:
+        model = folder / "model.lcfusion"
+        return model, train_twinns(Job.load(twinns_train_job(folder, scene, model)),
+                                   NullReporter())
+
+    return built_once(tmp_path_factory, "trained-twinns", build)
 
 
 @pytest.fixture(scope="session")
@@ -63,10 +96,12 @@ def trained_randomforest(tmp_path_factory, scene) -> tuple[Path, dict]:
     """(model path, training outputs) of a Random Forest trained on the small scene's S2."""
     from lcfusion.engine.families.randomforest.commands import train_randomforest
 
-    folder = tmp_path_factory.mktemp("trained-randomforest")
-    model = folder / "model.lcfusion"
-    job = Job.load(randomforest_train_job(folder, scene, model))
-    return model, train_randomforest(job, NullReporter())
+    def build(folder: Path) -> tuple[Path, dict]:
+        model = folder / "model.lcfusion"
+        return model, train_randomforest(Job.load(randomforest_train_job(folder, scene, model)),
+                                         NullReporter())
+
+    return built_once(tmp_path_factory, "trained-randomforest", build)
 
 
 @pytest.fixture(params=list(FAMILY_FIXTURES))

@@ -175,3 +175,28 @@ def two_rank_profiles(path: Path, work: Path) -> Path:
                                                mpirun_args=MPIRUN_ARGS, ranks=2,
                                                work_dir=str(work))})
     return path
+
+
+#: What the command line of an engine training process (mpirun or one of its ranks) holds.
+FIT_COMMAND = "lcfusion.engine --events json fit"
+
+
+def fit_processes(folder: Path) -> list[str]:
+    """`pid command line` of each engine training process working in `folder` or below it, or
+    naming it on its command line: one test's own ranks, not those of tests running beside it
+    (other test workers, other checkouts on the machine)."""
+    found = []
+    marker = str(folder)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        inside = cwd == marker or cwd.startswith(marker + os.sep) or marker in cmdline
+        if FIT_COMMAND in cmdline and inside:
+            found.append(f"{entry} {cmdline}")
+    return found

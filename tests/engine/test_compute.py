@@ -22,6 +22,7 @@ from helpers import (
     MPIRUN_ARGS,
     RecordingReporter,
     fgunet_train_job,
+    fit_processes,
     mrfusion_train_job,
     twinns_train_job,
     with_compute,
@@ -69,12 +70,6 @@ def mpi_profile(work: Path, ranks: int) -> dict:
 
 def weights(model: Path) -> dict[str, torch.Tensor]:
     return load_model(model)[1]
-
-
-def fit_processes() -> list[str]:
-    done = subprocess.run(["pgrep", "-af", "lcfusion.engine --events json fit"],
-                          capture_output=True, text=True, check=False)
-    return [line for line in done.stdout.splitlines() if "pgrep" not in line]
 
 
 class BackgroundTraining:
@@ -179,7 +174,7 @@ def test_cancel_stops_the_remote_job_and_cleans_its_folder(tmp_path, scene, ssh_
     with_compute(job, "gpu", "ssh", **ssh_values(ssh_server, remote))
     with pytest.raises(CancelledError):
         train_mrfusion(Job.load(job), RecordingReporter(stop_at="epoch 1/"))
-    assert not fit_processes(), "no rank left running"
+    assert not fit_processes(tmp_path), "no rank left running"
     assert not list(remote.iterdir()), "remote job folder removed"
     assert not model.exists()
 
@@ -244,7 +239,8 @@ def test_a_failing_rank_is_reported_with_the_remote_error_text(tmp_path, scene):
     with_compute(job, "two", "mpi", **mpi_profile(work, 2))
     run = BackgroundTraining(job, work)
     run.wait_for_checkpoint()
-    ranks = [int(line.split()[0]) for line in fit_processes() if "mpirun" not in line]
+    ranks = [int(line.split()[0]) for line in fit_processes(tmp_path)
+             if "mpirun" not in line]
     assert len(ranks) == 2, ranks
     os.kill(max(ranks), signal.SIGKILL)
     error = run.error()
@@ -254,7 +250,7 @@ def test_a_failing_rank_is_reported_with_the_remote_error_text(tmp_path, scene):
     assert "exited on signal 9" in message, message
     assert "last checkpoint is kept" in message
     assert run.checkpoints() and not model.exists()
-    assert not fit_processes()
+    assert not fit_processes(tmp_path)
 
 
 RULE = "-" * 74
@@ -324,6 +320,6 @@ def test_a_lost_connection_is_reported_and_the_job_keeps_its_checkpoint(tmp_path
         assert f"lost the connection to {server.host}:{server.port}" in message
         assert "keeps its last checkpoint" in message and run.checkpoints()
     finally:
-        for line in fit_processes():
+        for line in fit_processes(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(line.split()[0]), signal.SIGKILL)

@@ -3,11 +3,9 @@ two-rank mpirun run through Processing, and cancel stopping the ranks."""
 
 from __future__ import annotations
 
-import subprocess
-
 import processing
 import pytest
-from helpers import two_rank_profiles
+from helpers import fit_processes, two_rank_profiles
 from processing_helpers import STOP_WITHIN, CancelAtStage, run_and_cancel
 from processing_helpers import mrfusion_train_parameters as train_parameters
 
@@ -25,12 +23,6 @@ def profiles(tmp_path, monkeypatch):
     path = two_rank_profiles(tmp_path / "profiles.toml", work)
     monkeypatch.setenv("LCFUSION_PROFILES", str(path))
     return work
-
-
-def fit_processes() -> list[str]:
-    done = subprocess.run(["pgrep", "-af", "lcfusion.engine --events json fit"],
-                          capture_output=True, text=True, check=False)
-    return [line for line in done.stdout.splitlines() if "pgrep" not in line]
 
 
 @pytest.mark.parametrize("algorithm", TRAIN_ALGORITHMS)
@@ -78,5 +70,5 @@ def test_cancel_stops_the_ranks_of_a_remote_training(lcfusion_provider, scene, t
         feedback)
     assert "Cancelled" in message
     assert stop_seconds < STOP_WITHIN, f"took {stop_seconds:.1f} s to stop"
-    assert not fit_processes(), "ranks left running"
+    assert not fit_processes(tmp_path), "ranks left running"
     assert not model.exists() and not list(profiles.iterdir())
