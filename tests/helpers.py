@@ -177,26 +177,30 @@ def two_rank_profiles(path: Path, work: Path) -> Path:
     return path
 
 
-#: What the command line of an engine training process (mpirun or one of its ranks) holds.
-FIT_COMMAND = "lcfusion.engine --events json fit"
-
-
-def fit_processes(folder: Path) -> list[str]:
-    """`pid command line` of each engine training process working in `folder` or below it, or
-    naming it on its command line: one test's own ranks, not those of tests running beside it
-    (other test workers, other checkouts on the machine)."""
+def processes_in(folder: Path) -> list[str]:
+    """Processes working in `folder` or below it, or naming it on their command line: the
+    mpirun and rank processes of a job staged there (they run in a session of their own)."""
     found = []
     marker = str(folder)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
             cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        inside = cwd == marker or cwd.startswith(marker + os.sep) or marker in cmdline
-        if FIT_COMMAND in cmdline and inside:
-            found.append(f"{entry} {cmdline}")
+        if cwd == marker or cwd.startswith(marker + os.sep) or marker in cmdline:
+            found.append(f"{entry} (in {cwd}) {cmdline}")
     return found
+
+
+#: What the command line of an engine training process (mpirun or one of its ranks) holds.
+FIT_COMMAND = "lcfusion.engine --events json fit"
+
+
+def fit_processes(folder: Path) -> list[str]:
+    """The engine training processes (`processes_in`) of one test's `folder`: its own ranks,
+    not those of tests running beside it (other test workers, other checkouts)."""
+    return [line for line in processes_in(folder) if FIT_COMMAND in line]

@@ -15,7 +15,7 @@ import numpy as np
 import processing
 import pytest
 import rasterio
-from helpers import write_raster
+from helpers import processes_in, write_raster
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils
 
 #: Seconds from cancel() to processing.run returning. The plugin sends SIGTERM and falls back
@@ -109,25 +109,6 @@ def wait_for_no_survivors(pid: int, job_marker: str) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
-
-
-def processes_in(folder: Path) -> list[str]:
-    """Processes working in `folder` or below it, or naming it on their command line: the
-    mpirun and rank processes of a job staged there (they run in a session of their own)."""
-    found = []
-    marker = str(folder)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cwd == marker or cwd.startswith(marker + os.sep) or marker in cmdline:
-            found.append(f"{entry} (in {cwd}) {cmdline}")
-    return found
 
 
 def wait_for_no_processes_in(folder: Path) -> list[str]:
