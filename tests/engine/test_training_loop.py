@@ -66,8 +66,8 @@ def test_without_early_stopping_every_epoch_runs():
 
 
 def test_batch_norm_statistics_are_the_average_of_the_last_epochs_batches():
-    # Inputs centred on 50: after 3 steps PyTorch's exponential average (momentum 0.1) would
-    # still say 50 x (1 - 0.9^3) = 13.6, and validation would see inputs shifted by 36.
+    # Inputs centred on 50: after these 6 steps PyTorch's exponential average (momentum 0.1)
+    # would still say 50 x (1 - 0.9^6) = 23.4, and validation would see inputs shifted by 27.
     generator = torch.Generator().manual_seed(3)
     data = [(torch.randn(16, 4, generator=generator) * 2 + 50, torch.full((16,), k % 2))
             for k in range(3)]
