@@ -23,7 +23,7 @@ BENCH_DIR ?= bench
 BENCH_CONFIG ?= default
 # pytest-xdist workers for make test (TEST_WORKERS=4: each test module on one worker, so its
 # module-scoped fixtures are built once). 0, the default, runs the suite in one process: on the
-# 2-core test machines 4 workers took 26.5 minutes against 18.9 in one process.
+# 2-core test machines 4 workers took 26.5 minutes against 19.5 in one process.
 TEST_WORKERS ?= 0
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
