@@ -218,16 +218,18 @@ class Sample:
     unlabelled: int = 0
     outside: int = 0
     nodata: int = 0
+    moved: int = 0
 
 
 def read_sample(info: RasterInfo, points: list, reporter: Reporter) -> Sample:
     """The map code under each labelled point (map CRS), skipping unlabelled points and
-    points off the map or on nodata."""
+    points off the map or on nodata; a point is [x, y, reference or None] with, optionally,
+    the stratum it was drawn in, which should be the map's code under it."""
     sample = Sample()
     transform = ~rasterio.Affine.from_gdal(*info.grid.transform)
     with rasterio.open(info.path) as source:
         nodata = source.nodata
-        for done, (x, y, reference) in enumerate(points, start=1):
+        for done, (x, y, reference, *drawn_in) in enumerate(points, start=1):
             if reference is None:
                 sample.unlabelled += 1
                 continue
@@ -240,6 +242,8 @@ def read_sample(info: RasterInfo, points: list, reporter: Reporter) -> Sample:
                 sample.nodata += 1
                 continue
             sample.pairs.append((code, int(reference)))
+            stratum = drawn_in[0] if drawn_in else None
+            sample.moved += stratum is not None and stratum != code
             if done % 200 == 0:
                 reporter.progress(done / len(points), "reading the map under the points")
     for count, what in ((sample.unlabelled, "without a reference class (empty field)"),
@@ -248,6 +252,12 @@ def read_sample(info: RasterInfo, points: list, reporter: Reporter) -> Sample:
         if count:
             reporter.warning(f"{counted(count, 'point')} {'is' if count == 1 else 'are'} "
                              f"{what} and {'was' if count == 1 else 'were'} left out")
+    if sample.moved:
+        one = sample.moved == 1
+        reporter.warning(f"{counted(sample.moved, 'point')} {'was' if one else 'were'} drawn "
+                         f"in another stratum than the map's class under "
+                         f"{'it' if one else 'them'}: is this the class map the sample was "
+                         "drawn from? The estimates take the strata of this map")
     return sample
 
 

@@ -40,7 +40,9 @@ in hectares).</li>
 <li><b>Sample points</b> and <b>Reference class field</b>: the points and the field of their
 reference class codes (integers, the map's codes). Points with an empty field, outside the map
 or on nodata are left out, with a warning. Every map class needs at least 2 labelled points
-(50 or more for useful intervals).</li>
+(50 or more for useful intervals). When the layer has the <code>stratum</code> field of the
+sample design, points whose stratum is not the map's class under them are warned of (the
+sample was drawn on another map).</li>
 <li><b>Report</b>: an HTML page with overall accuracy, the table of areas and accuracies with
 their confidence intervals beside the mapped area, and the error matrix in estimated area
 proportions (<b>rows = map, columns = reference</b>).</li>

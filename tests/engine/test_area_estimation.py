@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import RecordingReporter, write_raster
 
-from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.errors import CancelledError, LcfusionError
 from lcfusion.engine.jobs import Job, write_job
 from lcfusion.engine.reports.area_estimation import (
     area_accuracy,
@@ -204,6 +204,7 @@ def test_sample_design_then_area_accuracy(class_map, tmp_path):
     for x, y, _ in design["POINTS"]:
         row, col = int((5000000.0 - y) // 10), int((x - 500000.0) // 10)
         labelled.append([x, y, int(truth[row, col])])
+    labelled[0].append(design["POINTS"][0][2] % 4 + 1)  # the layer says: another stratum
     labelled += [[x, y, None] for x, y, _ in design["POINTS"][:3]]  # not labelled yet
     labelled.append([0.0, 0.0, 1])  # off the map
     folder = tmp_path / "accuracy"
@@ -214,7 +215,7 @@ def test_sample_design_then_area_accuracy(class_map, tmp_path):
                  "matrix": str(tmp_path / "m.csv")})), reporter)
 
     counts = np.zeros((4, 4), dtype=np.int64)
-    for x, y, reference in labelled[:design["N_POINTS"]]:
+    for x, y, reference, *_ in labelled[:design["N_POINTS"]]:
         row, col = int((5000000.0 - y) // 10), int((x - 500000.0) // 10)
         counts[data[row, col] - 1, reference - 1] += 1
     mapped_ha = np.array([np.sum(data == k) * 0.01 for k in (1, 2, 3, 4)])
@@ -225,6 +226,8 @@ def test_sample_design_then_area_accuracy(class_map, tmp_path):
     assert result["TOTAL_AREA_HA"] == pytest.approx(11.7)  # 1,170 pixels of 0.01 ha
     assert "3 points are without a reference class" in reporter.text()
     assert "1 point is outside the class map" in reporter.text()
+    assert "1 point was drawn in another stratum than the map's class under it" in \
+        reporter.text()
 
     rows = list(csv.DictReader(open(tmp_path / "t.csv", encoding="utf-8")))
     assert [int(r["code"]) for r in rows] == [1, 2, 3, 4]
@@ -256,6 +259,16 @@ def test_a_class_without_enough_points_is_refused_by_name(class_map, tmp_path):
         area_accuracy(job, RecordingReporter())
     assert error.value.parameter == "POINTS"
     assert not list(tmp_path.glob("*.html")) and not list(tmp_path.glob("*.csv"))
+
+
+def test_a_cancelled_estimate_writes_nothing(class_map, tmp_path):
+    path, _, _ = class_map
+    job = Job.load(write_job(tmp_path, "area-accuracy",
+                             inputs={"class_map": str(path), "points": [[500015.0, 4999995.0, 1]]},
+                             outputs={"report": "r.html", "table": "t.csv", "matrix": "m.csv"}))
+    with pytest.raises(CancelledError):
+        area_accuracy(job, RecordingReporter(stop_at="counting"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json"]
 
 
 def test_bad_design_settings_name_their_parameter(class_map, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import processing
 import pytest
 from helpers import write_raster
-from osgeo import ogr
+from osgeo import ogr, osr
 from qgis.core import (
     NULL,
     QgsApplication,
@@ -74,10 +74,13 @@ def test_sample_then_estimate_areas_with_processing(lcfusion_provider, class_map
     assert "fill their 'reference' field" in feedback.text()
 
     label_points(gpkg, truth)
+    feedback = recording_feedback()
     results = processing.run(AREAS, {
         "INPUT": str(path), "POINTS": str(gpkg), "REFERENCE_FIELD": "reference",
         "OUTPUT_HTML": str(tmp_path / "areas.html"), "OUTPUT_CSV": str(tmp_path / "areas.csv"),
-        "OUTPUT_MATRIX": "TEMPORARY_OUTPUT"})
+        "OUTPUT_MATRIX": "TEMPORARY_OUTPUT"}, feedback=feedback)
+    assert f"{drawn['N_POINTS']} labelled in 'reference'" in feedback.text()
+    assert "another stratum" not in feedback.text()  # the map the sample was drawn from
 
     counts = np.zeros((3, 3), dtype=np.int64)
     for feature in QgsVectorLayer(str(gpkg), "sample", "ogr").getFeatures():
@@ -97,20 +100,22 @@ def test_sample_then_estimate_areas_with_processing(lcfusion_provider, class_map
                                                   encoding="utf-8").read()
 
 
-def points_gpkg(path, values: list, field_type=ogr.OFTString):
-    """A GeoPackage of points on the map's pixel centres with a reference field."""
-    from osgeo import osr
-
+def points_gpkg(path, values: list, field_type=ogr.OFTString, epsg: int = 32631):
+    """A GeoPackage of points on the map's pixel centres with a reference field, in `epsg`."""
     driver = ogr.GetDriverByName("GPKG")
     source = driver.CreateDataSource(str(path))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32631)
+    utm, srs = osr.SpatialReference(), osr.SpatialReference()
+    utm.ImportFromEPSG(32631)
+    srs.ImportFromEPSG(epsg)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    utm.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    transform = osr.CoordinateTransformation(utm, srs)
     layer = source.CreateLayer("points", srs, ogr.wkbPoint)
     layer.CreateField(ogr.FieldDefn("reference", field_type))
     for i, value in enumerate(values):
         feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(
-            f"POINT ({X0 + 15 + 10 * (i % 25)} {Y0 - 5 - 10 * (i // 25)})"))
+        x, y, _ = transform.TransformPoint(X0 + 15 + 10 * (i % 25), Y0 - 5 - 10 * (i // 25))
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({x!r} {y!r})"))
         if value is not None:
             feature.SetField("reference", value)
         layer.CreateFeature(feature)
@@ -127,8 +132,9 @@ def test_bad_reference_values_and_thin_classes_are_named(lcfusion_provider, clas
         processing.run(AREAS, {"INPUT": str(path), "POINTS": str(text),
                                "REFERENCE_FIELD": "reference",
                                "OUTPUT_HTML": str(tmp_path / "r.html")})
-    # Points on class 1 only (the top rows): classes 2 and 3 have none.
-    thin = points_gpkg(tmp_path / "thin.gpkg", [1] * 50, ogr.OFTInteger)
+    # Points on class 1 only (the top rows), in WGS 84: once in the map's CRS they lie on class
+    # 1 (were they lost, class 1 would be named first); classes 2 and 3 have none.
+    thin = points_gpkg(tmp_path / "thin.gpkg", [1] * 50, ogr.OFTInteger, epsg=4326)
     with pytest.raises(QgsProcessingException, match=r"Sample points \(labelled\) \[POINTS\]: "
                                                      r"class 2 covers .* ha of the map but "
                                                      r"has 0 labelled points"):

@@ -102,7 +102,8 @@ def reference_code(value, field_name: str, feature_id: int) -> int | None:
 @dataclass
 class LabelledPointsBinding(Binding):
     """The sample points and their reference class, sent in the class map's CRS as
-    ``inputs.points``: [x, y, code or None] each."""
+    ``inputs.points``: [x, y, code or None, stratum or None] each (the stratum the sample
+    design wrote, to check that the map is the one the sample was drawn from)."""
 
     layer: str = "POINTS"
     field: str = "REFERENCE_FIELD"
@@ -117,6 +118,7 @@ class LabelledPointsBinding(Binding):
             raise QgsProcessingException(alg.where(self.field) + f"the point layer has no "
                                          f"field '{name}'; choose the field of the reference "
                                          "class codes.")
+        stratum = source.fields().lookupField(STRATUM_FIELD)
         crs = job.crs or QgsCoordinateReferenceSystem()
         transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
         points, empty = [], 0
@@ -135,7 +137,9 @@ class LabelledPointsBinding(Binding):
             point = geometry.asPoint() if not geometry.isMultipart() else \
                 geometry.asMultiPoint()[0]
             code = reference_code(feature.attribute(index), name, feature.id())
-            points.append([point.x(), point.y(), code])
+            drawn_in = feature.attribute(stratum) if stratum >= 0 else None
+            points.append([point.x(), point.y(), code,
+                           drawn_in if isinstance(drawn_in, int) else None])
         if empty:
             feedback.pushWarning(f"{counted(empty, 'feature')} without a point (or not "
                                  f"projectable to the class map's CRS) left out.")
