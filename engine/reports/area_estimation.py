@@ -69,6 +69,17 @@ def pixel_area_m2(info: RasterInfo) -> float:
     return abs(transform[1] * transform[5] - transform[2] * transform[4]) * factor ** 2
 
 
+def code_counts(block: np.ndarray) -> tuple[list[int], list[int]]:
+    """The codes present in a block and their pixel counts (bincount for 8- and 16-bit
+    unsigned codes, several times faster than unique)."""
+    if block.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(block.ravel())
+        codes = np.flatnonzero(counts)
+        return codes.tolist(), counts[codes].tolist()
+    codes, counts = np.unique(block, return_counts=True)
+    return codes.tolist(), counts.tolist()
+
+
 def strips(info: RasterInfo, pixels: int) -> list[Window]:
     """Windows of full rows, about `pixels` each (at least one row)."""
     width = info.grid.width
@@ -82,8 +93,7 @@ def count_classes(info: RasterInfo, reporter: Reporter, pixels: int = STRIP_PIXE
     with rasterio.open(info.path) as source:
         nodata = source.nodata
         for done, part in enumerate(windows, start=1):
-            codes, counts = np.unique(source.read(1, window=part), return_counts=True)
-            for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+            for code, count in zip(*code_counts(source.read(1, window=part)), strict=True):
                 if nodata is not None and code == nodata:
                     census.nodata += count
                 else:
@@ -110,8 +120,7 @@ def draw_points(info: RasterInfo, census: Census, sizes: dict[int, int], seed: i
     with rasterio.open(info.path) as source:
         for done, part in enumerate(windows, start=1):
             block = source.read(1, window=part)
-            codes, counts = np.unique(block, return_counts=True)
-            for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+            for code, count in zip(*code_counts(block), strict=True):
                 if code not in picks:
                     continue
                 chosen = picks[code]
