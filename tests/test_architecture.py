@@ -309,6 +309,20 @@ def test_the_engine_cli_and_fgunet_import_without_qgis():
     assert report["torch"]  # the check really imported the heavy engine
 
 
+def test_the_area_commands_need_neither_torch_nor_scikit_learn():
+    """Sample design and area accuracy declare no engine package beyond numpy and rasterio:
+    their commands must import neither torch nor scikit-learn."""
+    report = run_python("""
+    import json, sys
+    from lcfusion.engine.cli import job_command
+    for name in ("sample-design", "area-accuracy"):
+        job_command(name)
+    print(json.dumps({"heavy": sorted(m for m in ("torch", "sklearn", "safetensors")
+                                      if m in sys.modules)}))
+    """)
+    assert report["heavy"] == []
+
+
 def test_every_engine_module_imports_without_qgis():
     report = run_python("""
     import importlib, json, pkgutil, sys

@@ -27,7 +27,7 @@ from ..jobs import Job
 from ..progress import Reporter
 from ..wording import counted
 from .areas import Z95, AreaEstimates, allocate, sample_size, stratified_estimates
-from .evaluation import class_map_info, map_legend
+from .classmaps import class_map_info, map_legend
 from .html import Html, esc, key_values, page, paragraph, section, table, write_text
 
 #: Pixels read at once: the class map is read in strips of full rows, so that the ranks of a

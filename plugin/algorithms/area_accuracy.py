@@ -20,7 +20,7 @@ class AreaAccuracy(EngineAlgorithm):
     group_key = "evaluation"
     command = "area-accuracy"
     icon_file = "evaluate.svg"
-    engine_packages = ("scikit-learn",)
+    engine_packages = ()
     help_text = """
 <p>Estimates the <b>area of each class</b> with its 95 % confidence interval, and the
 overall, user's and producer's accuracies with theirs, from a class map and a

@@ -20,7 +20,7 @@ class SampleDesign(EngineAlgorithm):
     group_key = "evaluation"
     command = "sample-design"
     icon_file = "sample.svg"
-    engine_packages = ("scikit-learn",)
+    engine_packages = ()
     help_text = """
 <p>Draws a <b>stratified random sample</b> of a class map's pixels for good-practice area
 estimates and accuracy (Olofsson et al. 2014): the strata are the map classes, the sample

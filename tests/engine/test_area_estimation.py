@@ -20,7 +20,7 @@ from lcfusion.engine.reports.area_estimation import (
     sample_design,
 )
 from lcfusion.engine.reports.areas import allocate, sample_size, stratified_estimates
-from lcfusion.engine.reports.evaluation import class_map_info
+from lcfusion.engine.reports.classmaps import class_map_info
 
 #: Olofsson et al. 2014, Table 8: sample counts, rows = map classes (strata), columns =
 #: reference (deforestation, forest gain, stable forest, stable non-forest), and the mapped
