@@ -189,13 +189,17 @@ def sample_design(job: Job, reporter: Reporter) -> dict:
     if minimum < 2:
         raise LcfusionError(f"at least 2 points per class are needed for a variance (not "
                             f"{minimum})", "MINIMUM")
+    total = int(settings.get("total") or 0)
+    if total < 0:
+        raise LcfusionError(f"the total sample size cannot be negative ({total}); give 0 to "
+                            "compute it from the target standard error", "TOTAL")
     reporter.info(f"class map {info.path.name}: {info.grid.describe()}")
     census = count_classes(info, reporter.span(0.0, 0.45))
     codes = census.codes
     accuracies = expected_accuracies(settings, codes)
     areas = np.array([census.pixels[c] for c in codes], dtype=np.float64)
     target = sample_size(areas, np.array([accuracies[c] for c in codes]), target_se)
-    total = int(settings.get("total") or 0) or target
+    total = total or target
     sizes = dict(zip(codes, allocate(total, areas, minimum,
                                      available=areas.astype(np.int64)).tolist(), strict=True))
     names = map_legend(info.path)[0]
@@ -213,7 +217,7 @@ def sample_design(job: Job, reporter: Reporter) -> dict:
                          reporter.span(0.45, 1.0))
     reporter.progress(1.0, "done")
     return {"POINTS": [[x, y, code] for x, y, code in points], "N_POINTS": len(points),
-            "N_TARGET": target, "CRS": info.grid.crs_wkt,
+            "N_TARGET": target,
             "CLASSES": [{"code": c, "name": names.get(c, f"class {c}"),
                          "pixels": census.pixels[c], "area_ha": census.area_ha(c),
                          "users_accuracy": accuracies[c], "points": sizes[c]} for c in codes]}
