@@ -37,7 +37,7 @@ SQUARE_METRES_PER_HECTARE = 10_000.0
 MATRIX_AXES = "rows = map, columns = reference (estimated area proportions)"
 METHOD = ("Stratified estimators of Olofsson et al., Good practices for estimating area and "
           "assessing accuracy of land change, Remote Sensing of Environment 148:42-57, 2014 "
-          f"(strata = map classes); 95 % confidence intervals are ± {Z95:.4f} standard errors.")
+          f"(strata = map classes); 95 % confidence intervals are ± {Z95:g} standard errors.")
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
-#: The multiplier of a 95 % confidence interval, the 0.975 quantile of the normal distribution.
-Z95 = NormalDist().inv_cdf(0.975)
+#: The multiplier of a 95 % confidence interval, as the paper (and the IPCC) uses it: the
+#: 0.975 quantile of the normal distribution, 1.95996..., rounded to 1.96.
+Z95 = 1.96
 
 
 def sample_size(weights: np.ndarray, users_accuracies: np.ndarray,
