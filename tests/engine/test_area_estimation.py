@@ -104,6 +104,19 @@ def test_allocation_gives_the_minimum_then_shares_the_rest_by_area():
         == [10, 75, 163, 328]
 
 
+def test_a_reference_class_the_map_lacks_gets_an_area_but_no_users_accuracy():
+    """Class 3 is never mapped but found under 4 of 50 points of class 1: its estimated area
+    is 4 / 50 of class 1's, its user's accuracy undefined, its producer's accuracy 0."""
+    counts = np.array([[40, 6, 4], [2, 48, 0], [0, 0, 0]])
+    e = stratified_estimates(counts, np.array([600.0, 400.0, 0.0]))
+    assert e.areas[2] == pytest.approx(600 * 4 / 50)
+    assert e.areas_ci[2] > 0
+    assert np.isnan(e.users[2]) and e.producers[2] == 0.0
+    assert e.areas.sum() == pytest.approx(1000.0)
+    with pytest.raises(ValueError, match="at least 2 sample points"):
+        stratified_estimates(np.array([[1, 0], [0, 5]]), np.array([10.0, 10.0]))
+
+
 def synthetic_population(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A 400 x 400 map of 3 classes (60 / 30 / 10 %) and its truth, with known errors: the
     map is right on 90 %, 80 % and 70 % of each class's pixels."""
