@@ -33,6 +33,8 @@ JOB_COMMANDS = {
     "train-randomforest": ("families.randomforest.commands", "train_randomforest"),
     "classify-randomforest": ("families.randomforest.commands", "classify_randomforest"),
     "evaluate": ("reports.evaluation", "evaluate"),
+    "sample-design": ("reports.area_estimation", "sample_design"),
+    "area-accuracy": ("reports.area_estimation", "area_accuracy"),
     "fit": ("families.staged", "fit_packed_job"),
 }
 

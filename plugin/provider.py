@@ -5,19 +5,22 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.area_accuracy import AreaAccuracy
 from .algorithms.base import icon
 from .algorithms.classify_fgunet import ClassifyFGUNet
 from .algorithms.classify_mrfusion import ClassifyMRFusion
 from .algorithms.classify_randomforest import ClassifyRandomForest
 from .algorithms.classify_twinns import ClassifyTWINNS
 from .algorithms.evaluate import Evaluate
+from .algorithms.sample_design import SampleDesign
 from .algorithms.train_fgunet import TrainFGUNet
 from .algorithms.train_mrfusion import TrainMRFusion
 from .algorithms.train_randomforest import TrainRandomForest
 from .algorithms.train_twinns import TrainTWINNS
 
 ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion, TrainTWINNS,
-              ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest, Evaluate)
+              ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest, Evaluate, SampleDesign,
+              AreaAccuracy)
 
 
 class LcfusionProvider(QgsProcessingProvider):

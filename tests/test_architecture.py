@@ -259,7 +259,9 @@ BLOCK_HEAVY = """
 
 
 def test_the_plugin_imports_without_torch():
-    """Every plugin module imports with torch, safetensors and sklearn made unimportable."""
+    """Every plugin module imports with torch, safetensors and sklearn made unimportable; so
+    do the engine commands of sample design and area accuracy, which declare no engine
+    package beyond numpy and rasterio."""
     report = run_python(BLOCK_HEAVY.format(heavy=HEAVY) + """
     import lcfusion
     import lcfusion.plugin
@@ -271,6 +273,12 @@ def test_the_plugin_imports_without_torch():
             importlib.import_module(name)
         except Exception as exc:
             failures[name] = f"{type(exc).__name__}: {exc}"
+    from lcfusion.engine.cli import job_command
+    for command in ("sample-design", "area-accuracy"):
+        try:
+            job_command(command)
+        except Exception as exc:
+            failures[command] = f"{type(exc).__name__}: {exc}"
     print(json.dumps({
         "imported": names,
         "failures": failures,
@@ -289,7 +297,8 @@ def test_the_plugin_imports_without_torch():
     # The plugin does use engine modules (class tables, model headers, jobs): they must stay
     # torch-free too, and this is where the check proves it.
     assert {"lcfusion.engine.reference.classes", "lcfusion.engine.modelfile.header",
-            "lcfusion.engine.jobs", "lcfusion.engine.io.outputs"} <= set(report["engine_modules"])
+            "lcfusion.engine.jobs", "lcfusion.engine.io.outputs",
+            "lcfusion.engine.reports.area_estimation"} <= set(report["engine_modules"])
 
 
 def test_the_engine_cli_and_fgunet_import_without_qgis():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import rasterio
 from helpers import two_rank_profiles
-from osgeo import gdal
+from osgeo import gdal, ogr
 
 import lcfusion
 from lcfusion.engine.modelfile.header import read_header
@@ -85,11 +85,13 @@ def test_list_shows_the_provider_and_its_algorithms(qgis_env):
         if not line.strip():
             break
         section.append(line.split())
-    assert sorted(row[0] for row in section) == ["lcfusion:classifyfgunet",
+    assert sorted(row[0] for row in section) == ["lcfusion:areaaccuracy",
+                                                 "lcfusion:classifyfgunet",
                                                  "lcfusion:classifymrfusion",
                                                  "lcfusion:classifyrandomforest",
                                                  "lcfusion:classifytwinns",
                                                  "lcfusion:evaluate",
+                                                 "lcfusion:sampledesign",
                                                  "lcfusion:trainfgunet",
                                                  "lcfusion:trainmrfusion",
                                                  "lcfusion:trainrandomforest",
@@ -141,6 +143,26 @@ def test_train_then_classify_headless(qgis_env, scene, tmp_path):
     assert evaluated["OA"] == pytest.approx(results["OA"], abs=1e-9)
     assert evaluated["OUTPUT_HTML"].endswith(".html")
     assert evaluated["OUTPUT_CSV"].endswith(".csv")
+
+
+def test_sample_design_headless(qgis_env, scene, tmp_path):
+    """The scene's truth map sampled to a GeoPackage from the command line: the points lie on
+    pixels of their map class, with an empty reference field to fill. (Area estimates from
+    labelled points run through Processing in tests/plugin/test_area_estimation_algorithms.)"""
+    points = tmp_path / "sample.gpkg"
+    drawn = run_json(qgis_env, "lcfusion:sampledesign", [
+        f"--INPUT={scene.truth_path}", "--MINIMUM=5", "--TOTAL=40", "--SEED=1",
+        f"--OUTPUT={points}"])["results"]
+    assert drawn["N_POINTS"] >= 40 and drawn["OUTPUT"] == str(points)
+    source = ogr.Open(str(points))  # kept: its layer dies with it
+    layer = source.GetLayer(0)
+    assert layer.GetFeatureCount() == drawn["N_POINTS"]
+    with rasterio.open(scene.truth_path) as truth:
+        for feature in layer:
+            point = feature.GetGeometryRef()
+            code = next(truth.sample([(point.GetX(), point.GetY())]))[0]
+            assert feature.GetField("map_class") == code
+            assert feature.GetField("reference") is None
 
 
 def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):

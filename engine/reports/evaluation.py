@@ -8,7 +8,6 @@ classes (rows = reference, columns = prediction).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,13 @@ from osgeo import gdal, ogr, osr
 
 from ..errors import LcfusionError
 from ..io.outputs import check_writable
-from ..io.rasters import Grid, RasterInfo, crs_name, iter_windows, read_info, same_crs
+from ..io.rasters import Grid, RasterInfo, crs_name, iter_windows, same_crs
 from ..jobs import Job
 from ..progress import Reporter
 from ..reference.classes import ClassTable, LandCoverClass
 from ..reference.polygons import Reference, ReferenceSpec, load_reference, normalized_name
 from ..wording import counted
+from .classmaps import class_map_info, map_legend
 from .html import write_confusion_csv, write_evaluation_report
 from .metrics import Accuracy, compute_accuracy
 
@@ -79,22 +79,6 @@ def evaluation_outputs(job: Job) -> tuple[Path, Path]:
     if report.resolve() == matrix.resolve():
         raise LcfusionError("the report and the matrix must be different files", "OUTPUT_CSV")
     return report, matrix
-
-
-def class_map_info(job: Job) -> RasterInfo:
-    """The class map's header: one band of integer codes on a north-up grid."""
-    path = job.resolve(job.section("inputs").get("class_map"))
-    if path is None:
-        raise LcfusionError("no class map given", "INPUT")
-    info = read_info(path, "INPUT")
-    if info.count != 1:
-        raise LcfusionError(f"the class map {path.name} has {info.count} bands; choose a "
-                            "single-band raster of class codes", "INPUT")
-    if np.dtype(info.dtype).kind not in "iu":
-        raise LcfusionError(f"the class map {path.name} holds {info.dtype} values; a class map "
-                            "holds integer class codes (as written by the classify "
-                            "algorithms)", "INPUT")
-    return info
 
 
 def polygons_crs(spec: ReferenceSpec) -> str | None:
@@ -156,29 +140,6 @@ def count_pixels(class_map: Path, reference: Reference, grid: Grid,
                 counts.add(classes, codes)
             reporter.progress(done / len(windows), "comparing")
     return counts
-
-
-def map_legend(class_map: Path) -> tuple[dict[int, str], dict[int, str]]:
-    """Names and colours per code stored in a class map: the lcfusion tag, else GDAL's
-    category names, and its colour table."""
-    names: dict[int, str] = {}
-    colors: dict[int, str] = {}
-    with rasterio.open(class_map) as source:
-        try:
-            tagged = json.loads(source.tags().get("LCFUSION_CLASSES", "[]"))
-            names = {int(c["code"]): str(c["name"]) for c in tagged}
-        except (ValueError, TypeError, KeyError):
-            names = {}
-        try:
-            colors = {code: "#{:02x}{:02x}{:02x}".format(*rgba[:3])
-                      for code, rgba in source.colormap(1).items()}
-        except ValueError:
-            colors = {}
-    if not names:
-        dataset = gdal.Open(str(class_map))
-        categories = dataset.GetRasterBand(1).GetCategoryNames() or []
-        names = {code: name for code, name in enumerate(categories) if name}
-    return names, colors
 
 
 def check_codes_against_map(reference: ClassTable, spec: ReferenceSpec,

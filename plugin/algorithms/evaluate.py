@@ -55,7 +55,8 @@ graphical modeler; the report opens from the Processing results viewer.</p>
 <p>On the metrics and their limits: Congalton and Green, <i>Assessing the Accuracy of Remotely
 Sensed Data</i>, 3rd ed., CRC Press, 2019; Olofsson et al., "Good practices for estimating area
 and assessing accuracy of land change", <i>Remote Sensing of Environment</i> 148:42-57, 2014
-(for area estimates, a probability sample of pixels is needed, not polygons).</p>
+(for area estimates, a probability sample of pixels is needed, not polygons: see <i>Sample
+design for area estimation</i> and <i>Area estimates and accuracy</i>).</p>
 """
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API

@@ -29,6 +29,8 @@ ALGORITHMS = {
     "lcfusion:trainrandomforest": ("Training", "training"),
     "lcfusion:classifyrandomforest": ("Classification", "classification"),
     "lcfusion:evaluate": ("Evaluation", "evaluation"),
+    "lcfusion:sampledesign": ("Evaluation", "evaluation"),
+    "lcfusion:areaaccuracy": ("Evaluation", "evaluation"),
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
@@ -57,6 +59,8 @@ ADVANCED = {
                                    "REPEATS", "FILL_VALUE"},
     "lcfusion:classifyrandomforest": {"TILE_SIZE", "FILL_VALUE"},
     "lcfusion:evaluate": set(),
+    "lcfusion:sampledesign": set(),
+    "lcfusion:areaaccuracy": set(),
 }
 
 
@@ -83,6 +87,11 @@ HELP_TERMS = {
     "lcfusion:evaluate": ("Class map", "Reference polygons", "Class field",
                           "rows = reference, columns = prediction", "nodata",
                           "not in the reference"),
+    "lcfusion:sampledesign": ("Class map", "Sample size", "Allocation", "Minimum points per "
+                              "class", "Expected user's accuracy", "Random seed",
+                              "<code>reference</code>", "eq. 13"),
+    "lcfusion:areaaccuracy": ("Class map", "Sample points", "Reference class field",
+                              "rows = map, columns = reference", "95 %", "hectares"),
 }
 
 
