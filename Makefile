@@ -73,7 +73,7 @@ demo: setup
 test: setup
 	mkdir -p $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} && chmod 700 $${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)}
 	$(RUN_ENV) $(PY) -m ruff check .
-	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope) \
+	$(RUN_ENV) $(PY) -m pytest -q -ra --timeout=900 --durations=30 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope) \
 		$(PYTEST_ARGS)
 
 ## test-qgis: the suite on Debian's QGIS, QGIS=3.40 (trixie) or 3.44 (LTR, forky), in a chroot
