@@ -33,6 +33,7 @@ JOB_COMMANDS = {
     "train-randomforest": ("families.randomforest.commands", "train_randomforest"),
     "classify-randomforest": ("families.randomforest.commands", "classify_randomforest"),
     "evaluate": ("reports.evaluation", "evaluate"),
+    "compare-maps": ("reports.comparison", "compare_maps"),
     "fit": ("families.staged", "fit_packed_job"),
 }
 

@@ -10,6 +10,7 @@ from .algorithms.classify_fgunet import ClassifyFGUNet
 from .algorithms.classify_mrfusion import ClassifyMRFusion
 from .algorithms.classify_randomforest import ClassifyRandomForest
 from .algorithms.classify_twinns import ClassifyTWINNS
+from .algorithms.compare_maps import CompareMaps
 from .algorithms.evaluate import Evaluate
 from .algorithms.train_fgunet import TrainFGUNet
 from .algorithms.train_mrfusion import TrainMRFusion
@@ -17,7 +18,7 @@ from .algorithms.train_randomforest import TrainRandomForest
 from .algorithms.train_twinns import TrainTWINNS
 
 ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion, TrainTWINNS,
-              ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest, Evaluate)
+              ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest, Evaluate, CompareMaps)
 
 
 class LcfusionProvider(QgsProcessingProvider):

@@ -40,6 +40,8 @@ class ReferenceSpec:
     #: (the plugin exports fields under safe names: a field called "fid" would otherwise
     #: become the GeoPackage's feature id).
     columns: dict[str, str] = field(default_factory=dict)
+    #: Sample points instead of polygons: each labels the pixel it falls in (comparemaps).
+    points: bool = False
 
     @classmethod
     def from_json(cls, data: dict) -> ReferenceSpec:
@@ -53,6 +55,7 @@ class ReferenceSpec:
             part_field=data.get("part_field") or None,
             part=data.get("part") or None,
             columns={str(k): str(v) for k, v in (data.get("columns") or {}).items()},
+            points=bool(data.get("points")),
         )
 
 
@@ -204,7 +207,7 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
                 other_parts[part or "(empty)"] += 1
                 in_part = False
         value = _class_value(feature, class_index, field_type, "CLASS_FIELD")
-        geometry, reason = _polygon(feature, value, transform)
+        geometry, reason = _polygon(feature, value, transform, spec.points)
         if reason:
             if in_part:
                 skipped[reason] += 1
@@ -255,8 +258,9 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
     pixels, object_pixels = _scan_objects(objects_path, grid, len(values), reporter)
     if len(pixels) == 0 and not overlaps.covered:
         west, south, east, north = _extent(geometries)
+        shapes = "points" if spec.points else "polygons"
         raise LcfusionError(
-            f"none of the {len(values)} polygons overlaps the rasters: the polygons cover "
+            f"none of the {len(values)} {shapes} overlaps the rasters: the {shapes} cover "
             f"x {west:.1f}..{east:.1f}, y {south:.1f}..{north:.1f} but the "
             f"rasters are {grid.describe()}; check that both cover the same area and that the "
             "layer's CRS is right", "REFERENCE")
@@ -270,8 +274,10 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
                      n_features, object_feature)
 
 
-def _polygon(feature: ogr.Feature, value, transform) -> tuple[ogr.Geometry | None, str]:
-    """The feature's polygon in the grid's CRS, or why it cannot be burned."""
+def _polygon(feature: ogr.Feature, value, transform,
+             points: bool = False) -> tuple[ogr.Geometry | None, str]:
+    """The feature's polygon (with `points`, its point) in the grid's CRS, or why it cannot be
+    burned."""
     geometry = feature.GetGeometryRef()
     if value is None:
         return None, "no class value"
@@ -284,6 +290,9 @@ def _polygon(feature: ogr.Feature, value, transform) -> tuple[ogr.Geometry | Non
         except RuntimeError:
             return None, "cannot be reprojected to the rasters' CRS"
     flat = ogr.GT_Flatten(geometry.GetGeometryType())
+    if points:
+        return (geometry, "") if flat in (ogr.wkbPoint, ogr.wkbMultiPoint) else (None,
+                                                                                 "not a point")
     if flat not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
         return None, "not a polygon"
     return geometry, ""

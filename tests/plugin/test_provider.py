@@ -29,6 +29,7 @@ ALGORITHMS = {
     "lcfusion:trainrandomforest": ("Training", "training"),
     "lcfusion:classifyrandomforest": ("Classification", "classification"),
     "lcfusion:evaluate": ("Evaluation", "evaluation"),
+    "lcfusion:comparemaps": ("Evaluation", "evaluation"),
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
@@ -57,6 +58,7 @@ ADVANCED = {
                                    "REPEATS", "FILL_VALUE"},
     "lcfusion:classifyrandomforest": {"TILE_SIZE", "FILL_VALUE"},
     "lcfusion:evaluate": set(),
+    "lcfusion:comparemaps": set(),
 }
 
 
@@ -83,6 +85,9 @@ HELP_TERMS = {
     "lcfusion:evaluate": ("Class map", "Reference polygons", "Class field",
                           "rows = reference, columns = prediction", "nodata",
                           "not in the reference"),
+    "lcfusion:comparemaps": ("McNemar", "Map A", "Map B", "same grid", "gdalwarp",
+                             "sample points", "Class field", "chi-square", "p-value",
+                             "Disagreement raster", "make accuracy"),
 }
 
 
@@ -198,7 +203,8 @@ def test_raster_outputs_are_geotiff_only(registry, lcfusion_provider):
                 assert "*.tif" in parameter.createFileFilter()
                 assert ".vrt" not in parameter.createFileFilter().lower()
     classifiers = sum(1 for a in ALGORITHMS if a.startswith("lcfusion:classify"))
-    assert seen == 2 * classifiers  # each classifier's class map and confidence map
+    # each classifier's class map and confidence map, and comparemaps' disagreement raster
+    assert seen == 2 * classifiers + 1
 
 
 @pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])
