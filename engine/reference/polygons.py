@@ -216,7 +216,7 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
             burned.add(geometry, value, 0)
             continue
         values.append(value)
-        areas.append(geometry.GetArea())
+        areas.append(0.0 if spec.points else geometry.GetArea())
         positions.append(n_features - 1)
         geometries.append(geometry)
         burned.add(geometry, value, len(values))
@@ -248,7 +248,13 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
 
     objects_path = workdir / "reference_objects.tif"
     overlaps = burned.burn(grid, target_srs, workdir, objects_path)
-    if overlaps.ambiguous:
+    if overlaps.ambiguous and spec.points:
+        reporter.warning(
+            f"[REFERENCE] {counted(overlaps.ambiguous, 'pixel', thousands=True)} "
+            f"{'holds' if overlaps.ambiguous == 1 else 'hold'} sample points of different "
+            f"classes ({counted(overlaps.polygons, 'point')} concerned): these ambiguous pixels "
+            "are left out; correct the points' classes to use them")
+    elif overlaps.ambiguous:
         reporter.warning(
             f"[REFERENCE] {counted(overlaps.ambiguous, 'pixel', thousands=True)} "
             f"{'is' if overlaps.ambiguous == 1 else 'are'} covered by polygons of different "
@@ -268,7 +274,10 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
         raise LcfusionError(
             f"every pixel of the {len(values)} polygons is also covered by a polygon of another "
             "class; correct the overlapping polygons", "REFERENCE")
-    _log_objects_without_pixels(object_pixels, geometries, grid, reporter)
+    if spec.points:
+        _log_points_without_pixels(object_pixels, geometries, reporter)
+    else:
+        _log_objects_without_pixels(object_pixels, geometries, grid, reporter)
     object_feature = np.array([-1, *positions], dtype=np.int64)
     return Reference(classes, object_class, object_area, object_pixels, objects_path, pixels,
                      n_features, object_feature)
@@ -290,10 +299,10 @@ def _polygon(feature: ogr.Feature, value, transform,
         except RuntimeError:
             return None, "cannot be reprojected to the rasters' CRS"
     flat = ogr.GT_Flatten(geometry.GetGeometryType())
-    if points:
-        return (geometry, "") if flat in (ogr.wkbPoint, ogr.wkbMultiPoint) else (None,
-                                                                                 "not a point")
-    if flat not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
+    if points and flat not in (ogr.wkbPoint, ogr.wkbMultiPoint):
+        return None, "not a point"
+    if not points and flat not in (ogr.wkbPolygon, ogr.wkbMultiPolygon,
+                                   ogr.wkbGeometryCollection):
         return None, "not a polygon"
     return geometry, ""
 
@@ -426,6 +435,19 @@ def _log_objects_without_pixels(object_pixels: np.ndarray, geometries: list[ogr.
                       f"polygons (each of {'its' if inside == 1 else 'their'} pixels is "
                       "labelled by another polygon or ambiguous) and "
                       f"{'is' if inside == 1 else 'are'} left out")
+
+
+def _log_points_without_pixels(object_pixels: np.ndarray, geometries: list[ogr.Geometry],
+                               reporter: Reporter) -> None:
+    """Say how many sample points are left out: off the rasters, or in a pixel that an earlier
+    point labels (or points of different classes make ambiguous)."""
+    empty = np.flatnonzero(object_pixels[1:] == 0)
+    if empty.size:
+        total = counted(len(geometries), "sample point")
+        reporter.info(f"{empty.size} of {total} {'labels' if empty.size == 1 else 'label'} no "
+                      "pixel of their own (off the rasters, in the pixel of an earlier point, "
+                      "or in an ambiguous pixel) and "
+                      f"{'is' if empty.size == 1 else 'are'} left out")
 
 
 def _log_part(spec: ReferenceSpec, n_features: int, other_parts: Counter,

@@ -324,9 +324,9 @@ def compare_maps(job: Job, reporter: Reporter) -> dict:
         out = open_disagreement(stack, disagreement, map_a.grid) if disagreement else None
         with job.workdir() as scratch:
             reference = burn_reference(spec, map_a.grid, Path(scratch), reporter, legend[0])
-            labelled = "sample point" if spec.points else "labelled pixel"
-            reporter.info(f"{counted(len(reference.pixels), labelled, thousands=True)}, "
-                          f"{counted(len(reference.classes), 'class')}")
+            under = " (under the sample points)" if spec.points else ""
+            reporter.info(f"{counted(len(reference.pixels), 'labelled pixel', thousands=True)}"
+                          f"{under}, {counted(len(reference.classes), 'class')}")
             tally = compare_pixels(map_a, map_b, reference, out, reporter.span(0.1, 0.9))
         if not tally.compared:
             raise LcfusionError(

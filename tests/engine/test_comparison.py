@@ -23,11 +23,14 @@ from map_pairs import (
     PIXEL,
     X0,
     Y0,
+    point,
+    write_features,
     write_map,
     write_pair,
     write_points,
     write_polygons,
 )
+from osgeo import ogr
 from scipy import stats
 
 from lcfusion.engine.errors import CancelledError, LcfusionError
@@ -120,6 +123,21 @@ def test_points_label_the_pixel_they_fall_in(tmp_path):
     assert results["OA_A"] == pytest.approx(3 / 5) and results["OA_B"] == pytest.approx(2 / 5)
     assert "OUTPUT_DISAGREEMENT" not in results
     assert not (tmp_path / "disagreement.tif").exists()
+
+
+def test_points_sharing_a_pixel_or_off_the_maps_count_once_or_not_at_all(tmp_path):
+    map_a, map_b = write_pair(tmp_path)
+    points = write_features(tmp_path / "points.gpkg", ogr.wkbPoint, (
+        (1, point(0, 0)), (1, point(0, 0)), (2, point(5, 3)), (2, point(5, 3)),
+        (3, point(5, 3)), (2, point(4, 1)), (1, point(20, 0))))
+    reporter = RecordingReporter()
+    results = compare_maps(comparison_job(tmp_path, map_a, map_b, points, disagreement=False,
+                                          points=True), reporter)
+    # (0, 0) both right once; (5, 3) ambiguous (forest and crop), left out; (4, 1) only A
+    assert (results["N_PIXELS"], results["ONLY_A"], results["ONLY_B"]) == (2, 1, 0)
+    log = reporter.text()
+    assert "1 pixel holds sample points of different classes" in log
+    assert "5 of 7 sample points label no pixel of their own" in log
 
 
 def test_a_map_off_the_grid_is_refused_with_the_warp_to_use(tmp_path):
