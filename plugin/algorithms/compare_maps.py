@@ -35,9 +35,9 @@ model's map with the Random Forest's, two training settings, or a new map with a
 <p>Only the discordant pixels count: <i>b</i>, right in map A only, and <i>c</i>, right in map
 B only. The statistic is chi-square with continuity correction,
 (|<i>b</i> − <i>c</i>| − 1)² / (<i>b</i> + <i>c</i>), on 1 degree of freedom; below 25
-discordant pixels the p-value is the two-sided exact binomial test, which is what
-<code>make accuracy</code> uses for its paired test too. Both accuracies are measured on the
-same pixels: those of the reference that both maps classify.</p>
+discordant pixels the p-value is the two-sided exact binomial test's. <code>make
+accuracy</code> runs the same test for its paired comparisons. Both accuracies are measured on
+the same pixels: those of the reference that both maps classify.</p>
 <h3>Parameters</h3>
 <ul>
 <li><b>Map A</b> and <b>Map B</b>: single-band rasters of integer class codes, on the

@@ -108,7 +108,7 @@ class ReferenceBinding(Binding):
                                                    feedback, points=points)
         if exported.count == 0 and not feedback.isCanceled():
             raise QgsProcessingException(alg.where(self.layer) + no_polygons_reason(
-                source, crs, bool(exported.unprojectable)))
+                source, crs, bool(exported.unprojectable), points))
         feedback.pushInfo(f"Reference {'points' if points else 'polygons'}: "
                           f"{counted(exported.count, 'feature')} exported in {crs.authid()}.")
         colors = renderer_colors(alg.parameterAsVectorLayer(parameters, self.layer, context),
@@ -248,14 +248,16 @@ def part_parameter() -> QgsProcessingParameterEnum:
 
 
 def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
-                       unprojectable: bool) -> str:
-    """Why no feature of the reference layer `source` could be used."""
+                       unprojectable: bool, points: bool = False) -> str:
+    """Why no feature of the reference layer `source` (of points, with `points`) could be
+    used."""
     if unprojectable:
         return (f"none of the features of '{source.sourceName()}' can be reprojected from its "
                 f"CRS {source.sourceCrs().authid()} to the rasters' CRS {crs.authid()}; check "
                 "that the layer's CRS is the one its coordinates are in.")
-    return (f"none of the features of '{source.sourceName()}' has a polygon (their geometries "
-            "are empty or not polygons); choose a layer of polygons.")
+    shape = "point" if points else "polygon"
+    return (f"none of the features of '{source.sourceName()}' has a {shape} (their geometries "
+            f"are empty or not {shape}s); choose a layer of {shape}s.")
 
 
 ENSEMBLE_HELP = """
