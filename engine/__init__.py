@@ -18,7 +18,8 @@ never one after it (``tests/test_architecture.py`` enforces the order):
 5. ``modelfile`` — the model file: its format, header and schema, readable without torch;
 6. ``training`` — the training loop shared by the deep families and their patch sampling;
 7. ``inference`` — tiled prediction and classifying a raster block by block;
-8. ``reports`` — accuracy metrics, the evaluate, sample-design and area-accuracy commands and
+8. ``reports`` — accuracy metrics, McNemar's test, the evaluate, compare-maps, sample-design
+   and area-accuracy commands and
    the HTML reports;
 9. ``families`` — one package per model family (FG-UNET, MRFusion, TWINNS, Random Forest)
    with its network and its job commands, beside the steps the families share;

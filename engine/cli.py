@@ -35,6 +35,7 @@ JOB_COMMANDS = {
     "evaluate": ("reports.evaluation", "evaluate"),
     "sample-design": ("reports.area_estimation", "sample_design"),
     "area-accuracy": ("reports.area_estimation", "area_accuracy"),
+    "compare-maps": ("reports.comparison", "compare_maps"),
     "fit": ("families.staged", "fit_packed_job"),
 }
 

@@ -1,4 +1,4 @@
-"""Exports the inputs the engine needs: raster files and reference polygons."""
+"""Exports the inputs the engine needs: raster files and reference polygons or points."""
 
 from __future__ import annotations
 
@@ -121,10 +121,11 @@ class ExportedPolygons:
 
 def export_polygons(source: QgsProcessingFeatureSource, columns: dict[str, str], target: Path,
                     crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext,
-                    feedback: QgsProcessingFeedback) -> ExportedPolygons:
-    """Write the source's polygons to a GeoPackage in `crs`, each field of `columns` (source
-    field -> column) under its column's name: invalid polygons repaired, the polygons of
-    geometry collections kept, and the user warned of any feature repaired or left out.
+                    feedback: QgsProcessingFeedback, points: bool = False) -> ExportedPolygons:
+    """Write the source's polygons (with `points`, its points) to a GeoPackage in `crs`, each
+    field of `columns` (source field -> column) under its column's name: invalid polygons
+    repaired, the polygons of geometry collections kept, and the user warned of any feature
+    repaired or left out.
 
     Safe column names keep every field name usable: GDAL would take a field called "fid" as
     the feature id, and GeoPackage column names clash when they differ only in case."""
@@ -143,7 +144,8 @@ def export_polygons(source: QgsProcessingFeatureSource, columns: dict[str, str],
     options.driverName = "GPKG"
     options.layerName = "reference"
     options.fileEncoding = "UTF-8"
-    writer = QgsVectorFileWriter.create(str(target), kept, QgsWkbTypes.Type.MultiPolygon, crs,
+    kind = QgsWkbTypes.Type.MultiPoint if points else QgsWkbTypes.Type.MultiPolygon
+    writer = QgsVectorFileWriter.create(str(target), kept, kind, crs,
                                         context.transformContext(), options)
     if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
         raise QgsProcessingException(f"Cannot write {target}: {writer.errorMessage()}")
@@ -155,8 +157,8 @@ def export_polygons(source: QgsProcessingFeatureSource, columns: dict[str, str],
     for feature in source.getFeatures(request, skip_checks):
         if feedback.isCanceled():
             break
-        geometry = polygon_parts(feature.geometry())
-        if geometry is not None and not geometry.isGeosValid():
+        geometry = (point_parts if points else polygon_parts)(feature.geometry())
+        if geometry is not None and not points and not geometry.isGeosValid():
             geometry = polygon_parts(geometry.makeValid())
             if geometry is not None:
                 exported.repaired.append(feature.id())
@@ -176,7 +178,8 @@ def export_polygons(source: QgsProcessingFeatureSource, columns: dict[str, str],
     del writer
     for ids, noun, what in (
             (exported.repaired, "invalid reference polygon", "repaired (Make Valid)"),
-            (exported.without_polygon, "reference feature", "without a polygon left out"),
+            (exported.without_polygon, "reference feature",
+             f"without a {'point' if points else 'polygon'} left out"),
             (exported.unprojectable, "reference feature",
              f"that cannot be reprojected to {crs.authid()} left out")):
         if ids:
@@ -193,6 +196,15 @@ def polygon_parts(geometry: QgsGeometry) -> QgsGeometry | None:
         geometry = QgsGeometry(geometry)
         geometry.convertGeometryCollectionToSubclass(QgsWkbTypes.GeometryType.PolygonGeometry)
     if geometry.type() != QgsWkbTypes.GeometryType.PolygonGeometry or geometry.isEmpty():
+        return None
+    return geometry
+
+
+def point_parts(geometry: QgsGeometry) -> QgsGeometry | None:
+    """The points of a geometry; None without any."""
+    if geometry.isNull() or geometry.isEmpty():
+        return None
+    if geometry.type() != QgsWkbTypes.GeometryType.PointGeometry:
         return None
     return geometry
 

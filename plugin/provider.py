@@ -11,6 +11,7 @@ from .algorithms.classify_fgunet import ClassifyFGUNet
 from .algorithms.classify_mrfusion import ClassifyMRFusion
 from .algorithms.classify_randomforest import ClassifyRandomForest
 from .algorithms.classify_twinns import ClassifyTWINNS
+from .algorithms.compare_maps import CompareMaps
 from .algorithms.evaluate import Evaluate
 from .algorithms.sample_design import SampleDesign
 from .algorithms.train_fgunet import TrainFGUNet
@@ -20,7 +21,7 @@ from .algorithms.train_twinns import TrainTWINNS
 
 ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion, TrainTWINNS,
               ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest, Evaluate, SampleDesign,
-              AreaAccuracy)
+              AreaAccuracy, CompareMaps)
 
 
 class LcfusionProvider(QgsProcessingProvider):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import rasterio
 from helpers import two_rank_profiles
+from map_pairs import write_pair, write_points
 from osgeo import gdal, ogr
 
 import lcfusion
@@ -90,6 +91,7 @@ def test_list_shows_the_provider_and_its_algorithms(qgis_env):
                                                  "lcfusion:classifymrfusion",
                                                  "lcfusion:classifyrandomforest",
                                                  "lcfusion:classifytwinns",
+                                                 "lcfusion:comparemaps",
                                                  "lcfusion:evaluate",
                                                  "lcfusion:sampledesign",
                                                  "lcfusion:trainfgunet",
@@ -163,6 +165,27 @@ def test_sample_design_headless(qgis_env, scene, tmp_path):
             code = next(truth.sample([(point.GetX(), point.GetY())]))[0]
             assert feature.GetField("map_class") == code
             assert feature.GetField("reference") is None
+
+
+def test_compare_maps_headless_on_sample_points(qgis_env, tmp_path):
+    """Two tiny maps (tests/map_pairs.py) on five sample points: one right in both, two only
+    in A, one only in B, one in neither; the disagreement raster written and styled."""
+    map_a, map_b = write_pair(tmp_path)
+    raster = tmp_path / "disagreement.tif"
+    results = run_json(qgis_env, "lcfusion:comparemaps", [
+        f"--MAP_A={map_a}", f"--MAP_B={map_b}",
+        f"--REFERENCE={write_points(tmp_path / 'points.gpkg')}", "--CLASS_FIELD=code",
+        f"--OUTPUT_DISAGREEMENT={raster}"])["results"]
+    assert (results["ONLY_A"], results["ONLY_B"], results["N_PIXELS"]) == (2, 1, 5)
+    assert results["METHOD"] == "exact binomial" and results["P_VALUE"] == pytest.approx(1.0)
+    assert results["OUTPUT_HTML"].endswith(".html")
+    with rasterio.open(raster) as dataset:
+        values = dataset.read(1)
+    # the points' pixels: both right, only A (twice), only B, both wrong; then a pixel off
+    # the points where the maps differ, and one where they agree
+    assert [int(values[row, col]) for row, col in ((0, 0), (5, 3), (8, 2), (7, 0), (7, 5),
+                                                    (4, 5), (0, 5))] == [0, 1, 1, 2, 3, 4, 255]
+    assert 'label="only map B right"' in raster.with_suffix(".qml").read_text(encoding="utf-8")
 
 
 def test_errors_reach_the_command_line(qgis_env, scene, tmp_path):

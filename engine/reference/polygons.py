@@ -40,6 +40,8 @@ class ReferenceSpec:
     #: (the plugin exports fields under safe names: a field called "fid" would otherwise
     #: become the GeoPackage's feature id).
     columns: dict[str, str] = field(default_factory=dict)
+    #: Sample points instead of polygons: each labels the pixel it falls in (comparemaps).
+    points: bool = False
 
     @classmethod
     def from_json(cls, data: dict) -> ReferenceSpec:
@@ -53,6 +55,7 @@ class ReferenceSpec:
             part_field=data.get("part_field") or None,
             part=data.get("part") or None,
             columns={str(k): str(v) for k, v in (data.get("columns") or {}).items()},
+            points=bool(data.get("points")),
         )
 
 
@@ -204,7 +207,7 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
                 other_parts[part or "(empty)"] += 1
                 in_part = False
         value = _class_value(feature, class_index, field_type, "CLASS_FIELD")
-        geometry, reason = _polygon(feature, value, transform)
+        geometry, reason = _polygon(feature, value, transform, spec.points)
         if reason:
             if in_part:
                 skipped[reason] += 1
@@ -213,7 +216,7 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
             burned.add(geometry, value, 0)
             continue
         values.append(value)
-        areas.append(geometry.GetArea())
+        areas.append(0.0 if spec.points else geometry.GetArea())
         positions.append(n_features - 1)
         geometries.append(geometry)
         burned.add(geometry, value, len(values))
@@ -245,7 +248,13 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
 
     objects_path = workdir / "reference_objects.tif"
     overlaps = burned.burn(grid, target_srs, workdir, objects_path)
-    if overlaps.ambiguous:
+    if overlaps.ambiguous and spec.points:
+        reporter.warning(
+            f"[REFERENCE] {counted(overlaps.ambiguous, 'pixel', thousands=True)} "
+            f"{'holds' if overlaps.ambiguous == 1 else 'hold'} sample points of different "
+            f"classes ({counted(overlaps.polygons, 'point')} concerned): these ambiguous pixels "
+            "are left out; correct the points' classes to use them")
+    elif overlaps.ambiguous:
         reporter.warning(
             f"[REFERENCE] {counted(overlaps.ambiguous, 'pixel', thousands=True)} "
             f"{'is' if overlaps.ambiguous == 1 else 'are'} covered by polygons of different "
@@ -255,8 +264,9 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
     pixels, object_pixels = _scan_objects(objects_path, grid, len(values), reporter)
     if len(pixels) == 0 and not overlaps.covered:
         west, south, east, north = _extent(geometries)
+        shapes = "points" if spec.points else "polygons"
         raise LcfusionError(
-            f"none of the {len(values)} polygons overlaps the rasters: the polygons cover "
+            f"none of the {len(values)} {shapes} overlaps the rasters: the {shapes} cover "
             f"x {west:.1f}..{east:.1f}, y {south:.1f}..{north:.1f} but the "
             f"rasters are {grid.describe()}; check that both cover the same area and that the "
             "layer's CRS is right", "REFERENCE")
@@ -264,14 +274,19 @@ def load_reference(spec: ReferenceSpec, grid: Grid, workdir: Path,
         raise LcfusionError(
             f"every pixel of the {len(values)} polygons is also covered by a polygon of another "
             "class; correct the overlapping polygons", "REFERENCE")
-    _log_objects_without_pixels(object_pixels, geometries, grid, reporter)
+    if spec.points:
+        _log_points_without_pixels(object_pixels, geometries, reporter)
+    else:
+        _log_objects_without_pixels(object_pixels, geometries, grid, reporter)
     object_feature = np.array([-1, *positions], dtype=np.int64)
     return Reference(classes, object_class, object_area, object_pixels, objects_path, pixels,
                      n_features, object_feature)
 
 
-def _polygon(feature: ogr.Feature, value, transform) -> tuple[ogr.Geometry | None, str]:
-    """The feature's polygon in the grid's CRS, or why it cannot be burned."""
+def _polygon(feature: ogr.Feature, value, transform,
+             points: bool = False) -> tuple[ogr.Geometry | None, str]:
+    """The feature's polygon (with `points`, its point) in the grid's CRS, or why it cannot be
+    burned."""
     geometry = feature.GetGeometryRef()
     if value is None:
         return None, "no class value"
@@ -284,7 +299,10 @@ def _polygon(feature: ogr.Feature, value, transform) -> tuple[ogr.Geometry | Non
         except RuntimeError:
             return None, "cannot be reprojected to the rasters' CRS"
     flat = ogr.GT_Flatten(geometry.GetGeometryType())
-    if flat not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
+    if points and flat not in (ogr.wkbPoint, ogr.wkbMultiPoint):
+        return None, "not a point"
+    if not points and flat not in (ogr.wkbPolygon, ogr.wkbMultiPolygon,
+                                   ogr.wkbGeometryCollection):
         return None, "not a polygon"
     return geometry, ""
 
@@ -417,6 +435,19 @@ def _log_objects_without_pixels(object_pixels: np.ndarray, geometries: list[ogr.
                       f"polygons (each of {'its' if inside == 1 else 'their'} pixels is "
                       "labelled by another polygon or ambiguous) and "
                       f"{'is' if inside == 1 else 'are'} left out")
+
+
+def _log_points_without_pixels(object_pixels: np.ndarray, geometries: list[ogr.Geometry],
+                               reporter: Reporter) -> None:
+    """Say how many sample points are left out: off the rasters, or in a pixel that an earlier
+    point labels (or points of different classes make ambiguous)."""
+    empty = np.flatnonzero(object_pixels[1:] == 0)
+    if empty.size:
+        total = counted(len(geometries), "sample point")
+        reporter.info(f"{empty.size} of {total} {'labels' if empty.size == 1 else 'label'} no "
+                      "pixel of their own (off the rasters, in the pixel of an earlier point, "
+                      "or in an ambiguous pixel) and "
+                      f"{'is' if empty.size == 1 else 'are'} left out")
 
 
 def _log_part(spec: ReferenceSpec, n_features: int, other_parts: Counter,

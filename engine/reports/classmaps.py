@@ -18,19 +18,20 @@ from ..jobs import Job
 gdal.UseExceptions()
 
 
-def class_map_info(job: Job) -> RasterInfo:
-    """The class map's header: one band of integer codes on a north-up grid."""
-    path = job.resolve(job.section("inputs").get("class_map"))
+def class_map_info(job: Job, key: str = "class_map", parameter: str = "INPUT") -> RasterInfo:
+    """The header of the class map ``inputs[key]`` (the parameter `parameter`): one band of
+    integer codes on a north-up grid."""
+    path = job.resolve(job.section("inputs").get(key))
     if path is None:
-        raise LcfusionError("no class map given", "INPUT")
-    info = read_info(path, "INPUT")
+        raise LcfusionError("no class map given", parameter)
+    info = read_info(path, parameter)
     if info.count != 1:
         raise LcfusionError(f"the class map {path.name} has {info.count} bands; choose a "
-                            "single-band raster of class codes", "INPUT")
+                            "single-band raster of class codes", parameter)
     if np.dtype(info.dtype).kind not in "iu":
         raise LcfusionError(f"the class map {path.name} holds {info.dtype} values; a class map "
                             "holds integer class codes (as written by the classify "
-                            "algorithms)", "INPUT")
+                            "algorithms)", parameter)
     return info
 
 

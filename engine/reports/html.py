@@ -399,13 +399,17 @@ def class_label(row: dict) -> str:
     return str(row.get("name", row.get("code", "")))
 
 
-def headline_metrics(metrics: dict, pixels: str) -> Html:
-    boxes = [("Overall accuracy", metrics.get("overall_accuracy")),
-             ("Cohen's Kappa", metrics.get("kappa")), ("Mean F1", metrics.get("mean_f1")),
-             (pixels, metrics.get("n_pixels"))]
+def metric_boxes(boxes: Iterable[tuple[str, Any]]) -> Html:
+    """A row of headline numbers, each (label, value)."""
     return Html('<div class="headline">' + "".join(
         f'<div class="metric"><div class="value">{esc(number(value))}</div>'
         f'<div class="label">{esc(name)}</div></div>' for name, value in boxes) + "</div>")
+
+
+def headline_metrics(metrics: dict, pixels: str) -> Html:
+    return metric_boxes([("Overall accuracy", metrics.get("overall_accuracy")),
+                         ("Cohen's Kappa", metrics.get("kappa")),
+                         ("Mean F1", metrics.get("mean_f1")), (pixels, metrics.get("n_pixels"))])
 
 
 def per_class_table(metrics: dict) -> Html:

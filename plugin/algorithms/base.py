@@ -250,14 +250,19 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             source.inputs.setdefault(choice, []).append(binding)
         return binding
 
-    def add_reference(self, part_filter: bool = False) -> ReferenceBinding:
+    def add_reference(self, part_filter: bool = False, points: bool = False) -> ReferenceBinding:
         """The reference polygons and their fields; with `part_filter`, the choice of the
-        split part (field ``part``) whose polygons are kept."""
+        split part (field ``part``) whose polygons are kept; with `points`, sample points are
+        taken too."""
         extra = [part_parameter()] if part_filter else []
+        kinds = [QgsProcessing.SourceType.TypeVectorPolygon]
+        if points:
+            kinds.append(QgsProcessing.SourceType.TypeVectorPoint)
         return self.bind(
-            ReferenceBinding(part="PART" if part_filter else None),
+            ReferenceBinding(part="PART" if part_filter else None, points=points),
             QgsProcessingParameterFeatureSource(
-                "REFERENCE", "Reference polygons", [QgsProcessing.SourceType.TypeVectorPolygon]),
+                "REFERENCE", "Reference polygons or sample points" if points
+                else "Reference polygons", kinds),
             QgsProcessingParameterField(
                 "CLASS_FIELD", "Class field (integer codes or text names)",
                 parentLayerParameterName="REFERENCE",
@@ -437,9 +442,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                           "OUTPUT_CONFIDENCE", "Confidence map (maximum class probability)",
                           optional=True, createByDefault=False))
 
-    def add_class_map_input(self) -> ClassMapInputBinding:
-        return self.bind(ClassMapInputBinding(), QgsProcessingParameterRasterLayer(
-            "INPUT", "Class map (class codes, nodata where unclassified)"))
+    def add_class_map_input(self, name: str = "INPUT", key: str = "class_map",
+                            description: str = "Class map", sets_crs: bool = True
+                            ) -> ClassMapInputBinding:
+        """A single-band raster of class codes, under ``inputs[key]``; with `sets_crs` the
+        reference is sent in its CRS."""
+        return self.bind(ClassMapInputBinding(name, key, sets_crs),
+                         QgsProcessingParameterRasterLayer(
+                             name, f"{description} (class codes, nodata where unclassified)"))
 
     def add_file_output(self, name: str, description: str, key: str, suffix: str,
                         file_filter: str) -> FileOutputBinding:

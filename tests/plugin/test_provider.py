@@ -31,6 +31,7 @@ ALGORITHMS = {
     "lcfusion:evaluate": ("Evaluation", "evaluation"),
     "lcfusion:sampledesign": ("Evaluation", "evaluation"),
     "lcfusion:areaaccuracy": ("Evaluation", "evaluation"),
+    "lcfusion:comparemaps": ("Evaluation", "evaluation"),
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
@@ -61,6 +62,7 @@ ADVANCED = {
     "lcfusion:evaluate": set(),
     "lcfusion:sampledesign": set(),
     "lcfusion:areaaccuracy": set(),
+    "lcfusion:comparemaps": set(),
 }
 
 
@@ -92,6 +94,9 @@ HELP_TERMS = {
                               "<code>reference</code>", "eq. 13"),
     "lcfusion:areaaccuracy": ("Class map", "Sample points", "Reference class field",
                               "rows = map, columns = reference", "95 %", "hectares"),
+    "lcfusion:comparemaps": ("McNemar", "Map A", "Map B", "same grid", "gdalwarp",
+                             "sample points", "Class field", "chi-square", "p-value",
+                             "Disagreement raster", "make accuracy"),
 }
 
 
@@ -207,7 +212,8 @@ def test_raster_outputs_are_geotiff_only(registry, lcfusion_provider):
                 assert "*.tif" in parameter.createFileFilter()
                 assert ".vrt" not in parameter.createFileFilter().lower()
     classifiers = sum(1 for a in ALGORITHMS if a.startswith("lcfusion:classify"))
-    assert seen == 2 * classifiers  # each classifier's class map and confidence map
+    # each classifier's class map and confidence map, and comparemaps' disagreement raster
+    assert seen == 2 * classifiers + 1
 
 
 @pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])

@@ -3,7 +3,8 @@
 Over the k splits: the Wilcoxon signed-rank test and the paired t-test of the per-split overall
 accuracies. On the test pixels pooled over the splits: McNemar's test of the pixels one model
 classifies correctly and the other not (exact binomial when these discordant pixels are few,
-chi-square with continuity correction otherwise).
+chi-square with continuity correction otherwise; the engine's test, see
+`lcfusion.engine.reports.mcnemar`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from lcfusion.engine.reports.mcnemar import mcnemar as mcnemar_test
+
 ALPHA = 0.05
-#: Below this many discordant pixels McNemar's test is the exact binomial one.
-EXACT_BELOW = 25
 
 
 @dataclass(frozen=True)
@@ -33,18 +34,10 @@ class McNemar:
 
 
 def mcnemar(deep_correct: np.ndarray, forest_correct: np.ndarray) -> McNemar:
-    """McNemar's test on paired per-pixel correctness."""
-    deep_only = int(np.count_nonzero(deep_correct & ~forest_correct))
-    forest_only = int(np.count_nonzero(forest_correct & ~deep_correct))
-    discordant = deep_only + forest_only
-    if discordant == 0:
-        return McNemar(0, 0, 1.0, "no discordant pixel")
-    if discordant < EXACT_BELOW:
-        p_value = stats.binomtest(deep_only, discordant, 0.5).pvalue
-        return McNemar(deep_only, forest_only, float(p_value), "exact binomial")
-    statistic = (abs(deep_only - forest_only) - 1) ** 2 / discordant
-    return McNemar(deep_only, forest_only, float(stats.chi2.sf(statistic, 1)),
-                   "chi-square, continuity-corrected")
+    """McNemar's test on paired per-pixel correctness: the engine's (`lcfusion:comparemaps`
+    runs the same), under the names of this harness's report."""
+    test = mcnemar_test(deep_correct, forest_correct)
+    return McNemar(test.only_a, test.only_b, test.p_value, test.method)
 
 
 def _p_or_none(value: float) -> float | None:

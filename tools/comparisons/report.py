@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from lcfusion.engine.families.repeats import format_mean_std
+from lcfusion.engine.reports.mcnemar import EXACT_BELOW
 
 from .config import AccuracyConfig
-from .paired import ALPHA, EXACT_BELOW
+from .paired import ALPHA
 
 COLUMNS = ("deep model", "its RF", "OA deep", "OA RF", "Kappa deep", "Kappa RF",
            "mean F1 deep", "mean F1 RF", "s / split deep", "s / split RF", "ΔOA (deep − RF)",

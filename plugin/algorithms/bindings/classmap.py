@@ -1,5 +1,5 @@
-"""The class map given to an evaluation: `ClassMapInputBinding`, a single-band raster of
-class codes whose CRS the polygons are sent in."""
+"""The class map given to an evaluation or a comparison: `ClassMapInputBinding`, a single-band
+raster of class codes whose CRS the polygons are sent in."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from .binding import Binding
 
 @dataclass
 class ClassMapInputBinding(Binding):
-    """A single-band raster of class codes; its CRS is the one the polygons are sent in."""
+    """A single-band raster of class codes; with `sets_crs`, its CRS is the one the polygons
+    are sent in."""
 
     name: str = "INPUT"
     key: str = "class_map"
+    sets_crs: bool = True
 
     def check(self, alg, parameters, context):
         layer = alg.parameterAsRasterLayer(parameters, self.name, context)
@@ -25,8 +27,10 @@ class ClassMapInputBinding(Binding):
 
     def to_job(self, alg, parameters, context, feedback, job):
         layer = alg.parameterAsRasterLayer(parameters, self.name, context)
-        job.crs = layer.crs()
+        if self.sets_crs:
+            job.crs = layer.crs()
         job.sections["inputs"][self.key] = raster_path(layer, job.folder, self.key, context,
                                                        feedback)
-        feedback.pushInfo(f"Class map: {layer.name()} ({layer.width()} x {layer.height()} "
+        description = alg.parameterDefinition(self.name).description().partition(" (")[0]
+        feedback.pushInfo(f"{description}: {layer.name()} ({layer.width()} x {layer.height()} "
                           f"pixels, {layer.crs().authid() or 'custom CRS'}).")

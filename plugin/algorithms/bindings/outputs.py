@@ -77,11 +77,13 @@ class FileOutputBinding(Binding):
 
 @dataclass
 class RasterOutputBinding(Binding):
-    """A class map or confidence map written by the engine and styled here."""
+    """A class map or confidence map written by the engine and styled here; a class map takes
+    the class table of the engine's output `classes_key`."""
 
     name: str
     key: str
     kind: str = "class_map"
+    classes_key: str = "CLASSES"
 
     def check(self, alg, parameters, context):
         return unwritable(alg.parameterAsOutputLayer(parameters, self.name, context), self.name)
@@ -97,7 +99,7 @@ class RasterOutputBinding(Binding):
             return
         try:
             if self.kind == "class_map":
-                classes = ClassTable.from_json(engine_outputs["CLASSES"])
+                classes = ClassTable.from_json(engine_outputs[self.classes_key])
                 write_class_map_style(path, classes)
                 processor = ClassMapPostProcessor.create(classes)
             else:

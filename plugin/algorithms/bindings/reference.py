@@ -40,13 +40,16 @@ PART_CHOICES = ("all", "train", "validation", "test")
 @dataclass
 class ReferenceBinding(Binding):
     """The reference polygons, exported for the engine; with `part`, the enum parameter that
-    keeps only the polygons of one part of a split layer. `exported` is what the run sent."""
+    keeps only the polygons of one part of a split layer; with `points`, a layer of sample
+    points is taken too (each labels the pixel it falls in). `exported` is what the run
+    sent."""
 
     layer: str = "REFERENCE"
     class_field: str = "CLASS_FIELD"
     name_field: str = "NAME_FIELD"
     color_field: str = "COLOR_FIELD"
     part: str | None = None
+    points: bool = False
     exported: ExportedPolygons | None = field(default=None, repr=False)
 
     def chosen_part(self, alg, parameters, context) -> str | None:
@@ -62,10 +65,13 @@ class ReferenceBinding(Binding):
             return None  # Processing reports an invalid source itself
         kind = QgsWkbTypes.geometryType(source.wkbType())
         geometry = QgsWkbTypes.GeometryType
-        if kind not in (geometry.PolygonGeometry, geometry.UnknownGeometry):
+        accepted = (geometry.PolygonGeometry, geometry.UnknownGeometry,
+                    *((geometry.PointGeometry,) if self.points else ()))
+        if kind not in accepted:
             held = {geometry.PointGeometry: "points", geometry.LineGeometry: "lines"}
+            wanted = "polygons or points" if self.points else "polygons"
             return self.layer, (f"'{source.sourceName()}' holds {held.get(kind, 'no geometry')}"
-                                "; choose a layer of polygons.")
+                                f"; choose a layer of {wanted}.")
         if source.featureCount() == 0:
             return self.layer, (f"'{source.sourceName()}' has no features; choose a layer with "
                                 "the reference polygons.")
@@ -96,20 +102,23 @@ class ReferenceBinding(Binding):
                                     color_field=color_field, part_field=part_field)
         target = job.folder / "reference.gpkg"
         crs = job.crs or source.sourceCrs()
+        points = self.points and (QgsWkbTypes.geometryType(source.wkbType())
+                                  == QgsWkbTypes.GeometryType.PointGeometry)
         exported = self.exported = export_polygons(source, columns, target, crs, context,
-                                                   feedback)
+                                                   feedback, points=points)
         if exported.count == 0 and not feedback.isCanceled():
             raise QgsProcessingException(alg.where(self.layer) + no_polygons_reason(
-                source, crs, bool(exported.unprojectable)))
-        feedback.pushInfo(f"Reference polygons: {counted(exported.count, 'feature')} exported "
-                          f"in {crs.authid()}.")
+                source, crs, bool(exported.unprojectable), points))
+        feedback.pushInfo(f"Reference {'points' if points else 'polygons'}: "
+                          f"{counted(exported.count, 'feature')} exported in {crs.authid()}.")
         colors = renderer_colors(alg.parameterAsVectorLayer(parameters, self.layer, context),
                                  class_field)
         job.sections["reference"] = {"path": str(target), "layer": "reference",
                                      "class_field": class_field, "name_field": name_field,
                                      "color_field": color_field, "colors": colors,
                                      "part_field": part_field, "part": part,
-                                     "columns": columns, "source": source.sourceName()}
+                                     "columns": columns, "source": source.sourceName(),
+                                     "points": points}
 
 
 def reference_columns(**fields: str | None) -> dict[str, str]:
@@ -239,14 +248,16 @@ def part_parameter() -> QgsProcessingParameterEnum:
 
 
 def no_polygons_reason(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
-                       unprojectable: bool) -> str:
-    """Why no feature of the reference layer `source` could be used."""
+                       unprojectable: bool, points: bool = False) -> str:
+    """Why no feature of the reference layer `source` (of points, with `points`) could be
+    used."""
     if unprojectable:
         return (f"none of the features of '{source.sourceName()}' can be reprojected from its "
                 f"CRS {source.sourceCrs().authid()} to the rasters' CRS {crs.authid()}; check "
                 "that the layer's CRS is the one its coordinates are in.")
-    return (f"none of the features of '{source.sourceName()}' has a polygon (their geometries "
-            "are empty or not polygons); choose a layer of polygons.")
+    shape = "point" if points else "polygon"
+    return (f"none of the features of '{source.sourceName()}' has a {shape} (their geometries "
+            f"are empty or not {shape}s); choose a layer of {shape}s.")
 
 
 ENSEMBLE_HELP = """
