@@ -2,15 +2,16 @@
 the temporary files before they replace the outputs.
 
 Class maps are reduced by their most frequent class (mode), never by averaging class codes;
-confidence maps by averaging. GDAL does the work, reporting its progress; a cancel (SIGTERM
-raises `CancelledError` in whatever Python code runs, here GDAL's progress callback) stops
-GDAL and is raised once GDAL has returned.
+confidence maps by averaging. GDAL does the work, reporting its progress; a cancel (SIGTERM)
+stops GDAL and takes effect once GDAL has returned.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import NamedTuple
 
 from osgeo import gdal
 
-from ..errors import CancelledError
 from ..progress import Reporter
 from .outputs import RasterOutput, partial_path
 
@@ -30,8 +30,6 @@ CONFIDENCE_RESAMPLING = "AVERAGE"
 #: Overviews are added until the smallest is at most this many pixels across (gdaladdo's and
 #: the COG driver's default: one 256-pixel tile).
 SMALLEST_OVERVIEW = 256
-#: GDAL's message when a progress callback asked it to stop.
-GDAL_STOPPED = "User terminated"
 COG_OPTIONS = ("COMPRESS=DEFLATE", "PREDICTOR=YES", "BLOCKSIZE=256", "BIGTIFF=IF_SAFER",
                "OVERVIEWS=AUTO")
 
@@ -54,11 +52,12 @@ def overview_factors(width: int, height: int, smallest: int = SMALLEST_OVERVIEW)
 
 
 class GdalProgress:
-    """GDAL's progress callback: GDAL's fraction goes to `reporter`; an error raised while
-    reporting (a cancel) stops GDAL and is kept to be raised once GDAL has returned."""
+    """GDAL's progress callback: GDAL's fraction goes to `reporter`; it stops GDAL once a
+    SIGTERM is `deferred`, or when reporting raised (the error is kept, to be raised once GDAL
+    has returned)."""
 
-    def __init__(self, reporter: Reporter, stage: str):
-        self.reporter, self.stage = reporter, stage
+    def __init__(self, reporter: Reporter, stage: str, deferred: list[int]):
+        self.reporter, self.stage, self.deferred = reporter, stage, deferred
         self.raised: BaseException | None = None
 
     def __call__(self, complete: float, message: str, data: object) -> int:
@@ -67,22 +66,43 @@ class GdalProgress:
         except BaseException as exc:  # noqa: BLE001 - raised again after GDAL returns
             self.raised = exc
             return 0
-        return 1
+        return 0 if self.deferred else 1
+
+
+@contextlib.contextmanager
+def deferred_sigterm() -> Iterator[list[int]]:
+    """In the main thread, a SIGTERM during the block is noted in the yielded list instead of
+    handled, and delivered again once the block is over: its handler (the engine's raises
+    `CancelledError`) would otherwise raise inside GDAL's progress callback, where GDAL prints
+    the traceback and goes on to its own error."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: noted.append(signum))
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if noted:
+            signal.raise_signal(signal.SIGTERM)
 
 
 @contextlib.contextmanager
 def gdal_progress(reporter: Reporter, stage: str) -> Iterator[GdalProgress]:
-    """A progress callback for one GDAL call inside the block; GDAL stopped by it raises what
-    stopped it (a cancel that arrived while the callback was starting: `CancelledError`)."""
-    progress = GdalProgress(reporter, stage)
-    try:
-        yield progress
-    except RuntimeError as exc:
-        if progress.raised is not None:
-            raise progress.raised from None
-        if GDAL_STOPPED in str(exc):
-            raise CancelledError() from None
-        raise
+    """A progress callback for one GDAL call inside the block. GDAL stopped by a SIGTERM ends
+    the block as the SIGTERM's handler says (the engine's: `CancelledError`); stopped by an
+    error of the reporter, with that error."""
+    with deferred_sigterm() as deferred:
+        progress = GdalProgress(reporter, stage, deferred)
+        try:
+            yield progress
+        except RuntimeError:
+            if progress.raised is not None:
+                raise progress.raised from None
+            if not deferred:
+                raise
+            return  # GDAL stopped for the SIGTERM, delivered again as the block ends
     if progress.raised is not None:
         raise progress.raised
 

@@ -1,8 +1,11 @@
 """Class maps get mode overviews (never an average of class codes), confidence maps average
 ones, optionally as Cloud Optimized GeoTIFFs; the maps keep their grid, palette, classes and
-nodata; a cancel while GDAL builds them leaves the existing outputs as they were."""
+nodata; a cancel (SIGTERM) or a full disk while GDAL builds them leaves the existing outputs as
+they were."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from fault_helpers import fill_disk, small_tmpfs
 from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
 from rasterio.crs import CRS
 
+from lcfusion.engine.cli import _cancel
 from lcfusion.engine.errors import CancelledError, LcfusionError
 from lcfusion.engine.families.jobsteps import MapOutputs, map_outputs
 from lcfusion.engine.inference.classifying import write_class_map
@@ -47,24 +51,34 @@ class CheckerboardPredictor(TilePredictor):
         return probs, valid
 
 
-class StopAt(Reporter):
-    """Cancels (as SIGTERM does) when the run reaches `stage`; with `disk`, fills that disk
-    instead, once."""
+class AtStage(Reporter):
+    """Sends this process a SIGTERM (as the plugin's cancel does) when the run reaches
+    `stage`; with `disk`, fills that disk instead. Once."""
 
     def __init__(self, stage: str, disk=None):
-        self.stage, self.disk = stage, disk
+        self.stage, self.disk, self.done = stage, disk, False
 
     def progress(self, fraction, stage=""):
-        if stage == self.stage and self.disk is None:
-            raise CancelledError()
-        if stage == self.stage and not (self.disk / "filler.bin").exists():
-            fill_disk(self.disk, 0)
+        if stage == self.stage and not self.done:
+            self.done = True
+            if self.disk is None:
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                fill_disk(self.disk, 0)
 
     def log(self, message, level="info"):
         return None
 
     def result(self, outputs):
         return None
+
+
+@pytest.fixture
+def engine_sigterm():
+    """SIGTERM handled as the engine handles it: `CancelledError`."""
+    previous = signal.signal(signal.SIGTERM, _cancel)
+    yield
+    signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +148,16 @@ def test_the_cog_option_writes_valid_cogs(maps):
 
 
 @pytest.mark.parametrize("stage", ["overviews", "cloud optimized GeoTIFF"])
-def test_a_cancel_while_gdal_works_keeps_the_existing_maps(tmp_path, classes, stage):
+def test_a_cancel_while_gdal_works_keeps_the_existing_maps(tmp_path, classes, capfd,
+                                                           engine_sigterm, stage):
     class_map, confidence = tmp_path / "map.tif", tmp_path / "confidence.tif"
     class_map.write_bytes(b"old map")
     with pytest.raises(CancelledError):
         write_class_map(CheckerboardPredictor(), None, GRID, classes, class_map, confidence,
-                        StopAt(stage), cog=True)
+                        AtStage(stage), cog=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]
     assert class_map.read_bytes() == b"old map"
+    assert "Traceback" not in capfd.readouterr().err
 
 
 # GDAL's Python bindings raise in the destructor of the dataset the failed COG copy returns,
@@ -155,7 +171,7 @@ def test_a_disk_filled_while_gdal_works_is_reported_and_keeps_the_existing_map(
         class_map.write_bytes(b"old map")
         with pytest.raises(DiskFullError) as info:
             write_class_map(CheckerboardPredictor(), None, GRID, classes, class_map, None,
-                            StopAt(stage, disk), cog=True)
+                            AtStage(stage, disk), cog=True)
         assert info.value.parameter == "OUTPUT"
         assert sorted(p.name for p in disk.iterdir()) == ["filler.bin", "map.tif"]
         assert class_map.read_bytes() == b"old map"
