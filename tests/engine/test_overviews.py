@@ -145,6 +145,8 @@ def test_the_cog_option_writes_valid_cogs(maps):
     for path in (class_map, confidence):
         _, errors, _ = validate(str(path), full_check=True)
         assert (errors == []) == cog, errors
+        with rasterio.open(path) as ds:
+            assert (ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG") == cog
 
 
 @pytest.mark.parametrize("stage", ["overviews", "cloud optimized GeoTIFF"])
