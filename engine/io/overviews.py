@@ -2,8 +2,8 @@
 the temporary files before they replace the outputs.
 
 Class maps are reduced by their most frequent class (mode), never by averaging class codes;
-confidence maps by averaging. GDAL does the work, reporting its progress; a cancel (SIGTERM)
-stops GDAL and takes effect once GDAL has returned.
+confidence maps by averaging. GDAL does the work, reporting its progress; a cancel (SIGTERM,
+or Ctrl+C) stops GDAL and takes effect once GDAL has returned.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def overview_factors(width: int, height: int, smallest: int = SMALLEST_OVERVIEW)
 
 
 class GdalProgress:
-    """GDAL's progress callback: GDAL's fraction goes to `reporter`; it stops GDAL once a
-    SIGTERM is `deferred`, or when reporting raised (the error is kept, to be raised once GDAL
+    """GDAL's progress callback: GDAL's fraction goes to `reporter`; it stops GDAL once a stop
+    signal is `deferred`, or when reporting raised (the error is kept, to be raised once GDAL
     has returned)."""
 
     def __init__(self, reporter: Reporter, stage: str, deferred: list[int]):
@@ -69,31 +69,38 @@ class GdalProgress:
         return 0 if self.deferred else 1
 
 
+#: The signals that stop a run: the plugin's cancel and the parent's exit (SIGTERM), Ctrl+C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 @contextlib.contextmanager
-def deferred_sigterm() -> Iterator[list[int]]:
-    """In the main thread, a SIGTERM during the block is noted in the yielded list instead of
-    handled, and delivered again once the block is over: its handler (the engine's raises
-    `CancelledError`) would otherwise raise inside GDAL's progress callback, where GDAL prints
-    the traceback and goes on to its own error."""
+def deferred_stop_signals() -> Iterator[list[int]]:
+    """In the main thread, a SIGTERM or SIGINT during the block is noted in the yielded list
+    instead of handled, and the first one delivered again once the block is over: its handler
+    (the engine's raises `CancelledError`, Python's `KeyboardInterrupt`) would otherwise raise
+    inside GDAL's progress callback, where GDAL prints the traceback and goes on to its own
+    error."""
     noted: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: noted.append(signum))
+    previous = {number: signal.signal(number, lambda signum, frame: noted.append(signum))
+                for number in STOP_SIGNALS}
     try:
         yield noted
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
         if noted:
-            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(noted[0])
 
 
 @contextlib.contextmanager
 def gdal_progress(reporter: Reporter, stage: str) -> Iterator[GdalProgress]:
-    """A progress callback for one GDAL call inside the block. GDAL stopped by a SIGTERM ends
-    the block as the SIGTERM's handler says (the engine's: `CancelledError`); stopped by an
-    error of the reporter, with that error."""
-    with deferred_sigterm() as deferred:
+    """A progress callback for one GDAL call inside the block. GDAL stopped by a SIGTERM or
+    SIGINT ends the block as that signal's handler says (the engine's SIGTERM:
+    `CancelledError`); stopped by an error of the reporter, with that error."""
+    with deferred_stop_signals() as deferred:
         progress = GdalProgress(reporter, stage, deferred)
         try:
             yield progress
@@ -102,7 +109,7 @@ def gdal_progress(reporter: Reporter, stage: str) -> Iterator[GdalProgress]:
                 raise progress.raised from None
             if not deferred:
                 raise
-            return  # GDAL stopped for the SIGTERM, delivered again as the block ends
+            return  # GDAL stopped for the signal, delivered again as the block ends
     if progress.raised is not None:
         raise progress.raised
 

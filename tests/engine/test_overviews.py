@@ -52,17 +52,17 @@ class CheckerboardPredictor(TilePredictor):
 
 
 class AtStage(Reporter):
-    """Sends this process a SIGTERM (as the plugin's cancel does) when the run reaches
-    `stage`; with `disk`, fills that disk instead. Once."""
+    """Sends this process `stop` (SIGTERM: the plugin's cancel) when the run reaches `stage`;
+    with `disk`, fills that disk instead. Once."""
 
-    def __init__(self, stage: str, disk=None):
-        self.stage, self.disk, self.done = stage, disk, False
+    def __init__(self, stage: str, disk=None, stop=signal.SIGTERM):
+        self.stage, self.disk, self.stop, self.done = stage, disk, stop, False
 
     def progress(self, fraction, stage=""):
         if stage == self.stage and not self.done:
             self.done = True
             if self.disk is None:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), self.stop)
             else:
                 fill_disk(self.disk, 0)
 
@@ -149,14 +149,17 @@ def test_the_cog_option_writes_valid_cogs(maps):
             assert (ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG") == cog
 
 
-@pytest.mark.parametrize("stage", ["overviews", "cloud optimized GeoTIFF"])
+@pytest.mark.parametrize("stage, stop, error", [
+    ("overviews", signal.SIGTERM, CancelledError),
+    ("cloud optimized GeoTIFF", signal.SIGTERM, CancelledError),
+    ("overviews", signal.SIGINT, KeyboardInterrupt)])
 def test_a_cancel_while_gdal_works_keeps_the_existing_maps(tmp_path, classes, capfd,
-                                                           engine_sigterm, stage):
+                                                           engine_sigterm, stage, stop, error):
     class_map, confidence = tmp_path / "map.tif", tmp_path / "confidence.tif"
     class_map.write_bytes(b"old map")
-    with pytest.raises(CancelledError):
+    with pytest.raises(error):
         write_class_map(CheckerboardPredictor(), None, GRID, classes, class_map, confidence,
-                        AtStage(stage), cog=True)
+                        AtStage(stage, stop=stop), cog=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]
     assert class_map.read_bytes() == b"old map"
     assert "Traceback" not in capfd.readouterr().err
