@@ -26,9 +26,9 @@ from lcfusion.engine.jobs import Job
 from lcfusion.engine.progress import NullReporter, Reporter
 from lcfusion.engine.reference.classes import ClassTable
 
+#: The checkerboard's classes (confidence 0.9 and 0.7): a 2 x 2 average of the codes would be
+#: 5, of the confidences 0.8 (a nearest pick 0.9 or 0.7).
 CODES = (3, 7)
-#: A checkerboard of class 3 (confidence 0.9) and class 7 (0.7): a 2 x 2 average of the
-#: codes would be 5, of the confidences 0.8 (a nearest pick 0.9 or 0.7).
 #: 520 pixels: overviews of 260 and 130 pixels (the first is still over 256).
 SIDE = 520
 GRID = Grid(CRS.from_epsg(32631).to_wkt(), (600000.0, 10.0, 0.0, 5600000.0, 0.0, -10.0),
