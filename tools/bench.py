@@ -71,8 +71,8 @@ def targets(results: dict) -> dict[str, str]:
     render = results["render"]
     out["render"] = (render["skipped"] if "skipped" in render else verdict(
         render["seconds"]["with"], render["seconds"]["with"] < 1.0,
-        "{:.2f} s" + f" ({render['seconds']['without']:.2f} s without overviews, "
-        f"{render['ratio']:.1f}x)"))
+        "{:.2f} s" + f" at {render['side']:,} px ({render['seconds']['without']:.2f} s "
+        f"without overviews, {render['ratio']:.1f}x)"))
     return out
 
 
