@@ -60,9 +60,12 @@ def test_bench_writes_every_figure(bench):
     reading = results["reading"]
     assert reading["overlap"] >= 1 and reading["ratio"] > 0
     assert results["qgis"].get("skipped") or results["qgis"]["cli_seconds"] > 0
-    assert set(results["targets"]) == {"efficiency", "dense", "memory", "reading", "qgis"}
+    for family in FAMILIES:
+        assert results["inference"][family]["devices"]["cpu"]["overview_seconds"] > 0
+    assert set(results["targets"]) == {"efficiency", "dense", "memory", "reading", "qgis",
+                                       "render"}
     text = (out / "summary.md").read_text(encoding="utf-8")
-    for heading in ("## Targets", "## 1-3.", "## 4.", "## 5.", "## 6.", "## 7.",
+    for heading in ("## Targets", "## 1-3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.",
                     "## Hot operations"):
         assert heading in text
 
@@ -81,3 +84,17 @@ def test_dense_and_batched_outputs_equal_the_patch_loop(bench):
             loop = results["dense"][family][f"loop_batch_{batch}"]
             assert loop["max_abs_difference"] < 1e-3
             assert loop["same_class"] == 1.0
+
+
+def test_qgis_renders_the_map_with_and_without_overviews(bench):
+    """The map with overviews is the one QGIS sees pyramids in; both render without errors to
+    the asked size, with the class palette."""
+    _, results = bench
+    render = results["render"]
+    assert render["factors"] == [2, 4]
+    for label, pyramids in (("without", False), ("with", True)):
+        for run in render["renders"][label]:
+            assert (run["pyramids"], run["renderer"], run["errors"]) == (pyramids, "paletted", [])
+            assert run["image"] == [render["output_size"]] * 2
+    assert render["seconds"]["with"] > 0 and render["overview_seconds"] > 0
+    assert set(render["overview_share"]) == set(FAMILIES)

@@ -1,5 +1,6 @@
 """``make bench``: how fast and how lean lcfusion is, against naive code and against the
-machine's own limit, in one run on sample scenes (no QGIS GUI).
+machine's own limit, in one run on sample scenes (no QGIS GUI; QGIS's own timings run in
+child processes: ``qgis_process`` and ``render_in_qgis.py``).
 
 Writes ``<output>/results.json`` and ``<output>/summary.md``. Comparisons are ratios of
 timings taken side by side in this run; absolute seconds are context only.
@@ -27,6 +28,7 @@ from benchmarks.inference import inference_figures, machine_limits  # noqa: E402
 from benchmarks.profiles import hot_operations  # noqa: E402
 from benchmarks.qgis import qgis_figures  # noqa: E402
 from benchmarks.reading import reading_figures  # noqa: E402
+from benchmarks.rendering import overview_share, render_figures  # noqa: E402
 from benchmarks.scenes import scene  # noqa: E402
 from benchmarks.summary import summary  # noqa: E402
 from benchmarks.training import train_forest, training_figures  # noqa: E402
@@ -66,6 +68,11 @@ def targets(results: dict) -> dict[str, str]:
     out["qgis"] = (qgis["skipped"] if "skipped" in qgis else verdict(
         100 * qgis["overhead"], qgis["overhead"] < 0.05,
         "{:.1f} %" + f" on a {qgis['cli_seconds']:.0f} s run"))
+    render = results["render"]
+    out["render"] = (render["skipped"] if "skipped" in render else verdict(
+        render["seconds"]["with"], render["seconds"]["with"] < 1.0,
+        "{:.2f} s" + f" at {render['side']:,} px ({render['seconds']['without']:.2f} s "
+        f"without overviews, {render['ratio']:.1f}x)"))
     return out
 
 
@@ -102,6 +109,12 @@ def run(config: BenchConfig, work: Path, log) -> dict:
     log("qgis_process vs the engine CLI")
     results["qgis"] = qgis_figures(models["mrfusion"], scene(work / "scenes", config.qgis_side),
                                    work / "qgis", config)
+    log(f"QGIS rendering a {config.render_side}-pixel class map zoomed out, with and without "
+        "overviews")
+    results["render"] = render_figures(config, work / "render")
+    if "skipped" not in results["render"]:
+        results["render"]["overview_share"] = overview_share(results["render"],
+                                                             results["inference"])
     results["targets"] = targets(results)
     results["seconds"] = time.monotonic() - started
     return results

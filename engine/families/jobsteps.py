@@ -72,8 +72,18 @@ def shared_normalization(job: Job) -> dict | None:
     return job.section("normalization") or None
 
 
-def map_outputs(job: Job) -> tuple[Path, Path | None]:
-    """The class map and optional confidence map to write, checked before any work starts."""
+@dataclass(frozen=True)
+class MapOutputs:
+    """The class map and optional confidence map to write; `cog`: as Cloud Optimized
+    GeoTIFFs (``outputs.cog``) rather than plain tiled ones (both with overviews)."""
+
+    class_map: Path
+    confidence: Path | None = None
+    cog: bool = False
+
+
+def map_outputs(job: Job) -> MapOutputs:
+    """The maps to write, checked before any work starts."""
     outputs = job.section("outputs")
     class_map = job.resolve(outputs.get("class_map"))
     confidence = job.resolve(outputs.get("confidence"))
@@ -85,7 +95,10 @@ def map_outputs(job: Job) -> tuple[Path, Path | None]:
         if confidence.resolve() == class_map.resolve():
             raise LcfusionError("the confidence map and the class map must be different files",
                                 "OUTPUT_CONFIDENCE")
-    return class_map, confidence
+    cog = outputs.get("cog", False)
+    if not isinstance(cog, bool):
+        raise LcfusionError(f"must be true or false, got {cog!r}", "COG")
+    return MapOutputs(class_map, confidence, cog)
 
 
 def check_odd_patch(size: int, grid: Grid) -> None:
@@ -114,20 +127,25 @@ def report_ensemble(model: torch.nn.Module, reporter: Reporter) -> None:
 
 
 def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
-                      class_map: Path, confidence: Path | None, model_path: Path, family: str,
+                      maps: MapOutputs, model_path: Path, family: str,
                       reporter: Reporter) -> dict:
-    """Write the class map (+ confidence), log the speed, return the outputs for the plugin."""
+    """Write the class map (+ confidence), log the speed, return the outputs for the plugin
+    (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG copies)."""
     started = time.monotonic()
-    write_class_map(predictor, reader, grid, classes, class_map, confidence, reporter,
-                    tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family})
+    finishing = write_class_map(
+        predictor, reader, grid, classes, maps.class_map, maps.confidence, reporter,
+        tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}, cog=maps.cog)
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
     speed = round(pixels / max(seconds, 1e-9))
-    reporter.info(f"class map written to {class_map} ({counted(pixels, 'pixel', thousands=True)} "
-                  f"in {seconds:.1f} s, {counted(speed, 'pixel', thousands=True)} per second)")
-    result = {"OUTPUT": str(class_map), "CLASSES": classes.to_json(), "SECONDS": seconds}
-    if confidence:
-        result["OUTPUT_CONFIDENCE"] = str(confidence)
+    reporter.info(f"class map written to {maps.class_map} "
+                  f"({counted(pixels, 'pixel', thousands=True)} in {seconds:.1f} s, "
+                  f"{counted(speed, 'pixel', thousands=True)} per second; overviews"
+                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} {finishing:.1f} s)")
+    result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
+              "OVERVIEW_SECONDS": finishing}
+    if maps.confidence:
+        result["OUTPUT_CONFIDENCE"] = str(maps.confidence)
     return result
 
 

@@ -1,6 +1,6 @@
 """Classifying a raster: a reader thread loads the next tile while this one computes, the
 classifying context sizes GDAL's cache for it, and the class map (+ confidence) is written
-block by block, or only the tiles holding given pixels are predicted."""
+block by block and given overviews, or only the tiles holding given pixels are predicted."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import rasterio
 from rasterio.windows import Window
 
 from ..io.outputs import RasterOutput, atomic_output, checked_raster_writes
+from ..io.overviews import CLASS_RESAMPLING, CONFIDENCE_RESAMPLING, MapFile, finish_maps
 from ..io.rasters import Grid, block_cache_share, rows_block_cache, write_profile
 from ..progress import Reporter
 from ..reference.classes import ClassTable
@@ -63,28 +64,48 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T],
         yield ((item, *predictor.infer(tile)) for item, tile in loaded)
 
 
+#: The share of a classification's progress taken by the overviews and Cloud Optimized
+#: GeoTIFF copies of its maps (a few seconds for a 10,980-pixel square).
+FINISH_SHARE = 0.02
+
+
 def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                     class_map: Path, confidence: Path | None, reporter: Reporter,
-                    tags: dict[str, str] | None = None) -> None:
-    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile; both
-    files are checked once closed, before either replaces an existing file."""
+                    tags: dict[str, str] | None = None, cog: bool = False) -> float:
+    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile, then add
+    their overviews (and with `cog` make them Cloud Optimized GeoTIFFs); both files are checked
+    once closed, before either replaces an existing file. Returns the seconds the overviews
+    (and copies) took."""
+    shape = (1, grid.height, grid.width)
+    with contextlib.ExitStack() as stack:
+        map_tmp = stack.enter_context(atomic_output(class_map, "OUTPUT"))
+        maps = [MapFile(RasterOutput(map_tmp, class_map, "OUTPUT", shape), CLASS_RESAMPLING)]
+        if confidence:
+            conf_tmp = stack.enter_context(atomic_output(confidence, "OUTPUT_CONFIDENCE"))
+            maps.append(MapFile(RasterOutput(conf_tmp, confidence, "OUTPUT_CONFIDENCE", shape),
+                                CONFIDENCE_RESAMPLING))
+        outputs = [each.output for each in maps]
+        with checked_raster_writes(*outputs):
+            classify_into(predictor, reader, grid, classes, outputs, tags,
+                          reporter.span(0.0, 1.0 - FINISH_SHARE))
+        with checked_raster_writes(*outputs):
+            return finish_maps(maps, cog, reporter.span(1.0 - FINISH_SHARE, 1.0))
+
+
+def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
+                  outputs: list[RasterOutput], tags: dict[str, str] | None,
+                  reporter: Reporter) -> None:
+    """Write the class map (`outputs[0]`) and the confidence map (`outputs[1]`, if given) to
+    their temporary files, tile by tile; the files are closed on return."""
     codes = np.asarray(classes.codes, dtype=np.int64)
     dtype, nodata = classes.map_dtype(), classes.map_nodata()
     cores = list(predictor.cores(grid.height, grid.width))
     with contextlib.ExitStack() as stack:
-        map_tmp = stack.enter_context(atomic_output(class_map, "OUTPUT"))
-        conf_tmp = (stack.enter_context(atomic_output(confidence, "OUTPUT_CONFIDENCE"))
-                    if confidence else None)
-        shape = (1, grid.height, grid.width)
-        stack.enter_context(checked_raster_writes(
-            RasterOutput(map_tmp, class_map, "OUTPUT", shape),
-            *([RasterOutput(conf_tmp, confidence, "OUTPUT_CONFIDENCE", shape)]
-              if conf_tmp and confidence else [])))
-        out_map = stack.enter_context(rasterio.open(map_tmp, "w",
+        out_map = stack.enter_context(rasterio.open(outputs[0].temporary, "w",
                                                     **write_profile(grid, 1, dtype, nodata)))
         out_conf = (stack.enter_context(rasterio.open(
-            conf_tmp, "w", **write_profile(grid, 1, "float32", float("nan"))))
-            if conf_tmp else None)
+            outputs[1].temporary, "w", **write_profile(grid, 1, "float32", float("nan"))))
+            if len(outputs) > 1 else None)
         describe_outputs(out_map, out_conf, classes, tags)
         stack.enter_context(block_cache_share([out_map] + ([out_conf] if out_conf else [])))
         inferred = stack.enter_context(classifying(predictor, reader, cores))

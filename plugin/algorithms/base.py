@@ -59,7 +59,9 @@ from .bindings.options import (
     SettingBinding,
 )
 from .bindings.outputs import (
+    MAPS_HELP,
     REPORT_HELP,
+    CogBinding,
     FileOutputBinding,
     RasterOutputBinding,
     remove_partial_files,
@@ -140,6 +142,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             extra += ENSEMBLE_HELP
         if self.parameterDefinition("FILL_VALUE") is not None:
             extra += FILL_HELP
+        if self.parameterDefinition("COG") is not None:
+            extra += MAPS_HELP
         return " ".join((self.help_text + extra + self.defaults_help()).split())
 
     def defaults_help(self) -> str:
@@ -432,8 +436,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         )
 
     def add_class_map_output(self, with_confidence: bool = True) -> None:
-        """The fill value of the inputs, the class map and the confidence map."""
+        """The fill value of the inputs, the maps' format (COG or not; optional, for models
+        saved before it), the class map and the confidence map."""
         self.add_fill_value()
+        self.bind(CogBinding(), advanced(QgsProcessingParameterBoolean(
+            "COG", "Write Cloud Optimized GeoTIFFs (COG)", defaultValue=False, optional=True)))
         self.bind(RasterOutputBinding("OUTPUT", "class_map", "class_map"),
                   QgsProcessingParameterRasterDestination("OUTPUT", "Class map"))
         if with_confidence:

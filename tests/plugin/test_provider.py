@@ -9,7 +9,9 @@ import pytest
 from qgis.core import (
     QgsApplication,
     QgsProcessing,
+    QgsProcessingContext,
     QgsProcessingDestinationParameter,
+    QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterDestination,
@@ -17,6 +19,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
+from lcfusion.plugin.algorithms.bindings.binding import JobDraft
+from lcfusion.plugin.algorithms.bindings.outputs import CogBinding, remove_partial_files
 from lcfusion.plugin.settings import plugin_root
 
 ALGORITHMS = {
@@ -45,20 +49,20 @@ ADVANCED = {
                              "MAX_SHIFT", "AUGMENT", "CLASS_WEIGHTING", "DEVICE", "TILE_SIZE",
                              "MARGIN", "REPEATS", "ENSEMBLE", "FILL_VALUE", *LOOP_ADVANCED,
                              *SERIES_ADVANCED},
-    "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE", "FILL_VALUE", "TTA"},
+    "lcfusion:classifyfgunet": {"TILE_SIZE", "MARGIN", "DEVICE", "FILL_VALUE", "TTA", "COG"},
     "lcfusion:trainmrfusion": {"SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "BRANCHES", "DEVICE",
                                "TILE_SIZE", "REPEATS", "ENSEMBLE", "FILL_VALUE",
                                *LOOP_ADVANCED},
-    "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA"},
+    "lcfusion:classifymrfusion": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA", "COG"},
     "lcfusion:traintwinns": {"SOURCES", "BRANCHES", "AUXILIARY", "S1_SCALE",
                              "SAMPLES_PER_EPOCH", "VALIDATION_SAMPLES", "DEVICE", "TILE_SIZE",
                              "REPEATS", "ENSEMBLE", "FILL_VALUE", *LOOP_ADVANCED,
                              *SERIES_ADVANCED},
-    "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA"},
+    "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA", "COG"},
     "lcfusion:trainrandomforest": {"INDICES", "BAND_ROLES", "MAX_FEATURES",
                                    "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE",
                                    "REPEATS", "FILL_VALUE"},
-    "lcfusion:classifyrandomforest": {"TILE_SIZE", "FILL_VALUE"},
+    "lcfusion:classifyrandomforest": {"TILE_SIZE", "FILL_VALUE", "COG"},
     "lcfusion:evaluate": set(),
     "lcfusion:sampledesign": set(),
     "lcfusion:areaaccuracy": set(),
@@ -269,3 +273,21 @@ def test_defaults_are_shown_as_the_dialog_shows_them(registry):
                  "Split method: <code>random per class (seeded)",
                  "Auxiliary classifiers: <code>yes</code>", "Auxiliary weight alpha: <code>0.3<"):
         assert item in defaults
+
+
+def test_every_classification_can_write_cogs(registry, tmp_path):
+    """Off by default and optional (models saved before it still run); it goes to the job's
+    outputs, whose paths alone are cleaned up after a killed run."""
+    for family in ("fgunet", "mrfusion", "twinns", "randomforest"):
+        alg = registry.algorithmById(f"lcfusion:classify{family}").create()
+        cog = alg.parameterDefinition("COG")
+        assert cog.defaultValue() is False
+        assert cog.flags() & QgsProcessingParameterDefinition.FlagOptional
+        assert "Cloud Optimized GeoTIFF" in alg.shortHelpString()
+        binding = next(b for b in alg.bindings if isinstance(b, CogBinding))
+        for parameters, expected in (({}, False), ({"COG": True}, True)):
+            draft = JobDraft(tmp_path)
+            binding.to_job(alg, parameters, QgsProcessingContext(), QgsProcessingFeedback(),
+                           draft)
+            assert draft.sections["outputs"] == {"cog": expected}
+    remove_partial_files([True, None], 1)

@@ -8,6 +8,7 @@ import pytest
 import rasterio
 from helpers import write_raster
 from osgeo import ogr
+from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
 from processing_helpers import landsat_like_pair
 from qgis.core import (
     QgsPalettedRasterRenderer,
@@ -113,9 +114,11 @@ def test_train_then_classify_through_processing(lcfusion_provider, scene, tmp_pa
     context.setProject(QgsProject())
     class_map = tmp_path / "map.tif"
     processing.run(CLASSIFY, {"MODEL": str(model), "S2": [str(p) for p in scene.s2_paths],
-                              "OUTPUT": str(class_map)}, context=context)
+                              "OUTPUT": str(class_map), "COG": True}, context=context)
     with rasterio.open(class_map) as out, rasterio.open(scene.s2_paths[0]) as s2:
         assert out.transform == s2.transform and out.read(1).shape == (96, 96)
+        assert out.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"  # as GDAL's COG driver says
+    assert validate(str(class_map))[1] == []
     layer = QgsRasterLayer(str(class_map), "map")
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
 

@@ -19,8 +19,13 @@ from qgis.core import (
     QgsSingleBandPseudoColorRenderer,
 )
 from qgis.PyQt.QtGui import QColor, QImage
+from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from lcfusion.engine.inference.classifying import write_class_map
+from lcfusion.engine.inference.tiling import TilePredictor
+from lcfusion.engine.io.rasters import Grid
+from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.reference.classes import ClassTable
 from lcfusion.plugin import styling
 from lcfusion.plugin.rendering import render_map_png
@@ -38,6 +43,21 @@ COLORS = {1: "#1f78b4", 2: "#33a02c", 5: "#e31a1c"}
 NODATA = 255
 ORIGIN = (500000.0, 5000000.0)  # UTM 33N, 10 m pixels
 PIXEL = 10.0
+
+
+class StripesPredictor(TilePredictor):
+    """Vertical stripes of the three classes, each 10 pixels wide, the last class first."""
+
+    tile_size = 128
+
+    def load(self, reader, core):
+        return core
+
+    def infer(self, tile):
+        cols = np.arange(int(tile.col_off), int(tile.col_off + tile.width))
+        index = (2 - cols // 10 % 3)[None, None, :].repeat(int(tile.height), axis=1)
+        probs = (np.arange(3)[:, None, None] == index).astype(np.float32)
+        return probs, np.ones(probs.shape[1:], dtype=bool)
 
 
 @pytest.fixture
@@ -147,6 +167,28 @@ def test_class_map_style_is_the_default_style(class_map, classes):
     assert [(int(c.value), c.color.name(), c.label) for c in renderer.classes()] == [
         (code, COLORS[code], NAMES[code]) for code in CODES
     ]
+
+
+def test_an_engine_cog_class_map_is_styled_georeferenced_and_has_pyramids(tmp_path, classes):
+    """The class map as the engine writes it with the COG option (overviews, 8-bit palette)
+    takes the style and stays on its grid; QGIS uses its overviews as pyramids."""
+    grid = Grid(CRS.from_epsg(32633).to_wkt(), (ORIGIN[0], PIXEL, 0.0, ORIGIN[1], 0.0, -PIXEL),
+                300, 280)
+    class_map = tmp_path / "map.tif"
+    write_class_map(StripesPredictor(), None, grid, classes, class_map, None, NullReporter(),
+                    cog=True)
+    write_class_map_style(str(class_map), classes)
+    layer = QgsRasterLayer(str(class_map), "map")
+    assert layer.isValid() and layer.crs().authid() == "EPSG:32633"
+    extent = layer.extent()
+    assert (extent.xMinimum(), extent.yMaximum()) == ORIGIN
+    assert (extent.width(), extent.height()) == (300 * PIXEL, 280 * PIXEL)
+    assert layer.dataProvider().hasPyramids()
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [(int(c.value), c.label) for c in renderer.classes()] == [
+        (code, NAMES[code]) for code in CODES]
+    assert _block_color(layer, 0, 0).name() == COLORS[5]
 
 
 def test_class_map_nodata_is_transparent(class_map, classes):

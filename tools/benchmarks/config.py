@@ -33,6 +33,10 @@ class BenchConfig:
     #: Scene side of the qgis_process comparison (MRFusion classification: 1 min at 384).
     qgis_side: int = 384
     matmul_size: int = 4096
+    #: Side of the class map QGIS renders zoomed out (a Sentinel-2 tile at 10 m) and of the
+    #: rendered image.
+    render_side: int = 10980
+    render_size: int = 1000
 
 
 TRAINING = {
@@ -62,5 +66,5 @@ PRESETS = {
     "tiny": BenchConfig(
         "tiny", {"fgunet": 32, "mrfusion": 32, "twinns": 32, "randomforest": 32}, scale=2,
         train_side=96, training=TINY_TRAINING, loop_pixels=16, dense_tile=32, io_side=96,
-        repeats=1, qgis_side=32, matmul_size=512),
+        repeats=1, qgis_side=32, matmul_size=512, render_side=600, render_size=100),
 }

@@ -135,6 +135,7 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
         limit = (before + matmul_gflops(device, config.matmul_size)) / 2
         seconds = float(run.outputs["SECONDS"])
         entry = {"pixels": pixels, "seconds": seconds, "mpx_per_s": pixels / seconds / 1e6,
+                 "overview_seconds": float(run.outputs["OVERVIEW_SECONDS"]),
                  "process_seconds": run.seconds, "peak_rss_mb": run.peak_rss_mb,
                  "matmul_gflops": limit}
         if flops["network"] is not None:

@@ -10,6 +10,7 @@ TARGETS = {
     "memory": ("peak memory ratio at 16x the pixels", "<= 1.2"),
     "reading": ("tile reader vs plain read", "<= 1.3x"),
     "qgis": ("qgis_process overhead", "< 5 %"),
+    "render": ("QGIS render of a Sentinel-2 tile's class map zoomed out", "< 1 s"),
 }
 
 
@@ -91,8 +92,37 @@ def summary(results: dict) -> str:
                   f"engine CLI {_f(qgis['cli_seconds'], 1)} s, qgis_process "
                   f"{_f(qgis['qgis_seconds'], 1)} s, overhead {_f(100 * qgis['overhead'], 1)} %.",
                   ""]
+    lines += render_section(results["render"], results["inference"])
     lines += ["## Hot operations (torch.profiler, one tile)", ""]
     for family, operations in results["profiles"].items():
         lines.append(f"- {LABELS[family]}: " + ", ".join(
             f"{o['operation']} {100 * o['share']:.0f} %" for o in operations))
     return "\n".join(lines) + "\n"
+
+
+def render_section(render: dict, inference: dict) -> list[str]:
+    """Figure 8: QGIS's render of a class map zoomed out, with and without overviews; the
+    overviews' share of a classification."""
+    lines = ["## 8. QGIS rendering a class map zoomed out (QgsMapRendererParallelJob)", ""]
+    if "skipped" in render:
+        return lines + [render["skipped"], ""]
+    side, size = render["side"], render["output_size"]
+    lines += [f"An 8-bit class map of {side:,} x {side:,} pixels rendered to its full extent "
+              f"at {size} x {size} pixels, in a fresh QGIS per render (median of "
+              f"{len(render['renders']['with'])}); overviews at 1/"
+              + ", 1/".join(map(str, render["factors"])) + ".", ""]
+    lines += table(["map", "render seconds", "open seconds", "file MB"], [
+        [f"{label} overviews", render["seconds"][label],
+         min(r["open_seconds"] for r in render["renders"][label]), render["file_mb"][label]]
+        for label in ("without", "with")])
+    lines += [f"Without / with overviews: {_f(render['ratio'], 1)}x. Building the overviews "
+              f"(mode) took {_f(render['overview_seconds'])} s, as a share of classifying as "
+              "many pixels at each family's CPU throughput: " + ", ".join(
+                  f"{LABELS[f]} {_f(100 * share, 2)} %"
+                  for f, share in render["overview_share"].items()) + ". Measured on the "
+              "inference figures' large scenes (overviews of the class and confidence maps "
+              "over the whole classification): " + ", ".join(
+                  f"{LABELS[f]} {_f(100 * run['overview_seconds'] / run['seconds'], 2)} %"
+                  for f, run in ((f, v["devices"]["cpu"]) for f, v in inference.items()))
+              + ".", ""]
+    return lines

@@ -363,7 +363,7 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
 def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     """Classify a time series with a trained FG-UNET model, tile by tile."""
     config = settings_from(FGUNetClassifyConfig, job.section("settings"))
-    class_map, confidence = map_outputs(job)
+    maps = map_outputs(job)
     model_path = model_input(job)
     inputs = job.section("inputs")
     threads = configure_threads(config.threads)
@@ -383,5 +383,5 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
         reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
                       "tile")
     with series.open() as reader:
-        return classify_to_files(predictor, reader, series.grid, classes, class_map, confidence,
-                                 model_path, FAMILY, reporter)
+        return classify_to_files(predictor, reader, series.grid, classes, maps, model_path,
+                                 FAMILY, reporter)

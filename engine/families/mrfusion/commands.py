@@ -267,7 +267,7 @@ def load_mrfusion(path: Path, device: torch.device
 def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     """Classify every PAN pixel of a PAN + MS pair with a trained MRFusion model."""
     config = settings_from(MRFusionClassifyConfig, job.section("settings"))
-    class_map, confidence = map_outputs(job)
+    maps = map_outputs(job)
     model_path = model_input(job)
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
@@ -285,5 +285,5 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
         reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
                       "patch pair")
     with pair.open() as reader:
-        return classify_to_files(predictor, reader, pair.grid, classes, class_map, confidence,
-                                 model_path, FAMILY, reporter)
+        return classify_to_files(predictor, reader, pair.grid, classes, maps, model_path,
+                                 FAMILY, reporter)

@@ -405,7 +405,7 @@ def load_randomforest(path: Path) -> tuple[dict, Forest, ClassTable]:
 def classify_randomforest(job: Job, reporter: Reporter) -> dict:
     """Classify the model's source with a trained Random Forest, tile by tile."""
     config = settings_from(RandomForestClassifyConfig, job.section("settings"))
-    class_map, confidence = map_outputs(job)
+    maps = map_outputs(job)
     model_path = model_input(job)
     metadata, forest, classes = load_randomforest(model_path)
     inputs = inputs_for_model(job.section("inputs"), metadata, reporter, config.align_ms)
@@ -422,5 +422,5 @@ def classify_randomforest(job: Job, reporter: Reporter) -> dict:
                   f"{counted(forest.n_trees, 'tree')}, {features.kind} features)")
     predictor = ForestTilePredictor(forest, features, config.tile_size)
     with inputs.open() as stack:
-        return classify_to_files(predictor, stack, inputs.grid, classes, class_map, confidence,
-                                 model_path, FAMILY, reporter)
+        return classify_to_files(predictor, stack, inputs.grid, classes, maps, model_path,
+                                 FAMILY, reporter)

@@ -403,7 +403,7 @@ def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TW
 def classify_twinns(job: Job, reporter: Reporter) -> dict:
     """Classify S1 + S2 time series with a trained TWINNS model, tile by tile."""
     config = settings_from(TWINNSClassifyConfig, job.section("settings"))
-    class_map, confidence = map_outputs(job)
+    maps = map_outputs(job)
     model_path = model_input(job)
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
@@ -421,8 +421,8 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
                       "pixel's patches")
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         readers: list[FeatureReader] = [s1, s2]
-        return classify_to_files(predictor, readers, inputs.grid, classes, class_map,
-                                 confidence, model_path, FAMILY, reporter)
+        return classify_to_files(predictor, readers, inputs.grid, classes, maps, model_path,
+                                 FAMILY, reporter)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """What the engine writes: `FileOutputBinding` (model file, report, any file),
-`RasterOutputBinding` (class and confidence maps, styled here), the checks that an output can
-be written, the removal of a killed run's partial files, and the help on training's accuracy
-outputs and report."""
+`RasterOutputBinding` (class and confidence maps, styled here), `CogBinding` (the maps as
+Cloud Optimized GeoTIFFs), the checks that an output can be written, the removal of a killed
+run's partial files, and the help on training's accuracy outputs and report and on the maps'
+overviews."""
 
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ or no pixel on the rasters) and <code>split_seed</code>. With repeated splits it
 split's, the one of the model kept. Give it to <i>Evaluate a class map</i> with <b>Polygons of
 the split part</b> <code>test</code> to measure any other map on exactly the polygons this model
 never saw.</p>
+"""
+
+MAPS_HELP = """
+<h3>Overviews and Cloud Optimized GeoTIFF</h3>
+<p>The class map gets internal overviews that keep the most frequent class of each block (class
+codes are never averaged), the confidence map overviews that average it, down to about 256
+pixels across: QGIS draws a whole Sentinel-2 tile zoomed out at once. <b>Write Cloud Optimized
+GeoTIFFs</b> (advanced) writes both maps as COGs, which web servers and cloud storage stream
+by parts; the overviews are the same.</p>
 """
 
 
@@ -113,11 +123,23 @@ class RasterOutputBinding(Binding):
             self.kind, parameters, context), (definition.description(), self.name))
 
 
+@dataclass
+class CogBinding(Binding):
+    """Whether the class and confidence maps are written as Cloud Optimized GeoTIFFs
+    (``outputs.cog``)."""
+
+    name: str = "COG"
+
+    def to_job(self, alg, parameters, context, feedback, job):
+        job.sections["outputs"]["cog"] = alg.parameterAsBool(parameters, self.name, context)
+
+
 def remove_partial_files(outputs, pid: int) -> None:
-    """Delete the temporary files the engine process `pid`, killed, left beside its outputs;
-    those of other runs writing the same outputs are theirs."""
+    """Delete the temporary files the engine process `pid`, killed, left beside its outputs
+    (the paths among the job's outputs); those of other runs writing the same outputs are
+    theirs."""
     for output in outputs:
-        if not output:
+        if not output or not isinstance(output, str):
             continue
         for partial in partial_files(Path(output), pid):
             partial.unlink(missing_ok=True)
