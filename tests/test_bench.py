@@ -1,6 +1,7 @@
 """`make bench` on its tiny configuration, so the benchmark cannot rot. Timings are not
 asserted (they are reported by `make bench`); the outputs' shape, the FLOP count and the
-equality of the dense and per-pixel outputs are."""
+equality of the dense and per-pixel outputs, and of the Random Forest's three predictions,
+are."""
 
 import json
 import subprocess
@@ -60,9 +61,13 @@ def test_bench_writes_every_figure(bench):
     reading = results["reading"]
     assert reading["overlap"] >= 1 and reading["ratio"] > 0
     assert results["qgis"].get("skipped") or results["qgis"]["cli_seconds"] > 0
-    assert set(results["targets"]) == {"efficiency", "dense", "memory", "reading", "qgis"}
+    forest = results["forest"]
+    assert forest["pixels"] == 32 * 32 and forest["trees"] == 10
+    assert all(forest["mpx_per_s"][path] > 0 for path in ("engine", "sklearn", "numpy"))
+    assert set(results["targets"]) == {"efficiency", "dense", "memory", "reading", "qgis",
+                                       "forest"}
     text = (out / "summary.md").read_text(encoding="utf-8")
-    for heading in ("## Targets", "## 1-3.", "## 4.", "## 5.", "## 6.", "## 7.",
+    for heading in ("## Targets", "## 1-3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.",
                     "## Hot operations"):
         assert heading in text
 
@@ -81,3 +86,11 @@ def test_dense_and_batched_outputs_equal_the_patch_loop(bench):
             loop = results["dense"][family][f"loop_batch_{batch}"]
             assert loop["max_abs_difference"] < 1e-3
             assert loop["same_class"] == 1.0
+
+
+def test_forest_predictions_equal_the_numpy_path_and_scikit_learn(bench):
+    _, results = bench
+    compared = results["forest"]["engine_vs"]
+    assert compared["numpy"] == {"max_abs_difference": 0.0, "same_class": 1.0}
+    assert compared["sklearn"]["max_abs_difference"] < 1e-12
+    assert compared["sklearn"]["same_class"] >= 0.99  # a tie may break the other way

@@ -10,6 +10,8 @@ TARGETS = {
     "memory": ("peak memory ratio at 16x the pixels", "<= 1.2"),
     "reading": ("tile reader vs plain read", "<= 1.3x"),
     "qgis": ("qgis_process overhead", "< 5 %"),
+    "forest": ("Random Forest prediction vs scikit-learn n_jobs=-1; vs the numpy path",
+               ">= 1/1.5x; >= 10x"),
 }
 
 
@@ -91,6 +93,23 @@ def summary(results: dict) -> str:
                   f"engine CLI {_f(qgis['cli_seconds'], 1)} s, qgis_process "
                   f"{_f(qgis['qgis_seconds'], 1)} s, overhead {_f(100 * qgis['overhead'], 1)} %.",
                   ""]
+    forest = results["forest"]
+    lines += ["## 8. Random Forest prediction", "",
+              f"{forest['trees']} trees (depth {forest['depth']}, {_f(forest['nodes'])} nodes) "
+              f"over {forest['features']} S2 pixel features of {_f(forest['pixels'])} pixels, "
+              f"{forest['threads']} threads; the trees rebuilt in "
+              f"{_f(1000 * forest['build_seconds'], 1)} ms.", ""]
+    lines += table(["prediction", "Mpx/s", "max |difference| to the engine",
+                    "same class as the engine"],
+                   [["engine (scikit-learn trees from the arrays)", forest["mpx_per_s"]["engine"],
+                     "-", "-"]]
+                   + [[label, forest["mpx_per_s"][path],
+                       forest["engine_vs"][path]["max_abs_difference"],
+                       forest["engine_vs"][path]["same_class"]]
+                      for path, label in (("sklearn", "scikit-learn predict_proba, n_jobs=-1"),
+                                          ("numpy", "numpy, one level per step (before)"))])
+    lines += [f"Engine / scikit-learn: {_f(forest['vs_sklearn'])}; engine / numpy: "
+              f"{_f(forest['speedup_vs_numpy'], 1)}x.", ""]
     lines += ["## Hot operations (torch.profiler, one tile)", ""]
     for family, operations in results["profiles"].items():
         lines.append(f"- {LABELS[family]}: " + ", ".join(
