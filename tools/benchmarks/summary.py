@@ -99,15 +99,16 @@ def summary(results: dict) -> str:
               f"over {forest['features']} S2 pixel features of {_f(forest['pixels'])} pixels, "
               f"{forest['threads']} threads; the trees rebuilt in "
               f"{_f(1000 * forest['build_seconds'], 1)} ms.", ""]
-    lines += table(["prediction", "Mpx/s", "max |difference| to the engine",
-                    "same class as the engine"],
-                   [["engine (scikit-learn trees from the arrays)", forest["mpx_per_s"]["engine"],
-                     "-", "-"]]
-                   + [[label, forest["mpx_per_s"][path],
-                       forest["engine_vs"][path]["max_abs_difference"],
-                       forest["engine_vs"][path]["same_class"]]
-                      for path, label in (("sklearn", "scikit-learn predict_proba, n_jobs=-1"),
-                                          ("numpy", "numpy, one level per step (before)"))])
+    rows = [["engine (scikit-learn trees from the arrays)", forest["mpx_per_s"]["engine"], "-",
+             "-"]]
+    for path, label in (("sklearn", "scikit-learn predict_proba, n_jobs=-1"),
+                        ("numpy", "numpy, one level per step (before)")):
+        compared = forest["engine_vs"][path]
+        rows.append([label, forest["mpx_per_s"][path], f"{compared['max_abs_difference']:.1e}",
+                     compared["same_class"]])
+    lines += table(["prediction", "Mpx/s", "largest difference from the engine",
+                    "same class as the engine"], [[label, _f(mpx, 3), *rest]
+                                                  for label, mpx, *rest in rows])
     lines += [f"Engine / scikit-learn: {_f(forest['vs_sklearn'])}; engine / numpy: "
               f"{_f(forest['speedup_vs_numpy'], 1)}x.", ""]
     lines += ["## Hot operations (torch.profiler, one tile)", ""]
