@@ -1,6 +1,7 @@
 """`make bench` on its tiny configuration, so the benchmark cannot rot. Timings are not
 asserted (they are reported by `make bench`); the outputs' shape, the FLOP count and the
-equality of the dense and per-pixel outputs are."""
+equality of the dense and per-pixel outputs, and of the Random Forest's three predictions,
+are."""
 
 import json
 import subprocess
@@ -62,8 +63,11 @@ def test_bench_writes_every_figure(bench):
     assert results["qgis"].get("skipped") or results["qgis"]["cli_seconds"] > 0
     for family in FAMILIES:
         assert results["inference"][family]["devices"]["cpu"]["overview_seconds"] > 0
+    forest = results["forest"]
+    assert forest["pixels"] == 32 * 32 and forest["trees"] == 10
+    assert all(forest["mpx_per_s"][path] > 0 for path in ("engine", "sklearn", "numpy"))
     assert set(results["targets"]) == {"efficiency", "dense", "memory", "reading", "qgis",
-                                       "render"}
+                                       "render", "forest"}
     text = (out / "summary.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## 1-3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.",
                     "## Hot operations"):
@@ -86,15 +90,10 @@ def test_dense_and_batched_outputs_equal_the_patch_loop(bench):
             assert loop["same_class"] == 1.0
 
 
-def test_qgis_renders_the_map_with_and_without_overviews(bench):
-    """The map with overviews is the one QGIS sees pyramids in; both render without errors to
-    the asked size, with the class palette."""
-    _, results = bench
-    render = results["render"]
-    assert render["factors"] == [2, 4]
-    for label, pyramids in (("without", False), ("with", True)):
-        for run in render["renders"][label]:
-            assert (run["pyramids"], run["renderer"], run["errors"]) == (pyramids, "paletted", [])
-            assert run["image"] == [render["output_size"]] * 2
-    assert render["seconds"]["with"] > 0 and render["overview_seconds"] > 0
-    assert set(render["overview_share"]) == set(FAMILIES)
+    for family in FAMILIES:
+        assert results["inference"][family]["devices"]["cpu"]["overview_seconds"] > 0
+    forest = results["forest"]
+    assert forest["pixels"] == 32 * 32 and forest["trees"] == 10
+    assert all(forest["mpx_per_s"][path] > 0 for path in ("engine", "sklearn", "numpy"))
+    assert set(results["targets"]) == {"efficiency", "dense", "memory", "reading", "qgis",
+                                       "render", "forest"}

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from benchmarks.config import FAMILIES, PRESETS, BenchConfig  # noqa: E402
 from benchmarks.dense import mrfusion_dense, twinns_batched  # noqa: E402
+from benchmarks.forest import forest_figures  # noqa: E402
 from benchmarks.inference import inference_figures, machine_limits  # noqa: E402
 from benchmarks.profiles import hot_operations  # noqa: E402
 from benchmarks.qgis import qgis_figures  # noqa: E402
@@ -58,12 +59,17 @@ def targets(results: dict) -> dict[str, str]:
     memory = max(f["memory"]["ratio"] for f in results["inference"].values())
     tall = max(f["memory"]["tall_ratio"] for f in results["inference"].values())
     reading = results["reading"]["ratio"]
+    forest = results["forest"]
     out = {"efficiency": verdict(fgunet["efficiency"], fgunet["efficiency"] >= 0.4, "{:.2f}")
            + f"; executed {fgunet['executed_efficiency']:.2f}",
            "dense": verdict(dense, dense >= 50, "{:.0f}x"),
            "memory": verdict(memory, memory <= 1.2, "{:.2f} (worst family)")
            + f"; pixels added in rows only {tall:.2f}",
-           "reading": verdict(reading, reading <= 1.3, "{:.2f}x")}
+           "reading": verdict(reading, reading <= 1.3, "{:.2f}x"),
+           "forest": verdict(forest["vs_sklearn"], forest["vs_sklearn"] >= 1 / 1.5,
+                             "{:.2f}x scikit-learn's speed")
+           + "; " + verdict(forest["speedup_vs_numpy"], forest["speedup_vs_numpy"] >= 10,
+                            "{:.1f}x the numpy path")}
     qgis = results["qgis"]
     out["qgis"] = (qgis["skipped"] if "skipped" in qgis else verdict(
         100 * qgis["overhead"], qgis["overhead"] < 0.05,
@@ -100,6 +106,9 @@ def run(config: BenchConfig, work: Path, log) -> dict:
         if family != "randomforest":
             results["profiles"][family] = hot_operations(family, models[family], large,
                                                          config.dense_tile)
+    log("Random Forest prediction: the engine, scikit-learn with n_jobs=-1, the numpy path")
+    results["forest"] = forest_figures(
+        training_scene, scene(work / "scenes", config.sides["randomforest"]), config)
     dense_scene = scene(work / "scenes", config.sides["mrfusion"] * config.scale)
     log("dense and batched inference vs the per-pixel patch loop")
     results["dense"] = {"mrfusion": mrfusion_dense(models["mrfusion"], dense_scene, config),

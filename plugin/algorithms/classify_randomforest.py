@@ -30,7 +30,7 @@ pixels without any data are nodata.</p>
 <b>PAN</b> and <b>MS</b> for a PAN + MS model: the same dates and bands as for training (dated
 series are put in the order of the model's dates), aligned as for training unless <b>Align the
 MS onto the PAN grid</b> says otherwise.</li>
-<li>Advanced: tile size.</li>
+<li>Advanced: tile size; threads (0: all cores), over which the forest's trees are run.</li>
 </ul>
 """
 
@@ -39,4 +39,5 @@ MS onto the PAN grid</b> says otherwise.</li>
         add_source_inputs(self, model="MODEL")
         self.add_int("TILE_SIZE", "Tile size (pixels)", "tile_size", 128, minimum=16,
                      is_advanced=True)
+        self.add_int("THREADS", "Threads (0: all cores)", "threads", 0, is_advanced=True)
         self.add_class_map_output()

@@ -100,6 +100,78 @@ def test_exported_forest_predicts_as_scikit_learn():
     assert np.allclose(ours.sum(axis=1), 1.0)
 
 
+def descend_each_sample(forest: Forest, x: np.ndarray) -> np.ndarray:
+    """The format's prediction, one sample and one node at a time: left when the value is at
+    most the threshold, down to a leaf; the mean of the leaves' distributions."""
+    leaf_row = np.cumsum(forest.children_left < 0) - 1
+    out = np.zeros((x.shape[0], forest.n_classes))
+    for sample, values in zip(out, x, strict=True):
+        for root in forest.tree_offsets[:-1]:
+            node = root
+            while forest.children_left[node] >= 0:
+                goes_left = values[forest.feature[node]] <= forest.threshold[node]
+                node = root + (forest.children_left if goes_left else forest.children_right)[node]
+            sample += forest.leaf_value[leaf_row[node]]
+    return out / forest.n_trees
+
+
+def test_maps_are_the_arrays_prediction_on_any_number_of_threads():
+    """A generated raster with missing values, through a forest of scikit-learn's trees
+    rebuilt from the arrays: the probabilities of a per-sample descent of the arrays, the same
+    classes, and bit for bit the same result on 1 and 3 threads."""
+    rng = np.random.default_rng(8)
+    data = rng.normal(size=(6, 24, 24)).astype(np.float32)
+    data[rng.random(data.shape) < 0.05] = np.nan
+    x = data.reshape(6, -1).T
+    labels = (np.nan_to_num(x[:, 0]) > 0).astype(int) + 2 * (np.nan_to_num(x[:, 1] * x[:, 2]) > 0)
+    fill = np.nanmean(x, axis=0).astype(np.float32)
+    estimator = RandomForestClassifier(10, max_depth=25, random_state=0).fit(
+        np.where(np.isnan(x), fill, x), labels)
+    forest = Forest.from_tensors(
+        Forest.from_sklearn(estimator, estimator.classes_, 4, fill).tensors())
+    expected = descend_each_sample(forest, forest.fill_missing(x.copy()))
+    maps = []
+    for threads in (1, 3):
+        predictor = ForestTilePredictor(forest, PixelFeatures("pixel"), 24, threads)
+        probs, valid = predictor.predict(_ArrayStack(data), Window(0, 0, 24, 24))
+        maps.append(probs)
+        np.testing.assert_allclose(probs.reshape(4, -1).T, expected, rtol=0, atol=1e-6)
+        assert np.array_equal(probs.argmax(axis=0).ravel(),
+                              expected.astype(np.float32).argmax(axis=1))
+        assert valid.all()
+    assert np.array_equal(maps[0], maps[1])
+    many = np.repeat(forest.fill_missing(x.copy()), 8, axis=0)  # several blocks per thread
+    np.testing.assert_allclose(forest.predict_proba(many, threads=3),
+                               np.repeat(expected, 8, axis=0), rtol=0, atol=1e-12)
+
+
+class _ArrayStack:
+    """A channel stack over an array in memory (NaN outside it: the tests need no halo)."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+
+    def read(self, window: Window) -> np.ndarray:
+        return self.data[:, window.row_off: window.row_off + window.height,
+                         window.col_off: window.col_off + window.width]
+
+
+def test_any_negative_leaf_marker_stops_the_descent():
+    """A leaf whose links are other negatives than -1 (valid in the format) ends the descent
+    in the rebuilt trees too, instead of sending a sample outside the tree's nodes; a missing
+    value goes right, as in the numpy descent."""
+    forest = Forest.from_tensors({
+        "tree_offsets": np.array([0, 3]), "children_left": np.array([1, -7, -3], np.int32),
+        "children_right": np.array([2, -9, -1], np.int32),
+        "feature": np.array([1, -5, -2], np.int32), "threshold": np.array([0.5, 9.0, 9.0]),
+        "leaf_value": np.array([[1.0, 0.0], [0.25, 0.75]]),
+        "fill_values": np.zeros(2, np.float32)})
+    probs = forest.predict_proba(np.array([[9.0, 0.0], [9.0, 1.0], [0.0, np.nan]], np.float32))
+    assert probs.tolist() == [[1.0, 0.0], [0.25, 0.75], [0.25, 0.75]]  # NaN <= 0.5 is false
+    with pytest.raises(ValueError, match="samples of 2 features"):
+        forest.predict_proba(np.zeros((4, 3), np.float32))
+
+
 def test_missing_values_take_the_fill_values():
     forest = Forest.from_tensors({
         "tree_offsets": np.array([0, 1]), "children_left": np.array([-1], np.int32),
@@ -155,6 +227,22 @@ def test_model_file_holds_arrays_only(forests, scene):
     x = np.random.default_rng(0).normal(size=(50, loaded.n_features)).astype(np.float32)
     assert np.array_equal(Forest.from_tensors(tensors).predict_proba(x),
                           loaded.predict_proba(x))
+
+
+def test_classification_honours_the_thread_setting(tmp_path, scene, forests):
+    maps = []
+    for threads in (1, 2):
+        reporter = RecordingReporter()
+        result = classify_randomforest(classify_job(tmp_path / str(threads), forests["s2"][0],
+                                                    source_inputs(scene, "s2"),
+                                                    threads=threads), reporter)
+        assert any(line.startswith("classifying with") and
+                   line.endswith(f"pixel features) on {threads} thread" + "s" * (threads > 1))
+                   for line in reporter.lines), reporter.lines
+        with rasterio.open(result["OUTPUT"]) as out, \
+                rasterio.open(result["OUTPUT_CONFIDENCE"]) as confidence:
+            maps.append((out.read(), confidence.read()))
+    assert all(np.array_equal(a, b) for a, b in zip(*maps, strict=True))
 
 
 def test_tiles_equal_pixel_by_pixel_features(scene):

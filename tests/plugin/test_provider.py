@@ -62,7 +62,7 @@ ADVANCED = {
     "lcfusion:trainrandomforest": {"INDICES", "BAND_ROLES", "MAX_FEATURES",
                                    "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE",
                                    "REPEATS", "FILL_VALUE"},
-    "lcfusion:classifyrandomforest": {"TILE_SIZE", "FILL_VALUE", "COG"},
+    "lcfusion:classifyrandomforest": {"TILE_SIZE", "THREADS", "FILL_VALUE", "COG"},
     "lcfusion:evaluate": set(),
     "lcfusion:sampledesign": set(),
     "lcfusion:areaaccuracy": set(),

@@ -17,8 +17,8 @@ SMALLEST_GENERATED = 96
 
 @dataclass(frozen=True)
 class SceneFiles:
-    """The rasters of a scene (S2 grid `side` wide and `rows` high) and its reference
-    polygons."""
+    """The rasters of a scene (S2 grid `side` wide and `rows` high), its reference polygons and
+    its true class of every pixel (S2 grid)."""
 
     side: int
     rows: int
@@ -28,6 +28,7 @@ class SceneFiles:
     pan: Path
     ms: Path
     reference: Path
+    truth: Path
 
     def inputs(self, family: str) -> dict:
         """The job inputs of a family (the Random Forest uses the S2 series)."""
@@ -70,7 +71,7 @@ def scene(folder: Path, side: int, seed: int = 7, rows: int | None = None) -> Sc
                                                                   seed=seed))
         return SceneFiles(side, rows, generated.s2_paths, generated.s1_paths,
                           generated.s2_cloud_mask_path, generated.pan_path, generated.ms_path,
-                          generated.reference_path)
+                          generated.reference_path, generated.truth_path)
     source = scene(folder, max(side, SMALLEST_GENERATED), seed,
                    max(rows, SMALLEST_GENERATED))
     done.mkdir(parents=True, exist_ok=True)
@@ -91,4 +92,4 @@ def scene(folder: Path, side: int, seed: int = 7, rows: int | None = None) -> Sc
         ratio = round(ms.res[0] / pan.res[0])
     return replace(source, side=side, rows=rows, s2=tuple(cut(p) for p in source.s2),
                    s1=tuple(cut(p) for p in source.s1), cloud_mask=cut(source.cloud_mask),
-                   pan=cut(source.pan, ratio), ms=cut(source.ms))
+                   pan=cut(source.pan, ratio), ms=cut(source.ms), truth=cut(source.truth))

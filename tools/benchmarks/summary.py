@@ -11,6 +11,8 @@ TARGETS = {
     "reading": ("tile reader vs plain read", "<= 1.3x"),
     "qgis": ("qgis_process overhead", "< 5 %"),
     "render": ("QGIS render of a Sentinel-2 tile's class map zoomed out", "< 1 s"),
+    "forest": ("Random Forest prediction vs scikit-learn n_jobs=-1; vs the numpy path",
+               ">= 1/1.5x; >= 10x"),
 }
 
 
@@ -93,6 +95,24 @@ def summary(results: dict) -> str:
                   f"{_f(qgis['qgis_seconds'], 1)} s, overhead {_f(100 * qgis['overhead'], 1)} %.",
                   ""]
     lines += render_section(results["render"], results["inference"])
+    forest = results["forest"]
+    lines += ["## 9. Random Forest prediction", "",
+              f"{forest['trees']} trees (depth {forest['depth']}, {_f(forest['nodes'])} nodes) "
+              f"over {forest['features']} S2 pixel features of {_f(forest['pixels'])} pixels, "
+              f"{forest['threads']} threads; the trees rebuilt in "
+              f"{_f(1000 * forest['build_seconds'], 1)} ms.", ""]
+    rows = [["engine (scikit-learn trees from the arrays)", forest["mpx_per_s"]["engine"], "-",
+             "-"]]
+    for path, label in (("sklearn", "scikit-learn predict_proba, n_jobs=-1"),
+                        ("numpy", "numpy, one level per step (before)")):
+        compared = forest["engine_vs"][path]
+        rows.append([label, forest["mpx_per_s"][path], f"{compared['max_abs_difference']:.1e}",
+                     compared["same_class"]])
+    lines += table(["prediction", "Mpx/s", "largest difference from the engine",
+                    "same class as the engine"], [[label, _f(mpx, 3), *rest]
+                                                  for label, mpx, *rest in rows])
+    lines += [f"Engine / scikit-learn: {_f(forest['vs_sklearn'])}; engine / numpy: "
+              f"{_f(forest['speedup_vs_numpy'], 1)}x.", ""]
     lines += ["## Hot operations (torch.profiler, one tile)", ""]
     for family, operations in results["profiles"].items():
         lines.append(f"- {LABELS[family]}: " + ", ".join(

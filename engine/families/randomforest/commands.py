@@ -116,9 +116,11 @@ class RandomForestTrainConfig:
 class RandomForestClassifyConfig:
     tile_size: int = 128
     align_ms: str = "model"
+    threads: int = 0
 
     def __post_init__(self) -> None:
-        check_settings(self, choices={"align_ms": ("model", *ALIGN_METHODS)})
+        check_settings(self, non_negative=("threads",),
+                       choices={"align_ms": ("model", *ALIGN_METHODS)})
 
 
 def series_channels(label: str, source: SourceFeatures) -> list[str]:
@@ -335,7 +337,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
             forest, importance, depth = fit_forest(x, sample.classes, len(classes), config,
                                                    split_config.seed, threads, names, reporter)
             reporter.progress(0.6)
-            predictor = ForestTilePredictor(forest, features, config.tile_size)
+            predictor = ForestTilePredictor(forest, features, config.tile_size, threads)
             accuracy = evaluate_test(predictor, stack, grid, split, reporter.span(0.6, 0.97),
                                      held_out)
 
@@ -418,9 +420,11 @@ def classify_randomforest(job: Job, reporter: Reporter) -> dict:
         raise LcfusionError(f"the layers give {count} features but the model expects "
                             f"{forest.n_features}; give the same layers as for training",
                             "MODEL")
+    threads = configure_threads(config.threads)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
-                  f"{counted(forest.n_trees, 'tree')}, {features.kind} features)")
-    predictor = ForestTilePredictor(forest, features, config.tile_size)
+                  f"{counted(forest.n_trees, 'tree')}, {features.kind} features) on "
+                  f"{counted(threads, 'thread')}")
+    predictor = ForestTilePredictor(forest, features, config.tile_size, threads)
     with inputs.open() as stack:
         return classify_to_files(predictor, stack, inputs.grid, classes, maps, model_path,
                                  FAMILY, reporter)

@@ -23,7 +23,7 @@ from ...io.panms import PanMsReader
 from ...io.rasters import iter_windows, reflect_indices
 from ...io.sources import FeatureReader
 from ...progress import Reporter
-from .forest import Forest
+from .forest import BLOCK_ROWS, Forest
 
 #: pixel: the pixel's channels; patch_flat: every value of the p x p patch; patch_stats: per
 #: channel mean, standard deviation, minimum and maximum over the patch.
@@ -155,14 +155,15 @@ def features_at(stack: ChannelStack, features: PixelFeatures, rows: np.ndarray,
 class ForestTilePredictor(TilePredictor):
     """Class probabilities of every pixel of a tile: the tile is read once
     with the halo the patches need, and its pixels' feature vectors go through the forest in
-    batches of rows (at most `batch_size` pixels, and patches of at most `batch_bytes`).
-    Pixels without any data of their own are marked invalid."""
+    batches of rows (at most `batch_size` pixels, or two blocks per thread where that is more,
+    and patches of at most `batch_bytes`), on `threads` threads. Pixels without any data of
+    their own are marked invalid."""
 
     def __init__(self, forest: Forest, features: PixelFeatures, tile_size: int = 128,
-                 batch_size: int = 8192, batch_bytes: int = 64 << 20):
+                 threads: int = 1, batch_size: int = 8192, batch_bytes: int = 64 << 20):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
-        self.forest, self.features = forest, features
+        self.forest, self.features, self.threads = forest, features, threads
         self.tile_size, self.batch_size, self.batch_bytes = tile_size, batch_size, batch_bytes
 
     def load(self, stack: ChannelStack, core: Window) -> tuple[np.ndarray, Window]:
@@ -175,9 +176,10 @@ class ForestTilePredictor(TilePredictor):
         valid = np.isfinite(data[:, half: half + h, half: half + w]).any(axis=0)
         probs = np.empty((h * w, self.forest.n_classes), dtype=np.float32)
         patch_bytes = data.shape[0] * self.features.size ** 2 * 4
-        rows_per_batch = max(1, min(self.batch_size, self.batch_bytes // patch_bytes) // w)
+        pixels = max(self.batch_size, 2 * self.threads * BLOCK_ROWS)
+        rows_per_batch = max(1, min(pixels, self.batch_bytes // patch_bytes) // w)
         for top in range(0, h, rows_per_batch):
             rows, cols = np.divmod(np.arange(top * w, min(h, top + rows_per_batch) * w), w)
             vectors = self.forest.fill_missing(self.features.at(data, rows, cols))
-            probs[rows * w + cols] = self.forest.predict_proba(vectors)
+            probs[rows * w + cols] = self.forest.predict_proba(vectors, self.threads)
         return probs.T.reshape(-1, h, w), valid
