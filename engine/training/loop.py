@@ -41,6 +41,11 @@ OPTIMIZERS = ("adam", "adamw")
 #: loss (the papers), or the validation pixels' overall accuracy (a loss that rises through
 #: over-confident errors while more pixels come out right stops a training too early).
 MONITORS = ("loss", "accuracy")
+#: How the learning rate falls after the warm-up: cut by `plateau_factor` when the monitored
+#: validation score has not improved for `plateau_patience` epochs (the papers), or a cosine
+#: from the full rate to zero over the budget, whichever of the epochs and the time limit ends
+#: first (a fixed schedule that a noisy validation score on a few polygons cannot cut short).
+SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,13 @@ class LoopSettings:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     monitor: str = "loss"
+    schedule: str = "plateau"
 
     def __post_init__(self) -> None:
         check_settings(self, non_negative=("early_stopping", "time_limit", "weight_decay",
                                            "warmup_epochs", "label_smoothing"),
                        choices={"sampling": SAMPLINGS, "optimizer": OPTIMIZERS,
-                                "monitor": MONITORS})
+                                "monitor": MONITORS, "schedule": SCHEDULES})
         if self.label_smoothing >= 1:
             raise LcfusionError(f"must lie in [0, 1), got {self.label_smoothing}",
                                 "LABEL_SMOOTHING")
@@ -85,6 +91,7 @@ class FitConfig:
     weight_decay: float = 0.0
     warmup_epochs: int = 0
     monitor: str = "loss"
+    schedule: str = "plateau"
 
     @classmethod
     def of(cls, settings: Any) -> FitConfig:
@@ -93,7 +100,7 @@ class FitConfig:
                    settings.plateau_patience, early_stopping=settings.early_stopping,
                    time_limit=settings.time_limit, optimizer=settings.optimizer,
                    weight_decay=settings.weight_decay, warmup_epochs=settings.warmup_epochs,
-                   monitor=settings.monitor)
+                   monitor=settings.monitor, schedule=settings.schedule)
 
 
 @dataclass
@@ -186,6 +193,17 @@ def _warm_up(optimizer: torch.optim.Optimizer, rate: float, config: FitConfig, s
         group["lr"] = rate * fraction
 
 
+def cosine_rate(rate: float, steps_done: int, total_steps: int, seconds: float,
+                time_limit: float) -> float:
+    """The cosine schedule's learning rate: `rate` times (1 + cos(pi p)) / 2, where p is the
+    part of the budget used, the larger of the steps' part and the time limit's (minutes, 0:
+    none), so the rate reaches zero when either budget ends."""
+    used = steps_done / max(total_steps, 1)
+    if time_limit > 0:
+        used = max(used, seconds / (60 * time_limit))
+    return rate * 0.5 * (1 + math.cos(math.pi * min(used, 1.0)))
+
+
 def _elapsed(seconds: float) -> str:
     """A training time in words: seconds under a minute (a short limit), else minutes."""
     return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} minutes"
@@ -274,6 +292,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         reporter.info(f"resuming from the checkpoint of epoch {saved['epoch']}/{config.epochs}")
     started = time.monotonic()
     total_steps = max(1, (config.epochs - first_epoch + 1) * steps_per_epoch)
+    warmup_steps = config.warmup_epochs * steps_per_epoch
     step, trained = 0, 0
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
@@ -281,9 +300,15 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         running, seen = 0.0, 0
         for batch, (x, y) in enumerate(train_batches(epoch)):
             inputs, y = _inputs(x, device), y.to(device)
+            done = (epoch - 1) * steps_per_epoch + batch
             if epoch <= config.warmup_epochs:
-                _warm_up(optimizer, rate, config, (epoch - 1) * steps_per_epoch + batch + 1,
-                         steps_per_epoch)
+                _warm_up(optimizer, rate, config, done + 1, steps_per_epoch)
+            elif config.schedule == "cosine":
+                cosine = cosine_rate(rate, done - warmup_steps,
+                                     config.epochs * steps_per_epoch - warmup_steps,
+                                     time.monotonic() - started, config.time_limit)
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine
             optimizer.zero_grad(set_to_none=True)
             try:
                 with autocast(device, config.mixed_precision):
@@ -311,7 +336,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
                                               config.mixed_precision)
         monitored = train_loss if val_loss is None else (
             -val_accuracy if config.monitor == "accuracy" else val_loss)
-        if epoch >= config.warmup_epochs:
+        if epoch >= config.warmup_epochs and config.schedule == "plateau":
             scheduler.step(monitored)
         if monitored < best_loss:
             best_loss, best_epoch = monitored, epoch

@@ -93,9 +93,12 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
 
 #: Parameters added after models were saved with these algorithms: optional, so a saved
 #: graphical model (or a qgis_process call) without them still runs, with their defaults.
+#: The learning-rate schedules, in the order of the SCHEDULE choices (engine values).
+SCHEDULES = ("plateau", "cosine")
+
 LATER_PARAMETERS = ("TIME_LIMIT", "EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY",
                     "WARMUP_EPOCHS", "LABEL_SMOOTHING", "TTA", "MONITOR", "JITTER",
-                    "DATE_DROPOUT")
+                    "DATE_DROPOUT", "SCHEDULE")
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -350,8 +353,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "class- and polygon-balanced (a class, a polygon, a pixel)"], defaultValue=0),
             "sampling", True, ("class", "polygon"))
 
-    def add_optimizer(self) -> None:
-        """The optimiser, weight decay, warm-up and label smoothing (the deep families)."""
+    def add_optimizer(self, schedule: str = "plateau") -> None:
+        """The optimiser, weight decay, warm-up, label smoothing, what picks the kept epoch and
+        the learning-rate schedule, `schedule` by default (the deep families)."""
         self.add_setting(QgsProcessingParameterEnum(
             "OPTIMIZER", "Optimizer", options=["Adam (the papers)", "AdamW"], defaultValue=0),
             "optimizer", True, ("adam", "adamw"))
@@ -367,6 +371,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             "MONITOR", "Best epoch and early stopping by", options=[
                 "validation loss (the papers)", "validation overall accuracy"],
             defaultValue=0), "monitor", True, ("loss", "accuracy"))
+        self.add_setting(QgsProcessingParameterEnum(
+            "SCHEDULE", "Learning-rate schedule after the warm-up", options=[
+                "cut on a validation plateau (the papers)",
+                "cosine to zero over the epochs or the time limit"],
+            defaultValue=SCHEDULES.index(schedule)), "schedule", True, SCHEDULES)
 
     def add_series_augmentation(self) -> None:
         """Augmentation of a time series' values (FG-UNET, TWINNS): band jitter, date

