@@ -204,3 +204,19 @@ def fit_processes(folder: Path) -> list[str]:
     """The engine training processes (`processes_in`) of one test's `folder`: its own ranks,
     not those of tests running beside it (other test workers, other checkouts)."""
     return [line for line in processes_in(folder) if FIT_COMMAND in line]
+
+
+def rank_pids(folder: Path) -> list[int]:
+    """The PIDs of the training ranks among `fit_processes(folder)`: the processes running this
+    Python, not the shell and the mpirun that started them (Open MPI 5 and later's mpirun runs
+    as prterun, whose command line names no mpirun)."""
+    ranks = []
+    for line in fit_processes(folder):
+        pid = int(line.split()[0])
+        try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if program == os.fsencode(sys.executable):
+            ranks.append(pid)
+    return ranks

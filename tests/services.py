@@ -248,6 +248,11 @@ class SlurmCluster:
         ctld_port, slurmd_port = free_ports(2)
         self.conf.write_text("\n".join([
             "ClusterName=lcfusiontest",
+            # Slurm looks its addresses up with getaddrinfo(AI_ADDRCONFIG), which finds nothing
+            # where only loopback is up (a network namespace) if the family is limited to IPv4,
+            # the default; with IPv6 enabled too it looks up either family and still finds
+            # 127.0.0.1 (Slurm 26.05: "getaddrinfo((null):port) failed", then no listen port).
+            "CommunicationParameters=EnableIPv6",
             "SlurmctldHost=localhost(127.0.0.1)",
             f"SlurmctldPort={ctld_port}",
             f"SlurmdPort={slurmd_port}",

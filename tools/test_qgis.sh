@@ -24,7 +24,9 @@ esac
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=$(realpath -m "${SHARED_DIR:-$REPO/../shared}")
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-ROOT=$REPO/build/chroot-$SUITE
+# Resolved, because findmnt prints resolved paths: a build/chroot-<suite> that is a link to a chroot
+# elsewhere must still have its mounts found and undone.
+ROOT=$(realpath -m "$REPO/build/chroot-$SUITE")
 VENV=/opt/lcfusion-venv
 # What `make setup` needs before it can run; the QGIS stack comes from the Makefile's APT_PACKAGES.
 BOOTSTRAP_PACKAGES=make,python3,ca-certificates

@@ -77,13 +77,17 @@ def is_rule(line: str) -> bool:
 def launcher_messages(stderr: str) -> list[str]:
     """mpirun's and Slurm's own messages in a job's stderr, one string each. A message framed by
     rulers keeps the lines it wraps onto (OpenMPI 5's prterun breaks "exited on / signal 9"
-    over two lines); an unframed launcher line stands alone."""
+    over two lines, and OpenMPI 6's puts a blank line after the ruler); an unframed launcher
+    line stands alone, and a blank line ends a message."""
     messages: list[str] = []
     after_rule = framed = False
     for raw in stderr.splitlines():
         line = raw.strip()
+        if not line:
+            framed = False
+            continue
         if is_rule(line):
-            after_rule, framed = bool(line), False
+            after_rule, framed = True, False
             continue
         if line.startswith(LAUNCHER_WORDS):
             messages.append(line)

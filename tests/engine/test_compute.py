@@ -24,6 +24,7 @@ from helpers import (
     fgunet_train_job,
     fit_processes,
     mrfusion_train_job,
+    rank_pids,
     twinns_train_job,
     with_compute,
 )
@@ -238,12 +239,17 @@ def test_a_failing_rank_is_reported_with_the_remote_error_text(tmp_path, scene):
     job, model = train_job("mrfusion", tmp_path / "job", scene, epochs=30)
     with_compute(job, "two", "mpi", **mpi_profile(work, 2))
     run = BackgroundTraining(job, work)
-    run.wait_for_checkpoint()
-    ranks = [int(line.split()[0]) for line in fit_processes(tmp_path)
-             if "mpirun" not in line]
-    assert len(ranks) == 2, ranks
-    os.kill(max(ranks), signal.SIGKILL)
-    error = run.error()
+    try:
+        run.wait_for_checkpoint()
+        ranks = rank_pids(tmp_path)
+        assert len(ranks) == 2, fit_processes(tmp_path)
+        os.kill(max(ranks), signal.SIGKILL)
+        error = run.error()
+    except BaseException:  # leaves no 30-epoch training running beside the later tests
+        for line in fit_processes(tmp_path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        raise
     assert error.parameter == "COMPUTE"
     message = error.message
     assert "the training on this machine failed (exit status" in message
@@ -268,6 +274,14 @@ prterun noticed that process rank 1 with PID 2048 on node a exited on
 signal 9 (Killed).
 {RULE}
 """
+OPENMPI_6 = f"""{RULE}
+
+prterun noticed that process rank 1 with PID 68 on node vm exited on
+signal 9 (Killed).
+{RULE}
+
+Traceback (most recent call last):
+"""
 SLURM = """srun: error: a: task 1: Killed
 ValueError: a rank's own error, not the launcher's
 slurmstepd: error: *** STEP 7.0 ON a CANCELLED AT 2026-12-05T08:00:00 ***
@@ -279,8 +293,10 @@ slurmstepd: error: *** STEP 7.0 ON a CANCELLED AT 2026-12-05T08:00:00 ***
                 "(Killed)."),
     (OPENMPI_5, "prterun noticed that process rank 1 with PID 2048 on node a exited on "
                 "signal 9 (Killed)."),
+    (OPENMPI_6, "prterun noticed that process rank 1 with PID 68 on node vm exited on "
+                "signal 9 (Killed)."),
     (SLURM, "slurmstepd: error: *** STEP 7.0 ON a CANCELLED AT 2026-12-05T08:00:00 ***"),
-], ids=["openmpi4", "openmpi5", "slurm"])
+], ids=["openmpi4", "openmpi5", "openmpi6", "slurm"])
 def test_launcher_messages_keep_their_wrapped_lines_and_nothing_else(stderr, last):
     messages = launcher_messages(stderr)
     assert messages[-1] == last
