@@ -152,4 +152,6 @@ def finish_maps(maps: Sequence[MapFile], cog: bool, reporter: Reporter) -> float
                         reporter.span(first / steps, (first + 1) / steps))
         if cog:
             convert_to_cog(map_file, reporter.span((first + 1) / steps, (first + 2) / steps))
+    # A map too small for overviews gives GDAL nothing to report: the run still ends at 100 %.
+    reporter.progress(1.0, "overviews")
     return time.monotonic() - started

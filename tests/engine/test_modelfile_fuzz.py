@@ -77,7 +77,10 @@ FORGERY_REFUSALS = ("metadata entry", "not lcfusion metadata", "format version",
 #: The reasons a byte flip in each region is refused for: the checks before the schema.
 INTEGRITY = ("checksum", "not JSON", "no lcfusion metadata", "not lcfusion metadata",
              "format version")
-FLIP_REFUSALS = {"length prefix": ("header length", "truncated", "not JSON"),
+#: A length prefix flipped a few bytes off can still delimit valid JSON (ending inside the
+#: header's trailing blanks, safetensors' padding to 8 bytes, or past it on tensor bytes that
+#: happen to be blanks): the checksum, over the bytes then taken as tensors, refuses the file.
+FLIP_REFUSALS = {"length prefix": ("header length", "truncated", "not JSON", "checksum"),
                  "metadata": INTEGRITY, "tensor table": INTEGRITY, "tensor data": ("checksum",)}
 FIGURES: dict[str, Counter] = {}
 CPU = torch.device("cpu")
