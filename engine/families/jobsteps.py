@@ -201,7 +201,7 @@ class PixelSet:
                         self.objects[index])
 
     def balanced(self, count: int, rng: np.random.Generator, sampling: str) -> PixelSet:
-        """`count` pixels drawn as `sampling` says (see `training.sampling.SAMPLINGS`)."""
+        """`count` pixels drawn as `sampling` says (see `training.choices.SAMPLINGS`)."""
         return self.take(balanced_pixels(self.classes, count, rng,
                                          self.objects if sampling == "polygon" else None))
 

@@ -24,7 +24,7 @@ from ..errors import LcfusionError
 from ..jobs import check_settings
 from ..progress import Reporter
 from ..wording import counted
-from .sampling import SAMPLINGS
+from .choices import MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
 
 #: Inputs (one tensor, or a tuple of tensors for a multi-input model) and labels.
 Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]
@@ -36,16 +36,6 @@ def _inputs(x: torch.Tensor | tuple[torch.Tensor, ...], device: torch.device
     return tuple(t.to(device) for t in x) if isinstance(x, tuple | list) else (x.to(device),)
 
 
-OPTIMIZERS = ("adam", "adamw")
-#: What picks the kept weights, drives the plateau schedule and early stopping: the validation
-#: loss (the papers), or the validation pixels' overall accuracy (a loss that rises through
-#: over-confident errors while more pixels come out right stops a training too early).
-MONITORS = ("loss", "accuracy")
-#: How the learning rate falls after the warm-up: cut by `plateau_factor` when the monitored
-#: validation score has not improved for `plateau_patience` epochs (the papers), or a cosine
-#: from the full rate to zero over the budget, whichever of the epochs and the time limit ends
-#: first (a fixed schedule that a noisy validation score on a few polygons cannot cut short).
-SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass(frozen=True)
@@ -189,8 +179,13 @@ def _warm_up(optimizer: torch.optim.Optimizer, rate: float, config: FitConfig, s
              steps_per_epoch: int) -> None:
     """The learning rate of a warm-up step: rising linearly to `rate` over the warm-up epochs."""
     fraction = min(1.0, step / (config.warmup_epochs * max(steps_per_epoch, 1)))
+    _set_rate(optimizer, rate * fraction)
+
+
+def _set_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
+    """Every parameter group's learning rate set to `rate`."""
     for group in optimizer.param_groups:
-        group["lr"] = rate * fraction
+        group["lr"] = rate
 
 
 def cosine_rate(rate: float, steps_done: int, total_steps: int, seconds: float,
@@ -304,11 +299,9 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             if epoch <= config.warmup_epochs:
                 _warm_up(optimizer, rate, config, done + 1, steps_per_epoch)
             elif config.schedule == "cosine":
-                cosine = cosine_rate(rate, done - warmup_steps,
-                                     config.epochs * steps_per_epoch - warmup_steps,
-                                     time.monotonic() - started, config.time_limit)
-                for group in optimizer.param_groups:
-                    group["lr"] = cosine
+                _set_rate(optimizer, cosine_rate(
+                    rate, done - warmup_steps, config.epochs * steps_per_epoch - warmup_steps,
+                    time.monotonic() - started, config.time_limit))
             optimizer.zero_grad(set_to_none=True)
             try:
                 with autocast(device, config.mixed_precision):

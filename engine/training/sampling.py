@@ -14,11 +14,6 @@ from ..errors import LcfusionError
 from ..io.normalization import PercentileNormalizer
 from ..io.pack import Boxes, WindowReader
 
-#: How training pixels are drawn: a class uniformly, then a pixel of it ("class"), or a class
-#: uniformly, then one of its polygons uniformly, then a pixel of it ("polygon"), so that a few
-#: large polygons do not make up most of a class's samples.
-SAMPLINGS = ("class", "polygon")
-
 
 def polygon_balanced(classes: np.ndarray, objects: np.ndarray, count: int,
                      rng: np.random.Generator) -> np.ndarray:

@@ -41,6 +41,7 @@ from ...engine.compute.profiles import LOCAL
 from ...engine.jobs import write_job
 from ...engine.modelfile.header import SUFFIX
 from ...engine.reports.html import FAMILY_NAMES
+from ...engine.training.choices import MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
 from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
@@ -93,9 +94,6 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
 
 #: Parameters added after models were saved with these algorithms: optional, so a saved
 #: graphical model (or a qgis_process call) without them still runs, with their defaults.
-#: The learning-rate schedules, in the order of the SCHEDULE choices (engine values).
-SCHEDULES = ("plateau", "cosine")
-
 LATER_PARAMETERS = ("TIME_LIMIT", "EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY",
                     "WARMUP_EPOCHS", "LABEL_SMOOTHING", "TTA", "MONITOR", "JITTER",
                     "DATE_DROPOUT", "SCHEDULE")
@@ -351,14 +349,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             "SAMPLING", "Training pixels drawn", options=[
                 "class-balanced (a class, then a pixel)",
                 "class- and polygon-balanced (a class, a polygon, a pixel)"], defaultValue=0),
-            "sampling", True, ("class", "polygon"))
+            "sampling", True, SAMPLINGS)
 
     def add_optimizer(self, schedule: str = "plateau") -> None:
         """The optimiser, weight decay, warm-up, label smoothing, what picks the kept epoch and
         the learning-rate schedule, `schedule` by default (the deep families)."""
         self.add_setting(QgsProcessingParameterEnum(
             "OPTIMIZER", "Optimizer", options=["Adam (the papers)", "AdamW"], defaultValue=0),
-            "optimizer", True, ("adam", "adamw"))
+            "optimizer", True, OPTIMIZERS)
         self.add_setting(QgsProcessingParameterNumber(
             "WEIGHT_DECAY", "Weight decay", type=QgsProcessingParameterNumber.Type.Double,
             defaultValue=0.0, minValue=0.0), "weight_decay", is_advanced=True)
@@ -370,7 +368,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         self.add_setting(QgsProcessingParameterEnum(
             "MONITOR", "Best epoch and early stopping by", options=[
                 "validation loss (the papers)", "validation overall accuracy"],
-            defaultValue=0), "monitor", True, ("loss", "accuracy"))
+            defaultValue=0), "monitor", True, MONITORS)
         self.add_setting(QgsProcessingParameterEnum(
             "SCHEDULE", "Learning-rate schedule after the warm-up", options=[
                 "cut on a validation plateau (the papers)",

@@ -182,14 +182,10 @@ class SplitLayerBinding(Binding):
             else:
                 failed += 1
         error = sink.lastError()
-        del sink
-        if failed:
-            remove_vector_file(destination)
-            raise QgsProcessingException(alg.where(self.name) + (
-                f"{failed} of {counted(failed + sum(written.values()), 'polygon')} could not be "
-                f"written to {destination}" + (f" ({error})" if error else "") + "; the split "
-                "layer is removed. Choose another file or format."))
-        engine_outputs[self.name] = absolute_destination(destination)
+        del sink  # closes the layer's file
+        engine_outputs[self.name] = written_layer(
+            alg, self.name, destination, failed, error,
+            counted(failed + sum(written.values()), "polygon"), "split layer")
         feedback.pushInfo(f"Split layer: {counted(sum(written.values()), 'polygon')} ("
                           + ", ".join(f"{count} {part}" for part, count in written.items()
                                       if count) + f"), seed {seed}.")
@@ -229,6 +225,20 @@ def absolute_destination(destination: str) -> str:
     if not os.path.exists(path):
         return destination  # a memory layer or a database URI
     return os.path.abspath(path) + ("|" + rest if rest else "")
+
+
+def written_layer(alg, name: str, destination: str, failed: int, error: str, written: str,
+                  layer: str) -> str:
+    """The absolute destination of output `name`'s closed sink; when `failed` of the
+    `written` features (in words) could not be added (the sink's last `error`), the layer's
+    file is removed and an error says so."""
+    if failed:
+        remove_vector_file(destination)
+        raise QgsProcessingException(alg.where(name) + (
+            f"{failed} of {written} could not be written to {destination}"
+            + (f" ({error})" if error else "") + f"; the {layer} is removed. Choose another "
+            "file or format."))
+    return absolute_destination(destination)
 
 
 def remove_vector_file(destination: str) -> None:

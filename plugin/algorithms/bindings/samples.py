@@ -25,7 +25,7 @@ from qgis.PyQt.QtCore import QMetaType
 from ....engine.wording import counted
 from ...qt_compat import field_type
 from .binding import Binding
-from .reference import absolute_destination, remove_vector_file
+from .reference import written_layer
 
 #: The fields of the sample layer; users fill REFERENCE_FIELD.
 STRATUM_FIELD, MAP_FIELD, NAME_FIELD, REFERENCE_FIELD = (
@@ -70,14 +70,9 @@ class SamplePointsBinding(Binding):
             feature.setAttributes([number, code, code, names.get(code, f"class {code}"), NULL])
             failed += not sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         error = sink.lastError()
-        del sink
-        if failed:
-            remove_vector_file(destination)
-            raise QgsProcessingException(alg.where(self.name) + (
-                f"{failed} of {counted(len(points), 'point')} could not be written to "
-                f"{destination}" + (f" ({error})" if error else "") + "; the layer is "
-                "removed. Choose another file or format."))
-        engine_outputs[self.name] = absolute_destination(destination)
+        del sink  # closes the layer's file
+        engine_outputs[self.name] = written_layer(alg, self.name, destination, failed, error,
+                                                  counted(len(points), "point"), "layer")
         feedback.pushInfo(f"Sample points: {counted(len(points), 'point')} written to "
                           f"{destination}; fill their '{REFERENCE_FIELD}' field with the "
                           "reference class code, then run Area estimates and accuracy.")
