@@ -20,6 +20,7 @@ import pytest
 import torch
 from helpers import (
     MPIRUN_ARGS,
+    NO_TEST_SPLIT,
     RecordingReporter,
     fgunet_train_job,
     fit_processes,
@@ -50,17 +51,18 @@ TINY = {"mrfusion": {"epochs": 2, "samples_per_epoch": 192, "validation_samples"
 TRAIN = {"mrfusion": train_mrfusion, "twinns": train_twinns, "fgunet": train_fgunet}
 
 
-def train_job(family: str, folder: Path, scene, **settings) -> tuple[Path, Path]:
+def train_job(family: str, folder: Path, scene, split: dict | None = None,
+              **settings) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / "model.lcfusion"
     values = {**TINY[family], **settings}
     if family == "mrfusion":
         path = mrfusion_train_job(folder, scene.pan_path, scene.ms_path, scene.reference_path,
-                                  model, **values)
+                                  model, split, **values)
     elif family == "twinns":
-        path = twinns_train_job(folder, scene, model, **values)
+        path = twinns_train_job(folder, scene, model, split=split, **values)
     else:
-        path = fgunet_train_job(folder, scene, model, **values)
+        path = fgunet_train_job(folder, scene, model, split, **values)
     return path, model
 
 
@@ -106,9 +108,9 @@ class BackgroundTraining:
 
 @pytest.mark.parametrize("family", ["mrfusion", "twinns", "fgunet"])
 def test_one_rank_matches_the_local_run(tmp_path, scene, family):
-    local_job, local_model = train_job(family, tmp_path / "local", scene)
+    local_job, local_model = train_job(family, tmp_path / "local", scene, NO_TEST_SPLIT)
     TRAIN[family](Job.load(local_job), RecordingReporter())
-    job, model = train_job(family, tmp_path / "mpi", scene)
+    job, model = train_job(family, tmp_path / "mpi", scene, NO_TEST_SPLIT)
     with_compute(job, "one", "mpi", **mpi_profile(tmp_path / "work", 1))
     log = RecordingReporter()
     TRAIN[family](Job.load(job), log)
@@ -211,12 +213,12 @@ def test_slurm_cancel_calls_scancel_and_cleans(tmp_path, scene, slurm_cluster):
 def test_a_killed_slurm_job_resumes_from_its_checkpoint(tmp_path, scene, slurm_cluster):
     settings = {"epochs": 4, "samples_per_epoch": 192}
     reference_job, reference_model = train_job("mrfusion", tmp_path / "reference", scene,
-                                               **settings)
+                                               NO_TEST_SPLIT, **settings)
     with_compute(reference_job, "two", "mpi", **mpi_profile(tmp_path / "mpi-work", 2))
     train_mrfusion(Job.load(reference_job), RecordingReporter())
 
     work = tmp_path / "work"
-    job, model = train_job("mrfusion", tmp_path / "job", scene, **settings)
+    job, model = train_job("mrfusion", tmp_path / "job", scene, NO_TEST_SPLIT, **settings)
     with_compute(job, "cluster", "slurm", **slurm_values(slurm_cluster, work))
     first = BackgroundTraining(job, work)
     first.wait_for_checkpoint()

@@ -16,7 +16,9 @@ from lcfusion.engine.modelfile.header import read_metadata
 
 PEAK = Path(__file__).with_name("peak.py")
 REFERENCE_FIELDS = {"layer": "reference", "class_field": "class_id", "name_field": "class_name"}
-SPLIT = {"train": 0.6, "validation": 0.2, "test": 0.2, "seed": 3}
+#: No test polygons: the bench's trainings give throughput figures and the models that the
+#: inference figures classify with, never an accuracy, so none spends time evaluating one.
+SPLIT = {"train": 0.75, "validation": 0.25, "test": 0.0, "seed": 3}
 
 
 @dataclass(frozen=True)
