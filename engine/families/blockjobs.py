@@ -30,7 +30,7 @@ from ..inference.blocks import merge_blocks
 from ..jobs import Job, write_job
 from ..progress import FollowerReporter, Reporter
 from ..wording import counted
-from .jobsteps import map_outputs
+from .jobsteps import MapOutputs, map_outputs
 from .staged import check_promised_gpus, compute_profile, copy_engine, threads_per_rank
 
 ClassifyFunction = Callable[[Job, Reporter], dict]
@@ -119,11 +119,11 @@ class InputStager:
         return found
 
 
-def stage_classification(job: Job, profile: ComputeProfile, stage: Path) -> str:
+def stage_classification(job: Job, profile: ComputeProfile, maps: MapOutputs,
+                         stage: Path) -> str:
     """Write the job every rank runs into `stage` and return its identity: the classify
-    command with the inputs as the target sees them, the settings, and the blocks as the
-    output (the maps are merged here)."""
-    maps = map_outputs(job)
+    command with the inputs as the target sees them, the settings, and the blocks of `maps`
+    as the output (the maps are merged here)."""
     stager = InputStager(job, stage if profile.remote else None)
     sections = {name: value for name, value in job.data.items()
                 if name not in ("version", "command", "compute", "outputs")}
@@ -147,7 +147,7 @@ def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) ->
     started = time.monotonic()
     stage = Path(tempfile.mkdtemp(prefix="stage-", dir=job.folder))
     try:
-        job_id = stage_classification(job, profile, stage)
+        job_id = stage_classification(job, profile, maps, stage)
         with RemoteJob(profile, stage, job_id, reporter.span(0.0, 1.0 - MERGE_SHARE),
                        command=job.command) as remote:
             outcome = remote.run()
