@@ -110,49 +110,43 @@ def test_two_mpi_ranks_classify_the_local_map(tmp_path, scene, family, model):
     assert not list(job.parent.glob("stage-*"))
 
 
-def test_a_rerun_classifies_only_the_missing_blocks(tmp_path, scene, trained_randomforest):
+def test_a_rerun_on_slurm_classifies_only_the_missing_blocks(tmp_path, scene,
+                                                              trained_randomforest,
+                                                              slurm_cluster):
+    """A first run on 2 mpirun ranks keeps its folder, which then lacks most of its blocks as
+    a killed job's would; the rerun, a Slurm job with the same work folder, finds the folder
+    and classifies only the missing blocks."""
     forest = trained_randomforest[0]
     expected = local_maps("randomforest", forest, tmp_path / "local", scene)
     work = tmp_path / "work"
-    job = with_compute(classify_job("randomforest", forest, tmp_path / "mpi", scene), "two",
+    job = with_compute(classify_job("randomforest", forest, tmp_path / "rerun", scene), "two",
                        "mpi", **mpi_profile(work, keep_work_dir=True))
     classify("randomforest", job)
     assert_same_maps(expected, job.parent)
     [folder] = work.iterdir()
     blocks = sorted((folder / "result").glob("block-?????.tif"))
     assert len(blocks) == 9
-    for lost in blocks[3:]:  # as a killed job leaves them: its unfinished blocks are absent
+    for lost in blocks[3:]:
         lost.unlink()
         lost.with_name(lost.stem + "-confidence.tif").unlink()
     with rasterio.open(blocks[0], "r+") as kept:  # a kept block is not computed again
         marked = kept.read(1)
         marked[:] = 99
         kept.write(marked, 1)
+    with_compute(job, "cluster", "slurm", partition=slurm_cluster.partition, ranks=2,
+                 time_limit="10:00", python=sys.executable, mpirun_args=list(MPIRUN_ARGS),
+                 work_dir=str(work), env={"SLURM_CONF": str(slurm_cluster.conf)})
     log = RecordingReporter()
     classify("randomforest", job, log)
-    assert "9 blocks of at most 1 pixel; 3 already written by an earlier run, 6 to classify " \
-           "on 2 ranks" in log.text()
+    text = log.text()
+    assert "submitted Slurm job" in text
+    assert ("9 blocks of at most 1 pixel; 3 already written by an earlier run, 6 to classify "
+            "on 2 ranks") in text
     got, want = read(job.parent / "map.tif"), read(expected / "map.tif")
     rows, cols = np.nonzero(got != want)
     assert (got[rows, cols] == 99).all() and rows.max() < 40 and cols.max() < 40
     np.testing.assert_array_equal(got[40:], want[40:])
-
-
-def test_a_slurm_job_classifies_the_local_map(tmp_path, scene, trained_randomforest,
-                                              slurm_cluster):
-    forest = trained_randomforest[0]
-    expected = local_maps("randomforest", forest, tmp_path / "local", scene)
-    work = tmp_path / "work"
-    job = with_compute(classify_job("randomforest", forest, tmp_path / "slurm", scene),
-                       "cluster", "slurm", partition=slurm_cluster.partition, ranks=2,
-                       time_limit="10:00", python=sys.executable,
-                       mpirun_args=list(MPIRUN_ARGS), work_dir=str(work),
-                       env={"SLURM_CONF": str(slurm_cluster.conf)})
-    log = RecordingReporter()
-    classify("randomforest", job, log)
-    assert "submitted Slurm job" in log.text()
-    assert_same_maps(expected, job.parent)
-    assert not list(work.iterdir())
+    assert not list(work.iterdir()), "the Slurm profile does not keep the folder"
 
 
 def test_an_ssh_target_gets_copies_of_the_inputs(tmp_path, scene, trained_randomforest,
