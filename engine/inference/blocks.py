@@ -83,11 +83,11 @@ def block_grid(grid: Grid, window: Window) -> Grid:
 
 
 def write_layout(folder: Path, grid: Grid, classes: ClassTable, blocks: list[MapBlock],
-                 confidence: bool, tags: dict[str, str]) -> None:
+                 tags: dict[str, str]) -> None:
     """What the merge needs to know, written atomically."""
     layout = {"grid": {"crs_wkt": grid.crs_wkt, "transform": list(grid.transform),
                        "width": grid.width, "height": grid.height},
-              "classes": classes.to_json(), "tags": tags, "confidence": confidence,
+              "classes": classes.to_json(), "tags": tags,
               "blocks": [[int(b.window.col_off), int(b.window.row_off), int(b.window.width),
                           int(b.window.height)] for b in blocks]}
     partial = folder / f".{LAYOUT_FILE}.partial"
@@ -134,7 +134,7 @@ def write_blocks(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cla
     blocks = map_blocks(list(predictor.cores(grid.height, grid.width)), max_pixels)
     missing = None
     if ranks.leader:
-        write_layout(folder, grid, classes, blocks, confidence, tags)
+        write_layout(folder, grid, classes, blocks, tags)
         missing = [block.index for block in blocks if not block.path(folder).exists()]
         done = len(blocks) - len(missing)
         reporter.info(f"{counted(len(blocks), 'block')} of at most "
@@ -172,7 +172,7 @@ def merge_blocks(folder: Path, class_map: Path, confidence: Path | None, cog: bo
     blocks = [MapBlock(index, Window(*window), ()) for index, window in
               enumerate(layout["blocks"])]
     absent = [block.index for block in blocks if not block.path(folder).exists()]
-    if absent or (confidence and not layout["confidence"]):
+    if absent:
         raise LcfusionError(f"{counted(len(absent), 'block')} of the classification are "
                             f"missing from {folder}; run the algorithm again to classify them",
                             "COMPUTE")
