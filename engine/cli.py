@@ -187,7 +187,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> dict:
         if job.command != args.command:
             raise LcfusionError(f"the job file is a {job.command} job, not {args.command}")
         function = job_command(args.command)
-        if args.command.startswith(("train-", "classify-")):
+        rank_of_a_classification = bool(job.section("outputs").get("blocks"))
+        if args.command.startswith(("train-", "classify-")) and not rank_of_a_classification:
             from .io.fill import report_fill_areas
 
             report_fill_areas(job, reporter)

@@ -1,5 +1,6 @@
-"""Ranks of a distributed training: mpi4py gives rank, size and the rendezvous address,
-torch.distributed (NCCL on GPUs, Gloo on CPUs) does the collective work."""
+"""Ranks of a distributed run: mpi4py gives rank, size and the rendezvous address,
+torch.distributed (NCCL on GPUs, Gloo on CPUs) does the collective work of a training; a
+classification cut into blocks needs MPI alone."""
 
 from __future__ import annotations
 
@@ -86,12 +87,13 @@ def started_by_mpi() -> bool:
     return any(name in os.environ for name in MPI_MARKERS)
 
 
-def join_ranks(device_name: str = "auto") -> Ranks:
-    """Join the other ranks: rank and size from MPI, rank 0's host and a free port broadcast
-    through MPI as the rendezvous, then torch.distributed with NCCL (GPUs) or Gloo (CPUs).
-    Outside mpirun or srun this is a single rank on `device_name` without torch.distributed."""
+def mpi_ranks(device_name: str = "auto") -> tuple[Ranks, bool]:
+    """This process's rank, size and local rank from MPI, on the GPU of its local rank when
+    it computes on CUDA (made the current device, so that ``cuda`` means that GPU), without
+    torch.distributed: enough for ranks that share out independent work. Also whether every
+    rank runs on this node. Outside mpirun or srun this is a single rank on `device_name`."""
     if not started_by_mpi():
-        return Ranks(device=resolve_device(device_name))
+        return Ranks(device=resolve_device(device_name)), True
     try:
         from mpi4py import MPI
     except ImportError as exc:
@@ -106,9 +108,21 @@ def join_ranks(device_name: str = "auto") -> Ranks:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    return Ranks(rank, size, local_rank, device, None, comm), one_node
+
+
+def join_ranks(device_name: str = "auto") -> Ranks:
+    """Join the other ranks: rank and size from MPI, rank 0's host and a free port broadcast
+    through MPI as the rendezvous, then torch.distributed with NCCL (GPUs) or Gloo (CPUs).
+    Outside mpirun or srun this is a single rank on `device_name` without torch.distributed."""
+    ranks, one_node = mpi_ranks(device_name)
+    if ranks.comm is None:
+        return ranks
+    backend = "nccl" if ranks.device.type == "cuda" else "gloo"
     host = "127.0.0.1" if one_node else socket.getfqdn()
-    address = comm.bcast((host, _free_port()) if rank == 0 else None, root=0)
+    address = ranks.comm.bcast((host, _free_port()) if ranks.leader else None, root=0)
     dist.init_process_group(backend, init_method=f"tcp://{address[0]}:{address[1]}",
-                            rank=rank, world_size=size, timeout=RENDEZVOUS_TIMEOUT)
-    return Ranks(rank, size, local_rank, device, backend, comm)
+                            rank=ranks.rank, world_size=ranks.size,
+                            timeout=RENDEZVOUS_TIMEOUT)
+    ranks.backend = backend
+    return ranks

@@ -1,4 +1,5 @@
-"""Starting a staged training job on a compute target and following it to the end.
+"""Starting a staged job (a training, or a classification cut into blocks) on a compute target
+and following it to the end.
 
 The same job folder runs everywhere; targets differ only in how its command starts:
 ``mpirun`` on this machine or over ssh, or ``sbatch`` on Slurm (here or over ssh). The job runs
@@ -253,18 +254,20 @@ def target_python(profile: ComputeProfile) -> str:
     return profile.python or ("python3" if profile.remote else sys.executable)
 
 
-def rank_command(profile: ComputeProfile, ranks: int) -> list[str]:
-    """mpirun with the profile's arguments, starting the engine's fit command on each rank."""
+def rank_command(profile: ComputeProfile, ranks: int, command: str = "fit") -> list[str]:
+    """mpirun with the profile's arguments, starting the engine's job `command` (the job
+    folder's ``job.json``) on each rank."""
     argv = [profile.mpirun, *profile.mpirun_args]
     if profile.hostfile:
         argv += ["--hostfile", profile.hostfile]
     argv += ["-np", str(ranks), "-x", "PYTHONPATH", target_python(profile), "-u", "-m",
-             "lcfusion.engine", "--events", "json", "fit", "job.json"]
+             "lcfusion.engine", "--events", "json", command, "job.json"]
     return argv
 
 
-def sbatch_script(profile: ComputeProfile, name: str) -> str:
-    """The batch script of a Slurm job: resources from the profile, then mpirun."""
+def sbatch_script(profile: ComputeProfile, name: str, command: str = "fit") -> str:
+    """The batch script of a Slurm job: resources from the profile, then mpirun over the
+    job's tasks (one batch job; no job array)."""
     lines = ["#!/bin/sh", f"#SBATCH --job-name={name}", f"#SBATCH --output={EVENTS_FILE}",
              f"#SBATCH --error={ERRORS_FILE}", f"#SBATCH --nodes={profile.nodes}",
              f"#SBATCH --ntasks-per-node={profile.ranks}"]
@@ -276,7 +279,7 @@ def sbatch_script(profile: ComputeProfile, name: str) -> str:
         lines.append(f"#SBATCH --time={profile.time_limit}")
     lines += list(profile.sbatch_lines)
     lines += ['PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH',
-              shlex.join(rank_command(profile, profile.total_ranks)),
+              shlex.join(rank_command(profile, profile.total_ranks, command)),
               "echo $? > exit.code"]
     return "\n".join(lines) + "\n"
 
@@ -332,8 +335,9 @@ class RemoteJob:
     (a context manager: leaving it closes the connection)."""
 
     def __init__(self, profile: ComputeProfile, stage: Path, job_id: str,
-                 reporter: Reporter, poll_seconds: float = 1.0):
+                 reporter: Reporter, poll_seconds: float = 1.0, command: str = "fit"):
         self.profile, self.stage, self.reporter = profile, stage, reporter
+        self.command = command
         self.shell = shell_for(profile)
         self.folder = f"{default_work_dir(profile).rstrip('/')}/lcfusion-{job_id}"
         self.name = f"lcfusion-{job_id}"
@@ -347,8 +351,8 @@ class RemoteJob:
         try:
             self.reporter.info(f"staging the job to {self.shell.where}: {self.folder}")
             if self.profile.kind == "slurm":
-                (self.stage / SBATCH_FILE).write_text(sbatch_script(self.profile, self.name),
-                                                      encoding="utf-8")
+                (self.stage / SBATCH_FILE).write_text(
+                    sbatch_script(self.profile, self.name, self.command), encoding="utf-8")
             self.shell.upload(self.stage, self.folder)
             self.handle = self._start()
             return self._follow(cancelled)
@@ -372,7 +376,8 @@ class RemoteJob:
             self.reporter.info(f"submitted Slurm job {job} ({self.profile.describe()})")
             return job
         done = self.shell.run(["sh", "-c", SUBMIT_SCRIPT, "lcfusion-submit", self.folder,
-                               *rank_command(self.profile, self.profile.total_ranks)])
+                               *rank_command(self.profile, self.profile.total_ranks,
+                                             self.command)])
         group = done.stdout.strip().splitlines()[-1]
         if not re.fullmatch(r"[0-9]+", group):
             raise LcfusionError(f"the job did not start on {self.shell.where}: "

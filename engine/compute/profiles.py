@@ -1,4 +1,5 @@
-"""Compute profiles: where training runs (this process, mpirun here, a host over ssh, Slurm).
+"""Compute profiles: where training and classification run (this process, mpirun here, a host
+over ssh, Slurm).
 
 Profiles are named tables of a TOML file (``[profiles.<name>]``); ``local`` always exists. The
 file path comes from ``LCFUSION_PROFILES`` or the plugin settings. This module is pure Python

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from ..compute.distributed import Ranks
+from ..compute.distributed import Ranks, mpi_ranks
 from ..errors import LcfusionError
+from ..inference.blocks import BLOCK_PIXELS, write_blocks
 from ..inference.classifying import predict_pixels, write_class_map
 from ..inference.ensemble import Ensemble
 from ..inference.tiling import TilePredictor
@@ -75,16 +76,25 @@ def shared_normalization(job: Job) -> dict | None:
 @dataclass(frozen=True)
 class MapOutputs:
     """The class map and optional confidence map to write; `cog`: as Cloud Optimized
-    GeoTIFFs (``outputs.cog``) rather than plain tiled ones (both with overviews)."""
+    GeoTIFFs (``outputs.cog``) rather than plain tiled ones (both with overviews). A rank of
+    a classification on a compute target writes its share of the `blocks` into that folder
+    instead (``outputs.blocks``; ``outputs.confidence`` true for the confidence too)."""
 
     class_map: Path
     confidence: Path | None = None
     cog: bool = False
+    blocks: Path | None = None
+    block_pixels: int = BLOCK_PIXELS
 
 
 def map_outputs(job: Job) -> MapOutputs:
     """The maps to write, checked before any work starts."""
     outputs = job.section("outputs")
+    blocks = job.resolve(outputs.get("blocks"))
+    if blocks is not None:
+        return MapOutputs(blocks / "map.tif", blocks / "confidence.tif"
+                          if outputs.get("confidence") else None, blocks=blocks,
+                          block_pixels=int(outputs.get("block_pixels") or BLOCK_PIXELS))
     class_map = job.resolve(outputs.get("class_map"))
     confidence = job.resolve(outputs.get("confidence"))
     if class_map is None:
@@ -132,9 +142,16 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
     """Write the class map (+ confidence), log the speed, return the outputs for the plugin
     (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG copies)."""
     started = time.monotonic()
+    tags = {"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}
+    if maps.blocks is not None:
+        ranks, _ = mpi_ranks()
+        count = write_blocks(predictor, reader, grid, classes, maps.blocks,
+                             maps.confidence is not None, tags, ranks, reporter,
+                             maps.block_pixels)
+        return {"BLOCKS": count, "SECONDS": time.monotonic() - started}
     finishing = write_class_map(
         predictor, reader, grid, classes, maps.class_map, maps.confidence, reporter,
-        tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}, cog=maps.cog)
+        tags=tags, cog=maps.cog)
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
     speed = round(pixels / max(seconds, 1e-9))

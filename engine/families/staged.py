@@ -179,7 +179,20 @@ def fit_here_or_on_target(job: Job, model: torch.nn.Module, reporter: Reporter,
     return result
 
 
-def _threads_per_rank(requested: int, local_ranks: int) -> int:
+def check_promised_gpus(job: Job) -> None:
+    """A staged job whose profile gives GPUs fails clearly where torch sees none."""
+    gpus = int(job.section("compute").get("gpus_per_node", 0))
+    if gpus and not torch.cuda.is_available():
+        raise LcfusionError(f"the profile gives {counted(gpus, 'GPU')} per node but torch "
+                            f"{torch.__version__} on {socket.gethostname()} sees none; install "
+                            "a CUDA build of torch there, or set the profile's GPUs to 0",
+                            "COMPUTE")
+
+
+def threads_per_rank(requested: int) -> int:
+    """The CPU threads of one rank: `requested`, else the cores shared out over the ranks on
+    this node."""
+    local_ranks = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
     if requested > 0:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
@@ -198,19 +211,12 @@ def fit_packed_job(job: Job, reporter: Reporter) -> dict:
         raise LcfusionError(f"the pack is for an unknown model family {family!r}")
     module = importlib.import_module(f"{__package__}.{FAMILY_MODULES[family]}")
     settings = metadata["settings"]
-    gpus = int(job.section("compute").get("gpus_per_node", 0))
-    if gpus and not torch.cuda.is_available():
-        raise LcfusionError(f"the profile gives {counted(gpus, 'GPU')} per node but torch "
-                            f"{torch.__version__} on {socket.gethostname()} sees none; install "
-                            "a CUDA build of torch there, or set the profile's GPUs to 0",
-                            "COMPUTE")
+    check_promised_gpus(job)
     ranks = join_ranks(settings.get("device", "auto"))
     try:
         if not ranks.leader:
             reporter = FollowerReporter(reporter, ranks.rank)
-        local_ranks = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
-        threads = configure_threads(_threads_per_rank(int(settings.get("threads", 0)),
-                                                      local_ranks))
+        threads = configure_threads(threads_per_rank(int(settings.get("threads", 0))))
         reporter.info(f"rank {ranks.rank} of {ranks.size} on {ranks.device} "
                       f"({ranks.backend or 'single process'}), "
                       f"{counted(threads, 'thread')} per rank")

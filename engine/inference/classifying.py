@@ -69,13 +69,17 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T],
 FINISH_SHARE = 0.02
 
 
-def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
-                    class_map: Path, confidence: Path | None, reporter: Reporter,
-                    tags: dict[str, str] | None = None, cog: bool = False) -> float:
-    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile, then add
-    their overviews (and with `cog` make them Cloud Optimized GeoTIFFs); both files are checked
-    once closed, before either replaces an existing file. Returns the seconds the overviews
-    (and copies) took."""
+#: Writes a classification's maps to their temporary files (`outputs[0]` the class map,
+#: `outputs[1]` the confidence if asked for) and closes them, reporting to the reporter.
+MapFiller = Callable[[list[RasterOutput], Reporter], None]
+
+
+def write_maps(grid: Grid, class_map: Path, confidence: Path | None, fill: MapFiller,
+               reporter: Reporter, cog: bool = False) -> float:
+    """Write the class map (+ `confidence`) on `grid` with `fill`, then add their overviews
+    (and with `cog` make them Cloud Optimized GeoTIFFs); both files are checked once closed,
+    before either replaces an existing file. Returns the seconds the overviews (and copies)
+    took."""
     shape = (1, grid.height, grid.width)
     with contextlib.ExitStack() as stack:
         map_tmp = stack.enter_context(atomic_output(class_map, "OUTPUT"))
@@ -86,10 +90,47 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
                                 CONFIDENCE_RESAMPLING))
         outputs = [each.output for each in maps]
         with checked_raster_writes(*outputs):
-            classify_into(predictor, reader, grid, classes, outputs, tags,
-                          reporter.span(0.0, 1.0 - FINISH_SHARE))
+            fill(outputs, reporter.span(0.0, 1.0 - FINISH_SHARE))
         with checked_raster_writes(*outputs):
             return finish_maps(maps, cog, reporter.span(1.0 - FINISH_SHARE, 1.0))
+
+
+def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
+                    class_map: Path, confidence: Path | None, reporter: Reporter,
+                    tags: dict[str, str] | None = None, cog: bool = False) -> float:
+    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile (see
+    `write_maps`). Returns the seconds the overviews (and copies) took."""
+    def fill(outputs: list[RasterOutput], span: Reporter) -> None:
+        classify_into(predictor, reader, grid, classes, outputs, tags, span)
+
+    return write_maps(grid, class_map, confidence, fill, reporter, cog)
+
+
+def open_maps(stack: contextlib.ExitStack, grid: Grid, classes: ClassTable,
+              paths: list[Path], tags: dict[str, str] | None) -> list[Any]:
+    """The class map (`paths[0]`) and the confidence map (`paths[1]`, if given) opened for
+    writing on `grid` in `stack`, described, with GDAL's block cache shared between them."""
+    dtype, nodata = classes.map_dtype(), classes.map_nodata()
+    opened = [stack.enter_context(rasterio.open(paths[0], "w",
+                                                **write_profile(grid, 1, dtype, nodata)))]
+    if len(paths) > 1:
+        opened.append(stack.enter_context(rasterio.open(
+            paths[1], "w", **write_profile(grid, 1, "float32", float("nan")))))
+    describe_outputs(opened[0], opened[1] if len(opened) > 1 else None, classes, tags)
+    stack.enter_context(block_cache_share(opened))
+    return opened
+
+
+def map_values(probs: np.ndarray, valid: np.ndarray, classes: ClassTable
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The class codes (nodata where `valid` is false) and the confidence (the largest
+    probability; NaN there) of a core's probabilities (classes, h, w)."""
+    codes = np.asarray(classes.codes, dtype=np.int64)
+    labels = codes[probs.argmax(axis=0)].astype(classes.map_dtype())
+    labels[~valid] = classes.map_nodata()
+    conf = probs.max(axis=0).astype(np.float32)
+    conf[~valid] = np.nan
+    return labels, conf
 
 
 def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
@@ -97,26 +138,13 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
                   reporter: Reporter) -> None:
     """Write the class map (`outputs[0]`) and the confidence map (`outputs[1]`, if given) to
     their temporary files, tile by tile; the files are closed on return."""
-    codes = np.asarray(classes.codes, dtype=np.int64)
-    dtype, nodata = classes.map_dtype(), classes.map_nodata()
     cores = list(predictor.cores(grid.height, grid.width))
     with contextlib.ExitStack() as stack:
-        out_map = stack.enter_context(rasterio.open(outputs[0].temporary, "w",
-                                                    **write_profile(grid, 1, dtype, nodata)))
-        out_conf = (stack.enter_context(rasterio.open(
-            outputs[1].temporary, "w", **write_profile(grid, 1, "float32", float("nan"))))
-            if len(outputs) > 1 else None)
-        describe_outputs(out_map, out_conf, classes, tags)
-        stack.enter_context(block_cache_share([out_map] + ([out_conf] if out_conf else [])))
+        opened = open_maps(stack, grid, classes, [each.temporary for each in outputs], tags)
         inferred = stack.enter_context(classifying(predictor, reader, cores))
         for done, (core, probs, valid) in enumerate(inferred, start=1):
-            labels = codes[probs.argmax(axis=0)].astype(dtype)
-            labels[~valid] = nodata
-            out_map.write(labels, 1, window=core)
-            if out_conf is not None:
-                conf = probs.max(axis=0).astype(np.float32)
-                conf[~valid] = np.nan
-                out_conf.write(conf, 1, window=core)
+            for band, values in zip(opened, map_values(probs, valid, classes), strict=False):
+                band.write(values, 1, window=core)
             reporter.progress(done / len(cores), "classifying")
 
 

@@ -50,6 +50,7 @@ from .bindings.binding import Binding, JobDraft
 from .bindings.classmap import ClassMapInputBinding
 from .bindings.modelfile import ModelInputBinding
 from .bindings.options import (
+    CLASSIFY_COMPUTE_HELP,
     COMPUTE_HELP,
     FILL_HELP,
     LOOP_HELP,
@@ -132,7 +133,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         """The HTML help on one line: QGIS shows every newline of it as a line break."""
         extra = REPORT_HELP if self.group_key == "training" else ""
         if self.parameterDefinition("COMPUTE") is not None:
-            extra += COMPUTE_HELP
+            extra += CLASSIFY_COMPUTE_HELP if self.group_key == "classification" else (
+                COMPUTE_HELP)
         if self.parameterDefinition("EARLY_STOPPING") is not None:
             extra += LOOP_HELP
         if self.parameterDefinition("DATE_DROPOUT") is not None:

@@ -42,4 +42,5 @@ differences along tile edges) and device.</li>
                      is_advanced=True)
         self.add_tta()
         self.add_device()
+        self.add_compute()
         self.add_class_map_output()

@@ -39,4 +39,5 @@ records), or no, or resample the MS (bilinear or nearest) and crop an overhangin
                      is_advanced=True)
         self.add_tta()
         self.add_device()
+        self.add_compute()
         self.add_class_map_output()

@@ -40,4 +40,5 @@ MS onto the PAN grid</b> says otherwise.</li>
         self.add_int("TILE_SIZE", "Tile size (pixels)", "tile_size", 128, minimum=16,
                      is_advanced=True)
         self.add_int("THREADS", "Threads (0: all cores)", "threads", 0, is_advanced=True)
+        self.add_compute()
         self.add_class_map_output()

@@ -38,4 +38,5 @@ matched by order in the season, with a warning); optionally the S2 cloud masks.<
                      is_advanced=True)
         self.add_tta()
         self.add_device()
+        self.add_compute()
         self.add_class_map_output()

@@ -9,9 +9,16 @@ from helpers import write_raster
 from osgeo import gdal
 from rasterio.crs import CRS
 
+from lcfusion.engine.inference.blocks import map_blocks
 from lcfusion.engine.inference.classifying import prefetched, write_class_map
 from lcfusion.engine.inference.tiling import TilePredictor, balanced_steps
-from lcfusion.engine.io.rasters import MIN_BLOCK_CACHE, Grid, block_cache_share, rows_block_cache
+from lcfusion.engine.io.rasters import (
+    MIN_BLOCK_CACHE,
+    Grid,
+    block_cache_share,
+    iter_windows,
+    rows_block_cache,
+)
 from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.reference.classes import ClassTable
 
@@ -105,3 +112,13 @@ def test_a_class_map_larger_than_the_block_cache_keeps_its_palette_quietly(
         assert ds.colormap(1)[7][:3] == (0x33, 0xa0, 0x2c)
         assert ds.descriptions == ("class",)
         assert (ds.read(1) == 7).all()
+
+
+def test_map_blocks_are_runs_of_cores_along_a_row_within_the_pixel_budget():
+    cores = list(iter_windows(100, 70, 30))  # 4 x 3 cores, narrower at the right and bottom
+    blocks = map_blocks(cores, max_pixels=1800)
+    assert [tuple(int(v) for v in (b.window.col_off, b.window.row_off, b.window.width,
+                                   b.window.height)) for b in blocks] == [
+        (0, 0, 60, 30), (60, 0, 40, 30), (0, 30, 60, 30), (60, 30, 40, 30), (0, 60, 100, 10)]
+    assert [core for block in blocks for core in block.cores] == cores
+    assert [block.index for block in blocks] == list(range(5))

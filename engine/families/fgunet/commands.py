@@ -32,6 +32,7 @@ from ...training.sampling import (
     augment,
 )
 from ...wording import counted
+from ..blockjobs import classify_command
 from ..jobsteps import (
     PixelSet,
     TrainingPixels,
@@ -364,6 +365,7 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
     series.match_dates(expected.get("dates") or [], reporter)
 
 
+@classify_command
 def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     """Classify a time series with a trained FG-UNET model, tile by tile."""
     config = settings_from(FGUNetClassifyConfig, job.section("settings"))

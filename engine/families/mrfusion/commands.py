@@ -25,6 +25,7 @@ from ...reference.classes import ClassTable
 from ...reference.splits import preset_split
 from ...training.loop import FitResult, LoopSettings, RunContext
 from ...wording import counted
+from ..blockjobs import classify_command
 from ..jobsteps import (
     TrainingPixels,
     classify_to_files,
@@ -264,6 +265,7 @@ def load_mrfusion(path: Path, device: torch.device
     return metadata, model, classes, normalizer
 
 
+@classify_command
 def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     """Classify every PAN pixel of a PAN + MS pair with a trained MRFusion model."""
     config = settings_from(MRFusionClassifyConfig, job.section("settings"))

@@ -37,6 +37,7 @@ from ...reference.classes import ClassTable
 from ...reference.splits import SplitReference, preset_split
 from ...training.loop import FitResult
 from ...wording import counted
+from ..blockjobs import classify_command
 from ..jobsteps import (
     PixelSet,
     check_odd_patch,
@@ -404,6 +405,7 @@ def load_randomforest(path: Path) -> tuple[dict, Forest, ClassTable]:
     return metadata, forest, classes
 
 
+@classify_command
 def classify_randomforest(job: Job, reporter: Reporter) -> dict:
     """Classify the model's source with a trained Random Forest, tile by tile."""
     config = settings_from(RandomForestClassifyConfig, job.section("settings"))

@@ -30,6 +30,7 @@ from ...reference.splits import SplitReference, preset_split
 from ...training.loop import FitResult, LoopSettings, RunContext
 from ...training.sampling import ChannelPerturbation
 from ...wording import counted
+from ..blockjobs import classify_command
 from ..jobsteps import (
     TrainingPixels,
     check_odd_patch,
@@ -400,6 +401,7 @@ def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TW
     return inputs
 
 
+@classify_command
 def classify_twinns(job: Job, reporter: Reporter) -> dict:
     """Classify S1 + S2 time series with a trained TWINNS model, tile by tile."""
     config = settings_from(TWINNSClassifyConfig, job.section("settings"))

@@ -31,6 +31,23 @@ same inputs and profile. Cancel stops the remote job (its process group, or scan
 removes its folder unless the profile keeps it.</p>
 """
 
+CLASSIFY_COMPUTE_HELP = """
+<h3>Where the classification runs</h3>
+<p><b>Compute profile</b> names a profile of the compute profiles file (Plugins &gt; Land Cover
+Fusion &gt; Settings, or the <code>LCFUSION_PROFILES</code> environment variable):
+<code>local</code> (the default) classifies in a child process here; an <code>mpi</code> profile
+runs <code>mpirun</code> with N ranks on this machine; <code>ssh</code> runs mpirun on a remote
+host (the input rasters and the model are copied into the job folder there); <code>slurm</code>
+submits a batch job (here, or through ssh). The map is cut into blocks made of the tiles a local
+run computes (with their margins), so the map is the same as a local one; the ranks share the
+blocks out, each on a GPU of its own when the node has them, and progress over all ranks is
+shown here. Each finished block is written as a file of its own in the job folder: a job that
+was interrupted classifies only the missing blocks when it is run again with the same inputs
+and profile. The blocks come back here and are merged into the class map (and the confidence),
+with its colours, class table and overviews as in a local run. Cancel stops every rank (its
+process group, or scancel) and removes the job folder unless the profile keeps it.</p>
+"""
+
 LOOP_HELP = """
 <h3>How long and how the network trains</h3>
 <p><b>Epochs (at most)</b> is an upper bound: the training ends earlier at the <b>Time limit</b>
@@ -107,7 +124,8 @@ class SettingBinding(Binding):
 
 @dataclass
 class ComputeBinding(Binding):
-    """The compute profile that runs the training: its values go into the job."""
+    """The compute profile that runs the training or the classification: its values go
+    into the job."""
 
     name: str = "COMPUTE"
 

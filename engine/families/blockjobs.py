@@ -1,0 +1,183 @@
+"""Classifying on a compute target, for every family alike: the job's classify command runs on
+every rank of the target (mpirun here or over ssh, or a Slurm batch job), each rank writes its
+share of the map's blocks into the job folder (`inference.blocks`), and the blocks come back
+here and are merged into the maps through the checked, atomic path of a local classification
+(colour table, class tags, overviews, COG).
+
+A family's classify command gets this with the `classify_command` decorator: without a compute
+profile it runs as before; with one, `classify_on_target` stages and follows the job; on a
+rank (a job whose outputs name a ``blocks`` folder) it runs on the rank's GPU with its share of
+the CPU threads and writes blocks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..compute.distributed import mpi_ranks
+from ..compute.launcher import RESULT_FOLDER, RemoteJob
+from ..compute.profiles import ComputeProfile
+from ..errors import CancelledError, LcfusionError
+from ..inference.blocks import merge_blocks
+from ..jobs import Job, write_job
+from ..progress import FollowerReporter, Reporter
+from ..wording import counted
+from .jobsteps import MapOutputs, map_outputs
+from .staged import check_promised_gpus, compute_profile, copy_engine, threads_per_rank
+
+ClassifyFunction = Callable[[Job, Reporter], dict]
+INPUTS_FOLDER = "inputs"
+#: The share of the progress the merge takes after the blocks came back.
+MERGE_SHARE = 0.05
+
+
+def classify_command(function: ClassifyFunction) -> ClassifyFunction:
+    """A family's classify command, run here, on a compute target, or as one of its ranks."""
+    @functools.wraps(function)
+    def classify(job: Job, reporter: Reporter) -> dict:
+        if job.section("outputs").get("blocks"):
+            return classify_rank(job, reporter, function)
+        profile = compute_profile(job)
+        if profile is None:
+            return function(job, reporter)
+        return classify_on_target(job, profile, reporter)
+
+    return classify
+
+
+def classify_rank(job: Job, reporter: Reporter, function: ClassifyFunction) -> dict:
+    """One rank of a classification on a target: on the GPU of its local rank (when the
+    device resolves to CUDA), with its share of the node's cores unless the job sets the
+    threads; only rank 0 speaks, except for warnings and errors."""
+    check_promised_gpus(job)
+    settings = job.section("settings")
+    ranks, _ = mpi_ranks(str(settings.get("device") or "auto"))
+    if not ranks.leader:
+        reporter = FollowerReporter(reporter, ranks.rank)
+    job.data["settings"] = {**settings,
+                            "threads": threads_per_rank(int(settings.get("threads") or 0))}
+    reporter.info(f"{counted(ranks.size, 'rank')}, each on "
+                  f"{ranks.device.type if ranks.device.type == 'cpu' else 'its own GPU'}")
+    return function(job, reporter)
+
+
+class InputStager:
+    """The paths of a job's inputs as the target sees them: absolute paths on this machine's
+    file system (an mpi or local Slurm profile), or copies in the job folder's ``inputs``
+    (a remote host; each file with its sidecars such as ``.aux.xml`` or ``.msk``)."""
+
+    def __init__(self, job: Job, stage: Path | None):
+        self.job, self.stage = job, stage
+        self.sources: list[Path] = []
+
+    def value(self, value: Any) -> Any:
+        """`value` (a section of the inputs, a list or a string) with its paths replaced."""
+        if isinstance(value, dict):
+            return {key: self.value(entry) for key, entry in value.items()}
+        if isinstance(value, list):
+            return [self.value(entry) for entry in value]
+        if not isinstance(value, str) or not value:
+            return value
+        path = self.job.resolve(value)
+        if path is None or not path.exists():
+            return value
+        self.sources.append(path)
+        if self.stage is None:
+            return str(path)
+        return self._copy(path)
+
+    def _copy(self, path: Path) -> str:
+        name = f"{len(self.sources):03d}-{path.name}"
+        target = self.stage / INPUTS_FOLDER / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, target)
+        else:
+            shutil.copy2(path, target)
+            for sidecar in path.parent.glob(f"{path.name}.*"):
+                shutil.copy2(sidecar, target.with_name(name + sidecar.name[len(path.name):]))
+        return f"{INPUTS_FOLDER}/{name}"
+
+    def identity(self) -> list[list]:
+        """Each input file's path, size and modification time (a changed input is a new
+        job)."""
+        found = []
+        for source in self.sources:
+            files = sorted(source.rglob("*")) if source.is_dir() else [source]
+            for file in files:
+                if file.is_file():
+                    stat = file.stat()
+                    found.append([str(file), stat.st_size, stat.st_mtime_ns])
+        return found
+
+
+def stage_classification(job: Job, profile: ComputeProfile, maps: MapOutputs,
+                         stage: Path) -> str:
+    """Write the job every rank runs into `stage` and return its identity: the classify
+    command with the inputs as the target sees them, the settings, and the blocks of `maps`
+    as the output (the maps are merged here)."""
+    stager = InputStager(job, stage if profile.remote else None)
+    sections = {name: value for name, value in job.data.items()
+                if name not in ("version", "command", "compute", "outputs")}
+    sections["inputs"] = stager.value(job.section("inputs"))
+    outputs = {"blocks": RESULT_FOLDER, "confidence": maps.confidence is not None}
+    if job.section("outputs").get("block_pixels"):
+        outputs["block_pixels"] = int(job.section("outputs")["block_pixels"])
+    path = write_job(stage, job.command, **sections, outputs=outputs,
+                     compute={"gpus_per_node": profile.gpus or profile.gpus_per_node})
+    digest = hashlib.sha256(path.read_bytes())
+    digest.update(json.dumps(stager.identity()).encode())
+    copy_engine(stage)
+    return digest.hexdigest()[:16]
+
+
+def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) -> dict:
+    """Classify on `profile`'s ranks, fetch the blocks and merge them into the maps here.
+    A failed job keeps its blocks: run again with the same inputs and profile, and only the
+    missing ones are classified. Cancel stops every rank and removes the job's folder."""
+    maps = map_outputs(job)
+    started = time.monotonic()
+    stage = Path(tempfile.mkdtemp(prefix="stage-", dir=job.folder))
+    try:
+        job_id = stage_classification(job, profile, maps, stage)
+        with RemoteJob(profile, stage, job_id, reporter.span(0.0, 1.0 - MERGE_SHARE),
+                       command=job.command) as remote:
+            outcome = remote.run()
+            if outcome.error or outcome.exit_code != 0 or not outcome.outputs:
+                state = f"Slurm state {outcome.state}" if outcome.state else (
+                    f"exit status {outcome.exit_code}")
+                detail = "; ".join(part.rstrip(". ") for part in (
+                    outcome.error, remote.error_text()) if part) or "no message"
+                raise LcfusionError(
+                    f"the classification on {remote.shell.where} failed ({state}): {detail}. "
+                    f"The blocks it finished are kept in {remote.folder}; run the algorithm "
+                    "again with the same inputs and profile to classify only the missing "
+                    "ones", outcome.parameter or "COMPUTE")
+            try:
+                blocks = remote.fetch(stage / RESULT_FOLDER)
+                _, classes, finishing = merge_blocks(
+                    blocks, maps.class_map, maps.confidence, maps.cog,
+                    reporter.span(1.0 - MERGE_SHARE, 1.0))
+            except CancelledError:
+                remote.clean()
+                raise
+            remote.clean()
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    seconds = time.monotonic() - started
+    reporter.info(f"class map merged from {counted(int(outcome.outputs.get('BLOCKS', 0)), 'block')}"
+                  f" into {maps.class_map} ({seconds:.1f} s in all; overviews"
+                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} {finishing:.1f} s)")
+    result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
+              "OVERVIEW_SECONDS": finishing}
+    if maps.confidence:
+        result["OUTPUT_CONFIDENCE"] = str(maps.confidence)
+    return result

@@ -1,0 +1,176 @@
+"""Classification on compute targets with real parts: 2 mpirun ranks here, over sshd on
+127.0.0.1 and in the test Slurm cluster. Each run cuts the map into blocks shared out over the
+ranks, brings the blocks back and merges them; the maps must equal a local run's pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from helpers import MPIRUN_ARGS, RecordingReporter, processes_in, twinns_inputs, with_compute
+
+from lcfusion.engine.errors import CancelledError
+from lcfusion.engine.families.fgunet.commands import classify_fgunet
+from lcfusion.engine.families.mrfusion.commands import classify_mrfusion
+from lcfusion.engine.families.randomforest.commands import classify_randomforest
+from lcfusion.engine.families.twinns.commands import classify_twinns
+from lcfusion.engine.jobs import Job, write_job
+
+pytestmark = pytest.mark.slow
+pytest_plugins = ["services"]
+
+#: Per family: the trained model's fixture, the classify function, the inputs of the scene
+#: and settings giving a few cores (one thread, so that runs are comparable bit for bit).
+FAMILIES = {
+    "randomforest": ("trained_randomforest", classify_randomforest,
+                     lambda scene: {"s2": twinns_inputs(scene, gapfill=False)["s2"]},
+                     {"tile_size": 40}),
+    "fgunet": ("trained", classify_fgunet,
+               lambda scene: {"series": {"paths": [str(p) for p in scene.s2_paths]}},
+               {"tile_size": 64, "margin": 12}),
+    "mrfusion": ("trained_mrfusion", classify_mrfusion,
+                 lambda scene: {"pan": {"paths": [str(scene.pan_path)]},
+                                "ms": {"paths": [str(scene.ms_path)]}},
+                 {"tile_size": 128}),
+    "twinns": ("trained_twinns", classify_twinns, twinns_inputs, {"tile_size": 40}),
+}
+
+
+@pytest.fixture
+def model(request, family) -> Path:
+    """The session's trained model of `family` (trained, if needed, in the setup)."""
+    return request.getfixturevalue(FAMILIES[family][0])[0]
+
+
+def classify_job(family: str, model: Path, folder: Path, scene) -> Path:
+    """A classify job of `family` writing ``map.tif`` and ``confidence.tif`` in `folder`, with
+    blocks of one core each on a target."""
+    _, _, inputs, settings = FAMILIES[family]
+    folder.mkdir(parents=True)
+    return write_job(folder, f"classify-{family}", inputs={"model": str(model), **inputs(scene)},
+                     settings={**settings, "threads": 1},
+                     outputs={"class_map": str(folder / "map.tif"),
+                              "confidence": str(folder / "confidence.tif"),
+                              "block_pixels": 1})
+
+
+def classify(family: str, job: Path, log: RecordingReporter | None = None) -> dict:
+    return FAMILIES[family][1](Job.load(job), log or RecordingReporter())
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as dataset:
+        return dataset.read(1)
+
+
+def assert_same_maps(expected: Path, got: Path) -> None:
+    for name in ("map.tif", "confidence.tif"):
+        np.testing.assert_array_equal(read(got / name), read(expected / name), err_msg=name)
+    with rasterio.open(expected / "map.tif") as want, rasterio.open(got / "map.tif") as have:
+        assert have.transform == want.transform and have.crs == want.crs
+        assert have.colormap(1) == want.colormap(1)
+        assert have.tags()["LCFUSION_CLASSES"] == want.tags()["LCFUSION_CLASSES"]
+        assert have.tags()["LCFUSION_FAMILY"] == want.tags()["LCFUSION_FAMILY"]
+        assert have.overviews(1) == want.overviews(1)
+
+
+def local_maps(family: str, model: Path, folder: Path, scene) -> Path:
+    """Classify the family's job here; the folder of its maps."""
+    job = classify_job(family, model, folder, scene)
+    classify(family, job)
+    return job.parent
+
+
+def mpi_profile(work: Path, **extra) -> dict:
+    return {"ranks": 2, "mpirun_args": list(MPIRUN_ARGS), "python": sys.executable,
+            "work_dir": str(work), **extra}
+
+
+@pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])
+def test_two_mpi_ranks_classify_the_local_map(tmp_path, scene, family, model):
+    expected = local_maps(family, model, tmp_path / "local", scene)
+    work = tmp_path / "work"
+    job = with_compute(classify_job(family, model, tmp_path / "mpi", scene), "two", "mpi",
+                       **mpi_profile(work))
+    log = RecordingReporter()
+    outputs = classify(family, job, log)
+    assert_same_maps(expected, job.parent)
+    with rasterio.open(job.parent / "map.tif") as merged:  # MRFusion's: the 384-pixel PAN grid
+        assert bool(merged.overviews(1)) == (merged.width > 256), "overviews over 256 pixels"
+    text = log.text()
+    assert "to classify on 2 ranks" in text and "2 ranks, each on cpu" in text
+    assert "class map merged from" in text
+    assert any(stage == "classifying blocks" for stage in log.stages), "progress relayed"
+    assert outputs["OUTPUT"] == str(job.parent / "map.tif")
+    assert not list(work.iterdir()), "the job folder is removed after the run"
+    assert not list(job.parent.glob("stage-*"))
+
+
+def test_a_rerun_on_slurm_classifies_only_the_missing_blocks(tmp_path, scene,
+                                                              trained_randomforest,
+                                                              slurm_cluster):
+    """A first run on 2 mpirun ranks keeps its folder, which then lacks most of its blocks as
+    a killed job's would; the rerun, a Slurm job with the same work folder, finds the folder
+    and classifies only the missing blocks."""
+    forest = trained_randomforest[0]
+    expected = local_maps("randomforest", forest, tmp_path / "local", scene)
+    work = tmp_path / "work"
+    job = with_compute(classify_job("randomforest", forest, tmp_path / "rerun", scene), "two",
+                       "mpi", **mpi_profile(work, keep_work_dir=True))
+    classify("randomforest", job)
+    assert_same_maps(expected, job.parent)
+    [folder] = work.iterdir()
+    blocks = sorted((folder / "result").glob("block-?????.tif"))
+    assert len(blocks) == 9
+    for lost in blocks[3:]:
+        lost.unlink()
+        lost.with_name(lost.stem + "-confidence.tif").unlink()
+    with rasterio.open(blocks[0], "r+") as kept:  # a kept block is not computed again
+        marked = kept.read(1)
+        marked[:] = 99
+        kept.write(marked, 1)
+    with_compute(job, "cluster", "slurm", partition=slurm_cluster.partition, ranks=2,
+                 time_limit="10:00", python=sys.executable, mpirun_args=list(MPIRUN_ARGS),
+                 work_dir=str(work), env={"SLURM_CONF": str(slurm_cluster.conf)})
+    log = RecordingReporter()
+    classify("randomforest", job, log)
+    text = log.text()
+    assert "submitted Slurm job" in text
+    assert ("9 blocks of at most 1 pixel; 3 already written by an earlier run, 6 to classify "
+            "on 2 ranks") in text
+    got, want = read(job.parent / "map.tif"), read(expected / "map.tif")
+    rows, cols = np.nonzero(got != want)
+    assert (got[rows, cols] == 99).all() and rows.max() < 40 and cols.max() < 40
+    np.testing.assert_array_equal(got[40:], want[40:])
+    assert not list(work.iterdir()), "the Slurm profile does not keep the folder"
+
+
+def test_an_ssh_target_gets_copies_of_the_inputs(tmp_path, scene, trained_randomforest,
+                                                 ssh_server):
+    forest = trained_randomforest[0]
+    expected = local_maps("randomforest", forest, tmp_path / "local", scene)
+    remote = tmp_path / "remote"
+    job = with_compute(classify_job("randomforest", forest, tmp_path / "ssh", scene), "gpu",
+                       "ssh", **mpi_profile(remote), host=ssh_server.host, port=ssh_server.port,
+                       user=ssh_server.user, identity_file=str(ssh_server.identity_file),
+                       known_hosts_file=str(ssh_server.known_hosts))
+    log = RecordingReporter()
+    classify("randomforest", job, log)
+    assert f"staging the job to {ssh_server.host}:{ssh_server.port}" in log.text()
+    assert_same_maps(expected, job.parent)
+    assert not list(remote.iterdir())
+
+
+def test_cancel_stops_the_ranks_and_leaves_nothing(tmp_path, scene, trained):
+    work = tmp_path / "work"
+    job = with_compute(classify_job("fgunet", trained[0], tmp_path / "mpi", scene), "two", "mpi",
+                       **mpi_profile(work))
+    with pytest.raises(CancelledError):
+        classify("fgunet", job, RecordingReporter(stop_at="classifying blocks"))
+    assert not processes_in(work), "no rank left running"
+    assert not list(work.iterdir()), "the job folder on the target is removed"
+    assert sorted(path.name for path in job.parent.iterdir()) == ["job.json"]
