@@ -10,7 +10,7 @@ from osgeo import gdal
 from rasterio.crs import CRS
 
 from lcfusion.engine.inference.classifying import prefetched, write_class_map
-from lcfusion.engine.inference.tiling import TilePredictor, balanced_steps
+from lcfusion.engine.inference.tiles import TilePredictor, balanced_steps
 from lcfusion.engine.io.rasters import MIN_BLOCK_CACHE, Grid, block_cache_share, rows_block_cache
 from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.reference.classes import ClassTable

@@ -27,19 +27,17 @@ from ...training.loop import FitResult, LoopSettings, RunContext
 from ...wording import counted
 from ..jobsteps import (
     TrainingPixels,
-    classify_to_files,
     evaluate_test,
     fit_on_pixels,
     held_out_outputs,
     labelled_with_data,
-    map_outputs,
-    model_input,
     model_output,
     report_ensemble,
     save_trained_model,
     shared_normalization,
     split_reference,
 )
+from ..mapsteps import classify_to_files, map_outputs, model_input
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .network import (
     BRANCHES,

@@ -11,7 +11,8 @@ from rasterio.windows import Window
 
 from ...compute.devices import autocast
 from ...errors import LcfusionError
-from ...inference.tiling import TilePredictor, inference_copy, memory_format
+from ...inference.tiles import TilePredictor
+from ...inference.tiling import inference_copy, memory_format
 from ...io.alignment import PanMsAlignment
 from ...io.pack import Boxes, WindowReader
 from ...io.panms import PanMsNormalizer, PanMsReader
