@@ -42,6 +42,8 @@ JOB_COMMANDS = {
 #: The classify commands given an ``.onnx`` model: modules that import onnxruntime, not torch.
 ONNX_COMMANDS = {
     "classify-fgunet": ("families.fgunet.classify_onnx", "classify_fgunet_onnx"),
+    "classify-mrfusion": ("families.mrfusion.classify_onnx", "classify_mrfusion_onnx"),
+    "classify-twinns": ("families.twinns.classify_onnx", "classify_twinns_onnx"),
     "classify-randomforest": ("families.randomforest.classify_onnx",
                               "classify_randomforest_onnx"),
 }

@@ -68,6 +68,22 @@ def requirements_file() -> Path:
     return plugin_root() / "requirements.txt"
 
 
+def light_requirements_file() -> Path:
+    """The light environment's packages: onnxruntime (numpy and rasterio come from QGIS's
+    Python, as for the full one)."""
+    return plugin_root() / "requirements-light.txt"
+
+
+#: What the light environment costs: onnxruntime's wheel is 28 MB, protobuf and flatbuffers
+#: a few more; installed, onnxruntime takes 78 MB (PyTorch's CPU build alone 750 MB).
+LIGHT_DOWNLOAD_MB = 32
+LIGHT_DISK_MB = 100
+LIGHT_DESCRIPTION = (
+    f"onnxruntime only, about {LIGHT_DOWNLOAD_MB} MB to download and {LIGHT_DISK_MB} MB on "
+    "disk: it classifies with models exported to ONNX (Export a model to ONNX) but cannot "
+    "train; create the full environment later to train.")
+
+
 def pinned_versions(requirements: Path | None = None) -> dict[str, str]:
     """name -> version of the ``name==version`` lines of requirements.txt."""
     pins = {}

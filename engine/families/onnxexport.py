@@ -93,6 +93,53 @@ def fgunet_exportable(path: Path) -> Exportable:
                       {"series": {2: "height", 3: "width"}})
 
 
+class DensePanMs(nn.Module):
+    """MRFusion's dense network as a graph of four inputs: the tile's PAN (with the patch
+    halo), its MS pixels, and per output row / column the start of its MS patch; the output
+    sides are the lengths of those two (``dense_logits``'s height and width)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+        self.eval()
+
+    def forward(self, pan: torch.Tensor, ms: torch.Tensor, ms_rows: torch.Tensor,
+                ms_cols: torch.Tensor) -> torch.Tensor:
+        return self.network.dense_logits(pan, ms, ms_rows, ms_cols, ms_rows.shape[0],
+                                         ms_cols.shape[0])
+
+
+def mrfusion_exportable(path: Path) -> Exportable:
+    from .mrfusion.commands import load_mrfusion
+
+    _, network, _, _ = load_mrfusion(path, torch.device("cpu"))
+    config = network.config
+    side, ms_side = 24, 24 // config.ratio + config.ms_patch_size
+    rows = torch.arange(24) // config.ratio
+    return Exportable(
+        Probabilities(DensePanMs(network)),
+        {"pan": torch.randn(1, 1, side + config.patch_size - 1, side + config.patch_size - 1),
+         "ms": torch.randn(1, config.ms_channels, ms_side, ms_side),
+         "ms_rows": rows, "ms_cols": rows.clone()},
+        {"pan": {2: "pan_rows", 3: "pan_cols"}, "ms": {2: "ms_height", 3: "ms_width"},
+         "ms_rows": {0: "height"}, "ms_cols": {0: "width"}})
+
+
+def twinns_exportable(path: Path) -> Exportable:
+    """TWINNS on batches of patch pairs (S1, S2): the fusion classifier's probabilities (the
+    auxiliary classifiers only train); the ConvGRU's loop over the model's dates is traced
+    into one unrolled graph."""
+    from ..training.loop import logits_of
+    from .twinns.commands import load_twinns
+
+    _, network, _, _ = load_twinns(path, torch.device("cpu"))
+    config, size = network.config, network.config.patch_size
+    return Exportable(
+        Probabilities(network, lambda s1, s2: logits_of(network(s1, s2))),
+        {"s1": torch.randn(16, config.s1_dates * config.s1_channels, size, size),
+         "s2": torch.randn(16, config.s2_dates * config.s2_channels, size, size)}, {})
+
+
 def below_or_equal_float32(thresholds: np.ndarray) -> np.ndarray:
     """The largest float32 at or below each float64 threshold: for a float32 feature value
     x, ``x <= t`` exactly when ``x <= that float32`` (scikit-learn compares float32 values
@@ -179,6 +226,8 @@ def randomforest_exportable(path: Path) -> Exportable:
 
 EXPORTERS: dict[str, Callable[[Path], Exportable]] = {
     "fgunet": fgunet_exportable,
+    "mrfusion": mrfusion_exportable,
+    "twinns": twinns_exportable,
     "randomforest": randomforest_exportable,
 }
 
@@ -197,7 +246,8 @@ def deepness_props(metadata: dict, config: ExportConfig) -> dict[str, str]:
 def traced(exportable: Exportable) -> onnx.ModelProto:
     """The network traced to an ONNX graph."""
     names = list(exportable.inputs)
-    axes = {name: {0: "batch", **exportable.dynamic.get(name, {})} for name in names}
+    axes = {name: ({0: "batch"} if exportable.inputs[name].dim() > 1 else {})
+            | exportable.dynamic.get(name, {}) for name in names}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation, tracer notes

@@ -91,6 +91,8 @@ class OnnxModel:
                 f"{str(exc).strip()[:300]}); export the model again with "
                 "lcfusion:exportonnx", parameter) from exc
         names = [each.name for each in self.session.get_inputs()]
+        self.dtypes = [np.int64 if each.type == "tensor(int64)" else np.float32
+                       for each in self.session.get_inputs()]
         if names != self.inputs:
             raise LcfusionError(
                 f"{path.name}'s graph takes the inputs {', '.join(names)}, not the "
@@ -102,7 +104,8 @@ class OnnxModel:
         self.device = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
-        """Class probabilities of a batch."""
-        feed = {name: np.ascontiguousarray(array, dtype=np.float32)
-                for name, array in zip(self.inputs, arrays, strict=True)}
+        """Class probabilities of a batch (the inputs as float32, or int64 where the graph
+        takes indices)."""
+        feed = {name: np.ascontiguousarray(array, dtype=dtype)
+                for name, array, dtype in zip(self.inputs, arrays, self.dtypes, strict=True)}
         return self.session.run([self.output], feed)[0]

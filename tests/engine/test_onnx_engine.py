@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
-from helpers import twinns_inputs
+from helpers import mrfusion_classify_job, twinns_inputs
 from onnx import TensorProto, helper
 
 from lcfusion.engine.cli import job_command
@@ -71,6 +71,42 @@ def test_the_fgunet_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained, fg
     np.testing.assert_array_equal(onnx_map, torch_map)
     np.testing.assert_allclose(onnx_conf, torch_conf, atol=1e-4)
     assert len(np.unique(torch_map)) > 1
+
+
+def test_the_mrfusion_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_mrfusion):
+    """MRFusion's dense network with its four inputs (PAN, MS, the MS patch starts), on
+    tiles of every size the raster's edges leave."""
+    model = exported(tmp_path, trained_mrfusion[0])
+
+    def job_of(folder, path):
+        return mrfusion_classify_job(folder, path, scene.pan_path, scene.ms_path,
+                                     tile_size=100)
+
+    torch_map, torch_conf = classified(tmp_path / "torch", job_of, trained_mrfusion[0],
+                                       "classify-mrfusion")
+    onnx_map, onnx_conf = classified(tmp_path / "onnx", job_of, model, "classify-mrfusion")
+    np.testing.assert_array_equal(onnx_map, torch_map)
+    np.testing.assert_allclose(onnx_conf, torch_conf, atol=1e-4)
+    assert read_metadata(model)["onnx"]["inputs"] == ["pan", "ms", "ms_rows", "ms_cols"]
+
+
+def test_the_twinns_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_twinns):
+    """TWINNS's CNN and ConvGRU-with-attention branches of both sources, traced over the
+    model's dates, with test-time augmentation (the 8 symmetries of every tile)."""
+    model = exported(tmp_path, trained_twinns[0])
+
+    def job_of(folder, path):
+        return write_job(folder, "classify-twinns",
+                         inputs={"model": str(path), **twinns_inputs(scene)},
+                         settings={"tile_size": 48, "tta": True},
+                         outputs={"class_map": str(folder / "map.tif"),
+                                  "confidence": str(folder / "confidence.tif")})
+
+    torch_map, torch_conf = classified(tmp_path / "torch", job_of, trained_twinns[0],
+                                       "classify-twinns")
+    onnx_map, onnx_conf = classified(tmp_path / "onnx", job_of, model, "classify-twinns")
+    np.testing.assert_array_equal(onnx_map, torch_map)
+    np.testing.assert_allclose(onnx_conf, torch_conf, atol=1e-4)
 
 
 def test_the_random_forest_onnx_map_equals_its_own_map(tmp_path, scene, trained_randomforest):
