@@ -102,7 +102,8 @@ def test_the_engine_venv_is_fit(unchecked):
     assert found.failure is None
     assert found.packages["torch"].startswith("2.13.0")
     assert engine_environment_problem(str(ENGINE_PYTHON)) is None
-    assert (str(ENGINE_PYTHON), ("torch", "safetensors", "scikit-learn")) in environment._fit
+    assert (str(ENGINE_PYTHON), ("torch", "safetensors", "scikit-learn", "onnx", "onnxruntime",
+                                 "ml_dtypes")) in environment._fit
 
 
 def test_a_python_without_torch_is_told_how_to_fix_it(unchecked):
