@@ -203,6 +203,24 @@ def engine_environment_problem(python: str | None = None, needs: tuple[str, ...]
             f"{point}.")
 
 
+def is_light(python: str) -> bool:
+    """Whether `python` is a light engine environment: its stamp names the light
+    requirements."""
+    stamp = read_stamp(Path(python).parent.parent) or {}
+    light = light_requirements_file()
+    return light.is_file() and stamp.get("requirements_sha256") == hashlib.sha256(
+        light.read_bytes()).hexdigest()
+
+
+def startup_problem(python: str | None = None) -> str | None:
+    """What QGIS's start-up check reports: `engine_environment_problem`, of onnxruntime alone
+    for a light environment (made to classify with ONNX models; training tells it to create
+    the full one)."""
+    python = python or engine_python()
+    return engine_environment_problem(python, needs=("onnxruntime",) if is_light(python)
+                                      else None)
+
+
 def engine_python_status(python: str) -> str:
     """Whether `python` runs the engine, in one line: its torch and the GPUs torch sees
     (this imports torch, which takes seconds), or what is wrong."""

@@ -21,6 +21,7 @@ from .environment import (
     python_version,
     requirements_file,
     reusable,
+    startup_problem,
     torch_build,
 )
 from .provider import LcfusionProvider
@@ -77,7 +78,7 @@ class LcfusionPlugin:
         for action in (self.settings_action, self.environment_action):
             self.iface.addPluginToMenu(MENU, action)
         self._start(QgsTask.fromFunction("Checking the lcfusion engine environment",
-                                         lambda _task: engine_environment_problem(),
+                                         lambda _task: startup_problem(),
                                          on_finished=self._environment_checked))
 
     def _start(self, task: QgsTask) -> None:

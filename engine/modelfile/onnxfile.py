@@ -86,7 +86,10 @@ def _entry(data: bytes) -> tuple[str, str]:
         number, wire = tag >> 3, tag & 7
         if wire != 2:
             raise Malformed("a metadata entry holds a field that is not text")
-        fields[number] = _read(handle, _varint(handle) or 0)
+        size = _varint(handle)
+        if size is None:
+            raise Malformed("the file is truncated")
+        fields[number] = _read(handle, size)
     try:
         return fields.get(1, b"").decode("utf-8"), fields.get(2, b"").decode("utf-8")
     except UnicodeDecodeError:

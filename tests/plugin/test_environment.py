@@ -36,6 +36,7 @@ from lcfusion.plugin.environment import (
     probe_environment,
     python_version,
     requirements_file,
+    startup_problem,
     torch_build,
     wrong_build,
 )
@@ -131,6 +132,15 @@ def test_the_torch_version_must_match_the_pin(unchecked, tmp_path, torch, proble
         assert found is None
     else:
         assert problem in found and "missing" not in found
+
+
+def test_a_light_environment_passes_the_start_up_check(unchecked, tmp_path):
+    python = bare_venv(tmp_path / "venv", {"onnxruntime": "1.32.0"})
+    stamp = environment_stamp(light_requirements_file(), python_version(python), None)
+    assert startup_problem(python) is not None  # no stamp: a broken full environment
+    (tmp_path / "venv" / STAMP_NAME).write_text(json.dumps(stamp))
+    assert startup_problem(python) is None
+    assert "torch is missing" in engine_environment_problem(python)
 
 
 def test_evaluate_needs_no_torch(unchecked, tmp_path):
