@@ -58,13 +58,11 @@ class TilePredictor(ABC):
         return self.infer(self.load(reader, core))
 
 
-
 def balanced_steps(size: int, tile: int, margin: int, multiple: int) -> int:
     """The core side along an axis: as few tiles as `tile` allows, of equal sides (a multiple of
     `multiple`), so no last tile is computed almost empty."""
     count = -(-size // (tile - 2 * margin))
     return round_up(-(-size // count), multiple)
-
 
 
 def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray

@@ -20,6 +20,8 @@ from rasterio.windows import Window
 
 from lcfusion.engine.cli import job_command
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.families.fgunet.classify_onnx import SIZE_MULTIPLE
+from lcfusion.engine.families.fgunet.network import FGUNet
 from lcfusion.engine.families.onnxexport import export_onnx, with_metadata
 from lcfusion.engine.jobs import Job, write_job
 from lcfusion.engine.modelfile.header import read_metadata
@@ -155,6 +157,7 @@ def test_the_export_carries_the_model_metadata_and_deepness_keys(trained, fgunet
         str(i): c["name"] for i, c in enumerate(original["classes"])}
     assert json.loads(props["resolution"]) == 1000
     assert json.loads(props["tile_size"]) == 512
+    assert FGUNet.size_multiple == SIZE_MULTIPLE  # what the ONNX tiling pools on, without torch
 
 
 def test_classifying_with_onnx_imports_no_torch(tmp_path, scene, fgunet_onnx):

@@ -29,7 +29,6 @@ class FGUNetClassifyConfig:
     tta: bool = False
 
 
-
 def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter) -> None:
     """The rasters must give the dates and bands the model was trained on; their dates are
     put in the model's order."""
