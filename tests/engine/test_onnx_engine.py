@@ -108,13 +108,21 @@ def test_the_mrfusion_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_m
 
 def test_the_twinns_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_twinns):
     """TWINNS's CNN and ConvGRU-with-attention branches of both sources, traced over the
-    model's dates, with test-time augmentation (the 8 symmetries of every tile)."""
+    model's dates; with test-time augmentation (the 8 symmetries of a tile) on one tile."""
+    import torch
+
+    from lcfusion.engine.families.twinns.classify_onnx import OnnxPatchPredictor
+    from lcfusion.engine.families.twinns.commands import load_twinns
+    from lcfusion.engine.families.twinns.inputs import inputs_for_model
+    from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor
+    from lcfusion.engine.inference.onnxsession import OnnxModel
+
     model = exported(tmp_path, trained_twinns[0])
 
     def job_of(folder, path):
         return write_job(folder, "classify-twinns",
                          inputs={"model": str(path), **twinns_inputs(scene)},
-                         settings={"tile_size": 48, "tta": True},
+                         settings={"tile_size": 48},
                          outputs={"class_map": str(folder / "map.tif"),
                                   "confidence": str(folder / "confidence.tif")})
 
@@ -123,6 +131,18 @@ def test_the_twinns_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_twi
     onnx_map, onnx_conf = classified(tmp_path / "onnx", job_of, model, "classify-twinns")
     np.testing.assert_array_equal(onnx_map, torch_map)
     np.testing.assert_allclose(onnx_conf, torch_conf, atol=1e-4)
+
+    metadata, network, _, normalizers = load_twinns(trained_twinns[0], torch.device("cpu"))
+    inputs = inputs_for_model(twinns_inputs(scene), metadata, NullReporter())
+    patch = network.config.patch_size
+    predictors = [BatchedPatchPredictor(network, normalizers, torch.device("cpu"), patch,
+                                        tta=True),
+                  OnnxPatchPredictor(OnnxModel(model, "twinns", "cpu"), normalizers, patch,
+                                     tta=True)]
+    with inputs.s1.open() as s1, inputs.s2.open() as s2:
+        (expected, _), (got, _) = (p.predict([s1, s2], Window(30, 40, 12, 10))
+                                   for p in predictors)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_the_random_forest_onnx_map_equals_its_own_map(tmp_path, scene, trained_randomforest):
