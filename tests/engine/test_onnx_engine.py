@@ -106,9 +106,11 @@ def test_the_mrfusion_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_m
     assert read_metadata(model)["onnx"]["inputs"] == ["pan", "ms", "ms_rows", "ms_cols"]
 
 
+@pytest.mark.slow  # the export traces TWINNS's unrolled ConvGRU: the slowest of the families
 def test_the_twinns_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_twinns):
     """TWINNS's CNN and ConvGRU-with-attention branches of both sources, traced over the
-    model's dates; with test-time augmentation (the 8 symmetries of a tile) on one tile."""
+    model's dates, on a 32-pixel corner of the scene (for speed); with test-time augmentation
+    (the 8 symmetries of a tile) on one tile."""
     import torch
 
     from lcfusion.engine.families.twinns.classify_onnx import OnnxPatchPredictor
@@ -118,10 +120,15 @@ def test_the_twinns_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_twi
     from lcfusion.engine.inference.onnxsession import OnnxModel
 
     model = exported(tmp_path, trained_twinns[0])
+    cut = tmp_path / "corner"
+    cut.mkdir()
+    inputs = {source: {key: ([str(corner(Path(path), cut / Path(path).name, 32))
+                              for path in value] if key in ("paths", "masks") else value)
+                       for key, value in entries.items()}
+              for source, entries in twinns_inputs(scene).items()}
 
     def job_of(folder, path):
-        return write_job(folder, "classify-twinns",
-                         inputs={"model": str(path), **twinns_inputs(scene)},
+        return write_job(folder, "classify-twinns", inputs={"model": str(path), **inputs},
                          settings={"tile_size": 48},
                          outputs={"class_map": str(folder / "map.tif"),
                                   "confidence": str(folder / "confidence.tif")})
@@ -133,14 +140,14 @@ def test_the_twinns_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_twi
     np.testing.assert_allclose(onnx_conf, torch_conf, atol=1e-4)
 
     metadata, network, _, normalizers = load_twinns(trained_twinns[0], torch.device("cpu"))
-    inputs = inputs_for_model(twinns_inputs(scene), metadata, NullReporter())
+    layers = inputs_for_model(inputs, metadata, NullReporter())
     patch = network.config.patch_size
     predictors = [BatchedPatchPredictor(network, normalizers, torch.device("cpu"), patch,
                                         tta=True),
                   OnnxPatchPredictor(OnnxModel(model, "twinns", "cpu"), normalizers, patch,
                                      tta=True)]
-    with inputs.s1.open() as s1, inputs.s2.open() as s2:
-        (expected, _), (got, _) = (p.predict([s1, s2], Window(30, 40, 12, 10))
+    with layers.s1.open() as s1, layers.s2.open() as s2:
+        (expected, _), (got, _) = (p.predict([s1, s2], Window(10, 12, 12, 10))
                                    for p in predictors)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
