@@ -37,6 +37,15 @@ JOB_COMMANDS = {
     "area-accuracy": ("reports.area_estimation", "area_accuracy"),
     "compare-maps": ("reports.comparison", "compare_maps"),
     "fit": ("families.staged", "fit_packed_job"),
+    "export-onnx": ("families.onnxexport", "export_onnx"),
+}
+#: The classify commands given an ``.onnx`` model: modules that import onnxruntime, not torch.
+ONNX_COMMANDS = {
+    "classify-fgunet": ("families.fgunet.classify_onnx", "classify_fgunet_onnx"),
+    "classify-mrfusion": ("families.mrfusion.classify_onnx", "classify_mrfusion_onnx"),
+    "classify-twinns": ("families.twinns.classify_onnx", "classify_twinns_onnx"),
+    "classify-randomforest": ("families.randomforest.classify_onnx",
+                              "classify_randomforest_onnx"),
 }
 
 EXIT_OK, EXIT_CRASH, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
@@ -63,9 +72,13 @@ def watch_parent(interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def job_command(name: str) -> Callable:
-    """The function of a job command (its module is imported now: torch loads there)."""
-    module_name, function = JOB_COMMANDS[name]
+def job_command(name: str, onnx: bool = False) -> Callable:
+    """The function of a job command (its module is imported now: torch loads there); with
+    `onnx`, the classify command's ONNX version (onnxruntime, no torch)."""
+    if onnx and name not in ONNX_COMMANDS:
+        raise LcfusionError(f"{name} cannot use an .onnx model; give its .lcfusion model file",
+                            "MODEL")
+    module_name, function = (ONNX_COMMANDS if onnx else JOB_COMMANDS)[name]
     try:
         module = importlib.import_module(f"{__package__}.{module_name}")
     except ModuleNotFoundError as exc:
@@ -182,11 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, reporter: Reporter) -> dict:
     if args.command in JOB_COMMANDS:
         from .jobs import Job
+        from .modelfile.onnxfile import is_onnx
 
         job = Job.load(args.job)
         if job.command != args.command:
             raise LcfusionError(f"the job file is a {job.command} job, not {args.command}")
-        function = job_command(args.command)
+        onnx = args.command.startswith("classify-") and is_onnx(
+            job.section("inputs").get("model") or "")
+        if onnx and job.section("compute"):
+            raise LcfusionError("an ONNX model classifies on this machine only; choose the "
+                                "local compute profile, or the model's .lcfusion file to "
+                                "classify on a compute target", "COMPUTE")
+        function = job_command(args.command, onnx=onnx)
         rank_of_a_classification = bool(job.section("outputs").get("blocks"))
         if args.command.startswith(("train-", "classify-")) and not rank_of_a_classification:
             from .io.fill import report_fill_areas

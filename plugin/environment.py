@@ -68,6 +68,22 @@ def requirements_file() -> Path:
     return plugin_root() / "requirements.txt"
 
 
+def light_requirements_file() -> Path:
+    """The light environment's packages: onnxruntime (numpy and rasterio come from QGIS's
+    Python, as for the full one)."""
+    return plugin_root() / "requirements-light.txt"
+
+
+#: What the light environment costs: onnxruntime's wheel is 28 MB, protobuf and flatbuffers
+#: a few more; installed, onnxruntime takes 78 MB (PyTorch's CPU build alone 750 MB).
+LIGHT_DOWNLOAD_MB = 32
+LIGHT_DISK_MB = 100
+LIGHT_DESCRIPTION = (
+    f"onnxruntime only, about {LIGHT_DOWNLOAD_MB} MB to download and {LIGHT_DISK_MB} MB on "
+    "disk: it classifies with models exported to ONNX (Export a model to ONNX) but cannot "
+    "train; create the full environment later to train.")
+
+
 def pinned_versions(requirements: Path | None = None) -> dict[str, str]:
     """name -> version of the ``name==version`` lines of requirements.txt."""
     pins = {}
@@ -185,6 +201,24 @@ def engine_environment_problem(python: str | None = None, needs: tuple[str, ...]
     return (f"The lcfusion engine cannot run with the Python {python}: {'; '.join(problems)}. "
             f"To fix it, create the engine environment with {CREATE_ACTION}{setup}, or "
             f"{point}.")
+
+
+def is_light(python: str) -> bool:
+    """Whether `python` is a light engine environment: its stamp names the light
+    requirements."""
+    stamp = read_stamp(Path(python).parent.parent) or {}
+    light = light_requirements_file()
+    return light.is_file() and stamp.get("requirements_sha256") == hashlib.sha256(
+        light.read_bytes()).hexdigest()
+
+
+def startup_problem(python: str | None = None) -> str | None:
+    """What QGIS's start-up check reports: `engine_environment_problem`, of onnxruntime alone
+    for a light environment (made to classify with ONNX models; training tells it to create
+    the full one)."""
+    python = python or engine_python()
+    return engine_environment_problem(python, needs=("onnxruntime",) if is_light(python)
+                                      else None)
 
 
 def engine_python_status(python: str) -> str:

@@ -12,19 +12,35 @@ from qgis.PyQt.QtWidgets import QAction, QMessageBox, QPushButton
 from . import environment
 from .algorithms.base import icon
 from .environment import (
+    LIGHT_DESCRIPTION,
     CreateEnvironmentTask,
     engine_environment_problem,
     environment_stamp,
+    light_requirements_file,
     offers_creation,
     python_version,
     requirements_file,
     reusable,
+    startup_problem,
     torch_build,
 )
 from .provider import LcfusionProvider
 from .settings import engine_python, engine_venv_folder, qgis_python, venv_executable
 
 MENU = "Land Cover Fusion"
+
+
+def choose_environment(parent, text: str) -> str | None:
+    """Which engine environment to create, asked in a message box: "full", "light", or None
+    when the user cancels."""
+    box = QMessageBox(QMessageBox.Icon.Question, MENU, text, QMessageBox.StandardButton.Cancel,
+                      parent)
+    full = box.addButton("Full (train and classify)", QMessageBox.ButtonRole.YesRole)
+    light = box.addButton("Light (classify with ONNX models)", QMessageBox.ButtonRole.AcceptRole)
+    box.setDefaultButton(full)
+    box.exec()
+    clicked = box.clickedButton()
+    return "full" if clicked is full else "light" if clicked is light else None
 #: The message bar's one line when the start-up check finds a problem (details on a button).
 UNFIT_LINE = "The engine environment is not ready."
 
@@ -62,7 +78,7 @@ class LcfusionPlugin:
         for action in (self.settings_action, self.environment_action):
             self.iface.addPluginToMenu(MENU, action)
         self._start(QgsTask.fromFunction("Checking the lcfusion engine environment",
-                                         lambda _task: engine_environment_problem(),
+                                         lambda _task: startup_problem(),
                                          on_finished=self._environment_checked))
 
     def _start(self, task: QgsTask) -> None:
@@ -112,16 +128,18 @@ class LcfusionPlugin:
             bar.pushMessage(MENU, f"The engine environment {folder} is up to date; it is "
                             "used as it is.", Qgis.MessageLevel.Success, 10)
             return None
-        if QMessageBox.question(
-                self.iface.mainWindow(), MENU,
-                f"Create the engine's Python environment in {folder}?\n\nIt installs "
-                f"{build.describe()}\n\nThe other packages of {requirements_file()} come "
-                "from PyPI; the environment shares the packages of QGIS's Python and outlives "
-                "plugin updates. It runs in the background: the task manager shows its "
-                "progress and the lcfusion tab of the log panel pip's output.") \
-                != QMessageBox.StandardButton.Yes:
+        kind = choose_environment(
+            self.iface.mainWindow(),
+            f"Create the engine's Python environment in {folder}?\n\nFull: it installs "
+            f"{build.describe()} The other packages of {requirements_file()} come from "
+            f"PyPI.\n\nLight: {LIGHT_DESCRIPTION}\n\nThe environment shares the packages "
+            "of QGIS's Python and outlives plugin updates. It runs in the background: the task "
+            "manager shows its progress and the lcfusion tab of the log panel pip's output.")
+        if kind is None:
             return None
-        task = CreateEnvironmentTask(folder, requirements_file(), qgis_python(), build)
+        task = (CreateEnvironmentTask(folder, requirements_file(), qgis_python(), build)
+                if kind == "full" else
+                CreateEnvironmentTask(folder, light_requirements_file(), qgis_python()))
         task.taskCompleted.connect(lambda: self._creation_ended(task, True))
         task.taskTerminated.connect(lambda: self._creation_ended(task, False))
         self.creation = environment.current_creation = task

@@ -13,6 +13,7 @@ from .algorithms.classify_randomforest import ClassifyRandomForest
 from .algorithms.classify_twinns import ClassifyTWINNS
 from .algorithms.compare_maps import CompareMaps
 from .algorithms.evaluate import Evaluate
+from .algorithms.export_onnx import ExportOnnx
 from .algorithms.sample_design import SampleDesign
 from .algorithms.train_fgunet import TrainFGUNet
 from .algorithms.train_mrfusion import TrainMRFusion
@@ -21,7 +22,7 @@ from .algorithms.train_twinns import TrainTWINNS
 
 ALGORITHMS = (TrainFGUNet, ClassifyFGUNet, TrainMRFusion, ClassifyMRFusion, TrainTWINNS,
               ClassifyTWINNS, TrainRandomForest, ClassifyRandomForest, Evaluate, SampleDesign,
-              AreaAccuracy, CompareMaps)
+              AreaAccuracy, CompareMaps, ExportOnnx)
 
 
 class LcfusionProvider(QgsProcessingProvider):

@@ -301,6 +301,28 @@ def test_the_plugin_imports_without_torch():
             "lcfusion.engine.reports.area_estimation"} <= set(report["engine_modules"])
 
 
+def test_the_onnx_classifications_import_no_torch():
+    """Every classify command's ONNX version (what the light engine environment runs) imports
+    with torch, safetensors, scikit-learn and onnx made unimportable: onnxruntime, numpy and
+    rasterio are all it has."""
+    heavy = (*HEAVY, "onnx")
+    report = run_python(BLOCK_HEAVY.format(heavy=heavy) + """
+    from lcfusion.engine.cli import ONNX_COMMANDS, job_command
+    failures = {}
+    for command in ONNX_COMMANDS:
+        try:
+            job_command(command, onnx=True)
+        except Exception as exc:
+            failures[command] = f"{type(exc).__name__}: {exc}"
+    print(json.dumps({"commands": sorted(ONNX_COMMANDS), "failures": failures,
+                      "attempts": Blocker.attempts}))
+    """)
+    assert report["commands"] == ["classify-fgunet", "classify-mrfusion",
+                                  "classify-randomforest", "classify-twinns"]
+    assert report["failures"] == {}
+    assert report["attempts"] == []
+
+
 def test_the_engine_cli_and_fgunet_import_without_qgis():
     report = run_python("""
     import importlib, json, sys

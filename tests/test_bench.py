@@ -70,8 +70,16 @@ def test_bench_writes_every_figure(bench):
                                        "render", "forest"}
     text = (out / "summary.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## 1-3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.",
-                    "## 9.", "## Hot operations"):
+                    "## 9.", "## 10.", "## Hot operations"):
         assert heading in text
+
+
+def test_onnx_classifies_every_family_as_pytorch_does(bench):
+    _, results = bench
+    assert set(results["onnx"]) == set(FAMILIES)
+    for figures in results["onnx"].values():
+        assert figures["max_difference"] <= 1e-4
+        assert figures["ratio"] > 0 and figures["onnx_mb"] > 0
 
 
 def test_fgunet_flops_are_the_networks(bench):

@@ -26,6 +26,7 @@ from benchmarks.config import FAMILIES, PRESETS, BenchConfig  # noqa: E402
 from benchmarks.dense import mrfusion_dense, twinns_batched  # noqa: E402
 from benchmarks.forest import forest_figures  # noqa: E402
 from benchmarks.inference import inference_figures, machine_limits  # noqa: E402
+from benchmarks.portable import onnx_figures  # noqa: E402
 from benchmarks.profiles import hot_operations  # noqa: E402
 from benchmarks.qgis import qgis_figures  # noqa: E402
 from benchmarks.reading import reading_figures  # noqa: E402
@@ -115,6 +116,10 @@ def run(config: BenchConfig, work: Path, log) -> dict:
                         "twinns": twinns_batched(models["twinns"], dense_scene, config)}
     log("reading: tile reader vs plain rasterio read")
     results["reading"] = reading_figures(scene(work / "scenes", config.io_side), config)
+    log("onnxruntime vs PyTorch on the CPU, per family")
+    results["onnx"] = onnx_figures(
+        models, {family: scene(work / "scenes", config.sides[family] * config.scale)
+                 for family in FAMILIES}, work / "onnx")
     log("qgis_process vs the engine CLI")
     results["qgis"] = qgis_figures(models["mrfusion"], scene(work / "scenes", config.qgis_side),
                                    work / "qgis", config)

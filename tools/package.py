@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDED = ("metadata.txt", "__init__.py", "README.md", "LICENSE", "requirements.txt",
+            "requirements-light.txt",
             "Makefile", "plugin", "engine", "resources")
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 EXCLUDED_PARTS = ("__pycache__",)

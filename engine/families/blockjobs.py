@@ -30,7 +30,7 @@ from ..inference.blocks import merge_blocks
 from ..jobs import Job, write_job
 from ..progress import FollowerReporter, Reporter
 from ..wording import counted
-from .jobsteps import MapOutputs, map_outputs
+from .mapsteps import MapOutputs, map_outputs
 from .staged import check_promised_gpus, compute_profile, copy_engine, threads_per_rank
 
 ClassifyFunction = Callable[[Job, Reporter], dict]

@@ -14,18 +14,16 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from ..compute.distributed import Ranks, mpi_ranks
+from ..compute.distributed import Ranks
 from ..errors import LcfusionError
-from ..inference.blocks import BLOCK_PIXELS, write_blocks
-from ..inference.classifying import predict_pixels, write_class_map
+from ..inference.classifying import predict_pixels
 from ..inference.ensemble import Ensemble
-from ..inference.tiling import TilePredictor
+from ..inference.tiles import TilePredictor
 from ..io.outputs import check_writable
 from ..io.rasters import Grid
 from ..jobs import Job
 from ..modelfile.storage import save_model
 from ..progress import Reporter
-from ..reference.classes import ClassTable
 from ..reference.polygons import ReferenceSpec, load_reference
 from ..reference.splits import PARTS, ObjectSplit, SplitConfig, SplitReference
 from ..reports.metrics import Accuracy, compute_accuracy
@@ -73,44 +71,6 @@ def shared_normalization(job: Job) -> dict | None:
     return job.section("normalization") or None
 
 
-@dataclass(frozen=True)
-class MapOutputs:
-    """The class map and optional confidence map to write; `cog`: as Cloud Optimized
-    GeoTIFFs (``outputs.cog``) rather than plain tiled ones (both with overviews). A rank of
-    a classification on a compute target writes its share of the `blocks` into that folder
-    instead (``outputs.blocks``; ``outputs.confidence`` true for the confidence too)."""
-
-    class_map: Path
-    confidence: Path | None = None
-    cog: bool = False
-    blocks: Path | None = None
-    block_pixels: int = BLOCK_PIXELS
-
-
-def map_outputs(job: Job) -> MapOutputs:
-    """The maps to write, checked before any work starts."""
-    outputs = job.section("outputs")
-    blocks = job.resolve(outputs.get("blocks"))
-    if blocks is not None:
-        return MapOutputs(blocks / "map.tif", blocks / "confidence.tif"
-                          if outputs.get("confidence") else None, blocks=blocks,
-                          block_pixels=int(outputs.get("block_pixels") or BLOCK_PIXELS))
-    class_map = job.resolve(outputs.get("class_map"))
-    confidence = job.resolve(outputs.get("confidence"))
-    if class_map is None:
-        raise LcfusionError("no output class map given", "OUTPUT")
-    check_writable(class_map, "OUTPUT")
-    if confidence:
-        check_writable(confidence, "OUTPUT_CONFIDENCE")
-        if confidence.resolve() == class_map.resolve():
-            raise LcfusionError("the confidence map and the class map must be different files",
-                                "OUTPUT_CONFIDENCE")
-    cog = outputs.get("cog", False)
-    if not isinstance(cog, bool):
-        raise LcfusionError(f"must be true or false, got {cog!r}", "COG")
-    return MapOutputs(class_map, confidence, cog)
-
-
 def check_odd_patch(size: int, grid: Grid) -> None:
     """A patch centred on its pixel must fit in the rasters (a larger one only mirrors them
     and multiplies the memory needed)."""
@@ -121,49 +81,12 @@ def check_odd_patch(size: int, grid: Grid) -> None:
             f"most {side - 1 + side % 2}", "PATCH_SIZE")
 
 
-def model_input(job: Job) -> Path:
-    path = job.resolve(job.section("inputs").get("model"))
-    if path is None:
-        raise LcfusionError("no model file given", "MODEL")
-    return path
-
-
 def report_ensemble(model: torch.nn.Module, reporter: Reporter) -> None:
     """Say so when the model that classifies is an ensemble of repeated splits."""
     if isinstance(model, Ensemble):
         reporter.info(f"the model is an ensemble of {counted(len(model.members), 'model')} (one "
                       "per repeated split): the maps hold the mean of their class "
                       "probabilities")
-
-
-def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
-                      maps: MapOutputs, model_path: Path, family: str,
-                      reporter: Reporter) -> dict:
-    """Write the class map (+ confidence), log the speed, return the outputs for the plugin
-    (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG copies)."""
-    started = time.monotonic()
-    tags = {"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}
-    if maps.blocks is not None:
-        ranks, _ = mpi_ranks()
-        count = write_blocks(predictor, reader, grid, classes, maps.blocks,
-                             maps.confidence is not None, tags, ranks, reporter,
-                             maps.block_pixels)
-        return {"BLOCKS": count, "SECONDS": time.monotonic() - started}
-    finishing = write_class_map(
-        predictor, reader, grid, classes, maps.class_map, maps.confidence, reporter,
-        tags=tags, cog=maps.cog)
-    seconds = time.monotonic() - started
-    pixels = grid.width * grid.height
-    speed = round(pixels / max(seconds, 1e-9))
-    reporter.info(f"class map written to {maps.class_map} "
-                  f"({counted(pixels, 'pixel', thousands=True)} in {seconds:.1f} s, "
-                  f"{counted(speed, 'pixel', thousands=True)} per second; overviews"
-                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} {finishing:.1f} s)")
-    result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
-              "OVERVIEW_SECONDS": finishing}
-    if maps.confidence:
-        result["OUTPUT_CONFIDENCE"] = str(maps.confidence)
-    return result
 
 
 def split_reference(job: Job, grid: Grid, split_config: SplitConfig, scratch: Path,

@@ -17,13 +17,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from ..compute.distributed import Ranks
 from ..errors import LcfusionError
 from ..io.outputs import RasterOutput
 from ..io.rasters import Grid
@@ -31,7 +30,10 @@ from ..progress import Reporter
 from ..reference.classes import ClassTable
 from ..wording import counted
 from .classifying import classifying, map_values, open_maps, write_maps
-from .tiling import TilePredictor
+from .tiles import TilePredictor
+
+if TYPE_CHECKING:
+    from ..compute.distributed import Ranks
 
 LAYOUT_FILE = "layout.json"
 #: The pixels of a block at most (unless one core holds more): a few blocks per rank on a

@@ -22,7 +22,7 @@ from ..io.overviews import CLASS_RESAMPLING, CONFIDENCE_RESAMPLING, MapFile, fin
 from ..io.rasters import Grid, block_cache_share, rows_block_cache, write_profile
 from ..progress import Reporter
 from ..reference.classes import ClassTable
-from .tiling import TilePredictor, tiles_holding
+from .tiles import TilePredictor, tiles_holding
 
 T = TypeVar("T")
 U = TypeVar("U")

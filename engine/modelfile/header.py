@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import LcfusionError
+from .onnxfile import DIGEST_KEY, METADATA_KEY, Malformed, is_onnx, read_props
 from .schema import Invalid, check_member_tensors, check_metadata, check_tensor_table
 
 FORMAT_NAME = "lcfusion-model"
@@ -53,6 +54,8 @@ def read_header(path: str | Path, parameter: str = "MODEL") -> ModelHeader:
         raise LcfusionError(f"the model file {path} does not exist", parameter)
     try:
         with path.open("rb") as handle:
+            if is_onnx(path):
+                return parse_onnx_header(handle, path, parameter)
             return parse_header(handle, path, parameter)
     except OSError as exc:
         raise LcfusionError(f"the model file {path} cannot be read: {exc.strerror}",
@@ -109,6 +112,36 @@ def parse_header(handle: BinaryIO, path: Path, parameter: str = "MODEL") -> Mode
         check_member_tensors(metadata, header)
     except Invalid as exc:
         raise corrupt(path, str(exc), parameter) from None
+    return ModelHeader(metadata)
+
+
+def foreign_onnx(path: Path, reason: str, parameter: str) -> LcfusionError:
+    return LcfusionError(
+        f"{path.name} is not an ONNX model exported by lcfusion ({reason}); lcfusion classifies "
+        "only the ONNX files its Export Model to ONNX algorithm (lcfusion:exportonnx) writes: "
+        "export the .lcfusion model file again", parameter)
+
+
+def parse_onnx_header(handle: BinaryIO, path: Path, parameter: str = "MODEL") -> ModelHeader:
+    """The lcfusion metadata of an ONNX model open as `handle`, verified as a model file's is
+    (checksum over the metadata and the graph, the schema, and an ``onnx`` entry naming the
+    graph's inputs)."""
+    try:
+        found = read_props(handle)
+    except Malformed as exc:
+        raise foreign_onnx(path, f"it is not a well-formed ONNX file: {exc}", parameter) from None
+    text = found.props.get(METADATA_KEY)
+    if text is None:
+        raise foreign_onnx(path, "it carries no lcfusion metadata", parameter)
+    metadata = _json(text, path, "its metadata", parameter)
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise foreign_onnx(path, "its metadata does not describe an lcfusion model", parameter)
+    if found.digest() != found.props.get(DIGEST_KEY):
+        raise corrupt(path, "the checksum does not match: the file was modified or damaged",
+                      parameter)
+    _check_metadata(metadata, False, path, parameter)
+    if not isinstance(metadata.get("onnx"), dict):
+        raise foreign_onnx(path, "its metadata names no ONNX inputs", parameter)
     return ModelHeader(metadata)
 
 

@@ -370,9 +370,12 @@ def ensemble(value: Any, where: str, complete: bool) -> None:
 ATTENTION = mapping(record({}, {"dates": DATES,
                                 "by_class": mapping(array(number(nonfinite=True))),
                                 "pixels": mapping(integer()), "pixels_from": text()}))
+#: An ONNX export's graph: the names of its inputs, in the order the family feeds them, and
+#: of its output (class probabilities).
+ONNX = record({"inputs": array(text(), 1, 8), "output": text()}, always=True)
 COMMON = {"created": text(), "lcfusion_version": text(), "metrics": METRICS,
           "training": TRAINING, "repeats": nullable(REPEATS), "attention": nullable(ATTENTION),
-          "ensemble": ensemble}
+          "ensemble": ensemble, "onnx": ONNX}
 
 FAMILY_ENTRIES: dict[str, dict[str, Check]] = {
     "fgunet": {

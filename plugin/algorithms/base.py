@@ -40,6 +40,8 @@ from qgis.PyQt.QtGui import QIcon
 from ...engine.compute.profiles import LOCAL
 from ...engine.jobs import write_job
 from ...engine.modelfile.header import SUFFIX
+from ...engine.modelfile.onnxfile import SUFFIX as ONNX_SUFFIX
+from ...engine.modelfile.onnxfile import is_onnx
 from ...engine.reports.html import FAMILY_NAMES
 from ...engine.training.choices import MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
 from ..console import mute_error_copies
@@ -111,6 +113,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     help_text = ""
     #: The pinned packages of requirements.txt that the engine command imports.
     engine_packages: tuple[str, ...] = ("torch", "safetensors", "scikit-learn")
+    #: What a classification with an .onnx model imports instead (the light environment).
+    onnx_packages: tuple[str, ...] = ("onnxruntime",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -414,10 +418,13 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.bind(ComputeBinding(), parameter)
 
     def add_model_input(self, family: str) -> ModelInputBinding:
-        """The model file, checked against the family and the other inputs."""
+        """The model file (.lcfusion, or an .onnx export of one), checked against the family
+        and the other inputs."""
         return self.bind(
             ModelInputBinding("MODEL", family),
-            QgsProcessingParameterFile("MODEL", "Model file", extension=SUFFIX.lstrip(".")),
+            QgsProcessingParameterFile(
+                "MODEL", "Model file", fileFilter=f"lcfusion model (*{SUFFIX});;"
+                f"lcfusion model exported to ONNX (*{ONNX_SUFFIX})"),
         )
 
     def add_fill_value(self) -> FillValueBinding:
@@ -497,8 +504,18 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if problem:
                 parameter, message = problem
                 return False, self.where(parameter) + message
-        problem = engine_environment_problem(needs=self.engine_packages)
+        problem = engine_environment_problem(needs=self.needed_packages(parameters, context))
         return (False, problem) if problem else (True, "")
+
+    def needed_packages(self, parameters: dict, context: QgsProcessingContext
+                        ) -> tuple[str, ...]:
+        """The pinned packages the engine command imports: onnxruntime alone where an .onnx
+        model classifies."""
+        model = next((b for b in self.bindings if isinstance(b, ModelInputBinding)), None)
+        if model and model.family and is_onnx(self.parameterAsFile(parameters, model.name,
+                                                                    context)):
+            return self.onnx_packages
+        return self.engine_packages
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict:  # noqa: N802 - QGIS API

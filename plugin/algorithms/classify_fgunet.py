@@ -21,7 +21,9 @@ centre is kept (the margin, default 20 pixels, is discarded) and edges are refle
 the memory used does not depend on the size of the raster.</p>
 <h3>Parameters</h3>
 <ul>
-<li><b>Model file</b>: a <code>.lcfusion</code> file of the FG-UNET family.</li>
+<li><b>Model file</b>: a <code>.lcfusion</code> file of the FG-UNET family, or its
+<code>.onnx</code> export (<i>Export a model to ONNX</i>), which runs with onnxruntime and needs
+no PyTorch: the same maps.</li>
 <li><b>Time series rasters</b>: the same dates and bands as for training (one raster per
 date, or one stack with <b>Bands per date</b>), and optionally their cloud masks. Dated layers
 are put in the order of the model's dates; dates of another year are matched by their order in

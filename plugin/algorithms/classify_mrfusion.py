@@ -22,7 +22,9 @@ are read with the halo the patches need, so memory does not depend on the size o
 and the map has no seams. Pixels where the PAN or the MS has no data are nodata.</p>
 <h3>Parameters</h3>
 <ul>
-<li><b>Model file</b>: a <code>.lcfusion</code> file of the MRFusion family.</li>
+<li><b>Model file</b>: a <code>.lcfusion</code> file of the MRFusion family, or its
+<code>.onnx</code> export (<i>Export a model to ONNX</i>), which runs with onnxruntime and needs
+no PyTorch: the same maps.</li>
 <li><b>PAN</b> and <b>MS</b>: the same bands, in the same order, and the same PAN/MS ratio as
 for training.</li>
 <li><b>Align the MS onto the PAN grid</b>: as for training (default, the choice the model

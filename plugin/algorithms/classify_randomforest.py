@@ -24,7 +24,9 @@ backscatter scale, gap-filling and replacement of missing values are applied as 
 pixels without any data are nodata.</p>
 <h3>Parameters</h3>
 <ul>
-<li><b>Model file</b>: a <code>.lcfusion</code> file of the Random Forest family.</li>
+<li><b>Model file</b>: a <code>.lcfusion</code> file of the Random Forest family, or its
+<code>.onnx</code> export (<i>Export a model to ONNX</i>), which runs with onnxruntime and needs
+no PyTorch: the same maps.</li>
 <li><b>Sentinel-2 rasters</b> (optionally with their cloud masks) for a Sentinel-2 model;
 <b>Sentinel-1 rasters</b> and <b>Sentinel-2 rasters</b> for a Sentinel-1 + Sentinel-2 model;
 <b>PAN</b> and <b>MS</b> for a PAN + MS model: the same dates and bands as for training (dated

@@ -20,7 +20,9 @@ through the network in batches, so memory does not depend on the size of the sce
 spectral indices, backscatter scale and gap-filling are applied as in training.</p>
 <h3>Parameters</h3>
 <ul>
-<li><b>Model file</b>: a <code>.lcfusion</code> file of the TWINNS family.</li>
+<li><b>Model file</b>: a <code>.lcfusion</code> file of the TWINNS family, or its
+<code>.onnx</code> export (<i>Export a model to ONNX</i>), which runs with onnxruntime and needs
+no PyTorch: the same maps.</li>
 <li><b>Sentinel-1 rasters</b> and <b>Sentinel-2 rasters</b>: the same dates and bands as for
 training, put in the order of the model's dates when their names give dates (another year is
 matched by order in the season, with a warning); optionally the S2 cloud masks.</li>

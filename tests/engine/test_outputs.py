@@ -14,7 +14,7 @@ from rasterio.transform import from_origin
 
 from lcfusion.engine.errors import CancelledError, LcfusionError
 from lcfusion.engine.inference.classifying import write_class_map
-from lcfusion.engine.inference.tiling import TilePredictor
+from lcfusion.engine.inference.tiles import TilePredictor
 from lcfusion.engine.io.outputs import (
     DiskFullError,
     RasterOutput,

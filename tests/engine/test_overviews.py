@@ -16,9 +16,9 @@ from rasterio.crs import CRS
 
 from lcfusion.engine.cli import _cancel
 from lcfusion.engine.errors import CancelledError, LcfusionError
-from lcfusion.engine.families.jobsteps import MapOutputs, map_outputs
+from lcfusion.engine.families.mapsteps import MapOutputs, map_outputs
 from lcfusion.engine.inference.classifying import write_class_map
-from lcfusion.engine.inference.tiling import TilePredictor
+from lcfusion.engine.inference.tiles import TilePredictor
 from lcfusion.engine.io.outputs import DiskFullError
 from lcfusion.engine.io.overviews import overview_factors
 from lcfusion.engine.io.rasters import Grid

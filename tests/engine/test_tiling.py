@@ -11,7 +11,7 @@ from rasterio.crs import CRS
 
 from lcfusion.engine.inference.blocks import map_blocks
 from lcfusion.engine.inference.classifying import prefetched, write_class_map
-from lcfusion.engine.inference.tiling import TilePredictor, balanced_steps
+from lcfusion.engine.inference.tiles import TilePredictor, balanced_steps
 from lcfusion.engine.io.rasters import (
     MIN_BLOCK_CACHE,
     Grid,

@@ -18,7 +18,7 @@ import pytest
 from qgis.core import Qgis, QgsApplication, QgsProcessingException
 from qgis.gui import QgsMessageBar
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtWidgets import QAction, QMessageBox, QPushButton, QTextBrowser
+from qgis.PyQt.QtWidgets import QAction, QPushButton, QTextBrowser
 
 from lcfusion.plugin import environment
 from lcfusion.plugin.environment import (
@@ -31,10 +31,12 @@ from lcfusion.plugin.environment import (
     engine_environment_problem,
     engine_python_status,
     environment_stamp,
+    light_requirements_file,
     pinned_versions,
     probe_environment,
     python_version,
     requirements_file,
+    startup_problem,
     torch_build,
     wrong_build,
 )
@@ -85,12 +87,15 @@ def fake_program(folder: Path, name: str, script: str) -> Path:
 
 
 def fit_pins() -> dict[str, str]:
-    return {"torch": "2.13.0+cpu", "safetensors": "0.8.0", "scikit-learn": "1.9.1"}
+    return {"torch": "2.13.0+cpu", "safetensors": "0.8.0", "scikit-learn": "1.9.1",
+            "onnx": "1.23.2", "onnxruntime": "1.32.0", "ml_dtypes": "0.5.4"}
 
 
 def test_pins_come_from_the_requirements():
     assert pinned_versions() == {"torch": "2.13.0", "safetensors": "0.8.0",
-                                 "scikit-learn": "1.9.1"}
+                                 "scikit-learn": "1.9.1", "onnx": "1.23.2",
+                                 "onnxruntime": "1.32.0", "ml_dtypes": "0.5.4"}
+    assert pinned_versions(light_requirements_file()) == {"onnxruntime": "1.32.0"}
 
 
 def test_the_engine_venv_is_fit(unchecked):
@@ -98,7 +103,8 @@ def test_the_engine_venv_is_fit(unchecked):
     assert found.failure is None
     assert found.packages["torch"].startswith("2.13.0")
     assert engine_environment_problem(str(ENGINE_PYTHON)) is None
-    assert (str(ENGINE_PYTHON), ("torch", "safetensors", "scikit-learn")) in environment._fit
+    assert (str(ENGINE_PYTHON), ("torch", "safetensors", "scikit-learn", "onnx", "onnxruntime",
+                                 "ml_dtypes")) in environment._fit
 
 
 def test_a_python_without_torch_is_told_how_to_fix_it(unchecked):
@@ -120,13 +126,21 @@ def test_a_python_without_torch_is_told_how_to_fix_it(unchecked):
     ("2.13.1+cu124", None),
 ])
 def test_the_torch_version_must_match_the_pin(unchecked, tmp_path, torch, problem):
-    python = bare_venv(tmp_path / "venv", {"torch": torch, "safetensors": "0.8.0",
-                                           "scikit-learn": "1.9.1"})
+    python = bare_venv(tmp_path / "venv", {**fit_pins(), "torch": torch})
     found = engine_environment_problem(python)
     if problem is None:
         assert found is None
     else:
         assert problem in found and "missing" not in found
+
+
+def test_a_light_environment_passes_the_start_up_check(unchecked, tmp_path):
+    python = bare_venv(tmp_path / "venv", {"onnxruntime": "1.32.0"})
+    stamp = environment_stamp(light_requirements_file(), python_version(python), None)
+    assert startup_problem(python) is not None  # no stamp: a broken full environment
+    (tmp_path / "venv" / STAMP_NAME).write_text(json.dumps(stamp))
+    assert startup_problem(python) is None
+    assert "torch is missing" in engine_environment_problem(python)
 
 
 def test_evaluate_needs_no_torch(unchecked, tmp_path):
@@ -355,8 +369,8 @@ def test_at_start_up_one_line_with_details_and_the_action(unchecked, qgis_app, q
         plugin.details.close()
         bar.hide()
         asked = []
-        monkeypatch.setattr(QMessageBox, "question",
-                            lambda *args: asked.append(args[2]) or QMessageBox.No)
+        monkeypatch.setattr("lcfusion.plugin.plugin.choose_environment",
+                            lambda parent, text: asked.append(text))
         buttons["Create Engine Environment…"].click()
         assert len(asked) == 1
         assert f"in {profile_folder / 'lcfusion' / 'venv'}?" in asked[0]
@@ -427,8 +441,8 @@ def test_the_environment_outlives_plugin_updates_and_is_reused(unchecked, qgis_a
     bar = QgsMessageBar()
     monkeypatch.setattr(qgis_iface, "messageBar", lambda: bar)
     asked = []
-    monkeypatch.setattr(QMessageBox, "question",
-                        lambda *args: asked.append(args[2]) or QMessageBox.No)
+    monkeypatch.setattr("lcfusion.plugin.plugin.choose_environment",
+                        lambda parent, text: asked.append(text))
     plugin = LcfusionPlugin(qgis_iface)  # a new plugin version, the same requirements
     assert plugin.create_environment() is None and asked == []
     assert bar.currentItem().text() == (f"The engine environment {folder} is up to date; it is "
@@ -444,7 +458,8 @@ def test_the_action_creates_the_environment_in_the_background(qgis_app, qgis_ifa
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("numpy\n")  # local, and no torch to fetch from PyTorch's index
     monkeypatch.setattr("lcfusion.plugin.plugin.requirements_file", lambda: requirements)
-    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
+    monkeypatch.setattr("lcfusion.plugin.plugin.choose_environment",
+                        lambda parent, text: "full")
     bar = QgsMessageBar()
     monkeypatch.setattr(qgis_iface, "messageBar", lambda: bar)
     plugin = LcfusionPlugin(qgis_iface)

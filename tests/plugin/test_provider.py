@@ -36,6 +36,7 @@ ALGORITHMS = {
     "lcfusion:sampledesign": ("Evaluation", "evaluation"),
     "lcfusion:areaaccuracy": ("Evaluation", "evaluation"),
     "lcfusion:comparemaps": ("Evaluation", "evaluation"),
+    "lcfusion:exportonnx": ("Classification", "classification"),
 }
 
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
@@ -67,6 +68,7 @@ ADVANCED = {
     "lcfusion:sampledesign": set(),
     "lcfusion:areaaccuracy": set(),
     "lcfusion:comparemaps": set(),
+    "lcfusion:exportonnx": {"RESOLUTION", "TILE_SIZE", "OVERLAP"},
 }
 
 
@@ -98,6 +100,7 @@ HELP_TERMS = {
                               "<code>reference</code>", "eq. 13"),
     "lcfusion:areaaccuracy": ("Class map", "Sample points", "Reference class field",
                               "rows = map, columns = reference", "95 %", "hectares"),
+    "lcfusion:exportonnx": ("ONNX", "onnxruntime", "Deepness", "Model file", "light"),
     "lcfusion:comparemaps": ("McNemar", "Map A", "Map B", "same grid", "gdalwarp",
                              "sample points", "Class field", "chi-square", "p-value",
                              "Disagreement raster", "make accuracy"),

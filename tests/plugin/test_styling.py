@@ -23,7 +23,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from lcfusion.engine.inference.classifying import write_class_map
-from lcfusion.engine.inference.tiling import TilePredictor
+from lcfusion.engine.inference.tiles import TilePredictor
 from lcfusion.engine.io.rasters import Grid
 from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.reference.classes import ClassTable

@@ -15,7 +15,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine.families.fgunet.commands import FGUNetClassifyConfig
 from lcfusion.engine.families.fgunet.network import FGUNet
-from lcfusion.engine.inference.tiling import balanced_steps
+from lcfusion.engine.inference.tiles import balanced_steps
 from lcfusion.engine.io.rasters import iter_windows, rows_block_cache
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 

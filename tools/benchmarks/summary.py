@@ -113,11 +113,25 @@ def summary(results: dict) -> str:
                                                   for label, mpx, *rest in rows])
     lines += [f"Engine / scikit-learn: {_f(forest['vs_sklearn'])}; engine / numpy: "
               f"{_f(forest['speedup_vs_numpy'], 1)}x.", ""]
+    lines += onnx_section(results["onnx"])
     lines += ["## Hot operations (torch.profiler, one tile)", ""]
     for family, operations in results["profiles"].items():
         lines.append(f"- {LABELS[family]}: " + ", ".join(
             f"{o['operation']} {100 * o['share']:.0f} %" for o in operations))
     return "\n".join(lines) + "\n"
+
+
+def onnx_section(onnx: dict) -> list[str]:
+    """Figure 10: onnxruntime vs PyTorch on the CPU, one classification each per family."""
+    lines = ["## 10. ONNX: onnxruntime vs PyTorch (CPU, one run each)", ""]
+    lines += table(["family", "pixels", "PyTorch Mpx/s", "onnxruntime Mpx/s",
+                    "onnxruntime / PyTorch speed", "export s", ".onnx MB",
+                    "largest difference"],
+                   [[LABELS[family], _f(f["pixels"]), _f(f["torch_mpx_per_s"], 3),
+                     _f(f["onnx_mpx_per_s"], 3), _f(f["ratio"]), _f(f["export_seconds"], 1),
+                     _f(f["onnx_mb"], 1), f"{f['max_difference']:.1e}"]
+                    for family, f in onnx.items()])
+    return lines + [""]
 
 
 def render_section(render: dict, inference: dict) -> list[str]:

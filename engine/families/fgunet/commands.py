@@ -14,7 +14,8 @@ from torch import nn
 from ...compute.devices import configure_threads, resolve_device
 from ...errors import LcfusionError
 from ...inference.ensemble import Ensemble, network_from_state
-from ...inference.tiling import TiledPredictor, check_tiling
+from ...inference.tiles import check_tiling
+from ...inference.tiling import TiledPredictor
 from ...io.normalization import PercentileNormalizer
 from ...io.pack import ArraySource, SamplePack
 from ...io.series import SeriesSpec, TimeSeries
@@ -36,12 +37,9 @@ from ..blockjobs import classify_command
 from ..jobsteps import (
     PixelSet,
     TrainingPixels,
-    classify_to_files,
     evaluate_test,
     held_out_outputs,
     labelled_with_data,
-    map_outputs,
-    model_input,
     model_output,
     rank_generator,
     report_ensemble,
@@ -49,7 +47,9 @@ from ..jobsteps import (
     shared_normalization,
     split_reference,
 )
+from ..mapsteps import classify_to_files, map_outputs, model_input
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
+from .classify_onnx import FGUNetClassifyConfig, check_series_matches
 from .network import FGUNet, FGUNetConfig
 
 FAMILY = "fgunet"
@@ -109,15 +109,6 @@ PRESETS = {
               "patches_per_epoch": 10000, "validation_patches": 500, "max_shift": 20,
               "class_weighting": "inverse", "schedule": "plateau"},
 }
-
-
-@dataclass(frozen=True)
-class FGUNetClassifyConfig:
-    tile_size: int = 512
-    margin: int = 20
-    device: str = "auto"
-    threads: int = 0
-    tta: bool = False
 
 
 def chunking(n_dates: int, dates_per_chunk: int) -> int:
@@ -340,29 +331,6 @@ def load_fgunet(path: Path, device: torch.device
 
     metadata, (model, classes, normalizer) = restore_model(path, FAMILY, build)
     return metadata, model, classes, normalizer
-
-
-def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter) -> None:
-    """The rasters must give the dates and bands the model was trained on; their dates are
-    put in the model's order."""
-    expected = metadata["inputs"]["series"]
-    if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
-                                                   expected["bands_per_date"]):
-        raise LcfusionError(
-            f"the model expects {counted(expected['n_dates'], 'date')} x "
-            f"{counted(expected['bands_per_date'], 'band')} "
-            f"({counted(expected['n_dates'] * expected['bands_per_date'], 'channel')}) but the "
-            f"rasters give {counted(series.n_dates, 'date')} x "
-            f"{counted(series.bands_per_date, 'band')} ({counted(series.n_channels, 'channel')}); "
-            "give the same dates and bands, in the same order, as for training",
-            "INPUT")
-    if series.band_names != expected["band_names"]:
-        reporter.warning(f"band names differ from training ({', '.join(series.band_names)} vs "
-                         f"{', '.join(expected['band_names'])})")
-    if expected.get("masked") and not series.mask_infos:
-        reporter.warning("the model was trained with a cloud mask but none is given; masked "
-                         "dates are read as they are")
-    series.match_dates(expected.get("dates") or [], reporter)
 
 
 @classify_command

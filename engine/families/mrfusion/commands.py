@@ -16,8 +16,7 @@ from ...errors import LcfusionError
 from ...inference.ensemble import Ensemble, network_from_state
 from ...io.alignment import ALIGN_METHODS, PanMsAlignment
 from ...io.pack import ArraySource, SamplePack
-from ...io.panms import PanMsNormalizer, PanMsPair, classification_alignment
-from ...io.series import SeriesSpec
+from ...io.panms import PanMsNormalizer, classification_alignment
 from ...jobs import Job, check_settings, settings_from
 from ...modelfile.storage import restore_model
 from ...progress import Reporter
@@ -28,20 +27,19 @@ from ...wording import counted
 from ..blockjobs import classify_command
 from ..jobsteps import (
     TrainingPixels,
-    classify_to_files,
     evaluate_test,
     fit_on_pixels,
     held_out_outputs,
     labelled_with_data,
-    map_outputs,
-    model_input,
     model_output,
     report_ensemble,
     save_trained_model,
     shared_normalization,
     split_reference,
 )
+from ..mapsteps import classify_to_files, map_outputs, model_input
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
+from .classify_onnx import MRFusionClassifyConfig, log_pair, read_pair
 from .network import (
     BRANCHES,
     MRFusion,
@@ -96,18 +94,6 @@ PRESETS = {
 }
 
 
-@dataclass(frozen=True)
-class MRFusionClassifyConfig:
-    tile_size: int = 256
-    device: str = "auto"
-    threads: int = 0
-    align_ms: str = "model"
-    tta: bool = False
-
-    def __post_init__(self) -> None:
-        check_settings(self, choices={"align_ms": ("model", *ALIGN_METHODS)})
-
-
 def check_patch_size(patch_size: int, ratio: int, branches: str) -> None:
     """The PAN patch must hold a whole number of MS pixels and be large enough for the
     branches' convolutions and poolings."""
@@ -135,17 +121,6 @@ def _batches(pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray, labels: np.n
                torch.from_numpy(labels[part].astype(np.int64)))
 
 
-def read_pair(inputs: dict, align_ms: str = "none") -> PanMsPair:
-    return PanMsPair(SeriesSpec.from_json(inputs.get("pan") or {}),
-                     SeriesSpec.from_json(inputs.get("ms") or {}), align_ms)
-
-
-def _log_pair(pair: PanMsPair, reporter: Reporter) -> None:
-    reporter.info(pair.describe())
-    for note in pair.alignment.notes:
-        reporter.info(f"reconciled: {note}")
-
-
 def _loss(config: MRFusionTrainConfig) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
@@ -159,7 +134,7 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
     model_path = model_output(job)
     held_out = held_out_outputs(job)
     pair = read_pair(job.section("inputs"), config.align_ms)
-    _log_pair(pair, reporter)
+    log_pair(pair, reporter)
     if not config.patch_size:
         config = replace(config, patch_size=default_patch_size(pair.ratio))
         reporter.info(f"patch size: {config.patch_size} PAN pixels, the default at ratio "
@@ -277,7 +252,7 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     report_ensemble(model, reporter)
     pair = read_pair(job.section("inputs"),
                      classification_alignment(config.align_ms, metadata["inputs"], reporter))
-    _log_pair(pair, reporter)
+    log_pair(pair, reporter)
     pair.check_model(metadata["inputs"], model.config.ratio, reporter)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
                   f"branches {model.config.branches}) on {device.type}, "

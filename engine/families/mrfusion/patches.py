@@ -11,10 +11,11 @@ from rasterio.windows import Window
 
 from ...compute.devices import autocast
 from ...errors import LcfusionError
-from ...inference.tiling import TilePredictor, inference_copy, memory_format
+from ...inference.tiling import inference_copy, memory_format
 from ...io.alignment import PanMsAlignment
 from ...io.pack import Boxes, WindowReader
 from ...io.panms import PanMsNormalizer, PanMsReader
+from .tiles import PATCH_SYMMETRIES, DensePanMsTiles
 
 
 class PatchPairs:
@@ -103,11 +104,6 @@ def augment_pairs(pan: np.ndarray, ms: np.ndarray, rng: np.random.Generator
     return pan, ms
 
 
-#: The 8 symmetries of a square patch as (flip the rows, flip the columns, then transpose).
-PATCH_SYMMETRIES = tuple((rows, cols, transpose) for rows in (False, True)
-                         for cols in (False, True) for transpose in (False, True))
-
-
 def symmetric_tile(tile: dict, ms_size: int, flip_rows: bool, flip_cols: bool,
                    transpose: bool) -> dict:
     """A loaded tile (see `DensePanMsPredictor.load`) with its PAN and MS blocks flipped and
@@ -138,7 +134,7 @@ def restore_symmetry(scores: torch.Tensor, flip_rows: bool, flip_cols: bool,
     return scores.flip(-2) if flip_rows else scores
 
 
-class DensePanMsPredictor(TilePredictor):
+class DensePanMsPredictor(DensePanMsTiles):
     """Class probabilities of every PAN pixel, tile by tile, each equal to the per-patch answer.
 
     Every tile reads the PAN with a halo of the patch size and the MS pixels of all its patches;
@@ -146,45 +142,18 @@ class DensePanMsPredictor(TilePredictor):
     `tta`, the probabilities are the mean over the 8 flips and rotations of every patch pair.
     """
 
-    size_multiple = 1
-
     def __init__(self, model: torch.nn.Module, normalizer: PanMsNormalizer,
                  device: torch.device, tile_size: int = 256, tta: bool = False):
-        if tile_size < 1:
-            raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
-        self.model, self.normalizer, self.device = inference_copy(model, device), normalizer, device
-        self.tile_size, self.tta = tile_size, tta
-        self.size = model.config.patch_size
-        self.ms_size = model.config.ms_patch_size
-        self.half = self.size // 2
-
-    def _ms_window(self, reader: PanMsReader, start: int, count: int, axis: int
-                   ) -> tuple[int, int, np.ndarray, np.ndarray]:
-        """First MS index and count to read along an axis for PAN pixels start..start+count-1,
-        with each pixel's MS patch start and containing MS pixel relative to it."""
-        pixels = np.arange(start, start + count)
-        alignment = reader.pair.alignment
-        starts = alignment.patch_start(pixels - self.half, axis)
-        containing = alignment.ms_index(pixels, axis)
-        first = int(min(starts[0], containing[0]))
-        last = int(max(starts[-1] + self.ms_size, containing[-1] + 1))
-        return first, last - first, starts - first, containing - first
+        super().__init__(normalizer, model.config.patch_size, model.config.ms_patch_size,
+                         tile_size)
+        self.model, self.device = inference_copy(model, device), device
+        self.tta = tta
 
     def load(self, reader: PanMsReader, core: Window) -> dict:
-        """The PAN with a halo of the patch size and the MS pixels of all the core's patches,
-        normalised, with each output row's and column's MS patch start."""
-        row0, col0, h, w = int(core.row_off), int(core.col_off), int(core.height), int(core.width)
-        pan = reader.pan.read(Window(col0 - self.half, row0 - self.half, w + self.size - 1,
-                                     h + self.size - 1))
-        r_first, r_count, r_starts, r_pixel = self._ms_window(reader, row0, h, 0)
-        c_first, c_count, c_starts, c_pixel = self._ms_window(reader, col0, w, 1)
-        ms = reader.ms.read(Window(c_first, r_first, c_count, r_count))
-        valid = (np.isfinite(pan[0, self.half: self.half + h, self.half: self.half + w])
-                 & np.isfinite(ms).any(axis=0)[np.ix_(r_pixel, c_pixel)])
-        return {"pan": torch.from_numpy(self.normalizer.pan.apply(pan))[None],
-                "ms": torch.from_numpy(self.normalizer.ms.apply(ms))[None],
-                "rows": torch.from_numpy(r_starts), "cols": torch.from_numpy(c_starts),
-                "height": h, "width": w, "valid": valid}
+        """The tile of `read_tile`, its arrays as tensors."""
+        tile = self.read_tile(reader, core)
+        return {**tile, **{key: torch.from_numpy(tile[key])
+                           for key in ("pan", "ms", "rows", "cols")}}
 
     def infer(self, tile: dict) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (classes, h, w) of a loaded core and the mask of pixels with PAN and

@@ -12,10 +12,8 @@ The forest is stored as arrays (see `forest`), never pickled.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +24,7 @@ from ...compute.devices import configure_threads
 from ...errors import LcfusionError
 from ...io.alignment import ALIGN_METHODS
 from ...io.indices import DEFAULT_INDICES, IndexConfig, parse_index_config, resolve_indices
-from ...io.panms import PanMsPair, classification_alignment
-from ...io.rasters import Grid
+from ...io.panms import PanMsPair
 from ...io.series import SeriesSpec, TimeSeries
 from ...io.sources import S1_SCALES, SourceFeatures
 from ...jobs import Job, check_settings, settings_from
@@ -41,37 +38,30 @@ from ..blockjobs import classify_command
 from ..jobsteps import (
     PixelSet,
     check_odd_patch,
-    classify_to_files,
     evaluate_test,
     held_out_outputs,
-    map_outputs,
-    model_input,
     model_output,
     save_trained_model,
     split_reference,
 )
+from ..mapsteps import classify_to_files, map_outputs, model_input
 from ..twinns.commands import TWINNSInputs
-from ..twinns.commands import inputs_for_model as twinns_inputs_for_model
 from .forest import Forest
+from .inputs import (
+    ForestInputs,
+    RandomForestClassifyConfig,
+    inputs_for_model,
+    require_inputs,
+)
 from .pixelfeatures import (
     FEATURE_KINDS,
-    ChannelStack,
     ForestTilePredictor,
-    PanMsStack,
     PixelFeatures,
-    SeriesStack,
     features_at,
 )
 
 FAMILY = "randomforest"
 SOURCES = ("s2", "s1s2", "panms")
-SOURCE_LABELS = {"s2": "a Sentinel-2 time series", "s1s2": "Sentinel-1 + Sentinel-2 time series",
-                 "panms": "a PAN + MS pair"}
-#: The job inputs each source needs, with the parameter that gives them.
-SOURCE_INPUTS = {"s2": {"s2": ("S2", "the Sentinel-2 rasters")},
-                 "s1s2": {"s1": ("S1", "the Sentinel-1 rasters"),
-                          "s2": ("S2", "the Sentinel-2 rasters")},
-                 "panms": {"pan": ("PAN", "the PAN raster"), "ms": ("MS", "the MS raster")}}
 #: Features tried at each split: the square root or log2 of their number, or all of them.
 MAX_FEATURES = {"sqrt": "sqrt", "log2": "log2", "all": None}
 
@@ -113,77 +103,6 @@ class RandomForestTrainConfig:
         return parse_index_config(self.add_indices, self.indices, self.band_roles)
 
 
-@dataclass(frozen=True)
-class RandomForestClassifyConfig:
-    tile_size: int = 128
-    align_ms: str = "model"
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        check_settings(self, non_negative=("threads",),
-                       choices={"align_ms": ("model", *ALIGN_METHODS)})
-
-
-def series_channels(label: str, source: SourceFeatures) -> list[str]:
-    """Channel names of a series as the features see them: ``S2 2021-01-15 NDVI``."""
-    return [f"{label} {date or f'date {i + 1}'} {name}"
-            for i, date in enumerate(source.series.dates) for name in source.channel_names()]
-
-
-@dataclass
-class ForestInputs:
-    """The chosen source's layers as one stack of channels on one grid."""
-
-    source: str
-    series: list[tuple[str, SourceFeatures]] = field(default_factory=list)
-    pair: PanMsPair | None = None
-    indices: IndexConfig | None = None
-    s1_scale: str = "db"
-
-    @property
-    def grid(self) -> Grid:
-        return self.pair.grid if self.pair else self.series[-1][1].series.grid
-
-    def channel_names(self) -> list[str]:
-        if self.pair:
-            return ["PAN"] + [f"MS {name}" for name in self.pair.ms.band_names]
-        return [name for label, source in self.series for name in series_channels(label,
-                                                                                  source)]
-
-    def describe(self) -> list[str]:
-        if self.pair:
-            return [self.pair.describe(), *(f"reconciled: {note}"
-                                            for note in self.pair.alignment.notes)]
-        names = {"S1": "Sentinel-1", "S2": "Sentinel-2"}
-        return [f"{names[label]}: {source.series.describe()}; features per date: "
-                f"{', '.join(source.channel_names())}" for label, source in self.series]
-
-    def to_json(self) -> dict:
-        if self.pair:
-            return {"source": self.source, **self.pair.to_json()}
-        entries = {label.lower(): {**source.series.to_json(), "features": source.channel_names()}
-                   for label, source in self.series}
-        scale = {"s1_scale": self.s1_scale} if self.source == "s1s2" else {}
-        return {"source": self.source, **entries,
-                "indices": self.indices.to_json() if self.indices else None, **scale}
-
-    @contextlib.contextmanager
-    def open(self) -> Iterator[ChannelStack]:
-        if self.pair:
-            with self.pair.open() as reader:
-                yield PanMsStack(reader)
-            return
-        with contextlib.ExitStack() as stack:
-            yield SeriesStack([stack.enter_context(source.open()) for _, source in self.series])
-
-
-def require_inputs(inputs: dict, source: str, why: str) -> None:
-    """A clear error naming the parameter when the source's layers are not given."""
-    for key, (parameter, what) in SOURCE_INPUTS[source].items():
-        if not (inputs.get(key) or {}).get("paths"):
-            raise LcfusionError(f"{why} {SOURCE_LABELS[source]}: give {what}", parameter)
-
-
 def training_inputs(inputs: dict, config: RandomForestTrainConfig,
                     reporter: Reporter) -> ForestInputs:
     """The layers of the configured source, read as the deep family of that source reads
@@ -204,45 +123,6 @@ def training_inputs(inputs: dict, config: RandomForestTrainConfig,
     both.sort_by_date(reporter)
     return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=both.s2.indices,
                         s1_scale=config.s1_scale)
-
-
-def check_series(expected: dict, series: TimeSeries, label: str, reporter: Reporter) -> None:
-    """The layers must give the model's dates and bands; their dates are put in the model's
-    order."""
-    if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
-                                                   expected["bands_per_date"]):
-        raise LcfusionError(
-            f"the model expects {counted(expected['n_dates'], f'{label} date')} x "
-            f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
-            f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
-            "for training", series.parameter)
-    series.match_dates(expected.get("dates") or [], reporter)
-
-
-def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter,
-                     align_ms: str = "model") -> ForestInputs:
-    """The job's layers for the model's source, read as in training (indices, backscatter
-    scale, gap-filling), checked against what the model was trained on."""
-    trained = metadata["inputs"]
-    source = trained["source"]
-    require_inputs(inputs, source, "the model was trained on")
-    if source == "panms":
-        pair = PanMsPair(SeriesSpec.from_json(inputs["pan"]), SeriesSpec.from_json(inputs["ms"]),
-                         classification_alignment(align_ms, trained, reporter))
-        pair.check_model(trained, int(metadata["architecture"]["ratio"]), reporter)
-        return ForestInputs("panms", pair=pair)
-    indices = IndexConfig.from_json(trained["indices"]) if trained.get("indices") else None
-    if source == "s2":
-        spec = SeriesSpec.from_json(inputs["s2"]).with_gapfill(bool(trained["s2"]["gapfill"]))
-        s2 = SourceFeatures(TimeSeries(spec, "S2"), indices)
-        check_series(trained["s2"], s2.series, "Sentinel-2", reporter)
-        if trained["s2"].get("masked") and not s2.series.mask_infos:
-            reporter.warning("the model was trained with a cloud mask but none is given; "
-                             "masked dates are read as they are")
-        return ForestInputs("s2", [("S2", s2)], indices=indices)
-    both = twinns_inputs_for_model(inputs, metadata, reporter)
-    return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=indices,
-                        s1_scale=trained["s1_scale"])
 
 
 def sample_training_pixels(split: SplitReference, config: RandomForestTrainConfig,

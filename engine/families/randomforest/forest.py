@@ -34,7 +34,6 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from sklearn.tree._tree import NODE_DTYPE, Tree
 
 #: The fewest samples a thread takes at a time (scikit-learn's per-call cost is then a few %).
 BLOCK_ROWS = 1024
@@ -145,10 +144,13 @@ class Forest:
         return x
 
     @cached_property
-    def trees(self) -> list[Tree]:
+    def trees(self) -> list[Any]:
         """scikit-learn's ``Tree`` of each tree, built from the checked arrays: a leaf's links
         set to scikit-learn's -1 (any negative left child marks a leaf here) and its class
-        distribution as its value (inner nodes hold zeros, which prediction never reads)."""
+        distribution as its value (inner nodes hold zeros, which prediction never reads).
+        scikit-learn is imported here: the ONNX classification reads this module without it."""
+        from sklearn.tree._tree import NODE_DTYPE, Tree
+
         leaf_row = np.cumsum(self.is_leaf) - 1
         n_classes = np.array([self.n_classes], dtype=np.intp)
         trees = []

@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from ...errors import LcfusionError
-from ...inference.tiling import TilePredictor, tiles_holding
+from ...inference.tiles import TilePredictor, tiles_holding
 from ...io.panms import PanMsReader
 from ...io.rasters import iter_windows, reflect_indices
 from ...io.sources import FeatureReader

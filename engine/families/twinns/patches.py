@@ -12,7 +12,8 @@ from rasterio.windows import Window
 
 from ...compute.devices import autocast
 from ...errors import LcfusionError
-from ...inference.tiling import TilePredictor, dihedral_mean, inference_copy, memory_format
+from ...inference.tiles import TilePredictor
+from ...inference.tiling import dihedral_mean, inference_copy, memory_format
 from ...io.normalization import PercentileNormalizer
 from ...io.pack import Boxes
 from ...io.sources import FeatureReader

@@ -14,7 +14,8 @@ from .binding import Binding
 @dataclass
 class ModelInputBinding(Binding):
     """The model file: readable, of the algorithm's family, and fitting the other inputs
-    (each binding's `check_model`)."""
+    (each binding's `check_model`). Without a family (the export), any family's .lcfusion
+    file."""
 
     name: str = "MODEL"
     family: str = ""
@@ -23,7 +24,8 @@ class ModelInputBinding(Binding):
         path = alg.parameterAsFile(parameters, self.name, context)
         try:
             header = read_header(path, self.name)
-            check_family(header, self.family, path, self.name)
+            if self.family:
+                check_family(header, self.family, path, self.name)
         except LcfusionError as exc:
             return exc.parameter or self.name, exc.message
         for binding in alg.bindings:

@@ -1,0 +1,75 @@
+"""FG-UNET classification with an ONNX model: onnxruntime, numpy and rasterio, no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import LcfusionError
+from ...inference.onnxsession import OnnxModel
+from ...inference.tiles import ArrayTiledPredictor
+from ...io.normalization import PercentileNormalizer
+from ...io.series import SeriesSpec, TimeSeries
+from ...jobs import Job, settings_from
+from ...progress import Reporter
+from ...reference.classes import ClassTable
+from ...wording import counted
+from ..mapsteps import classify_to_files, map_outputs, model_input
+
+FAMILY = "fgunet"
+#: FG-UNET pools twice: tile sides are multiples of 4 (`network.FGUNet.size_multiple`).
+SIZE_MULTIPLE = 4
+
+
+@dataclass(frozen=True)
+class FGUNetClassifyConfig:
+    tile_size: int = 512
+    margin: int = 20
+    device: str = "auto"
+    threads: int = 0
+    tta: bool = False
+
+
+def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter) -> None:
+    """The rasters must give the dates and bands the model was trained on; their dates are
+    put in the model's order."""
+    expected = metadata["inputs"]["series"]
+    if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
+                                                   expected["bands_per_date"]):
+        raise LcfusionError(
+            f"the model expects {counted(expected['n_dates'], 'date')} x "
+            f"{counted(expected['bands_per_date'], 'band')} "
+            f"({counted(expected['n_dates'] * expected['bands_per_date'], 'channel')}) but the "
+            f"rasters give {counted(series.n_dates, 'date')} x "
+            f"{counted(series.bands_per_date, 'band')} ({counted(series.n_channels, 'channel')}); "
+            "give the same dates and bands, in the same order, as for training",
+            "INPUT")
+    if series.band_names != expected["band_names"]:
+        reporter.warning(f"band names differ from training ({', '.join(series.band_names)} vs "
+                         f"{', '.join(expected['band_names'])})")
+    if expected.get("masked") and not series.mask_infos:
+        reporter.warning("the model was trained with a cloud mask but none is given; masked "
+                         "dates are read as they are")
+    series.match_dates(expected.get("dates") or [], reporter)
+
+
+def classify_fgunet_onnx(job: Job, reporter: Reporter) -> dict:
+    """Classify a time series with an FG-UNET model exported to ONNX, tile by tile."""
+    config = settings_from(FGUNetClassifyConfig, job.section("settings"))
+    maps = map_outputs(job)
+    model_path = model_input(job)
+    model = OnnxModel(model_path, FAMILY, config.device, config.threads)
+    metadata = model.metadata
+    classes = ClassTable.from_json(metadata["classes"])
+    trained = metadata["inputs"]["series"]
+    spec = SeriesSpec.from_json(job.section("inputs").get("series") or {})
+    series = TimeSeries(spec.with_gapfill(bool(trained.get("gapfill"))), "INPUT")
+    check_series_matches(metadata, series, reporter)
+    reporter.info(f"time series: {series.describe()}")
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) "
+                  f"with onnxruntime on {model.device}, {counted(model.threads, 'thread')}")
+    predictor = ArrayTiledPredictor(model, SIZE_MULTIPLE,
+                                    PercentileNormalizer.from_json(metadata["normalization"]),
+                                    config.tile_size, config.margin, config.tta)
+    with series.open() as reader:
+        return classify_to_files(predictor, reader, series.grid, classes, maps, model_path,
+                                 FAMILY, reporter)

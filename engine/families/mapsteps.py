@@ -1,0 +1,98 @@
+"""Steps every classify command shares, without torch (the ONNX classifications run them in
+an environment without it): the model and maps of a job, writing the maps and what goes back
+to the plugin."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LcfusionError
+from ..inference.blocks import BLOCK_PIXELS, write_blocks
+from ..inference.classifying import write_class_map
+from ..inference.tiles import TilePredictor
+from ..io.outputs import check_writable
+from ..io.rasters import Grid
+from ..jobs import Job
+from ..progress import Reporter
+from ..reference.classes import ClassTable
+from ..wording import counted
+
+
+@dataclass(frozen=True)
+class MapOutputs:
+    """The class map and optional confidence map to write; `cog`: as Cloud Optimized
+    GeoTIFFs (``outputs.cog``) rather than plain tiled ones (both with overviews). A rank of
+    a classification on a compute target writes its share of the `blocks` into that folder
+    instead (``outputs.blocks``; ``outputs.confidence`` true for the confidence too)."""
+
+    class_map: Path
+    confidence: Path | None = None
+    cog: bool = False
+    blocks: Path | None = None
+    block_pixels: int = BLOCK_PIXELS
+
+
+def map_outputs(job: Job) -> MapOutputs:
+    """The maps to write, checked before any work starts."""
+    outputs = job.section("outputs")
+    blocks = job.resolve(outputs.get("blocks"))
+    if blocks is not None:
+        return MapOutputs(blocks / "map.tif", blocks / "confidence.tif"
+                          if outputs.get("confidence") else None, blocks=blocks,
+                          block_pixels=int(outputs.get("block_pixels") or BLOCK_PIXELS))
+    class_map = job.resolve(outputs.get("class_map"))
+    confidence = job.resolve(outputs.get("confidence"))
+    if class_map is None:
+        raise LcfusionError("no output class map given", "OUTPUT")
+    check_writable(class_map, "OUTPUT")
+    if confidence:
+        check_writable(confidence, "OUTPUT_CONFIDENCE")
+        if confidence.resolve() == class_map.resolve():
+            raise LcfusionError("the confidence map and the class map must be different files",
+                                "OUTPUT_CONFIDENCE")
+    cog = outputs.get("cog", False)
+    if not isinstance(cog, bool):
+        raise LcfusionError(f"must be true or false, got {cog!r}", "COG")
+    return MapOutputs(class_map, confidence, cog)
+
+
+def model_input(job: Job) -> Path:
+    path = job.resolve(job.section("inputs").get("model"))
+    if path is None:
+        raise LcfusionError("no model file given", "MODEL")
+    return path
+
+
+def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
+                      maps: MapOutputs, model_path: Path, family: str,
+                      reporter: Reporter) -> dict:
+    """Write the class map (+ confidence), log the speed, return the outputs for the plugin
+    (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG copies)."""
+    started = time.monotonic()
+    tags = {"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}
+    if maps.blocks is not None:
+        from ..compute.distributed import mpi_ranks  # torch: only a rank on a target gets here
+
+        ranks, _ = mpi_ranks()
+        count = write_blocks(predictor, reader, grid, classes, maps.blocks,
+                             maps.confidence is not None, tags, ranks, reporter,
+                             maps.block_pixels)
+        return {"BLOCKS": count, "SECONDS": time.monotonic() - started}
+    finishing = write_class_map(
+        predictor, reader, grid, classes, maps.class_map, maps.confidence, reporter,
+        tags=tags, cog=maps.cog)
+    seconds = time.monotonic() - started
+    pixels = grid.width * grid.height
+    speed = round(pixels / max(seconds, 1e-9))
+    reporter.info(f"class map written to {maps.class_map} "
+                  f"({counted(pixels, 'pixel', thousands=True)} in {seconds:.1f} s, "
+                  f"{counted(speed, 'pixel', thousands=True)} per second; overviews"
+                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} {finishing:.1f} s)")
+    result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
+              "OVERVIEW_SECONDS": finishing}
+    if maps.confidence:
+        result["OUTPUT_CONFIDENCE"] = str(maps.confidence)
+    return result

@@ -1,0 +1,60 @@
+"""Random Forest classification with an ONNX model: onnxruntime, numpy and rasterio, no
+scikit-learn or torch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import LcfusionError
+from ...inference.onnxsession import OnnxModel
+from ...jobs import Job, settings_from
+from ...progress import Reporter
+from ...reference.classes import ClassTable
+from ...wording import counted
+from ..mapsteps import classify_to_files, map_outputs, model_input
+from .inputs import RandomForestClassifyConfig, inputs_for_model
+from .pixelfeatures import ForestTilePredictor, PixelFeatures
+
+FAMILY = "randomforest"
+
+
+class OnnxForest:
+    """What `ForestTilePredictor` asks of a forest, answered by the exported graph (which
+    replaces missing values itself)."""
+
+    def __init__(self, model: OnnxModel, n_classes: int):
+        self.model, self.n_classes = model, n_classes
+
+    def fill_missing(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+    def predict_proba(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
+        return self.model(x)
+
+
+def classify_randomforest_onnx(job: Job, reporter: Reporter) -> dict:
+    """Classify the model's source with a Random Forest exported to ONNX, tile by tile."""
+    config = settings_from(RandomForestClassifyConfig, job.section("settings"))
+    maps = map_outputs(job)
+    model_path = model_input(job)
+    model = OnnxModel(model_path, FAMILY, "cpu", config.threads)
+    metadata = model.metadata
+    classes = ClassTable.from_json(metadata["classes"])
+    inputs = inputs_for_model(job.section("inputs"), metadata, reporter, config.align_ms)
+    for line in inputs.describe():
+        reporter.info(line)
+    architecture = metadata["architecture"]
+    features = PixelFeatures(architecture["features"], int(architecture["patch_size"]))
+    count = features.count(len(inputs.channel_names()))
+    if count != architecture["n_features"]:
+        raise LcfusionError(f"the layers give {count} features but the model expects "
+                            f"{architecture['n_features']}; give the same layers as for "
+                            "training", "MODEL")
+    reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
+                  f"{features.kind} features) with onnxruntime on "
+                  f"{counted(model.threads, 'thread')}")
+    predictor = ForestTilePredictor(OnnxForest(model, len(classes)), features,
+                                    config.tile_size, model.threads)
+    with inputs.open() as stack:
+        return classify_to_files(predictor, stack, inputs.grid, classes, maps, model_path,
+                                 FAMILY, reporter)

@@ -1,0 +1,155 @@
+"""Tiles of a raster, without torch: which windows are computed, the margins around them and
+the reading of a tile, shared by the PyTorch predictors (`tiling`) and the ONNX ones."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..errors import LcfusionError
+from ..io.normalization import PercentileNormalizer
+from ..io.rasters import iter_windows
+from ..io.series import SeriesReader
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def check_tiling(tile_size: int, margin: int, size_multiple: int) -> None:
+    """Tiles must pool on the image's grid and keep a centre; clear errors otherwise."""
+    if tile_size % size_multiple:
+        raise LcfusionError(f"the tile size must be a multiple of {size_multiple}, got "
+                            f"{tile_size}", "TILE_SIZE")
+    if margin % size_multiple or margin < 0:
+        raise LcfusionError(
+            f"the margin must be a multiple of {size_multiple} (so that every tile pools on the "
+            f"same grid), got {margin}", "MARGIN")
+    if tile_size - 2 * margin < size_multiple:
+        raise LcfusionError(
+            f"the tile size ({tile_size}) must exceed twice the margin ({margin}); raise the "
+            "tile size or lower the margin", "TILE_SIZE")
+
+
+class TilePredictor(ABC):
+    """Class probabilities by windows ("cores") of a grid. `load` reads and prepares a core's
+    input (it runs in a reader thread, ahead of the computation); `infer` computes."""
+
+    tile_size: int
+
+    def cores(self, height: int, width: int) -> Iterator[Window]:
+        """The windows whose probabilities are computed, covering the raster once."""
+        return iter_windows(width, height, self.tile_size)
+
+    @abstractmethod
+    def load(self, reader: Any, core: Window) -> Any:
+        """The input of `core`, read from `reader` and ready for `infer`."""
+
+    @abstractmethod
+    def infer(self, tile: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of a loaded core and its mask of pixels with data."""
+
+    def predict(self, reader: Any, core: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, h, w) of `core` and its mask of pixels with data."""
+        return self.infer(self.load(reader, core))
+
+
+def balanced_steps(size: int, tile: int, margin: int, multiple: int) -> int:
+    """The core side along an axis: as few tiles as `tile` allows, of equal sides (a multiple of
+    `multiple`), so no last tile is computed almost empty."""
+    count = -(-size // (tile - 2 * margin))
+    return round_up(-(-size // count), multiple)
+
+
+def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
+                  ) -> list[tuple[Window, np.ndarray]]:
+    """The tiles that hold some of the pixels (rows, cols), each with the indices of its
+    pixels."""
+    selected = []
+    for core in cores:
+        r0, c0 = int(core.row_off), int(core.col_off)
+        inside = ((rows >= r0) & (rows < r0 + int(core.height)) & (cols >= c0)
+                  & (cols < c0 + int(core.width)))
+        if inside.any():
+            selected.append((core, np.flatnonzero(inside)))
+    return selected
+
+
+#: The 8 symmetries of a square (dihedral group D4): quarter turns, each with and without a
+#: transpose. Test-time augmentation averages a network's probabilities over them.
+DIHEDRAL = tuple((turns, transpose) for turns in range(4) for transpose in (False, True))
+
+
+class MarginTiling:
+    """Tiles of at most `tile_size` whose outer `margin` pixels are discarded; edges of the
+    raster are reflect-padded by the reader.
+
+    Tiles along an axis have equal sides, the fewest `tile_size` allows. Tile origins fall on
+    multiples of `size_multiple`, so every tile pools on the grid of the whole image."""
+
+    def __init__(self, size_multiple: int, normalizer: PercentileNormalizer,
+                 tile_size: int = 512, margin: int = 20):
+        check_tiling(tile_size, margin, size_multiple)
+        self.size_multiple, self.normalizer = size_multiple, normalizer
+        self.tile_size, self.margin = tile_size, margin
+
+    def steps(self, height: int, width: int) -> tuple[int, int]:
+        """Core sides (rows, columns) for a raster."""
+        return (balanced_steps(height, self.tile_size, self.margin, self.size_multiple),
+                balanced_steps(width, self.tile_size, self.margin, self.size_multiple))
+
+    def cores(self, height: int, width: int) -> Iterator[Window]:
+        step_h, step_w = self.steps(height, width)
+        return iter_windows(width, height, step_h, step_w)
+
+    def read_tile(self, reader: SeriesReader, core: Window
+                  ) -> tuple[np.ndarray, np.ndarray, Window]:
+        """The tile around `core` (with its margins), normalised, (1, channels, rows, cols),
+        and the core's mask of pixels with any valid input."""
+        series = reader.series
+        step_h, step_w = self.steps(series.height, series.width)
+        window = Window(int(core.col_off) - self.margin, int(core.row_off) - self.margin,
+                        step_w + 2 * self.margin, step_h + 2 * self.margin)
+        data = reader.read(window)
+        h, w = int(core.height), int(core.width)
+        valid = np.isfinite(data[:, self.margin: self.margin + h,
+                                 self.margin: self.margin + w]).any(axis=0)
+        return self.normalizer.apply(data)[np.newaxis], valid, core
+
+    def core_of(self, probs: Any, core: Window) -> Any:
+        """The core's part of a tile's probabilities (classes, rows, cols)."""
+        h, w = int(core.height), int(core.width)
+        return probs[:, self.margin: self.margin + h, self.margin: self.margin + w]
+
+
+class ArrayTiledPredictor(MarginTiling, TilePredictor):
+    """`MarginTiling` with a network given as a function of numpy arrays: (1, channels, rows,
+    cols) to class probabilities (1, classes, rows, cols); an ONNX session, for one."""
+
+    def __init__(self, probabilities: Callable[[np.ndarray], np.ndarray], size_multiple: int,
+                 normalizer: PercentileNormalizer, tile_size: int = 512, margin: int = 20,
+                 tta: bool = False):
+        super().__init__(size_multiple, normalizer, tile_size, margin)
+        self.probabilities, self.tta = probabilities, tta
+
+    def load(self, reader: SeriesReader, core: Window) -> tuple[np.ndarray, np.ndarray, Window]:
+        return self.read_tile(reader, core)
+
+    def infer(self, tile: tuple[np.ndarray, np.ndarray, Window]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        data, valid, core = tile
+        if not self.tta:
+            return self.core_of(self.probabilities(data)[0], core).astype(np.float32), valid
+        total = None
+        for turns, transpose in DIHEDRAL:
+            turned = np.rot90(data, turns, axes=(-2, -1))
+            turned = np.ascontiguousarray(turned.swapaxes(-2, -1) if transpose else turned)
+            probs = self.probabilities(turned)[0]
+            probs = probs.swapaxes(-2, -1) if transpose else probs
+            probs = np.rot90(probs, -turns, axes=(-2, -1))
+            total = probs if total is None else total + probs
+        return self.core_of(total / len(DIHEDRAL), core).astype(np.float32), valid
