@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from ..compute.distributed import Ranks
 from ..errors import LcfusionError
-from ..inference.classifying import predict_pixels, write_class_map
+from ..inference.classifying import ValueMap, predict_pixels, write_class_map
 from ..inference.ensemble import Ensemble
 from ..inference.tiling import TilePredictor
 from ..io.outputs import check_writable
@@ -128,24 +128,35 @@ def report_ensemble(model: torch.nn.Module, reporter: Reporter) -> None:
 
 def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                       maps: MapOutputs, model_path: Path, family: str,
-                      reporter: Reporter) -> dict:
-    """Write the class map (+ confidence), log the speed, return the outputs for the plugin
-    (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG copies)."""
+                      reporter: Reporter, value_map: ValueMap | None = None) -> dict:
+    """Write the class map (+ confidence, + `value_map`), log the speed, return the outputs for
+    the plugin (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG
+    copies; for a value map, under its parameter + ``_BANDS``, each band's description, tags,
+    mean and maximum)."""
     started = time.monotonic()
-    finishing = write_class_map(
+    written = write_class_map(
         predictor, reader, grid, classes, maps.class_map, maps.confidence, reporter,
-        tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}, cog=maps.cog)
+        tags={"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}, cog=maps.cog,
+        value_map=value_map)
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
     speed = round(pixels / max(seconds, 1e-9))
     reporter.info(f"class map written to {maps.class_map} "
                   f"({counted(pixels, 'pixel', thousands=True)} in {seconds:.1f} s, "
                   f"{counted(speed, 'pixel', thousands=True)} per second; overviews"
-                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} {finishing:.1f} s)")
+                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} "
+                  f"{written.finish_seconds:.1f} s)")
     result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
-              "OVERVIEW_SECONDS": finishing}
+              "OVERVIEW_SECONDS": written.finish_seconds}
     if maps.confidence:
         result["OUTPUT_CONFIDENCE"] = str(maps.confidence)
+    if value_map is not None:
+        result[value_map.parameter] = str(value_map.target)
+        result[value_map.parameter + "_BANDS"] = [
+            {"description": description, "tags": tags, "mean": mean, "max": maximum}
+            for description, tags, mean, maximum in zip(
+                value_map.descriptions, value_map.band_tags, *written.value_statistics,
+                strict=True)]
     return result
 
 

@@ -1,6 +1,7 @@
 """Classifying a raster: a reader thread loads the next tile while this one computes, the
-classifying context sizes GDAL's cache for it, and the class map (+ confidence) is written
-block by block and given overviews, or only the tiles holding given pixels are predicted."""
+classifying context sizes GDAL's cache for it, and the class map (+ confidence, + a map of
+per-pixel values such as TWINNS's attention) is written block by block and given overviews, or
+only the tiles holding given pixels are predicted."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import rasterio
@@ -54,14 +56,60 @@ _END = object()
 
 @contextlib.contextmanager
 def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T],
-                core_of: Callable[[T], Window] = lambda item: item
-                ) -> Iterator[Iterator[tuple[T, np.ndarray, np.ndarray]]]:
-    """(item, probabilities, valid mask) of each item's core, in order: the reader thread loads
+                core_of: Callable[[T], Window] = lambda item: item, values: bool = False
+                ) -> Iterator[Iterator[tuple[Any, ...]]]:
+    """(item, probabilities, valid mask) of each item's core, in order (with `values`, also
+    the predictor's per-pixel values: `TilePredictor.infer_values`): the reader thread loads
     the next core while this one computes, with GDAL's block cache sized for classifying; the
     thread has stopped when the context ends, before the caller closes its rasters."""
+    infer = predictor.infer_values if values else predictor.infer
     with rows_block_cache(), contextlib.closing(
             prefetched(lambda item: predictor.load(reader, core_of(item)), items)) as loaded:
-        yield ((item, *predictor.infer(tile)) for item, tile in loaded)
+        yield ((item, *infer(tile)) for item, tile in loaded)
+
+
+@dataclass(frozen=True)
+class ValueMap:
+    """A float32 map of the values a predictor computes per pixel beside the class
+    probabilities (`TilePredictor.infer_values`), NaN where the class map has no data: its
+    output file and parameter, one description and tags per band, and the file's tags. Its
+    overviews average it, as the confidence map's."""
+
+    target: Path
+    parameter: str
+    descriptions: tuple[str, ...]
+    band_tags: tuple[dict[str, str], ...]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.band_tags) != len(self.descriptions):
+            raise ValueError(f"{len(self.descriptions)} band descriptions but "
+                             f"{len(self.band_tags)} sets of band tags")
+
+    @property
+    def bands(self) -> int:
+        return len(self.descriptions)
+
+
+#: The band tags of a value map that hold the band's mean and maximum over the pixels with
+#: data.
+MEAN_TAG, MAX_TAG = "LCFUSION_MEAN", "LCFUSION_MAX"
+
+
+class BandStatistics(NamedTuple):
+    """The mean and maximum of each band of a value map over the pixels with data (NaN where
+    no pixel has data)."""
+
+    means: tuple[float, ...] = ()
+    maxima: tuple[float, ...] = ()
+
+
+class WrittenMaps(NamedTuple):
+    """What writing the maps measured: the seconds the overviews (and COG copies) took, and
+    the statistics of the value map's bands (empty without one)."""
+
+    finish_seconds: float
+    value_statistics: BandStatistics = BandStatistics()
 
 
 #: The share of a classification's progress taken by the overviews and Cloud Optimized
@@ -71,11 +119,11 @@ FINISH_SHARE = 0.02
 
 def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                     class_map: Path, confidence: Path | None, reporter: Reporter,
-                    tags: dict[str, str] | None = None, cog: bool = False) -> float:
-    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile, then add
-    their overviews (and with `cog` make them Cloud Optimized GeoTIFFs); both files are checked
-    once closed, before either replaces an existing file. Returns the seconds the overviews
-    (and copies) took."""
+                    tags: dict[str, str] | None = None, cog: bool = False,
+                    value_map: ValueMap | None = None) -> WrittenMaps:
+    """Classify `grid` from `reader` into `class_map` (+ `confidence`, + `value_map`), tile by
+    tile, then add their overviews (and with `cog` make them Cloud Optimized GeoTIFFs); every
+    file is checked once closed, before any replaces an existing file."""
     shape = (1, grid.height, grid.width)
     with contextlib.ExitStack() as stack:
         map_tmp = stack.enter_context(atomic_output(class_map, "OUTPUT"))
@@ -84,19 +132,32 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
             conf_tmp = stack.enter_context(atomic_output(confidence, "OUTPUT_CONFIDENCE"))
             maps.append(MapFile(RasterOutput(conf_tmp, confidence, "OUTPUT_CONFIDENCE", shape),
                                 CONFIDENCE_RESAMPLING))
+        class_outputs = [each.output for each in maps]
+        values = None
+        if value_map is not None:
+            values_tmp = stack.enter_context(atomic_output(value_map.target,
+                                                           value_map.parameter))
+            values = RasterOutput(values_tmp, value_map.target, value_map.parameter,
+                                  (value_map.bands, grid.height, grid.width))
+            maps.append(MapFile(values, CONFIDENCE_RESAMPLING))
         outputs = [each.output for each in maps]
         with checked_raster_writes(*outputs):
-            classify_into(predictor, reader, grid, classes, outputs, tags,
-                          reporter.span(0.0, 1.0 - FINISH_SHARE))
+            statistics = classify_into(predictor, reader, grid, classes, class_outputs, tags,
+                                       reporter.span(0.0, 1.0 - FINISH_SHARE),
+                                       None if values is None else (values, value_map))
         with checked_raster_writes(*outputs):
-            return finish_maps(maps, cog, reporter.span(1.0 - FINISH_SHARE, 1.0))
+            return WrittenMaps(finish_maps(maps, cog, reporter.span(1.0 - FINISH_SHARE, 1.0)),
+                               statistics)
 
 
 def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                   outputs: list[RasterOutput], tags: dict[str, str] | None,
-                  reporter: Reporter) -> None:
-    """Write the class map (`outputs[0]`) and the confidence map (`outputs[1]`, if given) to
-    their temporary files, tile by tile; the files are closed on return."""
+                  reporter: Reporter,
+                  values: tuple[RasterOutput, ValueMap] | None = None) -> BandStatistics:
+    """Write the class map (`outputs[0]`), the confidence map (`outputs[1]`, if given) and the
+    value map (`values`, if given) to their temporary files, tile by tile; the files are
+    closed on return. Returns the statistics of the value map's bands (also written as their
+    tags)."""
     codes = np.asarray(classes.codes, dtype=np.int64)
     dtype, nodata = classes.map_dtype(), classes.map_nodata()
     cores = list(predictor.cores(grid.height, grid.width))
@@ -106,10 +167,21 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
         out_conf = (stack.enter_context(rasterio.open(
             outputs[1].temporary, "w", **write_profile(grid, 1, "float32", float("nan"))))
             if len(outputs) > 1 else None)
+        out_values = (stack.enter_context(rasterio.open(
+            values[0].temporary, "w", **write_profile(grid, values[1].bands, "float32",
+                                                       float("nan"))))
+            if values is not None else None)
         describe_outputs(out_map, out_conf, classes, tags)
-        stack.enter_context(block_cache_share([out_map] + ([out_conf] if out_conf else [])))
-        inferred = stack.enter_context(classifying(predictor, reader, cores))
-        for done, (core, probs, valid) in enumerate(inferred, start=1):
+        if out_values is not None:
+            describe_values(out_values, values[1])
+        stack.enter_context(block_cache_share(
+            [out for out in (out_map, out_conf, out_values) if out is not None]))
+        inferred = stack.enter_context(classifying(predictor, reader, cores,
+                                                   values=out_values is not None))
+        bands = values[1].bands if values else 0
+        sums, maxima = np.zeros(bands, dtype=np.float64), np.full(bands, np.nan)
+        counted_pixels = 0
+        for done, (core, probs, valid, *per_pixel) in enumerate(inferred, start=1):
             labels = codes[probs.argmax(axis=0)].astype(dtype)
             labels[~valid] = nodata
             out_map.write(labels, 1, window=core)
@@ -117,7 +189,21 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
                 conf = probs.max(axis=0).astype(np.float32)
                 conf[~valid] = np.nan
                 out_conf.write(conf, 1, window=core)
+            if out_values is not None:
+                tile_values = per_pixel[0].astype(np.float32)
+                tile_values[:, ~valid] = np.nan
+                out_values.write(tile_values, window=core)
+                if valid.any():
+                    sums += tile_values[:, valid].sum(axis=1, dtype=np.float64)
+                    maxima = np.fmax(maxima, tile_values[:, valid].max(axis=1))
+                    counted_pixels += int(valid.sum())
             reporter.progress(done / len(cores), "classifying")
+        statistics = BandStatistics(
+            tuple(float(total / counted_pixels) if counted_pixels else float("nan")
+                  for total in sums), tuple(float(value) for value in maxima))
+        for band, (mean, maximum) in enumerate(zip(*statistics, strict=True), start=1):
+            out_values.update_tags(band, **{MEAN_TAG: f"{mean:.6g}", MAX_TAG: f"{maximum:.6g}"})
+    return statistics
 
 
 def describe_outputs(out_map: Any, out_conf: Any | None, classes: ClassTable,
@@ -130,6 +216,16 @@ def describe_outputs(out_map: Any, out_conf: Any | None, classes: ClassTable,
     out_map.set_band_description(1, "class")
     if out_conf is not None:
         out_conf.set_band_description(1, "confidence (maximum class probability)")
+
+
+def describe_values(out_values: Any, value_map: ValueMap) -> None:
+    """The value map's band descriptions and tags (+ the file's), set before any block is
+    written."""
+    out_values.update_tags(**value_map.tags)
+    for band, description in enumerate(value_map.descriptions, start=1):
+        out_values.set_band_description(band, description)
+    for band, band_tags in enumerate(value_map.band_tags, start=1):
+        out_values.update_tags(band, **band_tags)
 
 
 def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
