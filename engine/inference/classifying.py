@@ -172,15 +172,11 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
                                                        float("nan"))))
             if values is not None else None)
         describe_outputs(out_map, out_conf, classes, tags)
-        if out_values is not None:
-            describe_values(out_values, values[1])
+        value_writer = ValueMapWriter(out_values, values[1]) if out_values else None
         stack.enter_context(block_cache_share(
             [out for out in (out_map, out_conf, out_values) if out is not None]))
         inferred = stack.enter_context(classifying(predictor, reader, cores,
-                                                   values=out_values is not None))
-        bands = values[1].bands if values else 0
-        sums, maxima = np.zeros(bands, dtype=np.float64), np.full(bands, np.nan)
-        counted_pixels = 0
+                                                   values=value_writer is not None))
         for done, (core, probs, valid, *per_pixel) in enumerate(inferred, start=1):
             labels = codes[probs.argmax(axis=0)].astype(dtype)
             labels[~valid] = nodata
@@ -189,21 +185,47 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
                 conf = probs.max(axis=0).astype(np.float32)
                 conf[~valid] = np.nan
                 out_conf.write(conf, 1, window=core)
-            if out_values is not None:
-                tile_values = per_pixel[0].astype(np.float32)
-                tile_values[:, ~valid] = np.nan
-                out_values.write(tile_values, window=core)
-                if valid.any():
-                    sums += tile_values[:, valid].sum(axis=1, dtype=np.float64)
-                    maxima = np.fmax(maxima, tile_values[:, valid].max(axis=1))
-                    counted_pixels += int(valid.sum())
+            if value_writer is not None:
+                value_writer.write(per_pixel[0], valid, core)
             reporter.progress(done / len(cores), "classifying")
-        statistics = BandStatistics(
-            tuple(float(total / counted_pixels) if counted_pixels else float("nan")
-                  for total in sums), tuple(float(value) for value in maxima))
+        return value_writer.finish() if value_writer else BandStatistics()
+
+
+class ValueMapWriter:
+    """Writes a value map's tiles to its open dataset (descriptions and tags first) and
+    gathers each band's mean and maximum over the pixels with data, written as band tags by
+    `finish`."""
+
+    def __init__(self, dataset: Any, value_map: ValueMap):
+        self.dataset = dataset
+        dataset.update_tags(**value_map.tags)
+        for band, (description, band_tags) in enumerate(
+                zip(value_map.descriptions, value_map.band_tags, strict=True), start=1):
+            dataset.set_band_description(band, description)
+            dataset.update_tags(band, **band_tags)
+        self.sums = np.zeros(value_map.bands, dtype=np.float64)
+        self.maxima = np.full(value_map.bands, np.nan)
+        self.pixels = 0
+
+    def write(self, values: np.ndarray, valid: np.ndarray, core: Window) -> None:
+        """The values (bands, h, w) of `core`, NaN where `valid` is false."""
+        values = values.astype(np.float32)
+        values[:, ~valid] = np.nan
+        self.dataset.write(values, window=core)
+        if valid.any():
+            self.sums += values[:, valid].sum(axis=1, dtype=np.float64)
+            self.maxima = np.fmax(self.maxima, values[:, valid].max(axis=1))
+            self.pixels += int(valid.sum())
+
+    def finish(self) -> BandStatistics:
+        """The bands' statistics, also written as their tags."""
+        means = self.sums / self.pixels if self.pixels else np.full_like(self.sums, np.nan)
+        statistics = BandStatistics(tuple(float(m) for m in means),
+                                    tuple(float(m) for m in self.maxima))
         for band, (mean, maximum) in enumerate(zip(*statistics, strict=True), start=1):
-            out_values.update_tags(band, **{MEAN_TAG: f"{mean:.6g}", MAX_TAG: f"{maximum:.6g}"})
-    return statistics
+            self.dataset.update_tags(band, **{MEAN_TAG: f"{mean:.6g}",
+                                              MAX_TAG: f"{maximum:.6g}"})
+        return statistics
 
 
 def describe_outputs(out_map: Any, out_conf: Any | None, classes: ClassTable,
@@ -216,16 +238,6 @@ def describe_outputs(out_map: Any, out_conf: Any | None, classes: ClassTable,
     out_map.set_band_description(1, "class")
     if out_conf is not None:
         out_conf.set_band_description(1, "confidence (maximum class probability)")
-
-
-def describe_values(out_values: Any, value_map: ValueMap) -> None:
-    """The value map's band descriptions and tags (+ the file's), set before any block is
-    written."""
-    out_values.update_tags(**value_map.tags)
-    for band, description in enumerate(value_map.descriptions, start=1):
-        out_values.set_band_description(band, description)
-    for band, band_tags in enumerate(value_map.band_tags, start=1):
-        out_values.update_tags(band, **band_tags)
 
 
 def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
