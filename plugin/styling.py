@@ -1,4 +1,4 @@
-"""Renderers and default styles (`.qml`) for class maps and confidence maps.
+"""Renderers and default styles (`.qml`) for class maps, confidence maps and attention maps.
 
 A style saved as `<raster>.qml` is what QGIS loads automatically when the raster is opened;
 post-processors style the outputs that Processing loads into the project.
@@ -7,15 +7,19 @@ post-processors style the outputs that Processing loads into the project.
 from __future__ import annotations
 
 import os
-from typing import ClassVar
+from collections import Counter
+from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
 
 from qgis.core import (
     QgsColorRamp,
     QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
+    QgsContrastEnhancement,
     QgsGradientColorRamp,
     QgsGradientStop,
     QgsMapLayer,
+    QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -66,8 +70,9 @@ def confidence_ramp() -> QgsColorRamp:
     return QgsGradientColorRamp(QColor(first), QColor(last), False, stops)
 
 
-def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRenderer:
-    """A continuous, interpolated pseudocolor renderer of band 1 over 0..1."""
+def confidence_renderer(layer: QgsRasterLayer, band: int = 1
+                        ) -> QgsSingleBandPseudoColorRenderer:
+    """A continuous, interpolated pseudocolor renderer of `band` over 0..1."""
     ramp = confidence_ramp()
     items = [
         QgsColorRampShader.ColorRampItem(value, ramp.color(value), f"{value:.1f}")
@@ -86,9 +91,75 @@ def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRender
 
     raster_shader = QgsRasterShader(0.0, 1.0)
     raster_shader.setRasterShaderFunction(color_shader)
-    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, raster_shader)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, raster_shader)
     renderer.setClassificationMin(0.0)
     renderer.setClassificationMax(1.0)
+    return renderer
+
+
+class AttentionBand(NamedTuple):
+    """A band of an attention map: its number, source ("S1", "S2"), date, and mean and
+    highest weight over the map."""
+
+    number: int
+    source: str
+    date: str
+    mean: float
+    maximum: float
+
+    @classmethod
+    def from_engine(cls, bands: Sequence[dict]) -> list[AttentionBand]:
+        """The bands as the engine lists them (``OUTPUT_ATTENTION_BANDS``)."""
+        return [cls(number, band["tags"]["LCFUSION_SOURCE"], band["tags"]["LCFUSION_DATE"],
+                    float(band["mean"]), float(band["max"]))
+                for number, band in enumerate(bands, start=1)]
+
+
+def shown_attention_bands(bands: Sequence[AttentionBand]) -> list[AttentionBand]:
+    """The bands an attention map shows as red, green and blue (one band, in pseudocolour,
+    when it has fewer than three): the dates that drew the most attention over the map
+    relative to an even share of their source's (mean weight x the source's number of dates),
+    the most first."""
+    dates = Counter(band.source for band in bands)
+    ranked = sorted(bands, key=lambda b: (-b.mean * dates[b.source], b.number))
+    return ranked[:3] if len(ranked) >= 3 else ranked[:1]
+
+
+def attention_stretch(shown: Sequence[AttentionBand]) -> float:
+    """The weight shown at full intensity: the highest weight of the three dates shown in
+    colour (one scale for the three, so that their colours compare), 1 for a single band."""
+    highest = max((band.maximum for band in shown), default=float("nan"))
+    return highest if len(shown) >= 3 and 0.0 < highest <= 1.0 else 1.0
+
+
+def attention_caption(shown: Sequence[AttentionBand]) -> str:
+    """What the attention style shows, for the layer name: "R S1 2021-01-07, G ..., B ...;
+    0–0.42" (the dates in red, green and blue, and the stretch)."""
+    if len(shown) < 3:
+        return f"{shown[0].source} {shown[0].date}"
+    return (", ".join(f"{channel} {band.source} {band.date}"
+                      for channel, band in zip("RGB", shown, strict=False))
+            + f"; 0–{attention_stretch(shown):.2f}")
+
+
+def attention_renderer(layer: QgsRasterLayer, shown: Sequence[AttentionBand]
+                       ) -> QgsRasterRenderer:
+    """The bands of `shown` as red, green and blue, each stretched from 0 to
+    `attention_stretch`, or one band with the confidence ramp over 0..1."""
+    if len(shown) < 3:
+        return confidence_renderer(layer, shown[0].number)
+    provider = layer.dataProvider()
+    red, green, blue = (band.number for band in shown)
+    renderer = QgsMultiBandColorRenderer(provider, red, green, blue)
+    for band, setter in zip(shown, (renderer.setRedContrastEnhancement,
+                                    renderer.setGreenContrastEnhancement,
+                                    renderer.setBlueContrastEnhancement), strict=True):
+        enhancement = QgsContrastEnhancement(provider.dataType(band.number))
+        enhancement.setContrastEnhancementAlgorithm(
+            QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+        enhancement.setMinimumValue(0.0)
+        enhancement.setMaximumValue(attention_stretch(shown))
+        setter(enhancement)
     return renderer
 
 
@@ -118,6 +189,13 @@ def write_confidence_style(raster_path: str) -> str:
     """Save the confidence style as the raster's default style; returns the `.qml` path."""
     layer = open_raster(raster_path)
     layer.setRenderer(confidence_renderer(layer))
+    return save_default_style(layer)
+
+
+def write_attention_style(raster_path: str, shown: Sequence[AttentionBand]) -> str:
+    """Save the attention style as the raster's default style; returns the `.qml` path."""
+    layer = open_raster(raster_path)
+    layer.setRenderer(attention_renderer(layer, shown))
     return save_default_style(layer)
 
 
@@ -217,3 +295,21 @@ class ConfidencePostProcessor(_StylePostProcessor):
 
     def renderer(self, layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRenderer:
         return confidence_renderer(layer)
+
+
+class AttentionPostProcessor(_StylePostProcessor):
+    """Gives a loaded attention map its red, green and blue dates."""
+
+    def __init__(self, shown: Sequence[AttentionBand]) -> None:
+        super().__init__()
+        self.shown = list(shown)
+
+    @classmethod
+    def create(cls, shown: Sequence[AttentionBand]) -> AttentionPostProcessor:
+        """A post-processor kept alive until QGIS has run it (see `_StylePostProcessor`)."""
+        instance = cls(shown)
+        _StylePostProcessor._alive.add(instance)
+        return instance
+
+    def renderer(self, layer: QgsRasterLayer) -> QgsRasterRenderer:
+        return attention_renderer(layer, self.shown)

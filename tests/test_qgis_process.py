@@ -147,6 +147,20 @@ def test_train_then_classify_headless(qgis_env, scene, tmp_path):
     assert evaluated["OUTPUT_CSV"].endswith(".csv")
 
 
+def test_twinns_attention_map_headless(qgis_env, scene, trained_twinns, tmp_path):
+    """The optional attention map is written and styled when named on the command line."""
+    attention = tmp_path / "attention.tif"
+    results = run_json(qgis_env, "lcfusion:classifytwinns", [
+        f"--MODEL={trained_twinns[0]}", *(f"--S1={path}" for path in scene.s1_paths),
+        *(f"--S2={path}" for path in scene.s2_paths), "--TILE_SIZE=96", "--COG=true",
+        f"--OUTPUT={tmp_path / 'map.tif'}", f"--OUTPUT_ATTENTION={attention}"])["results"]
+    assert results["OUTPUT_ATTENTION"] == str(attention)
+    with rasterio.open(attention) as ds:
+        assert ds.count == 14 and ds.descriptions[-1].startswith("S2 attention 2021-")
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    assert 'type="multibandcolor"' in attention.with_suffix(".qml").read_text(encoding="utf-8")
+
+
 def test_sample_design_headless(qgis_env, scene, tmp_path):
     """The scene's truth map sampled to a GeoPackage from the command line: the points lie on
     pixels of their map class, with an empty reference field to fill. (Area estimates from

@@ -48,6 +48,10 @@ def classify_command(function: ClassifyFunction) -> ClassifyFunction:
         profile = compute_profile(job)
         if profile is None:
             return function(job, reporter)
+        if job.section("outputs").get("attention"):
+            raise LcfusionError("the attention map is written by a classification on this "
+                                "machine only; choose the local compute profile, or leave the "
+                                "attention map out", "OUTPUT_ATTENTION")
         return classify_on_target(job, profile, reporter)
 
     return classify

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import LcfusionError
 from ..inference.blocks import BLOCK_PIXELS, write_blocks
-from ..inference.classifying import write_class_map
+from ..inference.classifying import ValueMap, write_class_map
 from ..inference.tiles import TilePredictor
 from ..io.outputs import check_writable
 from ..io.rasters import Grid
@@ -68,9 +68,11 @@ def model_input(job: Job) -> Path:
 
 def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                       maps: MapOutputs, model_path: Path, family: str,
-                      reporter: Reporter) -> dict:
-    """Write the class map (+ confidence), log the speed, return the outputs for the plugin
-    (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG copies)."""
+                      reporter: Reporter, value_map: ValueMap | None = None) -> dict:
+    """Write the class map (+ confidence, + `value_map`), log the speed, return the outputs for
+    the plugin (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG
+    copies; for a value map, under its parameter + ``_BANDS``, each band's description, tags,
+    mean and maximum). A rank on a compute target writes its blocks instead."""
     started = time.monotonic()
     tags = {"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}
     if maps.blocks is not None:
@@ -81,18 +83,26 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
                              maps.confidence is not None, tags, ranks, reporter,
                              maps.block_pixels)
         return {"BLOCKS": count, "SECONDS": time.monotonic() - started}
-    finishing = write_class_map(
+    written = write_class_map(
         predictor, reader, grid, classes, maps.class_map, maps.confidence, reporter,
-        tags=tags, cog=maps.cog)
+        tags=tags, cog=maps.cog, value_map=value_map)
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
     speed = round(pixels / max(seconds, 1e-9))
     reporter.info(f"class map written to {maps.class_map} "
                   f"({counted(pixels, 'pixel', thousands=True)} in {seconds:.1f} s, "
                   f"{counted(speed, 'pixel', thousands=True)} per second; overviews"
-                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} {finishing:.1f} s)")
+                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} "
+                  f"{written.finish_seconds:.1f} s)")
     result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
-              "OVERVIEW_SECONDS": finishing}
+              "OVERVIEW_SECONDS": written.finish_seconds}
     if maps.confidence:
         result["OUTPUT_CONFIDENCE"] = str(maps.confidence)
+    if value_map is not None:
+        result[value_map.parameter] = str(value_map.target)
+        result[value_map.parameter + "_BANDS"] = [
+            {"description": description, "tags": tags, "mean": mean, "max": maximum}
+            for description, tags, mean, maximum in zip(
+                value_map.descriptions, value_map.band_tags, *written.value_statistics,
+                strict=True)]
     return result

@@ -29,7 +29,7 @@ from ..io.rasters import Grid
 from ..progress import Reporter
 from ..reference.classes import ClassTable
 from ..wording import counted
-from .classifying import classifying, map_values, open_maps, write_maps
+from .classifying import BandStatistics, classifying, map_values, open_maps, write_maps
 from .tiles import TilePredictor
 
 if TYPE_CHECKING:
@@ -179,7 +179,8 @@ def merge_blocks(folder: Path, class_map: Path, confidence: Path | None, cog: bo
                             f"missing from {folder}; run the algorithm again to classify them",
                             "COMPUTE")
 
-    def fill(outputs: list[RasterOutput], span: Reporter) -> None:
+    def fill(outputs: list[RasterOutput], values: RasterOutput | None,
+             span: Reporter) -> BandStatistics:
         with contextlib.ExitStack() as stack:
             opened = open_maps(stack, grid, classes, [each.temporary for each in outputs],
                                layout["tags"])
@@ -188,6 +189,7 @@ def merge_blocks(folder: Path, class_map: Path, confidence: Path | None, cog: bo
                     with rasterio.open(block.path(folder, which == 1)) as source:
                         band.write(source.read(1), 1, window=block.window)
                 span.progress((block.index + 1) / len(blocks), "merging blocks")
+        return BandStatistics()
 
-    seconds = write_maps(grid, class_map, confidence, fill, reporter, cog)
-    return grid, classes, seconds
+    written = write_maps(grid, class_map, confidence, fill, reporter, cog)
+    return grid, classes, written.finish_seconds

@@ -1,6 +1,7 @@
 """Classifying a raster: a reader thread loads the next tile while this one computes, the
-classifying context sizes GDAL's cache for it, and the class map (+ confidence) is written
-block by block and given overviews, or only the tiles holding given pixels are predicted."""
+classifying context sizes GDAL's cache for it, and the class map (+ confidence, + a map of
+per-pixel values such as TWINNS's attention) is written block by block and given overviews, or
+only the tiles holding given pixels are predicted."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import rasterio
@@ -54,14 +56,60 @@ _END = object()
 
 @contextlib.contextmanager
 def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T],
-                core_of: Callable[[T], Window] = lambda item: item
-                ) -> Iterator[Iterator[tuple[T, np.ndarray, np.ndarray]]]:
-    """(item, probabilities, valid mask) of each item's core, in order: the reader thread loads
+                core_of: Callable[[T], Window] = lambda item: item, values: bool = False
+                ) -> Iterator[Iterator[tuple[Any, ...]]]:
+    """(item, probabilities, valid mask) of each item's core, in order (with `values`, also
+    the predictor's per-pixel values: `TilePredictor.infer_values`): the reader thread loads
     the next core while this one computes, with GDAL's block cache sized for classifying; the
     thread has stopped when the context ends, before the caller closes its rasters."""
+    infer = predictor.infer_values if values else predictor.infer
     with rows_block_cache(), contextlib.closing(
             prefetched(lambda item: predictor.load(reader, core_of(item)), items)) as loaded:
-        yield ((item, *predictor.infer(tile)) for item, tile in loaded)
+        yield ((item, *infer(tile)) for item, tile in loaded)
+
+
+@dataclass(frozen=True)
+class ValueMap:
+    """A float32 map of the values a predictor computes per pixel beside the class
+    probabilities (`TilePredictor.infer_values`), NaN where the class map has no data: its
+    output file and parameter, one description and tags per band, and the file's tags. Its
+    overviews average it, as the confidence map's."""
+
+    target: Path
+    parameter: str
+    descriptions: tuple[str, ...]
+    band_tags: tuple[dict[str, str], ...]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.band_tags) != len(self.descriptions):
+            raise ValueError(f"{len(self.descriptions)} band descriptions but "
+                             f"{len(self.band_tags)} sets of band tags")
+
+    @property
+    def bands(self) -> int:
+        return len(self.descriptions)
+
+
+#: The band tags of a value map that hold the band's mean and maximum over the pixels with
+#: data.
+MEAN_TAG, MAX_TAG = "LCFUSION_MEAN", "LCFUSION_MAX"
+
+
+class BandStatistics(NamedTuple):
+    """The mean and maximum of each band of a value map over the pixels with data (NaN where
+    no pixel has data)."""
+
+    means: tuple[float, ...] = ()
+    maxima: tuple[float, ...] = ()
+
+
+class WrittenMaps(NamedTuple):
+    """What writing the maps measured: the seconds the overviews (and COG copies) took, and
+    the statistics of the value map's bands (empty without one)."""
+
+    finish_seconds: float
+    value_statistics: BandStatistics = BandStatistics()
 
 
 #: The share of a classification's progress taken by the overviews and Cloud Optimized
@@ -70,16 +118,17 @@ FINISH_SHARE = 0.02
 
 
 #: Writes a classification's maps to their temporary files (`outputs[0]` the class map,
-#: `outputs[1]` the confidence if asked for) and closes them, reporting to the reporter.
-MapFiller = Callable[[list[RasterOutput], Reporter], None]
+#: `outputs[1]` the confidence if asked for; the value map's, if any, apart) and closes them,
+#: reporting to the reporter; returns the value map's band statistics.
+MapFiller = Callable[[list[RasterOutput], RasterOutput | None, Reporter], BandStatistics]
 
 
 def write_maps(grid: Grid, class_map: Path, confidence: Path | None, fill: MapFiller,
-               reporter: Reporter, cog: bool = False) -> float:
-    """Write the class map (+ `confidence`) on `grid` with `fill`, then add their overviews
-    (and with `cog` make them Cloud Optimized GeoTIFFs); both files are checked once closed,
-    before either replaces an existing file. Returns the seconds the overviews (and copies)
-    took."""
+               reporter: Reporter, cog: bool = False,
+               value_map: ValueMap | None = None) -> WrittenMaps:
+    """Write the class map (+ `confidence`, + `value_map`) on `grid` with `fill`, then add
+    their overviews (and with `cog` make them Cloud Optimized GeoTIFFs); every file is checked
+    once closed, before any replaces an existing file."""
     shape = (1, grid.height, grid.width)
     with contextlib.ExitStack() as stack:
         map_tmp = stack.enter_context(atomic_output(class_map, "OUTPUT"))
@@ -88,22 +137,34 @@ def write_maps(grid: Grid, class_map: Path, confidence: Path | None, fill: MapFi
             conf_tmp = stack.enter_context(atomic_output(confidence, "OUTPUT_CONFIDENCE"))
             maps.append(MapFile(RasterOutput(conf_tmp, confidence, "OUTPUT_CONFIDENCE", shape),
                                 CONFIDENCE_RESAMPLING))
+        class_outputs = [each.output for each in maps]
+        values = None
+        if value_map is not None:
+            values_tmp = stack.enter_context(atomic_output(value_map.target,
+                                                           value_map.parameter))
+            values = RasterOutput(values_tmp, value_map.target, value_map.parameter,
+                                  (value_map.bands, grid.height, grid.width))
+            maps.append(MapFile(values, CONFIDENCE_RESAMPLING))
         outputs = [each.output for each in maps]
         with checked_raster_writes(*outputs):
-            fill(outputs, reporter.span(0.0, 1.0 - FINISH_SHARE))
+            statistics = fill(class_outputs, values, reporter.span(0.0, 1.0 - FINISH_SHARE))
         with checked_raster_writes(*outputs):
-            return finish_maps(maps, cog, reporter.span(1.0 - FINISH_SHARE, 1.0))
+            return WrittenMaps(finish_maps(maps, cog, reporter.span(1.0 - FINISH_SHARE, 1.0)),
+                               statistics)
 
 
 def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                     class_map: Path, confidence: Path | None, reporter: Reporter,
-                    tags: dict[str, str] | None = None, cog: bool = False) -> float:
-    """Classify `grid` from `reader` into `class_map` (+ `confidence`), tile by tile (see
-    `write_maps`). Returns the seconds the overviews (and copies) took."""
-    def fill(outputs: list[RasterOutput], span: Reporter) -> None:
-        classify_into(predictor, reader, grid, classes, outputs, tags, span)
+                    tags: dict[str, str] | None = None, cog: bool = False,
+                    value_map: ValueMap | None = None) -> WrittenMaps:
+    """Classify `grid` from `reader` into `class_map` (+ `confidence`, + `value_map`), tile by
+    tile (see `write_maps`)."""
+    def fill(outputs: list[RasterOutput], values: RasterOutput | None,
+             span: Reporter) -> BandStatistics:
+        return classify_into(predictor, reader, grid, classes, outputs, tags, span,
+                             None if values is None else (values, value_map))
 
-    return write_maps(grid, class_map, confidence, fill, reporter, cog)
+    return write_maps(grid, class_map, confidence, fill, reporter, cog, value_map)
 
 
 def open_maps(stack: contextlib.ExitStack, grid: Grid, classes: ClassTable,
@@ -135,17 +196,68 @@ def map_values(probs: np.ndarray, valid: np.ndarray, classes: ClassTable
 
 def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                   outputs: list[RasterOutput], tags: dict[str, str] | None,
-                  reporter: Reporter) -> None:
-    """Write the class map (`outputs[0]`) and the confidence map (`outputs[1]`, if given) to
-    their temporary files, tile by tile; the files are closed on return."""
+                  reporter: Reporter,
+                  values: tuple[RasterOutput, ValueMap] | None = None) -> BandStatistics:
+    """Write the class map (`outputs[0]`), the confidence map (`outputs[1]`, if given) and the
+    value map (`values`, if given) to their temporary files, tile by tile; the files are
+    closed on return. Returns the statistics of the value map's bands (also written as their
+    tags)."""
     cores = list(predictor.cores(grid.height, grid.width))
     with contextlib.ExitStack() as stack:
+        value_writer = None
+        if values is not None:
+            out_values = stack.enter_context(rasterio.open(
+                values[0].temporary, "w",
+                **write_profile(grid, values[1].bands, "float32", float("nan"))))
+            value_writer = ValueMapWriter(out_values, values[1])
+            stack.enter_context(block_cache_share([out_values]))
         opened = open_maps(stack, grid, classes, [each.temporary for each in outputs], tags)
-        inferred = stack.enter_context(classifying(predictor, reader, cores))
-        for done, (core, probs, valid) in enumerate(inferred, start=1):
-            for band, values in zip(opened, map_values(probs, valid, classes), strict=False):
-                band.write(values, 1, window=core)
+        inferred = stack.enter_context(classifying(predictor, reader, cores,
+                                                   values=value_writer is not None))
+        for done, (core, probs, valid, *per_pixel) in enumerate(inferred, start=1):
+            for band, data in zip(opened, map_values(probs, valid, classes), strict=False):
+                band.write(data, 1, window=core)
+            if value_writer is not None:
+                value_writer.write(per_pixel[0], valid, core)
             reporter.progress(done / len(cores), "classifying")
+        return value_writer.finish() if value_writer else BandStatistics()
+
+
+class ValueMapWriter:
+    """Writes a value map's tiles to its open dataset (descriptions and tags first) and
+    gathers each band's mean and maximum over the pixels with data, written as band tags by
+    `finish`."""
+
+    def __init__(self, dataset: Any, value_map: ValueMap):
+        self.dataset = dataset
+        dataset.update_tags(**value_map.tags)
+        for band, (description, band_tags) in enumerate(
+                zip(value_map.descriptions, value_map.band_tags, strict=True), start=1):
+            dataset.set_band_description(band, description)
+            dataset.update_tags(band, **band_tags)
+        self.sums = np.zeros(value_map.bands, dtype=np.float64)
+        self.maxima = np.full(value_map.bands, np.nan)
+        self.pixels = 0
+
+    def write(self, values: np.ndarray, valid: np.ndarray, core: Window) -> None:
+        """The values (bands, h, w) of `core`, NaN where `valid` is false."""
+        values = values.astype(np.float32)
+        values[:, ~valid] = np.nan
+        self.dataset.write(values, window=core)
+        if valid.any():
+            self.sums += values[:, valid].sum(axis=1, dtype=np.float64)
+            self.maxima = np.fmax(self.maxima, values[:, valid].max(axis=1))
+            self.pixels += int(valid.sum())
+
+    def finish(self) -> BandStatistics:
+        """The bands' statistics, also written as their tags."""
+        means = self.sums / self.pixels if self.pixels else np.full_like(self.sums, np.nan)
+        statistics = BandStatistics(tuple(float(m) for m in means),
+                                    tuple(float(m) for m in self.maxima))
+        for band, (mean, maximum) in enumerate(zip(*statistics, strict=True), start=1):
+            self.dataset.update_tags(band, **{MEAN_TAG: f"{mean:.6g}",
+                                              MAX_TAG: f"{maximum:.6g}"})
+        return statistics
 
 
 def describe_outputs(out_map: Any, out_conf: Any | None, classes: ClassTable,

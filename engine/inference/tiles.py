@@ -53,6 +53,12 @@ class TilePredictor(ABC):
     def infer(self, tile: Any) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (classes, h, w) of a loaded core and its mask of pixels with data."""
 
+    def infer_values(self, tile: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`infer`'s probabilities and mask, with the per-pixel values (bands, h, w) the
+        predictor computes beside them in the same pass (TWINNS's attention); a predictor
+        without any refuses."""
+        raise NotImplementedError(f"{type(self).__name__} computes no per-pixel values")
+
     def predict(self, reader: Any, core: Window) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (classes, h, w) of `core` and its mask of pixels with data."""
         return self.infer(self.load(reader, core))

@@ -460,10 +460,17 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         self.bind(RasterOutputBinding("OUTPUT", "class_map", "class_map"),
                   QgsProcessingParameterRasterDestination("OUTPUT", "Class map"))
         if with_confidence:
-            self.bind(RasterOutputBinding("OUTPUT_CONFIDENCE", "confidence", "confidence"),
-                      QgsProcessingParameterRasterDestination(
-                          "OUTPUT_CONFIDENCE", "Confidence map (maximum class probability)",
-                          optional=True, createByDefault=False))
+            self.add_optional_map_output("OUTPUT_CONFIDENCE",
+                                         "Confidence map (maximum class probability)",
+                                         "confidence", "confidence")
+
+    def add_optional_map_output(self, name: str, description: str, key: str,
+                                kind: str) -> RasterOutputBinding:
+        """A map the engine writes only when asked (``outputs[key]``), styled as `kind`
+        (see `RasterOutputBinding`)."""
+        return self.bind(RasterOutputBinding(name, key, kind),
+                         QgsProcessingParameterRasterDestination(
+                             name, description, optional=True, createByDefault=False))
 
     def add_class_map_input(self, name: str = "INPUT", key: str = "class_map",
                             description: str = "Class map", sets_crs: bool = True
@@ -546,13 +553,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def output_layer_name(self, kind: str, parameters: dict,
                           context: QgsProcessingContext) -> str | None:
-        """The name of a loaded class map or confidence map (`kind`): the model's family,
-        what the layer shows and the model file's name, as "FG-UNET classes — crops2021"."""
+        """The name of a loaded class, confidence or attention map (`kind`): the model's
+        family, what the layer shows and the model file's name, as "FG-UNET classes —
+        crops2021"."""
         model = next((b for b in self.bindings if isinstance(b, ModelInputBinding)), None)
         if model is None:
             return None
         stem = Path(self.parameterAsFile(parameters, model.name, context)).stem
-        shown = "classes" if kind == "class_map" else "confidence"
+        shown = {"class_map": "classes", "attention": "attention"}.get(kind, "confidence")
         return f"{FAMILY_NAMES.get(model.family, model.family)} {shown} — {stem}"
 
     def where(self, parameter: str | None) -> str:

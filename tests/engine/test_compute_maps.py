@@ -5,6 +5,7 @@ ranks, brings the blocks back and merges them; the maps must equal a local run's
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 import rasterio
 from helpers import MPIRUN_ARGS, RecordingReporter, processes_in, twinns_inputs, with_compute
 
-from lcfusion.engine.errors import CancelledError
+from lcfusion.engine import cli
+from lcfusion.engine.errors import CancelledError, LcfusionError
 from lcfusion.engine.families.fgunet.commands import classify_fgunet
 from lcfusion.engine.families.mrfusion.commands import classify_mrfusion
 from lcfusion.engine.families.randomforest.commands import classify_randomforest
@@ -174,3 +176,21 @@ def test_cancel_stops_the_ranks_and_leaves_nothing(tmp_path, scene, trained):
     assert not processes_in(work), "no rank left running"
     assert not list(work.iterdir()), "the job folder on the target is removed"
     assert sorted(path.name for path in job.parent.iterdir()) == ["job.json"]
+
+
+@pytest.mark.parametrize(("model_name", "outputs", "parameter"), [
+    ("model.onnx", {}, "COMPUTE"),
+    ("model.lcfusion", {"attention": "attention.tif"}, "OUTPUT_ATTENTION"),
+])
+def test_what_a_target_cannot_write_is_refused_before_any_work(tmp_path, model_name, outputs,
+                                                              parameter):
+    """An ONNX model classifies here only, and the attention map comes from a local run: on a
+    compute profile each is refused, naming its parameter, before a model is read."""
+    job = write_job(tmp_path, "classify-twinns", inputs={"model": str(tmp_path / model_name)},
+                    outputs={"class_map": str(tmp_path / "map.tif"), **outputs})
+    with_compute(job, "two", "mpi", **mpi_profile(tmp_path / "work"))
+    with pytest.raises(LcfusionError) as raised:
+        cli.run(argparse.Namespace(command="classify-twinns", job=str(job)), RecordingReporter())
+    assert raised.value.parameter == parameter
+    assert "this machine only" in raised.value.message
+    assert not (tmp_path / "work").exists() and not (tmp_path / "map.tif").exists()

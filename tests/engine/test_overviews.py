@@ -1,7 +1,7 @@
-"""Class maps get mode overviews (never an average of class codes), confidence maps average
-ones, optionally as Cloud Optimized GeoTIFFs; the maps keep their grid, palette, classes and
-nodata; a cancel (SIGTERM) or a full disk while GDAL builds them leaves the existing outputs as
-they were."""
+"""Class maps get mode overviews (never an average of class codes), confidence maps and value
+maps (TWINNS's attention) average ones, optionally as Cloud Optimized GeoTIFFs; the maps keep
+their grid, palette, classes and nodata; a cancel (SIGTERM) or a full disk while GDAL builds
+them, or a cancel while classifying, leaves the existing outputs as they were."""
 
 import json
 import os
@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from lcfusion.engine.cli import _cancel
 from lcfusion.engine.errors import CancelledError, LcfusionError
 from lcfusion.engine.families.mapsteps import MapOutputs, map_outputs
-from lcfusion.engine.inference.classifying import write_class_map
+from lcfusion.engine.inference.classifying import ValueMap, write_class_map
 from lcfusion.engine.inference.tiles import TilePredictor
 from lcfusion.engine.io.outputs import DiskFullError
 from lcfusion.engine.io.overviews import overview_factors
@@ -49,6 +49,21 @@ class CheckerboardPredictor(TilePredictor):
         probs = np.where(odd, [[[0.3]], [[0.7]]], [[[0.9]], [[0.1]]]).astype(np.float32)
         valid = (rows + int(tile.row_off)) < SIDE - 1
         return probs, valid
+
+
+class ValuedCheckerboard(CheckerboardPredictor):
+    """The checkerboard with two bands of values per pixel: 0.25 on the class-3 squares and
+    0.75 on the class-7 ones, and their complements (a 2 x 2 average: 0.5)."""
+
+    def infer_values(self, tile):
+        probs, valid = self.infer(tile)
+        first = np.where(probs[0] > 0.5, 0.25, 0.75).astype(np.float32)
+        return probs, valid, np.stack([first, 1 - first])
+
+
+def value_map(target) -> ValueMap:
+    return ValueMap(target, "OUTPUT_VALUES", ("first", "second"),
+                    ({"WHICH": "one"}, {"WHICH": "two"}), {"WHAT": "test"})
 
 
 class AtStage(Reporter):
@@ -180,6 +195,40 @@ def test_a_disk_filled_while_gdal_works_is_reported_and_keeps_the_existing_map(
         assert info.value.parameter == "OUTPUT"
         assert sorted(p.name for p in disk.iterdir()) == ["filler.bin", "map.tif"]
         assert class_map.read_bytes() == b"old map"
+
+
+def test_a_value_map_has_its_bands_average_overviews_and_the_cog_option(tmp_path, classes):
+    target = tmp_path / "values.tif"
+    written = write_class_map(ValuedCheckerboard(), None, GRID, classes, tmp_path / "map.tif",
+                              None, NullReporter(), cog=True, value_map=value_map(target))
+    assert written.value_statistics.means == pytest.approx((0.5, 0.5), abs=1e-6)
+    assert written.value_statistics.maxima == (0.75, 0.75)
+    with rasterio.open(target) as ds:
+        assert (ds.count, ds.descriptions, ds.dtypes) == (2, ("first", "second"),
+                                                          ("float32", "float32"))
+        assert ds.transform.to_gdal() == GRID.transform and np.isnan(ds.nodata)
+        assert ds.tags()["WHAT"] == "test" and ds.tags(2)["WHICH"] == "two"
+        assert float(ds.tags(1)["LCFUSION_MEAN"]) == pytest.approx(0.5, abs=1e-6)
+        assert float(ds.tags(2)["LCFUSION_MAX"]) == 0.75
+        data = ds.read()
+        assert np.isnan(data[:, -1]).all() and set(np.unique(data[0, :-1])) == {0.25, 0.75}
+        assert ds.overviews(1) == ds.overviews(2) == [2, 4]
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    with rasterio.open(target, overview_level=0) as overview:
+        assert np.allclose(overview.read()[:, :-1], 0.5, rtol=0, atol=1e-6)
+    assert validate(str(target), full_check=True)[1] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "values.tif"]
+
+
+def test_a_cancel_while_classifying_keeps_an_existing_value_map(tmp_path, classes,
+                                                                engine_sigterm):
+    target = tmp_path / "values.tif"
+    target.write_bytes(b"old values")
+    with pytest.raises(CancelledError):
+        write_class_map(ValuedCheckerboard(), None, GRID, classes, tmp_path / "map.tif", None,
+                        AtStage("classifying"), value_map=value_map(target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["values.tif"]
+    assert target.read_bytes() == b"old values"
 
 
 def test_the_cog_option_is_true_or_false(tmp_path):

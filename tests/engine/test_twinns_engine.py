@@ -1,8 +1,10 @@
 """TWINNS in the engine: S1 + S2 with a cloud mask and gap-filling, batched tiles equal to
-per-patch evaluation, attention per date, the ablations and clear errors."""
+per-patch evaluation, attention per date (by class, and as a map), the ablations and clear
+errors."""
 
 from __future__ import annotations
 
+import copy
 import csv
 
 import numpy as np
@@ -13,17 +15,24 @@ from helpers import RecordingReporter, twinns_inputs, twinns_train_job, write_ra
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.families.mapsteps import map_outputs
 from lcfusion.engine.families.twinns.commands import (
     SOURCE_NAMES,
     IndexConfig,
     TWINNSInputs,
     TWINNSTrainConfig,
+    attention_map,
+    attention_output,
     attention_twinns,
     classify_twinns,
+    inputs_for_model,
     load_twinns,
+    pixel_attention,
     train_twinns,
 )
+from lcfusion.engine.families.twinns.network import TWINNS, TWINNSConfig
 from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor, GridPatches
+from lcfusion.engine.inference.ensemble import Ensemble
 from lcfusion.engine.io.indices import DEFAULT_INDICES, band_number, identify_roles
 from lcfusion.engine.jobs import Job, write_job
 from lcfusion.engine.modelfile.header import read_metadata
@@ -45,13 +54,25 @@ def f1_of(model_path) -> dict[str, float]:
     return {row["name"]: row["f1"] for row in read_metadata(model_path)["metrics"]["per_class"]}
 
 
-def classify_job(folder, model, scene, mask=True, **settings):
+def classify_job(folder, model, scene, mask=True, attention=False, **settings):
     return write_job(folder, "classify-twinns",
                      inputs={"model": str(model), **twinns_inputs(scene, mask=mask,
                                                                   gapfill=False)},
                      settings={"tile_size": 40, **settings},
                      outputs={"class_map": str(folder / "map.tif"),
-                              "confidence": str(folder / "confidence.tif")})
+                              "confidence": str(folder / "confidence.tif"),
+                              "attention": str(folder / "attention.tif") if attention
+                              else None})
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory, trained_twinns, scene) -> tuple[Job, dict, list[str]]:
+    """The scene classified in tiles of 40 with the confidence and attention maps: the job,
+    its outputs and its log."""
+    job = Job.load(classify_job(tmp_path_factory.mktemp("classified"), trained_twinns[0], scene,
+                                attention=True))
+    reporter = Recorder()
+    return job, classify_twinns(job, reporter), reporter.lines
 
 
 def test_training_learns_and_records_its_inputs(trained_twinns):
@@ -125,12 +146,9 @@ def test_test_time_augmentation_is_the_mean_over_the_8_symmetries_of_each_patch(
                                        expected[k], atol=1e-5)
 
 
-def test_classify_applies_the_models_gapfill_on_the_input_grid(tmp_path, trained_twinns,
-                                                               scene):
-    reporter = Recorder()
-    outputs = classify_twinns(Job.load(classify_job(tmp_path, trained_twinns[0], scene)),
-                              reporter)
-    assert any("gaps filled by temporal interpolation" in line for line in reporter.lines)
+def test_classify_applies_the_models_gapfill_on_the_input_grid(classified, scene):
+    _, outputs, lines = classified
+    assert any("gaps filled by temporal interpolation" in line for line in lines)
     with rasterio.open(outputs["OUTPUT"]) as out, rasterio.open(scene.s2_paths[0]) as s2:
         assert out.transform == s2.transform and out.crs == s2.crs
         assert (out.width, out.height) == (96, 96)
@@ -159,6 +177,94 @@ def test_attention_of_a_pixel_set_by_predicted_class(tmp_path, trained_twinns, s
             table = [float(r["mean_attention"]) for r in rows
                      if r["predicted_class"] == name and r["source"] == SOURCE_NAMES[source]]
             assert table == weights
+
+
+def test_the_attention_map_holds_the_models_weights_of_every_date(classified, trained_twinns,
+                                                                   scene):
+    job, outputs, lines = classified
+    model_path = trained_twinns[0]
+    assert any(line.startswith("attention map written to") for line in lines)
+
+    with rasterio.open(outputs["OUTPUT_ATTENTION"]) as out, rasterio.open(
+            scene.s2_paths[0]) as s2, rasterio.open(outputs["OUTPUT"]) as class_map:
+        assert (out.crs, out.transform, out.shape) == (s2.crs, s2.transform, s2.shape)
+        assert out.count == 8 + 6 and set(out.dtypes) == {"float32"} and np.isnan(out.nodata)
+        assert out.descriptions[0] == "S1 attention 2021-01-07"
+        assert [d.split()[0] for d in out.descriptions] == ["S1"] * 8 + ["S2"] * 6
+        assert out.tags(9)["LCFUSION_DATE"] == out.descriptions[8].split()[-1]
+        assert "S1 bands 1-8, S2 bands 9-14" in out.tags()["LCFUSION_ATTENTION"]
+        weights = out.read()
+        no_data = class_map.read(1) == class_map.nodata
+    assert (np.isnan(weights).all(axis=0) == no_data).all()
+    assert not np.isnan(weights[:, ~no_data]).any()
+    for per_source in (weights[:8], weights[8:]):
+        np.testing.assert_allclose(per_source.sum(axis=0)[~no_data], 1.0, atol=1e-5)
+    for band, entry in zip(weights, outputs["OUTPUT_ATTENTION_BANDS"], strict=True):
+        assert entry["mean"] == pytest.approx(float(np.nanmean(band)), abs=1e-5)
+        assert entry["max"] == float(np.nanmax(band))
+
+    _, model, _, normalizers = load_twinns(model_path, torch.device("cpu"))
+    rows, cols = np.nonzero(~no_data)
+    chosen = np.random.default_rng(0).choice(rows.size, 40, replace=False)
+    rows, cols = rows[chosen], cols[chosen]
+    same_inputs = inputs_for_model(job.section("inputs"), read_metadata(model_path),
+                                   NullReporter())
+    with same_inputs.s1.open() as s1, same_inputs.s2.open() as s2:
+        own, _ = pixel_attention(model, GridPatches([s1, s2], normalizers, 5, 1 << 30), rows,
+                                 cols, torch.device("cpu"))
+    np.testing.assert_allclose(weights[:8, rows, cols].T, own["s1"], atol=1e-5)
+    np.testing.assert_allclose(weights[8:, rows, cols].T, own["s2"], atol=1e-5)
+
+
+def test_an_ensembles_attention_with_tta_is_the_mean_over_members_and_symmetries(
+        trained_twinns, scene):
+    _, model, _, normalizers = load_twinns(trained_twinns[0], torch.device("cpu"))
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for branch in other.rnn.values():
+            branch.context.mul_(-1.0)  # attends to other dates
+    ensemble = Ensemble([model, other]).eval()
+    meta = read_metadata(trained_twinns[0])
+    inputs = TWINNSInputs.from_job(twinns_inputs(scene),
+                                   IndexConfig.from_json(meta["inputs"]["indices"]), "db")
+    core = Window(88, 90, 8, 6)  # at the scene's corner: the patches are mirrored
+    rows, cols = np.array([90, 95, 92]), np.array([88, 95, 91])
+    predictor = BatchedPatchPredictor(ensemble, normalizers, torch.device("cpu"), 5,
+                                      tile_size=8, batch_size=48, tta=True)
+    with inputs.s1.open() as s1, inputs.s2.open() as s2:
+        probs, valid, weights = predictor.infer_values(predictor.load([s1, s2], core))
+        patches = GridPatches([s1, s2], normalizers, 5, 0).read(rows, cols)
+    np.testing.assert_allclose(weights[:8].sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(weights[8:].sum(axis=0), 1.0, atol=1e-5)
+    expected_weights = np.zeros((rows.size, 14))
+    expected_probs = np.zeros((rows.size, len(meta["classes"])))
+    with torch.inference_mode():
+        for turns in range(4):
+            for transpose in (False, True):
+                turned = [np.rot90(a, turns, axes=(2, 3)) for a in patches]
+                if transpose:
+                    turned = [a.transpose(0, 1, 3, 2) for a in turned]
+                for member in (model, other):
+                    output = member(*(torch.from_numpy(a.copy()) for a in turned))
+                    expected_weights += torch.cat([output.attention["s1"],
+                                                   output.attention["s2"]], dim=1).numpy()
+                    expected_probs += torch.softmax(output.logits, dim=1).numpy()
+    at = (slice(None), rows - 90, cols - 88)
+    np.testing.assert_allclose(weights[at].T, expected_weights / 16, atol=1e-5)
+    np.testing.assert_allclose(probs[at].T, expected_probs / 16, atol=1e-5)
+    assert valid.all() and np.abs(weights[:8] - weights[:8].mean(axis=0)).max() > 1e-3
+
+
+def test_attention_map_errors_name_the_parameter(tmp_path):
+    job = Job("classify-twinns", {"outputs": {"class_map": "map.tif",
+                                              "attention": "map.tif"}}, tmp_path)
+    with pytest.raises(LcfusionError) as info:
+        attention_output(job, map_outputs(job))
+    assert info.value.parameter == "OUTPUT_ATTENTION" and "file of its own" in info.value.message
+    cnn_only = TWINNS(TWINNSConfig(2, 2, 3, 4, 5, branches="cnn"))
+    with pytest.raises(LcfusionError) as info:
+        attention_map(tmp_path / "attention.tif", cnn_only, None, tta=False)
+    assert info.value.parameter == "OUTPUT_ATTENTION" and "no ConvGRU" in info.value.message
 
 
 def test_single_source_ablation_is_recorded(tmp_path, scene):

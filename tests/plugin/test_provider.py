@@ -253,11 +253,12 @@ def test_outputs_of_each_algorithm(registry, family):
     classify = registry.algorithmById(f"lcfusion:classify{family}")
     destinations = {p.name(): p for p in classify.parameterDefinitions()
                     if isinstance(p, QgsProcessingDestinationParameter)}
-    assert set(destinations) == {"OUTPUT", "OUTPUT_CONFIDENCE"}
+    maps = {"OUTPUT_CONFIDENCE"} | ({"OUTPUT_ATTENTION"} if family == "twinns" else set())
+    assert set(destinations) == {"OUTPUT", *maps}
     assert not destinations["OUTPUT"].flags() & QgsProcessingParameterDefinition.FlagOptional
-    confidence = destinations["OUTPUT_CONFIDENCE"]
-    assert confidence.flags() & QgsProcessingParameterDefinition.FlagOptional
-    assert not confidence.createByDefault()
+    for name in maps:
+        assert destinations[name].flags() & QgsProcessingParameterDefinition.FlagOptional
+        assert not destinations[name].createByDefault()
 
 
 @pytest.mark.parametrize("algorithm_id", sorted(ALGORITHMS))

@@ -30,9 +30,13 @@ from lcfusion.engine.reference.classes import ClassTable
 from lcfusion.plugin import styling
 from lcfusion.plugin.rendering import render_map_png
 from lcfusion.plugin.styling import (
+    AttentionBand,
     ClassMapPostProcessor,
     ConfidencePostProcessor,
     attach_post_processor,
+    attention_caption,
+    attention_renderer,
+    shown_attention_bands,
     write_class_map_style,
     write_confidence_style,
 )
@@ -237,6 +241,30 @@ def _run_post_processor(context: QgsProcessingContext, path: str, layer: QgsRast
     gc.collect()  # the Python object must survive without a caller-held reference
     processor = context.layerToLoadOnCompletionDetails(path).postProcessor()
     processor.postProcessLayer(layer, context, QgsProcessingFeedback())
+
+
+def attention_bands(*bands: tuple[str, float, float]) -> list[AttentionBand]:
+    """Bands of (source, mean, maximum) as the engine lists them."""
+    return AttentionBand.from_engine([
+        {"tags": {"LCFUSION_SOURCE": source, "LCFUSION_DATE": f"date {k}"}, "mean": mean,
+         "max": maximum} for k, (source, mean, maximum) in enumerate(bands, start=1)])
+
+
+def test_attention_shows_the_dates_most_above_an_even_share_of_their_source(confidence_map):
+    """S2's first date has the largest mean weight (0.7), but of 2 dates; S1's first (0.4 of
+    4 dates) stands out more. The three share a stretch up to their highest weight. A map of
+    one date is shown with the 0..1 ramp."""
+    shown = shown_attention_bands(attention_bands(
+        ("S1", 0.4, 0.5), ("S1", 0.2, 0.3), ("S1", 0.2, 0.3), ("S1", 0.2, 0.3),
+        ("S2", 0.7, 0.8), ("S2", 0.3, 0.4)))
+    assert [band.number for band in shown] == [1, 5, 2]
+    assert attention_caption(shown) == "R S1 date 1, G S2 date 5, B S1 date 2; 0–0.80"
+
+    shown = shown_attention_bands(attention_bands(("S2", 1.0, 1.0)))
+    assert attention_caption(shown) == "S2 date 1"
+    renderer = attention_renderer(QgsRasterLayer(confidence_map, "one date"), shown)
+    assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)
+    assert (renderer.classificationMin(), renderer.classificationMax()) == (0.0, 1.0)
 
 
 def test_class_map_post_processor_styles_the_loaded_layer(class_map, classes):

@@ -1,16 +1,24 @@
-"""TWINNS through Processing, and the cloud mask / gap-filling options of the time-series
-algorithms."""
+"""TWINNS through Processing (with its attention map, loaded and styled), and the cloud mask /
+gap-filling options of the time-series algorithms."""
 
 from __future__ import annotations
+
+import gc
+from pathlib import Path
 
 import numpy as np
 import processing
 import pytest
 import rasterio
+from processing.core.Processing import Processing
+from processing.gui.Postprocessing import handleAlgorithmResults
 from qgis.core import (
+    QgsApplication,
+    QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsProject,
     QgsRasterLayer,
 )
@@ -90,6 +98,49 @@ def test_classify_checks_the_dates_against_the_model(lcfusion_provider, scene, t
                                    "OUTPUT": str(tmp_path / "map.tif")})
     assert not ok
     assert "[S1]" in message and "8 dates x 2 bands" in message
+
+
+def test_the_attention_map_is_loaded_showing_its_three_most_attended_dates(
+        lcfusion_provider, scene, trained_twinns):
+    """As the dialog runs it: the outputs loaded into a project, then styled by Processing's
+    post-processing."""
+    model = trained_twinns[0]
+    project = QgsProject()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    parameters = {"MODEL": str(model), "S1": [str(p) for p in scene.s1_paths],
+                  "S2": [str(p) for p in scene.s2_paths], "TILE_SIZE": 96,
+                  "OUTPUT": "TEMPORARY_OUTPUT",
+                  "OUTPUT_ATTENTION": QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT",
+                                                                         project)}
+    alg = QgsApplication.processingRegistry().createAlgorithmById(CLASSIFY)
+    results = Processing.runAlgorithm(alg, parameters, onFinish=handleAlgorithmResults,
+                                      context=context)
+    gc.collect()
+    QgsApplication.processEvents()
+
+    path = Path(results["OUTPUT_ATTENTION"])
+    with rasterio.open(path) as attention:
+        bands = [(float(attention.tags(b)["LCFUSION_MEAN"]) * (8 if b <= 8 else 6), -b,
+                  description.replace(" attention", ""),
+                  float(attention.tags(b)["LCFUSION_MAX"]))
+                 for b, description in enumerate(attention.descriptions, start=1)]
+    top = sorted(bands, reverse=True)[:3]
+    stretch = max(band[3] for band in top)
+    loaded = [layer for layer in project.mapLayers().values() if Path(layer.source()) == path]
+    assert len(loaded) == 1
+    renderer = loaded[0].renderer()
+    assert isinstance(renderer, QgsMultiBandColorRenderer)
+    assert [renderer.redBand(), renderer.greenBand(), renderer.blueBand()] == [
+        -band[1] for band in top]
+    enhancement = renderer.blueContrastEnhancement()
+    assert enhancement.minimumValue() == 0.0
+    assert enhancement.maximumValue() == pytest.approx(stretch, rel=1e-5)
+    assert loaded[0].name() == (f"TWINNS attention — {model.stem} (R {top[0][2]}, "
+                                f"G {top[1][2]}, B {top[2][2]}; 0–{stretch:.2f})")
+    # Its default style too: the same rendering when the file is opened later.
+    assert isinstance(QgsRasterLayer(str(path), "again").renderer(), QgsMultiBandColorRenderer)
+    project.clear()
 
 
 def test_fgunet_takes_a_cloud_mask_and_fills_gaps(lcfusion_provider, scene, tmp_path,

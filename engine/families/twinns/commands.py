@@ -13,6 +13,7 @@ import torch
 
 from ...compute.devices import configure_threads, resolve_device
 from ...errors import LcfusionError
+from ...inference.classifying import ValueMap
 from ...inference.ensemble import Ensemble, network_from_state
 from ...io.indices import DEFAULT_INDICES, IndexConfig, parse_index_config
 from ...io.normalization import PercentileNormalizer
@@ -42,7 +43,7 @@ from ..jobsteps import (
     shared_normalization,
     split_reference,
 )
-from ..mapsteps import classify_to_files, map_outputs, model_input
+from ..mapsteps import MapOutputs, classify_to_files, map_outputs, model_input
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
 from .inputs import SOURCE_NAMES, TWINNSClassifyConfig, TWINNSInputs, inputs_for_model
 from .network import BRANCHES, SOURCES, TWINNS, TWINNSConfig, TWINNSLoss
@@ -157,6 +158,11 @@ def pixel_attention(model: TWINNS, patches: GridPatches, rows: np.ndarray, cols:
             np.concatenate(predicted) if predicted else np.zeros(0, dtype=np.int64))
 
 
+def date_labels(dates: list[str | None]) -> list[str]:
+    """Each date of a series as the attention outputs name it: the date, or "date k"."""
+    return [d or f"date {i + 1}" for i, d in enumerate(dates)]
+
+
 def mean_attention(weights: dict[str, np.ndarray], groups: np.ndarray, classes: ClassTable,
                    inputs: TWINNSInputs) -> dict:
     """Mean attention per date for each class of `groups` (class indices), per source."""
@@ -165,7 +171,7 @@ def mean_attention(weights: dict[str, np.ndarray], groups: np.ndarray, classes: 
         dates = getattr(inputs, source).series.dates
         by_class = {c.name: values[groups == c.index].mean(axis=0, dtype=np.float64)
                     .round(4).tolist() for c in classes if (groups == c.index).any()}
-        report[source] = {"dates": [d or f"date {i + 1}" for i, d in enumerate(dates)],
+        report[source] = {"dates": date_labels(dates),
                           "by_class": by_class,
                           "pixels": {c.name: int((groups == c.index).sum()) for c in classes
                                      if (groups == c.index).any()}}
@@ -312,17 +318,70 @@ def load_twinns(path: Path, device: torch.device
     return metadata, model, classes, normalizers
 
 
+#: The classification output of the attention map, and the band tags naming each band's source
+#: and date.
+ATTENTION_PARAMETER = "OUTPUT_ATTENTION"
+SOURCE_TAG, DATE_TAG = "LCFUSION_SOURCE", "LCFUSION_DATE"
+
+
+def attention_output(job: Job, maps: MapOutputs) -> Path | None:
+    """The attention map to write (``outputs.attention``), if any, checked before any work
+    starts."""
+    path = job.resolve(job.section("outputs").get("attention"))
+    if path is None:
+        return None
+    check_writable(path, ATTENTION_PARAMETER)
+    if path.resolve() in {m.resolve() for m in (maps.class_map, maps.confidence) if m}:
+        raise LcfusionError("the attention map must be a file of its own, not the class map "
+                            "or the confidence map; choose another file name",
+                            ATTENTION_PARAMETER)
+    return path
+
+
+def attention_map(path: Path, model: TWINNS | Ensemble, inputs: TWINNSInputs,
+                  tta: bool) -> ValueMap:
+    """The attention map's bands: the weight of each date of each source with a ConvGRU
+    branch (S1's dates, then S2's), named "S2 attention 2021-06-14"; the file's tags say how
+    the weights were combined (ensemble members, test-time augmentation)."""
+    if "rnn" not in model.config.used_branches():
+        raise LcfusionError("the model has no ConvGRU branch (a CNN-only ablation), so it has "
+                            "no attention weights; leave the attention map out",
+                            ATTENTION_PARAMETER)
+    descriptions, band_tags, spans = [], [], []
+    for source in model.config.used_sources():
+        labels = date_labels(getattr(inputs, source).series.dates)
+        spans.append(f"{source.upper()} bands {len(descriptions) + 1}-"
+                     f"{len(descriptions) + len(labels)}")
+        for label in labels:
+            descriptions.append(f"{source.upper()} attention {label}")
+            band_tags.append({SOURCE_TAG: source.upper(), DATE_TAG: label})
+    combined = []
+    if isinstance(model, Ensemble):
+        combined.append(f"the mean of the weights of the ensemble's {len(model.members)} "
+                        "members")
+    if tta:
+        combined.append("the mean over the 8 flips and rotations of each pixel's patches")
+    how = f"; {' and '.join(combined)}" if combined else ""
+    return ValueMap(path, ATTENTION_PARAMETER, tuple(descriptions), tuple(band_tags), {
+        "LCFUSION_ATTENTION": f"TWINNS attention weight of each date ({', '.join(spans)}); "
+                              f"the weights of a source sum to 1 at every pixel{how}"})
+
+
 @classify_command
 def classify_twinns(job: Job, reporter: Reporter) -> dict:
-    """Classify S1 + S2 time series with a trained TWINNS model, tile by tile."""
+    """Classify S1 + S2 time series with a trained TWINNS model, tile by tile (+ the attention
+    map, when asked)."""
     config = settings_from(TWINNSClassifyConfig, job.section("settings"))
     maps = map_outputs(job)
+    attention_path = attention_output(job, maps)
     model_path = model_input(job)
     threads = configure_threads(config.threads)
     device = resolve_device(config.device)
     metadata, model, classes, normalizers = load_twinns(model_path, device)
     report_ensemble(model, reporter)
     inputs = inputs_for_model(job.section("inputs"), metadata, reporter)
+    attention = (attention_map(attention_path, model, inputs, config.tta)
+                 if attention_path else None)
     for line in inputs.describe():
         reporter.info(line)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
@@ -334,8 +393,24 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
                       "pixel's patches")
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         readers: list[FeatureReader] = [s1, s2]
-        return classify_to_files(predictor, readers, inputs.grid, classes, maps, model_path,
-                                 FAMILY, reporter)
+        result = classify_to_files(predictor, readers, inputs.grid, classes, maps, model_path,
+                                   FAMILY, reporter, attention)
+    if attention is not None:
+        report_attention_map(result[ATTENTION_PARAMETER + "_BANDS"], attention_path, reporter)
+    return result
+
+
+def report_attention_map(bands: list[dict], path: Path, reporter: Reporter) -> None:
+    """Log where the attention map went and each source's most attended date over the map."""
+    by_source: dict[str, list[dict]] = {}
+    for band in bands:
+        by_source.setdefault(band["tags"][SOURCE_TAG], []).append(band)
+    tops = []
+    for source, entries in by_source.items():
+        top = max(entries, key=lambda band: band["mean"])
+        tops.append(f"{source} {top['tags'][DATE_TAG]} ({top['mean']:.2f})")
+    reporter.info(f"attention map written to {path} ({counted(len(bands), 'band')}); the "
+                  f"most attended date on average: {', '.join(tops)}")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """TWINNS's patches: normalised p x p patches of every source around given pixels for training,
-and batched patch prediction over tiles (see `io.sources` for the patch convention)."""
+and batched patch prediction over tiles, with the attention weights when asked (see
+`io.sources` for the patch convention)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from rasterio.windows import Window
 
 from ...compute.devices import autocast
 from ...errors import LcfusionError
+from ...inference.ensemble import Ensemble, log_mean_probabilities
 from ...inference.tiles import TilePredictor
 from ...inference.tiling import dihedral_mean, inference_copy, memory_format
 from ...io.normalization import PercentileNormalizer
@@ -63,6 +65,19 @@ class GridPatches:
         return out
 
 
+def scores_and_attention(model: torch.nn.Module, *inputs: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class scores (B, classes) and the attention weights over the dates of each source with
+    a ConvGRU branch, S1's then S2's (B, dates): for an ensemble the log of its members' mean
+    probabilities and the mean of their weights (which still sums to 1 per source)."""
+    if isinstance(model, Ensemble):
+        outputs = [member(*inputs) for member in model.members]
+        weights = torch.stack([torch.cat(list(o.attention.values()), dim=1) for o in outputs])
+        return log_mean_probabilities([o.logits for o in outputs]), weights.mean(dim=0)
+    output = model(*inputs)
+    return output.logits, torch.cat(list(output.attention.values()), dim=1)
+
+
 class BatchedPatchPredictor(TilePredictor):
     """Class probabilities of every pixel of a tile from its patches, in batches: each tile is
     read once with a halo of p // 2, and its patches are cut from it as tensor views."""
@@ -95,14 +110,17 @@ class BatchedPatchPredictor(TilePredictor):
             tiles.append(torch.from_numpy(normalizer.apply(data)))
         return tiles, valid, core
 
-    def _batches(self, tiles: list[torch.Tensor], h: int, w: int):
-        """The model's outputs for the h x w pixels of the tiles, in row-major batches."""
+    def _batches(self, tiles: list[torch.Tensor], h: int, w: int,
+                 forward: Callable[..., object] | None = None):
+        """The outputs of `forward` (the model's by default) for the h x w pixels of the
+        tiles, in row-major batches."""
+        forward = forward or self.model
         rows_per_batch = max(1, self.batch_size // w)
         with torch.inference_mode(), autocast(self.device):
             for top in range(0, h, rows_per_batch):
                 rows = min(rows_per_batch, h - top)
-                yield self.model(*(self._patches(tile[:, top: top + rows + 2 * self.half])
-                                   for tile in tiles))
+                yield forward(*(self._patches(tile[:, top: top + rows + 2 * self.half])
+                                for tile in tiles))
 
     def _patches(self, band: torch.Tensor) -> torch.Tensor:
         """The p x p patches of every pixel of a band of rows (channels, r + p - 1, w + p - 1)
@@ -128,6 +146,32 @@ class BatchedPatchPredictor(TilePredictor):
             raise LcfusionError("the GPU ran out of memory; lower the tile size",
                                 "TILE_SIZE") from exc
         return probs.float().cpu().numpy(), valid
+
+    def infer_values(self, tile: tuple[list[torch.Tensor], np.ndarray, Window]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`infer`'s probabilities and mask with the attention weights (dates of each source
+        with a ConvGRU branch, S1's then S2's; h, w) of the same pass; with test-time
+        augmentation both are the mean over the 8 symmetries of each pixel's patches."""
+        tiles, valid, core = tile
+        tiles = [t.to(self.device) for t in tiles]
+        try:
+            stacked = (dihedral_mean(self._probabilities_and_attention, tiles) if self.tta
+                       else self._probabilities_and_attention(tiles))
+        except torch.cuda.OutOfMemoryError as exc:
+            raise LcfusionError("the GPU ran out of memory; lower the tile size",
+                                "TILE_SIZE") from exc
+        stacked = stacked.float().cpu().numpy()
+        classes = self.model.config.n_classes
+        return stacked[:classes], valid, stacked[classes:]
+
+    def _probabilities_and_attention(self, tiles: list[torch.Tensor]) -> torch.Tensor:
+        """The probabilities (classes, h, w) of `_probabilities` followed by the attention
+        weights (dates, h, w)."""
+        h, w = (side - 2 * self.half for side in tiles[0].shape[-2:])
+        scores, weights = zip(*self._batches(tiles, h, w, lambda *patches: scores_and_attention(
+            self.model, *patches)), strict=True)
+        probs = torch.softmax(torch.cat(scores).float(), dim=1)
+        return torch.cat([probs, torch.cat(weights).float()], dim=1).T.reshape(-1, h, w)
 
     def _probabilities(self, tiles: list[torch.Tensor]) -> torch.Tensor:
         """Probabilities (classes, h, w) of the pixels of tiles read with a halo of p // 2."""

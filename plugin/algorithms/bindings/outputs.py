@@ -1,8 +1,8 @@
 """What the engine writes: `FileOutputBinding` (model file, report, any file),
-`RasterOutputBinding` (class and confidence maps, styled here), `CogBinding` (the maps as
-Cloud Optimized GeoTIFFs), the checks that an output can be written, the removal of a killed
-run's partial files, and the help on training's accuracy outputs and report and on the maps'
-overviews."""
+`RasterOutputBinding` (class, confidence and attention maps, styled here), `CogBinding` (the
+maps as Cloud Optimized GeoTIFFs), the checks that an output can be written, the removal of a
+killed run's partial files, and the help on training's accuracy outputs and report and on the
+maps' overviews."""
 
 from __future__ import annotations
 
@@ -16,9 +16,14 @@ from ....engine.errors import LcfusionError
 from ....engine.io.outputs import check_writable, partial_files
 from ....engine.reference.classes import ClassTable
 from ...styling import (
+    AttentionBand,
+    AttentionPostProcessor,
     ClassMapPostProcessor,
     ConfidencePostProcessor,
     attach_post_processor,
+    attention_caption,
+    shown_attention_bands,
+    write_attention_style,
     write_class_map_style,
     write_confidence_style,
 )
@@ -46,10 +51,10 @@ never saw.</p>
 MAPS_HELP = """
 <h3>Overviews and Cloud Optimized GeoTIFF</h3>
 <p>The class map gets internal overviews that keep the most frequent class of each block (class
-codes are never averaged), the confidence map overviews that average it, down to about 256
-pixels across: QGIS draws a whole Sentinel-2 tile zoomed out at once. <b>Write Cloud Optimized
-GeoTIFFs</b> (advanced) writes both maps as COGs, which web servers and cloud storage stream
-by parts; the overviews are the same.</p>
+codes are never averaged), the confidence map (and an attention map) overviews that average it,
+down to about 256 pixels across: QGIS draws a whole Sentinel-2 tile zoomed out at once.
+<b>Write Cloud Optimized GeoTIFFs</b> (advanced) writes the maps as COGs, which web servers and
+cloud storage stream by parts; the overviews are the same.</p>
 """
 
 
@@ -87,8 +92,9 @@ class FileOutputBinding(Binding):
 
 @dataclass
 class RasterOutputBinding(Binding):
-    """A class map or confidence map written by the engine and styled here; a class map takes
-    the class table of the engine's output `classes_key`."""
+    """A class map, confidence map or attention map (`kind`) written by the engine and styled
+    here; a class map takes the class table of the engine's output `classes_key`, an attention
+    map the list of its bands (the engine's output named after the parameter + ``_BANDS``)."""
 
     name: str
     key: str
@@ -107,20 +113,28 @@ class RasterOutputBinding(Binding):
         path = engine_outputs.get(self.name)
         if not path:
             return
+        shows = ""
         try:
             if self.kind == "class_map":
                 classes = ClassTable.from_json(engine_outputs[self.classes_key])
                 write_class_map_style(path, classes)
                 processor = ClassMapPostProcessor.create(classes)
+            elif self.kind == "attention":
+                shown = shown_attention_bands(AttentionBand.from_engine(
+                    engine_outputs[self.name + "_BANDS"]))
+                write_attention_style(path, shown)
+                processor = AttentionPostProcessor.create(shown)
+                shows = f" ({attention_caption(shown)})"
             else:
                 write_confidence_style(path)
                 processor = ConfidencePostProcessor.create()
-        except (OSError, ValueError, LcfusionError) as exc:
+        except (OSError, ValueError, KeyError, LcfusionError) as exc:
             feedback.pushWarning(f"{path} was written, but its style could not be saved: {exc}")
             return
         definition = alg.parameterDefinition(self.name)
-        attach_post_processor(context, path, processor, alg.output_layer_name(
-            self.kind, parameters, context), (definition.description(), self.name))
+        name = alg.output_layer_name(self.kind, parameters, context)
+        attach_post_processor(context, path, processor, name and name + shows,
+                              (definition.description(), self.name))
 
 
 @dataclass
