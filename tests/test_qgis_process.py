@@ -93,6 +93,7 @@ def test_list_shows_the_provider_and_its_algorithms(qgis_env):
                                                  "lcfusion:classifytwinns",
                                                  "lcfusion:comparemaps",
                                                  "lcfusion:evaluate",
+                                                 "lcfusion:exportonnx",
                                                  "lcfusion:sampledesign",
                                                  "lcfusion:trainfgunet",
                                                  "lcfusion:trainmrfusion",

@@ -415,6 +415,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             defaultValue=LOCAL)
         parameter.setMetadata({"widget_wrapper": {
             "class": f"{package_name()}.plugin.compute_widget.ComputeProfileWidgetWrapper"}})
+        if self.group_key == "classification":
+            # Added after graphical models were saved with these algorithms: optional, so a
+            # saved model without it still runs, on this machine.
+            parameter.setFlags(parameter.flags()
+                               | QgsProcessingParameterDefinition.Flag.FlagOptional)
         return self.bind(ComputeBinding(), parameter)
 
     def add_model_input(self, family: str) -> ModelInputBinding:

@@ -219,8 +219,9 @@ def test_raster_outputs_are_geotiff_only(registry, lcfusion_provider):
                 assert "*.tif" in parameter.createFileFilter()
                 assert ".vrt" not in parameter.createFileFilter().lower()
     classifiers = sum(1 for a in ALGORITHMS if a.startswith("lcfusion:classify"))
-    # each classifier's class map and confidence map, and comparemaps' disagreement raster
-    assert seen == 2 * classifiers + 1
+    # each classifier's class map and confidence map, TWINNS's attention map and comparemaps'
+    # disagreement raster
+    assert seen == 2 * classifiers + 2
 
 
 @pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])
