@@ -91,7 +91,8 @@ def run(config: BenchConfig, work: Path, log) -> dict:
     training_scene = scene(work / "scenes", config.train_side, seed=11)
     results["training"], models = {}, {}
     for family in FAMILIES[:3]:
-        log(f"training throughput: {family}, local and mpirun 1 and 2 ranks")
+        log(f"training throughput: {family}, local"
+            f"{' and mpirun 1 and 2 ranks' if family in config.mpi_families else ''}")
         results["training"][family], models[family] = training_figures(
             family, training_scene, work / "training", config)
     models["randomforest"] = train_forest(training_scene, work / "training", config)

@@ -39,6 +39,12 @@ RESULT_FOLDER = "result"
 SBATCH_FILE = "job.sbatch"
 COMMAND_TIMEOUT = 120.0
 CONNECTION_RETRIES = 3
+#: Seconds between the tries of a lost ssh connection.
+RECONNECT_SECONDS = 5.0
+#: The first poll of a started job comes after this many seconds; each next one waits twice
+#: as long, up to the job's poll interval, so a short job is seen to end at once and a long one
+#: is not polled more often than before.
+FIRST_POLL_SECONDS = 0.25
 #: Starts the job detached in a session of its own and prints that session's id (its
 #: process group). Values arrive as arguments ($1 the folder, then the command), never inside
 #: the script text.
@@ -401,7 +407,7 @@ class RemoteJob:
                 break
             if attempt < CONNECTION_RETRIES:
                 self.reporter.warning(f"lost the connection to {self.shell.where}; retrying")
-                time.sleep(5)
+                time.sleep(RECONNECT_SECONDS)
         else:
             raise LcfusionError(
                 f"lost the connection to {self.shell.where}: {done.stderr.strip()}; the job may "
@@ -443,6 +449,7 @@ class RemoteJob:
 
     def _follow(self, cancelled: Callable[[], bool]) -> JobOutcome:
         relay = EventRelay(self.reporter)
+        wait = min(FIRST_POLL_SECONDS, self.poll_seconds)
         while True:
             if cancelled():
                 raise CancelledError()
@@ -451,7 +458,8 @@ class RemoteJob:
                 self._read_new(relay)
                 relay.feed("\n")
                 return relay.outcome
-            time.sleep(self.poll_seconds)
+            time.sleep(wait)
+            wait = min(2 * wait, self.poll_seconds)
 
     def error_text(self, lines: int = 2) -> str:
         """The remote error text: the last words of mpirun or Slurm on a failed rank or node

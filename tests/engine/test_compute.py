@@ -30,6 +30,7 @@ from helpers import (
     with_compute,
 )
 
+from lcfusion.engine.compute import launcher
 from lcfusion.engine.compute.launcher import launcher_messages
 from lcfusion.engine.errors import CancelledError, LcfusionError
 from lcfusion.engine.families.fgunet.commands import train_fgunet
@@ -316,9 +317,11 @@ def test_a_profile_promising_gpus_fails_clearly_where_torch_sees_none(tmp_path, 
     assert "sees none" in error.value.message and not model.exists()
 
 
-def test_a_lost_connection_is_reported_and_the_job_keeps_its_checkpoint(tmp_path, scene):
+def test_a_lost_connection_is_reported_and_the_job_keeps_its_checkpoint(tmp_path, scene,
+                                                                         monkeypatch):
     from services import SshServer
 
+    monkeypatch.setattr(launcher, "RECONNECT_SECONDS", 0.2)  # the tries, not their pauses
     server = SshServer(tmp_path / "sshd").start()
     remote = tmp_path / "remote"
     job, _ = train_job("mrfusion", tmp_path / "job", scene, epochs=40)
@@ -337,6 +340,7 @@ def test_a_lost_connection_is_reported_and_the_job_keeps_its_checkpoint(tmp_path
         message = error.message
         assert f"lost the connection to {server.host}:{server.port}" in message
         assert "keeps its last checkpoint" in message and run.checkpoints()
+        assert run.log.text().count("; retrying") == launcher.CONNECTION_RETRIES
     finally:
         for line in fit_processes(tmp_path):
             with contextlib.suppress(ProcessLookupError):

@@ -37,6 +37,8 @@ class BenchConfig:
     #: rendered image.
     render_side: int = 10980
     render_size: int = 1000
+    #: Deep families whose training is also timed through mpirun with 1 and 2 ranks.
+    mpi_families: tuple[str, ...] = ("fgunet", "mrfusion", "twinns")
 
 
 TRAINING = {
@@ -66,5 +68,6 @@ PRESETS = {
     "tiny": BenchConfig(
         "tiny", {"fgunet": 32, "mrfusion": 32, "twinns": 32, "randomforest": 32}, scale=2,
         train_side=96, training=TINY_TRAINING, loop_pixels=16, dense_tile=32, io_side=96,
-        repeats=1, qgis_side=32, matmul_size=512, render_side=600, render_size=100),
+        repeats=1, qgis_side=32, matmul_size=512, render_side=600, render_size=100,
+        mpi_families=("fgunet",)),
 }

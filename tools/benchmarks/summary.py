@@ -72,8 +72,9 @@ def summary(results: dict) -> str:
     lines += table(["family", "loop batch", "speed-up", "max |difference|", "same class"],
                    rows)
     lines += ["## 5. Training throughput (samples per second)", ""]
-    rows = [[LABELS[family], f["local"]["samples_per_s"], f["mpi_1"]["samples_per_s"],
-             f["mpi_2"]["samples_per_s"], f["mpi_2_vs_mpi_1"]]
+    rows = [[LABELS[family], f["local"]["samples_per_s"],
+             *(f[label]["samples_per_s"] if label in f else "not timed"
+               for label in ("mpi_1", "mpi_2")), f.get("mpi_2_vs_mpi_1", "")]
             for family, f in results["training"].items()]
     lines += table(["family", "local", "mpirun 1 rank", "mpirun 2 ranks", "2 / 1 ranks"], rows)
     reading = results["reading"]

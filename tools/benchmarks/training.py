@@ -28,12 +28,16 @@ def mpi_compute(ranks: int, work: Path) -> dict:
 
 def training_figures(family: str, scene: SceneFiles, work: Path,
                      config: BenchConfig) -> tuple[dict, Path]:
-    """Samples per second locally and with 1 and 2 MPI ranks; the local run's model."""
+    """Samples per second locally and, for the configuration's MPI families, with 1 and 2
+    MPI ranks; the local run's model."""
     settings = config.training[family]
     figures = {}
     local_model = None
-    for label, compute in (("local", None), ("mpi_1", mpi_compute(1, work / "stage")),
-                           ("mpi_2", mpi_compute(2, work / "stage"))):
+    runs = [("local", None)]
+    if family in config.mpi_families:
+        runs += [("mpi_1", mpi_compute(1, work / "stage")),
+                 ("mpi_2", mpi_compute(2, work / "stage"))]
+    for label, compute in runs:
         folder = work / f"train-{family}-{label}"
         job = train_job(folder, family, scene, settings, compute)
         run = run_engine(f"train-{family}", job)
@@ -41,6 +45,8 @@ def training_figures(family: str, scene: SceneFiles, work: Path,
         figures[label] = {"samples_per_s": samples_per_second(model),
                           "process_seconds": run.seconds}
         local_model = local_model or model
+    if family not in config.mpi_families:
+        return figures, local_model
     local = figures["local"]["samples_per_s"]
     for label in ("mpi_1", "mpi_2"):
         figures[label]["vs_local"] = figures[label]["samples_per_s"] / local
