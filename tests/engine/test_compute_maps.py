@@ -155,13 +155,13 @@ def test_an_ssh_target_stages_the_inputs_once(tmp_path, scene, trained_randomfor
                                               ssh_server, monkeypatch):
     """The first run uploads the inputs into the target's input cache; a second run on the
     same inputs uploads nothing, and reads the model, whose folder the profile maps onto the
-    target's storage, where it is."""
+    target's storage, where it is. One rank each (the mpi tests share blocks over two)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the digests kept here
     forest = trained_randomforest[0]
     expected = local_maps("randomforest", forest, tmp_path / "local", scene)
     remote, shared = tmp_path / "remote", tmp_path / "shared"
     shared.symlink_to(forest.parent)  # the target's view of the model's folder
-    values = {**mpi_profile(remote), "host": ssh_server.host, "port": ssh_server.port,
+    values = {**mpi_profile(remote, ranks=1), "host": ssh_server.host, "port": ssh_server.port,
               "user": ssh_server.user, "identity_file": str(ssh_server.identity_file),
               "known_hosts_file": str(ssh_server.known_hosts)}
     logs = []
