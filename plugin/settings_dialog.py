@@ -64,12 +64,14 @@ from .settings import (
 
 PROBE_TIMEOUT_SECONDS = 120
 TAIL_LINES = 12
+#: Between a local prefix and the target's prefix on a line of the path map.
+MAPS_TO = "->"
 
 # Which fields a kind uses ------------------------------------------------------------------
 
 #: How ranks are started (mpirun here, over ssh or in a Slurm job) and where the job folder is.
 RUN_FIELDS = frozenset({"python", "mpirun", "mpirun_args", "hostfile", "ranks", "gpus_per_node",
-                        "env", "work_dir", "keep_work_dir"})
+                        "env", "work_dir", "keep_work_dir", "path_map"})
 #: How a remote host is reached (ssh, and Slurm through a login host).
 SSH_FIELDS = frozenset({"host", "user", "port", "identity_file", "known_hosts_file",
                         "accept_new_host_key"})
@@ -93,11 +95,14 @@ def fields_for_kind(kind: str) -> frozenset[str]:
 
 def form_values(profile: ComputeProfile) -> dict[str, Any]:
     """The form's values for a profile: lists as text (mpirun arguments shell-quoted on one
-    line, sbatch lines and ``NAME=value`` environment entries one per line)."""
+    line, sbatch lines, ``NAME=value`` environment entries and ``local -> target`` path
+    prefixes one per line)."""
     values = {f.name: getattr(profile, f.name) for f in fields(ComputeProfile)}
     values["mpirun_args"] = shlex.join(profile.mpirun_args)
     values["sbatch_lines"] = "\n".join(profile.sbatch_lines)
     values["env"] = "\n".join(f"{key}={value}" for key, value in profile.env.items())
+    values["path_map"] = "\n".join(f"{local} {MAPS_TO} {remote}"
+                                   for local, remote in profile.path_map)
     return values
 
 
@@ -124,6 +129,14 @@ def profile_from_values(values: dict[str, Any]) -> ComputeProfile:
                                 f"{line!r}", "COMPUTE")
         env[key.strip()] = value.strip()
     data["env"] = env
+    pairs = []
+    for line in _lines(data["path_map"]):
+        local, arrow, remote = line.partition(MAPS_TO)
+        if not arrow:
+            raise LcfusionError(f"{where}: path_map entries are 'local prefix {MAPS_TO} prefix "
+                                f"on the target' lines, got {line!r}", "COMPUTE")
+        pairs.append((local.strip(), remote.strip()))
+    data["path_map"] = tuple(pairs)
     return ComputeProfile(name=name, **data)
 
 
@@ -332,6 +345,7 @@ class ProfileForm(QWidget):
                 ("env", "Environment", self._text_box()),
                 ("work_dir", "Work folder", QLineEdit()),
                 ("keep_work_dir", "", QCheckBox("Keep the work folder after a run")),
+                ("path_map", "Shared paths", self._text_box()),
             )),
             ("Connection (ssh, slurm)", (
                 ("host", "Host", QLineEdit()),
@@ -364,6 +378,8 @@ class ProfileForm(QWidget):
         self.widgets["mpirun_args"].setPlaceholderText("shell-like, e.g. --bind-to none")
         self.widgets["python"].setPlaceholderText("python3 on the target (with torch)")
         self.widgets["env"].setPlaceholderText("NAME=value, one per line")
+        self.widgets["path_map"].setPlaceholderText(
+            f"/data {MAPS_TO} /shared/data: inputs the target reads there (one per line)")
         self.widgets["sbatch_lines"].setPlaceholderText("#SBATCH --account=... (one per line)")
         self.widgets["time_limit"].setPlaceholderText("minutes, HH:MM:SS or D-HH:MM:SS")
         self.widgets["work_dir"].setPlaceholderText("lcfusion-jobs in the remote home, "

@@ -119,6 +119,10 @@ class Shell(ABC):
         """Copy the contents of folder `local` into folder `remote` (created if missing)."""
 
     @abstractmethod
+    def upload_linked(self, local: Path, remote: str) -> None:
+        """Like `upload`, with symbolic links copied as the files and folders they name."""
+
+    @abstractmethod
     def download(self, remote: str, local: Path) -> None:
         """Copy the contents of folder `remote` into folder `local`."""
 
@@ -171,6 +175,9 @@ class LocalShell(Shell):
     def upload(self, local: Path, remote: str) -> None:
         shutil.copytree(local, Path(remote).expanduser(), dirs_exist_ok=True)
 
+    def upload_linked(self, local: Path, remote: str) -> None:
+        self.upload(local, remote)  # copytree copies what links name
+
     def download(self, remote: str, local: Path) -> None:
         shutil.copytree(Path(remote).expanduser(), local, dirs_exist_ok=True)
 
@@ -213,12 +220,13 @@ class SshShell(Shell):
             remote = ["env", *(f"{k}={v}" for k, v in self.profile.env.items()), *remote]
         return [*self.transport(), "--", self.destination, shlex.join(remote)]
 
-    def _rsync(self, source: str, target: str) -> None:
-        argv = ["rsync", "-a", "--protect-args", "-e", shlex.join(self.transport()), source,
-                target]
+    def _rsync(self, source: str, target: str, *options: str,
+               timeout: float | None = 3600) -> None:
+        argv = ["rsync", "-a", *options, "--protect-args", "-e", shlex.join(self.transport()),
+                source, target]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                  timeout=3600)
+                                  timeout=timeout)
         except FileNotFoundError as exc:
             raise LcfusionError("rsync is not installed on this machine; install it to "
                                 "stage jobs over ssh", "COMPUTE") from exc
@@ -228,6 +236,12 @@ class SshShell(Shell):
     def upload(self, local: Path, remote: str) -> None:
         self.run(["mkdir", "-p", remote])
         self._rsync(f"{local}/", f"{self.destination}:{remote}/")
+
+    def upload_linked(self, local: Path, remote: str) -> None:
+        self.run(["mkdir", "-p", remote])
+        # no time limit: a large input takes as long as the link needs (ssh's keep-alives
+        # end a dead connection)
+        self._rsync(f"{local}/", f"{self.destination}:{remote}/", "--copy-links", timeout=None)
 
     def download(self, remote: str, local: Path) -> None:
         local.mkdir(parents=True, exist_ok=True)

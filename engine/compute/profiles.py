@@ -32,6 +32,8 @@ class ComputeProfile:
 
     `ranks`: MPI ranks in all (mpi, ssh; slurm: per node). `gpus_per_node`: GPUs a node offers
     the ranks (0: CPU with Gloo). `host` empty for slurm: Slurm is reached on this machine.
+    `path_map`: (local prefix, prefix on the target) pairs: inputs under a local prefix are on
+    the target's shared storage, under the other prefix, and are not copied.
     """
 
     name: str
@@ -56,6 +58,7 @@ class ComputeProfile:
     sbatch_lines: tuple[str, ...] = ()
     keep_work_dir: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    path_map: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         where = f"compute profile {self.name!r}"
@@ -82,6 +85,8 @@ class ComputeProfile:
             if "\n" in line or not line.startswith("#SBATCH"):
                 raise LcfusionError(f"{where}: extra sbatch lines must each start with "
                                     f"'#SBATCH', got {line!r}", "COMPUTE")
+        for number, pair in enumerate(self.path_map, 1):
+            check_path_pair(where, number, pair)
 
     @property
     def remote(self) -> bool:
@@ -113,6 +118,7 @@ class ComputeProfile:
         data.pop("name")
         data["mpirun_args"] = list(self.mpirun_args)
         data["sbatch_lines"] = list(self.sbatch_lines)
+        data["path_map"] = [list(pair) for pair in self.path_map]
         return data
 
     @classmethod
@@ -138,6 +144,8 @@ class ComputeProfile:
                     if not isinstance(value, bool):
                         raise TypeError
                     values[key] = value
+                elif key == "path_map":
+                    values[key] = path_pairs(value)
                 elif kind.startswith("tuple"):
                     if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                         raise TypeError
@@ -149,9 +157,41 @@ class ComputeProfile:
                         raise TypeError
                     values[key] = value
             except (TypeError, ValueError):
+                if key == "path_map":
+                    raise LcfusionError(f"compute profile {name!r}: path_map = {value!r} is not "
+                                        "a list of [local prefix, target prefix] pairs; write "
+                                        f"{PATH_MAP_FORM}", "COMPUTE") from None
                 raise LcfusionError(f"compute profile {name!r}: {key} = {value!r} is not a "
                                     f"valid {kind}", "COMPUTE") from None
         return cls(name=name, **values)
+
+
+PATH_MAP_FORM = 'path_map = [["/local/prefix", "/prefix/on/the/target"], ...]'
+
+
+def path_pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    """`path_map` as read from TOML or JSON: a list of two-string lists (TypeError if not)."""
+    if not isinstance(value, list | tuple):
+        raise TypeError
+    pairs = []
+    for pair in value:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2
+                and all(isinstance(part, str) for part in pair)):
+            raise TypeError
+        pairs.append((pair[0], pair[1]))
+    return tuple(pairs)
+
+
+def check_path_pair(where: str, number: int, pair: tuple[str, str]) -> None:
+    """A `path_map` pair maps an absolute local prefix to an absolute prefix on the target."""
+    local, remote = pair
+    if not Path(local).expanduser().is_absolute():
+        raise LcfusionError(f"{where}: path_map entry {number} maps {local!r}, which is not an "
+                            f"absolute path here; write {PATH_MAP_FORM}", "COMPUTE")
+    if not remote.startswith("/"):
+        raise LcfusionError(f"{where}: path_map entry {number} maps {local!r} to {remote!r}, "
+                            f"which is not an absolute path on the target (it starts with '/');"
+                            f" write {PATH_MAP_FORM}", "COMPUTE")
 
 
 def load_profiles(path: str | Path | None) -> dict[str, ComputeProfile]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..compute.distributed import mpi_ranks
+from ..compute.inputs import InputPlacer, is_remote_dataset
 from ..compute.launcher import RESULT_FOLDER, RemoteJob
 from ..compute.profiles import ComputeProfile
 from ..errors import CancelledError, LcfusionError
@@ -34,9 +35,9 @@ from .mapsteps import MapOutputs, map_outputs
 from .staged import check_promised_gpus, compute_profile, copy_engine, threads_per_rank
 
 ClassifyFunction = Callable[[Job, Reporter], dict]
-INPUTS_FOLDER = "inputs"
-#: The share of the progress the merge takes after the blocks came back.
-MERGE_SHARE = 0.05
+#: The shares of the progress that hashing the inputs takes first, and the merge after the
+#: blocks came back.
+INPUTS_SHARE, MERGE_SHARE = 0.02, 0.05
 
 
 def classify_command(function: ClassifyFunction) -> ClassifyFunction:
@@ -74,41 +75,28 @@ def classify_rank(job: Job, reporter: Reporter, function: ClassifyFunction) -> d
 
 
 class InputStager:
-    """The paths of a job's inputs as the target sees them: absolute paths on this machine's
-    file system (an mpi or local Slurm profile), or copies in the job folder's ``inputs``
-    (a remote host; each file with its sidecars such as ``.aux.xml`` or ``.msk``)."""
+    """The paths of a job's inputs as the target sees them (`InputPlacer`: untouched for a
+    dataset GDAL reads over the network, mapped by the profile's path_map, the file here, or
+    its copy in the target's input cache)."""
 
-    def __init__(self, job: Job, stage: Path | None):
-        self.job, self.stage = job, stage
+    def __init__(self, job: Job, placer: InputPlacer):
+        self.job, self.placer = job, placer
         self.sources: list[Path] = []
 
     def value(self, value: Any) -> Any:
-        """`value` (a section of the inputs, a list or a string) with its paths replaced."""
+        """`value` (a section of the inputs, a list or a string) with its paths replaced;
+        strings that name no file here (options, URLs) stay as they are."""
         if isinstance(value, dict):
             return {key: self.value(entry) for key, entry in value.items()}
         if isinstance(value, list):
             return [self.value(entry) for entry in value]
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or is_remote_dataset(value):
             return value
         path = self.job.resolve(value)
         if path is None or not path.exists():
             return value
         self.sources.append(path)
-        if self.stage is None:
-            return str(path)
-        return self._copy(path)
-
-    def _copy(self, path: Path) -> str:
-        name = f"{len(self.sources):03d}-{path.name}"
-        target = self.stage / INPUTS_FOLDER / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            shutil.copytree(path, target)
-        else:
-            shutil.copy2(path, target)
-            for sidecar in path.parent.glob(f"{path.name}.*"):
-                shutil.copy2(sidecar, target.with_name(name + sidecar.name[len(path.name):]))
-        return f"{INPUTS_FOLDER}/{name}"
+        return self.placer.place(path)
 
     def identity(self) -> list[list]:
         """Each input file's path, size and modification time (a changed input is a new
@@ -123,12 +111,13 @@ class InputStager:
         return found
 
 
-def stage_classification(job: Job, profile: ComputeProfile, maps: MapOutputs,
+def stage_classification(job: Job, placer: InputPlacer, maps: MapOutputs,
                          stage: Path) -> str:
     """Write the job every rank runs into `stage` and return its identity: the classify
-    command with the inputs as the target sees them, the settings, and the blocks of `maps`
-    as the output (the maps are merged here)."""
-    stager = InputStager(job, stage if profile.remote else None)
+    command with the inputs as the target sees them (placed by `placer`), the settings, and
+    the blocks of `maps` as the output (the maps are merged here)."""
+    profile = placer.profile
+    stager = InputStager(job, placer)
     sections = {name: value for name, value in job.data.items()
                 if name not in ("version", "command", "compute", "outputs")}
     sections["inputs"] = stager.value(job.section("inputs"))
@@ -151,9 +140,12 @@ def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) ->
     started = time.monotonic()
     stage = Path(tempfile.mkdtemp(prefix="stage-", dir=job.folder))
     try:
-        job_id = stage_classification(job, profile, maps, stage)
-        with RemoteJob(profile, stage, job_id, reporter.span(0.0, 1.0 - MERGE_SHARE),
+        placer = InputPlacer(profile, reporter.span(0.0, INPUTS_SHARE))
+        job_id = stage_classification(job, placer, maps, stage)
+        with RemoteJob(profile, stage, job_id,
+                       reporter.span(INPUTS_SHARE, 1.0 - MERGE_SHARE),
                        command=job.command) as remote:
+            placer.transfer(remote.shell)
             outcome = remote.run()
             if outcome.error or outcome.exit_code != 0 or not outcome.outputs:
                 state = f"Slurm state {outcome.state}" if outcome.state else (

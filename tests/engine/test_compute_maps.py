@@ -151,20 +151,33 @@ def test_a_rerun_on_slurm_classifies_only_the_missing_blocks(tmp_path, scene,
     assert not list(work.iterdir()), "the Slurm profile does not keep the folder"
 
 
-def test_an_ssh_target_gets_copies_of_the_inputs(tmp_path, scene, trained_randomforest,
-                                                 ssh_server):
+def test_an_ssh_target_stages_the_inputs_once(tmp_path, scene, trained_randomforest,
+                                              ssh_server, monkeypatch):
+    """The first run uploads the inputs into the target's input cache; a second run on the
+    same inputs uploads nothing, and reads the model, whose folder the profile maps onto the
+    target's storage, where it is. One rank each (the mpi tests share blocks over two)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the digests kept here
     forest = trained_randomforest[0]
     expected = local_maps("randomforest", forest, tmp_path / "local", scene)
-    remote = tmp_path / "remote"
-    job = with_compute(classify_job("randomforest", forest, tmp_path / "ssh", scene), "gpu",
-                       "ssh", **mpi_profile(remote), host=ssh_server.host, port=ssh_server.port,
-                       user=ssh_server.user, identity_file=str(ssh_server.identity_file),
-                       known_hosts_file=str(ssh_server.known_hosts))
-    log = RecordingReporter()
-    classify("randomforest", job, log)
-    assert f"staging the job to {ssh_server.host}:{ssh_server.port}" in log.text()
-    assert_same_maps(expected, job.parent)
-    assert not list(remote.iterdir())
+    remote, shared = tmp_path / "remote", tmp_path / "shared"
+    shared.symlink_to(forest.parent)  # the target's view of the model's folder
+    values = {**mpi_profile(remote, ranks=1), "host": ssh_server.host, "port": ssh_server.port,
+              "user": ssh_server.user, "identity_file": str(ssh_server.identity_file),
+              "known_hosts_file": str(ssh_server.known_hosts)}
+    logs = []
+    for run, path_map in (("first", []), ("second", [[str(forest.parent), str(shared)]])):
+        job = with_compute(classify_job("randomforest", forest, tmp_path / run, scene), "gpu",
+                           "ssh", **values, path_map=path_map)
+        logs.append(RecordingReporter())
+        classify("randomforest", job, logs[-1])
+        assert_same_maps(expected, job.parent)
+    first, second = (log.text() for log in logs)
+    inputs = len(scene.s2_paths) + 1  # the dates and the cloud mask
+    assert f"staging the job to {ssh_server.host}:{ssh_server.port}" in first
+    assert first.count("uploading ") == inputs + 1, "the inputs and the model"
+    assert "uploading" not in second and second.count("reusing staged input") == inputs
+    assert f"input {forest} is on gpu's storage as {shared / forest.name}" in second
+    assert [path.name for path in remote.iterdir()] == ["lcfusion-inputs"], "jobs removed"
 
 
 def test_cancel_stops_the_ranks_and_leaves_nothing(tmp_path, scene, trained):

@@ -25,6 +25,7 @@ python = "/opt/lcfusion/bin/python"
 mpirun_args = ["--bind-to", "none"]
 ranks = 4
 gpus_per_node = 4
+path_map = [["/data", "/scratch/alice/data"], ["/data/s2", "/fast/s2"]]
 
 [profiles.cluster]
 kind = "slurm"
@@ -47,6 +48,7 @@ def test_profiles_load_and_write_back_unchanged(tmp_path):
     gpu, cluster = profiles["gpu"], profiles["cluster"]
     assert (gpu.kind, gpu.port, gpu.ranks, gpu.mpirun_args) == ("ssh", 2222, 4,
                                                                 ("--bind-to", "none"))
+    assert gpu.path_map == (("/data", "/scratch/alice/data"), ("/data/s2", "/fast/s2"))
     assert gpu.remote and cluster.remote and not profiles["local"].distributed
     assert cluster.total_ranks == 8 and cluster.keep_work_dir
     copy = tmp_path / "copy.toml"
@@ -69,6 +71,12 @@ def test_a_missing_file_gives_local_only(tmp_path):
     ('[profiles.a]\nkind = "slurm"\ntime_limit = "2 hours"', "is not a Slurm time"),
     ('[profiles.a]\nkind = "slurm"\nsbatch_lines = ["rm -rf /"]', "must each start with"),
     ('[profiles.local]\nkind = "mpi"', "'local' is reserved"),
+    ('[profiles.a]\nkind = "ssh"\nhost = "h"\npath_map = ["/data", "/shared"]',
+     "path_map = ['/data', '/shared'] is not a list of [local prefix, target prefix] pairs"),
+    ('[profiles.a]\nkind = "ssh"\nhost = "h"\npath_map = [["data", "/shared"]]',
+     "path_map entry 1 maps 'data', which is not an absolute path here"),
+    ('[profiles.a]\nkind = "ssh"\nhost = "h"\npath_map = [["/data", "~/shared"]]',
+     "path_map entry 1 maps '/data' to '~/shared', which is not an absolute path on the"),
     ('[profiles.a\nkind = "mpi"', "is not valid TOML"),
 ])
 def test_bad_profiles_are_clear_errors(tmp_path, text, expected):

@@ -37,7 +37,7 @@ from lcfusion.plugin.settings_dialog import (
 
 GPU = ComputeProfile("gpu", kind="ssh", host="gpu.example.org", user="ana", ranks=2,
                      identity_file="/home/ana/.ssh/id_ed25519", mpirun_args=("--bind-to", "none"),
-                     env={"OMP_NUM_THREADS": "4"})
+                     env={"OMP_NUM_THREADS": "4"}, path_map=(("/data", "/shared/data"),))
 CLUSTER = ComputeProfile("cluster", kind="slurm", partition="gpu", nodes=2, gpus_per_node=4,
                          time_limit="01:00:00", sbatch_lines=("#SBATCH --account=lc",))
 REPORT = {"where": "gpu.example.org", "python": "/usr/bin/python3 3.11.2", "torch": "2.13.0",
@@ -123,12 +123,14 @@ def test_form_values_give_back_the_profile(profile):
 def test_form_text_is_read_as_lists_and_tables():
     values = form_values(ComputeProfile("p", kind="mpi"))
     values.update(mpirun_args="--bind-to none -x 'NAME=a b'", env="A=1\n\n B = two \n",
-                  sbatch_lines="#SBATCH --qos=long\n\n#SBATCH --mem=8G\n", host="  h  ")
+                  sbatch_lines="#SBATCH --qos=long\n\n#SBATCH --mem=8G\n", host="  h  ",
+                  path_map=" /data/s2 -> /scratch/s2 \n\n/home/ana->/shared/ana\n")
     profile = profile_from_values(values)
     assert profile.mpirun_args == ("--bind-to", "none", "-x", "NAME=a b")
     assert profile.env == {"A": "1", "B": "two"}
     assert profile.sbatch_lines == ("#SBATCH --qos=long", "#SBATCH --mem=8G")
     assert profile.host == "h"
+    assert profile.path_map == (("/data/s2", "/scratch/s2"), ("/home/ana", "/shared/ana"))
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -136,6 +138,8 @@ def test_form_text_is_read_as_lists_and_tables():
     ({"kind": "ssh", "host": ""}, "needs a host"),
     ({"mpirun_args": "--x 'unclosed"}, "mpirun arguments"),
     ({"env": "JUST_A_NAME"}, "NAME=value"),
+    ({"path_map": "/data /shared/data"}, "path_map entries are 'local prefix -> prefix"),
+    ({"path_map": "/data -> shared/data"}, "path_map entry 1 maps '/data' to 'shared/data'"),
     ({"name": "has space"}, "letters, digits"),
 ])
 def test_invalid_form_values_raise_the_engine_message(change, message):
@@ -168,6 +172,7 @@ def test_the_dialog_lists_the_profiles_of_the_file(dialog, profiles_file):
     assert form["mpirun_args"].text() == "--bind-to none"
     assert form["identity_file"].filePath() == "/home/ana/.ssh/id_ed25519"
     assert form["env"].toPlainText() == "OMP_NUM_THREADS=4"
+    assert form["path_map"].toPlainText() == "/data -> /shared/data"
     select(dialog, "cluster")
     assert form["sbatch_lines"].toPlainText() == "#SBATCH --account=lc"
     assert form["time_limit"].text() == "01:00:00"
