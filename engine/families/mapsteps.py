@@ -66,6 +66,14 @@ def model_input(job: Job) -> Path:
     return path
 
 
+def report_precision(predictor: TilePredictor, reporter: Reporter) -> None:
+    """Say what the check of bfloat16 against float32 on a GPU's first tile found (a
+    `CheckedPrecision` predictor that ran it)."""
+    check = getattr(predictor, "precision_check", None)
+    if check is not None:
+        reporter.info(check.describe())
+
+
 def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                       maps: MapOutputs, model_path: Path, family: str,
                       reporter: Reporter, value_map: ValueMap | None = None) -> dict:
@@ -82,10 +90,12 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
         count = write_blocks(predictor, reader, grid, classes, maps.blocks,
                              maps.confidence is not None, tags, ranks, reporter,
                              maps.block_pixels)
+        report_precision(predictor, reporter)
         return {"BLOCKS": count, "SECONDS": time.monotonic() - started}
     written = write_class_map(
         predictor, reader, grid, classes, maps.class_map, maps.confidence, reporter,
         tags=tags, cog=maps.cog, value_map=value_map)
+    report_precision(predictor, reporter)
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
     speed = round(pixels / max(seconds, 1e-9))

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from ..compute.devices import autocast
 from ..errors import LcfusionError
 from ..io.normalization import PercentileNormalizer
 from ..io.series import SeriesReader
+from .precision import CheckedPrecision
 from .tiles import DIHEDRAL, MarginTiling, TilePredictor
 
 
@@ -55,7 +55,7 @@ def dihedral_mean(probabilities: Callable[[list[torch.Tensor]], torch.Tensor],
     return total / len(DIHEDRAL)
 
 
-class TiledPredictor(MarginTiling, TilePredictor):
+class TiledPredictor(CheckedPrecision, MarginTiling, TilePredictor):
     """Class probabilities of a PyTorch network by `MarginTiling`'s tiles.
 
     With a margin as wide as the network's receptive field (28 pixels for FG-UNET) the tiled
@@ -69,6 +69,7 @@ class TiledPredictor(MarginTiling, TilePredictor):
         super().__init__(getattr(model, "size_multiple", 1), normalizer, tile_size, margin)
         self.model = inference_copy(model, device)
         self.device, self.tta = device, tta
+        self.start_precision(device)
 
     def load(self, reader: SeriesReader, core: Window) -> tuple[torch.Tensor, np.ndarray, Window]:
         """The tile around `core` (with its margins), normalised, and the core's mask of pixels
@@ -79,13 +80,15 @@ class TiledPredictor(MarginTiling, TilePredictor):
     def infer(self, tile: tuple[torch.Tensor, np.ndarray, Window]
               ) -> tuple[np.ndarray, np.ndarray]:
         """The network on the tile; the core's probabilities (classes, h, w) and its mask."""
+        if self.bfloat16 is None:
+            return self.check_precision(self.infer, tile)
         tensor, valid, core = tile
 
         def probabilities(x: list[torch.Tensor]) -> torch.Tensor:
             return torch.softmax(self.model(x[0])[0].float(), dim=0)
 
         try:
-            with torch.inference_mode(), autocast(self.device):
+            with torch.inference_mode(), self.precision():
                 x = [tensor.to(self.device)]
                 probs = dihedral_mean(probabilities, x) if self.tta else probabilities(x)
             probs = self.core_of(probs, core)

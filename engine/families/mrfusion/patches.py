@@ -9,8 +9,8 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
-from ...compute.devices import autocast
 from ...errors import LcfusionError
+from ...inference.precision import CheckedPrecision
 from ...inference.tiling import inference_copy, memory_format
 from ...io.alignment import PanMsAlignment
 from ...io.pack import Boxes, WindowReader
@@ -134,7 +134,7 @@ def restore_symmetry(scores: torch.Tensor, flip_rows: bool, flip_cols: bool,
     return scores.flip(-2) if flip_rows else scores
 
 
-class DensePanMsPredictor(DensePanMsTiles):
+class DensePanMsPredictor(CheckedPrecision, DensePanMsTiles):
     """Class probabilities of every PAN pixel, tile by tile, each equal to the per-patch answer.
 
     Every tile reads the PAN with a halo of the patch size and the MS pixels of all its patches;
@@ -148,6 +148,7 @@ class DensePanMsPredictor(DensePanMsTiles):
                          tile_size)
         self.model, self.device = inference_copy(model, device), device
         self.tta = tta
+        self.start_precision(device)
 
     def load(self, reader: PanMsReader, core: Window) -> dict:
         """The tile of `read_tile`, its arrays as tensors."""
@@ -158,6 +159,8 @@ class DensePanMsPredictor(DensePanMsTiles):
     def infer(self, tile: dict) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (classes, h, w) of a loaded core and the mask of pixels with PAN and
         MS data."""
+        if self.bfloat16 is None:
+            return self.check_precision(self.infer, tile)
         if not self.tta:
             return torch.softmax(self.tile_logits(tile), dim=0).cpu().numpy(), tile["valid"]
         total = sum(restore_symmetry(torch.softmax(self.tile_logits(
@@ -169,7 +172,7 @@ class DensePanMsPredictor(DensePanMsTiles):
         """Class scores (classes, h, w) of a loaded core."""
         device, layout = self.device, memory_format(self.device)
         try:
-            with torch.inference_mode(), autocast(device):
+            with torch.inference_mode(), self.precision():
                 logits = self.model.dense_logits(
                     tile["pan"].to(device).contiguous(memory_format=layout),
                     tile["ms"].to(device).contiguous(memory_format=layout),

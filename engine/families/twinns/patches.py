@@ -11,9 +11,9 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
-from ...compute.devices import autocast
 from ...errors import LcfusionError
 from ...inference.ensemble import Ensemble, log_mean_probabilities
+from ...inference.precision import CheckedPrecision
 from ...inference.tiles import TilePredictor
 from ...inference.tiling import dihedral_mean, inference_copy, memory_format
 from ...io.normalization import PercentileNormalizer
@@ -78,7 +78,7 @@ def scores_and_attention(model: torch.nn.Module, *inputs: torch.Tensor
     return output.logits, torch.cat(list(output.attention.values()), dim=1)
 
 
-class BatchedPatchPredictor(TilePredictor):
+class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
     """Class probabilities of every pixel of a tile from its patches, in batches: each tile is
     read once with a halo of p // 2, and its patches are cut from it as tensor views."""
 
@@ -94,6 +94,7 @@ class BatchedPatchPredictor(TilePredictor):
         self.size, self.half = patch_size, patch_size // 2
         self.tile_size, self.batch_size, self.tta = tile_size, batch_size, tta
         self.layout = memory_format(device)
+        self.start_precision(device)
 
     def load(self, readers: Sequence[FeatureReader], core: Window
              ) -> tuple[list[torch.Tensor], np.ndarray, Window]:
@@ -116,7 +117,7 @@ class BatchedPatchPredictor(TilePredictor):
         tiles, in row-major batches."""
         forward = forward or self.model
         rows_per_batch = max(1, self.batch_size // w)
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), self.precision():
             for top in range(0, h, rows_per_batch):
                 rows = min(rows_per_batch, h - top)
                 yield forward(*(self._patches(tile[:, top: top + rows + 2 * self.half])
@@ -137,6 +138,8 @@ class BatchedPatchPredictor(TilePredictor):
     def infer(self, tile: tuple[list[torch.Tensor], np.ndarray, Window]
               ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (classes, h, w) of a loaded core and the mask of pixels with data."""
+        if self.bfloat16 is None:
+            return self.check_precision(self.infer, tile)
         tiles, valid, core = tile
         tiles = [t.to(self.device) for t in tiles]
         try:
@@ -152,6 +155,8 @@ class BatchedPatchPredictor(TilePredictor):
         """`infer`'s probabilities and mask with the attention weights (dates of each source
         with a ConvGRU branch, S1's then S2's; h, w) of the same pass; with test-time
         augmentation both are the mean over the 8 symmetries of each pixel's patches."""
+        if self.bfloat16 is None:
+            return self.check_precision(self.infer_values, tile)
         tiles, valid, core = tile
         tiles = [t.to(self.device) for t in tiles]
         try:

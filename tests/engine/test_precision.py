@@ -1,0 +1,78 @@
+"""bfloat16 autocast in classification only where the check tile keeps its classes. There is no
+GPU here, so the check runs with the CPU's bfloat16 autocast (`bfloat16 = None` asks for it,
+as a predictor on a GPU starts): a real reduced-precision pass of the trained FG-UNET, whose
+head is scaled so that the classes either cannot change or must change."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from helpers import RecordingReporter
+from rasterio.windows import Window
+
+from lcfusion.engine.families.fgunet.commands import load_fgunet
+from lcfusion.engine.families.mapsteps import report_precision
+from lcfusion.engine.inference.precision import PrecisionCheck
+from lcfusion.engine.inference.tiling import TiledPredictor
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
+
+CPU = torch.device("cpu")
+
+
+def predictor_with_head(trained, scene, scale: float, lead: float) -> TiledPredictor:
+    """The trained FG-UNET with its head's weights times `scale` and `lead` as the first class's
+    bias (the others zero); 64-pixel tiles."""
+    _, model, _, normalizer = load_fgunet(trained[0], CPU)
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.head.weight.mul_(scale)
+        model.head.bias.zero_()
+        model.head.bias[0] += lead
+    return TiledPredictor(model, normalizer, CPU, tile_size=64, margin=12)
+
+
+def run(predictor: TiledPredictor, reader, cores: list[Window], bfloat16: bool | None
+        ) -> list[tuple[np.ndarray, np.ndarray]]:
+    predictor.bfloat16 = bfloat16
+    return [predictor.predict(reader, core) for core in cores]
+
+
+@pytest.mark.parametrize("scale, lead, keeps", [(1.0, 30.0, True), (1e-4, 0.0, False)],
+                         ids=["a clear lead keeps bfloat16", "near ties go back to float32"])
+def test_the_first_tile_decides_the_precision_of_the_rest(scene, trained, scale, lead, keeps):
+    predictor = predictor_with_head(trained, scene, scale, lead)
+    series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
+    cores = list(predictor.cores(series.height, series.width))[:2]
+    with series.open() as reader:
+        full = run(predictor, reader, cores, False)
+        half = run(predictor, reader, cores, True)
+        checked = run(predictor, reader, cores, None)
+    (probs, valid), _ = full
+    changed = int(((probs.argmax(0) != half[0][0].argmax(0)) & valid).sum())
+    assert (changed == 0) == keeps, "the scaled head gives the intended case"
+    assert predictor.precision_check == PrecisionCheck(int(valid.sum()), changed)
+    assert predictor.bfloat16 is keeps
+    np.testing.assert_array_equal(checked[0][0], full[0][0])  # the check tile: float32's
+    expected = half if keeps else full  # the next tile: in the chosen precision
+    np.testing.assert_array_equal(checked[1][0], expected[1][0])
+    assert not np.array_equal(half[1][0], full[1][0]), "bfloat16 really ran"
+
+    log = RecordingReporter()
+    report_precision(predictor, log)
+    assert log.text() == (
+        f"bfloat16 autocast: the classes of the check tile's {valid.sum():,} pixels are those "
+        "of float32, so the map is computed in bfloat16" if keeps else
+        f"bfloat16 autocast changed the class of {changed:,} of the check tile's "
+        f"{valid.sum():,} pixels against float32, so the map is computed in float32")
+
+
+def test_the_cpu_classifies_in_float32_without_a_check(trained):
+    _, model, _, normalizer = load_fgunet(trained[0], CPU)
+    predictor = TiledPredictor(model, normalizer, CPU)
+    assert predictor.bfloat16 is False and predictor.precision_check is None
+    log = RecordingReporter()
+    report_precision(predictor, log)
+    assert log.text() == ""
