@@ -12,6 +12,7 @@ from typing import TypeVar
 import pytest
 from helpers import (
     SMALL_SCENE,
+    exported_onnx,
     fgunet_train_job,
     mrfusion_train_job,
     randomforest_train_job,
@@ -102,6 +103,20 @@ def trained_randomforest(tmp_path_factory, scene) -> tuple[Path, dict]:
                                          NullReporter())
 
     return built_once(tmp_path_factory, "trained-randomforest", build)
+
+
+@pytest.fixture(scope="session")
+def fgunet_onnx(tmp_path_factory, trained) -> Path:
+    """The session's FG-UNET exported to ONNX."""
+    return built_once(tmp_path_factory, "fgunet-onnx",
+                      lambda folder: exported_onnx(folder, trained[0]))
+
+
+@pytest.fixture(scope="session")
+def randomforest_onnx(tmp_path_factory, trained_randomforest) -> Path:
+    """The session's Random Forest exported to ONNX."""
+    return built_once(tmp_path_factory, "randomforest-onnx",
+                      lambda folder: exported_onnx(folder, trained_randomforest[0]))
 
 
 @pytest.fixture(params=list(FAMILY_FIXTURES))

@@ -107,6 +107,44 @@ def mrfusion_classify_job(folder: Path, model: Path, pan: Path, ms: Path, confid
     )
 
 
+#: FG-UNET classification settings for the small scene: several tiles with their margins.
+FGUNET_CLASSIFY = {"tile_size": 64, "margin": 12}
+
+
+def fgunet_classify_job(folder: Path, scene: SampleScene, model: Path) -> Path:
+    """FG-UNET (an .lcfusion or .onnx `model`) on the small scene's S2 series."""
+    return write_job(folder, "classify-fgunet",
+                     inputs={"model": str(model),
+                             "series": {"paths": [str(p) for p in scene.s2_paths]}},
+                     settings=FGUNET_CLASSIFY,
+                     outputs={"class_map": str(folder / "map.tif"),
+                              "confidence": str(folder / "confidence.tif")})
+
+
+def randomforest_classify_job(folder: Path, scene: SampleScene, model: Path) -> Path:
+    """A Random Forest (an .lcfusion or .onnx `model`) on the small scene's S2 series."""
+    return write_job(folder, "classify-randomforest",
+                     inputs={"model": str(model),
+                             "s2": twinns_inputs(scene, gapfill=False)["s2"]},
+                     settings={"tile_size": 48},
+                     outputs={"class_map": str(folder / "map.tif"),
+                              "confidence": str(folder / "confidence.tif")})
+
+
+def exported_onnx(folder: Path, model: Path, **settings) -> Path:
+    """`model` exported to ``folder/model.onnx`` (its check against the model passed)."""
+    from lcfusion.engine.families.onnxexport import export_onnx
+    from lcfusion.engine.jobs import Job
+    from lcfusion.engine.progress import NullReporter
+
+    target = folder / "model.onnx"
+    job = write_job(folder, "export-onnx", inputs={"model": str(model)}, settings=settings,
+                    outputs={"onnx": str(target)})
+    result = export_onnx(Job.load(job), NullReporter())
+    assert result["MAX_DIFFERENCE"] <= 1e-4
+    return target
+
+
 def twinns_inputs(scene, mask: bool = True, gapfill: bool = True) -> dict:
     return {"s1": {"paths": [str(p) for p in scene.s1_paths]},
             "s2": {"paths": [str(p) for p in scene.s2_paths],

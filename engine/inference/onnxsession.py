@@ -8,8 +8,10 @@ outside ONNX's standard domains is refused rather than run.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from ..modelfile.header import check_family, parse_onnx_header
 
 #: Where a session runs: CUDA when onnxruntime has it (the onnxruntime-gpu wheel), else CPU.
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+#: An execution provider as ``InferenceSession`` takes it: a name, or a name and its options.
+Provider = str | tuple[str, dict[str, str]]
 
 
 def import_onnxruntime() -> Any:
@@ -33,19 +37,52 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def providers(device: str, available: list[str]) -> list[str]:
-    """The execution providers for the DEVICE setting: auto takes CUDA when present."""
+def providers(device: str, available: list[str]) -> list[Provider]:
+    """The execution providers for the DEVICE setting, given those onnxruntime has: ``auto``
+    takes CUDA first when present, with the CPU as fallback; ``cuda`` (or ``cuda:N``, GPU N)
+    requires it; ``cpu`` never uses it."""
     name = (device or "auto").lower()
-    if name == "cpu":
+    if name == "cpu" or (name == "auto" and CUDA not in available):
         return [CPU]
     if name == "auto":
-        return [CUDA, CPU] if CUDA in available else [CPU]
-    if name.startswith("cuda"):
-        if CUDA not in available:
-            raise LcfusionError("DEVICE is cuda but onnxruntime has no CUDA provider here "
-                                "(install onnxruntime-gpu); use auto or cpu", "DEVICE")
         return [CUDA, CPU]
-    raise LcfusionError(f"unknown device {name!r}; use auto, cpu or cuda", "DEVICE")
+    gpu = name.removeprefix("cuda").removeprefix(":")
+    if not name.startswith("cuda") or not (gpu == "" or gpu.isdigit()):
+        raise LcfusionError(f"unknown device {device!r}; use auto, cpu or cuda", "DEVICE")
+    if CUDA not in available:
+        raise LcfusionError("DEVICE is cuda but onnxruntime has no CUDA provider here (it has "
+                            f"{', '.join(available) or 'none'}); install onnxruntime-gpu in "
+                            "place of onnxruntime, or use auto or cpu", "DEVICE")
+    return [(CUDA, {"device_id": gpu}) if gpu else CUDA, CPU]
+
+
+def provider_name(provider: Provider) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
+def runs_on(requested: list[Provider], used: list[str]) -> tuple[str, str | None]:
+    """Which provider the session runs on, in words, and a warning when it is not the first
+    one requested (onnxruntime falls back to the CPU when the CUDA provider cannot start,
+    e.g. without the CUDA or cuDNN libraries it was built for)."""
+    ran = used[0] if used else CPU
+    words = "onnxruntime's CUDA provider (GPU)" if ran == CUDA else (
+        "onnxruntime's CPU provider" if ran == CPU else f"onnxruntime's {ran}")
+    wanted = provider_name(requested[0])
+    if wanted == ran:
+        return words, None
+    return words, (f"onnxruntime's {wanted} could not start (onnxruntime-gpu needs the CUDA "
+                   "and cuDNN libraries it was built for: pip install onnxruntime-gpu[cuda,"
+                   f"cudnn] brings them); classifying with {ran} instead")
+
+
+def preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries of pip's nvidia packages (``onnxruntime-gpu[cuda,
+    cudnn]``), which the CUDA provider does not find on its own on Linux; onnxruntime before
+    1.21 has no such function (the libraries must then be on the loader's path)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.redirect_stdout(sys.stderr):  # it prints; stdout carries the events
+            preload()
 
 
 def thread_count(threads: int) -> int:
@@ -82,9 +119,12 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.providers = providers(device, ort.get_available_providers())
+        if provider_name(self.providers[0]) == CUDA:
+            preload_cuda_libraries(ort)
         try:
-            self.session = ort.InferenceSession(data, sess_options=options,
-                                                providers=self.providers)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the engine's events
+                self.session = ort.InferenceSession(data, sess_options=options,
+                                                    providers=self.providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes
             raise LcfusionError(
                 f"onnxruntime cannot load {path.name} ({type(exc).__name__}: "
@@ -101,7 +141,9 @@ class OnnxModel:
         if self.output not in [each.name for each in self.session.get_outputs()]:
             raise LcfusionError(f"{path.name}'s graph has no output {self.output}, which its "
                                 "metadata names; export the model again", parameter)
-        self.device = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
+        #: Which provider runs, in words, and why it is not the one asked for (or None): the
+        #: classify commands log both.
+        self.runs_on, self.fallback = runs_on(self.providers, self.session.get_providers())
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch (the inputs as float32, or int64 where the graph

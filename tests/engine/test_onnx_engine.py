@@ -14,7 +14,13 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
-from helpers import mrfusion_classify_job, twinns_inputs
+from helpers import (
+    exported_onnx,
+    fgunet_classify_job,
+    mrfusion_classify_job,
+    randomforest_classify_job,
+    twinns_inputs,
+)
 from onnx import TensorProto, helper
 from rasterio.windows import Window
 
@@ -22,31 +28,12 @@ from lcfusion.engine.cli import job_command
 from lcfusion.engine.errors import LcfusionError
 from lcfusion.engine.families.fgunet.classify_onnx import SIZE_MULTIPLE
 from lcfusion.engine.families.fgunet.network import FGUNet
-from lcfusion.engine.families.onnxexport import export_onnx, with_metadata
+from lcfusion.engine.families.onnxexport import with_metadata
 from lcfusion.engine.jobs import Job, write_job
 from lcfusion.engine.modelfile.header import read_metadata
 from lcfusion.engine.progress import NullReporter
 
 BUILD = Path(__file__).resolve().parents[2] / "build"
-FGUNET_SETTINGS = {"tile_size": 64, "margin": 12}
-
-
-def exported(folder: Path, model: Path, **settings) -> Path:
-    target = folder / "model.onnx"
-    job = write_job(folder, "export-onnx", inputs={"model": str(model)}, settings=settings,
-                    outputs={"onnx": str(target)})
-    result = export_onnx(Job.load(job), NullReporter())
-    assert result["MAX_DIFFERENCE"] <= 1e-4
-    return target
-
-
-def fgunet_job(folder: Path, scene, model: Path) -> Path:
-    return write_job(folder, "classify-fgunet",
-                     inputs={"model": str(model),
-                             "series": {"paths": [str(p) for p in scene.s2_paths]}},
-                     settings=FGUNET_SETTINGS,
-                     outputs={"class_map": str(folder / "map.tif"),
-                              "confidence": str(folder / "confidence.tif")})
 
 
 def classified(folder: Path, job_of, model: Path, command: str) -> tuple[np.ndarray, np.ndarray]:
@@ -60,14 +47,9 @@ def classified(folder: Path, job_of, model: Path, command: str) -> tuple[np.ndar
         return classes.read(1), confidence.read(1)
 
 
-@pytest.fixture(scope="module")
-def fgunet_onnx(tmp_path_factory, trained) -> Path:
-    return exported(tmp_path_factory.mktemp("fgunet-onnx"), trained[0])
-
-
 def test_the_fgunet_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained, fgunet_onnx):
     def job_of(folder, model):
-        return fgunet_job(folder, scene, model)
+        return fgunet_classify_job(folder, scene, model)
 
     torch_map, torch_conf = classified(tmp_path / "torch", job_of, trained[0], "classify-fgunet")
     onnx_map, onnx_conf = classified(tmp_path / "onnx", job_of, fgunet_onnx, "classify-fgunet")
@@ -91,7 +73,7 @@ def corner(source: Path, target: Path, side: int) -> Path:
 def test_the_mrfusion_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_mrfusion):
     """MRFusion's dense network with its four inputs (PAN, MS, the MS patch starts), on
     tiles of every size the raster's edges leave (a 160-pixel corner of the PAN, for speed)."""
-    model = exported(tmp_path, trained_mrfusion[0])
+    model = exported_onnx(tmp_path, trained_mrfusion[0])
     pan = corner(scene.pan_path, tmp_path / "pan.tif", 160)
     ms = corner(scene.ms_path, tmp_path / "ms.tif", 40)
 
@@ -119,7 +101,7 @@ def test_the_twinns_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_twi
     from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor
     from lcfusion.engine.inference.onnxsession import OnnxModel
 
-    model = exported(tmp_path, trained_twinns[0])
+    model = exported_onnx(tmp_path, trained_twinns[0])
     cut = tmp_path / "corner"
     cut.mkdir()
     inputs = {source: {key: ([str(corner(Path(path), cut / Path(path).name, 32))
@@ -152,17 +134,13 @@ def test_the_twinns_onnx_map_equals_the_pytorch_map(tmp_path, scene, trained_twi
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_the_random_forest_onnx_map_equals_its_own_map(tmp_path, scene, trained_randomforest):
+def test_the_random_forest_onnx_map_equals_its_own_map(tmp_path, scene, trained_randomforest,
+                                                       randomforest_onnx):
     """The forest's arrays as one TreeEnsembleClassifier: the same classes at every pixel."""
-    model = exported(tmp_path, trained_randomforest[0])
+    model = randomforest_onnx
 
     def job_of(folder, path):
-        return write_job(folder, "classify-randomforest",
-                         inputs={"model": str(path),
-                                 "s2": twinns_inputs(scene, gapfill=False)["s2"]},
-                         settings={"tile_size": 48},
-                         outputs={"class_map": str(folder / "map.tif"),
-                                  "confidence": str(folder / "confidence.tif")})
+        return randomforest_classify_job(folder, scene, path)
 
     forest_map, forest_conf = classified(tmp_path / "forest", job_of, trained_randomforest[0],
                                          "classify-randomforest")
@@ -190,7 +168,7 @@ def test_the_export_carries_the_model_metadata_and_deepness_keys(trained, fgunet
 def test_classifying_with_onnx_imports_no_torch(tmp_path, scene, fgunet_onnx):
     """The engine's command line classifies with an .onnx model while torch, safetensors and
     scikit-learn cannot be imported (the light engine environment)."""
-    job = fgunet_job(tmp_path, scene, fgunet_onnx)
+    job = fgunet_classify_job(tmp_path, scene, fgunet_onnx)
     code = textwrap.dedent(f"""
         import sys
         for name in ("torch", "safetensors", "sklearn"):
@@ -208,7 +186,7 @@ def test_classifying_with_onnx_imports_no_torch(tmp_path, scene, fgunet_onnx):
 
 
 def classify_error(folder: Path, scene, model: Path) -> LcfusionError:
-    job = Job.load(fgunet_job(folder, scene, model))
+    job = Job.load(fgunet_classify_job(folder, scene, model))
     with pytest.raises(LcfusionError) as caught:
         job_command("classify-fgunet", onnx=True)(job, NullReporter())
     assert caught.value.parameter == "MODEL"

@@ -143,6 +143,13 @@ def test_a_light_environment_passes_the_start_up_check(unchecked, tmp_path):
     assert "torch is missing" in engine_environment_problem(python)
 
 
+def test_onnxruntime_gpu_stands_in_for_onnxruntime(unchecked, tmp_path):
+    """onnxruntime-gpu, installed by hand in place of onnxruntime for its CUDA provider,
+    satisfies the onnxruntime a classification with an .onnx model needs."""
+    python = bare_venv(tmp_path / "venv", {"onnxruntime-gpu": "1.31.1"})
+    assert engine_environment_problem(python, needs=("onnxruntime",)) is None
+
+
 def test_evaluate_needs_no_torch(unchecked, tmp_path):
     python = bare_venv(tmp_path / "venv", {"scikit-learn": "1.9.1"})
     assert engine_environment_problem(python, needs=("scikit-learn",)) is None

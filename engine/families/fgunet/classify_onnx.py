@@ -66,7 +66,9 @@ def classify_fgunet_onnx(job: Job, reporter: Reporter) -> dict:
     check_series_matches(metadata, series, reporter)
     reporter.info(f"time series: {series.describe()}")
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) "
-                  f"with onnxruntime on {model.device}, {counted(model.threads, 'thread')}")
+                  f"with {model.runs_on}, {counted(model.threads, 'thread')}")
+    if model.fallback:
+        reporter.warning(model.fallback)
     predictor = ArrayTiledPredictor(model, SIZE_MULTIPLE,
                                     PercentileNormalizer.from_json(metadata["normalization"]),
                                     config.tile_size, config.margin, config.tta)

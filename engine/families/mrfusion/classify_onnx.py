@@ -85,7 +85,9 @@ def classify_mrfusion_onnx(job: Job, reporter: Reporter) -> dict:
     log_pair(pair, reporter)
     pair.check_model(metadata["inputs"], int(metadata["architecture"]["ratio"]), reporter)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) "
-                  f"with onnxruntime on {model.device}, {counted(model.threads, 'thread')}")
+                  f"with {model.runs_on}, {counted(model.threads, 'thread')}")
+    if model.fallback:
+        reporter.warning(model.fallback)
     predictor = OnnxDensePanMsPredictor(
         model, PanMsNormalizer.from_json(metadata["normalization"]), config.tile_size, config.tta)
     with pair.open() as reader:

@@ -51,7 +51,7 @@ def classify_randomforest_onnx(job: Job, reporter: Reporter) -> dict:
                             f"{architecture['n_features']}; give the same layers as for "
                             "training", "MODEL")
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
-                  f"{features.kind} features) with onnxruntime on "
+                  f"{features.kind} features) with {model.runs_on}, "
                   f"{counted(model.threads, 'thread')}")
     predictor = ForestTilePredictor(OnnxForest(model, len(classes)), features,
                                     config.tile_size, model.threads)

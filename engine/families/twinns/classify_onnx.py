@@ -93,7 +93,9 @@ def classify_twinns_onnx(job: Job, reporter: Reporter) -> dict:
     for line in inputs.describe():
         reporter.info(line)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) "
-                  f"with onnxruntime on {model.device}, {counted(model.threads, 'thread')}")
+                  f"with {model.runs_on}, {counted(model.threads, 'thread')}")
+    if model.fallback:
+        reporter.warning(model.fallback)
     normalizers = [PercentileNormalizer.from_json(metadata["normalization"][k])
                    for k in ("s1", "s2")]
     predictor = OnnxPatchPredictor(model, normalizers,
