@@ -467,6 +467,14 @@ class RemoteJob:
                 if line.strip() and not is_rule(line)]
         return " / ".join((launcher_messages(done.stdout) or text)[-lines:])
 
+    def run_or_fail(self, task: str, kept: str) -> JobOutcome:
+        """`run` the job; one that failed raises `failure` (`task` and `kept` say what failed
+        and what its folder keeps)."""
+        outcome = self.run()
+        if outcome.failed:
+            raise self.failure(outcome, task, kept)
+        return outcome
+
     def failure(self, outcome: JobOutcome, task: str, kept: str) -> LcfusionError:
         """The error for a failed `outcome`: `task` ("the training") failed on the target with
         its Slurm state or exit status and the job's own message, then `kept`, what the job

@@ -154,12 +154,10 @@ def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) ->
         job_id = stage_classification(job, profile, maps, stage)
         with RemoteJob(profile, stage, job_id, reporter.span(0.0, 1.0 - MERGE_SHARE),
                        command=job.command) as remote:
-            outcome = remote.run()
-            if outcome.failed:
-                raise remote.failure(
-                    outcome, "the classification",
-                    f"The blocks it finished are kept in {remote.folder}; run the algorithm "
-                    "again with the same inputs and profile to classify only the missing ones")
+            outcome = remote.run_or_fail(
+                "the classification",
+                f"The blocks it finished are kept in {remote.folder}; run the algorithm again "
+                "with the same inputs and profile to classify only the missing ones")
             try:
                 blocks = remote.fetch(stage / RESULT_FOLDER)
                 _, classes, finishing = merge_blocks(

@@ -131,12 +131,10 @@ def fit_on_target(job: Job, profile: ComputeProfile, staged: StagedFit,
         copy_engine(stage)
         with RemoteJob(profile, stage, job_digest(stage),
                        reporter.span(0.1, 0.97)) as remote:
-            outcome = remote.run()
-            if outcome.failed:
-                raise remote.failure(
-                    outcome, "the training",
-                    f"Its last checkpoint is kept in {remote.folder}; run the algorithm again "
-                    "with the same inputs and profile to resume from it")
+            remote.run_or_fail(
+                "the training",
+                f"Its last checkpoint is kept in {remote.folder}; run the algorithm again with "
+                "the same inputs and profile to resume from it")
             result = remote.fetch(stage / RESULT_FOLDER)
             metadata, state = load_model(result / MODEL, staged.family, "COMPUTE",
                                          complete=False)

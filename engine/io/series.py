@@ -312,14 +312,14 @@ class TimeSeries:
 
     def match_model(self, expected: dict, reporter: Reporter, source: str = "") -> None:
         """For classification: the layers must give the dates and bands of the model's record
-        of this series (`expected`; `source` names it in the error, "Sentinel-2"); their dates
-        are then put in the model's order (`match_dates`)."""
+        of this series (`expected`; `source`, such as "Sentinel-2", names its dates in the
+        error); their dates are then put in the model's order (`match_dates`)."""
         dates, bands = int(expected["n_dates"]), int(expected["bands_per_date"])
         if (self.n_dates, self.bands_per_date) != (dates, bands):
-            layers = f"the {source} layers" if source else "the layers"
+            model_dates = counted(dates, f"{source} date" if source else "date")
             raise LcfusionError(
-                f"the model expects {counted(dates, 'date')} x {counted(bands, 'band')} "
-                f"({counted(dates * bands, 'channel')}) but {layers} give "
+                f"the model expects {model_dates} x {counted(bands, 'band')} "
+                f"({counted(dates * bands, 'channel')}) but the layers give "
                 f"{counted(self.n_dates, 'date')} x {counted(self.bands_per_date, 'band')} "
                 f"({counted(self.n_channels, 'channel')}); give the same dates and bands, in "
                 "the same order, as for training", self.parameter)

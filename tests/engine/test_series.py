@@ -244,6 +244,6 @@ def test_a_series_is_matched_to_the_model_or_refused_naming_its_source(tmp_path,
             model, RecordingReporter(), "Sentinel-2")
     assert info.value.parameter == "S2"
     assert info.value.message == (
-        "the model expects 4 dates x 3 bands (12 channels) but the Sentinel-2 layers give "
+        "the model expects 4 Sentinel-2 dates x 3 bands (12 channels) but the layers give "
         "3 dates x 3 bands (9 channels); give the same dates and bands, in the same order, as "
         "for training")
