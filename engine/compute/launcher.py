@@ -314,6 +314,11 @@ class JobOutcome:
     exit_code: int | None = None
     state: str | None = None
 
+    @property
+    def failed(self) -> bool:
+        """The job reported an error, exited non-zero or gave no result."""
+        return bool(self.error) or self.exit_code != 0 or not self.outputs
+
 
 class EventRelay:
     """Relays the engine's JSON-lines events to a reporter; keeps the result and the error."""
@@ -483,6 +488,25 @@ class RemoteJob:
         text = [line.strip() for line in done.stdout.splitlines()
                 if line.strip() and not is_rule(line)]
         return " / ".join((launcher_messages(done.stdout) or text)[-lines:])
+
+    def run_or_fail(self, task: str, kept: str) -> JobOutcome:
+        """`run` the job; one that failed raises `failure` (`task` and `kept` say what failed
+        and what its folder keeps)."""
+        outcome = self.run()
+        if outcome.failed:
+            raise self.failure(outcome, task, kept)
+        return outcome
+
+    def failure(self, outcome: JobOutcome, task: str, kept: str) -> LcfusionError:
+        """The error for a failed `outcome`: `task` ("the training") failed on the target with
+        its Slurm state or exit status and the job's own message, then `kept`, what the job
+        folder keeps and how to go on from it."""
+        state = (f"Slurm state {outcome.state}" if outcome.state
+                 else f"exit status {outcome.exit_code}")
+        detail = "; ".join(part.rstrip(". ") for part in (outcome.error, self.error_text())
+                           if part) or "no message"
+        return LcfusionError(f"{task} on {self.shell.where} failed ({state}): {detail}. {kept}",
+                             outcome.parameter or "COMPUTE")
 
     def cancel(self) -> None:
         """Stop the job (its whole process group, or scancel) and remove its folder unless the

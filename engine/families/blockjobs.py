@@ -146,17 +146,10 @@ def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) ->
                        reporter.span(INPUTS_SHARE, 1.0 - MERGE_SHARE),
                        command=job.command) as remote:
             placer.transfer(remote.shell)
-            outcome = remote.run()
-            if outcome.error or outcome.exit_code != 0 or not outcome.outputs:
-                state = f"Slurm state {outcome.state}" if outcome.state else (
-                    f"exit status {outcome.exit_code}")
-                detail = "; ".join(part.rstrip(". ") for part in (
-                    outcome.error, remote.error_text()) if part) or "no message"
-                raise LcfusionError(
-                    f"the classification on {remote.shell.where} failed ({state}): {detail}. "
-                    f"The blocks it finished are kept in {remote.folder}; run the algorithm "
-                    "again with the same inputs and profile to classify only the missing "
-                    "ones", outcome.parameter or "COMPUTE")
+            outcome = remote.run_or_fail(
+                "the classification",
+                f"The blocks it finished are kept in {remote.folder}; run the algorithm again "
+                "with the same inputs and profile to classify only the missing ones")
             try:
                 blocks = remote.fetch(stage / RESULT_FOLDER)
                 _, classes, finishing = merge_blocks(

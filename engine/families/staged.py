@@ -131,17 +131,10 @@ def fit_on_target(job: Job, profile: ComputeProfile, staged: StagedFit,
         copy_engine(stage)
         with RemoteJob(profile, stage, job_digest(stage),
                        reporter.span(0.1, 0.97)) as remote:
-            outcome = remote.run()
-            if outcome.error or outcome.exit_code != 0 or not outcome.outputs:
-                state = f"Slurm state {outcome.state}" if outcome.state else (
-                    f"exit status {outcome.exit_code}")
-                detail = "; ".join(part.rstrip(". ") for part in (
-                    outcome.error, remote.error_text()) if part) or "no message"
-                raise LcfusionError(
-                    f"the training on {remote.shell.where} failed ({state}): {detail}. Its "
-                    f"last checkpoint is kept in {remote.folder}; run the algorithm again with "
-                    "the same inputs and profile to resume from it",
-                    outcome.parameter or "COMPUTE")
+            remote.run_or_fail(
+                "the training",
+                f"Its last checkpoint is kept in {remote.folder}; run the algorithm again with "
+                "the same inputs and profile to resume from it")
             result = remote.fetch(stage / RESULT_FOLDER)
             metadata, state = load_model(result / MODEL, staged.family, "COMPUTE",
                                          complete=False)

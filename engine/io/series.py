@@ -310,6 +310,21 @@ class TimeSeries:
             f"[{self.parameter}] the dates are not the model's; they are matched to the model's "
             f"dates by their order in the season (at most {max(shifts)} days apart): {listing}")
 
+    def match_model(self, expected: dict, reporter: Reporter, source: str = "") -> None:
+        """For classification: the layers must give the dates and bands of the model's record
+        of this series (`expected`; `source`, such as "Sentinel-2", names its dates in the
+        error); their dates are then put in the model's order (`match_dates`)."""
+        dates, bands = int(expected["n_dates"]), int(expected["bands_per_date"])
+        if (self.n_dates, self.bands_per_date) != (dates, bands):
+            model_dates = counted(dates, f"{source} date" if source else "date")
+            raise LcfusionError(
+                f"the model expects {model_dates} x {counted(bands, 'band')} "
+                f"({counted(dates * bands, 'channel')}) but the layers give "
+                f"{counted(self.n_dates, 'date')} x {counted(self.bands_per_date, 'band')} "
+                f"({counted(self.n_channels, 'channel')}); give the same dates and bands, in "
+                "the same order, as for training", self.parameter)
+        self.match_dates(expected.get("dates") or [], reporter)
+
     def describe(self) -> str:
         kind = ("one stack" if len(self.infos) == 1
                 else f"{len(self.infos)} single-date rasters")

@@ -231,3 +231,19 @@ def test_the_description_follows_the_order_used(tmp_path, dates):
     single = TimeSeries(SeriesSpec((str(paths[0]),), gapfill=True)).describe()
     assert single.startswith("1 date x 3 bands (one stack)")
     assert "interpolation" not in single
+
+
+def test_a_series_is_matched_to_the_model_or_refused_naming_its_source(tmp_path, dates):
+    paths, _ = dates
+    model = TimeSeries(SeriesSpec(tuple(map(str, paths))), "S2").to_json()
+    given = TimeSeries(SeriesSpec(tuple(map(str, paths[::-1]))), "S2")
+    given.match_model(model, RecordingReporter(), "Sentinel-2")
+    assert given.dates == model["dates"]
+    with pytest.raises(LcfusionError) as info:
+        TimeSeries(SeriesSpec(tuple(map(str, paths[:3]))), "S2").match_model(
+            model, RecordingReporter(), "Sentinel-2")
+    assert info.value.parameter == "S2"
+    assert info.value.message == (
+        "the model expects 4 Sentinel-2 dates x 3 bands (12 channels) but the layers give "
+        "3 dates x 3 bands (9 channels); give the same dates and bands, in the same order, as "
+        "for training")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...errors import LcfusionError
 from ...inference.onnxsession import OnnxModel
 from ...inference.tiles import ArrayTiledPredictor
 from ...io.normalization import PercentileNormalizer
@@ -33,23 +32,13 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
     """The rasters must give the dates and bands the model was trained on; their dates are
     put in the model's order."""
     expected = metadata["inputs"]["series"]
-    if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
-                                                   expected["bands_per_date"]):
-        raise LcfusionError(
-            f"the model expects {counted(expected['n_dates'], 'date')} x "
-            f"{counted(expected['bands_per_date'], 'band')} "
-            f"({counted(expected['n_dates'] * expected['bands_per_date'], 'channel')}) but the "
-            f"rasters give {counted(series.n_dates, 'date')} x "
-            f"{counted(series.bands_per_date, 'band')} ({counted(series.n_channels, 'channel')}); "
-            "give the same dates and bands, in the same order, as for training",
-            "INPUT")
+    series.match_model(expected, reporter)
     if series.band_names != expected["band_names"]:
         reporter.warning(f"band names differ from training ({', '.join(series.band_names)} vs "
                          f"{', '.join(expected['band_names'])})")
     if expected.get("masked") and not series.mask_infos:
         reporter.warning("the model was trained with a cloud mask but none is given; masked "
                          "dates are read as they are")
-    series.match_dates(expected.get("dates") or [], reporter)
 
 
 def classify_fgunet_onnx(job: Job, reporter: Reporter) -> dict:

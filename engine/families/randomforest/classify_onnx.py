@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import LcfusionError
 from ...inference.onnxsession import OnnxModel
 from ...jobs import Job, settings_from
 from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...wording import counted
 from ..mapsteps import classify_to_files, map_outputs, model_input
-from .inputs import RandomForestClassifyConfig, inputs_for_model
-from .pixelfeatures import ForestTilePredictor, PixelFeatures
+from .inputs import RandomForestClassifyConfig, inputs_for_model, model_features
+from .pixelfeatures import ForestTilePredictor
 
 FAMILY = "randomforest"
 
@@ -43,13 +42,7 @@ def classify_randomforest_onnx(job: Job, reporter: Reporter) -> dict:
     inputs = inputs_for_model(job.section("inputs"), metadata, reporter, config.align_ms)
     for line in inputs.describe():
         reporter.info(line)
-    architecture = metadata["architecture"]
-    features = PixelFeatures(architecture["features"], int(architecture["patch_size"]))
-    count = features.count(len(inputs.channel_names()))
-    if count != architecture["n_features"]:
-        raise LcfusionError(f"the layers give {count} features but the model expects "
-                            f"{architecture['n_features']}; give the same layers as for "
-                            "training", "MODEL")
+    features = model_features(metadata, inputs)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
                   f"{features.kind} features) with {model.runs_on}, "
                   f"{counted(model.threads, 'thread')}")

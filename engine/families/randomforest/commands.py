@@ -51,6 +51,7 @@ from .inputs import (
     ForestInputs,
     RandomForestClassifyConfig,
     inputs_for_model,
+    model_features,
     require_inputs,
 )
 from .pixelfeatures import (
@@ -295,13 +296,7 @@ def classify_randomforest(job: Job, reporter: Reporter) -> dict:
     inputs = inputs_for_model(job.section("inputs"), metadata, reporter, config.align_ms)
     for line in inputs.describe():
         reporter.info(line)
-    architecture = metadata["architecture"]
-    features = PixelFeatures(architecture["features"], int(architecture["patch_size"]))
-    count = features.count(len(inputs.channel_names()))
-    if count != forest.n_features:
-        raise LcfusionError(f"the layers give {count} features but the model expects "
-                            f"{forest.n_features}; give the same layers as for training",
-                            "MODEL")
+    features = model_features(metadata, inputs)
     threads = configure_threads(config.threads)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
                   f"{counted(forest.n_trees, 'tree')}, {features.kind} features) on "

@@ -17,9 +17,8 @@ from ...io.series import SeriesSpec, TimeSeries
 from ...io.sources import SourceFeatures
 from ...jobs import check_settings
 from ...progress import Reporter
-from ...wording import counted
 from ..twinns.inputs import inputs_for_model as twinns_inputs_for_model
-from .pixelfeatures import ChannelStack, PanMsStack, SeriesStack
+from .pixelfeatures import ChannelStack, PanMsStack, PixelFeatures, SeriesStack
 
 SOURCE_LABELS = {"s2": "a Sentinel-2 time series", "s1s2": "Sentinel-1 + Sentinel-2 time series",
                  "panms": "a PAN + MS pair"}
@@ -100,19 +99,6 @@ def require_inputs(inputs: dict, source: str, why: str) -> None:
             raise LcfusionError(f"{why} {SOURCE_LABELS[source]}: give {what}", parameter)
 
 
-def check_series(expected: dict, series: TimeSeries, label: str, reporter: Reporter) -> None:
-    """The layers must give the model's dates and bands; their dates are put in the model's
-    order."""
-    if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
-                                                   expected["bands_per_date"]):
-        raise LcfusionError(
-            f"the model expects {counted(expected['n_dates'], f'{label} date')} x "
-            f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
-            f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
-            "for training", series.parameter)
-    series.match_dates(expected.get("dates") or [], reporter)
-
-
 def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter,
                      align_ms: str = "model") -> ForestInputs:
     """The job's layers for the model's source, read as in training (indices, backscatter
@@ -129,7 +115,7 @@ def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter,
     if source == "s2":
         spec = SeriesSpec.from_json(inputs["s2"]).with_gapfill(bool(trained["s2"]["gapfill"]))
         s2 = SourceFeatures(TimeSeries(spec, "S2"), indices)
-        check_series(trained["s2"], s2.series, "Sentinel-2", reporter)
+        s2.series.match_model(trained["s2"], reporter, "Sentinel-2")
         if trained["s2"].get("masked") and not s2.series.mask_infos:
             reporter.warning("the model was trained with a cloud mask but none is given; "
                              "masked dates are read as they are")
@@ -137,3 +123,15 @@ def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter,
     both = twinns_inputs_for_model(inputs, metadata, reporter)
     return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=indices,
                         s1_scale=trained["s1_scale"])
+
+
+def model_features(metadata: dict, inputs: ForestInputs) -> PixelFeatures:
+    """The model's pixel features of `inputs`' channels; their count must be the model's."""
+    architecture = metadata["architecture"]
+    features = PixelFeatures(architecture["features"], int(architecture["patch_size"]))
+    count = features.count(len(inputs.channel_names()))
+    if count != int(architecture["n_features"]):
+        raise LcfusionError(f"the layers give {count} features but the model expects "
+                            f"{architecture['n_features']}; give the same layers as for "
+                            "training", "MODEL")
+    return features

@@ -11,7 +11,6 @@ from ...io.rasters import crs_name, same_crs
 from ...io.series import SeriesSpec, TimeSeries
 from ...io.sources import SourceFeatures
 from ...progress import Reporter
-from ...wording import counted
 
 SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
 
@@ -88,14 +87,5 @@ def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TW
                                    gapfill={k: bool(trained[k].get("gapfill"))
                                             for k in ("s1", "s2")})
     for key, source in (("s1", inputs.s1), ("s2", inputs.s2)):
-        expected = metadata["inputs"][key]
-        series = source.series
-        if (series.n_dates, series.bands_per_date) != (expected["n_dates"],
-                                                       expected["bands_per_date"]):
-            raise LcfusionError(
-                f"the model expects {counted(expected['n_dates'], f'{SOURCE_NAMES[key]} date')} x "
-                f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
-                f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
-                "for training", key.upper())
-        series.match_dates(expected.get("dates") or [], reporter)
+        source.series.match_model(trained[key], reporter, SOURCE_NAMES[key])
     return inputs

@@ -1,0 +1,40 @@
+"""The message of a job that failed on a compute target, without starting one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lcfusion.engine.compute.launcher import ERRORS_FILE, JobOutcome, RemoteJob
+from lcfusion.engine.compute.profiles import ComputeProfile
+from lcfusion.engine.progress import NullReporter
+
+KEPT = "Its last checkpoint is kept; run it again to resume"
+
+
+def remote_job(work: Path, kind: str, stderr: str) -> RemoteJob:
+    remote = RemoteJob(ComputeProfile("target", kind=kind, work_dir=str(work)), work,
+                       "0123", NullReporter())
+    Path(remote.folder).mkdir(parents=True)
+    (Path(remote.folder) / ERRORS_FILE).write_text(stderr, encoding="utf-8")
+    return remote
+
+
+def test_a_failed_job_names_its_state_its_messages_and_what_is_kept(tmp_path):
+    remote = remote_job(tmp_path, "slurm", "srun: error: node7: task 1: Killed\n")
+    outcome = JobOutcome(error="out of memory.", exit_code=137, state="OUT_OF_MEMORY",
+                         parameter="INPUT")
+    assert outcome.failed
+    error = remote.failure(outcome, "the training", KEPT)
+    assert error.message == ("the training on this machine failed (Slurm state OUT_OF_MEMORY): "
+                             "out of memory; srun: error: node7: task 1: Killed. " + KEPT)
+    assert error.parameter == "INPUT"
+
+
+def test_a_job_without_a_message_gives_its_exit_status_and_names_compute(tmp_path):
+    remote = remote_job(tmp_path, "mpi", "")
+    outcome = JobOutcome(outputs={"BLOCKS": 4}, exit_code=1)
+    assert outcome.failed and not JobOutcome(outputs={"BLOCKS": 4}, exit_code=0).failed
+    error = remote.failure(outcome, "the classification", KEPT)
+    assert error.message == ("the classification on this machine failed (exit status 1): "
+                             "no message. " + KEPT)
+    assert error.parameter == "COMPUTE"
