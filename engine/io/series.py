@@ -235,9 +235,11 @@ class TimeSeries:
         return tuple(mask_dates.index(d) for d in given)
 
     def _dates_checked(self, reporter: Reporter, trained: Sequence[str | None] = ()) -> bool:
-        """Whether every given date is known (else say that the order could not be checked);
-        a date given twice is refused."""
+        """Whether every given date is known (else say that the order could not be checked,
+        unless there is one date and so no order); a date given twice is refused."""
         given, names = self.given_dates, self._given_names()
+        if not all(given) and self.n_dates == 1:
+            return False
         if not all(given):
             undated = [n for n, d in zip(names, given, strict=True) if not d]
             expected = (f" (the model's dates: {', '.join(map(str, trained))})"

@@ -103,6 +103,17 @@ def test_dates_out_of_order_are_sorted_and_said(tmp_path, dates):
     assert reporter.lines == []
 
 
+def test_one_undated_date_has_no_order_to_warn_about(tmp_path, dates):
+    _, arrays = dates
+    single = write_raster(tmp_path / "scene.tif", arrays[0], nodata=0)
+    TimeSeries(SeriesSpec((str(single),))).sort_by_date(reporter := RecordingReporter())
+    TimeSeries(SeriesSpec((str(single),))).match_dates(["2021-01-15"], reporter)
+    assert reporter.lines == []
+    two = TimeSeries(SeriesSpec((str(single), str(single))))
+    two.sort_by_date(reporter)
+    assert "the layers are used in the given order, which could not be checked" in reporter.text()
+
+
 def test_a_stack_is_ordered_by_the_dates_of_its_band_descriptions(tmp_path, dates):
     """Bands per date in a stack whose band descriptions hold the dates, given latest first;
     its mask stack, dated the same way, is given earliest first."""
