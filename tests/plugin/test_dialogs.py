@@ -85,6 +85,8 @@ def test_the_dialog_renders_with_its_help_and_parameters(lcfusion_provider, qgis
         declared = {p.name() for p in alg.parameterDefinitions()
                     if not p.flags() & QgsProcessingParameterDefinition.FlagHidden}
         assert shown == declared
+        if "TIME_LIMIT" in shown:  # minutes, shown as "0.0" rather than "0.000000"
+            assert dialog.mainWidget().wrappers["TIME_LIMIT"].wrappedWidget().decimals() == 1
         panel = dialog.mainWidget().findChild(QScrollArea)
         assert not panel.horizontalScrollBar().isVisible(), "a label or widget is too wide"
         help_text = " ".join(browser.toPlainText() for browser in
