@@ -42,8 +42,8 @@ from ...engine.jobs import write_job
 from ...engine.modelfile.header import SUFFIX
 from ...engine.modelfile.onnxfile import SUFFIX as ONNX_SUFFIX
 from ...engine.modelfile.onnxfile import is_onnx
-from ...engine.reports.html import FAMILY_NAMES
 from ...engine.training.choices import MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
+from ...engine.wording import FAMILY_NAMES
 from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
