@@ -275,6 +275,14 @@ class TimeSeries:
         if self._dates_checked(reporter):
             self._use_order(chronological(self.given_dates), reporter)
 
+    def warn_unmasked(self, trained: dict, reporter: Reporter) -> None:
+        """Warn when the model was trained with cloud masks (`trained`: its record of the
+        series) but none are given: clouds then count as values."""
+        if trained.get("masked") and not self.mask_infos:
+            reporter.warning(f"[{self.parameter}_MASK] the model was trained with a cloud mask "
+                             "but none is given; masked dates are read as they are: give the "
+                             "masks of these dates to classify as in training")
+
     def match_dates(self, trained: Sequence[str | None], reporter: Reporter) -> None:
         """For classification: use the given dates in the order of the model's `trained`
         dates. The same dates are matched exactly; other dates (another year) by their order

@@ -6,6 +6,7 @@ from helpers import RecordingReporter, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.families.twinns.inputs import inputs_for_model
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries, parse_date, to_nan
 
 
@@ -242,3 +243,22 @@ def test_the_description_follows_the_order_used(tmp_path, dates):
     single = TimeSeries(SeriesSpec((str(paths[0]),), gapfill=True)).describe()
     assert single.startswith("1 date x 3 bands (one stack)")
     assert "interpolation" not in single
+
+
+def test_twinns_warns_when_a_model_trained_with_cloud_masks_gets_none(tmp_path):
+    days = ["2021-05-01", "2021-06-01"]
+    paths = {source: [str(write_raster(tmp_path / f"{source}_{day}.tif",
+                                       np.ones((bands, 6, 6), "float32")))
+                      for day in days] for source, bands in (("s1", 2), ("s2", 3))}
+    mask = write_raster(tmp_path / "clouds.tif", np.zeros((2, 6, 6), "uint8"))
+    record = {"n_dates": 2, "dates": days, "gapfill": False}
+    metadata = {"inputs": {"s1_scale": "db", "s1": {**record, "bands_per_date": 2},
+                           "s2": {**record, "bands_per_date": 3, "masked": True}}}
+    inputs_for_model({"s1": {"paths": paths["s1"]}, "s2": {"paths": paths["s2"]}}, metadata,
+                     reporter := RecordingReporter())
+    assert "[S2_MASK] the model was trained with a cloud mask but none is given" in (
+        reporter.text())
+    inputs_for_model({"s1": {"paths": paths["s1"]},
+                      "s2": {"paths": paths["s2"], "masks": [str(mask)]}}, metadata,
+                     reporter := RecordingReporter())
+    assert "cloud mask" not in reporter.text()

@@ -97,5 +97,6 @@ def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TW
                 f"{expected['bands_per_date']} bands but the layers give {series.n_dates} x "
                 f"{series.bands_per_date}; give the same dates and bands, in the same order, as "
                 "for training", key.upper())
+        series.warn_unmasked(expected, reporter)
         series.match_dates(expected.get("dates") or [], reporter)
     return inputs
