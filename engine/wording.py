@@ -1,6 +1,11 @@
-"""Counts in words: the noun in the grammatical number of its count, for log lines and errors."""
+"""Words for log lines and errors: counts with the noun in their grammatical number, and the
+families' names."""
 
 from __future__ import annotations
+
+#: The families as the user sees them (the algorithms are "Classify with <name>").
+FAMILY_NAMES = {"fgunet": "FG-UNET", "mrfusion": "MRFusion", "twinns": "TWINNS",
+                "randomforest": "Random Forest"}
 
 
 def counted(count: int, noun: str, plural: str | None = None, *,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from osgeo import gdal
 from qgis.core import (
     NULL,
     QgsFields,
@@ -27,6 +28,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingParameterMultipleLayers,
     QgsProject,
+    QgsProviderRegistry,
     QgsRasterLayer,
     QgsVectorLayer,
 )
@@ -154,9 +156,17 @@ def undated_stack(entry: dict, rasters: list[QgsRasterLayer]) -> list[QgsRasterL
 
 
 def band_descriptions(layer: QgsRasterLayer) -> list[str]:
-    """The band descriptions of a raster layer (empty strings where it has none)."""
-    provider = layer.dataProvider()
-    return [provider.bandDescription(band) for band in range(1, layer.bandCount() + 1)]
+    """The band descriptions of a raster layer (empty strings where it has none), from its
+    provider where QGIS offers them (later releases than 3.22), else from GDAL."""
+    provider, numbers = layer.dataProvider(), range(1, layer.bandCount() + 1)
+    if hasattr(provider, "bandDescription"):
+        return [provider.bandDescription(band) for band in numbers]
+    path = QgsProviderRegistry.instance().decodeUri(layer.providerType(),
+                                                    layer.source()).get("path", "")
+    dataset = gdal.OpenEx(path, gdal.OF_RASTER) if path else None
+    if dataset is None or dataset.RasterCount != layer.bandCount():
+        return ["" for _ in numbers]
+    return [dataset.GetRasterBand(band).GetDescription() for band in numbers]
 
 
 def single_layer(entry: dict, bands: int, rasters: list[QgsRasterLayer]

@@ -18,12 +18,14 @@ from qgis.core import (
     QgsContrastEnhancement,
     QgsGradientColorRamp,
     QgsGradientStop,
+    QgsLayerTree,
     QgsMapLayer,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
     QgsRasterLayer,
     QgsRasterRenderer,
     QgsRasterShader,
@@ -238,8 +240,41 @@ def attach_post_processor(
     return True
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (as given, or made absolute)."""
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def stack_maps(layer: QgsMapLayer, stack: Sequence[str], project: QgsProject) -> None:
+    """Order the loaded maps of one run as in `stack` (their files, the top one first) in the
+    layer tree group that holds `layer`, where the topmost of them was. Processing loads the
+    outputs in the order of their paths, which put a confidence map over its class map."""
+    node = project.layerTreeRoot().findLayer(layer.id())
+    if node is None or not stack:
+        return
+    parent = node.parent()
+
+    def rank(child) -> int | None:
+        if not QgsLayerTree.isLayer(child) or child.layer() is None:
+            return None
+        source = child.layer().source()
+        return next((k for k, path in enumerate(stack) if same_file(source, path)), None)
+
+    ours = [child for child in parent.children() if rank(child) is not None]
+    ordered = sorted(ours, key=rank)
+    if ordered == ours:
+        return
+    # The clones go in before the nodes leave, so the project never sees its maps' last
+    # nodes removed (which would remove the maps).
+    parent.insertChildNodes(parent.children().index(ours[0]),
+                            [child.clone() for child in ordered])
+    for child in ours:
+        parent.removeChildNode(child)
+
+
 class _StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Base of the post-processors: applies `renderer()` to the loaded raster layer.
+    """Base of the post-processors: applies `renderer()` to the loaded raster layer, and puts
+    it in its place among the maps of its run (`stack`: their files, the top one first).
 
     `setPostProcessor` hands the C++ object to QGIS, but nothing keeps the Python object
     alive: once it is garbage-collected, QGIS calls the base class's empty
@@ -248,6 +283,7 @@ class _StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     """
 
     _alive: ClassVar[set[_StylePostProcessor]] = set()
+    stack: Sequence[str] = ()
 
     def renderer(self, layer: QgsRasterLayer) -> QgsRasterRenderer:
         raise NotImplementedError
@@ -259,6 +295,7 @@ class _StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
             if isinstance(layer, QgsRasterLayer) and layer.isValid():
                 layer.setRenderer(self.renderer(layer))
                 layer.triggerRepaint()
+                stack_maps(layer, self.stack, context.project() or QgsProject.instance())
             elif feedback is not None:
                 feedback.reportError(f"cannot style {layer.name()}: not a valid raster layer")
         finally:

@@ -104,6 +104,20 @@ def launcher_messages(stderr: str) -> list[str]:
         after_rule = False
     return messages
 
+
+#: What to do about a launcher refusal a profile setting answers: (words in stderr, the fix).
+LAUNCHER_FIXES = (
+    ("--allow-run-as-root",
+     'mpirun refuses to run as root: add "--allow-run-as-root" to the profile\'s mpirun_args, '
+     "or run QGIS as another user"),
+)
+
+
+def launcher_fix(stderr: str) -> str:
+    """The profile change that answers a refusal by mpirun in `stderr`, or ""."""
+    return next((fix for words, fix in LAUNCHER_FIXES if words in stderr), "")
+
+
 class Shell(ABC):
     """Where a profile's commands run: this machine, or a host over ssh."""
 
@@ -482,12 +496,15 @@ class RemoteJob:
 
     def error_text(self, lines: int = 2) -> str:
         """The remote error text: the last words of mpirun or Slurm on a failed rank or node
-        from the job's stderr, else its last lines."""
+        from the job's stderr, else its last lines; then the profile change that answers a
+        refusal by mpirun, if any."""
         done = self.shell.run(["tail", "-n", "60", f"{self.folder}/{ERRORS_FILE}"],
                               check=False)
         text = [line.strip() for line in done.stdout.splitlines()
                 if line.strip() and not is_rule(line)]
-        return " / ".join((launcher_messages(done.stdout) or text)[-lines:])
+        found = (launcher_messages(done.stdout) or text)[-lines:]
+        fix = launcher_fix(done.stdout)
+        return " / ".join([*found, fix] if fix else found)
 
     def run_or_fail(self, task: str, kept: str) -> JobOutcome:
         """`run` the job; one that failed raises `failure` (`task` and `kept` say what failed

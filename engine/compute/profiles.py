@@ -264,7 +264,22 @@ def find_profile(name: str, path: str | Path | None) -> ComputeProfile:
     profiles = load_profiles(path)
     name = (name or LOCAL).strip()
     if name not in profiles:
-        where = f" in {path}" if path else f" (no profiles file: set {PROFILES_ENV})"
-        raise LcfusionError(f"unknown compute profile {name!r}{where}; known: "
-                            f"{', '.join(profiles)}", "COMPUTE")
+        raise LcfusionError(f"unknown compute profile {name!r}{_profiles_file_state(path)}; "
+                            f"known: {', '.join(profiles)}. {_profile_hint(name)}", "COMPUTE")
     return profiles[name]
+
+
+def _profiles_file_state(path: str | Path | None) -> str:
+    """Where profiles were looked for, for an error: the file, and whether it exists."""
+    if not path:
+        return f" (no profiles file: set {PROFILES_ENV})"
+    missing = "" if Path(path).expanduser().is_file() else ", which does not exist"
+    return f" in {path}{missing}"
+
+
+def _profile_hint(name: str) -> str:
+    """How to define profile `name`: a TOML table, the settings dialog or the variable."""
+    table = f"[profiles.{name}]" if _NAME.match(name) else "[profiles.<name>]"
+    return (f"Define it in that file as a table such as {table} kind = \"mpi\" ranks = 2 (see "
+            "the README's compute profiles section), in Plugins > Land Cover Fusion > "
+            f"Settings, or point {PROFILES_ENV} at another file")

@@ -235,9 +235,11 @@ class TimeSeries:
         return tuple(mask_dates.index(d) for d in given)
 
     def _dates_checked(self, reporter: Reporter, trained: Sequence[str | None] = ()) -> bool:
-        """Whether every given date is known (else say that the order could not be checked);
-        a date given twice is refused."""
+        """Whether every given date is known (else say that the order could not be checked,
+        unless there is one date and so no order); a date given twice is refused."""
         given, names = self.given_dates, self._given_names()
+        if not all(given) and self.n_dates == 1:
+            return False
         if not all(given):
             undated = [n for n, d in zip(names, given, strict=True) if not d]
             expected = (f" (the model's dates: {', '.join(map(str, trained))})"
@@ -272,6 +274,14 @@ class TimeSeries:
         not the given order); a date given twice is refused."""
         if self._dates_checked(reporter):
             self._use_order(chronological(self.given_dates), reporter)
+
+    def warn_unmasked(self, trained: dict, reporter: Reporter) -> None:
+        """Warn when the model was trained with cloud masks (`trained`: its record of the
+        series) but none are given: clouds then count as values."""
+        if trained.get("masked") and not self.mask_infos:
+            reporter.warning(f"[{self.parameter}_MASK] the model was trained with a cloud mask "
+                             "but none is given; masked dates are read as they are: give the "
+                             "masks of these dates to classify as in training")
 
     def match_dates(self, trained: Sequence[str | None], reporter: Reporter) -> None:
         """For classification: use the given dates in the order of the model's `trained`

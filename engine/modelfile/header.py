@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import LcfusionError
+from ..wording import FAMILY_NAMES
 from .onnxfile import DIGEST_KEY, METADATA_KEY, Malformed, is_onnx, read_props
 from .schema import Invalid, check_member_tensors, check_metadata, check_tensor_table
 
@@ -189,8 +190,11 @@ def check_family(header: ModelHeader, family: str, path: str | Path,
     `complete` (a model to classify with, not the bare weights of a remote training), lacks
     an entry its family's readers need or has entries that disagree (lengths, counts)."""
     if header.family != family:
+        own = FAMILY_NAMES.get(header.family or "")
         raise LcfusionError(
-            f"{Path(path).name} is a {header.family or 'unknown'} model, not a {family} model; "
-            "use the classify algorithm of its family", parameter)
+            f"{Path(path).name} is a model of the {own or 'unknown'} family, not "
+            f"{FAMILY_NAMES.get(family, family)}: "
+            f"{f'use Classify with {own}' if own else 'use the classify algorithm of its family'}",
+            parameter)
     if complete:
         _check_metadata(header.metadata, True, Path(path), parameter)

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..io.outputs import atomic_output
+from ..wording import FAMILY_NAMES
 
 if TYPE_CHECKING:
     from .metrics import Accuracy
 
 AXES = "rows = reference, columns = prediction"
-FAMILY_NAMES = {"fgunet": "FG-UNET", "mrfusion": "MRFusion", "twinns": "TWINNS",
-                "randomforest": "Random Forest"}
 PARTS = ("train", "validation", "test")
 TRAIN_COLOR, VALIDATION_COLOR, BEST_COLOR = "#1f78b4", "#e6550d", "#33a02c"
 #: Confusion cells shade from LIGHT (0 % of the row) to DARK (100 %).

@@ -42,8 +42,8 @@ from ...engine.jobs import write_job
 from ...engine.modelfile.header import SUFFIX
 from ...engine.modelfile.onnxfile import SUFFIX as ONNX_SUFFIX
 from ...engine.modelfile.onnxfile import is_onnx
-from ...engine.reports.html import FAMILY_NAMES
 from ...engine.training.choices import MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
+from ...engine.wording import FAMILY_NAMES
 from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
 from ..environment import engine_environment_problem
@@ -342,10 +342,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         """Epochs as an upper bound, with a time limit and early stopping on the validation
         loss (the deep families)."""
         self.add_int("EPOCHS", "Epochs (at most)", "epochs", default, minimum=1)
-        self.add_setting(QgsProcessingParameterNumber(
+        time_limit = QgsProcessingParameterNumber(
             "TIME_LIMIT", "Time limit (minutes, 0: none)",
-            type=QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0),
-            "time_limit")
+            type=QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0)
+        time_limit.setMetadata({"widget_wrapper": {"decimals": 1}})  # not "0.000000"
+        self.add_setting(time_limit, "time_limit")
         self.add_int("EARLY_STOPPING", "Early stopping patience (epochs, 0: never)",
                      "early_stopping", early_stopping, is_advanced=True)
 

@@ -31,7 +31,7 @@ from helpers import (
 )
 
 from lcfusion.engine.compute import launcher
-from lcfusion.engine.compute.launcher import launcher_messages
+from lcfusion.engine.compute.launcher import launcher_fix, launcher_messages
 from lcfusion.engine.errors import CancelledError, LcfusionError
 from lcfusion.engine.families.fgunet.commands import train_fgunet
 from lcfusion.engine.families.mrfusion.commands import train_mrfusion
@@ -345,3 +345,18 @@ def test_a_lost_connection_is_reported_and_the_job_keeps_its_checkpoint(tmp_path
         for line in fit_processes(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+ROOT_REFUSAL = f"""{RULE}
+mpirun has detected an attempt to run as root.
+
+You can override this protection by adding the --allow-run-as-root option
+to the cmd line or by setting two environment variables in the following way:
+{RULE}
+"""
+
+
+def test_mpirun_refusing_root_names_the_profile_setting_that_allows_it():
+    assert launcher_messages(ROOT_REFUSAL)[-1] == "mpirun has detected an attempt to run as root."
+    assert '"--allow-run-as-root" to the profile\'s mpirun_args' in launcher_fix(ROOT_REFUSAL)
+    assert launcher_fix(OPENMPI_4) == ""

@@ -41,7 +41,8 @@ def test_round_trip(model_file):
 
 
 def test_wrong_family(model_file):
-    with pytest.raises(LcfusionError, match="is a fgunet model, not a mrfusion model"):
+    with pytest.raises(LcfusionError,
+                       match="is a model of the FG-UNET family, not MRFusion: use Classify with"):
         load_model(model_file[0], "mrfusion")
 
 

@@ -99,3 +99,16 @@ def test_an_unknown_profile_lists_the_known_ones(tmp_path):
 def test_names_are_checked():
     with pytest.raises(LcfusionError, match="letters, digits"):
         ComputeProfile("my gpu", "mpi")
+
+
+def test_an_unknown_profile_in_a_missing_file_says_so_and_how_to_define_it(tmp_path):
+    path = tmp_path / "profiles.toml"
+    with pytest.raises(LcfusionError) as error:
+        find_profile("two-cores", path)
+    assert f"unknown compute profile 'two-cores' in {path}, which does not exist" in (
+        error.value.message)
+    assert '[profiles.two-cores] kind = "mpi" ranks = 2' in error.value.message
+    path.write_text(PROFILES)
+    with pytest.raises(LcfusionError) as error:
+        find_profile("two-cores", path)
+    assert "which does not exist" not in error.value.message

@@ -6,6 +6,7 @@ from helpers import RecordingReporter, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.families.twinns.inputs import inputs_for_model
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries, parse_date, to_nan
 
 
@@ -101,6 +102,17 @@ def test_dates_out_of_order_are_sorted_and_said(tmp_path, dates):
     ordered = TimeSeries(SeriesSpec(tuple(map(str, paths))))
     ordered.sort_by_date(reporter := RecordingReporter())
     assert reporter.lines == []
+
+
+def test_one_undated_date_has_no_order_to_warn_about(tmp_path, dates):
+    _, arrays = dates
+    single = write_raster(tmp_path / "scene.tif", arrays[0], nodata=0)
+    TimeSeries(SeriesSpec((str(single),))).sort_by_date(reporter := RecordingReporter())
+    TimeSeries(SeriesSpec((str(single),))).match_dates(["2021-01-15"], reporter)
+    assert reporter.lines == []
+    two = TimeSeries(SeriesSpec((str(single), str(single))))
+    two.sort_by_date(reporter)
+    assert "the layers are used in the given order, which could not be checked" in reporter.text()
 
 
 def test_a_stack_is_ordered_by_the_dates_of_its_band_descriptions(tmp_path, dates):
@@ -247,3 +259,22 @@ def test_a_series_is_matched_to_the_model_or_refused_naming_its_source(tmp_path,
         "the model expects 4 Sentinel-2 dates x 3 bands (12 channels) but the layers give "
         "3 dates x 3 bands (9 channels); give the same dates and bands, in the same order, as "
         "for training")
+
+
+def test_twinns_warns_when_a_model_trained_with_cloud_masks_gets_none(tmp_path):
+    days = ["2021-05-01", "2021-06-01"]
+    paths = {source: [str(write_raster(tmp_path / f"{source}_{day}.tif",
+                                       np.ones((bands, 6, 6), "float32")))
+                      for day in days] for source, bands in (("s1", 2), ("s2", 3))}
+    mask = write_raster(tmp_path / "clouds.tif", np.zeros((2, 6, 6), "uint8"))
+    record = {"n_dates": 2, "dates": days, "gapfill": False}
+    metadata = {"inputs": {"s1_scale": "db", "s1": {**record, "bands_per_date": 2},
+                           "s2": {**record, "bands_per_date": 3, "masked": True}}}
+    inputs_for_model({"s1": {"paths": paths["s1"]}, "s2": {"paths": paths["s2"]}}, metadata,
+                     reporter := RecordingReporter())
+    assert "[S2_MASK] the model was trained with a cloud mask but none is given" in (
+        reporter.text())
+    inputs_for_model({"s1": {"paths": paths["s1"]},
+                      "s2": {"paths": paths["s2"], "masks": [str(mask)]}}, metadata,
+                     reporter := RecordingReporter())
+    assert "cloud mask" not in reporter.text()

@@ -487,8 +487,8 @@ CASES = {
     # classifyfgunet
     "classifyfgunet-mrfusion-model": Case(
         CLASSIFY_FGUNET, lambda kit: {"MODEL": kit.model("mrfusion"), "INPUT": kit.s2()},
-        Refused("MODEL", ("is a mrfusion model, not a fgunet model",
-                          "use the classify algorithm of its family"), in_check=True)),
+        Refused("MODEL", ("is a model of the MRFusion family, not FG-UNET",
+                          "use Classify with MRFusion"), in_check=True)),
     "classifyfgunet-nan-and-inf-pixels": Case(
         CLASSIFY_FGUNET, lambda kit: {
             "MODEL": kit.model("fgunet"), "TILE_SIZE": 128,
@@ -547,8 +547,8 @@ CASES = {
                           "train the model again"), in_check=True)),
     "classifymrfusion-twinns-model": Case(
         CLASSIFY_MRFUSION, lambda kit: {"MODEL": kit.model("twinns"), **kit.pan_ms()},
-        Refused("MODEL", ("is a twinns model, not a mrfusion model",
-                          "use the classify algorithm of its family"), in_check=True)),
+        Refused("MODEL", ("is a model of the TWINNS family, not MRFusion",
+                          "use Classify with TWINNS"), in_check=True)),
     "classifymrfusion-nan-and-inf-pixels": Case(
         CLASSIFY_MRFUSION, lambda kit: {
             "MODEL": kit.model("mrfusion"), **kit.pan_ms_corner("nan", with_nan_and_inf)},
@@ -590,8 +590,8 @@ CASES = {
     "classifytwinns-randomforest-model": Case(
         CLASSIFY_TWINNS, lambda kit: {"MODEL": kit.model("randomforest"), "S1": kit.s1(),
                                       "S2": kit.s2()},
-        Refused("MODEL", ("is a randomforest model, not a twinns model",
-                          "use the classify algorithm of its family"), in_check=True)),
+        Refused("MODEL", ("is a model of the Random Forest family, not TWINNS",
+                          "use Classify with Random Forest"), in_check=True)),
     "classifytwinns-s1-disjoint-from-s2": Case(
         CLASSIFY_TWINNS, lambda kit: {
             "MODEL": kit.model("twinns"), "S2": kit.s2(),
@@ -636,8 +636,8 @@ CASES = {
     # classifyrandomforest
     "classifyrandomforest-fgunet-model": Case(
         CLASSIFY_FOREST, lambda kit: {"MODEL": kit.model("fgunet"), "S2": kit.s2()},
-        Refused("MODEL", ("is a fgunet model, not a randomforest model",
-                          "use the classify algorithm of its family"), in_check=True)),
+        Refused("MODEL", ("is a model of the FG-UNET family, not Random Forest",
+                          "use Classify with FG-UNET"), in_check=True)),
     "classifyrandomforest-empty-model-file": Case(
         CLASSIFY_FOREST, lambda kit: {"MODEL": empty_file(kit, "empty.lcfusion"),
                                       "S2": kit.s2()},

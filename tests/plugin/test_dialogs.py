@@ -85,6 +85,8 @@ def test_the_dialog_renders_with_its_help_and_parameters(lcfusion_provider, qgis
         declared = {p.name() for p in alg.parameterDefinitions()
                     if not p.flags() & QgsProcessingParameterDefinition.FlagHidden}
         assert shown == declared
+        if "TIME_LIMIT" in shown:  # minutes, shown as "0.0" rather than "0.000000"
+            assert dialog.mainWidget().wrappers["TIME_LIMIT"].wrappedWidget().decimals() == 1
         panel = dialog.mainWidget().findChild(QScrollArea)
         assert not panel.horizontalScrollBar().isVisible(), "a label or widget is too wide"
         help_text = " ".join(browser.toPlainText() for browser in
@@ -222,7 +224,8 @@ def test_choosing_a_model_fills_its_dated_inputs(lcfusion_provider, scene, train
 
 def test_choosing_a_model_without_dates_fills_the_only_stack_of_its_bands(
         lcfusion_provider, scene, trained, dialog_of, project_layer, tmp_path):
-    """A model trained on a stack without dates: the only layer of all its bands is chosen."""
+    """A model trained on a stack without dates: the only layer of all its bands (and its band
+    names, among layers of as many bands) is chosen."""
     model, _ = trained
     original = ModelBytes(model.read_bytes())
     metadata = original.metadata
@@ -236,9 +239,11 @@ def test_choosing_a_model_without_dates_fills_the_only_stack_of_its_bands(
             bands.append(src.read())
             origin, pixel = (src.transform.c, src.transform.f), src.transform.a
     stack = np.concatenate(bands)
-    path = write_raster(tmp_path / "s2_stack.tif", stack, origin=origin, pixel=pixel)
-    # single dates and the mask as decoys: other band counts
-    for decoy in (*scene.s2_paths, scene.s2_cloud_mask_path, path):
+    path = write_raster(tmp_path / "s2_stack.tif", stack, origin=origin, pixel=pixel,
+                        descriptions=series["band_names"] * len(bands))
+    # single dates and the mask as decoys: other band counts; and as many bands, other names
+    other = write_raster(tmp_path / "other_stack.tif", stack, origin=origin, pixel=pixel)
+    for decoy in (*scene.s2_paths, scene.s2_cloud_mask_path, other, path):
         project_layer(QgsRasterLayer(str(decoy), decoy.stem))
     dialog = dialog_of("lcfusion:classifyfgunet")
 

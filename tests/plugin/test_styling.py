@@ -28,6 +28,8 @@ from lcfusion.engine.io.rasters import Grid
 from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.reference.classes import ClassTable
 from lcfusion.plugin import styling
+from lcfusion.plugin.algorithms.bindings.outputs import maps_stacked
+from lcfusion.plugin.algorithms.classify_twinns import ClassifyTWINNS
 from lcfusion.plugin.rendering import render_map_png
 from lcfusion.plugin.styling import (
     AttentionBand,
@@ -291,6 +293,38 @@ def test_confidence_post_processor_styles_the_loaded_layer(confidence_map):
     renderer = layer.renderer()
     assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)
     assert (renderer.classificationMin(), renderer.classificationMax()) == (0.0, 1.0)
+
+
+def test_a_run_s_maps_load_with_the_class_map_on_top(class_map, confidence_map, classes,
+                                                      tmp_path):
+    """Processing loads outputs in the order of their paths, each on top: here the class map
+    first, so its confidence map would cover it."""
+    project = QgsProject()
+    other = QgsRasterLayer(confidence_map, "loaded before")
+    project.addMapLayer(other)
+    context = QgsProcessingContext()
+    context.setProject(project)
+    processors = {class_map: ClassMapPostProcessor.create(classes),
+                  confidence_map: ConfidencePostProcessor.create()}
+    for path, processor in processors.items():
+        context.addLayerToLoadOnCompletion(
+            path, QgsProcessingContext.LayerDetails(path, project, "OUTPUT"))
+        processor.stack = [class_map, confidence_map]
+        assert attach_post_processor(context, path, processor)
+    for path in processors:
+        layer = QgsRasterLayer(path, path, "gdal", QgsRasterLayer.LayerOptions(False))
+        project.addMapLayer(layer)
+        _run_post_processor(context, path, layer)
+    assert [node.name() for node in project.layerTreeRoot().children()] == [
+        class_map, confidence_map, "loaded before"]
+
+
+def test_the_class_map_is_stacked_over_the_attention_and_confidence_maps():
+    algorithm = ClassifyTWINNS()
+    algorithm.initAlgorithm({})
+    written = {"OUTPUT_ATTENTION": "a.tif", "OUTPUT": "m.tif", "OUTPUT_CONFIDENCE": "c.tif"}
+    assert maps_stacked(algorithm, written) == ["m.tif", "c.tif", "a.tif"]
+    assert maps_stacked(algorithm, {"OUTPUT": "m.tif", "OUTPUT_CONFIDENCE": None}) == ["m.tif"]
 
 
 def test_attach_post_processor_ignores_outputs_not_loaded(classes):

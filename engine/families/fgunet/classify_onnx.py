@@ -36,9 +36,7 @@ def check_series_matches(metadata: dict, series: TimeSeries, reporter: Reporter)
     if series.band_names != expected["band_names"]:
         reporter.warning(f"band names differ from training ({', '.join(series.band_names)} vs "
                          f"{', '.join(expected['band_names'])})")
-    if expected.get("masked") and not series.mask_infos:
-        reporter.warning("the model was trained with a cloud mask but none is given; masked "
-                         "dates are read as they are")
+    series.warn_unmasked(expected, reporter)
 
 
 def classify_fgunet_onnx(job: Job, reporter: Reporter) -> dict:

@@ -116,9 +116,7 @@ def inputs_for_model(inputs: dict, metadata: dict, reporter: Reporter,
         spec = SeriesSpec.from_json(inputs["s2"]).with_gapfill(bool(trained["s2"]["gapfill"]))
         s2 = SourceFeatures(TimeSeries(spec, "S2"), indices)
         s2.series.match_model(trained["s2"], reporter, "Sentinel-2")
-        if trained["s2"].get("masked") and not s2.series.mask_infos:
-            reporter.warning("the model was trained with a cloud mask but none is given; "
-                             "masked dates are read as they are")
+        s2.series.warn_unmasked(trained["s2"], reporter)
         return ForestInputs("s2", [("S2", s2)], indices=indices)
     both = twinns_inputs_for_model(inputs, metadata, reporter)
     return ForestInputs("s1s2", [("S1", both.s1), ("S2", both.s2)], indices=indices,

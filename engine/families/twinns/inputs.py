@@ -88,4 +88,5 @@ def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TW
                                             for k in ("s1", "s2")})
     for key, source in (("s1", inputs.s1), ("s2", inputs.s2)):
         source.series.match_model(trained[key], reporter, SOURCE_NAMES[key])
+        source.series.warn_unmasked(trained[key], reporter)
     return inputs

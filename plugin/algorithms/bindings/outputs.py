@@ -90,6 +90,17 @@ class FileOutputBinding(Binding):
         job.sections["outputs"][self.key] = os.path.abspath(path) if path else path
 
 
+#: How the maps of one run are stacked when loaded: the class map on top.
+STACKING = ("class_map", "confidence", "attention")
+
+
+def maps_stacked(alg, engine_outputs: dict) -> list[str]:
+    """The files of the maps `alg` wrote, in the order they are stacked when loaded."""
+    maps = sorted((b for b in alg.bindings if isinstance(b, RasterOutputBinding)),
+                  key=lambda b: STACKING.index(b.kind))
+    return [engine_outputs[b.name] for b in maps if engine_outputs.get(b.name)]
+
+
 @dataclass
 class RasterOutputBinding(Binding):
     """A class map, confidence map or attention map (`kind`) written by the engine and styled
@@ -131,6 +142,7 @@ class RasterOutputBinding(Binding):
         except (OSError, ValueError, KeyError, LcfusionError) as exc:
             feedback.pushWarning(f"{path} was written, but its style could not be saved: {exc}")
             return
+        processor.stack = maps_stacked(alg, engine_outputs)
         definition = alg.parameterDefinition(self.name)
         name = alg.output_layer_name(self.kind, parameters, context)
         attach_post_processor(context, path, processor, name and name + shows,
