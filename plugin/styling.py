@@ -100,20 +100,21 @@ def confidence_renderer(layer: QgsRasterLayer, band: int = 1
 
 
 class AttentionBand(NamedTuple):
-    """A band of an attention map: its number, source ("S1", "S2"), date, and mean and
-    highest weight over the map."""
+    """A band of an attention map: its number, source ("S1", "S2"), date, and mean, lowest
+    and highest weight over the map."""
 
     number: int
     source: str
     date: str
     mean: float
+    minimum: float
     maximum: float
 
     @classmethod
     def from_engine(cls, bands: Sequence[dict]) -> list[AttentionBand]:
         """The bands as the engine lists them (``OUTPUT_ATTENTION_BANDS``)."""
         return [cls(number, band["tags"]["LCFUSION_SOURCE"], band["tags"]["LCFUSION_DATE"],
-                    float(band["mean"]), float(band["max"]))
+                    float(band["mean"]), float(band["min"]), float(band["max"]))
                 for number, band in enumerate(bands, start=1)]
 
 
@@ -127,31 +128,37 @@ def shown_attention_bands(bands: Sequence[AttentionBand]) -> list[AttentionBand]
     return ranked[:3] if len(ranked) >= 3 else ranked[:1]
 
 
-def attention_stretch(shown: Sequence[AttentionBand]) -> float:
-    """The weight shown at full intensity: the highest weight of the three dates shown in
-    colour (one scale for the three, so that their colours compare), 1 for a single band."""
+def attention_stretch(shown: Sequence[AttentionBand]) -> tuple[float, float]:
+    """The weights shown at zero and at full intensity: from the lowest to the highest weight
+    of the three dates shown in colour (one scale for the three, so that their colours
+    compare, and the whole of it used: weights of many dates vary over a narrow range), 0 to 1
+    for a single band."""
+    lowest = min((band.minimum for band in shown), default=float("nan"))
     highest = max((band.maximum for band in shown), default=float("nan"))
-    return highest if len(shown) >= 3 and 0.0 < highest <= 1.0 else 1.0
+    if len(shown) >= 3 and 0.0 <= lowest < highest <= 1.0:
+        return lowest, highest
+    return 0.0, 1.0
 
 
 def attention_caption(shown: Sequence[AttentionBand]) -> str:
     """What the attention style shows, for the layer name: "R S1 2021-01-07, G ..., B ...;
-    0–0.42" (the dates in red, green and blue, and the stretch)."""
+    0.05–0.42" (the dates in red, green and blue, and the stretch)."""
     if len(shown) < 3:
         return f"{shown[0].source} {shown[0].date}"
     return (", ".join(f"{channel} {band.source} {band.date}"
                       for channel, band in zip("RGB", shown, strict=False))
-            + f"; 0–{attention_stretch(shown):.2f}")
+            + "; {:.2f}–{:.2f}".format(*attention_stretch(shown)))
 
 
 def attention_renderer(layer: QgsRasterLayer, shown: Sequence[AttentionBand]
                        ) -> QgsRasterRenderer:
-    """The bands of `shown` as red, green and blue, each stretched from 0 to
-    `attention_stretch`, or one band with the confidence ramp over 0..1."""
+    """The bands of `shown` as red, green and blue, each stretched over `attention_stretch`,
+    or one band with the confidence ramp over 0..1."""
     if len(shown) < 3:
         return confidence_renderer(layer, shown[0].number)
     provider = layer.dataProvider()
     red, green, blue = (band.number for band in shown)
+    lowest, highest = attention_stretch(shown)
     renderer = QgsMultiBandColorRenderer(provider, red, green, blue)
     for band, setter in zip(shown, (renderer.setRedContrastEnhancement,
                                     renderer.setGreenContrastEnhancement,
@@ -159,8 +166,8 @@ def attention_renderer(layer: QgsRasterLayer, shown: Sequence[AttentionBand]
         enhancement = QgsContrastEnhancement(provider.dataType(band.number))
         enhancement.setContrastEnhancementAlgorithm(
             QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
-        enhancement.setMinimumValue(0.0)
-        enhancement.setMaximumValue(attention_stretch(shown))
+        enhancement.setMinimumValue(lowest)
+        enhancement.setMaximumValue(highest)
         setter(enhancement)
     return renderer
 

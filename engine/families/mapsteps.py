@@ -80,7 +80,7 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
     """Write the class map (+ confidence, + `value_map`), log the speed, return the outputs for
     the plugin (``SECONDS`` in all, ``OVERVIEW_SECONDS`` of them for the overviews and COG
     copies; for a value map, under its parameter + ``_BANDS``, each band's description, tags,
-    mean and maximum). A rank on a compute target writes its blocks instead."""
+    mean, minimum and maximum). A rank on a compute target writes its blocks instead."""
     started = time.monotonic()
     tags = {"LCFUSION_MODEL": model_path.name, "LCFUSION_FAMILY": family}
     if maps.blocks is not None:
@@ -111,8 +111,9 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
     if value_map is not None:
         result[value_map.parameter] = str(value_map.target)
         result[value_map.parameter + "_BANDS"] = [
-            {"description": description, "tags": tags, "mean": mean, "max": maximum}
-            for description, tags, mean, maximum in zip(
+            {"description": description, "tags": tags, "mean": mean, "min": minimum,
+             "max": maximum}
+            for description, tags, mean, minimum, maximum in zip(
                 value_map.descriptions, value_map.band_tags, *written.value_statistics,
                 strict=True)]
     return result

@@ -93,14 +93,15 @@ class ValueMap:
 
 #: The band tags of a value map that hold the band's mean and maximum over the pixels with
 #: data.
-MEAN_TAG, MAX_TAG = "LCFUSION_MEAN", "LCFUSION_MAX"
+MEAN_TAG, MIN_TAG, MAX_TAG = "LCFUSION_MEAN", "LCFUSION_MIN", "LCFUSION_MAX"
 
 
 class BandStatistics(NamedTuple):
-    """The mean and maximum of each band of a value map over the pixels with data (NaN where
-    no pixel has data)."""
+    """The mean, minimum and maximum of each band of a value map over the pixels with data
+    (NaN where no pixel has data)."""
 
     means: tuple[float, ...] = ()
+    minima: tuple[float, ...] = ()
     maxima: tuple[float, ...] = ()
 
 
@@ -225,8 +226,8 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
 
 class ValueMapWriter:
     """Writes a value map's tiles to its open dataset (descriptions and tags first) and
-    gathers each band's mean and maximum over the pixels with data, written as band tags by
-    `finish`."""
+    gathers each band's mean, minimum and maximum over the pixels with data, written as band
+    tags by `finish`."""
 
     def __init__(self, dataset: Any, value_map: ValueMap):
         self.dataset = dataset
@@ -236,6 +237,7 @@ class ValueMapWriter:
             dataset.set_band_description(band, description)
             dataset.update_tags(band, **band_tags)
         self.sums = np.zeros(value_map.bands, dtype=np.float64)
+        self.minima = np.full(value_map.bands, np.nan)
         self.maxima = np.full(value_map.bands, np.nan)
         self.pixels = 0
 
@@ -246,16 +248,18 @@ class ValueMapWriter:
         self.dataset.write(values, window=core)
         if valid.any():
             self.sums += values[:, valid].sum(axis=1, dtype=np.float64)
+            self.minima = np.fmin(self.minima, values[:, valid].min(axis=1))
             self.maxima = np.fmax(self.maxima, values[:, valid].max(axis=1))
             self.pixels += int(valid.sum())
 
     def finish(self) -> BandStatistics:
         """The bands' statistics, also written as their tags."""
         means = self.sums / self.pixels if self.pixels else np.full_like(self.sums, np.nan)
-        statistics = BandStatistics(tuple(float(m) for m in means),
-                                    tuple(float(m) for m in self.maxima))
-        for band, (mean, maximum) in enumerate(zip(*statistics, strict=True), start=1):
-            self.dataset.update_tags(band, **{MEAN_TAG: f"{mean:.6g}",
+        statistics = BandStatistics(*(tuple(float(m) for m in values)
+                                      for values in (means, self.minima, self.maxima)))
+        for band, (mean, minimum, maximum) in enumerate(zip(*statistics, strict=True),
+                                                        start=1):
+            self.dataset.update_tags(band, **{MEAN_TAG: f"{mean:.6g}", MIN_TAG: f"{minimum:.6g}",
                                               MAX_TAG: f"{maximum:.6g}"})
         return statistics
 

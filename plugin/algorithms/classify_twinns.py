@@ -33,21 +33,22 @@ matched by order in the season, with a warning); optionally the S2 cloud masks.<
 how much each date mattered for the pixel. <b>Attention map</b> (optional, off by default)
 writes them: a float raster with one band per date, the Sentinel-1 dates then the Sentinel-2
 dates, named like <code>S2 attention 2021-06-14</code> (band tags <code>LCFUSION_SOURCE</code>,
-<code>LCFUSION_DATE</code>, and <code>LCFUSION_MEAN</code> and <code>LCFUSION_MAX</code> over
-the map). The weights of a source sum to 1 at every pixel; the map is NaN where the class map
-has no data.
+<code>LCFUSION_DATE</code>, and <code>LCFUSION_MEAN</code>, <code>LCFUSION_MIN</code> and
+<code>LCFUSION_MAX</code> over the map). The weights of a source sum to 1 at every pixel; the
+map is NaN where the class map has no data.
 For an ensemble model they are the mean of its members' weights, and with test-time
 augmentation the mean over the same 8 flips and rotations as the class probabilities; both
 still sum to 1. It is written tile by tile, with averaged overviews, as a COG when asked. A
 model without a ConvGRU branch (a CNN-only ablation) has no attention weights.</p>
 <p>Loaded, the map shows three dates in red, green and blue: those whose mean weight over
 the map stands out most from an even share of their source's dates (mean weight × the source's
-number of dates), the most in red. The three share one stretch, from 0 to the highest weight
-any of them reaches, so that their colours compare: a red area is where the first date drove
-the model, yellow where the first two did, dark where other dates did. The layer name says
-what is shown, as <i>TWINNS attention — model (R S1 2021-01-07, G S2 2021-06-14, B S2
-2021-08-03; 0–0.42)</i>; the layer's properties show any other date. A map of fewer than
-three dates shows its most attended date with the confidence ramp (0–1).</p>
+number of dates), the most in red. The three share one stretch, from the lowest to the highest
+weight any of them takes, so that their colours compare and narrow ranges still show contrast:
+a red area is where the first date drove the model, yellow where the first two did, dark where
+other dates did. The layer name says what is shown, as <i>TWINNS attention — model (R S1
+2021-01-07, G S2 2021-06-14, B S2 2021-08-03; 0.05–0.42)</i>; the layer's properties show any
+other date. A map of fewer than three dates shows its most attended date with the confidence
+ramp (0–1).</p>
 """
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API

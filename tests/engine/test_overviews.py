@@ -203,6 +203,7 @@ def test_a_value_map_has_its_bands_average_overviews_and_the_cog_option(tmp_path
                               None, NullReporter(), cog=True, value_map=value_map(target))
     assert written.value_statistics.means == pytest.approx((0.5, 0.5), abs=1e-6)
     assert written.value_statistics.maxima == (0.75, 0.75)
+    assert written.value_statistics.minima == (0.25, 0.25)
     with rasterio.open(target) as ds:
         assert (ds.count, ds.descriptions, ds.dtypes) == (2, ("first", "second"),
                                                           ("float32", "float32"))

@@ -201,7 +201,7 @@ def test_the_attention_map_holds_the_models_weights_of_every_date(classified, tr
         np.testing.assert_allclose(per_source.sum(axis=0)[~no_data], 1.0, atol=1e-5)
     for band, entry in zip(weights, outputs["OUTPUT_ATTENTION_BANDS"], strict=True):
         assert entry["mean"] == pytest.approx(float(np.nanmean(band)), abs=1e-5)
-        assert entry["max"] == float(np.nanmax(band))
+        assert (entry["min"], entry["max"]) == (float(np.nanmin(band)), float(np.nanmax(band)))
 
     _, model, _, normalizers = load_twinns(model_path, torch.device("cpu"))
     rows, cols = np.nonzero(~no_data)

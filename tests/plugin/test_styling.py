@@ -245,24 +245,25 @@ def _run_post_processor(context: QgsProcessingContext, path: str, layer: QgsRast
     processor.postProcessLayer(layer, context, QgsProcessingFeedback())
 
 
-def attention_bands(*bands: tuple[str, float, float]) -> list[AttentionBand]:
-    """Bands of (source, mean, maximum) as the engine lists them."""
+def attention_bands(*bands: tuple[str, float, float, float]) -> list[AttentionBand]:
+    """Bands of (source, mean, minimum, maximum) as the engine lists them."""
     return AttentionBand.from_engine([
         {"tags": {"LCFUSION_SOURCE": source, "LCFUSION_DATE": f"date {k}"}, "mean": mean,
-         "max": maximum} for k, (source, mean, maximum) in enumerate(bands, start=1)])
+         "min": minimum, "max": maximum}
+        for k, (source, mean, minimum, maximum) in enumerate(bands, start=1)])
 
 
 def test_attention_shows_the_dates_most_above_an_even_share_of_their_source(confidence_map):
     """S2's first date has the largest mean weight (0.7), but of 2 dates; S1's first (0.4 of
-    4 dates) stands out more. The three share a stretch up to their highest weight. A map of
-    one date is shown with the 0..1 ramp."""
+    4 dates) stands out more. The three share a stretch from their lowest to their highest
+    weight. A map of one date is shown with the 0..1 ramp."""
     shown = shown_attention_bands(attention_bands(
-        ("S1", 0.4, 0.5), ("S1", 0.2, 0.3), ("S1", 0.2, 0.3), ("S1", 0.2, 0.3),
-        ("S2", 0.7, 0.8), ("S2", 0.3, 0.4)))
+        ("S1", 0.4, 0.3, 0.5), ("S1", 0.2, 0.15, 0.3), ("S1", 0.2, 0.1, 0.3),
+        ("S1", 0.2, 0.1, 0.3), ("S2", 0.7, 0.6, 0.8), ("S2", 0.3, 0.2, 0.4)))
     assert [band.number for band in shown] == [1, 5, 2]
-    assert attention_caption(shown) == "R S1 date 1, G S2 date 5, B S1 date 2; 0–0.80"
+    assert attention_caption(shown) == "R S1 date 1, G S2 date 5, B S1 date 2; 0.15–0.80"
 
-    shown = shown_attention_bands(attention_bands(("S2", 1.0, 1.0)))
+    shown = shown_attention_bands(attention_bands(("S2", 1.0, 1.0, 1.0)))
     assert attention_caption(shown) == "S2 date 1"
     renderer = attention_renderer(QgsRasterLayer(confidence_map, "one date"), shown)
     assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)

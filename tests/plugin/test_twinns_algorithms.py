@@ -123,10 +123,11 @@ def test_the_attention_map_is_loaded_showing_its_three_most_attended_dates(
     with rasterio.open(path) as attention:
         bands = [(float(attention.tags(b)["LCFUSION_MEAN"]) * (8 if b <= 8 else 6), -b,
                   description.replace(" attention", ""),
+                  float(attention.tags(b)["LCFUSION_MIN"]),
                   float(attention.tags(b)["LCFUSION_MAX"]))
                  for b, description in enumerate(attention.descriptions, start=1)]
     top = sorted(bands, reverse=True)[:3]
-    stretch = max(band[3] for band in top)
+    low, high = min(band[3] for band in top), max(band[4] for band in top)
     loaded = [layer for layer in project.mapLayers().values() if Path(layer.source()) == path]
     assert len(loaded) == 1
     renderer = loaded[0].renderer()
@@ -134,10 +135,11 @@ def test_the_attention_map_is_loaded_showing_its_three_most_attended_dates(
     assert [renderer.redBand(), renderer.greenBand(), renderer.blueBand()] == [
         -band[1] for band in top]
     enhancement = renderer.blueContrastEnhancement()
-    assert enhancement.minimumValue() == 0.0
-    assert enhancement.maximumValue() == pytest.approx(stretch, rel=1e-5)
+    assert enhancement.minimumValue() == pytest.approx(low, rel=1e-5)
+    assert enhancement.maximumValue() == pytest.approx(high, rel=1e-5)
+    assert 0.0 <= low < high <= 1.0
     assert loaded[0].name() == (f"TWINNS attention — {model.stem} (R {top[0][2]}, "
-                                f"G {top[1][2]}, B {top[2][2]}; 0–{stretch:.2f})")
+                                f"G {top[1][2]}, B {top[2][2]}; {low:.2f}–{high:.2f})")
     # Its default style too: the same rendering when the file is opened later.
     assert isinstance(QgsRasterLayer(str(path), "again").renderer(), QgsMultiBandColorRenderer)
     project.clear()
