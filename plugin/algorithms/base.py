@@ -452,7 +452,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             "OUTPUT_SPLIT", "Reference polygons with their split part",
             QgsProcessing.SourceType.TypeVectorPolygon, optional=True, createByDefault=True))
         return self.bind(
-            FileOutputBinding("OUTPUT_MODEL", "model"),
+            FileOutputBinding("OUTPUT_MODEL", "model", kept_for_later="the trained model"),
             QgsProcessingParameterFileDestination(
                 "OUTPUT_MODEL", "Model file", fileFilter=f"lcfusion model (*{SUFFIX})"),
         )

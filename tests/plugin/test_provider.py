@@ -296,3 +296,29 @@ def test_every_classification_can_write_cogs(registry, tmp_path):
                            draft)
             assert draft.sections["outputs"] == {"cog": expected}
     remove_partial_files([True, None], 1)
+
+
+class WarningsKept(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.warnings: list[str] = []
+
+    def pushWarning(self, warning):  # noqa: N802 - QGIS API
+        self.warnings.append(warning)
+
+
+def test_a_model_saved_to_a_temporary_file_is_said_to_be_lost_on_closing(registry, tmp_path):
+    """The dialog's default for the model file is a temporary file, which QGIS deletes on
+    closing: every training warns then, naming the parameter; a chosen file gets no warning."""
+    for family in ("fgunet", "mrfusion", "twinns", "randomforest"):
+        alg = registry.algorithmById(f"lcfusion:train{family}").create()
+        binding = next(b for b in alg.bindings if getattr(b, "name", "") == "OUTPUT_MODEL")
+        for value, warned in (("TEMPORARY_OUTPUT", True), (str(tmp_path / "m.lcfusion"), False)):
+            feedback, draft = WarningsKept(), JobDraft(tmp_path)
+            binding.to_job(alg, {"OUTPUT_MODEL": value}, QgsProcessingContext(), feedback,
+                           draft)
+            path = draft.sections["outputs"]["model"]
+            assert feedback.warnings == ([
+                f"Model file [OUTPUT_MODEL]: the trained model is saved to a temporary file, "
+                f"{path}, which QGIS deletes when it closes; choose a file there to keep it"]
+                if warned else []), family

@@ -78,6 +78,9 @@ class FileOutputBinding(Binding):
     name: str
     key: str
     temporary_suffix: str | None = None
+    #: What is lost with a temporary file (e.g. "the trained model"): the run then warns that
+    #: QGIS deletes it on closing.
+    kept_for_later: str = ""
 
     def check(self, alg, parameters, context):
         return unwritable(alg.parameterAsFileOutput(parameters, self.name, context), self.name)
@@ -88,6 +91,18 @@ class FileOutputBinding(Binding):
             path = QgsProcessingUtils.generateTempFilename(self.name + self.temporary_suffix)
         # A relative path (qgis_process in a shell) is the working folder's, not the job's.
         job.sections["outputs"][self.key] = os.path.abspath(path) if path else path
+        if path and self.kept_for_later and is_temporary(path):
+            feedback.pushWarning(
+                f"{alg.parameterDefinition(self.name).description()} [{self.name}]: "
+                f"{self.kept_for_later} is saved to a temporary file, {path}, which QGIS deletes "
+                "when it closes; choose a file there to keep it")
+
+
+def is_temporary(path: str) -> bool:
+    """Whether `path` lies in QGIS's temporary folder of this session (a "temporary file"
+    output)."""
+    folder = os.path.realpath(QgsProcessingUtils.tempFolder())
+    return os.path.realpath(path).startswith(folder + os.sep)
 
 
 #: How the maps of one run are stacked when loaded: the class map on top.
