@@ -6,7 +6,13 @@ ranks, brings the blocks back and merges them; the maps must equal a local run's
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +155,63 @@ def test_a_rerun_on_slurm_classifies_only_the_missing_blocks(tmp_path, scene,
     assert (got[rows, cols] == 99).all() and rows.max() < 40 and cols.max() < 40
     np.testing.assert_array_equal(got[40:], want[40:])
     assert not list(work.iterdir()), "the Slurm profile does not keep the folder"
+
+
+def test_a_killed_rank_fails_the_run_and_the_rerun_classifies_only_the_missing_blocks(
+        tmp_path, scene, trained_twinns):
+    """Two mpirun ranks share TWINNS blocks of 16 x 16 pixels; once a few are written, one rank
+    is killed (SIGKILL, as the kernel's OOM killer or a lost node does): the run fails naming
+    COMPUTE and keeps its folder; the same run again classifies only the blocks that are
+    missing, and the merged map equals the local one."""
+    model = trained_twinns[0]
+
+    def small_blocks(folder: Path) -> Path:
+        job = classify_job("twinns", model, folder, scene)
+        data = json.loads(job.read_text(encoding="utf-8"))
+        data["settings"]["tile_size"] = 16
+        job.write_text(json.dumps(data), encoding="utf-8")
+        return job
+
+    expected = small_blocks(tmp_path / "local")
+    classify("twinns", expected)
+    work = tmp_path / "work"
+    job = with_compute(small_blocks(tmp_path / "mpi"), "two", "mpi", **mpi_profile(work))
+    failures: list[LcfusionError] = []
+
+    def first_run() -> None:
+        try:
+            classify("twinns", job)
+        except LcfusionError as exc:
+            failures.append(exc)
+
+    running = threading.Thread(target=first_run)
+    running.start()
+    deadline = time.monotonic() + 300
+    while len(list(work.glob("lcfusion-*/result/block-?????.tif"))) < 2:
+        assert time.monotonic() < deadline and running.is_alive(), "no block was written"
+        time.sleep(0.05)
+    ranks = [pid for pid in (int(line.split()[0]) for line in processes_in(work)
+                             if "classify-twinns" in line)
+             if Path(f"/proc/{pid}/exe").resolve() == Path(sys.executable).resolve()]
+    assert len(ranks) == 2, processes_in(work)
+    os.kill(max(ranks), signal.SIGKILL)
+    running.join(300)
+    [failure] = failures
+    assert failure.parameter == "COMPUTE"
+    assert "the classification on this machine failed" in failure.message
+    assert "The blocks it finished are kept in" in failure.message
+    [folder] = work.iterdir()
+    kept = len(list((folder / "result").glob("block-?????.tif")))
+
+    log = RecordingReporter()
+    classify("twinns", job, log)
+    written = re.search(r"(\d+) blocks of at most 1 pixel; (\d+) already written by an earlier "
+                        r"run, (\d+) to classify on 2 ranks", log.text())
+    assert written, log.text()
+    total, done, left = map(int, written.groups())
+    assert done == kept and 2 <= done < total and left == total - done
+    assert_same_maps(expected.parent, job.parent)
+    assert not list(work.iterdir())
 
 
 def test_an_ssh_target_stages_the_inputs_once(tmp_path, scene, trained_randomforest,
