@@ -278,15 +278,23 @@ def describe_outputs(out_map: Any, out_conf: Any | None, classes: ClassTable,
 
 def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
                    cols: np.ndarray, reporter: Reporter) -> np.ndarray:
-    """Predicted class indices at the given pixels, running only tiles that contain some;
-    -1 at pixels without data (nodata in the class map)."""
+    """Predicted class indices at the given pixels, running only tiles that contain some (a
+    predictor with `infer_pixels`, such as TWINNS's patch classifier, computes only those
+    pixels of each tile); -1 at pixels without data (nodata in the class map)."""
     predicted = np.full(rows.size, -1, dtype=np.int64)
-    selected = tiles_holding(predictor.cores(grid.height, grid.width), rows, cols)
-    with classifying(predictor, reader, selected, core_of=lambda item: item[0]) as inferred:
-        for done, ((core, members), probs, valid) in enumerate(inferred, start=1):
-            local_r = rows[members] - int(core.row_off)
-            local_c = cols[members] - int(core.col_off)
-            predicted[members] = np.where(valid[local_r, local_c],
-                                          probs[:, local_r, local_c].argmax(axis=0), -1)
+    selected = [(core, members, rows[members] - int(core.row_off),
+                 cols[members] - int(core.col_off))
+                for core, members in tiles_holding(predictor.cores(grid.height, grid.width),
+                                                   rows, cols)]
+    at_pixels = getattr(predictor, "infer_pixels", None)
+    if at_pixels is None:  # every pixel of the tile, then those asked for
+        def at_pixels(tile, local_r, local_c):
+            probs, valid = predictor.infer(tile)
+            return probs[:, local_r, local_c], valid[local_r, local_c]
+    with rows_block_cache(), contextlib.closing(prefetched(
+            lambda item: predictor.load(reader, item[0]), selected)) as loaded:
+        for done, ((_, members, local_r, local_c), tile) in enumerate(loaded, start=1):
+            probs, valid = at_pixels(tile, local_r, local_c)
+            predicted[members] = np.where(valid, probs.argmax(axis=0), -1)
             reporter.progress(done / len(selected), "evaluating")
     return predicted

@@ -32,6 +32,7 @@ from lcfusion.engine.families.twinns.commands import (
 )
 from lcfusion.engine.families.twinns.network import TWINNS, TWINNSConfig
 from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor, GridPatches
+from lcfusion.engine.inference.classifying import predict_pixels
 from lcfusion.engine.inference.ensemble import Ensemble
 from lcfusion.engine.io.indices import DEFAULT_INDICES, band_number, identify_roles
 from lcfusion.engine.jobs import Job, write_job
@@ -116,6 +117,34 @@ def test_batched_tiles_equal_per_patch_evaluation(trained_twinns, scene):
             tile_value = probs[:, row - int(core.row_off), col - int(core.col_off)]
             np.testing.assert_allclose(tile_value, single[k], atol=1e-5)
             assert valid.all()
+
+
+def test_the_pixels_of_a_tile_alone_are_computed_as_in_the_whole_tile(trained_twinns, scene):
+    """What the evaluation of test polygons computes (`predict_pixels`): only the labelled
+    pixels of each tile, each equal to the tile's value there."""
+    _, model, _, normalizers = load_twinns(trained_twinns[0], torch.device("cpu"))
+    meta = read_metadata(trained_twinns[0])
+    inputs = TWINNSInputs.from_job(twinns_inputs(scene),
+                                   IndexConfig.from_json(meta["inputs"]["indices"]), "db")
+    predictor = BatchedPatchPredictor(model, normalizers, torch.device("cpu"), 5,
+                                      tile_size=32, batch_size=7)
+    rng = np.random.default_rng(3)
+    rows, cols = rng.integers(0, 96, 50), rng.integers(0, 96, 50)
+    with inputs.s1.open() as s1, inputs.s2.open() as s2:
+        core = Window(32, 64, 32, 32)
+        tile = predictor.load([s1, s2], core)
+        whole, valid = predictor.infer(tile)
+        inside = (rows >= 64) & (cols >= 32) & (cols < 64)
+        local_r, local_c = rows[inside] - 64, cols[inside] - 32
+        probs, at_valid = predictor.infer_pixels(tile, local_r, local_c)
+        np.testing.assert_allclose(probs, whole[:, local_r, local_c], atol=1e-5)
+        assert (at_valid == valid[local_r, local_c]).all()
+        grid = inputs.s2.series.grid
+        predicted = predict_pixels(predictor, [s1, s2], grid, rows, cols, NullReporter())
+        full = np.concatenate([np.concatenate(
+            [predictor.predict([s1, s2], Window(c, r, 32, 32))[0] for c in (0, 32, 64)],
+            axis=2) for r in (0, 32, 64)], axis=1)
+    np.testing.assert_array_equal(predicted, full[:, rows, cols].argmax(axis=0))
 
 
 def test_test_time_augmentation_is_the_mean_over_the_8_symmetries_of_each_patch(

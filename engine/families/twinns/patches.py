@@ -150,6 +150,34 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
                                 "TILE_SIZE") from exc
         return probs.float().cpu().numpy(), valid
 
+    def infer_pixels(self, tile: tuple[list[torch.Tensor], np.ndarray, Window],
+                     rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classes, n) of the core's pixels (`rows`, `cols`, in the core) and
+        their mask of data: the patches of those pixels only, as `infer` computes them for
+        every pixel (with test-time augmentation, `infer`'s values at those pixels)."""
+        if self.tta:
+            probs, valid = self.infer(tile)
+            return probs[:, rows, cols], valid[rows, cols]
+        tiles, valid, core = tile
+        selected = [torch.from_numpy(rows), torch.from_numpy(cols)]
+        scores = []
+        with torch.inference_mode(), self.precision():
+            for start in range(0, rows.size, self.batch_size):
+                at = [index[start: start + self.batch_size] for index in selected]
+                scores.append(logits_of(self.model(*(self._pixel_patches(t, *at)
+                                                      for t in tiles))).float())
+        probs = torch.softmax(torch.cat(scores), dim=1).T if scores else torch.zeros(
+            self.model.config.n_classes, 0)
+        return probs.cpu().numpy(), valid[rows, cols]
+
+    def _pixel_patches(self, tile: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+                       ) -> torch.Tensor:
+        """The p x p patches (n, channels, p, p) of the core pixels (`rows`, `cols`) of a tile
+        read with a halo of p // 2, in the model's memory layout."""
+        windows = tile.to(self.device).unfold(1, self.size, 1).unfold(2, self.size, 1)
+        patches = windows[:, rows.to(self.device), cols.to(self.device)].permute(1, 0, 2, 3)
+        return patches.contiguous(memory_format=self.layout)
+
     def infer_values(self, tile: tuple[list[torch.Tensor], np.ndarray, Window]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`infer`'s probabilities and mask with the attention weights (dates of each source
