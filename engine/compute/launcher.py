@@ -334,13 +334,19 @@ class JobOutcome:
         return bool(self.error) or self.exit_code != 0 or not self.outputs
 
 
+#: How a rank other than 0 marks its warnings (`FollowerReporter`).
+RANK_PREFIX = re.compile(r"^rank [0-9]+: ")
+
+
 class EventRelay:
-    """Relays the engine's JSON-lines events to a reporter; keeps the result and the error."""
+    """Relays the engine's JSON-lines events to a reporter; keeps the result and the error.
+    A warning that every rank gives about the same inputs is relayed once."""
 
     def __init__(self, reporter: Reporter):
         self.reporter = reporter
         self.outcome = JobOutcome()
         self._partial = ""
+        self._warned: set[str] = set()
 
     def feed(self, text: str) -> None:
         lines = (self._partial + text).split("\n")
@@ -361,7 +367,13 @@ class EventRelay:
         if kind == "progress" and isinstance(event.get("percent"), int | float):
             self.reporter.progress(float(event["percent"]) / 100, str(event.get("stage") or ""))
         elif kind == "log":
-            self.reporter.log(str(event.get("message", "")), str(event.get("level", "info")))
+            message, level = str(event.get("message", "")), str(event.get("level", "info"))
+            if level == "warning":
+                said = RANK_PREFIX.sub("", message)
+                if said in self._warned:
+                    return
+                self._warned.add(said)
+            self.reporter.log(message, level)
         elif kind == "result":
             self.outcome.outputs = dict(event.get("outputs") or {})
         elif kind == "error":

@@ -1,10 +1,14 @@
-"""The message of a job that failed on a compute target, without starting one."""
+"""The message of a job that failed on a compute target, and the relay of a job's events,
+without starting one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from lcfusion.engine.compute.launcher import ERRORS_FILE, JobOutcome, RemoteJob
+from helpers import RecordingReporter
+
+from lcfusion.engine.compute.launcher import ERRORS_FILE, EventRelay, JobOutcome, RemoteJob
 from lcfusion.engine.compute.profiles import ComputeProfile
 from lcfusion.engine.progress import NullReporter
 
@@ -38,3 +42,19 @@ def test_a_job_without_a_message_gives_its_exit_status_and_names_compute(tmp_pat
     assert error.message == ("the classification on this machine failed (exit status 1): "
                              "no message. " + KEPT)
     assert error.parameter == "COMPUTE"
+
+
+def test_a_warning_every_rank_gives_is_relayed_once():
+    """Each rank reads the same inputs and warns about them; the user reads it once. Another
+    warning, or the same from a later job, still comes through."""
+    log = RecordingReporter()
+    relay = EventRelay(log)
+    events = [{"event": "log", "level": "warning", "message": message} for message in (
+        "rank 1: band names differ from training", "band names differ from training",
+        "rank 1: CUDA is not available", "rank 2: band names differ from training")]
+    events.append({"event": "log", "level": "info", "message": "2 ranks, each on cpu"})
+    relay.feed("".join(json.dumps(event) + "\n" for event in events))
+    assert log.lines == ["rank 1: band names differ from training",
+                         "rank 1: CUDA is not available", "2 ranks, each on cpu"]
+    EventRelay(log).feed(json.dumps(events[1]) + "\n")
+    assert log.lines[-1] == "band names differ from training"
