@@ -90,7 +90,7 @@ def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
 
 #: The widest strip of cores a classification visits at once, in map pixels (unless one core
 #: is wider): GDAL's block cache holds a few rows of blocks across a strip, not across the map.
-STRIP_WIDTH = 1024
+STRIP_WIDTH = 512
 
 
 def strip_bounds(starts: Sequence[int], end: int, width: int, align: int) -> list[int]:

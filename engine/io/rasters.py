@@ -27,9 +27,9 @@ GTIFF_OPTIONS = {
 
 
 #: Rows of blocks GDAL's block cache holds per open raster while classifying: tiles read row by
-#: row down a strip, with margins overlapping the previous row of tiles, then decode every block
-#: of the strip once.
-CACHED_BLOCK_ROWS = 4
+#: row down a strip (a 512-pixel tile with its margins spans 3 rows of 256-pixel blocks), with
+#: margins overlapping the previous row of tiles, then decode most blocks of the strip once.
+CACHED_BLOCK_ROWS = 3
 MIN_BLOCK_CACHE = 16 << 20
 _block_cache_shares: dict[object, list[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]] = {}
 

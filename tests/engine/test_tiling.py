@@ -15,6 +15,7 @@ from lcfusion.engine.inference.classifying import prefetched, write_class_map
 from lcfusion.engine.inference.tiles import TilePredictor, balanced_steps, in_strips
 from lcfusion.engine.io import rasters
 from lcfusion.engine.io.rasters import (
+    CACHED_BLOCK_ROWS,
     MIN_BLOCK_CACHE,
     Grid,
     block_cache_share,
@@ -74,7 +75,8 @@ def test_block_cache_holds_rows_of_blocks_of_a_strip_while_classifying(tmp_path)
     with rasterio.open(path) as src, block_cache_share([src]), strip_block_cache(0.1):
         rows, cols = src.block_shapes[0]
         assert gdal.GetCacheMax() == min(before, max(MIN_BLOCK_CACHE,
-                                                     min(64, 4 * rows) * (500 + 2 * cols) * 3 * 2))
+                                                     min(64, CACHED_BLOCK_ROWS * rows)
+                                                     * (500 + 2 * cols) * 3 * 2))
     assert gdal.GetCacheMax() == before
 
 
