@@ -51,7 +51,9 @@ def test_bench_writes_every_figure(bench):
         assert memory["pixel_ratio"] == 4.0
         assert memory["tall"]["pixels"] == memory["large"]["pixels"]
         assert memory["tall"]["side"] == memory["small"]["side"]
-        assert memory["ratio"] > 0 and memory["tall_ratio"] > 0
+        assert memory["wide"]["pixels"] == memory["large"]["pixels"]
+        assert memory["wide"]["rows"] == memory["small"]["rows"]
+        assert memory["ratio"] > 0 and memory["tall_ratio"] > 0 and memory["wide_ratio"] > 0
     assert results["inference"]["randomforest"]["flops_per_pixel"]["network"] is None
     for family in ("fgunet", "mrfusion", "twinns"):
         assert results["inference"][family]["devices"]["cpu"]["efficiency"] > 0

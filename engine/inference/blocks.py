@@ -108,7 +108,8 @@ def write_block(predictor: TilePredictor, reader: Any, grid: Grid, classes: Clas
     try:
         with contextlib.ExitStack() as stack:
             opened = open_maps(stack, here, classes, partials, tags)
-            inferred = stack.enter_context(classifying(predictor, reader, list(block.cores)))
+            inferred = stack.enter_context(classifying(predictor, reader, list(block.cores),
+                                                       grid.width))
             for core, probs, valid in inferred:
                 window = Window(core.col_off - block.window.col_off,
                                 core.row_off - block.window.row_off, core.width, core.height)

@@ -3,17 +3,20 @@ the reading of a tile, shared by the PyTorch predictors (`tiling`) and the ONNX 
 
 from __future__ import annotations
 
+import bisect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from rasterio.windows import Window
 
 from ..errors import LcfusionError
 from ..io.normalization import PercentileNormalizer
-from ..io.rasters import iter_windows
+from ..io.rasters import GTIFF_OPTIONS, iter_windows
 from ..io.series import SeriesReader
+
+T = TypeVar("T")
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -83,6 +86,59 @@ def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
         if inside.any():
             selected.append((core, np.flatnonzero(inside)))
     return selected
+
+
+#: The widest strip of cores a classification visits at once, in map pixels (unless one core
+#: is wider): GDAL's block cache holds a few rows of blocks across a strip, not across the map.
+STRIP_WIDTH = 512
+
+
+def strip_bounds(starts: Sequence[int], end: int, width: int, align: int) -> list[int]:
+    """Where strips of columns starting at `starts` (sorted core origins) up to `end` begin, at
+    most `width` apart where the cores allow; a strip ends on a multiple of `align` (the map's
+    block width) where one of the cores' origins lies, so its blocks are written whole."""
+    bounds = [starts[0]]
+    index = 1
+    while True:
+        left = bounds[-1]
+        if end - left <= width:
+            return bounds
+        reachable = []
+        while index < len(starts) and starts[index] - left <= width:
+            reachable.append(starts[index])
+            index += 1
+        if not reachable:
+            reachable.append(starts[index])
+            index += 1
+        aligned = [start for start in reachable if start % align == 0]
+        bounds.append((aligned or reachable)[-1])
+        index = starts.index(bounds[-1]) + 1
+
+
+def in_strips(items: Iterable[T], core_of: Callable[[T], Window] = lambda item: item,
+              width: int | None = None, align: int = GTIFF_OPTIONS["blockxsize"]
+              ) -> list[list[T]]:
+    """`items` (cores, or what `core_of` gives a core of) cut into vertical strips at most
+    `width` (default `STRIP_WIDTH`) wide, at least one column of cores, from left to right;
+    each strip's items in their given order (row by row)."""
+    width = width or STRIP_WIDTH
+    items = list(items)
+    if not items:
+        return []
+    cores = [core_of(item) for item in items]
+    starts = sorted({int(core.col_off) for core in cores})
+    end = max(int(core.col_off) + int(core.width) for core in cores)
+    bounds = strip_bounds(starts, end, width, align)
+    strips: list[list[T]] = [[] for _ in bounds]
+    for item, core in zip(items, cores, strict=True):
+        strips[bisect.bisect_right(bounds, int(core.col_off)) - 1].append(item)
+    return strips
+
+
+def widest(strips: Iterable[Sequence[Window]]) -> int:
+    """The widest of the strips of cores, in pixels."""
+    return max((max(int(c.col_off) + int(c.width) for c in strip)
+                - min(int(c.col_off) for c in strip) for strip in strips if strip), default=0)
 
 
 #: The 8 symmetries of a square (dihedral group D4): quarter turns, each with and without a

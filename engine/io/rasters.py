@@ -26,41 +26,52 @@ GTIFF_OPTIONS = {
 }
 
 
-#: Rows of blocks GDAL's block cache holds per open raster while classifying: tiles read in
-#: row order, with margins overlapping the previous row of tiles, then decode every block once.
-CACHED_BLOCK_ROWS = 4
+#: Rows of blocks GDAL's block cache holds per open raster while classifying: tiles read row by
+#: row down a strip (a 512-pixel tile with its margins spans 3 rows of 256-pixel blocks), with
+#: margins overlapping the previous row of tiles, then decode most blocks of the strip once.
+CACHED_BLOCK_ROWS = 3
 MIN_BLOCK_CACHE = 16 << 20
-_block_cache_shares: dict[object, int] = {}
+_block_cache_shares: dict[object, list[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]] = {}
 
 
 @contextlib.contextmanager
 def block_cache_share(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]
                       ) -> Iterator[None]:
-    """While open, `datasets` count in the block cache `rows_block_cache` gives:
-    `CACHED_BLOCK_ROWS` rows of their blocks across their width."""
+    """While open, `datasets` count in the block cache `strip_block_cache` gives."""
     share = object()
-    _block_cache_shares[share] = sum(
-        CACHED_BLOCK_ROWS * ds.block_shapes[0][0] * ds.width * ds.count
-        * np.dtype(ds.dtypes[0]).itemsize for ds in datasets)
+    _block_cache_shares[share] = list(datasets)
     try:
         yield
     finally:
         del _block_cache_shares[share]
 
 
+def strip_cache_bytes(dataset: rasterio.io.DatasetReader | rasterio.io.DatasetWriter,
+                      width_share: float) -> int:
+    """`CACHED_BLOCK_ROWS` rows of `dataset`'s blocks across a strip `width_share` of its width
+    wide, and a block more on either side for the tiles' margins (at most the whole raster)."""
+    block_rows, block_cols = dataset.block_shapes[0]
+    columns = min(dataset.width, math.ceil(width_share * dataset.width) + 2 * block_cols)
+    rows = min(dataset.height, CACHED_BLOCK_ROWS * block_rows)
+    return rows * columns * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
+
+
 @contextlib.contextmanager
-def rows_block_cache() -> Iterator[None]:
-    """While classifying, GDAL's block cache holds the rows of blocks the open rasters share
-    (at least 16 MB, at most GDAL's setting) instead of GDAL's default of 5 % of the RAM,
-    which keeps whole rasters decoded and makes memory grow with them; afterwards the setting
-    is restored. A GDAL_CACHEMAX set by the user is left alone."""
+def strip_block_cache(width_share: float = 1.0) -> Iterator[None]:
+    """While classifying by strips `width_share` of the rasters' width wide, GDAL's block cache
+    holds the rows of blocks of a strip of the open rasters (at least 16 MB, at most GDAL's
+    setting) instead of GDAL's default of 5 % of the RAM, which keeps whole rasters decoded and
+    makes memory grow with them; afterwards the setting is restored. A GDAL_CACHEMAX set by
+    the user is left alone."""
     if "GDAL_CACHEMAX" in os.environ:
         yield
         return
     from osgeo import gdal  # rasterio has no getter; both use the one libgdal
 
+    needed = sum(strip_cache_bytes(dataset, width_share)
+                 for datasets in _block_cache_shares.values() for dataset in datasets)
     before = gdal.GetCacheMax()
-    gdal.SetCacheMax(min(before, max(MIN_BLOCK_CACHE, sum(_block_cache_shares.values()))))
+    gdal.SetCacheMax(min(before, max(MIN_BLOCK_CACHE, needed)))
     try:
         yield
     finally:

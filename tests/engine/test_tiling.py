@@ -9,15 +9,18 @@ from helpers import write_raster
 from osgeo import gdal
 from rasterio.crs import CRS
 
+from lcfusion.engine.inference import tiles
 from lcfusion.engine.inference.blocks import map_blocks
 from lcfusion.engine.inference.classifying import prefetched, write_class_map
-from lcfusion.engine.inference.tiles import TilePredictor, balanced_steps
+from lcfusion.engine.inference.tiles import TilePredictor, balanced_steps, in_strips
+from lcfusion.engine.io import rasters
 from lcfusion.engine.io.rasters import (
+    CACHED_BLOCK_ROWS,
     MIN_BLOCK_CACHE,
     Grid,
     block_cache_share,
     iter_windows,
-    rows_block_cache,
+    strip_block_cache,
 )
 from lcfusion.engine.progress import NullReporter
 from lcfusion.engine.reference.classes import ClassTable
@@ -66,13 +69,97 @@ def test_prefetched_raises_the_load_error_for_its_item_and_stops():
     assert max(loaded) <= 3  # at most one tile read ahead of the failing one
 
 
-def test_block_cache_holds_rows_of_blocks_while_classifying(tmp_path):
+def test_block_cache_holds_rows_of_blocks_of_a_strip_while_classifying(tmp_path):
     path = write_raster(tmp_path / "a.tif", np.zeros((3, 64, 5000), dtype="uint16"))
     before = gdal.GetCacheMax()
-    with rasterio.open(path) as src, block_cache_share([src]), rows_block_cache():
-        rows = src.block_shapes[0][0]
-        assert gdal.GetCacheMax() == min(before, max(MIN_BLOCK_CACHE, 4 * rows * 5000 * 3 * 2))
+    with rasterio.open(path) as src, block_cache_share([src]), strip_block_cache(0.1):
+        rows, cols = src.block_shapes[0]
+        assert gdal.GetCacheMax() == min(before, max(MIN_BLOCK_CACHE,
+                                                     min(64, CACHED_BLOCK_ROWS * rows)
+                                                     * (500 + 2 * cols) * 3 * 2))
     assert gdal.GetCacheMax() == before
+
+
+@pytest.mark.parametrize("step", [128, 200])
+def test_strips_visit_every_core_once_row_by_row_and_end_on_block_edges(step):
+    cores = list(iter_windows(3000, 700, step))
+    strips = in_strips(cores, width=1024, align=256)
+    assert sorted(core for strip in strips for core in strip) == sorted(cores)
+    assert len({core for strip in strips for core in strip}) == len(cores)
+    lefts = [min(int(c.col_off) for c in strip) for strip in strips]
+    rights = [max(int(c.col_off + c.width) for c in strip) for strip in strips]
+    assert lefts == sorted(lefts) and lefts[1:] == rights[:-1]
+    assert all(right - left <= 1024 for left, right in zip(lefts, rights, strict=True))
+    assert all(strip == [c for c in cores if left <= c.col_off < right]
+               for strip, left, right in zip(strips, lefts, rights, strict=True))
+    if step == 128:  # cores on block edges: every strip is 4 whole blocks wide
+        assert lefts == [0, 1024, 2048]
+    else:  # no core edge within 1024 pixels lies on a block edge: 5 cores a strip
+        assert lefts == [0, 1000, 2000]
+
+
+class PositionPredictor(TilePredictor):
+    """A class of each pixel's position, on tiles off the map's block edges, and the block
+    cache set while it reads."""
+
+    tile_size = 24
+
+    def __init__(self):
+        self.cache_sizes = []
+
+    def load(self, reader, core):
+        self.cache_sizes.append(gdal.GetCacheMax())
+        return core
+
+    def infer(self, tile):
+        rows, cols = np.mgrid[tile.row_off: tile.row_off + tile.height,
+                              tile.col_off: tile.col_off + tile.width]
+        probs = np.stack([(rows + cols) % 3 == k for k in range(3)]).astype(np.float32)
+        return probs, np.ones(probs.shape[1:], dtype=bool)
+
+
+def position_map(tmp_path, width: int, height: int = 72) -> tuple[np.ndarray, list[int]]:
+    """The class map of a grid `width` pixels wide by `PositionPredictor`, with a tiled input
+    raster as wide open, and the cache sizes it read with."""
+    classes = ClassTable.build([1, 2, 3], {1: "a", 2: "b", 3: "c"},
+                               {1: "#ff0000", 2: "#00ff00", 3: "#0000ff"})
+    grid = Grid(CRS.from_epsg(32631).to_wkt(), (600000.0, 10.0, 0.0, 5600000.0, 0.0, -10.0),
+                width, height)
+    source = tmp_path / f"input-{width}.tif"
+    with rasterio.open(source, "w", driver="GTiff", width=width, height=height, count=4,
+                       dtype="uint16", crs=grid.crs_wkt, transform=grid.affine(), tiled=True,
+                       blockxsize=16, blockysize=16) as dst:
+        dst.write(np.zeros((4, height, width), dtype="uint16"))
+    predictor = PositionPredictor()
+    class_map = tmp_path / f"map-{width}.tif"
+    with rasterio.open(source) as src, block_cache_share([src]):
+        write_class_map(predictor, None, grid, classes, class_map, None, NullReporter())
+    with rasterio.open(class_map) as ds:
+        return ds.read(1), predictor.cache_sizes
+
+
+def test_strips_keep_the_block_cache_flat_in_width(tmp_path, monkeypatch):
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    monkeypatch.setattr(rasters, "MIN_BLOCK_CACHE", 0)
+    monkeypatch.setattr(tiles, "STRIP_WIDTH", 100)
+    sizes = {width: position_map(tmp_path, width)[1] for width in (96, 1200, 2400)}
+    assert len(set(sizes[1200] + sizes[2400])) == 1
+    assert sizes[96][0] < sizes[2400][0] < 5 * sizes[96][0]  # a strip and a block either side
+
+
+def test_blocks_written_half_by_two_strips_are_whole(tmp_path, monkeypatch):
+    """With no block cache, blocks straddling two strips are flushed half written and read
+    back: every pixel is still the one computed."""
+    monkeypatch.setenv("GDAL_CACHEMAX", "0")
+    monkeypatch.setattr(tiles, "STRIP_WIDTH", 100)
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(0)
+    try:
+        labels, _ = position_map(tmp_path, 600)
+    finally:
+        gdal.SetCacheMax(before)
+    rows, cols = np.mgrid[0:72, 0:600]
+    np.testing.assert_array_equal(labels, (rows + cols) % 3 + 1)
 
 
 class ConstantPredictor(TilePredictor):

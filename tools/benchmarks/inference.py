@@ -119,11 +119,13 @@ def memory_settings(family: str, small: SceneFiles) -> dict:
 
 
 def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneFiles,
-                      tall: SceneFiles, work: Path, config: BenchConfig) -> dict:
+                      tall: SceneFiles, wide: SceneFiles, work: Path, config: BenchConfig
+                      ) -> dict:
     """Throughput on the large scene with the default settings (per device), efficiency
     against the matmul timed just before and just after (this machine's speed drifts), and
-    the peak memory of the small, large and tall scene (as many pixels as the large, all of
-    the extra ones in rows) classified with tiles of one shape."""
+    the peak memory of the small scene and of the large, tall and wide ones (as many pixels
+    each: added in rows and columns, in rows only, in columns only) classified with tiles of
+    one shape."""
     flops = executed_flops(family, model, large)
     pixels = large.pixels(family)
     runs = {}
@@ -148,7 +150,7 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
             break
     settings = memory_settings(family, small)
     memory = {}
-    for label, scene in (("small", small), ("large", large), ("tall", tall)):
+    for label, scene in (("small", small), ("large", large), ("tall", tall), ("wide", wide)):
         run = run_engine(f"classify-{family}", classify_job(
             work / f"{family}-memory-{label}", family, model, scene, settings))
         memory[label] = {"side": scene.side, "rows": scene.rows, "pixels": scene.pixels(family),
@@ -158,8 +160,9 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
             "memory": {**memory, "tile_size": settings["tile_size"],
                        "pixel_ratio": memory["large"]["pixels"] / memory["small"]["pixels"],
                        "ratio": memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"],
-                       "tall_ratio": (memory["tall"]["peak_rss_mb"]
-                                      / memory["small"]["peak_rss_mb"])}}
+                       **{f"{label}_ratio": (memory[label]["peak_rss_mb"]
+                                             / memory["small"]["peak_rss_mb"])
+                          for label in ("tall", "wide")}}}
 
 
 def machine_limits(config: BenchConfig) -> dict[str, float]:

@@ -15,8 +15,9 @@ from benchmarks.config import BenchConfig
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine.families.fgunet.commands import FGUNetClassifyConfig
 from lcfusion.engine.families.fgunet.network import FGUNet
+from lcfusion.engine.inference.classifying import strip_order
 from lcfusion.engine.inference.tiles import balanced_steps
-from lcfusion.engine.io.rasters import iter_windows, rows_block_cache
+from lcfusion.engine.io.rasters import iter_windows, strip_block_cache
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
 
@@ -30,17 +31,20 @@ def plain_read(scene: SceneFiles) -> int:
 
 
 def tile_windows(series: TimeSeries, tile_size: int, margin: int) -> list[Window]:
-    """The windows FG-UNET's classification reads: each core with its margins."""
+    """The windows FG-UNET's classification reads, in its order: each core with its
+    margins."""
     step_h = balanced_steps(series.height, tile_size, margin, FGUNet.size_multiple)
     step_w = balanced_steps(series.width, tile_size, margin, FGUNet.size_multiple)
+    cores, _ = strip_order(iter_windows(series.width, series.height, step_h, step_w))
     return [Window(int(core.col_off) - margin, int(core.row_off) - margin, step_w + 2 * margin,
-                   step_h + 2 * margin)
-            for core in iter_windows(series.width, series.height, step_h, step_w)]
+                   step_h + 2 * margin) for core in cores]
 
 
 def engine_read(spec: SeriesSpec, windows: list[Window]) -> None:
-    """The windows read as classifying reads them (with its GDAL block cache)."""
-    with TimeSeries(spec).open() as reader, rows_block_cache():
+    """The windows read as classifying reads them (with its GDAL block cache for strips)."""
+    series = TimeSeries(spec)
+    _, width = strip_order(windows)
+    with series.open() as reader, strip_block_cache(min(1.0, width / series.width)):
         for window in windows:
             reader.read(window)
 
@@ -50,7 +54,7 @@ def reading_figures(scene: SceneFiles, config: BenchConfig) -> dict:
     series = TimeSeries(spec)
     classify = FGUNetClassifyConfig()
     windows = tile_windows(series, classify.tile_size, classify.margin)
-    cores = list(iter_windows(series.width, series.height, 512))
+    cores, _ = strip_order(iter_windows(series.width, series.height, 512))
     timings: dict[str, list[float]] = {"plain": [], "engine_tiles": [], "engine_cores": []}
     plain_read(scene)
     for _ in range(max(config.repeats, 1) + 1):
