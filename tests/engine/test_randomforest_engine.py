@@ -331,7 +331,9 @@ def test_another_familys_model_is_refused(tmp_path, scene):
     with pytest.raises(LcfusionError) as error:
         classify_randomforest(classify_job(tmp_path, model, source_inputs(scene, "s2")),
                               NullReporter())
-    assert error.value.parameter == "MODEL" and "not a randomforest model" in error.value.message
+    assert error.value.parameter == "MODEL"
+    assert error.value.message == ("other.lcfusion is a model of the TWINNS family, not Random "
+                                   "Forest: use Classify with TWINNS")
 
 
 @pytest.mark.parametrize("source, settings, parameter, words", [
