@@ -48,7 +48,9 @@ unmount_below() {
 
 cleanup() {
     local status=$?
-    trap - EXIT INT TERM
+    # A second Ctrl+C or kill while unmounting must not stop it half-way: ignore them now.
+    trap - EXIT
+    trap '' INT TERM
     unmount_below "$ROOT"
     unmount_below "$ROOT.partial"
     if findmnt -rn -o TARGET | grep -F "$ROOT" >&2; then
