@@ -130,3 +130,17 @@ def model(request, family) -> ModelBytes:
     """The bytes of the session's trained model of `family`."""
     path, _ = request.getfixturevalue(FAMILY_FIXTURES[family])
     return ModelBytes(path.read_bytes())
+
+
+@pytest.fixture
+def layer_tree_view(qgis_iface, monkeypatch):
+    """A real layer tree view behind `iface.layerTreeView()`: Processing's post-processing
+    hands it to `QgsProcessingGuiUtils.addResultLayers` since QGIS 3.40, which refuses the test
+    interface's stand-in."""
+    from qgis.core import QgsLayerTreeModel, QgsProject
+    from qgis.gui import QgsLayerTreeView
+
+    view = QgsLayerTreeView()
+    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot()))
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view)
+    return view

@@ -257,7 +257,7 @@ def test_other_ratio_than_training_names_ms(tmp_path, scene, trained_mrfusion):
 
 def test_fgunet_model_is_refused(tmp_path, scene, trained):
     error = classify_error(tmp_path, trained[0], scene.pan_path, scene.ms_path)
-    assert error.parameter == "MODEL" and "fgunet" in error.message
+    assert error.parameter == "MODEL" and "of the FG-UNET family, not MRFusion" in error.message
 
 
 @pytest.mark.parametrize("settings, parameter, words", [

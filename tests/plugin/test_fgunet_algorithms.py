@@ -307,7 +307,8 @@ def _check_loaded_class_map(project: QgsProject, path: str, model) -> QgsRasterL
     return layers[0]
 
 
-def test_loaded_outputs_get_their_renderers(lcfusion_provider, scene, trained, tmp_path):
+def test_loaded_outputs_get_their_renderers(lcfusion_provider, scene, trained, tmp_path,
+                                            layer_tree_view):
     """As `processing.runAndLoadResults` does it: destinations with a project, then
     Processing's post-processing (`handleAlgorithmResults`)."""
     model, _ = trained
@@ -337,7 +338,8 @@ def test_loaded_outputs_get_their_renderers(lcfusion_provider, scene, trained, t
 
 
 def test_post_processor_styles_a_layer_registered_in_the_context(lcfusion_provider, scene,
-                                                                 trained, tmp_path):
+                                                                 trained, tmp_path,
+                                                                 layer_tree_view):
     """A context that already lists the output to load (as the toolbox dialog builds it)."""
     model, _ = trained
     project = QgsProject()

@@ -139,6 +139,6 @@ def test_classify_checks_the_model_against_the_pair(lcfusion_provider, scene, tm
     ok, message = check(CLASSIFY, {**base, "MODEL": model, "MS": str(three)})
     assert not ok and "[MS]" in message and "4 bands" in message
     ok, message = check(CLASSIFY, {**base, "MODEL": str(trained[0]), "MS": str(scene.ms_path)})
-    assert not ok and "[MODEL]" in message and "fgunet" in message
+    assert not ok and "[MODEL]" in message and "of the FG-UNET family, not MRFusion" in message
     ok, message = check(CLASSIFY, {**base, "MODEL": model, "MS": str(scene.ms_path)})
     assert ok, message

@@ -31,8 +31,12 @@ def test_engine_interpreter_resolution_order(qgis_app, monkeypatch, tmp_path):
         monkeypatch.delenv("LCFUSION_PYTHON")
         assert engine_python() == "/opt/from-setting/python"
         settings.setValue(ENGINE_PYTHON_KEY, "")
-        expected = venv_python(plugin_root())  # a source checkout's, made by make setup
-        assert engine_python() == str(expected) and expected.exists()
+        checkout = tmp_path / "checkout"  # a source checkout's .venv, made by make setup
+        monkeypatch.setattr("lcfusion.plugin.settings.plugin_root", lambda: checkout)
+        expected = venv_python(checkout)
+        expected.parent.mkdir(parents=True)
+        expected.symlink_to(sys.executable)
+        assert engine_python() == str(expected)
         created = venv_executable(profile / "lcfusion" / "venv")  # the plugin's action made it
         created.parent.mkdir(parents=True)
         created.symlink_to(sys.executable)

@@ -101,7 +101,7 @@ def test_classify_checks_the_dates_against_the_model(lcfusion_provider, scene, t
 
 
 def test_the_attention_map_is_loaded_showing_its_three_most_attended_dates(
-        lcfusion_provider, scene, trained_twinns):
+        lcfusion_provider, scene, trained_twinns, layer_tree_view):
     """As the dialog runs it: the outputs loaded into a project, then styled by Processing's
     post-processing."""
     model = trained_twinns[0]
