@@ -58,8 +58,8 @@ def targets(results: dict) -> dict[str, str]:
     fgunet = results["inference"]["fgunet"]["devices"]["cpu"]
     dense = results["dense"]["mrfusion"]["loop_batch_64"]["speedup"]
     memory = max(f["memory"]["ratio"] for f in results["inference"].values())
-    tall, wide = (max(f["memory"][f"{shape}_ratio"] for f in results["inference"].values())
-                  for shape in ("tall", "wide"))
+    tall, wide = (max(f["memory"][f"{shape}_ratio"] for f in results["inference"].values()
+                      if f"{shape}_ratio" in f["memory"]) for shape in ("tall", "wide"))
     reading = results["reading"]["ratio"]
     forest = results["forest"]
     out = {"efficiency": verdict(fgunet["efficiency"], fgunet["efficiency"] >= 0.4, "{:.2f}")

@@ -140,11 +140,17 @@ def short_of_space(outputs: Sequence[tuple[Path, str]]) -> tuple[Path, str] | No
     return (target, parameter) if shutil.disk_usage(target.parent).free < FULL_BELOW else None
 
 
+#: How rasterio, GDAL and libtiff word a failed write (rasterio 1.4: "Write failed", libtiff:
+#: "... Write error at ...", "IO error writing directory", and after it, GDAL 3.11's
+#: "Error fetching directory count" of the directory it could not write).
+WRITE_ERRORS = ("write failed", "write error", "error writing", "error fetching directory")
+
+
 def is_write_error(error: BaseException) -> bool:
     """Whether `error`, or an error it was raised from, is rasterio's or GDAL's report of a
-    failed write (rasterio 1.4: "Write failed", libtiff: "... Write error at ...")."""
-    return any(str(each).lower().startswith("write failed") or "write error" in str(each).lower()
-               for each in error_chain(error))
+    failed write (`WRITE_ERRORS`)."""
+    return any(words in str(each).lower() for each in error_chain(error)
+               for words in WRITE_ERRORS)
 
 
 class RasterOutput(NamedTuple):

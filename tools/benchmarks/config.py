@@ -39,6 +39,9 @@ class BenchConfig:
     render_size: int = 1000
     #: Deep families whose training is also timed through mpirun with 1 and 2 ranks.
     mpi_families: tuple[str, ...] = ("fgunet", "mrfusion", "twinns")
+    #: Families whose peak memory is also measured with the pixels added in rows only and in
+    #: columns only (every family's is measured with them added in both).
+    shape_families: tuple[str, ...] = FAMILIES
 
 
 TRAINING = {
@@ -69,5 +72,5 @@ PRESETS = {
         "tiny", {"fgunet": 32, "mrfusion": 32, "twinns": 32, "randomforest": 32}, scale=2,
         train_side=96, training=TINY_TRAINING, loop_pixels=16, dense_tile=32, io_side=96,
         repeats=1, qgis_side=32, matmul_size=512, render_side=600, render_size=100,
-        mpi_families=("fgunet",)),
+        mpi_families=("fgunet",), shape_families=("fgunet",)),
 }

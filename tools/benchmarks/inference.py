@@ -124,8 +124,8 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
     """Throughput on the large scene with the default settings (per device), efficiency
     against the matmul timed just before and just after (this machine's speed drifts), and
     the peak memory of the small scene and of the large, tall and wide ones (as many pixels
-    each: added in rows and columns, in rows only, in columns only) classified with tiles of
-    one shape."""
+    each: added in rows and columns, in rows only, in columns only; the last two for the
+    configuration's `shape_families`) classified with tiles of one shape."""
     flops = executed_flops(family, model, large)
     pixels = large.pixels(family)
     runs = {}
@@ -150,7 +150,10 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
             break
     settings = memory_settings(family, small)
     memory = {}
-    for label, scene in (("small", small), ("large", large), ("tall", tall), ("wide", wide)):
+    shapes = ("tall", "wide") if family in config.shape_families else ()
+    scenes = {"small": small, "large": large, "tall": tall, "wide": wide}
+    for label in ("small", "large", *shapes):
+        scene = scenes[label]
         run = run_engine(f"classify-{family}", classify_job(
             work / f"{family}-memory-{label}", family, model, scene, settings))
         memory[label] = {"side": scene.side, "rows": scene.rows, "pixels": scene.pixels(family),
@@ -162,7 +165,7 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
                        "ratio": memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"],
                        **{f"{label}_ratio": (memory[label]["peak_rss_mb"]
                                              / memory["small"]["peak_rss_mb"])
-                          for label in ("tall", "wide")}}}
+                          for label in shapes}}}
 
 
 def machine_limits(config: BenchConfig) -> dict[str, float]:

@@ -53,7 +53,8 @@ def summary(results: dict) -> str:
                          f"{_f(memory['small']['peak_rss_mb'], 0)} / "
                          f"{_f(memory['large']['peak_rss_mb'], 0)} "
                          f"({memory['pixel_ratio']:.0f}x the pixels)", memory["ratio"],
-                         memory["tall_ratio"], memory["wide_ratio"]])
+                         memory.get("tall_ratio", "not measured"),
+                         memory.get("wide_ratio", "not measured")])
     lines += table(["family", "device", "map pixels", "Mpx/s", "MFLOP/px", "efficiency",
                     "efficiency (executed)", "peak RSS MB small / large", "RSS ratio",
                     "RSS ratio, pixels added in rows only", "in columns only"], rows)
