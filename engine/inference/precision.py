@@ -5,12 +5,14 @@ only if no pixel with data changed class on that tile; otherwise it classifies i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..errors import LcfusionError
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,16 @@ class PrecisionCheck:
                 f"{self.pixels:,} pixels against float32, so the map is computed in float32")
 
 
+@contextlib.contextmanager
+def tile_fits_gpu() -> Iterator[None]:
+    """A GPU that runs out of memory inside the block is an error naming TILE_SIZE."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        raise LcfusionError("the GPU ran out of memory; lower the tile size",
+                            "TILE_SIZE") from exc
+
+
 class CheckedPrecision:
     """A predictor's precision: float32 on the CPU; on a GPU bfloat16 autocast once the first
     tile has shown that it keeps the classes (`check_precision`, called by `infer` while
@@ -51,6 +63,13 @@ class CheckedPrecision:
         if self.bfloat16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """Where the network runs on a tile: inference mode in the chosen precision; a GPU
+        that runs out of memory is an error naming TILE_SIZE."""
+        with tile_fits_gpu(), torch.inference_mode(), self.precision():
+            yield
 
     def check_precision(self, infer: Callable[[Any], tuple], tile: Any) -> tuple:
         """`infer(tile)` in float32, returned; the same in bfloat16, compared with it class by

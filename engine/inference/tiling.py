@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from ..errors import LcfusionError
 from ..io.normalization import PercentileNormalizer
 from ..io.series import SeriesReader
 from .precision import CheckedPrecision
@@ -87,12 +86,7 @@ class TiledPredictor(CheckedPrecision, MarginTiling, TilePredictor):
         def probabilities(x: list[torch.Tensor]) -> torch.Tensor:
             return torch.softmax(self.model(x[0])[0].float(), dim=0)
 
-        try:
-            with torch.inference_mode(), self.precision():
-                x = [tensor.to(self.device)]
-                probs = dihedral_mean(probabilities, x) if self.tta else probabilities(x)
-            probs = self.core_of(probs, core)
-        except torch.cuda.OutOfMemoryError as exc:
-            raise LcfusionError("the GPU ran out of memory; lower the tile size",
-                                "TILE_SIZE") from exc
-        return probs.float().cpu().numpy(), valid
+        with self.computing():
+            x = [tensor.to(self.device)]
+            probs = dihedral_mean(probabilities, x) if self.tta else probabilities(x)
+        return self.core_of(probs, core).float().cpu().numpy(), valid

@@ -1,7 +1,8 @@
-"""bfloat16 autocast in classification only where the check tile keeps its classes. There is no
-GPU here, so the check runs with the CPU's bfloat16 autocast (`bfloat16 = None` asks for it,
-as a predictor on a GPU starts): a real reduced-precision pass of the trained FG-UNET, whose
-head is scaled so that the classes either cannot change or must change."""
+"""bfloat16 autocast in classification only where the check tile keeps its classes, and a GPU
+out of memory on a tile named as TILE_SIZE. There is no GPU here, so the check runs with the
+CPU's bfloat16 autocast (`bfloat16 = None` asks for it, as a predictor on a GPU starts): a real
+reduced-precision pass of the trained FG-UNET, whose head is scaled so that the classes either
+cannot change or must change."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from helpers import RecordingReporter
 from rasterio.windows import Window
 
+from lcfusion.engine.errors import LcfusionError
 from lcfusion.engine.families.fgunet.commands import load_fgunet
 from lcfusion.engine.families.mapsteps import report_precision
 from lcfusion.engine.inference.precision import PrecisionCheck
@@ -76,3 +78,17 @@ def test_the_cpu_classifies_in_float32_without_a_check(trained):
     log = RecordingReporter()
     report_precision(predictor, log)
     assert log.text() == ""
+
+
+def test_a_gpu_out_of_memory_on_a_tile_names_the_tile_size(scene, trained, monkeypatch):
+    predictor = predictor_with_head(trained, scene, 1.0, 0.0)
+
+    def out_of_memory(*inputs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(predictor, "model", out_of_memory)
+    series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
+    with series.open() as reader, pytest.raises(LcfusionError) as error:
+        predictor.predict(reader, next(predictor.cores(series.height, series.width)))
+    assert error.value.parameter == "TILE_SIZE"
+    assert error.value.message == "the GPU ran out of memory; lower the tile size"

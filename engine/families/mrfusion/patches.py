@@ -9,7 +9,6 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
-from ...errors import LcfusionError
 from ...inference.precision import CheckedPrecision
 from ...inference.tiling import inference_copy, memory_format
 from ...io.alignment import PanMsAlignment
@@ -171,16 +170,12 @@ class DensePanMsPredictor(CheckedPrecision, DensePanMsTiles):
     def tile_logits(self, tile: dict) -> torch.Tensor:
         """Class scores (classes, h, w) of a loaded core."""
         device, layout = self.device, memory_format(self.device)
-        try:
-            with torch.inference_mode(), self.precision():
-                logits = self.model.dense_logits(
-                    tile["pan"].to(device).contiguous(memory_format=layout),
-                    tile["ms"].to(device).contiguous(memory_format=layout),
-                    tile["rows"].to(device), tile["cols"].to(device), tile["height"],
-                    tile["width"])
-        except torch.cuda.OutOfMemoryError as exc:
-            raise LcfusionError("the GPU ran out of memory; lower the tile size",
-                                "TILE_SIZE") from exc
+        with self.computing():
+            logits = self.model.dense_logits(
+                tile["pan"].to(device).contiguous(memory_format=layout),
+                tile["ms"].to(device).contiguous(memory_format=layout),
+                tile["rows"].to(device), tile["cols"].to(device), tile["height"],
+                tile["width"])
         return logits[0].float()
 
     def patch_logits(self, pairs: PatchPairs, rows: np.ndarray, cols: np.ndarray,

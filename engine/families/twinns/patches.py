@@ -13,7 +13,7 @@ from rasterio.windows import Window
 
 from ...errors import LcfusionError
 from ...inference.ensemble import Ensemble, log_mean_probabilities
-from ...inference.precision import CheckedPrecision
+from ...inference.precision import CheckedPrecision, tile_fits_gpu
 from ...inference.tiles import TilePredictor
 from ...inference.tiling import dihedral_mean, inference_copy, memory_format
 from ...io.normalization import PercentileNormalizer
@@ -117,7 +117,7 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
         tiles, in row-major batches."""
         forward = forward or self.model
         rows_per_batch = max(1, self.batch_size // w)
-        with torch.inference_mode(), self.precision():
+        with self.computing():
             for top in range(0, h, rows_per_batch):
                 rows = min(rows_per_batch, h - top)
                 yield forward(*(self._patches(tile[:, top: top + rows + 2 * self.half])
@@ -141,14 +141,15 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
         if self.bfloat16 is None:
             return self.check_precision(self.infer, tile)
         tiles, valid, core = tile
+        return self._on_device(self._probabilities, tiles).float().cpu().numpy(), valid
+
+    def _on_device(self, compute: Callable[[list[torch.Tensor]], torch.Tensor],
+                   tiles: list[torch.Tensor]) -> torch.Tensor:
+        """`compute` on the tiles moved to the device; with test-time augmentation its mean
+        over the 8 symmetries of each pixel's patches."""
         tiles = [t.to(self.device) for t in tiles]
-        try:
-            probs = (dihedral_mean(self._probabilities, tiles) if self.tta
-                     else self._probabilities(tiles))
-        except torch.cuda.OutOfMemoryError as exc:
-            raise LcfusionError("the GPU ran out of memory; lower the tile size",
-                                "TILE_SIZE") from exc
-        return probs.float().cpu().numpy(), valid
+        with tile_fits_gpu():
+            return dihedral_mean(compute, tiles) if self.tta else compute(tiles)
 
     def infer_pixels(self, tile: tuple[list[torch.Tensor], np.ndarray, Window],
                      rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +162,7 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
         tiles, valid, core = tile
         selected = [torch.from_numpy(rows), torch.from_numpy(cols)]
         scores = []
-        with torch.inference_mode(), self.precision():
+        with self.computing():
             for start in range(0, rows.size, self.batch_size):
                 at = [index[start: start + self.batch_size] for index in selected]
                 scores.append(logits_of(self.model(*(self._pixel_patches(t, *at)
@@ -186,14 +187,8 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
         if self.bfloat16 is None:
             return self.check_precision(self.infer_values, tile)
         tiles, valid, core = tile
-        tiles = [t.to(self.device) for t in tiles]
-        try:
-            stacked = (dihedral_mean(self._probabilities_and_attention, tiles) if self.tta
-                       else self._probabilities_and_attention(tiles))
-        except torch.cuda.OutOfMemoryError as exc:
-            raise LcfusionError("the GPU ran out of memory; lower the tile size",
-                                "TILE_SIZE") from exc
-        stacked = stacked.float().cpu().numpy()
+        stacked = self._on_device(self._probabilities_and_attention,
+                                  tiles).float().cpu().numpy()
         classes = self.model.config.n_classes
         return stacked[:classes], valid, stacked[classes:]
 
