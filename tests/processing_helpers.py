@@ -1,9 +1,11 @@
-"""Helpers for tests that run algorithms through Processing: cancelling at a stage or a
-message, checking that no engine process survives and nothing is left behind, and the
-parameters of a quick MRFusion training."""
+"""Helpers for tests that run algorithms through Processing: running one as the toolbox dialog
+does (outputs loaded and post-processed), cancelling at a stage or a message, checking that no
+engine process survives and nothing is left behind, and the parameters of a quick MRFusion
+training."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import signal
@@ -16,7 +18,15 @@ import processing
 import pytest
 import rasterio
 from helpers import processes_in, write_raster
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils
+from processing.core.Processing import Processing
+from processing.gui.Postprocessing import handleAlgorithmResults
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingUtils,
+)
 
 #: Seconds from cancel() to processing.run returning. The plugin sends SIGTERM and falls back
 #: to SIGKILL after 10 s; a bound below that shows the engine stopped on SIGTERM.
@@ -34,6 +44,17 @@ TINY_MRFUSION = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 64, "VALIDATION_SAMPLES": 0,
 TINY_TWINNS = {"EPOCHS": 1, "SAMPLES_PER_EPOCH": 128, "VALIDATION_SAMPLES": 32,
                "BATCH_SIZE": 64, "TILE_SIZE": 96}
 TINY_FOREST = {"N_TREES": 10, "SAMPLES_PER_CLASS": 100, "TILE_SIZE": 64}
+
+
+def run_and_load(algorithm: str, parameters: dict, context: QgsProcessingContext) -> dict:
+    """Run `algorithm` as the toolbox dialog does: its outputs loaded into the context's
+    project and styled by Processing's post-processing (`handleAlgorithmResults`)."""
+    alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm)
+    results = Processing.runAlgorithm(alg, parameters, onFinish=handleAlgorithmResults,
+                                      context=context)
+    gc.collect()
+    QgsApplication.processEvents()
+    return results
 
 
 def landsat_like_pair(folder: Path, scene) -> tuple[Path, Path, tuple[float, float]]:

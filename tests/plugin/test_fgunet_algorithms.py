@@ -13,8 +13,8 @@ import processing
 import pytest
 import rasterio
 from osgeo import gdal
-from processing.core.Processing import Processing
 from processing.gui.Postprocessing import handleAlgorithmResults
+from processing_helpers import run_and_load
 from qgis.core import (
     QgsApplication,
     QgsCategorizedSymbolRenderer,
@@ -319,12 +319,7 @@ def test_loaded_outputs_get_their_renderers(lcfusion_provider, scene, trained, t
                   "OUTPUT": QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT", project),
                   "OUTPUT_CONFIDENCE": QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT",
                                                                           project)}
-    alg = QgsApplication.processingRegistry().createAlgorithmById(CLASSIFY)
-
-    results = Processing.runAlgorithm(alg, parameters, onFinish=handleAlgorithmResults,
-                                      context=context)
-    gc.collect()
-    QgsApplication.processEvents()
+    results = run_and_load(CLASSIFY, parameters, context)
 
     class_map = _check_loaded_class_map(project, results["OUTPUT"], model)
     loaded = [layer for layer in project.mapLayers().values()

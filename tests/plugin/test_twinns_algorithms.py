@@ -3,17 +3,14 @@ gap-filling options of the time-series algorithms."""
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import numpy as np
 import processing
 import pytest
 import rasterio
-from processing.core.Processing import Processing
-from processing.gui.Postprocessing import handleAlgorithmResults
+from processing_helpers import run_and_load
 from qgis.core import (
-    QgsApplication,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
@@ -113,11 +110,7 @@ def test_the_attention_map_is_loaded_showing_its_three_most_attended_dates(
                   "OUTPUT": "TEMPORARY_OUTPUT",
                   "OUTPUT_ATTENTION": QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT",
                                                                          project)}
-    alg = QgsApplication.processingRegistry().createAlgorithmById(CLASSIFY)
-    results = Processing.runAlgorithm(alg, parameters, onFinish=handleAlgorithmResults,
-                                      context=context)
-    gc.collect()
-    QgsApplication.processEvents()
+    results = run_and_load(CLASSIFY, parameters, context)
 
     path = Path(results["OUTPUT_ATTENTION"])
     with rasterio.open(path) as attention:
