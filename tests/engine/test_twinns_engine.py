@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import csv
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -97,6 +98,17 @@ def test_training_learns_and_records_its_inputs(trained_twinns):
         assert sum(weights) == pytest.approx(1.0, abs=1e-3)
 
 
+def patch_symmetries(patches: list[np.ndarray]) -> Iterator[list[torch.Tensor]]:
+    """The 8 symmetries of each source's patches (N, C, p, p): 4 quarter turns, each also
+    transposed, as tensors."""
+    for turns in range(4):
+        for transpose in (False, True):
+            turned = [np.rot90(a, turns, axes=(2, 3)) for a in patches]
+            if transpose:
+                turned = [a.transpose(0, 1, 3, 2) for a in turned]
+            yield [torch.from_numpy(a.copy()) for a in turned]
+
+
 def test_batched_tiles_equal_per_patch_evaluation(trained_twinns, scene):
     _, model, _, normalizers = load_twinns(trained_twinns[0], torch.device("cpu"))
     meta = read_metadata(trained_twinns[0])
@@ -160,13 +172,8 @@ def test_test_time_augmentation_is_the_mean_over_the_8_symmetries_of_each_patch(
         patches = GridPatches([s1, s2], normalizers, 5, 0).read(rows, cols)
         expected = np.zeros((rows.size, len(meta["classes"])), dtype=np.float64)
         with torch.inference_mode():
-            for turns in range(4):
-                for transpose in (False, True):
-                    turned = [np.rot90(a, turns, axes=(2, 3)) for a in patches]
-                    if transpose:
-                        turned = [a.transpose(0, 1, 3, 2) for a in turned]
-                    expected += torch.softmax(model(*(torch.from_numpy(a.copy())
-                                                      for a in turned)).logits, dim=1).numpy()
+            for turned in patch_symmetries(patches):
+                expected += torch.softmax(model(*turned).logits, dim=1).numpy()
         expected /= 8
         for k, (row, col) in enumerate(zip(rows, cols, strict=True)):
             core = Window(col // 32 * 32, row // 32 * 32, 32, 32)
@@ -268,16 +275,12 @@ def test_an_ensembles_attention_with_tta_is_the_mean_over_members_and_symmetries
     expected_weights = np.zeros((rows.size, 14))
     expected_probs = np.zeros((rows.size, len(meta["classes"])))
     with torch.inference_mode():
-        for turns in range(4):
-            for transpose in (False, True):
-                turned = [np.rot90(a, turns, axes=(2, 3)) for a in patches]
-                if transpose:
-                    turned = [a.transpose(0, 1, 3, 2) for a in turned]
-                for member in (model, other):
-                    output = member(*(torch.from_numpy(a.copy()) for a in turned))
-                    expected_weights += torch.cat([output.attention["s1"],
-                                                   output.attention["s2"]], dim=1).numpy()
-                    expected_probs += torch.softmax(output.logits, dim=1).numpy()
+        for turned in patch_symmetries(patches):
+            for member in (model, other):
+                output = member(*turned)
+                expected_weights += torch.cat([output.attention["s1"],
+                                               output.attention["s2"]], dim=1).numpy()
+                expected_probs += torch.softmax(output.logits, dim=1).numpy()
     at = (slice(None), rows - 90, cols - 88)
     np.testing.assert_allclose(weights[at].T, expected_weights / 16, atol=1e-5)
     np.testing.assert_allclose(probs[at].T, expected_probs / 16, atol=1e-5)
