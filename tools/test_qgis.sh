@@ -109,10 +109,12 @@ copy_host_config() {
 # once (not when the step ends), and the trap kills the step's whole process group. Inside the
 # chroot a step also gets its own PID namespace (and, for the tests, network namespace), so
 # that killing its `unshare` ends every process in it, daemons included (--kill-child).
+# Bash starts a background command with SIGINT and SIGQUIT ignored; `env --default-signal`
+# gives the step the dispositions a command started from a terminal has (Python's Ctrl+C).
 step=0
 run_step() {  # run_step COMMAND...
     local status=0
-    setsid "$@" &
+    setsid env --default-signal=INT,QUIT "$@" &
     step=$!
     wait "$step" || status=$?
     step=0

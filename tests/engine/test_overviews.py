@@ -96,6 +96,15 @@ def engine_sigterm():
     signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.fixture
+def python_sigint():
+    """SIGINT handled as Python handles it when started from a terminal (`KeyboardInterrupt`),
+    also where the suite was started in the background, with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def classes() -> ClassTable:
     return ClassTable.build(list(CODES), {3: "water", 7: "forest"},
@@ -169,7 +178,8 @@ def test_the_cog_option_writes_valid_cogs(maps):
     ("cloud optimized GeoTIFF", signal.SIGTERM, CancelledError),
     ("overviews", signal.SIGINT, KeyboardInterrupt)])
 def test_a_cancel_while_gdal_works_keeps_the_existing_maps(tmp_path, classes, capfd,
-                                                           engine_sigterm, stage, stop, error):
+                                                           engine_sigterm, python_sigint, stage,
+                                                           stop, error):
     class_map, confidence = tmp_path / "map.tif", tmp_path / "confidence.tif"
     class_map.write_bytes(b"old map")
     with pytest.raises(error):
