@@ -114,16 +114,39 @@ def gdal_progress(reporter: Reporter, stage: str) -> Iterator[GdalProgress]:
         raise progress.raised
 
 
+def close_now(dataset: gdal.Dataset | None) -> None:
+    """Close `dataset` at once, raising GDAL's errors of its last writes (GDAL >= 3.8; an older
+    GDAL closes it when its last reference goes, reporting them to its error handler).
+
+    Without it a failed GDAL call leaves the dataset to the garbage collector: the call's
+    traceback holds it in the frames of GDAL's Python wrappers. Closed that late (after its
+    disk is gone, or as the interpreter exits), GDAL 3.10+ can crash the process."""
+    close = getattr(dataset, "Close", None)
+    if close is not None:
+        close()
+
+
+@contextlib.contextmanager
+def open_dataset(path: Path, access: int = gdal.GA_ReadOnly) -> Iterator[gdal.Dataset]:
+    """The GDAL dataset at `path` for the block, closed as the block ends (`close_now`); an
+    error closing it after the block failed does not hide the block's own error."""
+    dataset = gdal.Open(str(path), access)
+    try:
+        yield dataset
+    except BaseException:
+        with contextlib.suppress(RuntimeError):
+            close_now(dataset)
+        raise
+    close_now(dataset)
+
+
 def build_overviews(path: Path, resampling: str, reporter: Reporter) -> None:
     """Internal overviews of the GeoTIFF at `path`, down to `SMALLEST_OVERVIEW` pixels."""
-    dataset = gdal.Open(str(path), gdal.GA_Update)
-    try:
+    with open_dataset(path, gdal.GA_Update) as dataset:
         factors = overview_factors(dataset.RasterXSize, dataset.RasterYSize)
         if factors:
             with gdal_progress(reporter, "overviews") as progress:
                 dataset.BuildOverviews(resampling, factors, callback=progress)
-    finally:
-        dataset = None
 
 
 def convert_to_cog(map_file: MapFile, reporter: Reporter) -> None:
@@ -132,10 +155,11 @@ def convert_to_cog(map_file: MapFile, reporter: Reporter) -> None:
     output = map_file.output
     copy = partial_path(output.target)
     try:
-        with gdal_progress(reporter, "cloud optimized GeoTIFF") as progress:
-            creation = [*COG_OPTIONS, f"RESAMPLING={map_file.resampling}"]
-            gdal.Translate(str(copy), str(output.temporary), format="COG",
-                           creationOptions=creation, callback=progress)
+        creation = [*COG_OPTIONS, f"RESAMPLING={map_file.resampling}"]
+        with open_dataset(output.temporary) as source, \
+                gdal_progress(reporter, "cloud optimized GeoTIFF") as progress:
+            close_now(gdal.Translate(str(copy), source, format="COG",
+                                     creationOptions=creation, callback=progress))
         os.replace(copy, output.temporary)
     finally:
         copy.unlink(missing_ok=True)
