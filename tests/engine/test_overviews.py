@@ -190,8 +190,8 @@ def test_a_cancel_while_gdal_works_keeps_the_existing_maps(tmp_path, classes, ca
     assert "Traceback" not in capfd.readouterr().err
 
 
-# GDAL's Python bindings raise in the destructor of the dataset the failed COG copy returns,
-# which Python can only report as unraisable.
+# Before GDAL 3.8 (no Dataset.Close) the bindings raise in the destructor of the dataset the
+# failed COG copy returns, which Python can only report as unraisable.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("stage", ["overviews", "cloud optimized GeoTIFF"])
 def test_a_disk_filled_while_gdal_works_is_reported_and_keeps_the_existing_map(
