@@ -34,8 +34,11 @@ BOOTSTRAP_PACKAGES=make,python3,ca-certificates
 WHEEL_STORES=(/opt/wheels /opt/pypi /opt/pypi-more)
 
 [ "$(id -u)" = 0 ] || { echo "make test-qgis needs root (debootstrap, mount, chroot)" >&2; exit 2; }
-command -v debootstrap >/dev/null || {
-    echo "debootstrap is missing: apt-get install debootstrap" >&2; exit 2; }
+if ! command -v debootstrap >/dev/null || ! command -v ip >/dev/null; then
+    echo "Installing debootstrap and iproute2 (to build the chroot and bring up its loopback)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends debootstrap iproute2
+fi
 
 log() { printf '[test-qgis %s %s] %s\n' "$QGIS_VERSION" "$(date -u +%H:%M:%S)" "$*"; }
 
@@ -151,7 +154,16 @@ build_chroot() {
     log "debootstrap done in $((SECONDS - started)) s"
 }
 
-[ -x "$ROOT/usr/bin/python3" ] || build_chroot
+# Exit status 3: the chroot cannot be built for want of the archive (CI reports the suite as
+# not run), as distinct from a failed test.
+archive_or_exit() {
+    wget -q --spider --timeout=30 --tries=2 "$MIRROR/dists/$SUITE/Release" && return 0
+    echo "The Debian archive $MIRROR cannot be reached (no $SUITE Release file): the QGIS" \
+        "$QGIS_VERSION chroot cannot be built here. Set DEBIAN_MIRROR=... to a mirror that can." >&2
+    exit 3
+}
+
+[ -x "$ROOT/usr/bin/python3" ] || { archive_or_exit; build_chroot; }
 copy_host_config
 mount_system
 mount_work
