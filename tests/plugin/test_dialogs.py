@@ -30,11 +30,12 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsBrowserGuiModel, QgsLayerTreeView
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.PyQt.QtCore import QCoreApplication, QMetaType
 from qgis.PyQt.QtGui import QImage
 from qgis.PyQt.QtWidgets import QScrollArea, QTextBrowser
 
 from lcfusion.plugin.provider import ALGORITHMS
+from lcfusion.plugin.qt_compat import field_type
 
 SIZE = (900, 1000)
 
@@ -174,9 +175,10 @@ def value(dialog, name: str):
     return dialog.mainWidget().wrappers[name].parameterValue()
 
 
-def memory_polygons(*fields: tuple[str, QVariant.Type]) -> QgsVectorLayer:
+def memory_polygons(*fields: tuple[str, QMetaType.Type]) -> QgsVectorLayer:
     layer = QgsVectorLayer("Polygon?crs=EPSG:32631", "polygons", "memory")
-    layer.dataProvider().addAttributes([QgsField(name, kind) for name, kind in fields])
+    layer.dataProvider().addAttributes([QgsField(name, field_type(kind))
+                                        for name, kind in fields])
     layer.updateFields()
     return layer
 
@@ -189,14 +191,15 @@ def test_the_class_fields_are_preselected_never_the_feature_id(
             f"{scene.reference_path}|layername={scene.reference_layer}", "scene", "ogr"),
         # a real field named fid ranks last; text class names need no name field
         ("Land cover", None, None): memory_polygons(
-            ("fid", QVariant.Int), ("area", QVariant.Double), ("Land cover", QVariant.String)),
+            ("fid", QMetaType.Type.Int), ("area", QMetaType.Type.Double),
+            ("Land cover", QMetaType.Type.QString)),
         ("LULC_ID", "LULC_NAME", None): memory_polygons(
-            ("RABA_ID", QVariant.Int), ("LULC_NAME", QVariant.String),
-            ("LULC_ID", QVariant.Int)),
+            ("RABA_ID", QMetaType.Type.Int), ("LULC_NAME", QMetaType.Type.QString),
+            ("LULC_ID", QMetaType.Type.Int)),
         ("osm_class", "Class name", None): memory_polygons(
-            ("osm_id", QVariant.String), ("osm_code", QVariant.Int),
-            ("osm_class", QVariant.Int), ("Class name", QVariant.String),
-            ("osm_name", QVariant.String)),
+            ("osm_id", QMetaType.Type.QString), ("osm_code", QMetaType.Type.Int),
+            ("osm_class", QMetaType.Type.Int), ("Class name", QMetaType.Type.QString),
+            ("osm_name", QMetaType.Type.QString)),
     }
     assert QgsVectorLayer(f"{scene.reference_path}|layername={scene.reference_layer}",
                           "scene", "ogr").fields().names()[0] == "fid"

@@ -15,9 +15,10 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType
 
 from lcfusion.engine.modelfile.header import read_header
+from lcfusion.plugin.qt_compat import field_type
 
 NAME_FIELD = "Nom de classe é"
 
@@ -31,8 +32,9 @@ def reference_with_fields(scene, owned_layer, *, codes: bool = True) -> QgsVecto
     layer = QgsVectorLayer(f"MultiPolygon?crs={source.crs().authid()}", "my reference",
                            "memory")
     layer.dataProvider().addAttributes([
-        QgsField("Class", QVariant.Int), QgsField("fid", QVariant.Int),
-        QgsField(NAME_FIELD, QVariant.String), QgsField("FID", QVariant.Int)])
+        QgsField(name, field_type(kind)) for name, kind in (
+            ("Class", QMetaType.Type.Int), ("fid", QMetaType.Type.Int),
+            (NAME_FIELD, QMetaType.Type.QString), ("FID", QMetaType.Type.Int))])
     layer.updateFields()
     features = []
     for feature in source.getFeatures():

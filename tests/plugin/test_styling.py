@@ -169,7 +169,7 @@ def test_class_map_style_is_the_default_style(class_map, classes):
     assert layer.styleURI() == qml
     renderer = layer.renderer()
     assert isinstance(renderer, QgsPalettedRasterRenderer)
-    assert renderer.band() == 1
+    assert renderer.usesBands() == [1]
     assert [(int(c.value), c.color.name(), c.label) for c in renderer.classes()] == [
         (code, COLORS[code], NAMES[code]) for code in CODES
     ]
