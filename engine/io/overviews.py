@@ -120,10 +120,18 @@ def close_now(dataset: gdal.Dataset | None) -> None:
 
     Without it a failed GDAL call leaves the dataset to the garbage collector: the call's
     traceback holds it in the frames of GDAL's Python wrappers. Closed that late (after its
-    disk is gone, or as the interpreter exits), GDAL 3.10+ can crash the process."""
+    disk is gone, or as the interpreter exits), GDAL 3.10+ can crash the process. `Close`
+    runs with GDAL's exceptions off: GDAL before 3.11 forgets the closed handle only when
+    `Close` returns, so a raising `Close` left it to be closed a second time, a crash."""
     close = getattr(dataset, "Close", None)
-    if close is not None:
-        close()
+    if close is None:
+        return
+    with gdal.ExceptionMgr(useExceptions=False):
+        gdal.ErrorReset()
+        status = close()
+        message = gdal.GetLastErrorMsg()
+    if status != gdal.CE_None:
+        raise RuntimeError(message or "GDAL could not finish writing the dataset")
 
 
 @contextlib.contextmanager
