@@ -78,10 +78,10 @@ def test_bench_writes_every_figure(bench):
     assert forest["pixels"] == 32 * 32 and forest["trees"] == 10
     assert all(forest["mpx_per_s"][path] > 0 for path in ("engine", "sklearn", "numpy"))
     assert set(results["targets"]) == {"efficiency", "dense", "memory", "reading", "qgis",
-                                       "render", "forest"}
+                                       "render", "forest", "ranks", "resume"}
     text = (out / "summary.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## 1-3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.",
-                    "## 9.", "## 10.", "## Hot operations"):
+                    "## 9.", "## 10.", "## 11.", "## Hot operations"):
         assert heading in text
 
 
@@ -129,3 +129,21 @@ def test_forest_predictions_equal_the_numpy_path_and_scikit_learn(bench):
     assert compared["numpy"] == {"max_abs_difference": 0.0, "same_class": 1.0}
     assert compared["sklearn"]["max_abs_difference"] < 1e-12
     assert compared["sklearn"]["same_class"] >= 0.99  # a tie may break the other way
+
+
+def test_ranks_classify_the_local_map_and_a_rerun_reuses_the_blocks_of_a_killed_one(bench):
+    """The tiny configuration classifies its 192-pixel area here and on 1 mpirun rank (the
+    bench fails if a map differs); its rank is killed once half the 25 blocks are written and
+    the rerun reuses them."""
+    _, results = bench
+    ranks = results["ranks"]
+    assert (ranks["side"], ranks["blocks"], ranks["identical"]) == (192, 25, True)
+    assert set(ranks["runs"]) == {"local", "mpi_1"}
+    assert all(run["seconds"] > 0 and len(run["load_before"]) == 3
+               for run in ranks["runs"].values())
+    assert ranks["slurm_skipped"] == "not timed in the tiny configuration"
+    resume = ranks["resume"]
+    assert resume["ranks"] == 1 and resume["blocks"] == 25
+    assert 12 <= resume["kept"] < 25
+    assert resume["full_seconds"] == ranks["runs"]["mpi_1"]["seconds"]
+    assert "blocks reused" in results["targets"]["resume"]

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,6 +30,7 @@ from benchmarks.inference import inference_figures, machine_limits  # noqa: E402
 from benchmarks.portable import onnx_figures  # noqa: E402
 from benchmarks.profiles import hot_operations  # noqa: E402
 from benchmarks.qgis import qgis_figures  # noqa: E402
+from benchmarks.ranks import rank_figures  # noqa: E402
 from benchmarks.reading import reading_figures  # noqa: E402
 from benchmarks.rendering import overview_share, render_figures  # noqa: E402
 from benchmarks.scenes import scene  # noqa: E402
@@ -82,7 +84,24 @@ def targets(results: dict) -> dict[str, str]:
         render["seconds"]["with"], render["seconds"]["with"] < 1.0,
         "{:.2f} s" + f" at {render['side']:,} px ({render['seconds']['without']:.2f} s "
         f"without overviews, {render['ratio']:.1f}x)"))
+    out.update(rank_targets(results["ranks"], verdict))
     return out
+
+
+def rank_targets(ranks: dict, verdict: Callable[[float, bool, str], str]) -> dict[str, str]:
+    """The scaling ratio (mpirun, then Slurm) and the resume's time saved."""
+    parts = [verdict(ranks[f"{kind}_ratio"], ranks[f"{kind}_ratio"] >= 1.8,
+                     "{:.2f}x " + label)
+             for kind, label in (("mpi", "mpirun"), ("slurm", "Slurm"))
+             if f"{kind}_ratio" in ranks]
+    if "slurm_skipped" in ranks:
+        parts.append(f"Slurm {ranks['slurm_skipped']}")
+    resume = ranks["resume"]
+    return {"ranks": "; ".join(parts) if "mpi_ratio" in ranks
+            else "not timed (1 rank only); " + "; ".join(parts),
+            "resume": verdict(resume["saved_seconds"], resume["saved_seconds"] > 0,
+                              "{:.1f} s" + f" ({100 * resume['saved_share']:.0f} %; "
+                              f"{resume['kept']} of {resume['blocks']} blocks reused)")}
 
 
 def run(config: BenchConfig, work: Path, log) -> dict:
@@ -133,6 +152,12 @@ def run(config: BenchConfig, work: Path, log) -> dict:
     if "skipped" not in results["render"]:
         results["render"]["overview_share"] = overview_share(results["render"],
                                                              results["inference"])
+    area = config.rank_scene * config.rank_copies
+    log(f"classification on ranks: FG-UNET over {area} x {area} pixels, here and on "
+        f"{' and '.join(map(str, config.rank_counts))} rank(s) (mpirun"
+        f"{', Slurm' if config.rank_slurm else ''}); a killed rank and the rerun")
+    results["ranks"] = rank_figures(models["fgunet"], scene(work / "scenes", config.rank_scene),
+                                    work / "ranks", config)
     results["targets"] = targets(results)
     results["seconds"] = time.monotonic() - started
     return results

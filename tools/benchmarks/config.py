@@ -42,6 +42,18 @@ class BenchConfig:
     #: Families whose peak memory is also measured with the pixels added in rows only and in
     #: columns only (every family's is measured with them added in both).
     shape_families: tuple[str, ...] = FAMILIES
+    #: Figure 11: the side of the sample scene copied `rank_copies` x `rank_copies` times into
+    #: the large area FG-UNET classifies here and on ranks, and its tiles (one block each):
+    #: by default cores of 512 pixels, 16 blocks that 2 ranks share evenly (the default tile
+    #: of 512 would cut 2,048 pixels into 25 blocks, 13 for one rank and 12 for the other).
+    rank_scene: int = 512
+    rank_copies: int = 4
+    rank_tiles: dict[str, int] = field(default_factory=lambda: {"tile_size": 552,
+                                                                "margin": 20})
+    #: The rank counts timed (the scaling ratio needs 1 and 2; the resume kills a rank of the
+    #: most), and whether Slurm is started and timed too.
+    rank_counts: tuple[int, ...] = (1, 2)
+    rank_slurm: bool = True
 
 
 TRAINING = {
@@ -72,5 +84,6 @@ PRESETS = {
         "tiny", {"fgunet": 32, "mrfusion": 32, "twinns": 32, "randomforest": 32}, scale=2,
         train_side=96, training=TINY_TRAINING, loop_pixels=16, dense_tile=32, io_side=96,
         repeats=1, qgis_side=32, matmul_size=512, render_side=600, render_size=100,
-        mpi_families=("fgunet",), shape_families=("fgunet",)),
+        mpi_families=("fgunet",), shape_families=("fgunet",), rank_scene=96, rank_copies=2,
+        rank_tiles={"tile_size": 64, "margin": 12}, rank_counts=(1,), rank_slurm=False),
 }

@@ -13,6 +13,10 @@ TARGETS = {
     "render": ("QGIS render of a Sentinel-2 tile's class map zoomed out", "< 1 s"),
     "forest": ("Random Forest prediction vs scikit-learn n_jobs=-1; vs the numpy path",
                ">= 1/1.5x; >= 10x"),
+    "ranks": ("FG-UNET classification of a large area, 1 rank / 2 ranks of one thread "
+              "(mpirun; Slurm)", ">= 1.8x"),
+    "resume": ("rerun after a rank was killed at half the blocks, time saved against a full "
+               "run", "> 0"),
 }
 
 
@@ -116,6 +120,7 @@ def summary(results: dict) -> str:
     lines += [f"Engine / scikit-learn: {_f(forest['vs_sklearn'])}; engine / numpy: "
               f"{_f(forest['speedup_vs_numpy'], 1)}x.", ""]
     lines += onnx_section(results["onnx"])
+    lines += ranks_section(results["ranks"])
     lines += ["## Hot operations (torch.profiler, one tile)", ""]
     for family, operations in results["profiles"].items():
         lines.append(f"- {LABELS[family]}: " + ", ".join(
@@ -134,6 +139,48 @@ def onnx_section(onnx: dict) -> list[str]:
                      _f(f["onnx_mb"], 1), f"{f['max_difference']:.1e}"]
                     for family, f in onnx.items()])
     return lines + [""]
+
+
+def run_label(label: str) -> str:
+    """"mpi_2" as "mpirun, 2 ranks"; "local" as "here, 1 thread"."""
+    if label == "local":
+        return "here, 1 thread"
+    kind, ranks = label.split("_")
+    return f"{'mpirun' if kind == 'mpi' else 'Slurm'}, {ranks} rank{'s' * (ranks != '1')}"
+
+
+def ranks_section(ranks: dict) -> list[str]:
+    """Figure 11: FG-UNET on one large area here and on ranks; the resume after a killed
+    rank."""
+    side, copies = ranks["scene_side"], ranks["copies"]
+    lines = ["## 11. Classification on ranks (FG-UNET, one thread per rank)", "",
+             f"The {side} x {side} sample scene copied {copies} x {copies} times (VRTs) into "
+             f"an area of {ranks['side']:,} x {ranks['side']:,} pixels, cut into "
+             f"{ranks['blocks']} blocks (one per {ranks['tile_size']}-pixel tile, margin "
+             f"{ranks['margin']}); every map equals the local one pixel for pixel. Seconds are "
+             "the engine's own (staging, starting the ranks and the merge included); load: "
+             "the 1-minute load average before / after the run.", ""]
+    local = ranks["runs"]["local"]["seconds"]
+    lines += table(["run", "seconds", "local / run", "load"], [
+        [run_label(label), run["seconds"], local / run["seconds"],
+         f"{run['load_before'][0]:.2f} / {run['load_after'][0]:.2f}"]
+        for label, run in ranks["runs"].items()])
+    ratios = [f"{kind} {_f(ranks[f'{kind}_ratio'])}x" for kind in ("mpi", "slurm")
+              if f"{kind}_ratio" in ranks]
+    lines += ["1 rank / 2 ranks: " + (", ".join(ratios) or "not timed (1 rank only)") + "."
+              + (f" Slurm: {ranks['slurm_skipped']}." if "slurm_skipped" in ranks else ""), ""]
+    resume = ranks["resume"]
+    killed = run_label(f"mpi_{resume['ranks']}")
+    lines += [f"Resume: {killed}, the last killed (SIGKILL) once half "
+              f"the blocks were written; the failed run took "
+              f"{_f(resume['killed_run_seconds'], 1)} s and kept {resume['kept']} of "
+              f"{resume['blocks']} blocks; the rerun classified the other "
+              f"{resume['blocks'] - resume['kept']} in {_f(resume['seconds'], 1)} s against "
+              f"{_f(resume['full_seconds'], 1)} s for a full run: "
+              f"{_f(resume['saved_seconds'], 1)} s ({_f(100 * resume['saved_share'], 0)} %) "
+              f"saved (load {resume['load_before'][0]:.2f} / {resume['load_after'][0]:.2f}).",
+              ""]
+    return lines
 
 
 def render_section(render: dict, inference: dict) -> list[str]:
