@@ -32,7 +32,12 @@ class BenchConfig:
     repeats: int = 3
     #: Scene side of the qgis_process comparison (MRFusion classification: 1 min at 384).
     qgis_side: int = 384
+    #: The machine's float32 limit (`limits`): the side of the sgemm, the channels and side of
+    #: the 3x3 convolution, and the timings of which each takes the best.
     matmul_size: int = 4096
+    conv_channels: int = 256
+    conv_side: int = 128
+    peak_repeats: int = 5
     #: Side of the class map QGIS renders zoomed out (a Sentinel-2 tile at 10 m) and of the
     #: rendered image.
     render_side: int = 10980
@@ -83,7 +88,8 @@ PRESETS = {
     "tiny": BenchConfig(
         "tiny", {"fgunet": 32, "mrfusion": 32, "twinns": 32, "randomforest": 32}, scale=2,
         train_side=96, training=TINY_TRAINING, loop_pixels=16, dense_tile=32, io_side=96,
-        repeats=1, qgis_side=32, matmul_size=512, render_side=600, render_size=100,
-        mpi_families=("fgunet",), shape_families=("fgunet",), rank_scene=96, rank_copies=2,
+        repeats=1, qgis_side=32, matmul_size=512, conv_channels=128, conv_side=64,
+        peak_repeats=2, render_side=600, render_size=100, mpi_families=("fgunet",),
+        shape_families=("fgunet",), rank_scene=96, rank_copies=2,
         rank_tiles={"tile_size": 64, "margin": 12}, rank_counts=(1,), rank_slurm=False),
 }

@@ -1,9 +1,9 @@
-"""Figures 1-3: inference throughput, compute efficiency against a large matmul, and peak
-memory on a scene and on one with `scale` ** 2 times its pixels."""
+"""Figures 1-3: inference throughput, compute efficiency against the machine's float32 peak
+(`limits`), and peak memory on a scene and on one with `scale` ** 2 times its pixels."""
 
 from __future__ import annotations
 
-import time
+import os
 from pathlib import Path
 
 import torch
@@ -12,35 +12,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.config import BenchConfig
 from benchmarks.engine_runs import classify_job, run_engine
+from benchmarks.limits import best_of, measure_peak
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine.compute.devices import configure_threads
 from lcfusion.engine.families.fgunet import commands as fgunet
 from lcfusion.engine.families.mrfusion import commands as mrfusion
 from lcfusion.engine.families.mrfusion.patches import DensePanMsPredictor
 from lcfusion.engine.families.twinns import commands as twinns
+from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor
 from lcfusion.engine.inference.tiling import TiledPredictor
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
-
-
-def matmul_gflops(device: torch.device, size: int, repeats: int = 3) -> float:
-    """GFLOP/s of a `size` x `size` float32 matrix product (2 n^3 FLOPs), the best of
-    `repeats` after a warm-up: the machine's practical limit."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    best = float("inf")
-    for attempt in range(repeats + 1):
-        _synchronize(device)
-        started = time.perf_counter()
-        torch.matmul(a, b)
-        _synchronize(device)
-        if attempt:
-            best = min(best, time.perf_counter() - started)
-    return 2 * size ** 3 / best / 1e9
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from lcfusion.engine.progress import NullReporter
 
 
 def counted_flops(function, *args) -> int:
@@ -51,49 +33,61 @@ def counted_flops(function, *args) -> int:
     return counter.get_total_flops()
 
 
+#: Side of the core whose TWINNS FLOPs are counted: every pixel runs the same patch network.
+TWINNS_COUNTED_SIDE = 16
+
+
 def executed_flops(family: str, model_path: Path, scene: SceneFiles) -> dict:
-    """FLOPs per map pixel with the default settings: of the network (`network`) and as
-    executed by the engine's tiling (`executed`, with the overlap of the tiles' margins or
-    halos); RF: None."""
+    """FLOPs per map pixel with the default settings, counted around the predictor's own call
+    on a tile it loaded from the scene (the shapes it executes): of the network (`network`)
+    and as executed by the engine's tiling (`executed`, with the overlap of the tiles' margins
+    or halos); RF: None."""
     cpu = torch.device("cpu")
     if family == "fgunet":
         _, model, _, normalizer = fgunet.load_fgunet(model_path, cpu)
         config = fgunet.FGUNetClassifyConfig()
-        predictor = TiledPredictor(model, normalizer, cpu, config.tile_size, config.margin)
+        predictor = TiledPredictor(model, normalizer, cpu, config.tile_size, config.margin,
+                                   config.tta)
         series = TimeSeries(SeriesSpec.from_json(scene.inputs(family)["series"]))
         height, width = series.height, series.width
-        step_h, step_w = predictor.steps(height, width)
-        side_h, side_w = step_h + 2 * config.margin, step_w + 2 * config.margin
-        tile = torch.zeros(1, model.config.in_channels, side_h, side_w)
-        per_tile = counted_flops(model, tile)
-        tiles = len(list(predictor.cores(height, width)))
-        network = per_tile / (side_h * side_w)
-        return {"network": network, "executed": per_tile * tiles / (height * width),
-                "how": f"FlopCounterMode over one {side_h}x{side_w} tile"}
+        cores = list(predictor.cores(height, width))
+        with series.open() as reader:
+            tile = predictor.load(reader, cores[0])
+        per_tile = counted_flops(predictor.infer, tile)
+        side_h, side_w = tile[0].shape[-2:]
+        return {"network": per_tile / (side_h * side_w),
+                "executed": per_tile * len(cores) / (height * width),
+                "how": f"FlopCounterMode around the predictor on one {side_h}x{side_w} tile"}
     if family == "mrfusion":
         _, model, _, normalizer = mrfusion.load_mrfusion(model_path, cpu)
-        tile_size = mrfusion.MRFusionClassifyConfig.tile_size
-        predictor = DensePanMsPredictor(model, normalizer, cpu, tile_size)
+        config = mrfusion.MRFusionClassifyConfig()
+        predictor = DensePanMsPredictor(model, normalizer, cpu, config.tile_size, config.tta)
         pair = mrfusion.read_pair(scene.inputs(family))
         with pair.open() as reader:
-            side = min(tile_size, pair.pan.height, pair.pan.width)
+            side = min(config.tile_size, pair.pan.height, pair.pan.width)
             loaded = predictor.load(reader, Window(0, 0, side, side))
-        executed = counted_flops(predictor.tile_logits, loaded) / side ** 2
-        config = model.config
-        pan = torch.zeros(1, 1, config.patch_size, config.patch_size)
-        ms = torch.zeros(1, config.ms_channels, config.ms_patch_size, config.ms_patch_size)
+        executed = counted_flops(predictor.infer, loaded) / side ** 2
+        c = model.config
+        pan = torch.zeros(1, 1, c.patch_size, c.patch_size)
+        ms = torch.zeros(1, c.ms_channels, c.ms_patch_size, c.ms_patch_size)
         return {"network": executed, "executed": executed,
                 "per_patch_network": counted_flops(model, pan, ms),
-                "how": f"FlopCounterMode over the dense pass of one {side}x{side} PAN tile"}
+                "how": f"FlopCounterMode around the predictor's dense pass of one {side}x{side} "
+                       "PAN tile"}
     if family == "twinns":
-        _, model, _, _ = twinns.load_twinns(model_path, cpu)
-        c, batch = model.config, 64
-        s1 = torch.zeros(batch, c.s1_dates * c.s1_channels, c.patch_size, c.patch_size)
-        s2 = torch.zeros(batch, c.s2_dates * c.s2_channels, c.patch_size, c.patch_size)
-        per_pixel = counted_flops(model, s1, s2) / batch
+        metadata, model, _, normalizers = twinns.load_twinns(model_path, cpu)
+        config = twinns.TWINNSClassifyConfig()
+        predictor = BatchedPatchPredictor(model, normalizers, cpu, model.config.patch_size,
+                                          config.tile_size, tta=config.tta)
+        inputs = twinns.inputs_for_model(scene.inputs(family), metadata, NullReporter())
+        side = min(TWINNS_COUNTED_SIDE, scene.side, scene.rows)
+        with inputs.s1.open() as s1, inputs.s2.open() as s2:
+            loaded = predictor.load([s1, s2], Window(0, 0, side, side))
+        per_pixel = counted_flops(predictor.infer, loaded) / side ** 2
         return {"network": per_pixel, "executed": per_pixel,
-                "how": f"FlopCounterMode over a batch of {batch} {c.patch_size}x"
-                       f"{c.patch_size} patch pairs"}
+                "how": f"FlopCounterMode around the predictor on a {side}x{side} core (one "
+                       f"{model.config.patch_size}x{model.config.patch_size} patch network per "
+                       "pixel)"}
     return {"network": None, "executed": None,
             "how": "not applicable: a forest makes comparisons, not floating-point "
                    "multiply-adds"}
@@ -121,8 +115,9 @@ def memory_settings(family: str, small: SceneFiles) -> dict:
 def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneFiles,
                       tall: SceneFiles, wide: SceneFiles, work: Path, config: BenchConfig
                       ) -> dict:
-    """Throughput on the large scene with the default settings (per device), efficiency
-    against the matmul timed just before and just after (this machine's speed drifts), and
+    """Throughput on the large scene with the default settings (per device) with its useful
+    and executed GFLOP/s, the machine's peak measured just before and just after (the
+    efficiencies are taken against the run's best, `add_efficiencies`) and the load, and
     the peak memory of the small scene and of the large, tall and wide ones (as many pixels
     each: added in rows and columns, in rows only, in columns only; the last two for the
     configuration's `shape_families`) classified with tiles of one shape."""
@@ -131,20 +126,19 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
     runs = {}
     for device in devices():
         settings = {} if family == "randomforest" else {"device": device.type}
-        before = matmul_gflops(device, config.matmul_size)
+        before, load_before = measure_peak(device, config), os.getloadavg()[0]
         run = run_engine(f"classify-{family}", classify_job(
             work / f"{family}-large-{device.type}", family, model, large, settings))
-        limit = (before + matmul_gflops(device, config.matmul_size)) / 2
+        after, load_after = measure_peak(device, config), os.getloadavg()[0]
         seconds = float(run.outputs["SECONDS"])
         entry = {"pixels": pixels, "seconds": seconds, "mpx_per_s": pixels / seconds / 1e6,
                  "overview_seconds": float(run.outputs["OVERVIEW_SECONDS"]),
                  "process_seconds": run.seconds, "peak_rss_mb": run.peak_rss_mb,
-                 "matmul_gflops": limit}
+                 "peak_before": before, "peak_after": after,
+                 "load_average": (load_before + load_after) / 2}
         if flops["network"] is not None:
-            useful = flops["network"] * pixels / seconds / 1e9
-            executed = flops["executed"] * pixels / seconds / 1e9
-            entry.update(useful_gflops=useful, executed_gflops=executed,
-                         efficiency=useful / limit, executed_efficiency=executed / limit)
+            entry.update(useful_gflops=flops["network"] * pixels / seconds / 1e9,
+                         executed_gflops=flops["executed"] * pixels / seconds / 1e9)
         runs[device.type] = entry
         if family == "randomforest":
             break
@@ -168,7 +162,27 @@ def inference_figures(family: str, model: Path, small: SceneFiles, large: SceneF
                           for label in shapes}}}
 
 
-def machine_limits(config: BenchConfig) -> dict[str, float]:
+def machine_peaks(config: BenchConfig) -> dict[str, dict[str, float]]:
+    """`measure_peak` on each device, with as many threads as the engine takes."""
     configure_threads(0)
-    return {device.type: matmul_gflops(device, config.matmul_size) for device in devices()}
+    return {device.type: measure_peak(device, config) for device in devices()}
 
+
+def run_peaks(start: dict[str, dict[str, float]], inference: dict
+              ) -> dict[str, dict[str, float]]:
+    """Per device, the best of the peaks measured at the start and around every throughput
+    run: the run's limit."""
+    return {device: best_of([first] + [m for figures in inference.values()
+                                       for run in [figures["devices"].get(device)] if run
+                                       for m in (run["peak_before"], run["peak_after"])])
+            for device, first in start.items()}
+
+
+def add_efficiencies(inference: dict, peaks: dict[str, dict[str, float]]) -> None:
+    """Each deep family's useful and executed GFLOP/s as fractions of the run's peak."""
+    for figures in inference.values():
+        for device, run in figures["devices"].items():
+            if "useful_gflops" in run:
+                limit = peaks[device]["peak"]
+                run.update(efficiency=run["useful_gflops"] / limit,
+                           executed_efficiency=run["executed_gflops"] / limit)
