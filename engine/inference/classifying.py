@@ -261,25 +261,66 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
                 **write_profile(grid, values[1].bands, "float32", float("nan"))))
             value_writer = ValueMapWriter(out_values, values[1])
             stack.enter_context(block_cache_share([out_values]))
-        opened = open_maps(stack, grid, classes, [each.temporary for each in outputs], tags)
+        opened = [WholeBlockColumns(dataset) for dataset in
+                  open_maps(stack, grid, classes, [each.temporary for each in outputs], tags)]
         inferred = stack.enter_context(classifying(predictor, reader, cores, grid.width,
                                                    values=value_writer is not None))
         for done, (core, probs, valid, *per_pixel) in enumerate(inferred, start=1):
             for band, data in zip(opened, map_values(probs, valid, classes), strict=False):
-                band.write(data, 1, window=core)
+                band.write(data[np.newaxis], core)
             if value_writer is not None:
                 value_writer.write(per_pixel[0], valid, core)
             reporter.progress(done / len(cores), "classifying")
+        for band in opened:
+            band.finish()
         return value_writer.finish() if value_writer else BandStatistics()
 
 
+class WholeBlockColumns:
+    """Writes windows to a dataset so that each of its blocks is written by one window: the
+    part of a window that ends inside a column of blocks is held until the window that
+    continues it (the same rows, starting where it ends) comes, and is written with it.
+    Classifying by strips otherwise writes a block straddling two strips half by each: GDAL
+    flushes the half-written block, and the whole one written later leaves the first copy as
+    dead space in the GeoTIFF. What is held is less than a block wide, a strip's height."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self.block_width = dataset.block_shapes[0][1]
+        self.held: dict[tuple[int, int, int], tuple[int, np.ndarray]] = {}
+
+    def write(self, data: np.ndarray, window: Window) -> None:
+        """`data` (bands, rows, cols) of `window`."""
+        row, col, height = int(window.row_off), int(window.col_off), int(window.height)
+        held = self.held.pop((row, height, col), None)
+        if held is not None:
+            col, before = held
+            data = np.concatenate([before, data], axis=2)
+        end = col + data.shape[2]
+        if end < self.dataset.width and end % self.block_width:
+            cut = max(col, end - end % self.block_width)
+            self.held[(row, height, end)] = (cut, data[:, :, cut - col:].copy())
+            data = data[:, :, :cut - col]
+        self._write(data, row, col)
+
+    def finish(self) -> None:
+        """Write what is still held (nothing, when every window was continued)."""
+        for (row, _, _), (col, data) in sorted(self.held.items()):
+            self._write(data, row, col)
+        self.held.clear()
+
+    def _write(self, data: np.ndarray, row: int, col: int) -> None:
+        if data.shape[2]:
+            self.dataset.write(data, window=Window(col, row, data.shape[2], data.shape[1]))
+
+
 class ValueMapWriter:
-    """Writes a value map's tiles to its open dataset (descriptions and tags first) and
-    gathers each band's mean, minimum and maximum over the pixels with data, written as band
-    tags by `finish`."""
+    """Writes a value map's tiles to its open dataset (descriptions and tags first; each block
+    whole, `WholeBlockColumns`) and gathers each band's mean, minimum and maximum over the
+    pixels with data, written as band tags by `finish`."""
 
     def __init__(self, dataset: Any, value_map: ValueMap):
-        self.dataset = dataset
+        self.dataset, self.writer = dataset, WholeBlockColumns(dataset)
         dataset.update_tags(**value_map.tags)
         for band, (description, band_tags) in enumerate(
                 zip(value_map.descriptions, value_map.band_tags, strict=True), start=1):
@@ -294,7 +335,7 @@ class ValueMapWriter:
         """The values (bands, h, w) of `core`, NaN where `valid` is false."""
         values = values.astype(np.float32)
         values[:, ~valid] = np.nan
-        self.dataset.write(values, window=core)
+        self.writer.write(values, core)
         if valid.any():
             self.sums += values[:, valid].sum(axis=1, dtype=np.float64)
             self.minima = np.fmin(self.minima, values[:, valid].min(axis=1))
@@ -302,7 +343,8 @@ class ValueMapWriter:
             self.pixels += int(valid.sum())
 
     def finish(self) -> BandStatistics:
-        """The bands' statistics, also written as their tags."""
+        """The bands' statistics, also written as their tags (the tiles all written)."""
+        self.writer.finish()
         means = self.sums / self.pixels if self.pixels else np.full_like(self.sums, np.nan)
         statistics = BandStatistics(*(tuple(float(m) for m in values)
                                       for values in (means, self.minima, self.maxima)))
