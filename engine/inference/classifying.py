@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -82,28 +83,45 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], map_w
         def infer(item, tile):
             return tile_infer(tile)
     ordered, width = strip_order(items, core_of)
+    if predictor.mapped_buffers is not None:
+        map_large_buffers(predictor.mapped_buffers)
     trim = FreedMemoryTrim()
     with strip_block_cache(width / map_width if map_width else 1.0), contextlib.closing(
             prefetched(lambda item: predictor.load(reader, core_of(item)), ordered)) as loaded:
         yield ((item, *infer(item, tile)) for item, tile in trim.after_each(loaded))
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None on another C library."""
+def _glibc(function: str) -> Callable[..., int] | None:
+    """A function of glibc's malloc, or None on another C library."""
     try:
-        return ctypes.CDLL(None).malloc_trim
+        return getattr(ctypes.CDLL(None), function)
     except (OSError, AttributeError):
         return None
+
+
+#: mallopt's parameter for the size from which malloc maps buffers on their own.
+M_MMAP_THRESHOLD = -3
+
+
+def map_large_buffers(threshold: int) -> bool:
+    """From now on in this process, glibc maps buffers of at least `threshold` bytes on their
+    own and unmaps them when freed (unless MALLOC_MMAP_THRESHOLD_ is set: the user's choice);
+    whether it was set."""
+    mallopt = _glibc("mallopt")
+    if mallopt is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 class FreedMemoryTrim:
     """glibc keeps the pages of freed tile buffers, scattered between live ones, so a process
     classifying many tiles grows by hundreds of MB; `malloc_trim` gives them back. Called
     between tiles, at most every `interval` seconds (each call makes the next buffers fault
-    their pages in again), instead of a fixed mmap threshold, which mapped and unmapped every
-    buffer and halved the speed of TWINNS and the Random Forest."""
+    their pages in again), instead of a low mmap threshold for every family, which mapped and
+    unmapped every buffer: 1 MB halved the speed of TWINNS and the Random Forest, 8 MB slowed
+    the forest by a quarter (FG-UNET's predictor maps its large buffers: `mapped_buffers`)."""
 
-    function = _malloc_trim()
+    function = _glibc("malloc_trim")
 
     def __init__(self, interval: float = 0.25):
         self.interval, self.last = interval, time.monotonic()

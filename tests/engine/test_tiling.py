@@ -210,6 +210,29 @@ def test_blocks_straddling_strips_are_written_once(tmp_path, monkeypatch):
         np.testing.assert_array_equal(confidence.read(1), probs.max(axis=0))
 
 
+def test_a_predictor_maps_its_large_buffers_while_classifying_unless_the_user_chose(
+        tmp_path, monkeypatch):
+    calls = []
+
+    def mallopt(parameter, value):
+        calls.append((parameter, value))
+        return 1
+
+    monkeypatch.setattr(classifying, "_glibc", lambda name: mallopt)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    predictor = NoisyPredictor()
+    with classifying.classifying(predictor, None, [Window(0, 0, 8, 8)], 8) as inferred:
+        list(inferred)
+    assert calls == []  # glibc's own threshold by default
+    predictor.mapped_buffers = 8 << 20
+    with classifying.classifying(predictor, None, [Window(0, 0, 8, 8)], 8) as inferred:
+        list(inferred)
+    assert calls == [(classifying.M_MMAP_THRESHOLD, 8 << 20)]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert not classifying.map_large_buffers(8 << 20)
+    assert len(calls) == 1
+
+
 class ConstantPredictor(TilePredictor):
     """Class 2 everywhere: the writer alone is under test."""
 
