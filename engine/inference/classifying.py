@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -82,28 +83,45 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], map_w
         def infer(item, tile):
             return tile_infer(tile)
     ordered, width = strip_order(items, core_of)
+    if predictor.mapped_buffers is not None:
+        map_large_buffers(predictor.mapped_buffers)
     trim = FreedMemoryTrim()
     with strip_block_cache(width / map_width if map_width else 1.0), contextlib.closing(
             prefetched(lambda item: predictor.load(reader, core_of(item)), ordered)) as loaded:
         yield ((item, *infer(item, tile)) for item, tile in trim.after_each(loaded))
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None on another C library."""
+def _glibc(function: str) -> Callable[..., int] | None:
+    """A function of glibc's malloc, or None on another C library."""
     try:
-        return ctypes.CDLL(None).malloc_trim
+        return getattr(ctypes.CDLL(None), function)
     except (OSError, AttributeError):
         return None
+
+
+#: mallopt's parameter for the size from which malloc maps buffers on their own.
+M_MMAP_THRESHOLD = -3
+
+
+def map_large_buffers(threshold: int) -> bool:
+    """From now on in this process, glibc maps buffers of at least `threshold` bytes on their
+    own and unmaps them when freed (unless MALLOC_MMAP_THRESHOLD_ is set: the user's choice);
+    whether it was set."""
+    mallopt = _glibc("mallopt")
+    if mallopt is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 class FreedMemoryTrim:
     """glibc keeps the pages of freed tile buffers, scattered between live ones, so a process
     classifying many tiles grows by hundreds of MB; `malloc_trim` gives them back. Called
     between tiles, at most every `interval` seconds (each call makes the next buffers fault
-    their pages in again), instead of a fixed mmap threshold, which mapped and unmapped every
-    buffer and halved the speed of TWINNS and the Random Forest."""
+    their pages in again), instead of a low mmap threshold for every family, which mapped and
+    unmapped every buffer: 1 MB halved the speed of TWINNS and the Random Forest, 8 MB slowed
+    the forest by a quarter (FG-UNET's predictor maps its large buffers: `mapped_buffers`)."""
 
-    function = _malloc_trim()
+    function = _glibc("malloc_trim")
 
     def __init__(self, interval: float = 0.25):
         self.interval, self.last = interval, time.monotonic()
@@ -261,25 +279,66 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
                 **write_profile(grid, values[1].bands, "float32", float("nan"))))
             value_writer = ValueMapWriter(out_values, values[1])
             stack.enter_context(block_cache_share([out_values]))
-        opened = open_maps(stack, grid, classes, [each.temporary for each in outputs], tags)
+        opened = [WholeBlockColumns(dataset) for dataset in
+                  open_maps(stack, grid, classes, [each.temporary for each in outputs], tags)]
         inferred = stack.enter_context(classifying(predictor, reader, cores, grid.width,
                                                    values=value_writer is not None))
         for done, (core, probs, valid, *per_pixel) in enumerate(inferred, start=1):
             for band, data in zip(opened, map_values(probs, valid, classes), strict=False):
-                band.write(data, 1, window=core)
+                band.write(data[np.newaxis], core)
             if value_writer is not None:
                 value_writer.write(per_pixel[0], valid, core)
             reporter.progress(done / len(cores), "classifying")
+        for band in opened:
+            band.finish()
         return value_writer.finish() if value_writer else BandStatistics()
 
 
+class WholeBlockColumns:
+    """Writes windows to a dataset so that each of its blocks is written by one window: the
+    part of a window that ends inside a column of blocks is held until the window that
+    continues it (the same rows, starting where it ends) comes, and is written with it.
+    Classifying by strips otherwise writes a block straddling two strips half by each: GDAL
+    flushes the half-written block, and the whole one written later leaves the first copy as
+    dead space in the GeoTIFF. What is held is less than a block wide, a strip's height."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self.block_width = dataset.block_shapes[0][1]
+        self.held: dict[tuple[int, int, int], tuple[int, np.ndarray]] = {}
+
+    def write(self, data: np.ndarray, window: Window) -> None:
+        """`data` (bands, rows, cols) of `window`."""
+        row, col, height = int(window.row_off), int(window.col_off), int(window.height)
+        held = self.held.pop((row, height, col), None)
+        if held is not None:
+            col, before = held
+            data = np.concatenate([before, data], axis=2)
+        end = col + data.shape[2]
+        if end < self.dataset.width and end % self.block_width:
+            cut = max(col, end - end % self.block_width)
+            self.held[(row, height, end)] = (cut, data[:, :, cut - col:].copy())
+            data = data[:, :, :cut - col]
+        self._write(data, row, col)
+
+    def finish(self) -> None:
+        """Write what is still held (nothing, when every window was continued)."""
+        for (row, _, _), (col, data) in sorted(self.held.items()):
+            self._write(data, row, col)
+        self.held.clear()
+
+    def _write(self, data: np.ndarray, row: int, col: int) -> None:
+        if data.shape[2]:
+            self.dataset.write(data, window=Window(col, row, data.shape[2], data.shape[1]))
+
+
 class ValueMapWriter:
-    """Writes a value map's tiles to its open dataset (descriptions and tags first) and
-    gathers each band's mean, minimum and maximum over the pixels with data, written as band
-    tags by `finish`."""
+    """Writes a value map's tiles to its open dataset (descriptions and tags first; each block
+    whole, `WholeBlockColumns`) and gathers each band's mean, minimum and maximum over the
+    pixels with data, written as band tags by `finish`."""
 
     def __init__(self, dataset: Any, value_map: ValueMap):
-        self.dataset = dataset
+        self.dataset, self.writer = dataset, WholeBlockColumns(dataset)
         dataset.update_tags(**value_map.tags)
         for band, (description, band_tags) in enumerate(
                 zip(value_map.descriptions, value_map.band_tags, strict=True), start=1):
@@ -294,7 +353,7 @@ class ValueMapWriter:
         """The values (bands, h, w) of `core`, NaN where `valid` is false."""
         values = values.astype(np.float32)
         values[:, ~valid] = np.nan
-        self.dataset.write(values, window=core)
+        self.writer.write(values, core)
         if valid.any():
             self.sums += values[:, valid].sum(axis=1, dtype=np.float64)
             self.minima = np.fmin(self.minima, values[:, valid].min(axis=1))
@@ -302,7 +361,8 @@ class ValueMapWriter:
             self.pixels += int(valid.sum())
 
     def finish(self) -> BandStatistics:
-        """The bands' statistics, also written as their tags."""
+        """The bands' statistics, also written as their tags (the tiles all written)."""
+        self.writer.finish()
         means = self.sums / self.pixels if self.pixels else np.full_like(self.sums, np.nan)
         statistics = BandStatistics(*(tuple(float(m) for m in values)
                                       for values in (means, self.minima, self.maxima)))

@@ -43,6 +43,10 @@ class TilePredictor(ABC):
     input (it runs in a reader thread, ahead of the computation); `infer` computes."""
 
     tile_size: int
+    #: Buffers of at least this many bytes are mapped from the system on their own while
+    #: classifying (glibc's M_MMAP_THRESHOLD), so freed ones leave no holes in the heap to
+    #: raise the next tile's peak; None keeps glibc's own threshold.
+    mapped_buffers: int | None = None
 
     def cores(self, height: int, width: int) -> Iterator[Window]:
         """The windows whose probabilities are computed, covering the raster once."""

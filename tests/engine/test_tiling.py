@@ -8,8 +8,9 @@ import rasterio
 from helpers import write_raster
 from osgeo import gdal
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
-from lcfusion.engine.inference import tiles
+from lcfusion.engine.inference import classifying, tiles
 from lcfusion.engine.inference.blocks import map_blocks
 from lcfusion.engine.inference.classifying import prefetched, write_class_map
 from lcfusion.engine.inference.tiles import TilePredictor, balanced_steps, in_strips
@@ -148,8 +149,8 @@ def test_strips_keep_the_block_cache_flat_in_width(tmp_path, monkeypatch):
 
 
 def test_blocks_written_half_by_two_strips_are_whole(tmp_path, monkeypatch):
-    """With no block cache, blocks straddling two strips are flushed half written and read
-    back: every pixel is still the one computed."""
+    """With no block cache, blocks are flushed as soon as written and read back: every pixel
+    is still the one computed."""
     monkeypatch.setenv("GDAL_CACHEMAX", "0")
     monkeypatch.setattr(tiles, "STRIP_WIDTH", 100)
     before = gdal.GetCacheMax()
@@ -160,6 +161,76 @@ def test_blocks_written_half_by_two_strips_are_whole(tmp_path, monkeypatch):
         gdal.SetCacheMax(before)
     rows, cols = np.mgrid[0:72, 0:600]
     np.testing.assert_array_equal(labels, (rows + cols) % 3 + 1)
+
+
+class NoisyPredictor(TilePredictor):
+    """Probabilities that hardly compress, by each pixel's position, on tiles 96 pixels
+    wide: strips of one tile, none ending on a 256-pixel block edge."""
+
+    tile_size = 96
+
+    def load(self, reader, core):
+        return core
+
+    def infer(self, tile):
+        rows, cols = np.mgrid[tile.row_off: tile.row_off + tile.height,
+                              tile.col_off: tile.col_off + tile.width]
+        first = (np.sin(rows * 12.9898 + cols * 78.233) * 43758.5453) % 1.0
+        return (np.stack([first, 1 - first]).astype(np.float32),
+                np.ones(first.shape, dtype=bool))
+
+
+def tile_bytes(path) -> int:
+    """The bytes of a GeoTIFF's blocks (first band, no overviews)."""
+    dataset = gdal.Open(str(path))  # kept: a band outliving its dataset crashes
+    band = dataset.GetRasterBand(1)
+    width, height = band.GetBlockSize()
+    return sum(int(band.GetMetadataItem(f"BLOCK_SIZE_{x}_{y}", "TIFF"))
+               for x in range(-(-band.XSize // width)) for y in range(-(-band.YSize // height)))
+
+
+def test_blocks_straddling_strips_are_written_once(tmp_path, monkeypatch):
+    """Each block of the maps is written once though strips end inside blocks (the block
+    cache holds 3 of the 5 rows of blocks): no dead copy of a half-written block is left in
+    the files, and the pixels are the ones computed."""
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    monkeypatch.setattr(rasters, "MIN_BLOCK_CACHE", 0)
+    monkeypatch.setattr(tiles, "STRIP_WIDTH", 100)
+    monkeypatch.setattr(classifying, "finish_maps", lambda maps, cog, reporter: 0.0)
+    classes = ClassTable.build([1, 2], {1: "a", 2: "b"}, {1: "#ff0000", 2: "#00ff00"})
+    grid = Grid(CRS.from_epsg(32631).to_wkt(), (600000.0, 10.0, 0.0, 5600000.0, 0.0, -10.0),
+                600, 1200)
+    paths = tmp_path / "map.tif", tmp_path / "confidence.tif"
+    write_class_map(NoisyPredictor(), None, grid, classes, *paths, NullReporter())
+    for path in paths:  # beyond the blocks: the header, directory and colour table alone
+        assert path.stat().st_size - tile_bytes(path) < 4096
+    probs, _ = NoisyPredictor().infer(Window(0, 0, 600, 1200))
+    with rasterio.open(paths[0]) as labels, rasterio.open(paths[1]) as confidence:
+        np.testing.assert_array_equal(labels.read(1), probs.argmax(axis=0) + 1)
+        np.testing.assert_array_equal(confidence.read(1), probs.max(axis=0))
+
+
+def test_a_predictor_maps_its_large_buffers_while_classifying_unless_the_user_chose(
+        tmp_path, monkeypatch):
+    calls = []
+
+    def mallopt(parameter, value):
+        calls.append((parameter, value))
+        return 1
+
+    monkeypatch.setattr(classifying, "_glibc", lambda name: mallopt)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    predictor = NoisyPredictor()
+    with classifying.classifying(predictor, None, [Window(0, 0, 8, 8)], 8) as inferred:
+        list(inferred)
+    assert calls == []  # glibc's own threshold by default
+    predictor.mapped_buffers = 8 << 20
+    with classifying.classifying(predictor, None, [Window(0, 0, 8, 8)], 8) as inferred:
+        list(inferred)
+    assert calls == [(classifying.M_MMAP_THRESHOLD, 8 << 20)]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert not classifying.map_large_buffers(8 << 20)
+    assert len(calls) == 1
 
 
 class ConstantPredictor(TilePredictor):
