@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from lcfusion.engine.compute.profiles import ComputeProfile, save_profiles
 from lcfusion.engine.errors import CancelledError
@@ -265,3 +266,21 @@ def rank_pids(folder: Path) -> list[int]:
         if program == os.fsencode(sys.executable):
             ranks.append(pid)
     return ranks
+
+
+def cropped_pair(folder: Path, scene, size: int = 96) -> tuple[Path, Path]:
+    """The top-left `size` x `size` PAN pixels of the scene and the MS pixels under them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for path, side in ((scene.pan_path, size), (scene.ms_path, size // 4)):
+        with rasterio.open(path) as src:
+            window = Window(0, 0, side, side)
+            profile = {**src.profile, "width": side, "height": side,
+                       "transform": src.window_transform(window), "tiled": False}
+            profile.pop("blockxsize", None)
+            profile.pop("blockysize", None)
+            with rasterio.open(folder / path.name, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+                dst.descriptions = src.descriptions
+        paths.append(folder / path.name)
+    return paths[0], paths[1]

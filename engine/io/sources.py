@@ -59,6 +59,10 @@ class SourceFeatures:
     def channel_names(self) -> list[str]:
         return self.series.band_names + (list(self.indices.indices) if self.indices else [])
 
+    def scaled_channels(self) -> np.ndarray:
+        """Which channels follow the scale of the layers: the bands, not the indices."""
+        return np.tile(np.arange(self.channels) < self.series.bands_per_date, self.n_dates)
+
     @contextlib.contextmanager
     def open(self) -> Iterator[FeatureReader]:
         with self.series.open() as reader:
