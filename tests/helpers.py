@@ -136,14 +136,32 @@ def exported_onnx(folder: Path, model: Path, **settings) -> Path:
     """`model` exported to ``folder/model.onnx`` (its check against the model passed)."""
     from lcfusion.engine.families.onnxexport import export_onnx
     from lcfusion.engine.jobs import Job
-    from lcfusion.engine.progress import NullReporter
 
     target = folder / "model.onnx"
     job = write_job(folder, "export-onnx", inputs={"model": str(model)}, settings=settings,
                     outputs={"onnx": str(target)})
-    result = export_onnx(Job.load(job), NullReporter())
+    events = EventOrder()
+    result = export_onnx(Job.load(job), events)
     assert result["MAX_DIFFERENCE"] <= 1e-4
+    # the result line after the end of the progress, as qgis_process must print it
+    assert events.order[-2:] == ["progress 1.0", f"info {model.name} exported to {target}"]
     return target
+
+
+class EventOrder(Reporter):
+    """The progress fractions and the start of each log line, in the order they came."""
+
+    def __init__(self):
+        self.order: list[str] = []
+
+    def progress(self, fraction: float, stage: str = "") -> None:
+        self.order.append(f"progress {fraction}")
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.order.append(f"{level} {message.split(' (')[0]}")
+
+    def result(self, outputs: dict) -> None:
+        return None
 
 
 def twinns_inputs(scene, mask: bool = True, gapfill: bool = True) -> dict:
