@@ -8,6 +8,7 @@ model stores (the normaliser's low and high)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +118,10 @@ def channel_scales(values: np.ndarray, normalizer: PercentileNormalizer,
                                                   strict=True)]
 
 
-def scale_warning(scales: list[ChannelScale], parameter: str) -> str | None:
-    """The warning for an input whose channels are mostly off scale, else None."""
+def scale_warning(scales: list[ChannelScale], parameter: str,
+                  label: Callable[[int], str]) -> str | None:
+    """The warning for an input whose channels are mostly off scale, else None (`label`
+    names a channel)."""
     off = [scale for scale in scales if scale.off_scale]
     if not scales or len(off) < OFF_SHARE * len(scales):
         return None
@@ -131,8 +134,8 @@ def scale_warning(scales: list[ChannelScale], parameter: str) -> str | None:
     else:
         how = "constant, unlike"
     return (f"{parameter}: the input looks like it is on another scale than the model's "
-            f"training data in {len(off)} of {counted(len(scales), 'channel')}: channel "
-            f"{typical.channel + 1}, for example, spans {typical.low:.4g} to {typical.high:.4g} "
+            f"training data in {len(off)} of {counted(len(scales), 'channel')}: "
+            f"{label(typical.channel)}, for example, spans {typical.low:.4g} to {typical.high:.4g} "
             f"(3rd to 97th percentile, median {typical.median:.4g}), {how} the training range "
             f"{typical.trained_low:.4g} to {typical.trained_high:.4g}. Check the units of the "
             "layers against the training data: dB or linear power? dB x 10000? reflectance 0-1 "
@@ -142,14 +145,14 @@ def scale_warning(scales: list[ChannelScale], parameter: str) -> str | None:
 def check_input_scale(reader: Any, normalizer: PercentileNormalizer, reporter: Reporter,
                       checked: np.ndarray | None = None) -> None:
     """Warn when `reader`'s input (a reader with `read(window)` and `series` as
-    `PercentileNormalizer.fit` takes) is on another scale than the data `normalizer` was fit
-    on; `checked`: the channels to compare (spectral indices do not change with the scale).
-    A rank other than 0 of a classification on a compute target checks nothing: rank 0 warns
-    once for all."""
+    `PercentileNormalizer.fit` takes, whose `channel_label` names a channel) is on another
+    scale than the data `normalizer` was fit on; `checked`: the channels to compare
+    (spectral indices do not change with the scale). A rank other than 0 of a classification
+    on a compute target checks nothing: rank 0 warns once for all."""
     if isinstance(reporter, FollowerReporter):
         return
     values = sample_values(reader, np.random.default_rng(0))
     message = scale_warning(channel_scales(values, normalizer, checked),
-                            reader.series.parameter)
+                            reader.series.parameter, reader.series.channel_label)
     if message:
         reporter.warning(message)

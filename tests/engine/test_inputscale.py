@@ -82,7 +82,8 @@ def test_warns_on_another_scale_naming_the_parameter_and_ranges(tmp_path, factor
     message = warnings[0]
     assert message.startswith("S2: ") and "in 8 of 8 channels" in message
     assert how in message and "0-1 or 0-10000" in message and "map may be wrong" in message
-    channel = int(re.search(r"channel (\d+), for example", message).group(1)) - 1
+    band, date = re.search(r"channels: (B0\d) of 2021-0(\d)-01, for example", message).groups()
+    channel = (int(date) - 5) * len(BANDS) + BANDS.index(band)
     low, high = normalizer.low[channel], normalizer.high[channel]
     assert f"training range {low:.4g} to {high:.4g}" in message
 
