@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from lcfusion.engine.compute.profiles import ComputeProfile, save_profiles
 from lcfusion.engine.errors import CancelledError
@@ -135,14 +136,32 @@ def exported_onnx(folder: Path, model: Path, **settings) -> Path:
     """`model` exported to ``folder/model.onnx`` (its check against the model passed)."""
     from lcfusion.engine.families.onnxexport import export_onnx
     from lcfusion.engine.jobs import Job
-    from lcfusion.engine.progress import NullReporter
 
     target = folder / "model.onnx"
     job = write_job(folder, "export-onnx", inputs={"model": str(model)}, settings=settings,
                     outputs={"onnx": str(target)})
-    result = export_onnx(Job.load(job), NullReporter())
+    events = EventOrder()
+    result = export_onnx(Job.load(job), events)
     assert result["MAX_DIFFERENCE"] <= 1e-4
+    # the result line after the end of the progress, as qgis_process must print it
+    assert events.order[-2:] == ["progress 1.0", f"info {model.name} exported to {target}"]
     return target
+
+
+class EventOrder(Reporter):
+    """The progress fractions and the start of each log line, in the order they came."""
+
+    def __init__(self):
+        self.order: list[str] = []
+
+    def progress(self, fraction: float, stage: str = "") -> None:
+        self.order.append(f"progress {fraction}")
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.order.append(f"{level} {message.split(' (')[0]}")
+
+    def result(self, outputs: dict) -> None:
+        return None
 
 
 def twinns_inputs(scene, mask: bool = True, gapfill: bool = True) -> dict:
@@ -265,3 +284,21 @@ def rank_pids(folder: Path) -> list[int]:
         if program == os.fsencode(sys.executable):
             ranks.append(pid)
     return ranks
+
+
+def cropped_pair(folder: Path, scene, size: int = 96) -> tuple[Path, Path]:
+    """The top-left `size` x `size` PAN pixels of the scene and the MS pixels under them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for path, side in ((scene.pan_path, size), (scene.ms_path, size // 4)):
+        with rasterio.open(path) as src:
+            window = Window(0, 0, side, side)
+            profile = {**src.profile, "width": side, "height": side,
+                       "transform": src.window_transform(window), "tiled": False}
+            profile.pop("blockxsize", None)
+            profile.pop("blockysize", None)
+            with rasterio.open(folder / path.name, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+                dst.descriptions = src.descriptions
+        paths.append(folder / path.name)
+    return paths[0], paths[1]

@@ -27,7 +27,7 @@ from ..compute.inputs import InputPlacer, is_remote_dataset
 from ..compute.launcher import RESULT_FOLDER, RemoteJob
 from ..compute.profiles import ComputeProfile
 from ..errors import CancelledError, LcfusionError
-from ..inference.blocks import merge_blocks
+from ..inference.blocks import BLOCK_FILE, LAYOUT_FILE, merge_blocks
 from ..jobs import Job, write_job
 from ..progress import FollowerReporter, Reporter
 from ..wording import counted
@@ -132,6 +132,49 @@ def stage_classification(job: Job, placer: InputPlacer, maps: MapOutputs,
     return digest.hexdigest()[:16]
 
 
+def finished_blocks(remote: RemoteJob) -> tuple[int, int | None] | None:
+    """The blocks in a failed job's folder on the target and the blocks of its map (None when
+    the layout was not written), or None when the target cannot be asked."""
+    folder = f"{remote.folder}/{RESULT_FOLDER}"
+    try:
+        listing = remote.shell.run(["ls", "-1", "--", folder], check=False)
+        layout = remote.shell.run(["cat", "--", f"{folder}/{LAYOUT_FILE}"], check=False)
+    except LcfusionError:
+        return None
+    done = sum(BLOCK_FILE.fullmatch(name) is not None for name in listing.stdout.split()
+               ) if listing.returncode == 0 else 0
+    try:
+        total = len(json.loads(layout.stdout)["blocks"]) if layout.returncode == 0 else None
+    except (ValueError, KeyError, TypeError):
+        total = None
+    return done, total
+
+
+def kept_wording(folder: str, finished: tuple[int, int | None] | None) -> str:
+    """What a failed classification's job `folder` keeps (`finished`: blocks done and in all,
+    see `finished_blocks`) and how to go on."""
+    again = "run the algorithm again with the same inputs and profile"
+    if finished is None:
+        return (f"The blocks it finished, if any, are kept in {folder}; {again} to classify "
+                "only the missing ones")
+    done, total = finished
+    if done == 0:
+        return (f"It finished no block, so {folder} holds none to resume from; {again} once "
+                "the cause is fixed")
+    if total is None:
+        return (f"It finished {counted(done, 'block')}, kept in {folder}; {again} to classify "
+                "only the missing ones")
+    if done >= total:
+        return (f"It finished all {counted(total, 'block')}, kept in {folder}; {again} to "
+                "merge them without classifying any again")
+    return (f"It finished {done} of {counted(total, 'block')}, kept in {folder}; {again} to "
+            f"classify only the {total - done} missing")
+
+
+def kept_blocks(remote: RemoteJob) -> str:
+    return kept_wording(remote.folder, finished_blocks(remote))
+
+
 def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) -> dict:
     """Classify on `profile`'s ranks, fetch the blocks and merge them into the maps here.
     A failed job keeps its blocks: run again with the same inputs and profile, and only the
@@ -146,10 +189,9 @@ def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) ->
                        reporter.span(INPUTS_SHARE, 1.0 - MERGE_SHARE),
                        command=job.command) as remote:
             placer.transfer(remote.shell)
-            outcome = remote.run_or_fail(
-                "the classification",
-                f"The blocks it finished are kept in {remote.folder}; run the algorithm again "
-                "with the same inputs and profile to classify only the missing ones")
+            outcome = remote.run()
+            if outcome.failed:
+                raise remote.failure(outcome, "the classification", kept_blocks(remote))
             try:
                 blocks = remote.fetch(stage / RESULT_FOLDER)
                 _, classes, finishing = merge_blocks(

@@ -313,8 +313,10 @@ def export_onnx(job: Job, reporter: Reporter) -> dict:
                 f"the exported graph's probabilities differ from PyTorch's by {difference:.2g} "
                 f"(more than {TOLERANCE}); report this model to the lcfusion developers",
                 "MODEL")
+    # The progress ends before the result line, which qgis_process would print among its
+    # progress dots otherwise.
+    reporter.progress(1.0, "done")
     reporter.info(f"{source.name} exported to {target} ({len(data) / 1e6:.1f} MB, "
                   f"{counted(len(exportable.inputs), 'input')}; ONNX and PyTorch "
                   f"probabilities differ by at most {difference:.1g})")
-    reporter.progress(1.0, "done")
     return {"OUTPUT": str(target), "FAMILY": family, "MAX_DIFFERENCE": difference}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ..compute.distributed import Ranks
 
 LAYOUT_FILE = "layout.json"
+#: The name of a finished block's class map (`MapBlock.path`).
+BLOCK_FILE = re.compile(r"block-[0-9]{5}\.tif")
 #: The pixels of a block at most (unless one core holds more): a few blocks per rank on a
 #: Sentinel-2 tile, each a file of a few megabytes.
 BLOCK_PIXELS = 2048 * 2048

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import LcfusionError
 from .alignment import ALIGN_METHODS, PanMsAlignment, align_pan_ms, plan_ms_alignment
+from .inputscale import check_input_scale
 from .normalization import PercentileNormalizer
 from .rasters import Grid, crs_name, same_crs
 from .series import SeriesReader, SeriesSpec, TimeSeries
@@ -205,6 +206,11 @@ class PanMsNormalizer:
 
     def to_json(self) -> dict:
         return {"pan": self.pan.to_json(), "ms": self.ms.to_json()}
+
+    def check_scale(self, reader: PanMsReader, reporter) -> None:
+        """Warn when the PAN or the MS is on another scale than in training."""
+        check_input_scale(reader.pan, self.pan, reporter)
+        check_input_scale(reader.ms, self.ms, reporter)
 
     @classmethod
     def from_json(cls, data: dict) -> PanMsNormalizer:

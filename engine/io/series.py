@@ -335,6 +335,10 @@ class TimeSeries:
                 "the same order, as for training", self.parameter)
         self.match_dates(expected.get("dates") or [], reporter)
 
+    def channel_label(self, channel: int) -> str:
+        """How messages name a channel: its band and date ("B04 of 2021-06-01")."""
+        return date_channel_label(self.band_names, self.dates, channel)
+
     def describe(self) -> str:
         kind = ("one stack" if len(self.infos) == 1
                 else f"{len(self.infos)} single-date rasters")
@@ -428,6 +432,12 @@ class SeriesReader:
         if series.gapfill:
             fill_gaps(by_date, self.positions)
         return out
+
+
+def date_channel_label(names: Sequence[str], dates: Sequence[str | None], channel: int) -> str:
+    """The band (of `names`, per date) and date of a date-major channel."""
+    date = channel // len(names)
+    return f"{names[channel % len(names)]} of {dates[date] or f'date {date + 1}'}"
 
 
 def mask_fill(by_date: np.ndarray, value: float) -> None:

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from ..errors import LcfusionError
 from .indices import IndexConfig, add_indices
 from .normalization import PercentileNormalizer
-from .series import SeriesReader, TimeSeries
+from .series import SeriesReader, TimeSeries, date_channel_label
 
 S1_SCALES = ("db", "linear")
 
@@ -58,6 +58,14 @@ class SourceFeatures:
 
     def channel_names(self) -> list[str]:
         return self.series.band_names + (list(self.indices.indices) if self.indices else [])
+
+    def channel_label(self, channel: int) -> str:
+        """How messages name a channel: its band or index and date ("NDVI of 2021-06-01")."""
+        return date_channel_label(self.channel_names(), self.series.dates, channel)
+
+    def scaled_channels(self) -> np.ndarray:
+        """Which channels follow the scale of the layers: the bands, not the indices."""
+        return np.tile(np.arange(self.channels) < self.series.bands_per_date, self.n_dates)
 
     @contextlib.contextmanager
     def open(self) -> Iterator[FeatureReader]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from helpers import mrfusion_classify_job, mrfusion_train_job, write_raster
+from helpers import cropped_pair, mrfusion_classify_job, mrfusion_train_job, write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
@@ -120,24 +120,6 @@ def test_classify_writes_the_map_on_the_pan_grid(tmp_path, trained_mrfusion, sce
         truth_pan = np.kron(truth.read(1), np.ones((4, 4), dtype=np.uint8))
     for code in (7, 8):  # built-up and bare soil, wherever they are in the scene
         assert (labels[truth_pan == code] == code).mean() > 0.7
-
-
-def cropped_pair(folder: Path, scene, size: int = 96) -> tuple[Path, Path]:
-    """The top-left `size` x `size` PAN pixels of the scene and the MS pixels under them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for path, side in ((scene.pan_path, size), (scene.ms_path, size // 4)):
-        with rasterio.open(path) as src:
-            window = Window(0, 0, side, side)
-            profile = {**src.profile, "width": side, "height": side,
-                       "transform": src.window_transform(window), "tiled": False}
-            profile.pop("blockxsize", None)
-            profile.pop("blockysize", None)
-            with rasterio.open(folder / path.name, "w", **profile) as dst:
-                dst.write(src.read(window=window))
-                dst.descriptions = src.descriptions
-        paths.append(folder / path.name)
-    return paths[0], paths[1]
 
 
 def test_map_does_not_depend_on_the_tile_size(tmp_path, trained_mrfusion, scene):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ...inference.onnxsession import OnnxModel
 from ...inference.tiles import ArrayTiledPredictor
+from ...io.inputscale import check_input_scale
 from ...io.normalization import PercentileNormalizer
 from ...io.series import SeriesSpec, TimeSeries
 from ...jobs import Job, settings_from
@@ -56,9 +57,10 @@ def classify_fgunet_onnx(job: Job, reporter: Reporter) -> dict:
                   f"with {model.runs_on}, {counted(model.threads, 'thread')}")
     if model.fallback:
         reporter.warning(model.fallback)
-    predictor = ArrayTiledPredictor(model, SIZE_MULTIPLE,
-                                    PercentileNormalizer.from_json(metadata["normalization"]),
-                                    config.tile_size, config.margin, config.tta)
+    normalizer = PercentileNormalizer.from_json(metadata["normalization"])
+    predictor = ArrayTiledPredictor(model, SIZE_MULTIPLE, normalizer, config.tile_size,
+                                    config.margin, config.tta)
     with series.open() as reader:
+        check_input_scale(reader, normalizer, reporter)
         return classify_to_files(predictor, reader, series.grid, classes, maps, model_path,
                                  FAMILY, reporter)

@@ -16,6 +16,7 @@ from ...errors import LcfusionError
 from ...inference.ensemble import Ensemble, network_from_state
 from ...inference.tiles import check_tiling
 from ...inference.tiling import TiledPredictor
+from ...io.inputscale import check_input_scale
 from ...io.normalization import PercentileNormalizer
 from ...io.pack import ArraySource, SamplePack
 from ...io.series import SeriesSpec, TimeSeries
@@ -357,5 +358,6 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
         reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
                       "tile")
     with series.open() as reader:
+        check_input_scale(reader, normalizer, reporter)
         return classify_to_files(predictor, reader, series.grid, classes, maps, model_path,
                                  FAMILY, reporter)

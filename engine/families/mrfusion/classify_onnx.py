@@ -88,8 +88,9 @@ def classify_mrfusion_onnx(job: Job, reporter: Reporter) -> dict:
                   f"with {model.runs_on}, {counted(model.threads, 'thread')}")
     if model.fallback:
         reporter.warning(model.fallback)
-    predictor = OnnxDensePanMsPredictor(
-        model, PanMsNormalizer.from_json(metadata["normalization"]), config.tile_size, config.tta)
+    normalizer = PanMsNormalizer.from_json(metadata["normalization"])
+    predictor = OnnxDensePanMsPredictor(model, normalizer, config.tile_size, config.tta)
     with pair.open() as reader:
+        normalizer.check_scale(reader, reporter)
         return classify_to_files(predictor, reader, pair.grid, classes, maps, model_path,
                                  FAMILY, reporter)

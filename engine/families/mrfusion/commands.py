@@ -262,5 +262,6 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
         reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
                       "patch pair")
     with pair.open() as reader:
+        normalizer.check_scale(reader, reporter)
         return classify_to_files(predictor, reader, pair.grid, classes, maps, model_path,
                                  FAMILY, reporter)

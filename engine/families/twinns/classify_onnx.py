@@ -18,7 +18,7 @@ from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...wording import counted
 from ..mapsteps import classify_to_files, map_outputs, model_input
-from .inputs import TWINNSClassifyConfig, inputs_for_model
+from .inputs import TWINNSClassifyConfig, check_scales, inputs_for_model
 
 FAMILY = "twinns"
 
@@ -102,5 +102,6 @@ def classify_twinns_onnx(job: Job, reporter: Reporter) -> dict:
                                    int(metadata["architecture"].get("patch_size", 5)),
                                    config.tile_size, tta=config.tta)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
+        check_scales([s1, s2], normalizers, reporter)
         return classify_to_files(predictor, [s1, s2], inputs.grid, classes, maps, model_path,
                                  FAMILY, reporter)

@@ -45,7 +45,13 @@ from ..jobsteps import (
 )
 from ..mapsteps import MapOutputs, classify_to_files, map_outputs, model_input
 from ..staged import StagedFit, fit_here_or_on_target, packed_model, restore_rng
-from .inputs import SOURCE_NAMES, TWINNSClassifyConfig, TWINNSInputs, inputs_for_model
+from .inputs import (
+    SOURCE_NAMES,
+    TWINNSClassifyConfig,
+    TWINNSInputs,
+    check_scales,
+    inputs_for_model,
+)
 from .network import BRANCHES, SOURCES, TWINNS, TWINNSConfig, TWINNSLoss
 from .patches import BatchedPatchPredictor, GridPatches
 
@@ -393,6 +399,7 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
                       "pixel's patches")
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         readers: list[FeatureReader] = [s1, s2]
+        check_scales(readers, normalizers, reporter)
         result = classify_to_files(predictor, readers, inputs.grid, classes, maps, model_path,
                                    FAMILY, reporter, attention)
     if attention is not None:

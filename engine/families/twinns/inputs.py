@@ -7,9 +7,11 @@ from dataclasses import dataclass, replace
 
 from ...errors import LcfusionError
 from ...io.indices import IndexConfig, resolve_indices
+from ...io.inputscale import check_input_scale
+from ...io.normalization import PercentileNormalizer
 from ...io.rasters import crs_name, same_crs
 from ...io.series import SeriesSpec, TimeSeries
-from ...io.sources import SourceFeatures
+from ...io.sources import FeatureReader, SourceFeatures
 from ...progress import Reporter
 
 SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
@@ -90,3 +92,10 @@ def inputs_for_model(job_inputs: dict, metadata: dict, reporter: Reporter) -> TW
         source.series.match_model(trained[key], reporter, SOURCE_NAMES[key])
         source.series.warn_unmasked(trained[key], reporter)
     return inputs
+
+
+def check_scales(readers: list[FeatureReader], normalizers: list[PercentileNormalizer],
+                 reporter: Reporter) -> None:
+    """Warn when S1 or S2 is on another scale than in training (indices left out)."""
+    for reader, normalizer in zip(readers, normalizers, strict=True):
+        check_input_scale(reader, normalizer, reporter, reader.series.scaled_channels())
