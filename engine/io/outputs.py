@@ -167,14 +167,19 @@ def write_failure(outputs: Sequence[RasterOutput], failures: list[str],
                   error: BaseException | None = None) -> LcfusionError | None:
     """The error for writing `outputs` given GDAL's collected write `failures` and the `error`
     raised, if any: `DiskFullError` for a full disk, an `LcfusionError` quoting the failed
-    write, or None when nothing says that a write failed."""
+    write, or None when nothing says that a write failed.
+
+    An I/O error of GDAL or rasterio (RuntimeError, OSError) with the output's disk short of
+    space is taken as a full disk, whatever its words: after a failed write libtiff may report
+    only what followed it (GDAL 3.10: "Failed to read directory")."""
     targets = [(output.target, output.parameter) for output in outputs]
     if any(NO_SPACE in message for message in failures) or (error and is_disk_full(error)):
         return DiskFullError(*fullest(targets))
     messages = failures + ([str(each) for each in error_chain(error)]
                            if error and is_write_error(error) else [])
     if not messages:
-        return None
+        full = short_of_space(targets) if isinstance(error, (RuntimeError, OSError)) else None
+        return DiskFullError(*full) if full else None
     full = short_of_space(targets)
     if full:
         return DiskFullError(*full)

@@ -207,6 +207,24 @@ def test_other_errors_while_writing_a_raster_pass_unchanged(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("full", [True, False])
+def test_a_gdal_error_without_a_word_of_writing_is_a_full_disk_only_on_a_full_disk(tmp_path,
+                                                                                    full):
+    """After a failed write libtiff may report only what followed it (GDAL 3.10, overviews)."""
+    unworded = "TIFFReadDirectory:Failed to read directory at offset 7596"
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
+        target = disk / "map.tif"
+        target.write_bytes(b"old map")
+        if full:
+            fill_disk(disk, 0)
+        with pytest.raises(DiskFullError if full else RuntimeError) as info:
+            with atomic_output(target, "OUTPUT") as temporary, \
+                    checked_raster_writes(RasterOutput(temporary, target, "OUTPUT", SHAPE)):
+                raise RuntimeError(unworded)
+        assert info.value.parameter == "OUTPUT" if full else str(info.value) == unworded
+        assert target.read_bytes() == b"old map"
+
+
 class NoisePredictor(TilePredictor):
     """Random classes and confidences, which compress badly: the writer alone is under test.
     Its tiles are not GeoTIFF blocks, so GDAL caches the blocks and writes them on closing."""
