@@ -53,6 +53,11 @@ SUBMIT_SCRIPT = (
     'PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH; '
     "setsid sh -c '\"$@\" > stdout.log 2> stderr.log < /dev/null; echo $? > exit.code' "
     'lcfusion-job "$@" > /dev/null 2>&1 < /dev/null & echo $!')
+#: Whether a job started by SUBMIT_SCRIPT still runs: its session (process group), or its
+#: leader before that has made the session (setsid runs in the background after the submit
+#: script printed the id, so a first poll can come first); $1 is the id. `env kill` is procps's
+#: kill, as before: dash's own takes no "--".
+ALIVE_SCRIPT = 'env kill -0 -- "-$1" 2>/dev/null || env kill -0 -- "$1" 2>/dev/null'
 PROBE_SCRIPT = """
 import importlib, json, platform, sys
 info = {"python": sys.executable + " " + platform.python_version(), "missing": []}
@@ -479,7 +484,8 @@ class RemoteJob:
             return True
         if self.profile.kind == "slurm":
             return True
-        if self._retrying(["kill", "-0", "--", f"-{self.handle}"], check=False).returncode:
+        if self._retrying(["sh", "-c", ALIVE_SCRIPT, "lcfusion-alive", str(self.handle)],
+                          check=False).returncode:
             if not self._exit_code(outcome):
                 outcome.state = "VANISHED"
             return True

@@ -4,6 +4,7 @@ without starting one."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from helpers import RecordingReporter
@@ -58,3 +59,20 @@ def test_a_warning_every_rank_gives_is_relayed_once():
                          "rank 1: CUDA is not available", "2 ranks, each on cpu"]
     EventRelay(log).feed(json.dumps(events[1]) + "\n")
     assert log.lines[-1] == "band names differ from training"
+
+
+def test_a_job_polled_before_it_made_its_session_has_not_ended(tmp_path):
+    """The submit script prints the job's id before its setsid has run: a first poll then finds
+    no process group of that id, yet the job runs (under load this was reported VANISHED)."""
+    remote = RemoteJob(ComputeProfile("target", kind="mpi", work_dir=str(tmp_path)), tmp_path,
+                       "0123", NullReporter())
+    Path(remote.folder).mkdir(parents=True)
+    starting = subprocess.Popen(["sleep", "30"])  # in this process's group, as before setsid
+    try:
+        remote.handle = str(starting.pid)
+        outcome = JobOutcome()
+        assert not remote._ended(outcome) and outcome.state is None
+    finally:
+        starting.kill()
+        starting.wait()
+    assert remote._ended(outcome) and outcome.state == "VANISHED"
