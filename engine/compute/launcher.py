@@ -536,8 +536,12 @@ class RemoteJob:
         """The error for a failed `outcome`: `task` ("the training") failed on the target with
         its Slurm state or exit status and the job's own message, then `kept`, what the job
         folder keeps and how to go on from it."""
-        state = (f"Slurm state {outcome.state}" if outcome.state
-                 else f"exit status {outcome.exit_code}")
+        if outcome.state == "VANISHED":
+            state = "its processes ended without an exit status"
+        elif outcome.state:
+            state = f"Slurm state {outcome.state}"
+        else:
+            state = f"exit status {outcome.exit_code}"
         detail = "; ".join(part.rstrip(". ") for part in (outcome.error, self.error_text())
                            if part) or "no message"
         return LcfusionError(f"{task} on {self.shell.where} failed ({state}): {detail}. {kept}",

@@ -76,3 +76,5 @@ def test_a_job_polled_before_it_made_its_session_has_not_ended(tmp_path):
         starting.kill()
         starting.wait()
     assert remote._ended(outcome) and outcome.state == "VANISHED"
+    assert remote.failure(outcome, "the training", KEPT).message.startswith(
+        "the training on this machine failed (its processes ended without an exit status): ")
