@@ -88,22 +88,6 @@ def sample_values(reader: Any, rng: np.random.Generator) -> np.ndarray:
     return values
 
 
-def nan_percentiles(values: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
-    """(percentiles, channels) of (channels, values) ignoring NaN, as `np.nanpercentile`'s
-    linear rule, for every channel at once (a channel without values gives NaN)."""
-    ordered = np.sort(values, axis=1)
-    last = np.isfinite(ordered).sum(axis=1) - 1
-    out = []
-    for percentile in percentiles:
-        position = np.maximum(last, 0) * percentile / 100
-        below = np.floor(position).astype(np.int64)
-        above = np.minimum(below + 1, np.maximum(last, 0))
-        lower = np.take_along_axis(ordered, below[:, None], axis=1)[:, 0]
-        upper = np.take_along_axis(ordered, above[:, None], axis=1)[:, 0]
-        out.append(np.where(last >= 0, lower + (upper - lower) * (position - below), np.nan))
-    return np.array(out)
-
-
 def channel_scales(values: np.ndarray, normalizer: PercentileNormalizer,
                    checked: np.ndarray | None = None) -> list[ChannelScale]:
     """The scales of the channels with enough valid values (and `checked`, when given)."""
@@ -111,7 +95,8 @@ def channel_scales(values: np.ndarray, normalizer: PercentileNormalizer,
     if checked is not None:
         usable &= checked
     first, last = normalizer.percentiles
-    lows, medians, highs = nan_percentiles(values[usable].astype(np.float64), (first, 50, last))
+    lows, medians, highs = np.nanpercentile(values[usable].astype(np.float64),
+                                            (first, 50, last), axis=1)
     return [ChannelScale(int(channel), float(low), float(high), float(median),
                          float(normalizer.low[channel]), float(normalizer.high[channel]))
             for channel, low, median, high in zip(np.flatnonzero(usable), lows, medians, highs,
