@@ -94,6 +94,8 @@ def channel_scales(values: np.ndarray, normalizer: PercentileNormalizer,
     usable = np.isfinite(values).sum(axis=1) >= MIN_VALUES
     if checked is not None:
         usable &= checked
+    if not usable.any():  # numpy's nanpercentile loses the percentile axis on no rows
+        return []
     first, last = normalizer.percentiles
     lows, medians, highs = np.nanpercentile(values[usable].astype(np.float64),
                                             (first, 50, last), axis=1)

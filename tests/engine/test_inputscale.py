@@ -108,6 +108,13 @@ def test_a_shift_within_the_scale_is_not_a_change_of_scale(tmp_path):
     assert warnings_for(tmp_path / "shifted", reflectance(2) * 1.8 + 1000, normalizer) == []
 
 
+def test_an_input_without_valid_values_checks_nothing(tmp_path):
+    """No data everywhere is reported by the classification itself, not as a scale."""
+    normalizer = trained_normalizer(tmp_path / "train")
+    empty = np.full_like(reflectance(2), np.nan)
+    assert warnings_for(tmp_path / "empty", empty, normalizer) == []
+
+
 def test_a_rank_other_than_0_checks_nothing(tmp_path):
     normalizer = trained_normalizer(tmp_path / "train")
     folder = tmp_path / "scaled"
