@@ -7,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cropped_pair, mrfusion_classify_job, write_raster
+from helpers import (
+    cropped_pair,
+    mrfusion_classify_job,
+    randomforest_classify_job,
+    write_raster,
+)
 
 from lcfusion.engine.families.mrfusion.commands import classify_mrfusion
+from lcfusion.engine.families.randomforest.classify_onnx import classify_randomforest_onnx
+from lcfusion.engine.families.randomforest.commands import classify_randomforest
 from lcfusion.engine.io.indices import IndexConfig
 from lcfusion.engine.io.inputscale import check_input_scale
 from lcfusion.engine.io.normalization import PercentileNormalizer
@@ -143,3 +150,32 @@ def test_classify_warns_on_an_ms_ten_thousand_times_larger(tmp_path, trained_mrf
         said[name] = [w for w in reporter.warnings if "another scale" in w]
     assert said["same"] == []
     assert len(said["scaled"]) == 1 and said["scaled"][0].startswith("MS: ")
+
+
+@pytest.mark.parametrize("format", ["lcfusion", "onnx"])
+def test_a_forest_warns_on_reflectance_in_another_unit(tmp_path, trained_randomforest,
+                                                       randomforest_onnx, scene, format):
+    """A forest scales nothing: its thresholds in DN split reflectance 0-1 nowhere."""
+    import rasterio
+
+    scaled_folder = tmp_path / "reflectance"
+    scaled_folder.mkdir()
+    for path in scene.s2_paths:
+        with rasterio.open(path) as src:
+            profile, data = src.profile, src.read()
+        with rasterio.open(scaled_folder / path.name, "w",
+                           **{**profile, "dtype": "float32"}) as dst:
+            dst.write(data.astype(np.float32) / 10000)
+    model, classify = {"lcfusion": (trained_randomforest[0], classify_randomforest),
+                       "onnx": (randomforest_onnx, classify_randomforest_onnx)}[format]
+    said = {}
+    for name, folder in (("same", scene.folder), ("scaled", scaled_folder)):
+        job_path = randomforest_classify_job(tmp_path / name, scene, model)
+        job = Job.load(job_path)
+        job.data["inputs"]["s2"]["paths"] = [str(folder / p.name) for p in scene.s2_paths]
+        reporter = LevelReporter()
+        classify(job, reporter)
+        said[name] = [w for w in reporter.warnings if "another scale" in w]
+    assert said["same"] == []
+    assert len(said["scaled"]) == 1 and said["scaled"][0].startswith("S2: ")
+    assert "10,000 times narrower" in said["scaled"][0]

@@ -49,5 +49,6 @@ def classify_randomforest_onnx(job: Job, reporter: Reporter) -> dict:
     predictor = ForestTilePredictor(OnnxForest(model, len(classes)), features,
                                     config.tile_size, model.threads)
     with inputs.open() as stack:
+        inputs.check_scales(stack, metadata.get("input_ranges"), reporter)
         return classify_to_files(predictor, stack, inputs.grid, classes, maps, model_path,
                                  FAMILY, reporter)

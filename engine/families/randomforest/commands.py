@@ -195,6 +195,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
         reporter.progress(0.05, "reference")
         sample = sample_training_pixels(split, config, rng)
         with inputs.open() as stack:
+            ranges = inputs.input_ranges(stack, np.random.default_rng(split_config.seed))
             x, has_data = features_at(stack, features, sample.rows, sample.cols, grid.height,
                                       grid.width, config.tile_size, reporter.span(0.05, 0.25))
             sample = sample.take(has_data)
@@ -239,6 +240,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
         threads=threads, started=started, accuracy=accuracy, reporter=reporter,
         extra={"sampling": {"samples_per_class": config.samples_per_class,
                             "pixels": {c.name: int(counts[c.index]) for c in classes}},
+               "input_ranges": ranges,
                "feature_importance": importance[:50]})
 
 
@@ -303,5 +305,6 @@ def classify_randomforest(job: Job, reporter: Reporter) -> dict:
                   f"{counted(threads, 'thread')}")
     predictor = ForestTilePredictor(forest, features, config.tile_size, threads)
     with inputs.open() as stack:
+        inputs.check_scales(stack, metadata.get("input_ranges"), reporter)
         return classify_to_files(predictor, stack, inputs.grid, classes, maps, model_path,
                                  FAMILY, reporter)

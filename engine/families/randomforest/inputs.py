@@ -7,10 +7,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from ...errors import LcfusionError
 from ...io.alignment import ALIGN_METHODS
 from ...io.indices import IndexConfig
+from ...io.inputscale import check_input_scale
+from ...io.normalization import PercentileNormalizer
 from ...io.panms import PanMsPair, classification_alignment
 from ...io.rasters import Grid
 from ...io.series import SeriesSpec, TimeSeries
@@ -19,6 +24,9 @@ from ...jobs import check_settings
 from ...progress import Reporter
 from ..twinns.inputs import inputs_for_model as twinns_inputs_for_model
 from .pixelfeatures import ChannelStack, PanMsStack, PixelFeatures, SeriesStack
+
+#: Pixels per source sampled at training for the ranges the units check compares with.
+RANGE_PIXELS = 65_536
 
 SOURCE_LABELS = {"s2": "a Sentinel-2 time series", "s1s2": "Sentinel-1 + Sentinel-2 time series",
                  "panms": "a PAN + MS pair"}
@@ -81,6 +89,37 @@ class ForestInputs:
         scale = {"s1_scale": self.s1_scale} if self.source == "s1s2" else {}
         return {"source": self.source, **entries,
                 "indices": self.indices.to_json() if self.indices else None, **scale}
+
+    def scale_readers(self, stack: ChannelStack) -> dict[str, tuple[Any, np.ndarray | None]]:
+        """Each source's reader of the open `stack` by its name, with the channels whose
+        units show (the bands, not the indices; None: all)."""
+        if isinstance(stack, PanMsStack):
+            return {"pan": (stack.reader.pan, None), "ms": (stack.reader.ms, None)}
+        return {label.lower(): (reader, reader.series.scaled_channels())
+                for (label, _), reader in zip(self.series, stack.readers, strict=True)}
+
+    def input_ranges(self, stack: ChannelStack, rng: np.random.Generator) -> dict | None:
+        """The 3rd-97th percentile range of each channel of each source, for the units check
+        at classification (`check_scales`; the forest itself scales nothing); None when a
+        channel has no valid value anywhere."""
+        try:
+            return {name: PercentileNormalizer.fit(reader, rng, max_pixels=RANGE_PIXELS
+                                                   ).to_json()
+                    for name, (reader, _) in self.scale_readers(stack).items()}
+        except LcfusionError:
+            return None
+
+    def check_scales(self, stack: ChannelStack, ranges: dict | None,
+                     reporter: Reporter) -> None:
+        """Warn when a source is on other units than in training (a forest's thresholds then
+        split nothing: the map would be wrong without a word); models without `ranges`
+        (trained before the check) are not checked."""
+        if not ranges:
+            return
+        for name, (reader, channels) in self.scale_readers(stack).items():
+            if name in ranges:
+                check_input_scale(reader, PercentileNormalizer.from_json(ranges[name]),
+                                  reporter, channels)
 
     @contextlib.contextmanager
     def open(self) -> Iterator[ChannelStack]:
