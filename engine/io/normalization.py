@@ -36,9 +36,15 @@ class PercentileNormalizer:
 
     @classmethod
     def from_json(cls, data: dict) -> PercentileNormalizer:
-        return cls(np.asarray(data["low"], dtype=np.float64),
-                   np.asarray(data["high"], dtype=np.float64),
-                   tuple(float(p) for p in data.get("percentiles", (3.0, 97.0))))
+        """The stored form (`to_json`); ValueError when it is not one."""
+        low = np.asarray(data["low"], dtype=np.float64)
+        high = np.asarray(data["high"], dtype=np.float64)
+        percentiles = tuple(float(p) for p in data.get("percentiles", (3.0, 97.0)))
+        if low.ndim != 1 or low.shape != high.shape:
+            raise ValueError("the low and high values are not two lists of one length")
+        if len(percentiles) != 2 or not 0 <= percentiles[0] < percentiles[1] <= 100:
+            raise ValueError(f"percentiles {list(percentiles)} are not a range within 0-100")
+        return cls(low, high, percentiles)
 
     @classmethod
     def fit(cls, reader: SeriesReader, rng: np.random.Generator,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from helpers import (
     randomforest_classify_job,
     write_raster,
 )
+from model_mutants import ModelBytes
 
+from lcfusion.engine.errors import LcfusionError
 from lcfusion.engine.families.mrfusion.commands import classify_mrfusion
 from lcfusion.engine.families.randomforest.classify_onnx import classify_randomforest_onnx
 from lcfusion.engine.families.randomforest.commands import classify_randomforest
@@ -179,3 +182,18 @@ def test_a_forest_warns_on_reflectance_in_another_unit(tmp_path, trained_randomf
     assert said["same"] == []
     assert len(said["scaled"]) == 1 and said["scaled"][0].startswith("S2: ")
     assert "10,000 times narrower" in said["scaled"][0]
+
+
+def test_a_forest_with_ranges_of_other_inputs_is_refused(tmp_path, trained_randomforest, scene):
+    """Ranges that do not fit the inputs come from an altered file: refused, not misread."""
+    original = ModelBytes(trained_randomforest[0].read_bytes())
+    metadata = json.loads(json.dumps(original.metadata))
+    ranges = metadata["input_ranges"]["s2"]
+    ranges["low"], ranges["high"] = ranges["low"][:-1], ranges["high"][:-1]
+    forged = tmp_path / "forged.lcfusion"
+    forged.write_bytes(original.forge(metadata))
+    job = Job.load(randomforest_classify_job(tmp_path / "run", scene, forged))
+    with pytest.raises(LcfusionError, match="input ranges of S2 are not those") as error:
+        classify_randomforest(job, LevelReporter())
+    assert error.value.parameter == "MODEL"
+    assert not (tmp_path / "run" / "map.tif").exists()

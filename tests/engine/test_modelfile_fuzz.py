@@ -259,7 +259,7 @@ def test_forged_metadata_that_passes_is_read_by_every_reader(tmp_path, capsys, f
     original = model.metadata
     paths = entry_paths(original)
     read = [p for p in paths if p.split(".")[0] in ("architecture", "inputs", "normalization",
-                                                    "classes")]
+                                                    "input_ranges", "classes")]
     classified, loaded = 0, Counter()
     for index in range(RANDOM_FORGERIES):
         path = rng.choice(read if index % 2 else paths)

@@ -117,9 +117,18 @@ class ForestInputs:
         if not ranges:
             return
         for name, (reader, channels) in self.scale_readers(stack).items():
-            if name in ranges:
-                check_input_scale(reader, PercentileNormalizer.from_json(ranges[name]),
-                                  reporter, channels)
+            if name not in ranges:
+                continue
+            try:
+                normalizer = PercentileNormalizer.from_json(ranges[name])
+                fits = normalizer.low.shape == (reader.series.n_channels,)
+            except (AttributeError, KeyError, TypeError, ValueError):
+                fits = False
+            if not fits:
+                raise LcfusionError(f"the model file's input ranges of {name.upper()} are not "
+                                    "those of its inputs: the file was altered; train the "
+                                    "model again", "MODEL")
+            check_input_scale(reader, normalizer, reporter, channels)
 
     @contextlib.contextmanager
     def open(self) -> Iterator[ChannelStack]:
