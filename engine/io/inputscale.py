@@ -8,16 +8,16 @@ model stores (the normaliser's low and high)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rasterio.windows import Window
 
 from ..progress import FollowerReporter, Reporter
 from ..wording import counted
-from .normalization import PercentileNormalizer
+from .normalization import PercentileNormalizer, shuffled_blocks
 
 #: A channel is off scale when its span is this many times wider or narrower than in training
 #: (a change of unit is a factor of 100 or more: x 10000, 0-1 against 0-10000, linear power
@@ -77,12 +77,9 @@ def sample_values(reader: Any, rng: np.random.Generator) -> np.ndarray:
     """(channels, values) of `BLOCKS` random blocks of the reader's raster (NaN = no data),
     at most `MAX_VALUES` values per channel."""
     series = reader.series
-    starts = [(r, c) for r in range(0, series.height, BLOCK)
-              for c in range(0, series.width, BLOCK)]
-    chosen = rng.permutation(len(starts))[:BLOCKS]
-    values = np.concatenate([reader.read(Window(
-        col, row, min(BLOCK, series.width - col), min(BLOCK, series.height - row))).reshape(
-        series.n_channels, -1) for row, col in (starts[i] for i in chosen)], axis=1)
+    windows = itertools.islice(shuffled_blocks(series.width, series.height, BLOCK, rng), BLOCKS)
+    values = np.concatenate([reader.read(window).reshape(series.n_channels, -1)
+                             for window in windows], axis=1)
     if values.shape[1] > MAX_VALUES:
         values = values[:, np.sort(rng.choice(values.shape[1], MAX_VALUES, replace=False))]
     return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,16 +54,12 @@ class PercentileNormalizer:
         """Percentiles of a random sample of blocks (bounded memory whatever the raster size);
         more blocks are read while some channel has no valid value yet."""
         series = reader.series
-        starts = [(r, c) for r in range(0, series.height, block)
-                  for c in range(0, series.width, block)]
         wanted = max(1, max_pixels // (block * block))
         samples, seen = [], np.zeros(series.n_channels, dtype=bool)
-        for taken, index in enumerate(rng.permutation(len(starts))):
+        for taken, window in enumerate(shuffled_blocks(series.width, series.height, block,
+                                                       rng)):
             if taken >= wanted and seen.all():
                 break
-            row, col = starts[index]
-            window = Window(col, row, min(block, series.width - col),
-                            min(block, series.height - row))
             data = reader.read(window).reshape(series.n_channels, -1)
             seen |= np.isfinite(data).any(axis=1)
             samples.append(data)
@@ -80,3 +77,13 @@ class PercentileNormalizer:
         flat = high <= low
         high = np.where(flat, low + 1.0, high)
         return cls(low.astype(np.float64), high.astype(np.float64), percentiles)
+
+
+def shuffled_blocks(width: int, height: int, block: int, rng: np.random.Generator
+                    ) -> Iterator[Window]:
+    """The `block` x `block` windows tiling a width x height raster (cut at its edges), in a
+    random order of `rng`."""
+    starts = [(r, c) for r in range(0, height, block) for c in range(0, width, block)]
+    for index in rng.permutation(len(starts)):
+        row, col = starts[index]
+        yield Window(col, row, min(block, width - col), min(block, height - row))
