@@ -110,9 +110,9 @@ def write_block(predictor: TilePredictor, reader: Any, grid: Grid, classes: Clas
     partials = [path.with_name(f".{path.name}.partial") for path in finals]
     try:
         with contextlib.ExitStack() as stack:
-            opened = open_maps(stack, here, classes, partials, tags)
+            opened = open_maps(stack, here, classes, partials, tags, block.window)
             inferred = stack.enter_context(classifying(predictor, reader, list(block.cores),
-                                                       grid.width))
+                                                       grid.height, grid.width))
             for core, probs, valid in inferred:
                 window = Window(core.col_off - block.window.col_off,
                                 core.row_off - block.window.row_off, core.width, core.height)

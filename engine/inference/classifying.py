@@ -27,7 +27,7 @@ from ..io.overviews import CLASS_RESAMPLING, CONFIDENCE_RESAMPLING, MapFile, fin
 from ..io.rasters import Grid, block_cache_share, strip_block_cache, write_profile
 from ..progress import Reporter
 from ..reference.classes import ClassTable
-from .tiles import TilePredictor, in_strips, tiles_holding, widest
+from .tiles import TilePredictor, in_strips, tiles_holding
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -57,36 +57,30 @@ def prefetched(load: Callable[[T], U], items: Iterable[T], depth: int = 1
 _END = object()
 
 
-def strip_order(items: Iterable[T], core_of: Callable[[T], Window] = lambda item: item
-                ) -> tuple[list[T], int]:
-    """`items` in the order classifying visits them, by vertical strips of cores
-    (`in_strips`), and the widest strip in pixels."""
-    strips = in_strips(items, core_of)
-    return ([item for strip in strips for item in strip],
-            widest([core_of(item) for item in strip] for strip in strips))
-
-
 @contextlib.contextmanager
-def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], map_width: int,
-                core_of: Callable[[T], Window] = lambda item: item, values: bool = False,
-                infer: Callable[[T, Any], tuple] | None = None
+def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], height: int,
+                width: int, core_of: Callable[[T], Window] = lambda item: item,
+                values: bool = False, infer: Callable[[T, Any], tuple] | None = None
                 ) -> Iterator[Iterator[tuple[Any, ...]]]:
     """(item, probabilities, valid mask) of each item's core (with `values`, also the
-    predictor's per-pixel values: `TilePredictor.infer_values`), visited by vertical strips of
-    cores (`strip_order`) so that GDAL's block cache holds a few rows of blocks of a strip
-    whatever the width of the map (`map_width` pixels): the reader thread loads the next core
-    while this one computes; the thread has stopped when the context ends, before the caller
-    closes its rasters. `infer(item, tile)` replaces the predictor's own."""
+    predictor's per-pixel values: `TilePredictor.infer_values`) on a `height` x `width` grid,
+    visited by vertical strips of cores (`in_strips`), row by row in each, so that GDAL's
+    block cache holds what a strip's order of reading reuses (`strip_block_cache`) whatever
+    the size of the map: the reader thread loads the next core while this one computes; the
+    thread has stopped when the context ends, before the caller closes its rasters.
+    `infer(item, tile)` replaces the predictor's own."""
     if infer is None:
         tile_infer = predictor.infer_values if values else predictor.infer
 
         def infer(item, tile):
             return tile_infer(tile)
-    ordered, width = strip_order(items, core_of)
+    strips = in_strips(items, core_of)
+    ordered = [item for strip in strips for item in strip]
+    read = [[predictor.window(core_of(item)) for item in strip] for strip in strips]
     if predictor.mapped_buffers is not None:
         map_large_buffers(predictor.mapped_buffers)
     trim = FreedMemoryTrim()
-    with strip_block_cache(width / map_width if map_width else 1.0), contextlib.closing(
+    with strip_block_cache(read, height, width), contextlib.closing(
             prefetched(lambda item: predictor.load(reader, core_of(item)), ordered)) as loaded:
         yield ((item, *infer(item, tile)) for item, tile in trim.after_each(loaded))
 
@@ -236,9 +230,11 @@ def write_class_map(predictor: TilePredictor, reader: Any, grid: Grid, classes: 
 
 
 def open_maps(stack: contextlib.ExitStack, grid: Grid, classes: ClassTable,
-              paths: list[Path], tags: dict[str, str] | None) -> list[Any]:
+              paths: list[Path], tags: dict[str, str] | None,
+              covering: Window | None = None) -> list[Any]:
     """The class map (`paths[0]`) and the confidence map (`paths[1]`, if given) opened for
-    writing on `grid` in `stack`, described, with GDAL's block cache shared between them."""
+    writing on `grid` in `stack`, described, with GDAL's block cache shared between them
+    (`covering`: the window of the grid classified that `grid` is, if not all of it)."""
     dtype, nodata = classes.map_dtype(), classes.map_nodata()
     opened = [stack.enter_context(rasterio.open(paths[0], "w",
                                                 **write_profile(grid, 1, dtype, nodata)))]
@@ -246,7 +242,7 @@ def open_maps(stack: contextlib.ExitStack, grid: Grid, classes: ClassTable,
         opened.append(stack.enter_context(rasterio.open(
             paths[1], "w", **write_profile(grid, 1, "float32", float("nan")))))
     describe_outputs(opened[0], opened[1] if len(opened) > 1 else None, classes, tags)
-    stack.enter_context(block_cache_share(opened))
+    stack.enter_context(block_cache_share(opened, covering))
     return opened
 
 
@@ -281,8 +277,8 @@ def classify_into(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cl
             stack.enter_context(block_cache_share([out_values]))
         opened = [WholeBlockColumns(dataset) for dataset in
                   open_maps(stack, grid, classes, [each.temporary for each in outputs], tags)]
-        inferred = stack.enter_context(classifying(predictor, reader, cores, grid.width,
-                                                   values=value_writer is not None))
+        inferred = stack.enter_context(classifying(predictor, reader, cores, grid.height,
+                                                   grid.width, values=value_writer is not None))
         for done, (core, probs, valid, *per_pixel) in enumerate(inferred, start=1):
             for band, data in zip(opened, map_values(probs, valid, classes), strict=False):
                 band.write(data[np.newaxis], core)
@@ -400,7 +396,8 @@ def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.n
         def at_pixels(tile, local_r, local_c):
             probs, valid = predictor.infer(tile)
             return probs[:, local_r, local_c], valid[local_r, local_c]
-    with classifying(predictor, reader, selected, grid.width, core_of=lambda item: item[0],
+    with classifying(predictor, reader, selected, grid.height, grid.width,
+                     core_of=lambda item: item[0],
                      infer=lambda item, tile: at_pixels(tile, item[2], item[3])) as inferred:
         for done, ((_, members, _, _), probs, valid) in enumerate(inferred, start=1):
             predicted[members] = np.where(valid, probs.argmax(axis=0), -1)

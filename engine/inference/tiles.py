@@ -48,9 +48,17 @@ class TilePredictor(ABC):
     #: raise the next tile's peak; None keeps glibc's own threshold.
     mapped_buffers: int | None = None
 
+    #: Pixels read on each side of a core beside it (margins, the halves of patches).
+    halo: int = 0
+
     def cores(self, height: int, width: int) -> Iterator[Window]:
         """The windows whose probabilities are computed, covering the raster once."""
         return iter_windows(width, height, self.tile_size)
+
+    def window(self, core: Window) -> Window:
+        """The window `load` reads for `core`: the core and its `halo`."""
+        return Window(int(core.col_off) - self.halo, int(core.row_off) - self.halo,
+                      int(core.width) + 2 * self.halo, int(core.height) + 2 * self.halo)
 
     @abstractmethod
     def load(self, reader: Any, core: Window) -> Any:
@@ -93,7 +101,7 @@ def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
 
 
 #: The widest strip of cores a classification visits at once, in map pixels (unless one core
-#: is wider): GDAL's block cache holds a few rows of blocks across a strip, not across the map.
+#: is wider): GDAL's block cache holds the blocks a strip reads again, not a row of the map.
 STRIP_WIDTH = 512
 
 
@@ -139,12 +147,6 @@ def in_strips(items: Iterable[T], core_of: Callable[[T], Window] = lambda item: 
     return strips
 
 
-def widest(strips: Iterable[Sequence[Window]]) -> int:
-    """The widest of the strips of cores, in pixels."""
-    return max((max(int(c.col_off) + int(c.width) for c in strip)
-                - min(int(c.col_off) for c in strip) for strip in strips if strip), default=0)
-
-
 #: The 8 symmetries of a square (dihedral group D4): quarter turns, each with and without a
 #: transpose. Test-time augmentation averages a network's probabilities over them.
 DIHEDRAL = tuple((turns, transpose) for turns in range(4) for transpose in (False, True))
@@ -162,6 +164,10 @@ class MarginTiling:
         check_tiling(tile_size, margin, size_multiple)
         self.size_multiple, self.normalizer = size_multiple, normalizer
         self.tile_size, self.margin = tile_size, margin
+
+    @property
+    def halo(self) -> int:
+        return self.margin
 
     def steps(self, height: int, width: int) -> tuple[int, int]:
         """Core sides (rows, columns) for a raster."""

@@ -26,50 +26,91 @@ GTIFF_OPTIONS = {
 }
 
 
-#: Rows of blocks GDAL's block cache holds per open raster while classifying: tiles read row by
-#: row down a strip (a 512-pixel tile with its margins spans 3 rows of 256-pixel blocks), with
-#: margins overlapping the previous row of tiles, then decode most blocks of the strip once.
-CACHED_BLOCK_ROWS = 3
+#: The least block cache set while classifying (GDAL's setting, if lower, is kept).
 MIN_BLOCK_CACHE = 16 << 20
-_block_cache_shares: dict[object, list[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]] = {}
+_block_cache_shares: dict[object, tuple[list[rasterio.io.DatasetReader
+                                             | rasterio.io.DatasetWriter], Window | None]] = {}
 
 
 @contextlib.contextmanager
-def block_cache_share(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io.DatasetWriter]
-                      ) -> Iterator[None]:
-    """While open, `datasets` count in the block cache `strip_block_cache` gives."""
+def block_cache_share(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io.DatasetWriter],
+                      covering: Window | None = None) -> Iterator[None]:
+    """While open, `datasets` count in the block cache `strip_block_cache` gives; they cover
+    the window `covering` of the grid classified (default: all of it)."""
     share = object()
-    _block_cache_shares[share] = list(datasets)
+    _block_cache_shares[share] = (list(datasets), covering)
     try:
         yield
     finally:
         del _block_cache_shares[share]
 
 
+def window_blocks(window: Window, scale: tuple[float, float], blocks: tuple[int, int],
+                  size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The (row, column) blocks of a raster of `size` (rows, cols) with `blocks` (rows, cols)
+    that `window`, on a grid `scale` (rows, cols) times finer, touches once clipped to the
+    raster (where a window's edges are read mirrored from)."""
+    spans = []
+    for start, length, factor, block, extent in (
+            (window.row_off, window.height, scale[0], blocks[0], size[0]),
+            (window.col_off, window.width, scale[1], blocks[1], size[1])):
+        first = min(max(0, math.floor(start / factor)), extent - 1)
+        last = min(max(0, math.ceil((start + length) / factor) - 1), extent - 1)
+        spans.append(range(first // block, last // block + 1))
+    return [(row, col) for row in spans[0] for col in spans[1]]
+
+
+def blocks_reused_within(strips: Sequence[Sequence[Window]], scale: tuple[float, float],
+                         blocks: tuple[int, int], size: tuple[int, int]) -> int:
+    """How many of a raster's blocks GDAL's least-recently-used block cache must hold so that
+    reading the windows of each strip in order decodes each block once within the strip: for
+    every block read again, the blocks of the windows from the one that last read it to this
+    one. As every raster of a classification is read window by window, one after the other,
+    the rasters' counts add up (each over the same windows). A block shared by two strips is
+    decoded by each (holding it would take a strip's worth of blocks)."""
+    needed = 1
+    for strip in strips:
+        touched = [set(window_blocks(window, scale, blocks, size)) for window in strip]
+        last: dict[tuple[int, int], int] = {}
+        for index, current in enumerate(touched):
+            since = min((last[block] for block in current if block in last), default=index)
+            if since < index:
+                needed = max(needed, len(set().union(*touched[since: index + 1])))
+            last.update(dict.fromkeys(current, index))
+    return needed
+
+
 def strip_cache_bytes(dataset: rasterio.io.DatasetReader | rasterio.io.DatasetWriter,
-                      width_share: float) -> int:
-    """`CACHED_BLOCK_ROWS` rows of `dataset`'s blocks across a strip `width_share` of its width
-    wide, and a block more on either side for the tiles' margins (at most the whole raster)."""
-    block_rows, block_cols = dataset.block_shapes[0]
-    columns = min(dataset.width, math.ceil(width_share * dataset.width) + 2 * block_cols)
-    rows = min(dataset.height, CACHED_BLOCK_ROWS * block_rows)
-    return rows * columns * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
+                      strips: Sequence[Sequence[Window]], covering: Window) -> int:
+    """The block cache `dataset` needs while windows of a grid, of which it covers the window
+    `covering` (on a grid as fine or coarser), are read strip by strip
+    (`blocks_reused_within`)."""
+    blocks = dataset.block_shapes[0]
+    scale = (covering.height / dataset.height, covering.width / dataset.width)
+    shifted = [[Window(w.col_off - covering.col_off, w.row_off - covering.row_off, w.width,
+                       w.height) for w in strip] for strip in strips]
+    count = blocks_reused_within(shifted, scale, blocks, (dataset.height, dataset.width))
+    return count * blocks[0] * blocks[1] * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
 
 
 @contextlib.contextmanager
-def strip_block_cache(width_share: float = 1.0) -> Iterator[None]:
-    """While classifying by strips `width_share` of the rasters' width wide, GDAL's block cache
-    holds the rows of blocks of a strip of the open rasters (at least 16 MB, at most GDAL's
-    setting) instead of GDAL's default of 5 % of the RAM, which keeps whole rasters decoded and
-    makes memory grow with them; afterwards the setting is restored. A GDAL_CACHEMAX set by
-    the user is left alone."""
+def strip_block_cache(strips: Sequence[Sequence[Window]], height: int, width: int
+                      ) -> Iterator[None]:
+    """While the windows of `strips` (vertical strips of a `height` x `width` grid, each read
+    row by row) are read, GDAL's block cache holds what the order of reading reuses of the
+    open rasters (`strip_cache_bytes`; at least 16 MB, at most GDAL's setting) instead of
+    GDAL's default of 5 % of the RAM, which keeps whole rasters decoded and makes memory grow
+    with them; afterwards the setting is restored. A GDAL_CACHEMAX set by the user is left
+    alone."""
     if "GDAL_CACHEMAX" in os.environ:
         yield
         return
     from osgeo import gdal  # rasterio has no getter; both use the one libgdal
 
-    needed = sum(strip_cache_bytes(dataset, width_share)
-                 for datasets in _block_cache_shares.values() for dataset in datasets)
+    whole = Window(0, 0, width, height)
+    needed = sum(strip_cache_bytes(dataset, strips, covering or whole)
+                 for datasets, covering in _block_cache_shares.values()
+                 for dataset in datasets)
     before = gdal.GetCacheMax()
     gdal.SetCacheMax(min(before, max(MIN_BLOCK_CACHE, needed)))
     try:

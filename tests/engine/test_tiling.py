@@ -5,7 +5,6 @@ import threading
 import numpy as np
 import pytest
 import rasterio
-from helpers import write_raster
 from osgeo import gdal
 from rasterio.crs import CRS
 from rasterio.windows import Window
@@ -16,8 +15,6 @@ from lcfusion.engine.inference.classifying import prefetched, write_class_map
 from lcfusion.engine.inference.tiles import TilePredictor, balanced_steps, in_strips
 from lcfusion.engine.io import rasters
 from lcfusion.engine.io.rasters import (
-    CACHED_BLOCK_ROWS,
-    MIN_BLOCK_CACHE,
     Grid,
     block_cache_share,
     iter_windows,
@@ -70,15 +67,44 @@ def test_prefetched_raises_the_load_error_for_its_item_and_stops():
     assert max(loaded) <= 3  # at most one tile read ahead of the failing one
 
 
-def test_block_cache_holds_rows_of_blocks_of_a_strip_while_classifying(tmp_path):
-    path = write_raster(tmp_path / "a.tif", np.zeros((3, 64, 5000), dtype="uint16"))
+def tiled_zeros(path, height: int, width: int, count: int, dtype: str, block: int):
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
+                       dtype=dtype, tiled=True, blockxsize=block, blockysize=block,
+                       crs="EPSG:32631", transform=rasterio.Affine(10, 0, 0, 0, -10, 0)) as dst:
+        dst.write(np.zeros((count, height, width), dtype=dtype))
+    return path
+
+
+def test_the_block_cache_holds_the_blocks_a_strip_reads_again(tmp_path, monkeypatch):
+    """FG-UNET's windows (cores of 256 with margins of 20) down a strip 256 pixels wide.
+    Counted by hand, the blocks of the windows from one reading of a block to the next: on a
+    raster of 256-pixel blocks on the grid, the windows read block rows 0-1, 0-2, 1-3 and 2-3,
+    so at most 4 blocks (rows 0-3, windows 2 and 3); on a raster of 64-pixel blocks at half
+    the resolution (2 blocks wide) rows 0-2, 1-4, 3-6 and 5-7, at most 12 (rows 1-6)."""
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    monkeypatch.setattr(rasters, "MIN_BLOCK_CACHE", 0)
+    fine = tiled_zeros(tmp_path / "fine.tif", 1024, 256, 3, "uint16", 256)
+    coarse = tiled_zeros(tmp_path / "coarse.tif", 512, 128, 1, "float32", 64)
+    strip = [Window(-20, row - 20, 296, 296) for row in range(0, 1024, 256)]
     before = gdal.GetCacheMax()
-    with rasterio.open(path) as src, block_cache_share([src]), strip_block_cache(0.1):
-        rows, cols = src.block_shapes[0]
-        assert gdal.GetCacheMax() == min(before, max(MIN_BLOCK_CACHE,
-                                                     min(64, CACHED_BLOCK_ROWS * rows)
-                                                     * (500 + 2 * cols) * 3 * 2))
+    with rasterio.open(fine) as a, rasterio.open(coarse) as b, block_cache_share([a, b]), \
+            strip_block_cache([strip], 1024, 256):
+        assert gdal.GetCacheMax() == 4 * 256 * 256 * 3 * 2 + 12 * 64 * 64 * 4
     assert gdal.GetCacheMax() == before
+
+
+def test_a_raster_covering_part_of_the_grid_counts_its_own_blocks(tmp_path, monkeypatch):
+    """A map block of a cluster job (its own file, the grid's window (512, 0, 256, 1024)):
+    the strip over it reads its blocks as in the test above, at most 4 between two readings
+    of one."""
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    monkeypatch.setattr(rasters, "MIN_BLOCK_CACHE", 0)
+    part = tiled_zeros(tmp_path / "part.tif", 1024, 256, 1, "uint8", 256)
+    strips = [[Window(col - 20, row - 20, 296, 296) for row in range(0, 1024, 256)]
+              for col in (512,)]
+    with rasterio.open(part) as dataset, block_cache_share([dataset], Window(512, 0, 256, 1024)), \
+            strip_block_cache(strips, 1024, 2048):
+        assert gdal.GetCacheMax() == 4 * 256 * 256
 
 
 @pytest.mark.parametrize("step", [128, 200])
@@ -145,7 +171,8 @@ def test_strips_keep_the_block_cache_flat_in_width(tmp_path, monkeypatch):
     monkeypatch.setattr(tiles, "STRIP_WIDTH", 100)
     sizes = {width: position_map(tmp_path, width)[1] for width in (96, 1200, 2400)}
     assert len(set(sizes[1200] + sizes[2400])) == 1
-    assert sizes[96][0] < sizes[2400][0] < 5 * sizes[96][0]  # a strip and a block either side
+    # the maps' blocks are wider on the wide maps (256 pixels against 96): the only difference
+    assert sizes[96][0] < sizes[2400][0] < 5 * sizes[96][0]
 
 
 def test_blocks_written_half_by_two_strips_are_whole(tmp_path, monkeypatch):
@@ -221,11 +248,11 @@ def test_a_predictor_maps_its_large_buffers_while_classifying_unless_the_user_ch
     monkeypatch.setattr(classifying, "_glibc", lambda name: mallopt)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     predictor = NoisyPredictor()
-    with classifying.classifying(predictor, None, [Window(0, 0, 8, 8)], 8) as inferred:
+    with classifying.classifying(predictor, None, [Window(0, 0, 8, 8)], 8, 8) as inferred:
         list(inferred)
     assert calls == []  # glibc's own threshold by default
     predictor.mapped_buffers = 8 << 20
-    with classifying.classifying(predictor, None, [Window(0, 0, 8, 8)], 8) as inferred:
+    with classifying.classifying(predictor, None, [Window(0, 0, 8, 8)], 8, 8) as inferred:
         list(inferred)
     assert calls == [(classifying.M_MMAP_THRESHOLD, 8 << 20)]
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")

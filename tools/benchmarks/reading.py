@@ -15,8 +15,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine.families.fgunet.commands import FGUNetClassifyConfig
 from lcfusion.engine.families.fgunet.network import FGUNet
-from lcfusion.engine.inference.classifying import strip_order
-from lcfusion.engine.inference.tiles import balanced_steps
+from lcfusion.engine.inference.tiles import balanced_steps, in_strips
 from lcfusion.engine.io.rasters import iter_windows, strip_block_cache
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
@@ -30,23 +29,24 @@ def plain_read(scene: SceneFiles) -> int:
     return total
 
 
-def tile_windows(series: TimeSeries, tile_size: int, margin: int) -> list[Window]:
-    """The windows FG-UNET's classification reads, in its order: each core with its
-    margins."""
+def tile_windows(series: TimeSeries, tile_size: int, margin: int) -> list[list[Window]]:
+    """The windows FG-UNET's classification reads, by strips in its order: each core with
+    its margins."""
     step_h = balanced_steps(series.height, tile_size, margin, FGUNet.size_multiple)
     step_w = balanced_steps(series.width, tile_size, margin, FGUNet.size_multiple)
-    cores, _ = strip_order(iter_windows(series.width, series.height, step_h, step_w))
-    return [Window(int(core.col_off) - margin, int(core.row_off) - margin, step_w + 2 * margin,
-                   step_h + 2 * margin) for core in cores]
+    strips = in_strips(iter_windows(series.width, series.height, step_h, step_w))
+    return [[Window(int(core.col_off) - margin, int(core.row_off) - margin,
+                    step_w + 2 * margin, step_h + 2 * margin) for core in strip]
+            for strip in strips]
 
 
-def engine_read(spec: SeriesSpec, windows: list[Window]) -> None:
+def engine_read(spec: SeriesSpec, strips: list[list[Window]]) -> None:
     """The windows read as classifying reads them (with its GDAL block cache for strips)."""
     series = TimeSeries(spec)
-    _, width = strip_order(windows)
-    with series.open() as reader, strip_block_cache(min(1.0, width / series.width)):
-        for window in windows:
-            reader.read(window)
+    with series.open() as reader, strip_block_cache(strips, series.height, series.width):
+        for strip in strips:
+            for window in strip:
+                reader.read(window)
 
 
 def reading_figures(scene: SceneFiles, config: BenchConfig) -> dict:
@@ -54,7 +54,7 @@ def reading_figures(scene: SceneFiles, config: BenchConfig) -> dict:
     series = TimeSeries(spec)
     classify = FGUNetClassifyConfig()
     windows = tile_windows(series, classify.tile_size, classify.margin)
-    cores, _ = strip_order(iter_windows(series.width, series.height, 512))
+    cores = in_strips(iter_windows(series.width, series.height, 512))
     timings: dict[str, list[float]] = {"plain": [], "engine_tiles": [], "engine_cores": []}
     plain_read(scene)
     for _ in range(max(config.repeats, 1) + 1):
@@ -65,12 +65,12 @@ def reading_figures(scene: SceneFiles, config: BenchConfig) -> dict:
             read()
             timings[name].append(time.perf_counter() - started)
     median = {name: statistics.median(values[1:]) for name, values in timings.items()}
-    read_pixels = sum(int(w.width) * int(w.height) for w in windows)
+    read_pixels = sum(int(w.width) * int(w.height) for strip in windows for w in strip)
     megabytes = sum(p.stat().st_size for p in scene.s2) / 2 ** 20
     return {
         "side": scene.side, "dates": series.n_dates, "bands_per_date": series.bands_per_date,
-        "files_mb": megabytes, "tiles": len(windows),
-        "tile_side": int(windows[0].width), "overlap": read_pixels / (series.width
+        "files_mb": megabytes, "tiles": sum(map(len, windows)),
+        "tile_side": int(windows[0][0].width), "overlap": read_pixels / (series.width
                                                                       * series.height),
         "seconds": median,
         "ratio": median["engine_tiles"] / median["plain"],

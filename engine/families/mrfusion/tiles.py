@@ -23,7 +23,7 @@ class DensePanMsTiles(TilePredictor):
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
         self.normalizer, self.tile_size = normalizer, tile_size
         self.size, self.ms_size = patch_size, ms_patch_size
-        self.half = self.size // 2
+        self.half = self.halo = self.size // 2
 
     def _ms_window(self, reader: PanMsReader, start: int, count: int, axis: int
                    ) -> tuple[int, int, np.ndarray, np.ndarray]:

@@ -164,6 +164,7 @@ class ForestTilePredictor(TilePredictor):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
         self.forest, self.features, self.threads = forest, features, threads
+        self.halo = features.half
         self.tile_size, self.batch_size, self.batch_bytes = tile_size, batch_size, batch_bytes
 
     def load(self, stack: ChannelStack, core: Window) -> tuple[np.ndarray, Window]:

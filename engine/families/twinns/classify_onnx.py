@@ -37,13 +37,13 @@ class OnnxPatchPredictor(TilePredictor):
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
         self.model, self.normalizers = model, list(normalizers)
         self.size, self.half = patch_size, patch_size // 2
+        self.halo = self.half
         self.tile_size, self.batch_size, self.tta = tile_size, batch_size, tta
 
     def load(self, readers: Sequence[FeatureReader], core: Window
              ) -> tuple[list[np.ndarray], np.ndarray]:
         h, w = int(core.height), int(core.width)
-        window = Window(int(core.col_off) - self.half, int(core.row_off) - self.half,
-                        w + 2 * self.half, h + 2 * self.half)
+        window = self.window(core)
         tiles, valid = [], np.zeros((h, w), dtype=bool)
         for reader, normalizer in zip(readers, self.normalizers, strict=True):
             data = reader.read(window)

@@ -92,6 +92,7 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
         self.model, self.device = inference_copy(model, device), device
         self.normalizers = list(normalizers)
         self.size, self.half = patch_size, patch_size // 2
+        self.halo = self.half
         self.tile_size, self.batch_size, self.tta = tile_size, batch_size, tta
         self.layout = memory_format(device)
         self.start_precision(device)
@@ -101,8 +102,7 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
         """Each source's tile with a halo of p // 2, normalised, and the mask of pixels with
         data."""
         h, w = int(core.height), int(core.width)
-        window = Window(int(core.col_off) - self.half, int(core.row_off) - self.half,
-                        w + 2 * self.half, h + 2 * self.half)
+        window = self.window(core)
         tiles, valid = [], np.zeros((h, w), dtype=bool)
         for reader, normalizer in zip(readers, self.normalizers, strict=True):
             data = reader.read(window)
