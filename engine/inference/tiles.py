@@ -120,6 +120,8 @@ def strip_bounds(starts: Sequence[int], end: int, width: int, align: int) -> lis
             reachable.append(starts[index])
             index += 1
         if not reachable:
+            if index == len(starts):  # the last column of cores is wider than a strip
+                return bounds
             reachable.append(starts[index])
             index += 1
         aligned = [start for start in reachable if start % align == 0]

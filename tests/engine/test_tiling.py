@@ -107,6 +107,15 @@ def test_a_raster_covering_part_of_the_grid_counts_its_own_blocks(tmp_path, monk
         assert gdal.GetCacheMax() == 4 * 256 * 256
 
 
+def test_cores_wider_than_a_strip_are_a_strip_each():
+    """FG-UNET with tiles of 1,024 (cores of 992) on a map 1,968 pixels wide: two columns of
+    cores, each wider than a strip; this raised an IndexError ("internal error") in the
+    dialog."""
+    cores = list(iter_windows(1968, 300, 300, 992))
+    strips = in_strips(cores)
+    assert [[int(c.col_off) for c in strip] for strip in strips] == [[0], [992]]
+
+
 @pytest.mark.parametrize("step", [128, 200])
 def test_strips_visit_every_core_once_row_by_row_and_end_on_block_edges(step):
     cores = list(iter_windows(3000, 700, step))
