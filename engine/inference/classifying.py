@@ -1,7 +1,7 @@
 """Classifying a raster: a reader thread loads the next tile while this one computes, the
-classifying context sizes GDAL's cache for it, and the class map (+ confidence, + a map of
-per-pixel values such as TWINNS's attention) is written block by block and given overviews, or
-only the tiles holding given pixels are predicted."""
+classifying context keeps what the next tile reads again, and the class map (+ confidence,
++ a map of per-pixel values such as TWINNS's attention) is written block by block and given
+overviews, or only the tiles holding given pixels are predicted."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from ..io.outputs import RasterOutput, atomic_output, checked_raster_writes
 from ..io.overviews import CLASS_RESAMPLING, CONFIDENCE_RESAMPLING, MapFile, finish_maps
-from ..io.rasters import Grid, block_cache_share, strip_block_cache, write_profile
+from ..io.rasters import Grid, block_cache_share, strip_reading, write_profile
 from ..progress import Reporter
 from ..reference.classes import ClassTable
 from .tiles import TilePredictor, in_strips, tiles_holding
@@ -64,9 +64,9 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], heigh
                 ) -> Iterator[Iterator[tuple[Any, ...]]]:
     """(item, probabilities, valid mask) of each item's core (with `values`, also the
     predictor's per-pixel values: `TilePredictor.infer_values`) on a `height` x `width` grid,
-    visited by vertical strips of cores (`in_strips`), row by row in each, so that GDAL's
-    block cache holds what a strip's order of reading reuses (`strip_block_cache`) whatever
-    the size of the map: the reader thread loads the next core while this one computes; the
+    visited by vertical strips of cores (`in_strips`), row by row in each, so that what a
+    strip's order of reading reuses stays decoded (`strip_reading`) whatever the size of the
+    map: the reader thread loads the next core while this one computes; the
     thread has stopped when the context ends, before the caller closes its rasters.
     `infer(item, tile)` replaces the predictor's own."""
     if infer is None:
@@ -80,7 +80,7 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], heigh
     if predictor.mapped_buffers is not None:
         map_large_buffers(predictor.mapped_buffers)
     trim = FreedMemoryTrim()
-    with strip_block_cache(read, height, width), contextlib.closing(
+    with strip_reading(read, height, width), contextlib.closing(
             prefetched(lambda item: predictor.load(reader, core_of(item)), ordered)) as loaded:
         yield ((item, *infer(item, tile)) for item, tile in trim.after_each(loaded))
 

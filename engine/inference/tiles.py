@@ -19,6 +19,15 @@ from ..io.series import SeriesReader
 T = TypeVar("T")
 
 
+def any_finite(data: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """Whether each pixel of (channels, rows, cols) `data` has a finite value, `chunk`
+    channels at a time (no mask as large as the data)."""
+    valid = np.zeros(data.shape[1:], dtype=bool)
+    for start in range(0, data.shape[0], chunk):
+        valid |= np.isfinite(data[start: start + chunk]).any(axis=0)
+    return valid
+
+
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -190,8 +199,7 @@ class MarginTiling:
                         step_w + 2 * self.margin, step_h + 2 * self.margin)
         data = reader.read(window)
         h, w = int(core.height), int(core.width)
-        valid = np.isfinite(data[:, self.margin: self.margin + h,
-                                 self.margin: self.margin + w]).any(axis=0)
+        valid = any_finite(data[:, self.margin: self.margin + h, self.margin: self.margin + w])
         return self.normalizer.apply(data)[np.newaxis], valid, core
 
     def core_of(self, probs: Any, core: Window) -> Any:

@@ -27,8 +27,10 @@ class PercentileNormalizer:
         span = (self.high - self.low).reshape(shape).astype(np.float32)
         data -= low
         data /= span
-        np.clip(data, 0.0, 1.0, out=data)
-        np.copyto(data, 0.0, where=np.isnan(data))
+        # clipped to 0-1 with NaN as 0 (fmax takes the number of a NaN pair) in place, with
+        # no mask as large as the data beside it
+        np.fmax(data, 0.0, out=data)
+        np.fmin(data, 1.0, out=data)
         return data
 
     def to_json(self) -> dict:

@@ -93,30 +93,131 @@ def strip_cache_bytes(dataset: rasterio.io.DatasetReader | rasterio.io.DatasetWr
     return count * blocks[0] * blocks[1] * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
 
 
-@contextlib.contextmanager
-def strip_block_cache(strips: Sequence[Sequence[Window]], height: int, width: int
-                      ) -> Iterator[None]:
-    """While the windows of `strips` (vertical strips of a `height` x `width` grid, each read
-    row by row) are read, GDAL's block cache holds what the order of reading reuses of the
-    open rasters (`strip_cache_bytes`; at least 16 MB, at most GDAL's setting) instead of
-    GDAL's default of 5 % of the RAM, which keeps whole rasters decoded and makes memory grow
-    with them; afterwards the setting is restored. A GDAL_CACHEMAX set by the user is left
-    alone."""
-    if "GDAL_CACHEMAX" in os.environ:
-        yield
-        return
-    from osgeo import gdal  # rasterio has no getter; both use the one libgdal
+class RowCarry:
+    """Reading the windows of strips one window wide, each raster's rows that the next window
+    down the strip reads again stay decoded here instead of in GDAL's block cache: a read
+    goes on to the end of the row of blocks its window ends in (each block decoded once,
+    not once for this window and again for the next), and the rows from `keep[dataset]`
+    above the window's bottom to there are kept for the next read of the same columns. A
+    row of blocks as wide as the window stays decoded, not the blocks of two windows."""
 
+    def __init__(self, keep: dict[object, int]):
+        self.keep = keep
+        self.carried: dict[object, tuple[int, int, int, np.ndarray]] = {}
+
+    def read(self, dataset: rasterio.io.DatasetReader, window: Window) -> np.ndarray:
+        """`window` (inside the raster) of all of `dataset`'s bands; the array may be a
+        read-only view of the rows kept."""
+        keep = self.keep.get(dataset)
+        if keep is None:
+            return dataset.read(window=window)
+        row0, col0 = int(window.row_off), int(window.col_off)
+        rows, cols = int(window.height), int(window.width)
+        have = None
+        if dataset in self.carried:
+            kept_col, kept_cols, first, kept = self.carried.pop(dataset)
+            if (kept_col, kept_cols) == (col0, cols) and first <= row0 <= first + kept.shape[1]:
+                have = kept[:, row0 - first:]
+        start = row0 + (0 if have is None else have.shape[1])
+        block = dataset.block_shapes[0][0]
+        end = max(start, min(dataset.height, -(-(row0 + rows) // block) * block))
+        data = have
+        if end > start:
+            new = dataset.read(window=Window(col0, start, cols, end - start))
+            data = new if have is None else np.concatenate([have, new], axis=1)
+        kept_from = max(0, rows - keep)
+        carried = data[:, kept_from:].copy()
+        carried.setflags(write=False)
+        self.carried[dataset] = (col0, cols, row0 + kept_from, carried)
+        return data[:, :rows]
+
+
+_row_carry: RowCarry | None = None
+
+
+def read_window(dataset: rasterio.io.DatasetReader, window: Window,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """`window` (inside the raster) of `dataset`, through the rows kept while classifying
+    (`strip_reading`), into `out` if given; without `out` the array may be read-only."""
+    carry = _row_carry
+    if carry is None:
+        return dataset.read(window=window, out=out)
+    data = carry.read(dataset, window)
+    if out is None:
+        return data
+    out[...] = data
+    return out
+
+
+@contextlib.contextmanager
+def strip_reading(strips: Sequence[Sequence[Window]], height: int, width: int
+                  ) -> Iterator[None]:
+    """While the windows of `strips` (vertical strips of a `height` x `width` grid, each read
+    row by row) are read, what the order of reading reads again stays decoded, whatever the
+    size of the map. Where every strip is one window wide, the rasters read keep the rows
+    the next window reads again (`RowCarry`), and GDAL's block cache holds the blocks of
+    their largest read (`read_cache_bytes`); where a strip is wider, its windows share
+    blocks side by side as well, which are cheaper kept in the cache: it holds what each
+    raster's strips reuse (`strip_cache_bytes`). The cache also holds what the maps written
+    reuse, at least 16 MB, at most GDAL's setting, instead of GDAL's default of 5 % of the
+    RAM, which keeps whole rasters decoded and makes memory grow with them; afterwards both
+    are restored. A GDAL_CACHEMAX set by the user is left alone."""
+    global _row_carry
     whole = Window(0, 0, width, height)
-    needed = sum(strip_cache_bytes(dataset, strips, covering or whole)
-                 for datasets, covering in _block_cache_shares.values()
-                 for dataset in datasets)
-    before = gdal.GetCacheMax()
-    gdal.SetCacheMax(min(before, max(MIN_BLOCK_CACHE, needed)))
+    overlap = max((overlap_rows(strip) for strip in strips), default=0)
+    one_wide = all(len({(w.col_off, w.width) for w in strip}) == 1 for strip in strips)
+    keep: dict[object, int] = {}
+    reused = read = 0
+    for datasets, covering in _block_cache_shares.values():
+        covering = covering or whole
+        for dataset in datasets:
+            if dataset.mode == "r" and one_wide and overlap:
+                keep[dataset] = math.ceil(overlap * dataset.height / covering.height) + 1
+                read = max(read, read_cache_bytes(dataset, strips, covering))
+            else:
+                reused += strip_cache_bytes(dataset, strips, covering)
+    before_carry, _row_carry = _row_carry, RowCarry(keep) if keep else None
     try:
-        yield
+        if "GDAL_CACHEMAX" in os.environ:
+            yield
+            return
+        from osgeo import gdal  # rasterio has no getter; both use the one libgdal
+
+        before = gdal.GetCacheMax()
+        gdal.SetCacheMax(min(before, max(MIN_BLOCK_CACHE, reused + read)))
+        try:
+            yield
+        finally:
+            gdal.SetCacheMax(before)
     finally:
-        gdal.SetCacheMax(before)
+        _row_carry = before_carry
+
+
+def overlap_rows(strip: Sequence[Window]) -> int:
+    """The most rows a window of `strip` shares with the one before it of the same columns."""
+    last: dict[tuple[int, int], Window] = {}
+    overlap = 0
+    for window in strip:
+        key = (int(window.col_off), int(window.width))
+        if key in last:
+            above = last[key]
+            overlap = max(overlap, int(above.row_off + above.height - window.row_off))
+        last[key] = window
+    return overlap
+
+
+def read_cache_bytes(dataset: rasterio.io.DatasetReader, strips: Sequence[Sequence[Window]],
+                     covering: Window) -> int:
+    """The bytes of the blocks of `dataset` that the largest of its reads decodes (a window
+    and the rest of its last row of blocks, which are the window's blocks), so that reading
+    its bands one after another decodes each block once."""
+    blocks = dataset.block_shapes[0]
+    scale = (covering.height / dataset.height, covering.width / dataset.width)
+    most = max((len(window_blocks(Window(w.col_off - covering.col_off,
+                                         w.row_off - covering.row_off, w.width, w.height),
+                                  scale, blocks, (dataset.height, dataset.width)))
+                for strip in strips for w in strip), default=0)
+    return most * blocks[0] * blocks[1] * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
 
 
 @dataclass(frozen=True)
@@ -276,12 +377,13 @@ def read_reflect(datasets: Sequence[rasterio.io.DatasetReader], window: Window,
     rows, cols = int(window.height), int(window.width)
     inside = row0 >= 0 and col0 >= 0 and row0 + rows <= height and col0 + cols <= width
     if inside:
-        return [ds.read(window=window) for ds in datasets]
+        return [read_window(ds, window) for ds in datasets]
     row_index = reflect_indices(row0, rows, height)
     col_index = reflect_indices(col0, cols, width)
     r0, c0 = int(row_index.min()), int(col_index.min())
     inner = Window(c0, r0, int(col_index.max()) - c0 + 1, int(row_index.max()) - r0 + 1)
-    return [mirror(ds.read(window=inner), row_index - r0, col_index - c0) for ds in datasets]
+    return [mirror(read_window(ds, inner), row_index - r0, col_index - c0)
+            for ds in datasets]
 
 
 def mirror(data: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from .rasters import (
     crs_name,
     read_info,
     read_reflect,
+    read_window,
     same_crs,
 )
 
@@ -412,11 +413,11 @@ class SeriesReader:
         for info, dataset, data in zip(series.infos, self.datasets, arrays, strict=True):
             block = out[channel: channel + info.count]
             if data is None and np.dtype(info.dtype) in EXACT_IN_FLOAT32:
-                dataset.read(window=window, out=block)
+                read_window(dataset, window, block)
                 to_nan(block, block, info.nodata, info.dtype)
             else:
                 if data is None:
-                    data = dataset.read(window=window)
+                    data = read_window(dataset, window)
                 block[...] = data
                 to_nan(block, data, info.nodata, info.dtype)
             channel += info.count

@@ -16,7 +16,7 @@ from benchmarks.scenes import SceneFiles
 from lcfusion.engine.families.fgunet.commands import FGUNetClassifyConfig
 from lcfusion.engine.families.fgunet.network import FGUNet
 from lcfusion.engine.inference.tiles import balanced_steps, in_strips
-from lcfusion.engine.io.rasters import iter_windows, strip_block_cache
+from lcfusion.engine.io.rasters import iter_windows, strip_reading
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
 
@@ -43,7 +43,7 @@ def tile_windows(series: TimeSeries, tile_size: int, margin: int) -> list[list[W
 def engine_read(spec: SeriesSpec, strips: list[list[Window]]) -> None:
     """The windows read as classifying reads them (with its GDAL block cache for strips)."""
     series = TimeSeries(spec)
-    with series.open() as reader, strip_block_cache(strips, series.height, series.width):
+    with series.open() as reader, strip_reading(strips, series.height, series.width):
         for strip in strips:
             for window in strip:
                 reader.read(window)

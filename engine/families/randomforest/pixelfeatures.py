@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from ...errors import LcfusionError
-from ...inference.tiles import TilePredictor, tiles_holding
+from ...inference.tiles import TilePredictor, any_finite, tiles_holding
 from ...io.panms import PanMsReader
 from ...io.rasters import iter_windows, reflect_indices
 from ...io.sources import FeatureReader
@@ -174,7 +174,7 @@ class ForestTilePredictor(TilePredictor):
         """Probabilities (classes, h, w) of a loaded core and the mask of pixels with data."""
         data, core = tile
         h, w, half = int(core.height), int(core.width), self.features.half
-        valid = np.isfinite(data[:, half: half + h, half: half + w]).any(axis=0)
+        valid = any_finite(data[:, half: half + h, half: half + w])
         probs = np.empty((h * w, self.forest.n_classes), dtype=np.float32)
         patch_bytes = data.shape[0] * self.features.size ** 2 * 4
         pixels = max(self.batch_size, 2 * self.threads * BLOCK_ROWS)

@@ -10,7 +10,7 @@ from rasterio.windows import Window
 
 from ...errors import LcfusionError
 from ...inference.onnxsession import OnnxModel
-from ...inference.tiles import DIHEDRAL, TilePredictor
+from ...inference.tiles import DIHEDRAL, TilePredictor, any_finite
 from ...io.normalization import PercentileNormalizer
 from ...io.sources import FeatureReader
 from ...jobs import Job, settings_from
@@ -47,8 +47,7 @@ class OnnxPatchPredictor(TilePredictor):
         tiles, valid = [], np.zeros((h, w), dtype=bool)
         for reader, normalizer in zip(readers, self.normalizers, strict=True):
             data = reader.read(window)
-            valid |= np.isfinite(data[:, self.half: self.half + h,
-                                      self.half: self.half + w]).any(axis=0)
+            valid |= any_finite(data[:, self.half: self.half + h, self.half: self.half + w])
             tiles.append(normalizer.apply(data))
         return tiles, valid
 

@@ -14,7 +14,7 @@ from rasterio.windows import Window
 from ...errors import LcfusionError
 from ...inference.ensemble import Ensemble, log_mean_probabilities
 from ...inference.precision import CheckedPrecision, tile_fits_gpu
-from ...inference.tiles import TilePredictor
+from ...inference.tiles import TilePredictor, any_finite
 from ...inference.tiling import dihedral_mean, inference_copy, memory_format
 from ...io.normalization import PercentileNormalizer
 from ...io.pack import Boxes
@@ -106,8 +106,7 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
         tiles, valid = [], np.zeros((h, w), dtype=bool)
         for reader, normalizer in zip(readers, self.normalizers, strict=True):
             data = reader.read(window)
-            valid |= np.isfinite(data[:, self.half: self.half + h,
-                                      self.half: self.half + w]).any(axis=0)
+            valid |= any_finite(data[:, self.half: self.half + h, self.half: self.half + w])
             tiles.append(torch.from_numpy(normalizer.apply(data)))
         return tiles, valid, core
 
