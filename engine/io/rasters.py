@@ -154,11 +154,13 @@ def strip_reading(strips: Sequence[Sequence[Window]], height: int, width: int
                   ) -> Iterator[None]:
     """While the windows of `strips` (vertical strips of a `height` x `width` grid, each read
     row by row) are read, what the order of reading reads again stays decoded, whatever the
-    size of the map. Where every strip is one window wide, the rasters read keep the rows
+    size of the map. Where every strip is one window wide, the GeoTIFFs read keep the rows
     the next window reads again (`RowCarry`), and GDAL's block cache holds the blocks of
-    their largest read (`read_cache_bytes`); where a strip is wider, its windows share
-    blocks side by side as well, which are cheaper kept in the cache: it holds what each
-    raster's strips reuse (`strip_cache_bytes`). The cache also holds what the maps written
+    their largest read (`read_cache_bytes`). Where a strip is wider, its windows share
+    blocks side by side as well, which are cheaper kept in the cache; and a VRT's blocks
+    are not what GDAL decodes (its sources' are), so reading on to its block edges would
+    not save decoding: for those the cache holds what each raster's strips reuse
+    (`strip_cache_bytes`). The cache also holds what the maps written
     reuse, at least 16 MB, at most GDAL's setting, instead of GDAL's default of 5 % of the
     RAM, which keeps whole rasters decoded and makes memory grow with them; afterwards both
     are restored. A GDAL_CACHEMAX set by the user is left alone."""
@@ -171,7 +173,7 @@ def strip_reading(strips: Sequence[Sequence[Window]], height: int, width: int
     for datasets, covering in _block_cache_shares.values():
         covering = covering or whole
         for dataset in datasets:
-            if dataset.mode == "r" and one_wide and overlap:
+            if dataset.mode == "r" and dataset.driver == "GTiff" and one_wide and overlap:
                 keep[dataset] = math.ceil(overlap * dataset.height / covering.height) + 1
                 read = max(read, read_cache_bytes(dataset, strips, covering))
             else:

@@ -111,6 +111,29 @@ def test_strips_two_windows_wide_keep_the_blocks_they_share_in_the_cache(tmp_pat
         assert rasters._row_carry is None
 
 
+def test_a_vrt_is_not_carried_its_blocks_stay_in_the_cache(tmp_path, monkeypatch):
+    """A VRT reports blocks that are not what GDAL decodes (its sources' are), so rows read
+    on to its block edges would be decoded again: on the strip of the tests above, it is
+    read window by window with the cache sized by the order of reading (reading a mosaic of
+    VRTs through the carried rows took 2.7 s against 0.8 s)."""
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    monkeypatch.setattr(rasters, "MIN_BLOCK_CACHE", 0)
+    tif = tiled_zeros(tmp_path / "source.tif", 1024, 256, 2, "uint16", 256)
+    vrt = tmp_path / "mosaic.vrt"
+    built = gdal.BuildVRT(str(vrt), [str(tif)])
+    built.FlushCache()
+    built = None  # written when closed
+    strip = [Window(-20, row - 20, 296, 296) for row in range(0, 1024, 256)]
+    with rasterio.open(vrt) as dataset, block_cache_share([dataset]), \
+            strip_reading([strip], 1024, 256):
+        assert rasters._row_carry is None
+        assert gdal.GetCacheMax() == rasters.strip_cache_bytes(dataset, [strip],
+                                                               Window(0, 0, 256, 1024))
+    with rasterio.open(tif) as dataset, block_cache_share([dataset]), \
+            strip_reading([strip], 1024, 256):
+        assert rasters._row_carry is not None
+
+
 class CountedReads:
     """A raster whose reads are logged (its windows), the rest its dataset's."""
 
