@@ -110,7 +110,7 @@ def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
 
 
 #: The widest strip of cores a classification visits at once, in map pixels (unless one core
-#: is wider): GDAL's block cache holds the blocks a strip reads again, not a row of the map.
+#: is wider): what a strip reads again stays decoded, not a row of the map (`strip_reading`).
 STRIP_WIDTH = 512
 
 

@@ -35,7 +35,7 @@ _block_cache_shares: dict[object, tuple[list[rasterio.io.DatasetReader
 @contextlib.contextmanager
 def block_cache_share(datasets: Sequence[rasterio.io.DatasetReader | rasterio.io.DatasetWriter],
                       covering: Window | None = None) -> Iterator[None]:
-    """While open, `datasets` count in the block cache `strip_block_cache` gives; they cover
+    """While open, `datasets` count in the block cache `strip_reading` gives; they cover
     the window `covering` of the grid classified (default: all of it)."""
     share = object()
     _block_cache_shares[share] = (list(datasets), covering)
@@ -80,17 +80,28 @@ def blocks_reused_within(strips: Sequence[Sequence[Window]], scale: tuple[float,
     return needed
 
 
+def on_raster(dataset: rasterio.io.DatasetReader | rasterio.io.DatasetWriter,
+              strips: Sequence[Sequence[Window]], covering: Window
+              ) -> tuple[list[list[Window]], tuple[float, float], int]:
+    """The windows of `strips` (on a grid of which `dataset` covers the window `covering`,
+    on a grid as fine or coarser) shifted to the raster's origin, how many times finer the
+    grid is (rows, columns), and the bytes of one of the raster's blocks in all its bands."""
+    blocks = dataset.block_shapes[0]
+    scale = (covering.height / dataset.height, covering.width / dataset.width)
+    shifted = [[Window(w.col_off - covering.col_off, w.row_off - covering.row_off, w.width,
+                       w.height) for w in strip] for strip in strips]
+    block_bytes = blocks[0] * blocks[1] * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
+    return shifted, scale, block_bytes
+
+
 def strip_cache_bytes(dataset: rasterio.io.DatasetReader | rasterio.io.DatasetWriter,
                       strips: Sequence[Sequence[Window]], covering: Window) -> int:
     """The block cache `dataset` needs while windows of a grid, of which it covers the window
     `covering` (on a grid as fine or coarser), are read strip by strip
     (`blocks_reused_within`)."""
-    blocks = dataset.block_shapes[0]
-    scale = (covering.height / dataset.height, covering.width / dataset.width)
-    shifted = [[Window(w.col_off - covering.col_off, w.row_off - covering.row_off, w.width,
-                       w.height) for w in strip] for strip in strips]
-    count = blocks_reused_within(shifted, scale, blocks, (dataset.height, dataset.width))
-    return count * blocks[0] * blocks[1] * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
+    shifted, scale, block_bytes = on_raster(dataset, strips, covering)
+    size = (dataset.height, dataset.width)
+    return blocks_reused_within(shifted, scale, dataset.block_shapes[0], size) * block_bytes
 
 
 class RowCarry:
@@ -213,13 +224,11 @@ def read_cache_bytes(dataset: rasterio.io.DatasetReader, strips: Sequence[Sequen
     """The bytes of the blocks of `dataset` that the largest of its reads decodes (a window
     and the rest of its last row of blocks, which are the window's blocks), so that reading
     its bands one after another decodes each block once."""
-    blocks = dataset.block_shapes[0]
-    scale = (covering.height / dataset.height, covering.width / dataset.width)
-    most = max((len(window_blocks(Window(w.col_off - covering.col_off,
-                                         w.row_off - covering.row_off, w.width, w.height),
-                                  scale, blocks, (dataset.height, dataset.width)))
-                for strip in strips for w in strip), default=0)
-    return most * blocks[0] * blocks[1] * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
+    shifted, scale, block_bytes = on_raster(dataset, strips, covering)
+    size = (dataset.height, dataset.width)
+    most = max((len(window_blocks(w, scale, dataset.block_shapes[0], size))
+                for strip in shifted for w in strip), default=0)
+    return most * block_bytes
 
 
 @dataclass(frozen=True)
