@@ -149,7 +149,7 @@ def run(config: BenchConfig, work: Path, log) -> dict:
     log("onnxruntime vs PyTorch on the CPU, per family")
     results["onnx"] = onnx_figures(
         models, {family: scene(work / "scenes", config.sides[family] * config.scale)
-                 for family in FAMILIES}, work / "onnx")
+                 for family in config.onnx_families}, work / "onnx")
     log("qgis_process vs the engine CLI")
     results["qgis"] = qgis_figures(models["mrfusion"], scene(work / "scenes", config.qgis_side),
                                    work / "qgis", config)

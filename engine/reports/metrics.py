@@ -7,13 +7,6 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    accuracy_score,
-    cohen_kappa_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 
 from ..reference.classes import ClassTable
 from ..wording import counted
@@ -48,6 +41,16 @@ def compute_accuracy(reference: np.ndarray, predicted: np.ndarray,
                      classes: ClassTable, weights: np.ndarray | None = None) -> Accuracy:
     """Metrics from class indices (0..n-1) of reference and predicted pixels; with `weights`,
     each (reference, predicted) pair stands for that many pixels (counts by pairs)."""
+    # Imported here: scikit-learn takes half a second to import, and every engine run that
+    # classifies loads this module without scoring anything.
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import (
+        accuracy_score,
+        cohen_kappa_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
     labels = list(range(len(classes)))
     reference = np.asarray(reference).ravel()
     predicted = np.asarray(predicted).ravel()

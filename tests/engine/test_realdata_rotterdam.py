@@ -35,7 +35,7 @@ SIEVE_PIXELS = 16  # MS pixels: smaller regions merge into their largest neighbo
 MIN_AREA, SHRINK, MIN_PART = 40.0, 1.0, 10.0  # m2, m, m2
 CHUNK = 32  # MS pixels: regions are cut along a grid of this step, so none dominates a split
 REGION = 128  # MS pixels: the training and test polygons lie in the north-west REGION square
-SETTINGS = {"epochs": 3, "samples_per_epoch": 512, "batch_size": 32, "learning_rate": 1e-3,
+SETTINGS = {"epochs": 2, "samples_per_epoch": 384, "batch_size": 32, "learning_rate": 1e-3,
             "patch_size": 32, "validation_samples": 0, "tile_size": 256}
 OA_MARGIN, MIN_KAPPA, MIN_MEAN_F1, MIN_F1 = 0.2, 0.6, 0.6, 0.3  # held-out test polygons
 MIN_AGREEMENT, MIN_RECALL = 0.85, 0.5  # map vs derived classes inside the polygons

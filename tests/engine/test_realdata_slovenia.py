@@ -19,7 +19,7 @@ from lcfusion.engine.progress import NullReporter
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 gdal.UseExceptions()
 SCENES = (5, 2, 1, 4, 3)  # date order (scene 5 is 2015-07-11, scene 3 is 2015-09-09)
-SETTINGS = {"epochs": 6, "patch_size": 32, "batch_size": 8, "patches_per_epoch": 128,
+SETTINGS = {"epochs": 4, "patch_size": 32, "batch_size": 8, "patches_per_epoch": 128,
             "validation_patches": 16, "learning_rate": 3e-4, "max_shift": 8,
             "tile_size": 128, "class_weighting": "sqrt"}
 

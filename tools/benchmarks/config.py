@@ -47,6 +47,8 @@ class BenchConfig:
     #: Families whose peak memory is also measured with the pixels added in rows only and in
     #: columns only (every family's is measured with them added in both).
     shape_families: tuple[str, ...] = FAMILIES
+    #: Families exported to ONNX and classified with onnxruntime and with PyTorch (figure 10).
+    onnx_families: tuple[str, ...] = FAMILIES
     #: Figure 11: the side of the sample scene copied `rank_copies` x `rank_copies` times into
     #: the large area FG-UNET classifies here and on ranks, and its tiles (one block each):
     #: by default cores of 512 pixels, 16 blocks that 2 ranks share evenly (the default tile
@@ -90,6 +92,6 @@ PRESETS = {
         train_side=96, training=TINY_TRAINING, loop_pixels=16, dense_tile=32, io_side=96,
         repeats=1, qgis_side=32, matmul_size=512, conv_channels=128, conv_side=64,
         peak_repeats=2, render_side=600, render_size=100, mpi_families=("fgunet",),
-        shape_families=("fgunet",), rank_scene=96, rank_copies=2,
+        shape_families=("fgunet",), onnx_families=("fgunet",), rank_scene=96, rank_copies=2,
         rank_tiles={"tile_size": 64, "margin": 12}, rank_counts=(1,), rank_slurm=False),
 }

@@ -13,10 +13,11 @@ from lcfusion.engine.jobs import write_job
 
 
 def onnx_figures(models: dict[str, Path], scenes: dict[str, SceneFiles], work: Path) -> dict:
-    """Per family: the export's seconds and size, PyTorch's and onnxruntime's classification
-    seconds and megapixels per second on its scene, and their ratio."""
+    """Per family of `scenes`: the export's seconds and size, PyTorch's and onnxruntime's
+    classification seconds and megapixels per second on its scene, and their ratio."""
     figures = {}
-    for family, model in models.items():
+    for family, family_scene in scenes.items():
+        model = models[family]
         folder = work / family
         target = folder / "model.onnx"
         export = run_engine("export-onnx", write_job(
@@ -26,9 +27,9 @@ def onnx_figures(models: dict[str, Path], scenes: dict[str, SceneFiles], work: P
         seconds = {}
         for label, path in (("torch", model), ("onnx", target)):
             run = run_engine(f"classify-{family}", classify_job(
-                folder / label, family, path, scenes[family], settings))
+                folder / label, family, path, family_scene, settings))
             seconds[label] = float(run.outputs["SECONDS"])
-        pixels = scenes[family].pixels(family)
+        pixels = family_scene.pixels(family)
         figures[family] = {
             "pixels": pixels, "export_seconds": export.seconds,
             "onnx_mb": target.stat().st_size / 1e6,
