@@ -21,10 +21,12 @@ CHOOSE_DIR ?= choice-output
 CHOOSE_REPEATS ?= 2
 BENCH_DIR ?= bench
 BENCH_CONFIG ?= default
-# pytest-xdist workers for make test (TEST_WORKERS=4: each test module on one worker, so its
-# module-scoped fixtures are built once). 0, the default, runs the suite in one process: on the
-# 2-core test machines 4 workers took 26.5 minutes against 19.5 in one process.
-TEST_WORKERS ?= 0
+# pytest-xdist workers for make test (each test module on one worker, so its module-scoped
+# fixtures are built once; 0 runs the suite in one process). On the 2-core development machine
+# 2 workers took 16.8 minutes against 20.4 in one process (same code, 2026-12-06): the other
+# core works while a test waits on a subprocess, mpirun, Slurm or sshd. 4 workers were slower
+# than one process (26.5 against 19.5 minutes, earlier).
+TEST_WORKERS ?= 2
 # Headless QGIS, the plugin importable as `lcfusion` through the build/lcfusion link.
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
 	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(abspath $(PY))
