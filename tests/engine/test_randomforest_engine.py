@@ -19,7 +19,13 @@ from lcfusion.engine.families.randomforest.commands import (
     load_randomforest,
     train_randomforest,
 )
-from lcfusion.engine.families.randomforest.forest import TENSORS, Forest
+from lcfusion.engine.families.randomforest.forest import (
+    BLOCK_BYTES,
+    BLOCK_ROWS,
+    TENSORS,
+    Forest,
+    sample_blocks,
+)
 from lcfusion.engine.families.randomforest.pixelfeatures import (
     ForestTilePredictor,
     PanMsStack,
@@ -140,7 +146,7 @@ def test_maps_are_the_arrays_prediction_on_any_number_of_threads():
                               expected.astype(np.float32).argmax(axis=1))
         assert valid.all()
     assert np.array_equal(maps[0], maps[1])
-    many = np.repeat(forest.fill_missing(x.copy()), 8, axis=0)  # several blocks per thread
+    many = np.repeat(forest.fill_missing(x.copy()), 8, axis=0)  # a block per thread
     np.testing.assert_allclose(forest.predict_proba(many, threads=3),
                                np.repeat(expected, 8, axis=0), rtol=0, atol=1e-12)
 
@@ -154,6 +160,25 @@ class _ArrayStack:
     def read(self, window: Window) -> np.ndarray:
         return self.data[:, window.row_off: window.row_off + window.height,
                          window.col_off: window.col_off + window.width]
+
+
+@pytest.mark.parametrize(("samples", "features", "threads", "sizes"), [
+    (16_384, 144, 2, [8192] * 2),  # 4.7 MB each: S2 pixel features of 9 dates, one tile
+    (65_536, 144, 2, [6554] * 9 + [6550]),  # 10 blocks of 3.8 MB, 5 per thread
+    (8192, 1008, 2, [1024] * 8),  # 63 dates: 4.1 MB each
+    (8192, 4096, 2, [1024] * 8),  # wider: no block under BLOCK_ROWS (16.8 MB each)
+    (1500, 144, 2, [750, 750]),  # too few for a block each: still one per thread
+    (1000, 144, 4, [1000]),  # fewer than BLOCK_ROWS: one block
+    (20_000, 144, 1, [6667, 6667, 6666]),
+    (0, 144, 2, []),
+])
+def test_samples_are_cut_into_equal_blocks_of_about_block_bytes(samples, features, threads,
+                                                                sizes):
+    blocks = sample_blocks(samples, features, threads)
+    assert [b.stop - b.start if b.stop <= samples else samples - b.start
+            for b in blocks] == sizes
+    assert [b.start for b in blocks] == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert all(size * features * 4 <= 2 * BLOCK_BYTES or size <= BLOCK_ROWS for size in sizes)
 
 
 def test_any_negative_leaf_marker_stops_the_descent():

@@ -23,6 +23,7 @@ class OnnxForest:
 
     def __init__(self, model: OnnxModel, n_classes: int):
         self.model, self.n_classes = model, n_classes
+        self.n_features = int(model.session.get_inputs()[0].shape[1])
 
     def fill_missing(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float32)

@@ -23,7 +23,7 @@ from ...io.panms import PanMsReader
 from ...io.rasters import iter_windows, reflect_indices
 from ...io.sources import FeatureReader
 from ...progress import Reporter
-from .forest import BLOCK_ROWS, Forest
+from .forest import Forest, block_rows
 
 #: pixel: the pixel's channels; patch_flat: every value of the p x p patch; patch_stats: per
 #: channel mean, standard deviation, minimum and maximum over the patch.
@@ -155,9 +155,9 @@ def features_at(stack: ChannelStack, features: PixelFeatures, rows: np.ndarray,
 class ForestTilePredictor(TilePredictor):
     """Class probabilities of every pixel of a tile: the tile is read once
     with the halo the patches need, and its pixels' feature vectors go through the forest in
-    batches of rows (at most `batch_size` pixels, or two blocks per thread where that is more,
-    and patches of at most `batch_bytes`), on `threads` threads. Pixels without any data of
-    their own are marked invalid."""
+    batches of rows (at most `batch_size` pixels, or two of the forest's blocks per thread
+    where that is more, and patches of at most `batch_bytes`), on `threads` threads. Pixels
+    without any data of their own are marked invalid."""
 
     def __init__(self, forest: Forest, features: PixelFeatures, tile_size: int = 128,
                  threads: int = 1, batch_size: int = 8192, batch_bytes: int = 64 << 20):
@@ -177,7 +177,8 @@ class ForestTilePredictor(TilePredictor):
         valid = any_finite(data[:, half: half + h, half: half + w])
         probs = np.empty((h * w, self.forest.n_classes), dtype=np.float32)
         patch_bytes = data.shape[0] * self.features.size ** 2 * 4
-        pixels = max(self.batch_size, 2 * self.threads * BLOCK_ROWS)
+        pixels = max(self.batch_size,
+                     2 * self.threads * block_rows(self.forest.n_features))
         rows_per_batch = max(1, min(pixels, self.batch_bytes // patch_bytes) // w)
         for top in range(0, h, rows_per_batch):
             rows, cols = np.divmod(np.arange(top * w, min(h, top + rows_per_batch) * w), w)
