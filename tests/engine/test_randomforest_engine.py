@@ -103,6 +103,13 @@ def test_exported_forest_predicts_as_scikit_learn():
     assert np.allclose(ours[:, estimator.classes_], expected)
     assert not ours[:, [0, 5]].any()
     assert np.array_equal(ours.argmax(axis=1), estimator.predict(held_out))
+    # the rebuilt trees have the true depths, which scikit-learn sizes decision_path's
+    # buffers by (a depth of 0 overflowed them)
+    assert restored.depths() == [e.get_depth() for e in estimator.estimators_]
+    for tree, original in zip(restored.trees, estimator.estimators_, strict=True):
+        assert tree.max_depth == original.get_depth()
+        ours_path = tree.decision_path(held_out)
+        assert (ours_path != original.tree_.decision_path(held_out)).nnz == 0
     assert np.allclose(ours.sum(axis=1), 1.0)
 
 

@@ -161,8 +161,8 @@ class Forest:
         leaf_row = np.cumsum(self.is_leaf) - 1
         n_classes = np.array([self.n_classes], dtype=np.intp)
         trees = []
-        for start, end in zip(self.tree_offsets[:-1].tolist(), self.tree_offsets[1:].tolist(),
-                              strict=True):
+        for start, end, depth in zip(self.tree_offsets[:-1].tolist(),
+                                     self.tree_offsets[1:].tolist(), self.depths(), strict=True):
             leaf = self.is_leaf[start:end]
             nodes = np.zeros(end - start, dtype=NODE_DTYPE)
             nodes["left_child"] = np.where(leaf, -1, self.children_left[start:end])
@@ -172,11 +172,26 @@ class Forest:
             values = np.zeros((end - start, 1, self.n_classes))
             values[leaf, 0] = self.leaf_value[leaf_row[start:end][leaf]]
             tree = Tree(self.n_features, n_classes, 1)
-            # max_depth is informative only: prediction follows the links.
-            tree.__setstate__({"max_depth": 0, "node_count": end - start, "nodes": nodes,
+            # scikit-learn sizes buffers by max_depth (decision_path): it must be the true one.
+            tree.__setstate__({"max_depth": depth, "node_count": end - start, "nodes": nodes,
                                "values": values})
             trees.append(tree)
         return trees
+
+    def depths(self) -> list[int]:
+        """The depth of each tree (links from its root to its deepest leaf), level by level
+        over the checked links (a node two parents share is counted once per level)."""
+        offsets = self.tree_offsets
+        owner = np.repeat(np.arange(self.n_trees), np.diff(offsets))
+        depths = np.zeros(self.n_trees, dtype=np.int64)
+        level, frontier = 0, offsets[:-1]
+        while (inner := frontier[~self.is_leaf[frontier]]).size:
+            level += 1
+            depths[owner[inner]] = level
+            base = offsets[owner[inner]]
+            frontier = np.unique(np.concatenate([base + self.children_left[inner],
+                                                 base + self.children_right[inner]]))
+        return depths.tolist()
 
     def predict_proba(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
         """Class probabilities (samples, classes): the mean over the trees of the leaves'
