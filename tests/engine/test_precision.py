@@ -1,7 +1,7 @@
 """bfloat16 autocast in classification only where the check tile keeps its classes, and a GPU
 out of memory on a tile named as TILE_SIZE. There is no GPU here, so the check runs with the
 CPU's bfloat16 autocast (`bfloat16 = None` asks for it, as a predictor on a GPU starts): a real
-reduced-precision pass of the trained FG-UNET, whose head is scaled so that the classes either
+reduced-precision pass of the trained FG-UNET, whose head is changed so that the classes either
 cannot change or must change."""
 
 from __future__ import annotations
@@ -24,15 +24,20 @@ from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 CPU = torch.device("cpu")
 
 
-def predictor_with_head(trained, scene, scale: float, lead: float) -> TiledPredictor:
-    """The trained FG-UNET with its head's weights times `scale` and `lead` as the first class's
-    bias (the others zero); 64-pixel tiles."""
+def predictor_with_head(trained, scene, near_tie: bool) -> TiledPredictor:
+    """The trained FG-UNET with its head changed (64-pixel tiles): class 0 leads every other by
+    30, which no rounding changes, or (`near_tie`) class 1's weights are class 0's times 1.001
+    and the other classes' zero, so that wherever class 0 scores above 0 class 1 wins by 0.1 %
+    in float32, less than bfloat16 resolves (0.4 %), whatever the trained weights."""
     _, model, _, normalizer = load_fgunet(trained[0], CPU)
     model = copy.deepcopy(model)
     with torch.no_grad():
-        model.head.weight.mul_(scale)
         model.head.bias.zero_()
-        model.head.bias[0] += lead
+        if near_tie:
+            model.head.weight[2:] = 0.0
+            model.head.weight[1] = model.head.weight[0] * 1.001
+        else:
+            model.head.bias[0] = 30.0
     return TiledPredictor(model, normalizer, CPU, tile_size=64, margin=12)
 
 
@@ -42,10 +47,10 @@ def run(predictor: TiledPredictor, reader, cores: list[Window], bfloat16: bool |
     return [predictor.predict(reader, core) for core in cores]
 
 
-@pytest.mark.parametrize("scale, lead, keeps", [(1.0, 30.0, True), (1e-4, 0.0, False)],
+@pytest.mark.parametrize("keeps", [True, False],
                          ids=["a clear lead keeps bfloat16", "near ties go back to float32"])
-def test_the_first_tile_decides_the_precision_of_the_rest(scene, trained, scale, lead, keeps):
-    predictor = predictor_with_head(trained, scene, scale, lead)
+def test_the_first_tile_decides_the_precision_of_the_rest(scene, trained, keeps):
+    predictor = predictor_with_head(trained, scene, near_tie=not keeps)
     series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
     cores = list(predictor.cores(series.height, series.width))[:2]
     with series.open() as reader:
@@ -54,7 +59,7 @@ def test_the_first_tile_decides_the_precision_of_the_rest(scene, trained, scale,
         checked = run(predictor, reader, cores, None)
     (probs, valid), _ = full
     changed = int(((probs.argmax(0) != half[0][0].argmax(0)) & valid).sum())
-    assert (changed == 0) == keeps, "the scaled head gives the intended case"
+    assert (changed == 0) == keeps, "the changed head gives the intended case"
     assert predictor.precision_check == PrecisionCheck(int(valid.sum()), changed)
     assert predictor.bfloat16 is keeps
     np.testing.assert_array_equal(checked[0][0], full[0][0])  # the check tile: float32's
@@ -81,7 +86,7 @@ def test_the_cpu_classifies_in_float32_without_a_check(trained):
 
 
 def test_a_gpu_out_of_memory_on_a_tile_names_the_tile_size(scene, trained, monkeypatch):
-    predictor = predictor_with_head(trained, scene, 1.0, 0.0)
+    predictor = predictor_with_head(trained, scene, near_tie=False)
 
     def out_of_memory(*inputs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
