@@ -31,24 +31,9 @@ Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]
 CHECKPOINT_VERSION = 1
 
 
-def _inputs(x: torch.Tensor | tuple[torch.Tensor, ...], device: torch.device,
-            layout: torch.memory_format = torch.contiguous_format) -> tuple[torch.Tensor, ...]:
-    """A batch's inputs on `device`, the images (4-D) in `layout`."""
-    return tuple(_placed(t, device, layout) for t in (x if isinstance(x, tuple | list) else (x,)))
-
-
-def _placed(tensor: torch.Tensor, device: torch.device, layout: torch.memory_format
-            ) -> torch.Tensor:
-    if tensor.dim() == 4:
-        return tensor.to(device, memory_format=layout)
-    return tensor.to(device)
-
-
-def training_layout(device: torch.device) -> torch.memory_format:
-    """The layout a model trains in: channels-last on the CPU, where oneDNN's convolutions
-    train faster so (training samples per second on 2 cores, the bench's settings: FG-UNET
-    +13 to +17 %, TWINNS +18 to +20 %, MRFusion -4 to +3 %); the default on a GPU."""
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+def _inputs(x: torch.Tensor | tuple[torch.Tensor, ...], device: torch.device
+            ) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(device) for t in x) if isinstance(x, tuple | list) else (x.to(device),)
 
 
 
@@ -151,8 +136,7 @@ def _correct(output: Any, y: torch.Tensor) -> tuple[float, float]:
 
 def evaluate(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
              device: torch.device, ranks: Ranks | None = None,
-             mixed_precision: bool = False,
-             layout: torch.memory_format = torch.contiguous_format) -> tuple[float, float]:
+             mixed_precision: bool = False) -> tuple[float, float]:
     """Mean loss and overall accuracy over the batches; with several ranks each takes every
     n-th batch and the sums are added over the ranks, so every rank gets the same values."""
     ranks = ranks or Ranks()
@@ -163,7 +147,7 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable,
             if index % ranks.size != ranks.rank:
                 continue
             y = y.to(device)
-            output = model(*_inputs(x, device, layout))
+            output = model(*_inputs(x, device))
             total += float(loss_fn(output, y)) * y.shape[0]
             count += y.shape[0]
             batch_right, batch_labelled = _correct(output, y)
@@ -268,8 +252,6 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
     context = context or RunContext()
     ranks = context.ranks
     module = model
-    layout = training_layout(device)
-    module.to(memory_format=layout)
     if ranks.distributed:
         model = DistributedDataParallel(
             module, device_ids=[device] if device.type == "cuda" else None)
@@ -312,7 +294,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         restart_batch_statistics(module)
         running, seen = 0.0, 0
         for batch, (x, y) in enumerate(train_batches(epoch)):
-            inputs, y = _inputs(x, device, layout), y.to(device)
+            inputs, y = _inputs(x, device), y.to(device)
             done = (epoch - 1) * steps_per_epoch + batch
             if epoch <= config.warmup_epochs:
                 _warm_up(optimizer, rate, config, done + 1, steps_per_epoch)
@@ -344,7 +326,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         val_loss = val_accuracy = None
         if val_batches:
             val_loss, val_accuracy = evaluate(module, val_batches(), loss_fn, device, ranks,
-                                              config.mixed_precision, layout)
+                                              config.mixed_precision)
         monitored = train_loss if val_loss is None else (
             -val_accuracy if config.monitor == "accuracy" else val_loss)
         if epoch >= config.warmup_epochs and config.schedule == "plateau":
@@ -377,8 +359,6 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             reporter.info(f"stopped after epoch {epoch} of {config.epochs}: {stop}")
             break
     seconds = time.monotonic() - started
-    module.to(memory_format=torch.contiguous_format)
-    best_state = {name: tensor.contiguous() for name, tensor in best_state.items()}
     module.load_state_dict(best_state)
     if val_batches and config.monitor == "accuracy":
         reporter.info(f"kept the weights of epoch {best_epoch} (highest validation OA "
