@@ -53,11 +53,17 @@ SUBMIT_SCRIPT = (
     'PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH; '
     "setsid sh -c '\"$@\" > stdout.log 2> stderr.log < /dev/null; echo $? > exit.code' "
     'lcfusion-job "$@" > /dev/null 2>&1 < /dev/null & echo $!')
-#: Whether a job started by SUBMIT_SCRIPT still runs: its session (process group), or its
-#: leader before that has made the session (setsid runs in the background after the submit
-#: script printed the id, so a first poll can come first); $1 is the id. `env kill` is procps's
-#: kill, as before: dash's own takes no "--".
-ALIVE_SCRIPT = 'env kill -0 -- "-$1" 2>/dev/null || env kill -0 -- "$1" 2>/dev/null'
+#: Whether a job started by SUBMIT_SCRIPT still runs: a process of its session (process group)
+#: or its leader before that has made the session (setsid runs in the background after the
+#: submit script printed the id, so a first poll can come first); $1 is the id. A process that
+#: ended but waits to be reaped (a zombie: an orphaned mpirun waits for the init process, which
+#: may take seconds) has ended. Where ps is not procps's (it must find the script's own shell
+#: by session and pid), `kill -0` answers, zombies counting as running; `env kill` is procps's
+#: kill: dash's own takes no "--".
+ALIVE_SCRIPT = (
+    'if ps -o stat= --sid "$$" -p "$$" > /dev/null 2>&1; then '
+    'ps -o stat= --sid "$1" -p "$1" | grep -qv "^ *Z"; '
+    'else env kill -0 -- "-$1" 2>/dev/null || env kill -0 -- "$1" 2>/dev/null; fi')
 PROBE_SCRIPT = """
 import importlib, json, platform, sys
 info = {"python": sys.executable + " " + platform.python_version(), "missing": []}
@@ -484,12 +490,15 @@ class RemoteJob:
             return True
         if self.profile.kind == "slurm":
             return True
-        if self._retrying(["sh", "-c", ALIVE_SCRIPT, "lcfusion-alive", str(self.handle)],
-                          check=False).returncode:
+        if self._retrying(self._alive_command(), check=False).returncode:
             if not self._exit_code(outcome):
                 outcome.state = "VANISHED"
             return True
         return False
+
+    def _alive_command(self) -> list[str]:
+        """A command that succeeds while a process of the job runs."""
+        return ["sh", "-c", ALIVE_SCRIPT, "lcfusion-alive", str(self.handle)]
 
     def _exit_code(self, outcome: JobOutcome) -> bool:
         code = self._retrying(["cat", f"{self.folder}/{EXIT_FILE}"], check=False)
@@ -574,10 +583,9 @@ class RemoteJob:
     def _wait_gone(self, seconds: float = 5.0) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if self.shell.run(["kill", "-0", "--", f"-{self.handle}"],
-                              check=False).returncode != 0:
+            if self.shell.run(self._alive_command(), check=False).returncode != 0:
                 return
-            time.sleep(0.5)
+            time.sleep(0.2)
         self.shell.run(["kill", "-KILL", "--", f"-{self.handle}"], check=False)
 
     def fetch(self, local: Path) -> Path:

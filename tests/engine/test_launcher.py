@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 from helpers import RecordingReporter
@@ -78,3 +79,30 @@ def test_a_job_polled_before_it_made_its_session_has_not_ended(tmp_path):
     assert remote._ended(outcome) and outcome.state == "VANISHED"
     assert remote.failure(outcome, "the training", KEPT).message.startswith(
         "the training on this machine failed (its processes ended without an exit status): ")
+
+
+def test_a_job_whose_processes_ended_but_wait_to_be_reaped_has_ended(tmp_path):
+    """A cancelled job's orphaned mpirun and ranks end, then wait for the init process to reap
+    them (zombies, for seconds where init is slow): the job has ended, and the cancel neither
+    waits for them nor kills them."""
+    remote = RemoteJob(ComputeProfile("target", kind="mpi", work_dir=str(tmp_path)), tmp_path,
+                       "0123", NullReporter())
+    Path(remote.folder).mkdir(parents=True)
+    running = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    ended = subprocess.Popen(["true"], start_new_session=True)  # not waited for: a zombie
+    try:
+        remote.handle = str(running.pid)
+        assert not remote._ended(JobOutcome())
+        while Path(f"/proc/{ended.pid}/stat").read_text().split()[2] != "Z":
+            time.sleep(0.01)
+        assert subprocess.run(["kill", "-0", "--", f"-{ended.pid}"]).returncode == 0
+        remote.handle = str(ended.pid)
+        outcome = JobOutcome()
+        assert remote._ended(outcome) and outcome.state == "VANISHED"
+        started = time.monotonic()
+        remote._wait_gone(seconds=5.0)  # returns at once, not after 5 s and a SIGKILL
+        assert time.monotonic() - started < 3.0
+    finally:
+        running.kill()
+        running.wait()
+        ended.wait()
