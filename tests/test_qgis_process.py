@@ -344,7 +344,7 @@ def test_the_example_modeler_chain_runs_headless(qgis_env, scene, tmp_path):
     result = qgis_process(qgis_env, "run", str(EXAMPLE_MODEL), "--",
                           *(f"series={path}" for path in scene.s2_paths),
                           f"training={scene.reference_path}", f"evaluation={scene.reference_path}",
-                          "class_field=class_id", "epochs=1",
+                          "class_field=class_id", "epochs=1", "patches_per_epoch=32",
                           *(f"{name}={path}" for name, path in outputs.items()))
     assert result.returncode == 0, result.stdout + result.stderr
     for path in outputs.values():

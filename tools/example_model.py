@@ -91,9 +91,13 @@ def build() -> QgsProcessingModelAlgorithm:
     parameter(model, QgsProcessingParameterNumber(
         "epochs", "Epochs", type=QgsProcessingParameterNumber.Type.Integer, defaultValue=10,
         minValue=1), 120, 380)
+    parameter(model, QgsProcessingParameterNumber(
+        "patches_per_epoch", "Training patches per epoch",
+        type=QgsProcessingParameterNumber.Type.Integer, defaultValue=256, minValue=1), 120, 460)
     train = child(model, "train", "lcfusion:trainfgunet", "Train FG-UNET",
                   {"INPUT": source("series"), "REFERENCE": source("training"),
-                   "CLASS_FIELD": source("class_field"), "EPOCHS": source("epochs")},
+                   "CLASS_FIELD": source("class_field"), "EPOCHS": source("epochs"),
+                   "PATCHES_PER_EPOCH": source("patches_per_epoch")},
                   {"model": ("OUTPUT_MODEL", "Trained model"),
                    "training_report": ("OUTPUT_REPORT", "Training report")}, 420, 120)
     classify = child(model, "classify", "lcfusion:classifyfgunet", "Classify with FG-UNET",

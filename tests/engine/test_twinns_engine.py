@@ -116,15 +116,16 @@ def test_batched_tiles_equal_per_patch_evaluation(trained_twinns, scene):
                                    IndexConfig.from_json(meta["inputs"]["indices"]), "db")
     rows = np.array([0, 95, 40, 17, 66, 3])
     cols = np.array([0, 95, 2, 88, 41, 70])
+    # Tiles of 16 x 16 pixels: 3 batches each, the last one short.
     predictor = BatchedPatchPredictor(model, normalizers, torch.device("cpu"), 5,
-                                      tile_size=32, batch_size=100)
+                                      tile_size=16, batch_size=100)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         patches = GridPatches([s1, s2], normalizers, 5, 0)
         with torch.inference_mode():
             single = torch.softmax(model(*(torch.from_numpy(a) for a in patches.read(
                 rows, cols))).logits, dim=1).numpy()
         for k, (row, col) in enumerate(zip(rows, cols, strict=True)):
-            core = Window(col // 32 * 32, row // 32 * 32, 32, 32)
+            core = Window(col // 16 * 16, row // 16 * 16, 16, 16)
             probs, valid = predictor.predict([s1, s2], core)
             tile_value = probs[:, row - int(core.row_off), col - int(core.col_off)]
             np.testing.assert_allclose(tile_value, single[k], atol=1e-5)
@@ -139,23 +140,25 @@ def test_the_pixels_of_a_tile_alone_are_computed_as_in_the_whole_tile(trained_tw
     inputs = TWINNSInputs.from_job(twinns_inputs(scene),
                                    IndexConfig.from_json(meta["inputs"]["indices"]), "db")
     predictor = BatchedPatchPredictor(model, normalizers, torch.device("cpu"), 5,
-                                      tile_size=32, batch_size=7)
+                                      tile_size=16, batch_size=7)
     rng = np.random.default_rng(3)
-    rows, cols = rng.integers(0, 96, 50), rng.integers(0, 96, 50)
+    # Pixels of the north-west 48 x 48 (3 x 3 tiles; the scene's edges among them).
+    rows, cols = rng.integers(0, 48, 50), rng.integers(0, 48, 50)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
-        core = Window(32, 64, 32, 32)
+        core = Window(16, 32, 16, 16)
         tile = predictor.load([s1, s2], core)
         whole, valid = predictor.infer(tile)
-        inside = (rows >= 64) & (cols >= 32) & (cols < 64)
-        local_r, local_c = rows[inside] - 64, cols[inside] - 32
+        inside = (rows >= 32) & (cols >= 16) & (cols < 32)
+        assert inside.sum() >= 3
+        local_r, local_c = rows[inside] - 32, cols[inside] - 16
         probs, at_valid = predictor.infer_pixels(tile, local_r, local_c)
         np.testing.assert_allclose(probs, whole[:, local_r, local_c], atol=1e-5)
         assert (at_valid == valid[local_r, local_c]).all()
         grid = inputs.s2.series.grid
         predicted = predict_pixels(predictor, [s1, s2], grid, rows, cols, NullReporter())
         full = np.concatenate([np.concatenate(
-            [predictor.predict([s1, s2], Window(c, r, 32, 32))[0] for c in (0, 32, 64)],
-            axis=2) for r in (0, 32, 64)], axis=1)
+            [predictor.predict([s1, s2], Window(c, r, 16, 16))[0] for c in (0, 16, 32)],
+            axis=2) for r in (0, 16, 32)], axis=1)
     np.testing.assert_array_equal(predicted, full[:, rows, cols].argmax(axis=0))
 
 
@@ -167,7 +170,7 @@ def test_test_time_augmentation_is_the_mean_over_the_8_symmetries_of_each_patch(
                                    IndexConfig.from_json(meta["inputs"]["indices"]), "db")
     rows, cols = np.array([0, 40, 17]), np.array([0, 2, 88])
     predictor = BatchedPatchPredictor(model, normalizers, torch.device("cpu"), 5,
-                                      tile_size=32, batch_size=100, tta=True)
+                                      tile_size=8, batch_size=100, tta=True)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         patches = GridPatches([s1, s2], normalizers, 5, 0).read(rows, cols)
         expected = np.zeros((rows.size, len(meta["classes"])), dtype=np.float64)
@@ -176,7 +179,7 @@ def test_test_time_augmentation_is_the_mean_over_the_8_symmetries_of_each_patch(
                 expected += torch.softmax(model(*turned).logits, dim=1).numpy()
         expected /= 8
         for k, (row, col) in enumerate(zip(rows, cols, strict=True)):
-            core = Window(col // 32 * 32, row // 32 * 32, 32, 32)
+            core = Window(col // 8 * 8, row // 8 * 8, 8, 8)
             probs, _ = predictor.predict([s1, s2], core)
             np.testing.assert_allclose(probs[:, row - int(core.row_off), col - int(core.col_off)],
                                        expected[k], atol=1e-5)

@@ -27,7 +27,7 @@ def test_the_example_chain_opens_in_the_modeler(lcfusion_provider):
     valid, problems = model.validate()
     assert valid, problems
     assert {p.name() for p in model.parameterDefinitions()} >= {
-        "series", "training", "evaluation", "class_field", "epochs"}
+        "series", "training", "evaluation", "class_field", "epochs", "patches_per_epoch"}
     ok, message = model.checkParameterValues({}, QgsProcessingContext())
     assert not ok and "Incorrect parameter value" in message
 
