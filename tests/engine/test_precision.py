@@ -24,7 +24,7 @@ from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 CPU = torch.device("cpu")
 
 
-def predictor_with_head(trained, scene, near_tie: bool) -> TiledPredictor:
+def predictor_with_head(trained, near_tie: bool) -> TiledPredictor:
     """The trained FG-UNET with its head changed (64-pixel tiles): class 0 leads every other by
     30, which no rounding changes, or (`near_tie`) class 1's weights are class 0's times 1.001
     and the other classes' zero, so that wherever class 0 scores above 0 class 1 wins by 0.1 %
@@ -50,7 +50,7 @@ def run(predictor: TiledPredictor, reader, cores: list[Window], bfloat16: bool |
 @pytest.mark.parametrize("keeps", [True, False],
                          ids=["a clear lead keeps bfloat16", "near ties go back to float32"])
 def test_the_first_tile_decides_the_precision_of_the_rest(scene, trained, keeps):
-    predictor = predictor_with_head(trained, scene, near_tie=not keeps)
+    predictor = predictor_with_head(trained, near_tie=not keeps)
     series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
     cores = list(predictor.cores(series.height, series.width))[:2]
     with series.open() as reader:
@@ -86,7 +86,7 @@ def test_the_cpu_classifies_in_float32_without_a_check(trained):
 
 
 def test_a_gpu_out_of_memory_on_a_tile_names_the_tile_size(scene, trained, monkeypatch):
-    predictor = predictor_with_head(trained, scene, near_tie=False)
+    predictor = predictor_with_head(trained, near_tie=False)
 
     def out_of_memory(*inputs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -171,19 +171,20 @@ class _ArrayStack:
 
 @pytest.mark.parametrize(("samples", "features", "threads", "sizes"), [
     (16_384, 144, 2, [8192] * 2),  # 4.7 MB each: S2 pixel features of 9 dates, one tile
-    (65_536, 144, 2, [6554] * 9 + [6550]),  # 10 blocks of 3.8 MB, 5 per thread
+    (65_536, 144, 2, [6553, 6554, 6553, 6554, 6554] * 2),  # 10 blocks of 3.8 MB, 5 a thread
     (8192, 1008, 2, [1024] * 8),  # 63 dates: 4.1 MB each
     (8192, 4096, 2, [1024] * 8),  # wider: no block under BLOCK_ROWS (16.8 MB each)
     (1500, 144, 2, [750, 750]),  # too few for a block each: still one per thread
     (1000, 144, 4, [1000]),  # fewer than BLOCK_ROWS: one block
-    (20_000, 144, 1, [6667, 6667, 6666]),
+    (20_000, 144, 1, [6666, 6667, 6667]),
+    (3000, 144, 3, [1000] * 3),
+    (3001, 144, 2, [1500, 1501]),
     (0, 144, 2, []),
 ])
 def test_samples_are_cut_into_equal_blocks_of_about_block_bytes(samples, features, threads,
                                                                 sizes):
     blocks = sample_blocks(samples, features, threads)
-    assert [b.stop - b.start if b.stop <= samples else samples - b.start
-            for b in blocks] == sizes
+    assert [b.stop - b.start for b in blocks] == sizes
     assert [b.start for b in blocks] == [sum(sizes[:i]) for i in range(len(sizes))]
     assert all(size * features * 4 <= 2 * BLOCK_BYTES or size <= BLOCK_ROWS for size in sizes)
 

@@ -235,5 +235,5 @@ def sample_blocks(samples: int, n_features: int, threads: int) -> list[slice]:
         return []
     rounds = max(1, round(samples / (block_rows(n_features) * threads)))
     count = min(rounds * threads, -(-samples // BLOCK_ROWS))
-    size = -(-samples // count)
-    return [slice(start, start + size) for start in range(0, samples, size)]
+    bounds = [samples * index // count for index in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
