@@ -10,7 +10,7 @@ QGIS ?= 3.44
 SYSTEM_PYTHON := /usr/bin/python3
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-scipy gdal-bin \
 	openmpi-bin python3-mpi4py xvfb python3-venv openssh-server openssh-client rsync slurm-wlm munge \
-	python3-pyqt6
+	python3-pyqt6 procps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-output
 ACCURACY_DIR ?= accuracy-output
