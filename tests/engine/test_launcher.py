@@ -65,9 +65,7 @@ def test_a_warning_every_rank_gives_is_relayed_once():
 def test_a_job_polled_before_it_made_its_session_has_not_ended(tmp_path):
     """The submit script prints the job's id before its setsid has run: a first poll then finds
     no process group of that id, yet the job runs (under load this was reported VANISHED)."""
-    remote = RemoteJob(ComputeProfile("target", kind="mpi", work_dir=str(tmp_path)), tmp_path,
-                       "0123", NullReporter())
-    Path(remote.folder).mkdir(parents=True)
+    remote = remote_job(tmp_path, "mpi", "")
     starting = subprocess.Popen(["sleep", "30"])  # in this process's group, as before setsid
     try:
         remote.handle = str(starting.pid)
@@ -85,9 +83,7 @@ def test_a_job_whose_processes_ended_but_wait_to_be_reaped_has_ended(tmp_path):
     """A cancelled job's orphaned mpirun and ranks end, then wait for the init process to reap
     them (zombies, for seconds where init is slow): the job has ended, and the cancel neither
     waits for them nor kills them."""
-    remote = RemoteJob(ComputeProfile("target", kind="mpi", work_dir=str(tmp_path)), tmp_path,
-                       "0123", NullReporter())
-    Path(remote.folder).mkdir(parents=True)
+    remote = remote_job(tmp_path, "mpi", "")
     running = subprocess.Popen(["sleep", "30"], start_new_session=True)
     ended = subprocess.Popen(["true"], start_new_session=True)  # not waited for: a zombie
     try:
