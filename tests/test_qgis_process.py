@@ -344,7 +344,8 @@ def test_the_example_modeler_chain_runs_headless(qgis_env, scene, tmp_path):
     result = qgis_process(qgis_env, "run", str(EXAMPLE_MODEL), "--",
                           *(f"series={path}" for path in scene.s2_paths),
                           f"training={scene.reference_path}", f"evaluation={scene.reference_path}",
-                          "class_field=class_id", "epochs=1", "patches_per_epoch=32",
+                          "class_field=class_id", "name_field=class_name",
+                          "color_field=class_color", "epochs=1", "patches_per_epoch=32",
                           *(f"{name}={path}" for name, path in outputs.items()))
     assert result.returncode == 0, result.stdout + result.stderr
     for path in outputs.values():
@@ -352,6 +353,13 @@ def test_the_example_modeler_chain_runs_headless(qgis_env, scene, tmp_path):
     with rasterio.open(outputs["classify:land_cover"]) as ds, \
             rasterio.open(scene.s2_paths[0]) as ref:
         assert (ds.crs, ds.transform, ds.shape) == (ref.crs, ref.transform, ref.shape)
+        classes = json.loads(ds.tags()["LCFUSION_CLASSES"])
+        colormap = ds.colormap(1)
+    # The chain's optional name and colour fields reach the map: the sample classes' own.
+    named = {entry["code"]: entry["name"] for entry in classes}
+    assert named == {c.code: c.name for c in scene.classes.classes}
+    assert {code: colormap[code][:3] for code in named} == {
+        c.code: c.rgb() for c in scene.classes.classes}
     assert "rows = reference, columns = prediction" in outputs[
         "evaluate:confusion_matrix"].read_text()
     assert "Learning curves" in outputs["train:training_report"].read_text()

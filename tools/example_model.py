@@ -85,18 +85,25 @@ def build() -> QgsProcessingModelAlgorithm:
         "training", "Training polygons", [QgsProcessing.SourceType.TypeVectorPolygon]), 120, 140)
     parameter(model, QgsProcessingParameterField(
         "class_field", "Class field", parentLayerParameterName="training"), 120, 220)
+    parameter(model, QgsProcessingParameterField(
+        "name_field", "Class name field", parentLayerParameterName="training", optional=True),
+        120, 300)
+    parameter(model, QgsProcessingParameterField(
+        "color_field", "Class colour field (#rrggbb)", parentLayerParameterName="training",
+        optional=True), 120, 380)
     parameter(model, QgsProcessingParameterVectorLayer(
         "evaluation", "Evaluation polygons", [QgsProcessing.SourceType.TypeVectorPolygon]),
-        120, 300)
+        120, 460)
     parameter(model, QgsProcessingParameterNumber(
         "epochs", "Epochs", type=QgsProcessingParameterNumber.Type.Integer, defaultValue=10,
-        minValue=1), 120, 380)
+        minValue=1), 120, 540)
     parameter(model, QgsProcessingParameterNumber(
         "patches_per_epoch", "Training patches per epoch",
-        type=QgsProcessingParameterNumber.Type.Integer, defaultValue=256, minValue=1), 120, 460)
+        type=QgsProcessingParameterNumber.Type.Integer, defaultValue=256, minValue=1), 120, 620)
     train = child(model, "train", "lcfusion:trainfgunet", "Train FG-UNET",
                   {"INPUT": source("series"), "REFERENCE": source("training"),
-                   "CLASS_FIELD": source("class_field"), "EPOCHS": source("epochs"),
+                   "CLASS_FIELD": source("class_field"), "NAME_FIELD": source("name_field"),
+                   "COLOR_FIELD": source("color_field"), "EPOCHS": source("epochs"),
                    "PATCHES_PER_EPOCH": source("patches_per_epoch")},
                   {"model": ("OUTPUT_MODEL", "Trained model"),
                    "training_report": ("OUTPUT_REPORT", "Training report")}, 420, 120)

@@ -27,7 +27,11 @@ def test_the_example_chain_opens_in_the_modeler(lcfusion_provider):
     valid, problems = model.validate()
     assert valid, problems
     assert {p.name() for p in model.parameterDefinitions()} >= {
-        "series", "training", "evaluation", "class_field", "epochs", "patches_per_epoch"}
+        "series", "training", "evaluation", "class_field", "name_field", "color_field",
+        "epochs", "patches_per_epoch"}
+    optional = {p.name() for p in model.parameterDefinitions()
+                if p.flags() & p.Flag.FlagOptional}
+    assert {"name_field", "color_field"} <= optional
     ok, message = model.checkParameterValues({}, QgsProcessingContext())
     assert not ok and "Incorrect parameter value" in message
 
