@@ -66,7 +66,9 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], heigh
     predictor's per-pixel values: `TilePredictor.infer_values`) on a `height` x `width` grid,
     visited by vertical strips of cores (`in_strips`), row by row in each, so that what a
     strip's order of reading reuses stays decoded (`strip_reading`) whatever the size of the
-    map: the reader thread loads the next core while this one computes; the
+    map. Where tiles overlap (a predictor with a halo), a strip is one core wide, so what
+    stays decoded is the rows the next tile down reads again, not the blocks of a strip
+    several tiles wide. The reader thread loads the next core while this one computes; the
     thread has stopped when the context ends, before the caller closes its rasters.
     `infer(item, tile)` replaces the predictor's own."""
     if infer is None:
@@ -74,7 +76,7 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], heigh
 
         def infer(item, tile):
             return tile_infer(tile)
-    strips = in_strips(items, core_of)
+    strips = in_strips(items, core_of, width=1 if predictor.halo else None)
     ordered = [item for strip in strips for item in strip]
     read = [[predictor.window(core_of(item)) for item in strip] for strip in strips]
     if predictor.mapped_buffers is not None:

@@ -111,6 +111,7 @@ def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
 
 #: The widest strip of cores a classification visits at once, in map pixels (unless one core
 #: is wider): what a strip reads again stays decoded, not a row of the map (`strip_reading`).
+#: Overlapping tiles are visited in strips one core wide (`classifying`).
 STRIP_WIDTH = 512
 
 

@@ -237,9 +237,10 @@ class PositionPredictor(TilePredictor):
         return probs, np.ones(probs.shape[1:], dtype=bool)
 
 
-def position_map(tmp_path, width: int, height: int = 72) -> tuple[np.ndarray, list[int]]:
-    """The class map of a grid `width` pixels wide by `PositionPredictor`, with a tiled input
-    raster as wide open, and the cache sizes it read with."""
+def position_map(tmp_path, width: int, height: int = 72,
+                 predictor: PositionPredictor | None = None) -> tuple[np.ndarray, list[int]]:
+    """The class map of a grid `width` pixels wide by `predictor` (a `PositionPredictor`),
+    with a tiled input raster as wide open, and the cache sizes it read with."""
     classes = ClassTable.build([1, 2, 3], {1: "a", 2: "b", 3: "c"},
                                {1: "#ff0000", 2: "#00ff00", 3: "#0000ff"})
     grid = Grid(CRS.from_epsg(32631).to_wkt(), (600000.0, 10.0, 0.0, 5600000.0, 0.0, -10.0),
@@ -249,7 +250,7 @@ def position_map(tmp_path, width: int, height: int = 72) -> tuple[np.ndarray, li
                        dtype="uint16", crs=grid.crs_wkt, transform=grid.affine(), tiled=True,
                        blockxsize=16, blockysize=16) as dst:
         dst.write(np.zeros((4, height, width), dtype="uint16"))
-    predictor = PositionPredictor()
+    predictor = predictor or PositionPredictor()
     class_map = tmp_path / f"map-{width}.tif"
     with rasterio.open(source) as src, block_cache_share([src]):
         write_class_map(predictor, None, grid, classes, class_map, None, NullReporter())
@@ -265,6 +266,40 @@ def test_strips_keep_the_block_cache_flat_in_width(tmp_path, monkeypatch):
     assert len(set(sizes[1200] + sizes[2400])) == 1
     # the maps' blocks are wider on the wide maps (256 pixels against 96): the only difference
     assert sizes[96][0] < sizes[2400][0] < 5 * sizes[96][0]
+
+
+class HaloPredictor(PositionPredictor):
+    """`PositionPredictor` on overlapping tiles (a halo of 4 pixels, as FG-UNET's margins):
+    the cores in the order loaded, and whether the rows below were carried meanwhile."""
+
+    halo = 4
+
+    def __init__(self):
+        super().__init__()
+        self.loaded, self.carried = [], []
+
+    def load(self, reader, core):
+        self.loaded.append(core)
+        self.carried.append(rasters._row_carry is not None)
+        return super().load(reader, core)
+
+
+def test_overlapping_tiles_are_visited_in_strips_one_core_wide(tmp_path, monkeypatch):
+    """Tiles with a halo on a map 600 pixels wide (25 columns of cores, 5 of them a strip of
+    the default width): column by column, each from top to bottom, the rows the next tile
+    reads again carried rather than a strip's blocks cached; the cache is the same on a map
+    twice as wide and the map is the one computed."""
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    monkeypatch.setattr(rasters, "MIN_BLOCK_CACHE", 0)
+    predictor = HaloPredictor()
+    labels, sizes = position_map(tmp_path, 600, predictor=predictor)
+    order = [(int(core.col_off), int(core.row_off)) for core in predictor.loaded]
+    assert order == sorted(order) and len({col for col, _ in order}) == 25
+    assert all(predictor.carried)
+    wider = HaloPredictor()
+    assert set(position_map(tmp_path, 1200, predictor=wider)[1]) == set(sizes)
+    rows, cols = np.mgrid[0:72, 0:600]
+    np.testing.assert_array_equal(labels, (rows + cols) % 3 + 1)
 
 
 def test_blocks_written_half_by_two_strips_are_whole(tmp_path, monkeypatch):

@@ -30,11 +30,11 @@ def plain_read(scene: SceneFiles) -> int:
 
 
 def tile_windows(series: TimeSeries, tile_size: int, margin: int) -> list[list[Window]]:
-    """The windows FG-UNET's classification reads, by strips in its order: each core with
-    its margins."""
+    """The windows FG-UNET's classification reads, by strips in its order (one core wide,
+    as its tiles overlap): each core with its margins."""
     step_h = balanced_steps(series.height, tile_size, margin, FGUNet.size_multiple)
     step_w = balanced_steps(series.width, tile_size, margin, FGUNet.size_multiple)
-    strips = in_strips(iter_windows(series.width, series.height, step_h, step_w))
+    strips = in_strips(iter_windows(series.width, series.height, step_h, step_w), width=1)
     return [[Window(int(core.col_off) - margin, int(core.row_off) - margin,
                     step_w + 2 * margin, step_h + 2 * margin) for core in strip]
             for strip in strips]
