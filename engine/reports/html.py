@@ -360,8 +360,10 @@ def plot_legend(plot: Plot, entries: list[tuple[str, str, str]]) -> list[str]:
     return parts
 
 
-def curves_svg(history: list[dict], best_epoch: int | None = None) -> str:
-    """Training and validation loss per epoch, with axes, ticks, a legend and the best epoch."""
+def curves_svg(history: list[dict], best_epoch: int | None = None,
+               kept: str = "best") -> str:
+    """Training and validation loss per epoch, with axes, ticks, a legend and the epoch whose
+    weights were kept (`kept`: "best" or "last")."""
     label = "Learning curves: training and validation loss per epoch"
     series = [(name, color, loss_points(history, key)) for name, color, key in (
         ("training loss", TRAIN_COLOR, "train_loss"),
@@ -380,7 +382,7 @@ def curves_svg(history: list[dict], best_epoch: int | None = None) -> str:
         parts.append(f'<line x1="{x:.1f}" y1="{plot.top}" x2="{x:.1f}" '
                      f'y2="{plot.height - plot.bottom}" stroke="{BEST_COLOR}" '
                      f'stroke-width="1.5"{dash}/>')
-        legend.append((f"best epoch ({best_epoch})", BEST_COLOR, dash))
+        legend.append((f"{kept} epoch ({best_epoch})", BEST_COLOR, dash))
     for _, color, points in series:
         parts += plot_line(plot, color, points)
     return svg_document(plot.width, plot.height, parts + plot_legend(plot, legend), label)
@@ -487,14 +489,19 @@ def curves_section(training: dict) -> Html:
     criterion = (f"highest {monitored} OA"
                  if (training.get("settings") or {}).get("monitor") == "accuracy"
                  and monitored == "validation" else f"lowest {monitored} loss")
-    best_text = (f"Best epoch: {best} (the model file keeps the weights of the epoch with the "
-                 f"{criterion})." if best is not None
-                 else "No best epoch was recorded.")
+    kept = (training.get("settings") or {}).get("keep", "best")
+    if kept == "last":
+        best_text = f"Kept epoch: {best} (the model file keeps the weights of the last epoch)."
+    elif best is not None:
+        best_text = (f"Best epoch: {best} (the model file keeps the weights of the epoch with "
+                     f"the {criterion}).")
+    else:
+        best_text = "No best epoch was recorded."
     history_table = table(("epoch", "training loss", "validation loss", "learning rate"),
                           [(e, t, v, Html(esc("n/a" if lr is None else f"{lr:.2e}")))
                            for e, t, v, lr in rows])
-    return section("Learning curves", Html(f"<figure>{curves_svg(history, best_epoch=best)}"
-                                           "</figure>"), paragraph(best_text),
+    curves = curves_svg(history, best_epoch=best, kept=kept)
+    return section("Learning curves", Html(f"<figure>{curves}</figure>"), paragraph(best_text),
                    Html(f"<details><summary>Losses per epoch</summary>{history_table}"
                         "</details>"))
 

@@ -24,7 +24,7 @@ from ..errors import LcfusionError
 from ..jobs import check_settings
 from ..progress import Reporter
 from ..wording import counted
-from .choices import MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
+from .choices import KEEPS, MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
 
 #: Inputs (one tensor, or a tuple of tensors for a multi-input model) and labels.
 Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]
@@ -53,15 +53,24 @@ class LoopSettings:
     label_smoothing: float = 0.0
     monitor: str = "loss"
     schedule: str = "plateau"
+    keep: str = "best"
 
     def __post_init__(self) -> None:
         check_settings(self, non_negative=("early_stopping", "time_limit", "weight_decay",
                                            "warmup_epochs", "label_smoothing"),
                        choices={"sampling": SAMPLINGS, "optimizer": OPTIMIZERS,
-                                "monitor": MONITORS, "schedule": SCHEDULES})
+                                "monitor": MONITORS, "schedule": SCHEDULES,
+                                "keep": KEEPS})
         if self.label_smoothing >= 1:
             raise LcfusionError(f"must lie in [0, 1), got {self.label_smoothing}",
                                 "LABEL_SMOOTHING")
+        if self.keep == "last" and self.early_stopping:
+            raise LcfusionError(
+                "keeping the last epoch's weights needs a training that runs to its end: "
+                f"early stopping after {counted(self.early_stopping, 'epoch')} without a "
+                "better validation score would keep weights that many epochs past the best; "
+                "set the early stopping patience to 0, or keep the best epoch",
+                "EARLY_STOPPING")
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class FitConfig:
     warmup_epochs: int = 0
     monitor: str = "loss"
     schedule: str = "plateau"
+    keep: str = "best"
 
     @classmethod
     def of(cls, settings: Any) -> FitConfig:
@@ -90,12 +100,13 @@ class FitConfig:
                    settings.plateau_patience, early_stopping=settings.early_stopping,
                    time_limit=settings.time_limit, optimizer=settings.optimizer,
                    weight_decay=settings.weight_decay, warmup_epochs=settings.warmup_epochs,
-                   monitor=settings.monitor, schedule=settings.schedule)
+                   monitor=settings.monitor, schedule=settings.schedule, keep=settings.keep)
 
 
 @dataclass
 class FitResult:
-    """The best weights (lowest validation loss, or training loss without validation)."""
+    """The weights kept (of the best validation score, or training loss without validation,
+    or of the last epoch) and their epoch."""
 
     best_state: dict[str, torch.Tensor]
     best_epoch: int
@@ -333,7 +344,8 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             scheduler.step(monitored)
         if monitored < best_loss:
             best_loss, best_epoch = monitored, epoch
-            best_state = copy.deepcopy(module.state_dict())
+            if config.keep == "best":
+                best_state = copy.deepcopy(module.state_dict())
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                         "val_accuracy": val_accuracy, "learning_rate": lr})
@@ -359,13 +371,16 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             reporter.info(f"stopped after epoch {epoch} of {config.epochs}: {stop}")
             break
     seconds = time.monotonic() - started
-    module.load_state_dict(best_state)
-    if val_batches and config.monitor == "accuracy":
+    if config.keep == "last":
+        best_epoch, best_state = history[-1]["epoch"], module.state_dict()
+        reporter.info(f"kept the weights of the last epoch, {best_epoch}")
+    elif val_batches and config.monitor == "accuracy":
         reporter.info(f"kept the weights of epoch {best_epoch} (highest validation OA "
                       f"{-best_loss:.4f})")
     else:
         reporter.info(f"kept the weights of epoch {best_epoch} (lowest "
                       f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
+    module.load_state_dict(best_state)
     speed = trained / max(seconds, 1e-9)
     if trained:
         reporter.info(f"trained on {counted(trained, 'sample', thousands=True)} in "

@@ -42,7 +42,7 @@ from ...engine.jobs import write_job
 from ...engine.modelfile.header import SUFFIX
 from ...engine.modelfile.onnxfile import SUFFIX as ONNX_SUFFIX
 from ...engine.modelfile.onnxfile import is_onnx
-from ...engine.training.choices import MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
+from ...engine.training.choices import KEEPS, MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
 from ...engine.wording import FAMILY_NAMES
 from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
@@ -358,9 +358,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "class- and polygon-balanced (a class, a polygon, a pixel)"], defaultValue=0),
             "sampling", True, SAMPLINGS)
 
-    def add_optimizer(self, schedule: str = "plateau") -> None:
-        """The optimiser, weight decay, warm-up, label smoothing, what picks the kept epoch and
-        the learning-rate schedule, `schedule` by default (the deep families)."""
+    def add_optimizer(self, schedule: str = "plateau", keep: str = "best") -> None:
+        """The optimiser, weight decay, warm-up, label smoothing, what picks the best epoch,
+        the learning-rate schedule (`schedule` by default) and the weights kept (`keep` by
+        default) of the deep families."""
         self.add_setting(QgsProcessingParameterEnum(
             "OPTIMIZER", "Optimizer", options=["Adam (the papers)", "AdamW"], defaultValue=0),
             "optimizer", True, OPTIMIZERS)
@@ -381,6 +382,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "cut on a validation plateau (the papers)",
                 "cosine to zero over the epochs or the time limit"],
             defaultValue=SCHEDULES.index(schedule)), "schedule", True, SCHEDULES)
+        self.add_setting(QgsProcessingParameterEnum(
+            "KEEP", "Weights kept", options=[
+                "the best epoch's, by the validation score above (the papers)",
+                "the last epoch's"], defaultValue=KEEPS.index(keep)), "keep", True, KEEPS)
 
     def add_series_augmentation(self) -> None:
         """Augmentation of a time series' values (FG-UNET, TWINNS): band jitter, date

@@ -260,3 +260,14 @@ def test_confusion_csv_leaves_out_rows_of_codes_that_are_not_reference_classes(t
               encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert len(rows[0]) == 4 and [row[0] for row in rows[1:]] == ["water", "<b>&"]
+
+
+def test_training_report_names_the_last_epoch_when_it_was_kept(tmp_path):
+    training = METADATA["training"]
+    metadata = {**METADATA, "training": {**training, "best_epoch": 4,
+                                         "settings": {**training["settings"], "keep": "last"}}}
+    page = write_training_report(tmp_path / "report.html", metadata).read_text(encoding="utf-8")
+    text = TextOf(page).text
+    assert "Kept epoch: 4 (the model file keeps the weights of the last epoch)" in text
+    assert "Best epoch" not in text
+    assert "last epoch (4)" in page and "best epoch" not in page

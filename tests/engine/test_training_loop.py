@@ -305,3 +305,37 @@ def test_the_monitored_quantity_picks_the_kept_epoch(monitor, kept, message):
     assert result.best_epoch == kept
     assert [row["val_accuracy"] for row in result.history] == [0.5, 0.75]
     assert message in reporter.text()
+
+
+@pytest.mark.parametrize(("keep", "kept", "message"), [
+    ("best", 1, "kept the weights of epoch 1 (lowest validation loss"),
+    ("last", 2, "kept the weights of the last epoch, 2")])
+def test_the_last_epochs_weights_are_kept_when_asked(keep, kept, message):
+    """Each epoch sets the weight to its number: the model leaves `fit` with the kept
+    epoch's, which is the lowest validation loss's (epoch 1) or the last's."""
+    model = Scripted()
+    data = [(torch.zeros(4, 1), torch.zeros(4, dtype=torch.int64))]
+
+    def train_batches(epoch):
+        model.epoch = epoch
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        return data
+
+    reporter = RecordingReporter()
+    result = fit(model, train_batches, 1, lambda: data, nn.CrossEntropyLoss(),
+                 FitConfig(epochs=2, learning_rate=0.01, mixed_precision=False, keep=keep),
+                 CPU, reporter)
+    assert result.best_epoch == kept
+    assert model.weight.item() == result.best_state["weight"].item() == kept
+    assert message in reporter.text()
+
+
+def test_keeping_the_last_epoch_refuses_early_stopping():
+    with pytest.raises(LcfusionError) as error:
+        FGUNetTrainConfig(keep="last", early_stopping=4)
+    assert error.value.parameter == "EARLY_STOPPING"
+    assert "set the early stopping patience to 0, or keep the best epoch" in str(error.value)
+    with pytest.raises(LcfusionError) as error:
+        FGUNetTrainConfig(keep="first")
+    assert error.value.parameter == "KEEP"

@@ -42,7 +42,7 @@ ALGORITHMS = {
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
 #: The stopping, sampling and optimiser settings every deep family's training shares.
 LOOP_ADVANCED = {"EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY", "WARMUP_EPOCHS",
-                 "LABEL_SMOOTHING", "MONITOR", "SCHEDULE"}
+                 "LABEL_SMOOTHING", "MONITOR", "SCHEDULE", "KEEP"}
 #: The time-series families' augmentation of values.
 SERIES_ADVANCED = {"JITTER", "DATE_DROPOUT"}
 ADVANCED = {

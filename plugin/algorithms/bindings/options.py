@@ -52,8 +52,10 @@ LOOP_HELP = """
 <h3>How long and how the network trains</h3>
 <p><b>Epochs (at most)</b> is an upper bound: the training ends earlier at the <b>Time limit</b>
 (minutes; no epoch starts that would end past it; 0: none) or, with an <b>Early stopping
-patience</b> of N (0: never), after N epochs without a lower validation loss. The weights of the
-epoch with the lowest validation loss are kept either way. <b>Training pixels drawn</b>:
+patience</b> of N (0: never), after N epochs without a better validation score. <b>Weights
+kept</b>: those of the epoch with the best validation score (the papers), or of the last epoch,
+which chooses nothing on a few noisy validation patches (with the cosine schedule, which
+brings the learning rate down to zero, and no early stopping). <b>Training pixels drawn</b>:
 class-balanced — a class uniformly, then one of its pixels, so a class's few largest polygons
 give most of its samples — or class- and polygon-balanced — a class, then one of its polygons
 uniformly, then one of its pixels; the validation pixels are drawn the same way.
