@@ -27,7 +27,7 @@ from ..io.overviews import CLASS_RESAMPLING, CONFIDENCE_RESAMPLING, MapFile, fin
 from ..io.rasters import Grid, block_cache_share, strip_reading, write_profile
 from ..progress import Reporter
 from ..reference.classes import ClassTable
-from .tiles import TilePredictor, in_strips, tiles_holding
+from .tiles import TilePredictor, in_strips, strip_width, tiles_holding
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -76,7 +76,7 @@ def classifying(predictor: TilePredictor, reader: Any, items: Iterable[T], heigh
 
         def infer(item, tile):
             return tile_infer(tile)
-    strips = in_strips(items, core_of, width=1 if predictor.halo else None)
+    strips = in_strips(items, core_of, width=strip_width(predictor.halo))
     ordered = [item for strip in strips for item in strip]
     read = [[predictor.window(core_of(item)) for item in strip] for strip in strips]
     if predictor.mapped_buffers is not None:

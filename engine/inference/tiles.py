@@ -111,8 +111,13 @@ def tiles_holding(cores: Iterable[Window], rows: np.ndarray, cols: np.ndarray
 
 #: The widest strip of cores a classification visits at once, in map pixels (unless one core
 #: is wider): what a strip reads again stays decoded, not a row of the map (`strip_reading`).
-#: Overlapping tiles are visited in strips one core wide (`classifying`).
 STRIP_WIDTH = 512
+
+
+def strip_width(halo: int) -> int:
+    """How wide a classification's strips are: one core wide where the tiles overlap (a
+    halo), so the rows the next tile down reads again are all that stays decoded."""
+    return 1 if halo else STRIP_WIDTH
 
 
 def strip_bounds(starts: Sequence[int], end: int, width: int, align: int) -> list[int]:

@@ -486,10 +486,11 @@ def curves_section(training: dict) -> Html:
              entry.get("learning_rate")) for entry in history]
     monitored = ("validation" if any(entry.get("val_loss") is not None for entry in history)
                  else "training")
+    settings = training.get("settings") or {}
     criterion = (f"highest {monitored} OA"
-                 if (training.get("settings") or {}).get("monitor") == "accuracy"
-                 and monitored == "validation" else f"lowest {monitored} loss")
-    kept = (training.get("settings") or {}).get("keep", "best")
+                 if settings.get("monitor") == "accuracy" and monitored == "validation"
+                 else f"lowest {monitored} loss")
+    kept = settings.get("keep", "best")
     if kept == "last":
         best_text = f"Kept epoch: {best} (the model file keeps the weights of the last epoch)."
     elif best is not None:

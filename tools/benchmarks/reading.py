@@ -15,7 +15,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine.families.fgunet.commands import FGUNetClassifyConfig
 from lcfusion.engine.families.fgunet.network import FGUNet
-from lcfusion.engine.inference.tiles import balanced_steps, in_strips
+from lcfusion.engine.inference.tiles import balanced_steps, in_strips, strip_width
 from lcfusion.engine.io.rasters import iter_windows, strip_reading
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
@@ -34,7 +34,8 @@ def tile_windows(series: TimeSeries, tile_size: int, margin: int) -> list[list[W
     as its tiles overlap): each core with its margins."""
     step_h = balanced_steps(series.height, tile_size, margin, FGUNet.size_multiple)
     step_w = balanced_steps(series.width, tile_size, margin, FGUNet.size_multiple)
-    strips = in_strips(iter_windows(series.width, series.height, step_h, step_w), width=1)
+    strips = in_strips(iter_windows(series.width, series.height, step_h, step_w),
+                       width=strip_width(margin))
     return [[Window(int(core.col_off) - margin, int(core.row_off) - margin,
                     step_w + 2 * margin, step_h + 2 * margin) for core in strip]
             for strip in strips]
