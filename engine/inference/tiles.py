@@ -195,15 +195,19 @@ class MarginTiling:
         step_h, step_w = self.steps(height, width)
         return iter_windows(width, height, step_h, step_w)
 
+    def tile_window(self, core: Window, height: int, width: int) -> Window:
+        """The window read for `core` of a raster of `height` x `width`: the core's tile with
+        its margins (beyond the raster's edges where it reaches them)."""
+        step_h, step_w = self.steps(height, width)
+        return Window(int(core.col_off) - self.margin, int(core.row_off) - self.margin,
+                      step_w + 2 * self.margin, step_h + 2 * self.margin)
+
     def read_tile(self, reader: SeriesReader, core: Window
                   ) -> tuple[np.ndarray, np.ndarray, Window]:
         """The tile around `core` (with its margins), normalised, (1, channels, rows, cols),
         and the core's mask of pixels with any valid input."""
         series = reader.series
-        step_h, step_w = self.steps(series.height, series.width)
-        window = Window(int(core.col_off) - self.margin, int(core.row_off) - self.margin,
-                        step_w + 2 * self.margin, step_h + 2 * self.margin)
-        data = reader.read(window)
+        data = reader.read(self.tile_window(core, series.height, series.width))
         h, w = int(core.height), int(core.width)
         valid = any_finite(data[:, self.margin: self.margin + h, self.margin: self.margin + w])
         return self.normalizer.apply(data)[np.newaxis], valid, core

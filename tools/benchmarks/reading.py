@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 
+import numpy as np
 import rasterio
 from rasterio.windows import Window
 
@@ -15,7 +16,8 @@ from benchmarks.config import BenchConfig
 from benchmarks.scenes import SceneFiles
 from lcfusion.engine.families.fgunet.commands import FGUNetClassifyConfig
 from lcfusion.engine.families.fgunet.network import FGUNet
-from lcfusion.engine.inference.tiles import balanced_steps, in_strips, strip_width
+from lcfusion.engine.inference.tiles import MarginTiling, in_strips, strip_width
+from lcfusion.engine.io.normalization import PercentileNormalizer
 from lcfusion.engine.io.rasters import iter_windows, strip_reading
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
@@ -30,14 +32,13 @@ def plain_read(scene: SceneFiles) -> int:
 
 
 def tile_windows(series: TimeSeries, tile_size: int, margin: int) -> list[list[Window]]:
-    """The windows FG-UNET's classification reads, by strips in its order (one core wide,
-    as its tiles overlap): each core with its margins."""
-    step_h = balanced_steps(series.height, tile_size, margin, FGUNet.size_multiple)
-    step_w = balanced_steps(series.width, tile_size, margin, FGUNet.size_multiple)
-    strips = in_strips(iter_windows(series.width, series.height, step_h, step_w),
-                       width=strip_width(margin))
-    return [[Window(int(core.col_off) - margin, int(core.row_off) - margin,
-                    step_w + 2 * margin, step_h + 2 * margin) for core in strip]
+    """The windows FG-UNET's classification reads (its `MarginTiling`), by strips in its order
+    (one core wide, as its tiles overlap): each core with its margins."""
+    unscaled = PercentileNormalizer(np.zeros(series.n_channels), np.ones(series.n_channels))
+    tiling = MarginTiling(FGUNet.size_multiple, unscaled, tile_size, margin)
+    strips = in_strips(tiling.cores(series.height, series.width),
+                       width=strip_width(tiling.halo))
+    return [[tiling.tile_window(core, series.height, series.width) for core in strip]
             for strip in strips]
 
 
