@@ -381,20 +381,22 @@ def reflect_indices(start: int, count: int, size: int) -> np.ndarray:
 
 
 def read_reflect(datasets: Sequence[rasterio.io.DatasetReader], window: Window,
-                 height: int, width: int) -> list[np.ndarray]:
-    """Read `window` from each dataset; where it leaves the raster, the raster is mirrored
-    about its edge pixels, so a pixel's value does not depend on the window it is read in."""
+                 height: int, width: int) -> Iterator[np.ndarray]:
+    """Read `window` from each dataset, one dataset as each array is taken (so a caller that
+    copies each out holds one raw array at a time, not one per dataset); where the window
+    leaves the raster, the raster is mirrored about its edge pixels, so a pixel's value does
+    not depend on the window it is read in."""
     row0, col0 = int(window.row_off), int(window.col_off)
     rows, cols = int(window.height), int(window.width)
     inside = row0 >= 0 and col0 >= 0 and row0 + rows <= height and col0 + cols <= width
     if inside:
-        return [read_window(ds, window) for ds in datasets]
+        return (read_window(ds, window) for ds in datasets)
     row_index = reflect_indices(row0, rows, height)
     col_index = reflect_indices(col0, cols, width)
     r0, c0 = int(row_index.min()), int(col_index.min())
     inner = Window(c0, r0, int(col_index.max()) - c0 + 1, int(row_index.max()) - r0 + 1)
-    return [mirror(read_window(ds, inner), row_index - r0, col_index - c0)
-            for ds in datasets]
+    return (mirror(read_window(ds, inner), row_index - r0, col_index - c0)
+            for ds in datasets)
 
 
 def mirror(data: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

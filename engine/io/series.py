@@ -423,8 +423,8 @@ class SeriesReader:
             channel += info.count
         by_date = out.reshape(series.n_dates, series.bands_per_date, *out.shape[1:])
         if self.masks:
-            masked = np.concatenate(read_reflect(self.masks, window, series.height,
-                                                 series.width))[list(series.mask_order)] != 0
+            masked = np.concatenate(list(read_reflect(
+                self.masks, window, series.height, series.width)))[list(series.mask_order)] != 0
             by_date[np.broadcast_to(masked[:, None], by_date.shape)] = np.nan
         if series.fill_value is not None:
             mask_fill(by_date, series.fill_value)

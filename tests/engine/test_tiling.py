@@ -1,5 +1,6 @@
 """Tiling: balanced tiles, the reader thread, GDAL's block cache while classifying."""
 
+import contextlib
 import itertools
 import threading
 
@@ -143,9 +144,9 @@ class CountedReads:
     def __getattr__(self, name):
         return getattr(self.dataset, name)
 
-    def read(self, window):
+    def read(self, window, out=None):
         self.windows.append(window)
-        return self.dataset.read(window=window)
+        return self.dataset.read(window=window, out=out)
 
 
 @pytest.mark.parametrize("block", [256, 64])
@@ -175,6 +176,33 @@ def test_a_strip_one_window_wide_decodes_each_row_once_and_reads_the_same(tmp_pa
     assert all(end == start for (_, end), (start, _) in itertools.pairwise(spans))
     assert all(end % block == 0 or end == 1000 for _, end in spans)
     assert {(int(w.col_off), int(w.width)) for w in counted.windows} == {(0, 276)}
+
+
+@pytest.mark.parametrize("window", [Window(-20, -20, 296, 296), Window(10, 10, 64, 64)],
+                         ids=["mirrored", "inside"])
+def test_a_reflected_read_reads_each_dataset_as_its_array_is_taken(tmp_path, window):
+    """A series of 3 dates read at the raster's edge: the second date is read only once the
+    first date's array has been taken, so the series reader holds one date's raw array at a
+    time (not all the dates': 15.8 MB for FG-UNET's 296-pixel tiles of 9 dates), and each
+    array is the window mirrored about the edges."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 10000, (3, 2, 300, 300)).astype("uint16")
+    paths = []
+    for date in range(3):
+        paths.append(tmp_path / f"date{date}.tif")
+        with rasterio.open(paths[-1], "w", driver="GTiff", width=300, height=300, count=2,
+                           dtype="uint16", crs="EPSG:32631",
+                           transform=rasterio.Affine(10, 0, 0, 0, -10, 0)) as dst:
+            dst.write(data[date])
+    padded = np.pad(data, ((0, 0), (0, 0), (20, 20), (20, 20)), mode="reflect")
+    with contextlib.ExitStack() as stack:
+        counted = [CountedReads(stack.enter_context(rasterio.open(path))) for path in paths]
+        arrays = rasters.read_reflect(counted, window, 300, 300)
+        for date, array in enumerate(arrays):
+            assert [len(each.windows) for each in counted] == [1] * (date + 1) + [0] * (2 - date)
+            top, left = int(window.row_off) + 20, int(window.col_off) + 20
+            bottom, right = top + int(window.height), left + int(window.width)
+            np.testing.assert_array_equal(array, padded[date][:, top:bottom, left:right])
 
 
 def test_a_raster_covering_part_of_the_grid_counts_its_own_blocks(tmp_path, monkeypatch):
