@@ -147,6 +147,11 @@ COMMON_FORGERIES = [
     ("training.history", [{"epoch": 1, "val_loss": "low"}]), ("training.seconds", INF),
     ("training.seconds", 10 ** 400), ("training.best_epoch", -1),
     ("training.settings", nested(40)), ("training.split_summary", as_object),
+    ("training.kept", "last"), ("training.kept", {"rule": "best-or-last", "epoch": 2}),
+    ("training.kept", {"candidates": [{"epoch": 2, "validation_oa": 1.5}] * 2,
+                       "rule": "best-or-last", "epoch": 2}),
+    ("training.kept", {"candidates": [{"validation_oa": 0.5, "epoch": 2}],
+                       "rule": "best-or-last", "epoch": 2}),
     ("created", 2024),
 ]
 FAMILY_FORGERIES = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +290,47 @@ def _save_validation(predictor: TilePredictor, reader: Any, grid: Grid, split: S
                       f"{accuracy.summary('validation pixel')}")
 
 
+def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
+                        predictor_for: Callable[[], TilePredictor], reader: Any, grid: Grid,
+                        split: SplitReference, reporter: Reporter) -> FitResult:
+    """Keep "best-or-last": of the best epoch's weights and the last epoch's, those whose
+    predictions are right on more of the validation polygons' pixels (a tie keeps the best
+    epoch's); `model` ends with them. The monitored score that picked the best epoch sees a
+    few patches or samples; this sees every validation pixel. `predictor_for()` makes a
+    predictor of `model` as it is (predictors copy the model). Other keeps pass through."""
+    if fit_result.last_state is None:
+        return fit_result
+    validation = split.mask(1)
+    if not validation.any():
+        reporter.info(f"no validation polygons to choose between the best epoch's and the last "
+                      f"epoch's weights: kept the best epoch's, {fit_result.best_epoch}")
+        return replace(fit_result, last_state=None)
+    pixels = split.reference.pixels
+    truth = split.pixel_class[validation]
+    candidates = ((fit_result.best_epoch, fit_result.best_state),
+                  (fit_result.last_epoch, fit_result.last_state))
+    scores = []
+    for index, (_, state) in enumerate(candidates):
+        model.load_state_dict(state)
+        predicted = predict_pixels(predictor_for(), reader, grid, pixels.rows[validation],
+                                   pixels.cols[validation],
+                                   reporter.span(index / 2, (index + 1) / 2))
+        classified = predicted >= 0
+        scores.append(float(np.mean(predicted[classified] == truth[classified]))
+                      if classified.any() else 0.0)
+    chosen = int(scores[1] > scores[0])
+    epoch, state = candidates[chosen]
+    model.load_state_dict(state)
+    reporter.info(f"OA on the {counted(int(truth.size), 'validation pixel', thousands=True)}: "
+                  f"{scores[0]:.3f} with the best epoch's weights ({candidates[0][0]}), "
+                  f"{scores[1]:.3f} with the last epoch's ({candidates[1][0]}); kept "
+                  f"{'the last' if chosen else 'the best'} epoch's")
+    return replace(fit_result, best_state=state, best_epoch=epoch, last_state=None, kept={
+        "rule": "best-or-last", "epoch": epoch,
+        "candidates": [{"epoch": e, "validation_oa": round(score, 6)}
+                       for (e, _), score in zip(candidates, scores, strict=True)]})
+
+
 def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
                   reporter: Reporter, save_to: HeldOutFiles | None = None) -> Accuracy | None:
     """Accuracy on the pixels of the test polygons (None without test polygons); with
@@ -347,6 +388,7 @@ def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, archi
             "split_summary": split.summary(),
             "history": fit_result.history,
             "best_epoch": fit_result.best_epoch,
+            "kept": fit_result.kept,
             "device": device.type,
             "threads": threads,
             "seconds": round(time.monotonic() - started, 1),

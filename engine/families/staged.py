@@ -39,6 +39,9 @@ from ..wording import counted
 PACK_FOLDER = "pack"
 CHECKPOINT = "checkpoint.pt"
 MODEL = f"model{SUFFIX}"
+#: The last epoch's weights, beside the kept ones, when keep "best-or-last" leaves the choice
+#: between them to the family (it is made where the rasters are).
+LAST_MODEL = f"last-epoch{SUFFIX}"
 REPORT = "report.json"
 #: Families that can train from a pack: family -> engine module with ``fit_packed``.
 FAMILY_MODULES = {family: f"{family}.commands" for family in ("fgunet", "mrfusion", "twinns")}
@@ -127,6 +130,7 @@ def fit_on_target(job: Job, profile: ComputeProfile, staged: StagedFit,
         write_job(stage, "fit", pack=PACK_FOLDER,
                   compute={"gpus_per_node": profile.gpus or profile.gpus_per_node},
                   outputs={"model": f"{RESULT_FOLDER}/{MODEL}",
+                           "last_model": f"{RESULT_FOLDER}/{LAST_MODEL}",
                            "report": f"{RESULT_FOLDER}/{REPORT}"})
         copy_engine(stage)
         with RemoteJob(profile, stage, job_digest(stage),
@@ -136,16 +140,18 @@ def fit_on_target(job: Job, profile: ComputeProfile, staged: StagedFit,
                 f"Its last checkpoint is kept in {remote.folder}; run the algorithm again with "
                 "the same inputs and profile to resume from it")
             result = remote.fetch(stage / RESULT_FOLDER)
-            metadata, state = load_model(result / MODEL, staged.family, "COMPUTE",
-                                         complete=False)
+            _, state = load_model(result / MODEL, staged.family, "COMPUTE", complete=False)
             report = json.loads((result / REPORT).read_text(encoding="utf-8"))
+            last_state = (load_model(result / LAST_MODEL, staged.family, "COMPUTE",
+                                     complete=False)[1] if report.get("last_epoch") else None)
             reporter.info(f"the trained weights came back from {remote.shell.where} and passed "
                           "their checksum")
             remote.clean()
         reporter.progress(1.0, "weights fetched")
         return FitResult(state, int(report["best_epoch"]), report["history"],
                          float(report["seconds"]), int(report["resumed_from"]),
-                         float(report["samples_per_second"]))
+                         float(report["samples_per_second"]), last_state,
+                         int(report.get("last_epoch") or 0))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -221,11 +227,16 @@ def fit_packed_job(job: Job, reporter: Reporter) -> dict:
         report_path = job.resolve(outputs.get("report")) or job.folder / REPORT
         if ranks.leader:
             model_path.parent.mkdir(parents=True, exist_ok=True)
-            save_model(model_path, {key: metadata[key] for key in (
+            model_metadata = {key: metadata[key] for key in (
                 "family", "architecture", "classes", "normalization", "inputs")
-                if key in metadata}, model.state_dict())
+                if key in metadata}
+            save_model(model_path, model_metadata, model.state_dict())
+            if result.last_state is not None:
+                save_model(job.resolve(outputs.get("last_model")) or job.folder / LAST_MODEL,
+                           model_metadata, result.last_state)
             report_path.write_text(json.dumps({
                 "best_epoch": result.best_epoch, "history": result.history,
+                "last_epoch": result.last_epoch if result.last_state is not None else None,
                 "seconds": result.seconds, "resumed_from": result.resumed_from,
                 "samples_per_second": result.samples_per_second, "ranks": ranks.size,
                 "parameter_digests": digests,

@@ -347,9 +347,16 @@ SPLIT_ROW = record({}, {"code": integer(0, MAX_CODE), "name": text(),
 EPOCH = record({}, {"epoch": integer(0, 10 ** 6), "train_loss": LOSS, "val_loss": LOSS,
                     "val_accuracy": nullable(number(0.0, 1.0)),
                     "learning_rate": nullable(number(0.0))})
+#: How keep "best-or-last" chose the kept epoch: the OA of each candidate on the validation
+#: polygons' pixels.
+KEPT = nullable(record({"rule": one_of("best-or-last"), "epoch": integer(0, 10 ** 6),
+                        "candidates": array(record({"epoch": integer(0, 10 ** 6),
+                                                    "validation_oa": number(0.0, 1.0)},
+                                                   always=True), 2, 2)}, always=True))
 TRAINING = nullable(record({}, {
     "settings": mapping(anything), "split": mapping(anything), "split_summary": array(SPLIT_ROW),
-    "history": array(EPOCH), "best_epoch": nullable(integer(0, 10 ** 6)), "device": text(),
+    "history": array(EPOCH), "best_epoch": nullable(integer(0, 10 ** 6)), "kept": KEPT,
+    "device": text(),
     "threads": integer(), "seconds": nullable(number(0.0)),
     "samples_per_second": nullable(number(0.0))}))
 REPEATS = record({}, {"runs": array(record({}, {"seed": SEED, "overall_accuracy": RATE,

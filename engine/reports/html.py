@@ -363,7 +363,7 @@ def plot_legend(plot: Plot, entries: list[tuple[str, str, str]]) -> list[str]:
 def curves_svg(history: list[dict], best_epoch: int | None = None,
                kept: str = "best") -> str:
     """Training and validation loss per epoch, with axes, ticks, a legend and the epoch whose
-    weights were kept (`kept`: "best" or "last")."""
+    weights were kept (`kept` names it: "best", "last", or "kept" where they were chosen)."""
     label = "Learning curves: training and validation loss per epoch"
     series = [(name, color, loss_points(history, key)) for name, color, key in (
         ("training loss", TRAIN_COLOR, "train_loss"),
@@ -491,8 +491,16 @@ def curves_section(training: dict) -> Html:
                  if settings.get("monitor") == "accuracy" and monitored == "validation"
                  else f"lowest {monitored} loss")
     kept = settings.get("keep", "best")
+    choice = training.get("kept")
     if kept == "last":
         best_text = f"Kept epoch: {best} (the model file keeps the weights of the last epoch)."
+    elif choice:
+        (first, first_oa), (last, last_oa) = ((c["epoch"], c["validation_oa"])
+                                              for c in choice["candidates"])
+        best_text = (f"Kept epoch: {best}. Of the weights of the epoch with the {criterion} "
+                     f"({first}) and of the last epoch ({last}), the model file keeps those "
+                     "right on more of the validation polygons' pixels: OA "
+                     f"{first_oa:.3f} and {last_oa:.3f}.")
     elif best is not None:
         best_text = (f"Best epoch: {best} (the model file keeps the weights of the epoch with "
                      f"the {criterion}).")
@@ -501,7 +509,7 @@ def curves_section(training: dict) -> Html:
     history_table = table(("epoch", "training loss", "validation loss", "learning rate"),
                           [(e, t, v, Html(esc("n/a" if lr is None else f"{lr:.2e}")))
                            for e, t, v, lr in rows])
-    curves = curves_svg(history, best_epoch=best, kept=kept)
+    curves = curves_svg(history, best_epoch=best, kept="kept" if choice else kept)
     return section("Learning curves", Html(f"<figure>{curves}</figure>"), paragraph(best_text),
                    Html(f"<details><summary>Losses per epoch</summary>{history_table}"
                         "</details>"))

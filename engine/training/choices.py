@@ -12,9 +12,11 @@ OPTIMIZERS = ("adam", "adamw")
 #: over-confident errors while more pixels come out right stops a training too early).
 MONITORS = ("loss", "accuracy")
 #: Which epoch's weights the model file keeps: the best by the monitored validation score
-#: (the papers), or the last one, which chooses nothing on a few noisy validation patches
-#: (after a cosine schedule has brought the learning rate down to zero).
-KEEPS = ("best", "last")
+#: (the papers); the last one, which chooses nothing on a few noisy validation patches
+#: (after a cosine schedule has brought the learning rate down to zero); or of those two, the
+#: one whose map is right on more of the validation polygons' pixels (all of them, not the
+#: few patches or samples the monitored score sees).
+KEEPS = ("best", "last", "best-or-last")
 #: How the learning rate falls after the warm-up: cut by `plateau_factor` when the monitored
 #: validation score has not improved for `plateau_patience` epochs (the papers), or a cosine
 #: from the full rate to zero over the budget, whichever of the epochs and the time limit ends

@@ -106,7 +106,9 @@ class FitConfig:
 @dataclass
 class FitResult:
     """The weights kept (of the best validation score, or training loss without validation,
-    or of the last epoch) and their epoch."""
+    or of the last epoch) and their epoch. With keep "best-or-last", the last epoch's weights
+    too, when they are another epoch's, for `choose_kept_weights` to choose between; `kept`
+    records that choice once it is made."""
 
     best_state: dict[str, torch.Tensor]
     best_epoch: int
@@ -114,6 +116,9 @@ class FitResult:
     seconds: float = 0.0
     resumed_from: int = 0
     samples_per_second: float = 0.0
+    last_state: dict[str, torch.Tensor] | None = None
+    last_epoch: int = 0
+    kept: dict | None = None
 
 
 @dataclass
@@ -344,7 +349,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             scheduler.step(monitored)
         if monitored < best_loss:
             best_loss, best_epoch = monitored, epoch
-            if config.keep == "best":
+            if config.keep != "last":
                 best_state = copy.deepcopy(module.state_dict())
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -380,10 +385,16 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
     else:
         reporter.info(f"kept the weights of epoch {best_epoch} (lowest "
                       f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
+    last_state, last_epoch = None, history[-1]["epoch"] if history else 0
+    if config.keep == "best-or-last" and last_epoch != best_epoch:
+        last_state = copy.deepcopy(module.state_dict())
+        reporter.info(f"kept the last epoch's weights too (epoch {last_epoch}), to choose "
+                      "between the two on the validation polygons")
     module.load_state_dict(best_state)
     speed = trained / max(seconds, 1e-9)
     if trained:
         reporter.info(f"trained on {counted(trained, 'sample', thousands=True)} in "
                       f"{seconds:.1f} s ({counted(round(speed), 'sample', thousands=True)} per "
                       f"second on {counted(ranks.size, 'rank')}, {device.type})")
-    return FitResult(best_state, best_epoch, history, seconds, first_epoch - 1, speed)
+    return FitResult(best_state, best_epoch, history, seconds, first_epoch - 1, speed,
+                     last_state, last_epoch)

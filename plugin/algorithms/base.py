@@ -358,10 +358,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "class- and polygon-balanced (a class, a polygon, a pixel)"], defaultValue=0),
             "sampling", True, SAMPLINGS)
 
-    def add_optimizer(self, schedule: str = "plateau") -> None:
+    def add_optimizer(self, schedule: str = "plateau", keep: str = "best") -> None:
         """The optimiser, weight decay, warm-up, label smoothing, what picks the best epoch,
-        the learning-rate schedule (`schedule` by default) and the weights kept (the deep
-        families)."""
+        the learning-rate schedule (`schedule` by default) and the weights kept (`keep` by
+        default) (the deep families)."""
         self.add_setting(QgsProcessingParameterEnum(
             "OPTIMIZER", "Optimizer", options=["Adam (the papers)", "AdamW"], defaultValue=0),
             "optimizer", True, OPTIMIZERS)
@@ -385,7 +385,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         self.add_setting(QgsProcessingParameterEnum(
             "KEEP", "Weights kept", options=[
                 "the best epoch's, by the validation score above (the papers)",
-                "the last epoch's"], defaultValue=0), "keep", True, KEEPS)
+                "the last epoch's",
+                "the best or the last epoch's, whichever is right on more validation "
+                "polygon pixels"], defaultValue=KEEPS.index(keep)), "keep", True, KEEPS)
 
     def add_series_augmentation(self) -> None:
         """Augmentation of a time series' values (FG-UNET, TWINNS): band jitter, date

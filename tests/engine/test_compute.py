@@ -49,6 +49,13 @@ TINY = {"mrfusion": {"epochs": 2, "samples_per_epoch": 192, "validation_samples"
                    "threads": 1},
         "fgunet": {"epochs": 2, "patches_per_epoch": 32, "validation_patches": 8,
                    "threads": 1}}
+#: Runs whose learning rate is too high for a falling validation loss, so that their last
+#: epoch is not their best: the last epoch's weights come back from the ranks too, for the
+#: choice on the validation polygons.
+CHOOSING = {"mrfusion": {"keep": "best-or-last", "epochs": 4, "learning_rate": 0.03},
+            "twinns": {"keep": "best-or-last", "epochs": 4, "learning_rate": 0.03},
+            "fgunet": {"keep": "best-or-last", "epochs": 3, "learning_rate": 0.3,
+                       "warmup_epochs": 1}}
 TRAIN = {"mrfusion": train_mrfusion, "twinns": train_twinns, "fgunet": train_fgunet}
 
 
@@ -109,9 +116,11 @@ class BackgroundTraining:
 
 @pytest.mark.parametrize("family", ["mrfusion", "twinns", "fgunet"])
 def test_one_rank_matches_the_local_run(tmp_path, scene, family):
-    local_job, local_model = train_job(family, tmp_path / "local", scene, NO_TEST_SPLIT)
+    local_job, local_model = train_job(family, tmp_path / "local", scene, NO_TEST_SPLIT,
+                                       **CHOOSING[family])
     TRAIN[family](Job.load(local_job), RecordingReporter())
-    job, model = train_job(family, tmp_path / "mpi", scene, NO_TEST_SPLIT)
+    job, model = train_job(family, tmp_path / "mpi", scene, NO_TEST_SPLIT,
+                           **CHOOSING[family])
     with_compute(job, "one", "mpi", **mpi_profile(tmp_path / "work", 1))
     log = RecordingReporter()
     TRAIN[family](Job.load(job), log)
@@ -121,6 +130,10 @@ def test_one_rank_matches_the_local_run(tmp_path, scene, family):
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+    kept = load_model(model)[0]["training"]["kept"]
+    assert kept == load_model(local_model)[0]["training"]["kept"]
+    assert kept is not None and kept["candidates"][1]["epoch"] == CHOOSING[family]["epochs"], (
+        "the last epoch's weights came back from the rank beside the best epoch's")
     assert not list((tmp_path / "work").iterdir()), "the job folder is removed after the run"
 
 

@@ -271,3 +271,20 @@ def test_training_report_names_the_last_epoch_when_it_was_kept(tmp_path):
     assert "Kept epoch: 4 (the model file keeps the weights of the last epoch)" in text
     assert "Best epoch" not in text
     assert "last epoch (4)" in page and "best epoch" not in page
+
+
+def test_training_report_gives_both_validation_accuracies_when_the_kept_epoch_was_chosen(
+        tmp_path):
+    training = METADATA["training"]
+    kept = {"rule": "best-or-last", "epoch": 4,
+            "candidates": [{"epoch": 2, "validation_oa": 0.6125},
+                           {"epoch": 4, "validation_oa": 0.75}]}
+    metadata = {**METADATA, "training": {
+        **training, "best_epoch": 4, "kept": kept,
+        "settings": {**training["settings"], "keep": "best-or-last"}}}
+    page = write_training_report(tmp_path / "report.html", metadata).read_text(encoding="utf-8")
+    text = TextOf(page).text
+    assert ("Kept epoch: 4. Of the weights of the epoch with the lowest validation loss (2) "
+            "and of the last epoch (4), the model file keeps those right on more of the "
+            "validation polygons' pixels: OA 0.613 and 0.750.") in text
+    assert "kept epoch (4)" in page and "best epoch" not in page

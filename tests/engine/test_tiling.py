@@ -181,10 +181,10 @@ def test_a_strip_one_window_wide_decodes_each_row_once_and_reads_the_same(tmp_pa
 @pytest.mark.parametrize("window", [Window(-20, -20, 296, 296), Window(10, 10, 64, 64)],
                          ids=["mirrored", "inside"])
 def test_a_reflected_read_reads_each_dataset_as_its_array_is_taken(tmp_path, window):
-    """A series of 3 dates read at the raster's edge: the second date is read only once the
-    first date's array has been taken, so the series reader holds one date's raw array at a
-    time (not all the dates': 15.8 MB for FG-UNET's 296-pixel tiles of 9 dates), and each
-    array is the window mirrored about the edges."""
+    """A series of 3 dates read across the raster's edge or inside it: the second date is
+    read only once the first date's array has been taken, so the series reader holds one
+    date's raw array at a time (not all the dates': 15.8 MB for FG-UNET's 296-pixel tiles of
+    9 dates), and each array is the window, mirrored about the edges it crosses."""
     rng = np.random.default_rng(3)
     data = rng.integers(0, 10000, (3, 2, 300, 300)).astype("uint16")
     paths = []

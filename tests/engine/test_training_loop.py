@@ -307,12 +307,14 @@ def test_the_monitored_quantity_picks_the_kept_epoch(monitor, kept, message):
     assert message in reporter.text()
 
 
-@pytest.mark.parametrize(("keep", "kept", "message"), [
-    ("best", 1, "kept the weights of epoch 1 (lowest validation loss"),
-    ("last", 2, "kept the weights of the last epoch, 2")])
-def test_the_last_epochs_weights_are_kept_when_asked(keep, kept, message):
+@pytest.mark.parametrize(("keep", "kept", "last", "message"), [
+    ("best", 1, None, "kept the weights of epoch 1 (lowest validation loss"),
+    ("last", 2, None, "kept the weights of the last epoch, 2"),
+    ("best-or-last", 1, 2, "kept the last epoch's weights too (epoch 2)")])
+def test_the_last_epochs_weights_are_kept_when_asked(keep, kept, last, message):
     """Each epoch sets the weight to its number: the model leaves `fit` with the kept
-    epoch's, which is the lowest validation loss's (epoch 1) or the last's."""
+    epoch's, which is the lowest validation loss's (epoch 1) or the last's; "best-or-last"
+    returns the last epoch's beside the best's, for the choice on the validation polygons."""
     model = Scripted()
     data = [(torch.zeros(4, 1), torch.zeros(4, dtype=torch.int64))]
 
@@ -328,7 +330,23 @@ def test_the_last_epochs_weights_are_kept_when_asked(keep, kept, message):
                  CPU, reporter)
     assert result.best_epoch == kept
     assert model.weight.item() == result.best_state["weight"].item() == kept
+    assert (None if result.last_state is None else result.last_state["weight"].item()) == last
     assert message in reporter.text()
+
+
+def test_best_or_last_has_nothing_to_choose_when_the_last_epoch_is_the_best():
+    scripted = Scripted()
+    scripted.LOGITS = {1: [[0.0, 1.0]] * 4, 2: [[1.0, 0.0]] * 4}
+    data = [(torch.zeros(4, 1), torch.zeros(4, dtype=torch.int64))]
+
+    def improving(epoch):
+        scripted.epoch = epoch
+        return data
+
+    result = fit(scripted, improving, 1, lambda: data, nn.CrossEntropyLoss(),
+                 FitConfig(epochs=2, learning_rate=0.01, mixed_precision=False,
+                           keep="best-or-last"), CPU, RecordingReporter())
+    assert result.best_epoch == result.last_epoch == 2 and result.last_state is None
 
 
 def test_keeping_the_last_epoch_refuses_early_stopping():

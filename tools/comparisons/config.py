@@ -105,8 +105,10 @@ CONFIGS = {
             "epochs of 2048, 512); one thread per training, two trainings at a time; an "
             "MRFusion or TWINNS training stops after 4 epochs without a better validation "
             "score (`early_stopping`); every training stops before an epoch that would end "
-            "past its time limit (FG-UNET 3 minutes, the others 2), and keeps the weights of "
-            "its best validation score.",
+            "past its time limit (FG-UNET 3 minutes, the others 2). MRFusion and TWINNS "
+            "keep the weights of their best validation score; FG-UNET keeps those of its "
+            "lowest validation loss or of its last epoch, whichever is right on more of the "
+            "validation polygons' pixels (its default).",
             "Random Forest: the engine's defaults (100 trees, depth 25, 1000 training pixels "
             "per class, pixel features plus 6 spectral indices), on one thread.",
         )),
@@ -143,6 +145,8 @@ CANDIDATES: dict[str, tuple[Candidate, ...]] = {
         Candidate("monitor accuracy", {"monitor": "accuracy"}),
         Candidate("plateau schedule, early stopping 8 (the defaults before)",
                   {"schedule": "plateau", "early_stopping": 8}),
+        Candidate("keep the lowest validation loss's weights (the default before)",
+                  {"keep": "best"}),
     ),
     "train-mrfusion": (
         Candidate("defaults", {}),

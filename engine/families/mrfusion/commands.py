@@ -27,6 +27,7 @@ from ...wording import counted
 from ..blockjobs import classify_command
 from ..jobsteps import (
     TrainingPixels,
+    choose_kept_weights,
     evaluate_test,
     fit_on_pixels,
     held_out_outputs,
@@ -198,9 +199,14 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
 
             fit_result = fit_here_or_on_target(job, model, reporter.span(0.1, 0.9),
                                                train_here, staged)
-            predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size)
-            accuracy = evaluate_test(predictor, reader, pair.grid, split,
-                                     reporter.span(0.9, 0.99), held_out)
+
+            def new_predictor() -> DensePanMsPredictor:
+                return DensePanMsPredictor(model, normalizer, device, config.tile_size)
+
+            fit_result = choose_kept_weights(model, fit_result, new_predictor, reader, pair.grid,
+                                             split, reporter.span(0.9, 0.94))
+            accuracy = evaluate_test(new_predictor(), reader, pair.grid, split,
+                                     reporter.span(0.94, 0.99), held_out)
 
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),

@@ -33,6 +33,7 @@ from ..blockjobs import classify_command
 from ..jobsteps import (
     TrainingPixels,
     check_odd_patch,
+    choose_kept_weights,
     evaluate_test,
     fit_on_pixels,
     held_out_outputs,
@@ -278,10 +279,15 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                     model, pixels, partial(_batches, patches, batch_size=config.batch_size,
                                            perturbations=_perturbations(config, architecture)),
                     config, _loss(config), device, rng, span), staged)
-            predictor = BatchedPatchPredictor(model, normalizers, device, config.patch_size,
-                                              config.tile_size)
-            accuracy = evaluate_test(predictor, readers, inputs.grid, split,
-                                     reporter.span(0.88, 0.97), held_out)
+
+            def new_predictor() -> BatchedPatchPredictor:
+                return BatchedPatchPredictor(model, normalizers, device, config.patch_size,
+                                             config.tile_size)
+
+            fit_result = choose_kept_weights(model, fit_result, new_predictor, readers,
+                                             inputs.grid, split, reporter.span(0.88, 0.92))
+            accuracy = evaluate_test(new_predictor(), readers, inputs.grid, split,
+                                     reporter.span(0.92, 0.97), held_out)
             attention = (attention_by_class(model, patches, split, inputs, device, rng,
                                             reporter) if model.rnn else None)
     return save_trained_model(

@@ -1,0 +1,135 @@
+"""Keep "best-or-last": of the best epoch's weights and the last epoch's, those right on more
+of the validation polygons' pixels, scored with the family's own predictor; the model file
+records both accuracies, and the validation pixels it writes are those of the kept weights."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import NO_TEST_SPLIT, RecordingReporter, fgunet_train_job
+
+from lcfusion.engine.families.fgunet.commands import load_fgunet, train_fgunet
+from lcfusion.engine.families.jobsteps import choose_kept_weights, split_reference
+from lcfusion.engine.inference.tiling import TiledPredictor
+from lcfusion.engine.io.series import SeriesSpec, TimeSeries
+from lcfusion.engine.jobs import Job
+from lcfusion.engine.modelfile.header import read_metadata
+from lcfusion.engine.progress import NullReporter
+from lcfusion.engine.reference.splits import preset_split
+from lcfusion.engine.training.loop import FitResult
+
+CPU = torch.device("cpu")
+
+
+def split_of(folder, scene, split=None):
+    job = Job.load(fgunet_train_job(folder, scene, folder / "unused.lcfusion", split))
+    series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
+    return series, split_reference(job, series.grid, preset_split(job.section("split"), {}),
+                                    folder, NullReporter())
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory, scene, trained):
+    """The scene's series and split, and the session's trained FG-UNET."""
+    series, split = split_of(tmp_path_factory.mktemp("kept"), scene)
+    _, model, _, normalizer = load_fgunet(trained[0], CPU)
+    return series, split, model, normalizer
+
+
+def one_class_state(model: torch.nn.Module, index: int) -> dict[str, torch.Tensor]:
+    """Weights whose head answers class `index` at every pixel."""
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    state["head.weight"].zero_()
+    state["head.bias"].zero_()
+    state["head.bias"][index] = 1.0
+    return state
+
+
+def choose(setting, best: dict, last: dict, reporter=None) -> tuple[FitResult, torch.nn.Module]:
+    series, split, model, normalizer = setting
+    result = FitResult(best, 7, last_state=last, last_epoch=12)
+    with series.open() as reader:
+        chosen = choose_kept_weights(
+            model, result, lambda: TiledPredictor(model, normalizer, CPU, 128, 20), reader,
+            series.grid, split, reporter or NullReporter())
+    return chosen, model
+
+
+@pytest.mark.parametrize("trained_is", ["best", "last"])
+def test_the_weights_right_on_more_validation_pixels_are_kept(setting, trained_is):
+    """One candidate is the trained network, the other answers the validation polygons' rarest
+    class everywhere: its OA is that class's share of their pixels, counted by hand."""
+    _, split, model, _ = setting
+    trained = {name: value.clone() for name, value in model.state_dict().items()}
+    truth = split.pixel_class[split.mask(1)]
+    counts = np.bincount(truth)
+    present = np.flatnonzero(counts)
+    rarest = int(present[np.argmin(counts[present])])
+    constant = one_class_state(model, rarest)
+    best, last = (trained, constant) if trained_is == "best" else (constant, trained)
+    reporter = RecordingReporter()
+    try:
+        chosen, model = choose(setting, best, last, reporter)
+        assert chosen.best_epoch == (7 if trained_is == "best" else 12)
+        assert chosen.last_state is None
+        for name, value in trained.items():
+            torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+            torch.testing.assert_close(chosen.best_state[name], value, rtol=0, atol=0)
+        scores = {c["epoch"]: c["validation_oa"] for c in chosen.kept["candidates"]}
+        constant_epoch = 12 if trained_is == "best" else 7
+        assert scores[constant_epoch] == pytest.approx(np.mean(truth == rarest), abs=1e-6)
+        assert scores[19 - constant_epoch] > 0.6  # the trained network, about 7/8 here
+        assert chosen.kept["epoch"] == chosen.best_epoch
+        assert (f"OA on the {truth.size:,} validation pixels: "
+                f"{scores[7]:.3f} with the best epoch's weights (7), "
+                f"{scores[12]:.3f} with the last epoch's (12); kept the {trained_is} "
+                "epoch's") in reporter.lines
+    finally:
+        model.load_state_dict(trained)
+
+
+def test_a_tie_keeps_the_best_epochs_weights(setting):
+    _, _, model, _ = setting
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    chosen, _ = choose(setting, state, {k: v.clone() for k, v in state.items()})
+    first, second = chosen.kept["candidates"]
+    assert first["validation_oa"] == second["validation_oa"]
+    assert chosen.best_epoch == chosen.kept["epoch"] == 7
+
+
+def test_without_validation_polygons_the_best_epochs_weights_are_kept(tmp_path, scene,
+                                                                      setting):
+    series, split = split_of(tmp_path, scene, {"train": 0.8, "validation": 0.0, "test": 0.2,
+                                               "seed": 3})
+    assert not split.mask(1).any()
+    _, _, model, normalizer = setting
+    state = model.state_dict()
+    reporter = RecordingReporter()
+    with series.open() as reader:
+        chosen = choose_kept_weights(
+            model, FitResult(state, 7, last_state=state, last_epoch=12),
+            lambda: TiledPredictor(model, normalizer, CPU, 128, 20), reader, series.grid,
+            split, reporter)
+    assert chosen.best_epoch == 7 and chosen.last_state is None and chosen.kept is None
+    assert ("no validation polygons to choose between the best epoch's and the last epoch's "
+            "weights: kept the best epoch's, 7") in reporter.lines
+
+
+def test_the_model_file_records_the_choice_and_the_validation_pixels_are_the_kept_weights(
+        tmp_path, scene):
+    """FG-UNET keeps "best-or-last" by default. The validation pixels file is written with
+    the kept weights: its OA, counted by hand, is the kept candidate's."""
+    model = tmp_path / "model.lcfusion"
+    job = Job.load(fgunet_train_job(tmp_path, scene, model, NO_TEST_SPLIT, epochs=8))
+    job.data["outputs"]["validation_pixels"] = str(tmp_path / "validation.npz")
+    train_fgunet(job, NullReporter())
+    training = read_metadata(model)["training"]
+    assert training["settings"]["keep"] == "best-or-last"
+    kept = training["kept"]
+    assert kept is not None, "these settings end with a last epoch other than the best"
+    assert kept["epoch"] == training["best_epoch"]
+    assert kept["candidates"][1]["epoch"] == len(training["history"]) == 8
+    pixels = np.load(tmp_path / "validation.npz")
+    by_hand = float(np.mean(pixels["predicted"] == pixels["reference"]))
+    scores = {c["epoch"]: c["validation_oa"] for c in kept["candidates"]}
+    assert scores[kept["epoch"]] == pytest.approx(by_hand, abs=1e-6)
+    assert scores[kept["epoch"]] == max(scores.values())
