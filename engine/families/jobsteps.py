@@ -274,94 +274,103 @@ def save_held_out_pixels(path: Path, split: SplitReference, part: int,
         predicted=np.where(predicted >= 0, codes[np.maximum(predicted, 0)], -1))
 
 
-def _save_validation(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
-                     reporter: Reporter, path: Path) -> None:
-    """Predict the validation polygons' pixels into `path` and report their accuracy."""
-    validation = split.mask(1)
+def predict_held_out(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
+                     part: int, reporter: Reporter) -> np.ndarray:
+    """The predicted class indices of the pixels of one split part (1 validation, 2 test),
+    -1 where the class map is nodata."""
+    held_out = split.mask(part)
     pixels = split.reference.pixels
-    predicted = predict_pixels(predictor, reader, grid, pixels.rows[validation],
-                               pixels.cols[validation], reporter)
-    save_held_out_pixels(path, split, 1, predicted)
+    return predict_pixels(predictor, reader, grid, pixels.rows[held_out], pixels.cols[held_out],
+                          reporter)
+
+
+def held_out_accuracy(split: SplitReference, part: int,
+                      predicted: np.ndarray) -> Accuracy | None:
+    """The accuracy of one split part's predictions (`predict_held_out`) on its pixels that
+    are classified; None when none is."""
     classified = predicted >= 0
-    if classified.any():
-        accuracy = compute_accuracy(split.pixel_class[validation][classified],
-                                    predicted[classified], split.reference.classes)
-        reporter.info("accuracy on the validation polygons: "
-                      f"{accuracy.summary('validation pixel')}")
+    if not classified.any():
+        return None
+    return compute_accuracy(split.pixel_class[split.mask(part)][classified],
+                            predicted[classified], split.reference.classes)
 
 
 def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
                         predictor_for: Callable[[], TilePredictor], reader: Any, grid: Grid,
-                        split: SplitReference, reporter: Reporter) -> FitResult:
+                        split: SplitReference, reporter: Reporter
+                        ) -> tuple[FitResult, np.ndarray | None]:
     """Keep "best-or-last": of the best epoch's weights and the last epoch's, those whose
     predictions are right on more of the validation polygons' pixels (a tie keeps the best
     epoch's); `model` ends with them. The monitored score that picked the best epoch sees a
     few patches or samples; this sees every validation pixel. `predictor_for()` makes a
-    predictor of `model` as it is (predictors copy the model). Other keeps pass through."""
+    predictor of `model` as it is (predictors copy the model). Returns the fit result of the
+    kept weights and their validation predictions (`predict_held_out`), for `evaluate_test`
+    to reuse; other keeps pass through, with no predictions."""
     if fit_result.last_state is None:
-        return fit_result
-    validation = split.mask(1)
-    if not validation.any():
+        return fit_result, None
+    if not split.mask(1).any():
         reporter.info(f"no validation polygons to choose between the best epoch's and the last "
                       f"epoch's weights: kept the best epoch's, {fit_result.best_epoch}")
-        return replace(fit_result, last_state=None)
-    pixels = split.reference.pixels
-    truth = split.pixel_class[validation]
+        return replace(fit_result, last_state=None), None
     candidates = ((fit_result.best_epoch, fit_result.best_state),
                   (fit_result.last_epoch, fit_result.last_state))
-    scores = []
+    predictions, scores = [], []
     for index, (_, state) in enumerate(candidates):
         model.load_state_dict(state)
-        predicted = predict_pixels(predictor_for(), reader, grid, pixels.rows[validation],
-                                   pixels.cols[validation],
-                                   reporter.span(index / 2, (index + 1) / 2))
-        classified = predicted >= 0
-        scores.append(float(np.mean(predicted[classified] == truth[classified]))
-                      if classified.any() else 0.0)
+        predicted = predict_held_out(predictor_for(), reader, grid, split, 1,
+                                     reporter.span(index / 2, (index + 1) / 2))
+        accuracy = held_out_accuracy(split, 1, predicted)
+        predictions.append(predicted)
+        scores.append(0.0 if accuracy is None else accuracy.overall_accuracy)
     chosen = int(scores[1] > scores[0])
     epoch, state = candidates[chosen]
     model.load_state_dict(state)
-    reporter.info(f"OA on the {counted(int(truth.size), 'validation pixel', thousands=True)}: "
-                  f"{scores[0]:.3f} with the best epoch's weights ({candidates[0][0]}), "
+    reporter.info(f"OA on the {counted(predictions[0].size, 'validation pixel', thousands=True)}"
+                  f": {scores[0]:.3f} with the best epoch's weights ({candidates[0][0]}), "
                   f"{scores[1]:.3f} with the last epoch's ({candidates[1][0]}); kept "
                   f"{'the last' if chosen else 'the best'} epoch's")
     return replace(fit_result, best_state=state, best_epoch=epoch, last_state=None, kept={
         "rule": "best-or-last", "epoch": epoch,
         "candidates": [{"epoch": e, "validation_oa": round(score, 6)}
-                       for (e, _), score in zip(candidates, scores, strict=True)]})
+                       for (e, _), score in zip(candidates, scores, strict=True)]}
+    ), predictions[chosen]
 
 
 def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
-                  reporter: Reporter, save_to: HeldOutFiles | None = None) -> Accuracy | None:
+                  reporter: Reporter, save_to: HeldOutFiles | None = None,
+                  validation_predicted: np.ndarray | None = None) -> Accuracy | None:
     """Accuracy on the pixels of the test polygons (None without test polygons); with
     `save_to`, the held-out pixels' predictions go to its files (see
-    `save_held_out_pixels`)."""
+    `save_held_out_pixels`), the validation pixels' taken from `validation_predicted` when
+    given (`choose_kept_weights` made them with the same weights)."""
     save_to = save_to or HeldOutFiles()
     if save_to.validation is not None:
         if split.mask(1).any():
-            _save_validation(predictor, reader, grid, split, reporter.span(0.0, 0.5),
-                             save_to.validation)
-            reporter = reporter.span(0.5, 1.0)
+            if validation_predicted is None:
+                validation_predicted = predict_held_out(predictor, reader, grid, split, 1,
+                                                        reporter.span(0.0, 0.5))
+                reporter = reporter.span(0.5, 1.0)
+            save_held_out_pixels(save_to.validation, split, 1, validation_predicted)
+            validation = held_out_accuracy(split, 1, validation_predicted)
+            if validation is not None:
+                reporter.info("accuracy on the validation polygons: "
+                              f"{validation.summary('validation pixel')}")
         else:
             reporter.warning("no validation polygons: no validation pixels file is written")
-    test = split.mask(2)
-    if not test.any():
+    if not split.mask(2).any():
         reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
         return None
-    pixels = split.reference.pixels
-    predicted = predict_pixels(predictor, reader, grid, pixels.rows[test], pixels.cols[test],
-                               reporter)
+    predicted = predict_held_out(predictor, reader, grid, split, 2, reporter)
     if save_to.test is not None:
         save_held_out_pixels(save_to.test, split, 2, predicted)
-    classified = predicted >= 0
-    if not classified.all():
-        reporter.info(f"{int((~classified).sum())} test pixels fall on nodata (nodata in the "
-                      "class map) and are not counted")
-    if not classified.any():
+    unclassified = int((predicted < 0).sum())
+    if unclassified:
+        reporter.info(f"{unclassified} test pixels fall on nodata (nodata in the class map) "
+                      "and are not counted")
+    accuracy = held_out_accuracy(split, 2, predicted)
+    if accuracy is None:
         reporter.warning("every test pixel falls on nodata: no accuracy is reported")
         return None
-    accuracy = compute_accuracy(split.pixel_class[test][classified], predicted[classified],
-                                split.reference.classes)
     reporter.info(f"accuracy on the held-out test polygons: {accuracy.summary()}")
     for row in accuracy.per_class:
         reporter.info(f"  {row['name']}: F1 {row['f1']:.3f} (precision {row['precision']:.3f}, "

@@ -376,17 +376,21 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             reporter.info(f"stopped after epoch {epoch} of {config.epochs}: {stop}")
             break
     seconds = time.monotonic() - started
+    last_epoch = history[-1]["epoch"] if history else 0
+    choosing = config.keep == "best-or-last" and last_epoch != best_epoch
+    # With a choice to come, this epoch is the best one, not yet the one kept.
+    best = f"the best epoch is {best_epoch}" if choosing else \
+        f"kept the weights of epoch {best_epoch}"
     if config.keep == "last":
-        best_epoch, best_state = history[-1]["epoch"], module.state_dict()
+        best_epoch, best_state = last_epoch, module.state_dict()
         reporter.info(f"kept the weights of the last epoch, {best_epoch}")
     elif val_batches and config.monitor == "accuracy":
-        reporter.info(f"kept the weights of epoch {best_epoch} (highest validation OA "
-                      f"{-best_loss:.4f})")
+        reporter.info(f"{best} (highest validation OA {-best_loss:.4f})")
     else:
-        reporter.info(f"kept the weights of epoch {best_epoch} (lowest "
-                      f"{'validation' if val_batches else 'training'} loss {best_loss:.4f})")
-    last_state, last_epoch = None, history[-1]["epoch"] if history else 0
-    if config.keep == "best-or-last" and last_epoch != best_epoch:
+        reporter.info(f"{best} (lowest {'validation' if val_batches else 'training'} loss "
+                      f"{best_loss:.4f})")
+    last_state = None
+    if choosing:
         last_state = copy.deepcopy(module.state_dict())
         reporter.info(f"kept the last epoch's weights too (epoch {last_epoch}), to choose "
                       "between the two on the validation polygons")

@@ -44,14 +44,15 @@ def one_class_state(model: torch.nn.Module, index: int) -> dict[str, torch.Tenso
     return state
 
 
-def choose(setting, best: dict, last: dict, reporter=None) -> tuple[FitResult, torch.nn.Module]:
+def choose(setting, best: dict, last: dict, reporter=None
+           ) -> tuple[FitResult, np.ndarray, torch.nn.Module]:
     series, split, model, normalizer = setting
     result = FitResult(best, 7, last_state=last, last_epoch=12)
     with series.open() as reader:
-        chosen = choose_kept_weights(
+        chosen, predicted = choose_kept_weights(
             model, result, lambda: TiledPredictor(model, normalizer, CPU, 128, 20), reader,
             series.grid, split, reporter or NullReporter())
-    return chosen, model
+    return chosen, predicted, model
 
 
 @pytest.mark.parametrize("trained_is", ["best", "last"])
@@ -68,7 +69,7 @@ def test_the_weights_right_on_more_validation_pixels_are_kept(setting, trained_i
     best, last = (trained, constant) if trained_is == "best" else (constant, trained)
     reporter = RecordingReporter()
     try:
-        chosen, model = choose(setting, best, last, reporter)
+        chosen, predicted, model = choose(setting, best, last, reporter)
         assert chosen.best_epoch == (7 if trained_is == "best" else 12)
         assert chosen.last_state is None
         for name, value in trained.items():
@@ -78,6 +79,11 @@ def test_the_weights_right_on_more_validation_pixels_are_kept(setting, trained_i
         constant_epoch = 12 if trained_is == "best" else 7
         assert scores[constant_epoch] == pytest.approx(np.mean(truth == rarest), abs=1e-6)
         assert scores[19 - constant_epoch] > 0.6  # the trained network, about 7/8 here
+        # The validation predictions returned, for the test evaluation to reuse, are the kept
+        # (trained) network's: their OA, counted by hand, is its score.
+        assert predicted.shape == truth.shape and (predicted >= 0).all()
+        assert np.mean(predicted == truth) == pytest.approx(scores[19 - constant_epoch],
+                                                            abs=1e-6)
         assert chosen.kept["epoch"] == chosen.best_epoch
         assert (f"OA on the {truth.size:,} validation pixels: "
                 f"{scores[7]:.3f} with the best epoch's weights (7), "
@@ -90,7 +96,7 @@ def test_the_weights_right_on_more_validation_pixels_are_kept(setting, trained_i
 def test_a_tie_keeps_the_best_epochs_weights(setting):
     _, _, model, _ = setting
     state = {name: value.clone() for name, value in model.state_dict().items()}
-    chosen, _ = choose(setting, state, {k: v.clone() for k, v in state.items()})
+    chosen, _, _ = choose(setting, state, {k: v.clone() for k, v in state.items()})
     first, second = chosen.kept["candidates"]
     assert first["validation_oa"] == second["validation_oa"]
     assert chosen.best_epoch == chosen.kept["epoch"] == 7
@@ -105,11 +111,12 @@ def test_without_validation_polygons_the_best_epochs_weights_are_kept(tmp_path, 
     state = model.state_dict()
     reporter = RecordingReporter()
     with series.open() as reader:
-        chosen = choose_kept_weights(
+        chosen, predicted = choose_kept_weights(
             model, FitResult(state, 7, last_state=state, last_epoch=12),
             lambda: TiledPredictor(model, normalizer, CPU, 128, 20), reader, series.grid,
             split, reporter)
     assert chosen.best_epoch == 7 and chosen.last_state is None and chosen.kept is None
+    assert predicted is None
     assert ("no validation polygons to choose between the best epoch's and the last epoch's "
             "weights: kept the best epoch's, 7") in reporter.lines
 

@@ -310,7 +310,7 @@ def test_the_monitored_quantity_picks_the_kept_epoch(monitor, kept, message):
 @pytest.mark.parametrize(("keep", "kept", "last", "message"), [
     ("best", 1, None, "kept the weights of epoch 1 (lowest validation loss"),
     ("last", 2, None, "kept the weights of the last epoch, 2"),
-    ("best-or-last", 1, 2, "kept the last epoch's weights too (epoch 2)")])
+    ("best-or-last", 1, 2, "the best epoch is 1 (lowest validation loss 0.")])
 def test_the_last_epochs_weights_are_kept_when_asked(keep, kept, last, message):
     """Each epoch sets the weight to its number: the model leaves `fit` with the kept
     epoch's, which is the lowest validation loss's (epoch 1) or the last's; "best-or-last"
@@ -332,6 +332,10 @@ def test_the_last_epochs_weights_are_kept_when_asked(keep, kept, last, message):
     assert model.weight.item() == result.best_state["weight"].item() == kept
     assert (None if result.last_state is None else result.last_state["weight"].item()) == last
     assert message in reporter.text()
+    # Only a choice to come says so; the epoch it names is then the best one, not yet kept.
+    assert ("kept the last epoch's weights too (epoch 2), to choose between the two on the "
+            "validation polygons" in reporter.text()) == (keep == "best-or-last")
+    assert ("kept the weights of epoch" in reporter.text()) == (keep == "best")
 
 
 def test_best_or_last_has_nothing_to_choose_when_the_last_epoch_is_the_best():
@@ -343,10 +347,12 @@ def test_best_or_last_has_nothing_to_choose_when_the_last_epoch_is_the_best():
         scripted.epoch = epoch
         return data
 
+    reporter = RecordingReporter()
     result = fit(scripted, improving, 1, lambda: data, nn.CrossEntropyLoss(),
                  FitConfig(epochs=2, learning_rate=0.01, mixed_precision=False,
-                           keep="best-or-last"), CPU, RecordingReporter())
+                           keep="best-or-last"), CPU, reporter)
     assert result.best_epoch == result.last_epoch == 2 and result.last_state is None
+    assert "kept the weights of epoch 2 (lowest validation loss" in reporter.text()
 
 
 def test_keeping_the_last_epoch_refuses_early_stopping():

@@ -252,10 +252,12 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                 return TiledPredictor(model, normalizer, device, config.tile_size,
                                       config.margin)
 
-            fit_result = choose_kept_weights(model, fit_result, new_predictor, reader, series.grid,
-                                             split, reporter.span(0.9, 0.94))
+            fit_result, validation_predicted = choose_kept_weights(
+                model, fit_result, new_predictor, reader, series.grid, split,
+                reporter.span(0.9, 0.94))
             accuracy = evaluate_test(new_predictor(), reader, series.grid, split,
-                                     reporter.span(0.94, 0.99), held_out)
+                                     reporter.span(0.94, 0.99), held_out,
+                                     validation_predicted)
 
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),

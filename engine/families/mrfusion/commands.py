@@ -203,10 +203,12 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
             def new_predictor() -> DensePanMsPredictor:
                 return DensePanMsPredictor(model, normalizer, device, config.tile_size)
 
-            fit_result = choose_kept_weights(model, fit_result, new_predictor, reader, pair.grid,
-                                             split, reporter.span(0.9, 0.94))
+            fit_result, validation_predicted = choose_kept_weights(
+                model, fit_result, new_predictor, reader, pair.grid, split,
+                reporter.span(0.9, 0.94))
             accuracy = evaluate_test(new_predictor(), reader, pair.grid, split,
-                                     reporter.span(0.94, 0.99), held_out)
+                                     reporter.span(0.94, 0.99), held_out,
+                                     validation_predicted)
 
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),

@@ -284,10 +284,12 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                 return BatchedPatchPredictor(model, normalizers, device, config.patch_size,
                                              config.tile_size)
 
-            fit_result = choose_kept_weights(model, fit_result, new_predictor, readers,
-                                             inputs.grid, split, reporter.span(0.88, 0.92))
+            fit_result, validation_predicted = choose_kept_weights(
+                model, fit_result, new_predictor, readers, inputs.grid, split,
+                reporter.span(0.88, 0.92))
             accuracy = evaluate_test(new_predictor(), readers, inputs.grid, split,
-                                     reporter.span(0.92, 0.97), held_out)
+                                     reporter.span(0.92, 0.97), held_out,
+                                     validation_predicted)
             attention = (attention_by_class(model, patches, split, inputs, device, rng,
                                             reporter) if model.rnn else None)
     return save_trained_model(
