@@ -65,10 +65,17 @@ def test_bench_writes_every_figure(bench):
     assert memory["wide"]["rows"] == memory["small"]["rows"]
     assert memory["tall_ratio"] > 0 and memory["wide_ratio"] > 0
     assert results["inference"]["randomforest"]["flops_per_pixel"]["network"] is None
+    cores = results["machine"]["cores"]
     for family in ("fgunet", "mrfusion", "twinns"):
         # Against the run's best sgemm or convolution, with the FLOPs the predictor executes,
-        # a fraction of the machine's limit.
-        assert 0 < results["inference"][family]["devices"]["cpu"]["efficiency"] <= 1
+        # a fraction of the machine's limit. The limit is the best of its measurements, which
+        # other work slows: where the suite's other worker kept every core busy through them
+        # (QGIS 3.44's CI run once gave 1.17), it is not the machine's, so the bound is
+        # checked when the run had the cores to itself (load average below the cores).
+        cpu = results["inference"][family]["devices"]["cpu"]
+        assert cpu["efficiency"] > 0
+        if cpu["load_average"] < cores:
+            assert cpu["efficiency"] <= 1, (family, cpu["efficiency"], cpu["load_average"])
         # The tiny configuration times mpirun on FG-UNET only (test_compute trains every
         # family on ranks).
         labels = ("local", "mpi_1", "mpi_2") if family == "fgunet" else ("local",)

@@ -91,7 +91,7 @@ PRESETS = {
         "tiny", {"fgunet": 32, "mrfusion": 32, "twinns": 32, "randomforest": 32}, scale=2,
         train_side=96, training=TINY_TRAINING, loop_pixels=16, dense_tile=32, io_side=96,
         repeats=1, qgis_side=32, matmul_size=512, conv_channels=128, conv_side=64,
-        peak_repeats=2, render_side=600, render_size=100, mpi_families=("fgunet",),
+        peak_repeats=10, render_side=600, render_size=100, mpi_families=("fgunet",),
         shape_families=("fgunet",), onnx_families=("fgunet",), rank_scene=96, rank_copies=2,
         rank_tiles={"tile_size": 64, "margin": 12}, rank_counts=(1,), rank_slurm=False),
 }
