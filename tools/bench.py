@@ -39,7 +39,7 @@ from benchmarks.ranks import rank_figures  # noqa: E402
 from benchmarks.reading import reading_figures  # noqa: E402
 from benchmarks.rendering import overview_share, render_figures  # noqa: E402
 from benchmarks.scenes import scene  # noqa: E402
-from benchmarks.summary import summary  # noqa: E402
+from benchmarks.summary import DISTURBED, summary  # noqa: E402
 from benchmarks.training import train_forest, training_figures  # noqa: E402
 
 
@@ -70,7 +70,8 @@ def targets(results: dict) -> dict[str, str]:
     reading = results["reading"]["ratio"]
     forest = results["forest"]
     out = {"efficiency": verdict(fgunet["efficiency"], fgunet["efficiency"] >= 0.6, "{:.2f}")
-           + f"; executed {fgunet['executed_efficiency']:.2f}",
+           + f"; executed {fgunet['executed_efficiency']:.2f}"
+           + (f"; {DISTURBED}" if fgunet["limit_disturbed"] else ""),
            "dense": verdict(dense, dense >= 50, "{:.0f}x"),
            "memory": verdict(max(memory, tall, wide), max(memory, tall, wide) <= 1.1,
                              "{:.2f} (worst family and shape)")
@@ -135,7 +136,7 @@ def run(config: BenchConfig, work: Path, log) -> dict:
         if family != "randomforest":
             results["profiles"][family] = hot_operations(family, models[family], large,
                                                          config.dense_tile)
-    results["peak_gflops"] = run_peaks(start_peaks, results["inference"])
+    results["peak_gflops"] = run_peaks(start_peaks, results["inference"], config)
     add_efficiencies(results["inference"], results["peak_gflops"])
     log("Random Forest prediction: the engine, scikit-learn with n_jobs=-1, the numpy path")
     results["forest"] = forest_figures(

@@ -27,33 +27,46 @@ def date_positions(dates: Sequence[str | None]) -> np.ndarray:
     return positions
 
 
+#: The columns (one band of one pixel, all dates) filled at a time: the temporaries are a few
+#: MB whatever the size of the tile read.
+FILL_COLUMNS = 1 << 14
+
+
 def fill_gaps(data: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Fill NaN in `data` (dates, bands, ...) along the first axis, in place, and return it.
 
     Each value is interpolated from the same band's nearest valid dates before and after it
     (weights from `positions`, the dates' times); before the first or after the last valid
-    date, the nearest valid value is repeated.
+    date, the nearest valid value is repeated. Only the columns with a gap are computed,
+    `FILL_COLUMNS` at a time.
     """
     n_dates = data.shape[0]
     flat = data.reshape(n_dates, -1)
-    valid = np.isfinite(flat)
-    missing = ~valid
-    if not missing.any() or n_dates == 1:
+    if n_dates == 1:
         return data
+    gaps = np.flatnonzero(~np.isfinite(flat).all(axis=0))
+    time = positions.astype(np.float64)[:, None]
+    for start in range(0, gaps.size, FILL_COLUMNS):
+        columns = gaps[start: start + FILL_COLUMNS]
+        flat[:, columns] = _filled(flat[:, columns], time)
+    return data
+
+
+def _filled(values: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """`values` (dates, columns) with their missing values interpolated (`fill_gaps`)."""
+    n_dates = values.shape[0]
+    valid = np.isfinite(values)
     index = np.arange(n_dates)[:, None]
     before = np.maximum.accumulate(np.where(valid, index, -1), axis=0)
     after = np.minimum.accumulate(np.where(valid, index, n_dates)[::-1], axis=0)[::-1]
     has_before, has_after = before >= 0, after < n_dates
-    columns = np.broadcast_to(np.arange(flat.shape[1]), flat.shape)
-    value_before = flat[np.clip(before, 0, n_dates - 1), columns]
-    value_after = flat[np.clip(after, 0, n_dates - 1), columns]
-    time = positions.astype(np.float64)[:, None]
-    t0 = time[np.clip(before, 0, n_dates - 1), 0]
-    t1 = time[np.clip(after, 0, n_dates - 1), 0]
+    before, after = np.clip(before, 0, n_dates - 1), np.clip(after, 0, n_dates - 1)
+    columns = np.arange(values.shape[1])
+    value_before, value_after = values[before, columns], values[after, columns]
+    t0, t1 = time[before, 0], time[after, 0]
     span = np.where(t1 > t0, t1 - t0, 1.0)
-    weight = np.clip((np.broadcast_to(time, flat.shape) - t0) / span, 0.0, 1.0)
+    weight = np.clip((time - t0) / span, 0.0, 1.0)
     between = value_before + weight * (value_after - value_before)
     filled = np.where(has_before & has_after, between,
                       np.where(has_before, value_before, value_after))
-    flat[missing] = filled[missing].astype(flat.dtype)
-    return data
+    return np.where(valid, values, filled.astype(values.dtype))

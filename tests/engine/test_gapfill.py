@@ -8,6 +8,7 @@ from helpers import write_raster
 from rasterio.windows import Window
 
 from lcfusion.engine.errors import LcfusionError
+from lcfusion.engine.io import gapfill
 from lcfusion.engine.io.gapfill import date_positions, fill_gaps
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
@@ -36,6 +37,30 @@ def test_bands_are_filled_independently_and_empty_pixels_stay_missing():
     assert filled[:, 0, 0, 0].tolist() == [2, 4, 6]
     assert filled[:, 1, 0, 0].tolist() == [5, 5, 5]
     assert np.isnan(filled[:, :, 0, 1]).all()
+
+
+def test_many_columns_in_chunks_equal_numpys_interpolation(monkeypatch):
+    """Columns with gaps filled a few at a time, the others untouched, each as np.interp
+    gives it (linear in time, the nearest valid value at the ends)."""
+    monkeypatch.setattr(gapfill, "FILL_COLUMNS", 7)
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(9, 3, 10, 10)).astype(np.float32)
+    data[rng.random(data.shape) < 0.4] = NAN
+    data[:, 0, 0, 0] = NAN
+    days = np.sort(rng.choice(365, 9, replace=False)).astype(np.float64)
+    original = data.copy()
+    filled = fill_gaps(data, days)
+    assert filled is data
+    flat, before = filled.reshape(9, -1), original.reshape(9, -1)
+    for column in range(flat.shape[1]):
+        known = np.isfinite(before[:, column])
+        if not known.any():
+            assert np.isnan(flat[:, column]).all()
+            continue
+        expected = np.interp(days, days[known], before[known, column].astype(np.float64))
+        np.testing.assert_allclose(flat[:, column], expected, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(flat[:, np.isfinite(before).all(axis=0)],
+                          before[:, np.isfinite(before).all(axis=0)])
 
 
 def test_unknown_or_unordered_dates_fall_back_to_indices():

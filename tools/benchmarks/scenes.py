@@ -9,6 +9,7 @@ from pathlib import Path
 import rasterio
 from rasterio.windows import Window
 
+from lcfusion.engine.io.rasters import GTIFF_OPTIONS
 from lcfusion.engine.sample_scene import SampleSceneConfig, generate_sample_scene
 
 #: The smallest side the generator accepts (it needs room for labelled parcels of every class).
@@ -63,7 +64,9 @@ class SceneFiles:
 def scene(folder: Path, side: int, seed: int = 7, rows: int | None = None) -> SceneFiles:
     """The sample scene `side` pixels wide and `rows` (default `side`) high, of `seed`, in
     `folder` (generated once); scenes narrower or lower than the generator's smallest are cut
-    from the top-left corner of a larger generated scene."""
+    from the top-left corner of a larger generated scene, in files of the engine's blocks, as
+    the generated scenes of 256 pixels or more have (a file's blocks, not its size, set what
+    GDAL holds decoded of it)."""
     rows = rows or side
     done = folder / f"scene-{side}x{rows}-seed-{seed}"
     if min(side, rows) >= SMALLEST_GENERATED:
@@ -81,8 +84,9 @@ def scene(folder: Path, side: int, seed: int = 7, rows: int | None = None) -> Sc
         with rasterio.open(path) as src:
             window = Window(0, 0, side * scale, rows * scale)
             profile = dict(src.profile, width=side * scale, height=rows * scale,
-                           transform=src.window_transform(window), blockxsize=16,
-                           blockysize=16)
+                           transform=src.window_transform(window),
+                           blockxsize=GTIFF_OPTIONS["blockxsize"],
+                           blockysize=GTIFF_OPTIONS["blockysize"])
             with rasterio.open(target, "w", **profile) as dst:
                 dst.write(src.read(window=window))
                 dst.descriptions = src.descriptions

@@ -20,6 +20,13 @@ TARGETS = {
 }
 
 
+
+
+#: Said of an efficiency whose run executed more than every measurement of the machine's limit.
+DISTURBED = ("limit disturbed: the run executed more GFLOP/s than every measurement of the "
+             "machine's limit, which other work slowed; this fraction is not the machine's")
+
+
 def _f(value, digits: int = 2) -> str:
     if value is None:
         return "n/a"
@@ -147,7 +154,8 @@ def efficiency_section(inference: dict, profiles: dict) -> list[str]:
                         for o in profiles.get(family, [])[:4])
         lines.append(f"- {LABELS[family]}: {run['efficiency']:.2f} of the peak (executed "
                      f"{run['executed_efficiency']:.2f}, {_f(run['useful_gflops'], 1)} "
-                     f"GFLOP/s, load average {run['load_average']:.1f}); top: {top}")
+                     f"GFLOP/s, load average {run['load_average']:.1f})"
+                     + (f"; {DISTURBED}" if run["limit_disturbed"] else "") + f"; top: {top}")
     return lines + [""]
 
 

@@ -18,7 +18,7 @@ from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...wording import counted
 from ..mapsteps import classify_to_files, map_outputs, model_input
-from .inputs import TWINNSClassifyConfig, check_scales, inputs_for_model
+from .inputs import CPU_BATCH, TWINNSClassifyConfig, check_scales, inputs_for_model
 
 FAMILY = "twinns"
 
@@ -31,7 +31,7 @@ class OnnxPatchPredictor(TilePredictor):
     size_multiple = 1
 
     def __init__(self, model: OnnxModel, normalizers: Sequence[PercentileNormalizer],
-                 patch_size: int, tile_size: int = 128, batch_size: int = 2048,
+                 patch_size: int, tile_size: int = 128, batch_size: int = CPU_BATCH,
                  tta: bool = False):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")

@@ -20,6 +20,7 @@ from ...io.normalization import PercentileNormalizer
 from ...io.pack import Boxes
 from ...io.sources import FeatureReader
 from ...training.loop import logits_of
+from .inputs import CPU_BATCH, GPU_BATCH
 
 
 class GridPatches:
@@ -86,14 +87,15 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
 
     def __init__(self, model: torch.nn.Module, normalizers: Sequence[PercentileNormalizer],
                  device: torch.device, patch_size: int, tile_size: int = 128,
-                 batch_size: int = 2048, tta: bool = False):
+                 batch_size: int | None = None, tta: bool = False):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
         self.model, self.device = inference_copy(model, device), device
         self.normalizers = list(normalizers)
         self.size, self.half = patch_size, patch_size // 2
         self.halo = self.half
-        self.tile_size, self.batch_size, self.tta = tile_size, batch_size, tta
+        self.tile_size, self.tta = tile_size, tta
+        self.batch_size = batch_size or (CPU_BATCH if device.type == "cpu" else GPU_BATCH)
         self.layout = memory_format(device)
         self.start_precision(device)
 
