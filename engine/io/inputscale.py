@@ -18,6 +18,7 @@ import numpy as np
 from ..progress import FollowerReporter, Reporter
 from ..wording import counted
 from .normalization import PercentileNormalizer, shuffled_blocks
+from .rasters import MIN_BLOCK_CACHE, block_cache_at_most
 
 #: A channel is off scale when its span is this many times wider or narrower than in training
 #: (a change of unit is a factor of 100 or more: x 10000, 0-1 against 0-10000, linear power
@@ -75,11 +76,14 @@ class ChannelScale:
 
 def sample_values(reader: Any, rng: np.random.Generator) -> np.ndarray:
     """(channels, values) of `BLOCKS` random blocks of the reader's raster (NaN = no data),
-    at most `MAX_VALUES` values per channel."""
+    at most `MAX_VALUES` values per channel. GDAL's block cache is kept small meanwhile: each
+    window is read once, and the file blocks it decodes (a whole block of every band of every
+    date, for a few pixels) would otherwise stay, up to 5 % of the RAM."""
     series = reader.series
     windows = itertools.islice(shuffled_blocks(series.width, series.height, BLOCK, rng), BLOCKS)
-    values = np.concatenate([reader.read(window).reshape(series.n_channels, -1)
-                             for window in windows], axis=1)
+    with block_cache_at_most(MIN_BLOCK_CACHE):
+        values = np.concatenate([reader.read(window).reshape(series.n_channels, -1)
+                                 for window in windows], axis=1)
     if values.shape[1] > MAX_VALUES:
         values = values[:, np.sort(rng.choice(values.shape[1], MAX_VALUES, replace=False))]
     return values

@@ -191,19 +191,27 @@ def strip_reading(strips: Sequence[Sequence[Window]], height: int, width: int
                 reused += strip_cache_bytes(dataset, strips, covering)
     before_carry, _row_carry = _row_carry, RowCarry(keep) if keep else None
     try:
-        if "GDAL_CACHEMAX" in os.environ:
+        with block_cache_at_most(max(MIN_BLOCK_CACHE, reused + read)):
             yield
-            return
-        from osgeo import gdal  # rasterio has no getter; both use the one libgdal
-
-        before = gdal.GetCacheMax()
-        gdal.SetCacheMax(min(before, max(MIN_BLOCK_CACHE, reused + read)))
-        try:
-            yield
-        finally:
-            gdal.SetCacheMax(before)
     finally:
         _row_carry = before_carry
+
+
+@contextlib.contextmanager
+def block_cache_at_most(size: int) -> Iterator[None]:
+    """While open, GDAL's block cache holds at most `size` bytes (a lower setting stays, and
+    a GDAL_CACHEMAX set by the user is left alone); afterwards the setting is restored."""
+    if "GDAL_CACHEMAX" in os.environ:
+        yield
+        return
+    from osgeo import gdal  # rasterio has no getter; both use the one libgdal
+
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(before, size))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(before)
 
 
 def overlap_rows(strip: Sequence[Window]) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from helpers import (
     cropped_pair,
     mrfusion_classify_job,
@@ -15,14 +16,16 @@ from helpers import (
     write_raster,
 )
 from model_mutants import ModelBytes
+from rasterio.transform import from_origin
 
 from lcfusion.engine.errors import LcfusionError
 from lcfusion.engine.families.mrfusion.commands import classify_mrfusion
 from lcfusion.engine.families.randomforest.classify_onnx import classify_randomforest_onnx
 from lcfusion.engine.families.randomforest.commands import classify_randomforest
 from lcfusion.engine.io.indices import IndexConfig
-from lcfusion.engine.io.inputscale import check_input_scale
+from lcfusion.engine.io.inputscale import check_input_scale, sample_values
 from lcfusion.engine.io.normalization import PercentileNormalizer
+from lcfusion.engine.io.rasters import MIN_BLOCK_CACHE
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 from lcfusion.engine.io.sources import SourceFeatures
 from lcfusion.engine.jobs import Job
@@ -197,3 +200,30 @@ def test_a_forest_with_ranges_of_other_inputs_is_refused(tmp_path, trained_rando
         classify_randomforest(job, LevelReporter())
     assert error.value.parameter == "MODEL"
     assert not (tmp_path / "run" / "map.tif").exists()
+
+
+def test_sampling_leaves_gdals_block_cache_small(tmp_path, monkeypatch):
+    """Each sampled window decodes whole file blocks (here one block of 512 pixels square and
+    10 bands, 5.2 MB, per date: 31 MB for 6 dates); they do not stay in GDAL's block cache,
+    and its setting is restored."""
+    from osgeo import gdal
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    paths = []
+    for date in range(6):
+        path = tmp_path / f"s2_2021-0{date + 1}-01.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=512, height=512, count=10,
+                           dtype="uint16", tiled=True, blockxsize=512, blockysize=512,
+                           compress="deflate", crs="EPSG:32631",
+                           transform=from_origin(500000.0, 5000000.0, 10.0, 10.0)) as dst:
+            dst.write(np.full((10, 512, 512), 1000 + date, dtype=np.uint16))
+        paths.append(str(path))
+    setting = gdal.GetCacheMax()
+    assert setting > 64 << 20  # GDAL's default, 5 % of the RAM
+    gdal.SetCacheMax(0)  # empties the cache
+    gdal.SetCacheMax(setting)
+    with TimeSeries(SeriesSpec(tuple(paths))).open() as reader:
+        values = sample_values(reader, np.random.default_rng(0))
+        assert gdal.GetCacheUsed() <= MIN_BLOCK_CACHE
+    assert values.shape[0] == 60 and values[0].min() == 1000
+    assert gdal.GetCacheMax() == setting
