@@ -211,10 +211,12 @@ class RecordingReporter(Reporter):
     def __init__(self, stop_at: str | None = None):
         self.lines: list[str] = []
         self.stages: list[str] = []
+        self.fractions: list[float] = []
         self.stop_at = stop_at
 
     def progress(self, fraction: float, stage: str = "") -> None:
         self.stages.append(stage)
+        self.fractions.append(fraction)
         if self.stop_at and stage.startswith(self.stop_at):
             self.stop_at = None
             raise CancelledError()

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,9 @@ BLOCK_FILE = re.compile(r"block-[0-9]{5}\.tif")
 BLOCK_PIXELS = 2048 * 2048
 #: How often rank 0 reports the blocks written by all ranks while it waits for the others.
 WAIT_SECONDS = 0.5
+#: Each rank's file of the tiles it has finished of the block it is writing ("block tiles"),
+#: which rank 0 adds to the finished blocks' tiles for the progress of all ranks.
+TILES_FILE = ".tiles-rank-{}"
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,11 @@ def write_layout(folder: Path, grid: Grid, classes: ClassTable, blocks: list[Map
 
 def write_block(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                 block: MapBlock, folder: Path, confidence: bool,
-                tags: dict[str, str]) -> None:
+                tags: dict[str, str], on_tile: Callable[[int], None] = lambda done: None
+                ) -> None:
     """Classify one block into its file(s): temporary names first, the class map renamed
-    last, so that its file exists only once the block is complete."""
+    last, so that its file exists only once the block is complete. `on_tile(done)` follows
+    each tile written."""
     here = block_grid(grid, block.window)
     finals = [block.path(folder)] + ([block.path(folder, True)] if confidence else [])
     partials = [path.with_name(f".{path.name}.partial") for path in finals]
@@ -113,12 +119,13 @@ def write_block(predictor: TilePredictor, reader: Any, grid: Grid, classes: Clas
             opened = open_maps(stack, here, classes, partials, tags, block.window)
             inferred = stack.enter_context(classifying(predictor, reader, list(block.cores),
                                                        grid.height, grid.width))
-            for core, probs, valid in inferred:
+            for done, (core, probs, valid) in enumerate(inferred, start=1):
                 window = Window(core.col_off - block.window.col_off,
                                 core.row_off - block.window.row_off, core.width, core.height)
                 for band, values in zip(opened, map_values(probs, valid, classes),
                                         strict=False):
                     band.write(values, 1, window=window)
+                on_tile(done)
         for partial, final in reversed(list(zip(partials, finals, strict=True))):
             os.replace(partial, final)
     finally:
@@ -126,20 +133,37 @@ def write_block(predictor: TilePredictor, reader: Any, grid: Grid, classes: Clas
             partial.unlink(missing_ok=True)
 
 
-def blocks_done(blocks: list[MapBlock], folder: Path) -> int:
-    return sum(block.path(folder).exists() for block in blocks)
+def tiles_done(blocks: list[MapBlock], folder: Path) -> int:
+    """The tiles of the finished blocks, and those the ranks have finished of the blocks they
+    are writing (`TILES_FILE`; a block finished meanwhile is counted once)."""
+    finished = {block.index for block in blocks if block.path(folder).exists()}
+    done = sum(len(blocks[index].cores) for index in finished)
+    for path in folder.glob(TILES_FILE.format("*")):
+        try:
+            index, tiles = (int(word) for word in path.read_text(encoding="ascii").split())
+        except (OSError, ValueError):  # replaced or removed while read
+            continue
+        if 0 <= index < len(blocks) and index not in finished:
+            done += min(tiles, len(blocks[index].cores))
+    return done
 
 
 def write_blocks(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
                  folder: Path, confidence: bool, tags: dict[str, str], ranks: Ranks,
                  reporter: Reporter, max_pixels: int = BLOCK_PIXELS) -> int:
     """This rank's share of the blocks missing from `folder`: rank 0 lists the missing blocks
-    and each rank takes every size-th of them from its rank on. Rank 0 reports the progress of
-    all ranks (the blocks in the folder) until every rank is done. Returns the block count."""
+    and each rank takes every size-th of them from its rank on. Each rank notes the tiles it
+    has finished of its current block (`TILES_FILE`), and rank 0 reports the progress of all
+    ranks by tiles, after each of its own tiles and while it waits for the others, until every
+    rank is done. Returns the block count."""
     folder.mkdir(parents=True, exist_ok=True)
     blocks = map_blocks(list(predictor.cores(grid.height, grid.width)), max_pixels)
+    total = sum(len(block.cores) for block in blocks)
+    mine_file = folder / TILES_FILE.format(ranks.rank)
     missing = None
     if ranks.leader:
+        for stale in folder.glob(TILES_FILE.format("*")):  # a killed run's
+            stale.unlink(missing_ok=True)
         write_layout(folder, grid, classes, blocks, tags)
         missing = [block.index for block in blocks if not block.path(folder).exists()]
         done = len(blocks) - len(missing)
@@ -148,13 +172,25 @@ def write_blocks(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cla
                       + (f"{done} already written by an earlier run, " if done else "")
                       + f"{len(missing)} to classify on {counted(ranks.size, 'rank')}")
     mine = ranks.broadcast(missing)[ranks.rank::ranks.size]
+
+    def report() -> None:
+        reporter.progress(tiles_done(blocks, folder) / total, "classifying blocks")
+
     for index in mine:
-        write_block(predictor, reader, grid, classes, blocks[index], folder, confidence, tags)
-        reporter.progress(blocks_done(blocks, folder) / len(blocks), "classifying blocks")
+        def note(done: int, index: int = index) -> None:
+            partial = mine_file.with_name(mine_file.name + ".partial")
+            partial.write_text(f"{index} {done}", encoding="ascii")
+            os.replace(partial, mine_file)
+            report()
+
+        write_block(predictor, reader, grid, classes, blocks[index], folder, confidence, tags,
+                    note)
+    mine_file.unlink(missing_ok=True)
+    report()
     if ranks.comm is not None:
         waiting = ranks.comm.Ibarrier()
         while not waiting.Test():
-            reporter.progress(blocks_done(blocks, folder) / len(blocks), "classifying blocks")
+            report()
             time.sleep(WAIT_SECONDS)
     return len(blocks)
 

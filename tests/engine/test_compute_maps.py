@@ -118,6 +118,23 @@ def test_two_mpi_ranks_classify_the_local_map(tmp_path, scene, family, model):
     assert not list(job.parent.glob("stage-*"))
 
 
+def test_the_progress_of_the_ranks_follows_their_tiles(tmp_path, scene, trained_twinns):
+    """Blocks of a row of 3 TWINNS tiles each (3 blocks over 2 ranks; a tile takes longer
+    than the 0.2 s between two progress events): rank 0 reports the tiles every rank has
+    finished, not only the finished blocks (at most 4 values, with the start)."""
+    job = with_compute(classify_job("twinns", trained_twinns[0], tmp_path / "mpi", scene),
+                       "two", "mpi", **mpi_profile(tmp_path / "work"))
+    sections = json.loads(job.read_text(encoding="utf-8"))
+    sections["outputs"]["block_pixels"] = 3 * 40 * 40
+    job.write_text(json.dumps(sections), encoding="utf-8")
+    log = RecordingReporter()
+    classify("twinns", job, log)
+    assert "3 blocks of at most 4,800 pixels; 3 to classify on 2 ranks" in log.text()
+    fractions = [fraction for fraction, stage in zip(log.fractions, log.stages, strict=True)
+                 if stage == "classifying blocks"]
+    assert len(set(fractions)) > 4, fractions
+
+
 def test_a_rerun_on_slurm_classifies_only_the_missing_blocks(tmp_path, scene,
                                                               trained_randomforest,
                                                               slurm_cluster):
