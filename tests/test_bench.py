@@ -69,14 +69,14 @@ def test_bench_writes_every_figure(bench):
     assert memory["tall_ratio"] > 0 and memory["wide_ratio"] > 0
     assert results["inference"]["randomforest"]["flops_per_pixel"]["network"] is None
     for family in ("fgunet", "mrfusion", "twinns"):
-        # Against the run's best sgemm or convolution, with the FLOPs the predictor executes,
-        # a fraction of the machine's limit. The limit is the best of its measurements, which
-        # other work slows (the QGIS 3.44 CI run's other worker kept both cores busy through
-        # all of them once: 1.17); the bench then measures it again, and a fraction above 1
-        # that remains is said to be no fraction of the machine's limit.
+        # Against the run's best sgemm or convolution, with the FLOPs the predictor executes
+        # (counted right: test_fgunet_flops_are_the_networks), a fraction of the machine's
+        # limit. The limit is the best of its measurements, which other work slows (the QGIS
+        # 3.44 CI run's other worker kept both cores busy through all of them once: 1.17); the
+        # bench then measures it again, and a fraction above 1 that remains is said in the
+        # summary to be no fraction of the machine's limit.
         cpu = results["inference"][family]["devices"]["cpu"]
         assert 0 < cpu["efficiency"] <= cpu["executed_efficiency"]
-        assert cpu["limit_disturbed"] == (cpu["executed_efficiency"] > 1)
         line = next(line for line in text.splitlines()
                     if line.startswith(f"- {LABELS[family]}: ") and " of the peak " in line)
         assert (DISTURBED in line) == cpu["limit_disturbed"], line

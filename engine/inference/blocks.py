@@ -43,11 +43,13 @@ BLOCK_FILE = re.compile(r"block-[0-9]{5}\.tif")
 #: The pixels of a block at most (unless one core holds more): a few blocks per rank on a
 #: Sentinel-2 tile, each a file of a few megabytes.
 BLOCK_PIXELS = 2048 * 2048
-#: How often rank 0 reports the blocks written by all ranks while it waits for the others.
+#: How often rank 0 reports the tiles finished by all ranks while it waits for the others.
 WAIT_SECONDS = 0.5
-#: Each rank's file of the tiles it has finished of the block it is writing ("block tiles"),
-#: which rank 0 adds to the finished blocks' tiles for the progress of all ranks.
-TILES_FILE = ".tiles-rank-{}"
+#: Each rank's note of the tiles it has finished of the block it is writing ("block tiles"),
+#: which rank 0 adds to the finished blocks' tiles for the progress of all ranks, and the
+#: name a note is written under before it replaces the last one.
+TILES_FILE, TILES_PARTIAL = ".tiles-rank-{}", ".partial-tiles-rank-{}"
+TILES_NAME = re.compile(r"\.tiles-rank-[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -136,16 +138,20 @@ def write_block(predictor: TilePredictor, reader: Any, grid: Grid, classes: Clas
 def tiles_done(blocks: list[MapBlock], folder: Path) -> int:
     """The tiles of the finished blocks, and those the ranks have finished of the blocks they
     are writing (`TILES_FILE`; a block finished meanwhile is counted once)."""
-    finished = {block.index for block in blocks if block.path(folder).exists()}
-    done = sum(len(blocks[index].cores) for index in finished)
+    noted = []
     for path in folder.glob(TILES_FILE.format("*")):
+        if not TILES_NAME.fullmatch(path.name):
+            continue
         try:
             index, tiles = (int(word) for word in path.read_text(encoding="ascii").split())
-        except (OSError, ValueError):  # replaced or removed while read
+        except (OSError, ValueError):  # removed while read
             continue
-        if 0 <= index < len(blocks) and index not in finished:
-            done += min(tiles, len(blocks[index].cores))
-    return done
+        if 0 <= index < len(blocks):
+            noted.append((index, min(tiles, len(blocks[index].cores))))
+    # After the notes: a block finished since is counted whole, not in neither.
+    finished = {block.index for block in blocks if block.path(folder).exists()}
+    return (sum(len(blocks[index].cores) for index in finished)
+            + sum(tiles for index, tiles in noted if index not in finished))
 
 
 def write_blocks(predictor: TilePredictor, reader: Any, grid: Grid, classes: ClassTable,
@@ -162,8 +168,9 @@ def write_blocks(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cla
     mine_file = folder / TILES_FILE.format(ranks.rank)
     missing = None
     if ranks.leader:
-        for stale in folder.glob(TILES_FILE.format("*")):  # a killed run's
-            stale.unlink(missing_ok=True)
+        for pattern in (TILES_FILE, TILES_PARTIAL):  # a killed run's
+            for stale in folder.glob(pattern.format("*")):
+                stale.unlink(missing_ok=True)
         write_layout(folder, grid, classes, blocks, tags)
         missing = [block.index for block in blocks if not block.path(folder).exists()]
         done = len(blocks) - len(missing)
@@ -174,11 +181,12 @@ def write_blocks(predictor: TilePredictor, reader: Any, grid: Grid, classes: Cla
     mine = ranks.broadcast(missing)[ranks.rank::ranks.size]
 
     def report() -> None:
-        reporter.progress(tiles_done(blocks, folder) / total, "classifying blocks")
+        if ranks.leader:
+            reporter.progress(tiles_done(blocks, folder) / total, "classifying blocks")
 
     for index in mine:
         def note(done: int, index: int = index) -> None:
-            partial = mine_file.with_name(mine_file.name + ".partial")
+            partial = folder / TILES_PARTIAL.format(ranks.rank)
             partial.write_text(f"{index} {done}", encoding="ascii")
             os.replace(partial, mine_file)
             report()

@@ -218,12 +218,15 @@ def test_sampling_leaves_gdals_block_cache_small(tmp_path, monkeypatch):
                            transform=from_origin(500000.0, 5000000.0, 10.0, 10.0)) as dst:
             dst.write(np.full((10, 512, 512), 1000 + date, dtype=np.uint16))
         paths.append(str(path))
-    setting = gdal.GetCacheMax()
-    assert setting > 64 << 20  # GDAL's default, 5 % of the RAM
+    before = gdal.GetCacheMax()
     gdal.SetCacheMax(0)  # empties the cache
+    setting = 256 << 20  # room for every block read, as GDAL's default of 5 % of the RAM
     gdal.SetCacheMax(setting)
-    with TimeSeries(SeriesSpec(tuple(paths))).open() as reader:
-        values = sample_values(reader, np.random.default_rng(0))
-        assert gdal.GetCacheUsed() <= MIN_BLOCK_CACHE
-    assert values.shape[0] == 60 and values[0].min() == 1000
-    assert gdal.GetCacheMax() == setting
+    try:
+        with TimeSeries(SeriesSpec(tuple(paths))).open() as reader:
+            values = sample_values(reader, np.random.default_rng(0))
+            assert gdal.GetCacheUsed() <= MIN_BLOCK_CACHE
+        assert values.shape[0] == 60 and values[0].min() == 1000
+        assert gdal.GetCacheMax() == setting
+    finally:
+        gdal.SetCacheMax(before)

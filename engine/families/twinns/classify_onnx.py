@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from ...errors import LcfusionError
-from ...inference.onnxsession import OnnxModel
+from ...inference.onnxsession import CUDA, OnnxModel
 from ...inference.tiles import DIHEDRAL, TilePredictor, any_finite
 from ...io.normalization import PercentileNormalizer
 from ...io.sources import FeatureReader
@@ -18,7 +18,13 @@ from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...wording import counted
 from ..mapsteps import classify_to_files, map_outputs, model_input
-from .inputs import CPU_BATCH, TWINNSClassifyConfig, check_scales, inputs_for_model
+from .inputs import (
+    CPU_BATCH,
+    GPU_BATCH,
+    TWINNSClassifyConfig,
+    check_scales,
+    inputs_for_model,
+)
 
 FAMILY = "twinns"
 
@@ -97,9 +103,11 @@ def classify_twinns_onnx(job: Job, reporter: Reporter) -> dict:
         reporter.warning(model.fallback)
     normalizers = [PercentileNormalizer.from_json(metadata["normalization"][k])
                    for k in ("s1", "s2")]
+    on_gpu = model.session.get_providers()[:1] == [CUDA]
     predictor = OnnxPatchPredictor(model, normalizers,
                                    int(metadata["architecture"].get("patch_size", 5)),
-                                   config.tile_size, tta=config.tta)
+                                   config.tile_size, GPU_BATCH if on_gpu else CPU_BATCH,
+                                   tta=config.tta)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         check_scales([s1, s2], normalizers, reporter)
         return classify_to_files(predictor, [s1, s2], inputs.grid, classes, maps, model_path,
