@@ -50,8 +50,8 @@ def fgunet_flops_per_pixel(architecture: dict) -> int:
 def test_bench_writes_every_figure(bench):
     out, results = bench
     text = (out / "summary.md").read_text(encoding="utf-8")
-    peak = results["peak_gflops"]["cpu"]
-    assert peak["peak"] == max(peak["sgemm"], peak["convolution"]) > 0
+    limit = results["peak_gflops"]["cpu"]
+    assert limit["peak"] == max(limit["sgemm"], limit["convolution"]) > 0
     for family in FAMILIES:
         figures = results["inference"][family]
         assert figures["devices"]["cpu"]["mpx_per_s"] > 0
@@ -103,13 +103,14 @@ def test_bench_writes_every_figure(bench):
     assert text.count(" of the peak (executed ") == 3  # each deep family, with its top operations
 
 
+def peak(sgemm: float, convolution: float) -> dict:
+    """A measurement of the limit: both kernels' GFLOP/s and the better of the two."""
+    return {"sgemm": sgemm, "convolution": convolution, "peak": max(sgemm, convolution)}
+
+
 def test_the_runs_peak_is_the_best_of_each_measurement():
     """Other work only slows a measurement down: the limit is each figure's best over the
     start and every throughput run's before and after."""
-    def peak(sgemm: float, convolution: float) -> dict:
-        return {"sgemm": sgemm, "convolution": convolution,
-                "peak": max(sgemm, convolution)}
-
     runs = {"fgunet": {"devices": {"cpu": {"peak_before": peak(150, 260),
                                            "peak_after": peak(210, 90)}}},
             "twinns": {"devices": {"cpu": {"peak_before": peak(100, 100),
@@ -120,10 +121,6 @@ def test_the_runs_peak_is_the_best_of_each_measurement():
 def test_a_run_above_the_limit_measures_it_again_and_is_marked():
     """A family that executed more GFLOP/s than every measurement of the limit (here more
     than any CPU can) has the limit measured again, keeps the best, and is marked."""
-    def peak(sgemm: float, convolution: float) -> dict:
-        return {"sgemm": sgemm, "convolution": convolution,
-                "peak": max(sgemm, convolution)}
-
     start = {"cpu": peak(1e-3, 2e-3)}
     runs = {"fgunet": {"devices": {"cpu": {"peak_before": peak(1e-3, 1e-3),
                                            "peak_after": peak(1e-3, 1e-3),

@@ -321,7 +321,7 @@ def test_training_on_a_compute_profile_headless(qgis_env, scene, tmp_path):
                           "--PATCH_SIZE=32", "--TILE_SIZE=128", "--COMPUTE=two",
                           f"--OUTPUT_MODEL={model}")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Compute profile two: mpi: mpirun with 2 ranks" in result.stdout
+    assert "compute profile two: mpi: mpirun with 2 ranks" in result.stdout
     assert "the weights are identical on the 2 ranks" in result.stdout
     assert read_header(model).family == "fgunet"
     unknown = qgis_process(env, "run", "lcfusion:trainfgunet", *series_arguments(scene),

@@ -435,7 +435,7 @@ class RemoteJob:
             done = self.shell.run(["sbatch", "--parsable", f"--chdir={self.folder}",
                                    f"{self.folder}/{SBATCH_FILE}"])
             job = done.stdout.strip().split(";")[0]
-            self.reporter.info(f"submitted Slurm job {job} ({self.profile.describe()})")
+            self.reporter.info(f"submitted Slurm job {job}")
             return job
         done = self.shell.run(["sh", "-c", SUBMIT_SCRIPT, "lcfusion-submit", self.folder,
                                *rank_command(self.profile, self.profile.total_ranks,
@@ -444,7 +444,7 @@ class RemoteJob:
         if not re.fullmatch(r"[0-9]+", group):
             raise LcfusionError(f"the job did not start on {self.shell.where}: "
                                 f"{done.stdout.strip()} {done.stderr.strip()}", "COMPUTE")
-        self.reporter.info(f"started {self.profile.describe()} (process group {group})")
+        self.reporter.info(f"job started (process group {group})")
         return group
 
     def _read_new(self, relay: EventRelay) -> None:

@@ -31,7 +31,7 @@ from ..inference.blocks import BLOCK_FILE, LAYOUT_FILE, merge_blocks
 from ..jobs import Job, write_job
 from ..progress import FollowerReporter, Reporter
 from ..wording import counted
-from .mapsteps import MapOutputs, map_outputs
+from .mapsteps import MapOutputs, map_outputs, written_wording
 from .staged import check_promised_gpus, compute_profile, copy_engine, threads_per_rank
 
 ClassifyFunction = Callable[[Job, Reporter], dict]
@@ -194,7 +194,7 @@ def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) ->
                 raise remote.failure(outcome, "the classification", kept_blocks(remote))
             try:
                 blocks = remote.fetch(stage / RESULT_FOLDER)
-                _, classes, finishing = merge_blocks(
+                grid, classes, finishing = merge_blocks(
                     blocks, maps.class_map, maps.confidence, maps.cog,
                     reporter.span(1.0 - MERGE_SHARE, 1.0))
             except CancelledError:
@@ -204,9 +204,9 @@ def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) ->
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     seconds = time.monotonic() - started
+    paths, finished = written_wording(maps, grid, finishing)
     reporter.info(f"class map merged from {counted(int(outcome.outputs.get('BLOCKS', 0)), 'block')}"
-                  f" into {maps.class_map} ({seconds:.1f} s in all; overviews"
-                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} {finishing:.1f} s)")
+                  f" into {paths} ({seconds:.1f} s in all; {finished})")
     result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
               "OVERVIEW_SECONDS": finishing}
     if maps.confidence:

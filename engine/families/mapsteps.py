@@ -14,6 +14,7 @@ from ..inference.blocks import BLOCK_PIXELS, write_blocks
 from ..inference.classifying import ValueMap, write_class_map
 from ..inference.tiles import TilePredictor
 from ..io.outputs import check_writable
+from ..io.overviews import overview_factors
 from ..io.rasters import Grid
 from ..jobs import Job
 from ..progress import Reporter
@@ -33,6 +34,18 @@ class MapOutputs:
     cog: bool = False
     blocks: Path | None = None
     block_pixels: int = BLOCK_PIXELS
+
+
+def written_wording(maps: MapOutputs, grid: Grid, finishing: float) -> tuple[str, str]:
+    """How the log names the maps written ("X" or "X, confidence Y") and what finishing them
+    took: their overviews (and COG copies), or none for a map that small."""
+    paths = str(maps.class_map) + (f", confidence {maps.confidence}" if maps.confidence else "")
+    copies = f"Cloud Optimized GeoTIFF {finishing:.1f} s" if maps.cog else ""
+    if not overview_factors(grid.width, grid.height):
+        too_small = f"no overviews at {grid.width} x {grid.height} pixels"
+        return paths, f"{copies}, {too_small}" if copies else too_small
+    overviews = "overviews and Cloud Optimized GeoTIFF" if maps.cog else "overviews"
+    return paths, f"{overviews} {finishing:.1f} s"
 
 
 def map_outputs(job: Job) -> MapOutputs:
@@ -99,11 +112,10 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
     speed = round(pixels / max(seconds, 1e-9))
-    reporter.info(f"class map written to {maps.class_map} "
+    paths, finishing = written_wording(maps, grid, written.finish_seconds)
+    reporter.info(f"class map written to {paths} "
                   f"({counted(pixels, 'pixel', thousands=True)} in {seconds:.1f} s, "
-                  f"{counted(speed, 'pixel', thousands=True)} per second; overviews"
-                  f"{' and Cloud Optimized GeoTIFF' if maps.cog else ''} "
-                  f"{written.finish_seconds:.1f} s)")
+                  f"{counted(speed, 'pixel', thousands=True)} per second; {finishing})")
     result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
               "OVERVIEW_SECONDS": written.finish_seconds}
     if maps.confidence:

@@ -49,7 +49,6 @@ WAIT_SECONDS = 0.5
 #: which rank 0 adds to the finished blocks' tiles for the progress of all ranks, and the
 #: name a note is written under before it replaces the last one.
 TILES_FILE, TILES_PARTIAL = ".tiles-rank-{}", ".partial-tiles-rank-{}"
-TILES_NAME = re.compile(r"\.tiles-rank-[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -140,8 +139,6 @@ def tiles_done(blocks: list[MapBlock], folder: Path) -> int:
     are writing (`TILES_FILE`; a block finished meanwhile is counted once)."""
     noted = []
     for path in folder.glob(TILES_FILE.format("*")):
-        if not TILES_NAME.fullmatch(path.name):
-            continue
         try:
             index, tiles = (int(word) for word in path.read_text(encoding="ascii").split())
         except (OSError, ValueError):  # removed while read

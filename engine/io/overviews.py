@@ -178,12 +178,15 @@ def finish_maps(maps: Sequence[MapFile], cog: bool, reporter: Reporter) -> float
     share of `reporter`'s progress; the seconds spent."""
     started = time.monotonic()
     steps = len(maps) * (2 if cog else 1)
+    named = cog or any(overview_factors(each.output.shape[2], each.output.shape[1])
+                       for each in maps)
     for index, map_file in enumerate(maps):
         first = index * steps // len(maps)
         build_overviews(map_file.output.temporary, map_file.resampling,
                         reporter.span(first / steps, (first + 1) / steps))
         if cog:
             convert_to_cog(map_file, reporter.span((first + 1) / steps, (first + 2) / steps))
-    # A map too small for overviews gives GDAL nothing to report: the run still ends at 100 %.
-    reporter.progress(1.0, "overviews")
+    # A map too small for overviews gives GDAL nothing to report: the run still ends at 100 %,
+    # under no stage of its own.
+    reporter.progress(1.0, "overviews" if named else "")
     return time.monotonic() - started

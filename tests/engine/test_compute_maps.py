@@ -86,11 +86,24 @@ def assert_same_maps(expected: Path, got: Path) -> None:
         assert have.overviews(1) == want.overviews(1)
 
 
-def local_maps(family: str, model: Path, folder: Path, scene) -> Path:
+def local_maps(family: str, model: Path, folder: Path, scene,
+               log: RecordingReporter | None = None) -> Path:
     """Classify the family's job here; the folder of its maps."""
     job = classify_job(family, model, folder, scene)
-    classify(family, job)
+    classify(family, job, log)
     return job.parent
+
+
+def assert_maps_named(log: RecordingReporter, line_start: str, folder: Path) -> None:
+    """The log line that starts with `line_start` names both maps and, only for a map over
+    256 pixels across, the overviews (a progress stage of theirs too)."""
+    line = next(line for line in log.lines if line.startswith(line_start))
+    assert f", confidence {folder / 'confidence.tif'} (" in line
+    with rasterio.open(folder / "map.tif") as written:
+        small = max(written.width, written.height) <= 256
+        size = f"{written.width} x {written.height} pixels"
+    assert line.endswith(f"; no overviews at {size})") == small, line
+    assert ("overviews" in log.stages) != small
 
 
 def mpi_profile(work: Path, **extra) -> dict:
@@ -100,13 +113,16 @@ def mpi_profile(work: Path, **extra) -> dict:
 
 @pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])
 def test_two_mpi_ranks_classify_the_local_map(tmp_path, scene, family, model):
-    expected = local_maps(family, model, tmp_path / "local", scene)
+    local_log = RecordingReporter()
+    expected = local_maps(family, model, tmp_path / "local", scene, local_log)
     work = tmp_path / "work"
     job = with_compute(classify_job(family, model, tmp_path / "mpi", scene), "two", "mpi",
                        **mpi_profile(work))
     log = RecordingReporter()
     outputs = classify(family, job, log)
     assert_same_maps(expected, job.parent)
+    assert_maps_named(local_log, "class map written to", expected)
+    assert_maps_named(log, "class map merged from", job.parent)
     with rasterio.open(job.parent / "map.tif") as merged:  # MRFusion's: the 384-pixel PAN grid
         assert bool(merged.overviews(1)) == (merged.width > 256), "overviews over 256 pixels"
     text = log.text()

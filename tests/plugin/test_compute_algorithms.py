@@ -60,7 +60,7 @@ def test_training_on_two_mpi_ranks_through_processing(lcfusion_provider, scene, 
         scene, COMPUTE="two", EPOCHS=2, SAMPLES_PER_EPOCH=128, OUTPUT_MODEL=str(model)),
         feedback=feedback)
     log = feedback.text("info")
-    assert "Compute profile two: mpi: mpirun with 2 ranks on this machine" in log
+    assert "compute profile two: mpi: mpirun with 2 ranks on this machine" in log
     assert "the weights are identical on the 2 ranks" in log
     assert "passed their checksum" in log
     assert results["OUTPUT_MODEL"] == str(model) and 0 <= results["OA"] <= 1
@@ -109,7 +109,7 @@ def test_classification_on_two_mpi_ranks_through_processing(lcfusion_provider, s
         "MODEL": str(model), "S2": s2, "TILE_SIZE": 48, "COMPUTE": "two",
         "OUTPUT": str(class_map)}, feedback=feedback)
     log = feedback.text("info")
-    assert "Compute profile two: mpi: mpirun with 2 ranks on this machine" in log
+    assert "compute profile two: mpi: mpirun with 2 ranks on this machine" in log
     assert "to classify on 2 ranks" in log
     assert results["OUTPUT"] == str(class_map)
     with rasterio.open(class_map) as got, rasterio.open(tmp_path / "local" / "map.tif") as want:

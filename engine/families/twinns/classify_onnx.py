@@ -20,10 +20,10 @@ from ...wording import counted
 from ..mapsteps import classify_to_files, map_outputs, model_input
 from .inputs import (
     CPU_BATCH,
-    GPU_BATCH,
     TWINNSClassifyConfig,
     check_scales,
     inputs_for_model,
+    patch_batch,
 )
 
 FAMILY = "twinns"
@@ -106,7 +106,7 @@ def classify_twinns_onnx(job: Job, reporter: Reporter) -> dict:
     on_gpu = model.session.get_providers()[:1] == [CUDA]
     predictor = OnnxPatchPredictor(model, normalizers,
                                    int(metadata["architecture"].get("patch_size", 5)),
-                                   config.tile_size, GPU_BATCH if on_gpu else CPU_BATCH,
+                                   config.tile_size, patch_batch(on_gpu),
                                    tta=config.tta)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         check_scales([s1, s2], normalizers, reporter)

@@ -23,6 +23,11 @@ SOURCE_NAMES = {"s1": "Sentinel-1", "s2": "Sentinel-2"}
 CPU_BATCH, GPU_BATCH = 256, 2048
 
 
+def patch_batch(on_gpu: bool) -> int:
+    """Patches per forward pass on a GPU or on the CPU."""
+    return GPU_BATCH if on_gpu else CPU_BATCH
+
+
 @dataclass(frozen=True)
 class TWINNSClassifyConfig:
     tile_size: int = 128

@@ -20,7 +20,7 @@ from ...io.normalization import PercentileNormalizer
 from ...io.pack import Boxes
 from ...io.sources import FeatureReader
 from ...training.loop import logits_of
-from .inputs import CPU_BATCH, GPU_BATCH
+from .inputs import patch_batch
 
 
 class GridPatches:
@@ -95,7 +95,7 @@ class BatchedPatchPredictor(CheckedPrecision, TilePredictor):
         self.size, self.half = patch_size, patch_size // 2
         self.halo = self.half
         self.tile_size, self.tta = tile_size, tta
-        self.batch_size = batch_size or (CPU_BATCH if device.type == "cpu" else GPU_BATCH)
+        self.batch_size = batch_size or patch_batch(device.type != "cpu")
         self.layout = memory_format(device)
         self.start_precision(device)
 

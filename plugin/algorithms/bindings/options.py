@@ -149,7 +149,7 @@ class ComputeBinding(Binding):
     def to_job(self, alg, parameters, context, feedback, job):
         profile = self.profile(alg, parameters, context)
         if profile.distributed:  # the default, here, goes without saying
-            feedback.pushInfo(f"Compute profile {profile.name}: {profile.describe()}")
+            feedback.pushInfo(f"compute profile {profile.name}: {profile.describe()}")
             job.sections["compute"] = {"name": profile.name, **profile.to_json()}
 
 
