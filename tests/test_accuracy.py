@@ -14,7 +14,15 @@ from helpers import SHARED_DATA, shared_data
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from comparisons.paired import mcnemar, paired_t_p, verdict, wilcoxon_p  # noqa: E402
+from comparisons.paired import (  # noqa: E402
+    mcnemar,
+    paired_t_p,
+    polygon_test,
+    splits_for_significance,
+    verdict,
+    wilcoxon_p,
+)
+from comparisons.runs import paired_pixels  # noqa: E402
 
 VERDICTS = {"deep better", "deep worse", "no significant difference"}
 
@@ -62,6 +70,15 @@ def test_quick_run_writes_every_comparison_with_its_tests(quick):
                                                 strict=True)])
         assert row["verdict"] in VERDICTS
         assert f"| {row['family']} ({row['source']}) | {row['forest_name']} |" in text
+        # Every split's test polygons, each once per split.
+        polygons = row["polygons"]
+        assert polygons["polygons"] == sum(
+            np.unique(np.load(run["test_pixels"])["feature"]).size
+            for run in row["deep"]["runs"])
+        assert polygons["deep_better"] + polygons["forest_better"] <= polygons["polygons"]
+        assert in_unit_range(polygons["deep_mean"]) and in_unit_range(polygons["p_value"])
+        assert row["splits_for_significance"] is None or row["splits_for_significance"] >= 2
+    assert "test polygons: deep higher / RF higher, p" in text
 
 
 @pytest.mark.slow
@@ -136,6 +153,44 @@ def test_split_tests_over_five_splits():
     assert paired_t_p(deep, forest) < 0.01
     assert wilcoxon_p(forest, forest) == 1.0 and paired_t_p(forest, forest) == 1.0
     assert paired_t_p([0.8, 0.9], [0.7, 0.8]) is None  # equal differences: no spread
+
+
+def test_polygons_are_scored_by_their_share_of_right_pixels():
+    deep = np.array([1, 1, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
+    forest = np.array([1, 0, 0, 0, 1, 1, 0, 0, 0], dtype=bool)
+    test = polygon_test(deep, forest, np.array([0, 0, 0, 0, 1, 1, 2, 2, 2]))
+    # Shares deep 1/2, 1/2, 1 against the forest's 1/4, 1, 0: differences +1/4, -1/2, +1.
+    assert (test.polygons, test.deep_better, test.forest_better) == (3, 2, 1)
+    assert test.deep_mean == pytest.approx(2 / 3) and test.forest_mean == pytest.approx(5 / 12)
+    # Signed ranks 1, -2, 3: W- = 2; of the 8 sign patterns, 6 lie as far out (exact test).
+    assert test.p_value == pytest.approx(0.75)
+    assert polygon_test(deep, deep, np.zeros(9, dtype=int)).p_value is None
+
+
+def test_a_polygon_tested_in_two_splits_counts_twice(tmp_path):
+    runs = []
+    # Split 0: both right on both pixels; split 1: the forest right on one.
+    for split, (deep_predicted, forest_predicted) in enumerate((([1, 1], [1, 1]),
+                                                                ([1, 1], [1, 2]))):
+        for model, predicted in (("deep", deep_predicted), ("forest", forest_predicted)):
+            path = tmp_path / f"{model}-{split}.npz"
+            np.savez(path, rows=np.array([0, 1]), cols=np.array([0, 0]),
+                     feature=np.array([4, 4]), reference=np.array([1, 1]),
+                     predicted=np.array(predicted))
+            runs.append({"test_pixels": str(path)})
+    pixels = paired_pixels(runs[0::2], runs[1::2])
+    assert pixels.same_pixels == [True, True]
+    test = polygon_test(pixels.deep_correct, pixels.forest_correct, pixels.polygon)
+    assert (test.polygons, test.deep_better, test.forest_better) == (2, 1, 0)
+    assert test.forest_mean == pytest.approx(0.75)  # 2 of 2, then 1 of 2
+
+
+def test_splits_needed_for_significance_at_the_observed_mean_and_spread():
+    # Mean 0.05, standard deviation 0.0158: t = 0.05 / (0.0158 / sqrt(k)) is 4.47 at k = 2
+    # (below t 0.975 = 12.71 on 1 degree of freedom) and 5.48 at k = 3 (above 4.30).
+    assert splits_for_significance([0.05, 0.06, 0.04, 0.07, 0.03]) == 3
+    assert splits_for_significance([-0.1, 0.0]) is None  # not ahead on the mean
+    assert splits_for_significance([0.1, -0.1], most=50) is None  # more than 50
 
 
 def test_verdict_needs_both_tests_in_the_same_direction():

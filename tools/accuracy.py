@@ -22,7 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from comparisons.config import CONFIGS, AccuracyConfig, Comparison  # noqa: E402
 from comparisons.datasets import SHARED_DATA, LabelledSet, load_set  # noqa: E402
-from comparisons.paired import mcnemar, paired_t_p, verdict, wilcoxon_p  # noqa: E402
+from comparisons.paired import (  # noqa: E402
+    mcnemar,
+    paired_t_p,
+    polygon_test,
+    splits_for_significance,
+    verdict,
+    wilcoxon_p,
+)
 from comparisons.report import markdown  # noqa: E402
 from comparisons.runs import paired_pixels, settings_key, summary, train_split  # noqa: E402
 
@@ -91,7 +98,10 @@ def paired_statistics(deep: list[dict], forest: list[dict]) -> dict:
                      "std": float(np.std(differences, ddof=1)) if len(differences) > 1 else 0.0,
                      "per_split": differences},
         "wilcoxon_p": wilcoxon_p(deep_oa, forest_oa), "paired_t_p": t_p,
+        "splits_for_significance": splits_for_significance(differences),
         "mcnemar": test.to_json(),
+        "polygons": polygon_test(pixels.deep_correct, pixels.forest_correct,
+                                 pixels.polygon).to_json(),
         "verdict": verdict(float(np.mean(differences)), t_p, test) if paired else "not paired",
     }
 

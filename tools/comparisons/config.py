@@ -136,6 +136,7 @@ CANDIDATES: dict[str, tuple[Candidate, ...]] = {
     "train-fgunet": (
         Candidate("defaults", {}),
         Candidate("inverse class weights", {"class_weighting": "inverse"}),
+        Candidate("square-root class weights", {"class_weighting": "sqrt"}),
         Candidate("polygon sampling", {"sampling": "polygon"}),
         Candidate("AdamW, weight decay 0.01", {"optimizer": "adamw", "weight_decay": 0.01}),
         Candidate("label smoothing 0.1", {"label_smoothing": 0.1}),

@@ -4,7 +4,9 @@ Over the k splits: the Wilcoxon signed-rank test and the paired t-test of the pe
 accuracies. On the test pixels pooled over the splits: McNemar's test of the pixels one model
 classifies correctly and the other not (exact binomial when these discordant pixels are few,
 chi-square with continuity correction otherwise; the engine's test, see
-`lcfusion.engine.reports.mcnemar`).
+`lcfusion.engine.reports.mcnemar`). Over the test polygons pooled over the splits (the units
+an object-level split draws, whose pixels are not independent): the Wilcoxon signed-rank
+test of each polygon's share of pixels right by each model.
 """
 
 from __future__ import annotations
@@ -38,6 +40,57 @@ def mcnemar(deep_correct: np.ndarray, forest_correct: np.ndarray) -> McNemar:
     runs the same), under the names of this harness's report."""
     test = mcnemar_test(deep_correct, forest_correct)
     return McNemar(test.only_a, test.only_b, test.p_value, test.method)
+
+
+@dataclass(frozen=True)
+class PolygonTest:
+    """Test polygons (one per split that tests it), each scored by the share of its pixels a
+    model gets right: how many each model scores higher, the mean of those shares, and the
+    Wilcoxon signed-rank p of their differences (ties dropped; None without a difference)."""
+
+    polygons: int
+    deep_better: int
+    forest_better: int
+    deep_mean: float
+    forest_mean: float
+    p_value: float | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def polygon_test(deep_correct: np.ndarray, forest_correct: np.ndarray,
+                 polygon: np.ndarray) -> PolygonTest:
+    """The paired test over test polygons of per-pixel correctness (`polygon`: each pixel's
+    polygon number)."""
+    numbers, inverse = np.unique(polygon, return_inverse=True)
+    pixels = np.bincount(inverse, minlength=numbers.size)
+    deep = np.bincount(inverse, deep_correct, minlength=numbers.size) / np.maximum(pixels, 1)
+    forest = np.bincount(inverse, forest_correct, minlength=numbers.size) / np.maximum(pixels, 1)
+    differences = deep - forest
+    p_value = (_p_or_none(stats.wilcoxon(differences, zero_method="wilcox").pvalue)
+               if differences.any() else None)
+    return PolygonTest(int(numbers.size), int((differences > 0).sum()),
+                       int((differences < 0).sum()),
+                       float(deep.mean()) if numbers.size else 0.0,
+                       float(forest.mean()) if numbers.size else 0.0, p_value)
+
+
+def splits_for_significance(differences: list[float], most: int = 1000) -> int | None:
+    """The fewest splits at which per-split OA differences with this mean and standard
+    deviation would give a two-sided paired t-test p below `ALPHA` (None when the mean is not
+    above 0, or past `most`); the split count the evidence would need, not a promise."""
+    values = np.asarray(differences, dtype=float)
+    if values.size < 2 or values.mean() <= 0:
+        return None
+    spread = values.std(ddof=1)
+    if spread == 0:
+        return 2
+    for splits in range(2, most + 1):
+        if values.mean() / (spread / math.sqrt(splits)) > stats.t.ppf(1 - ALPHA / 2,
+                                                                       splits - 1):
+            return splits
+    return None
 
 
 def _p_or_none(value: float) -> float | None:

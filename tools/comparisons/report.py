@@ -10,7 +10,8 @@ from .paired import ALPHA
 
 COLUMNS = ("deep model", "its RF", "OA deep", "OA RF", "Kappa deep", "Kappa RF",
            "mean F1 deep", "mean F1 RF", "s / split deep", "s / split RF", "ΔOA (deep − RF)",
-           "p Wilcoxon", "p paired t", "McNemar: deep only / RF only, p", "verdict")
+           "p Wilcoxon", "p paired t", "splits for p < 0.05", "McNemar: deep only / RF only, p",
+           "test polygons: deep higher / RF higher, p", "verdict")
 
 
 def _p(value: float | None) -> str:
@@ -25,14 +26,18 @@ def comparison_row(row: dict) -> str:
     if row.get("error"):
         return (f"| {row['family']} ({row['source']}) | {row['forest_name']} | "
                 + " | ".join(["–"] * (len(COLUMNS) - 3)) + f" | failed: {row['error']} |")
-    deep, forest, test = row["deep"], row["forest"], row["mcnemar"]
+    deep, forest, test, polygons = row["deep"], row["forest"], row["mcnemar"], row["polygons"]
+    needed = row["splits_for_significance"]
     cells = [f"{row['family']} ({row['source']})", row["forest_name"],
              _metric(deep, "OA"), _metric(forest, "OA"), _metric(deep, "KAPPA"),
              _metric(forest, "KAPPA"), _metric(deep, "MEAN_F1"), _metric(forest, "MEAN_F1"),
              f"{deep['seconds_per_split']:.0f}", f"{forest['seconds_per_split']:.0f}",
              f"{row['delta_oa']['mean']:+.3f} ± {row['delta_oa']['std']:.3f}",
              _p(row["wilcoxon_p"]), _p(row["paired_t_p"]),
+             "n/a" if needed is None else str(needed),
              f"{test['deep_only']} / {test['forest_only']}, {_p(test['p_value'])}",
+             f"{polygons['deep_better']} / {polygons['forest_better']} of "
+             f"{polygons['polygons']}, {_p(polygons['p_value'])}",
              row["verdict"]]
     return "| " + " | ".join(cells) + " |"
 
@@ -80,6 +85,15 @@ def markdown(config: AccuracyConfig, repeats: int, seeds: list[int], results: di
         "with continuity correction otherwise. Neighbouring pixels of one polygon are not "
         "independent, so this p overstates the evidence; the splits are the independent "
         "replicates.",
+        "- *splits for p < 0.05*: the fewest splits at which per-split OA differences with "
+        "this mean and standard deviation would give the paired t-test p < "
+        f"{ALPHA} (n/a when the deep model is not ahead on the mean): what more "
+        "labelled data would have to show, not a promise.",
+        "- *test polygons*: every test polygon of every split (a polygon tested in two splits "
+        "counts twice) scored by the share of its pixels each model gets right: on how many "
+        "each model scores higher, and the two-sided Wilcoxon signed-rank p over them (ties "
+        "dropped). It weighs a small polygon as much as a large one, where OA weighs pixels: "
+        "a model ahead in OA but not here wins on the large polygons.",
         f"- *verdict*: 'deep better' / 'deep worse' when both the paired t-test over the "
         f"splits and McNemar's test give p < {ALPHA} in the direction of the mean ΔOA; "
         "otherwise 'no significant difference'.",
