@@ -70,15 +70,17 @@ def test_quick_run_writes_every_comparison_with_its_tests(quick):
                                                 strict=True)])
         assert row["verdict"] in VERDICTS
         assert f"| {row['family']} ({row['source']}) | {row['forest_name']} |" in text
-        # Every split's test polygons, each once per split.
-        polygons = row["polygons"]
-        assert polygons["polygons"] == sum(
-            np.unique(np.load(run["test_pixels"])["feature"]).size
-            for run in row["deep"]["runs"])
-        assert polygons["deep_better"] + polygons["forest_better"] <= polygons["polygons"]
-        assert in_unit_range(polygons["deep_mean"]) and in_unit_range(polygons["p_value"])
+        # Every reference polygon with pixels both models classified in any split, once.
+        polygons, tested = row["polygons"], set()
+        for deep, forest in zip(row["deep"]["runs"], row["forest"]["runs"], strict=True):
+            deep_pixels, forest_pixels = (np.load(run["test_pixels"]) for run in (deep, forest))
+            both = (deep_pixels["predicted"] >= 0) & (forest_pixels["predicted"] >= 0)
+            tested |= set(deep_pixels["feature"][both].tolist())
+        assert polygons["polygons"] == len(tested)
+        assert in_unit_range(polygons["deep_mean"]) and in_unit_range(polygons["forest_mean"])
+        assert in_unit_range(polygons["p_value"])
         assert row["splits_for_significance"] is None or row["splits_for_significance"] >= 2
-    assert "test polygons: deep higher / RF higher, p" in text
+    assert "test polygons: deep higher / RF higher of all, mean share right deep / RF, p" in text
 
 
 @pytest.mark.slow
@@ -156,18 +158,31 @@ def test_split_tests_over_five_splits():
 
 
 def test_polygons_are_scored_by_their_share_of_right_pixels():
-    deep = np.array([1, 1, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
-    forest = np.array([1, 0, 0, 0, 1, 1, 0, 0, 0], dtype=bool)
-    test = polygon_test(deep, forest, np.array([0, 0, 0, 0, 1, 1, 2, 2, 2]))
-    # Shares deep 1/2, 1/2, 1 against the forest's 1/4, 1, 0: differences +1/4, -1/2, +1.
-    assert (test.polygons, test.deep_better, test.forest_better) == (3, 2, 1)
-    assert test.deep_mean == pytest.approx(2 / 3) and test.forest_mean == pytest.approx(5 / 12)
-    # Signed ranks 1, -2, 3: W- = 2; of the 8 sign patterns, 6 lie as far out (exact test).
-    assert test.p_value == pytest.approx(0.75)
-    assert polygon_test(deep, deep, np.zeros(9, dtype=int)).p_value is None
+    # Polygon 0: 4 pixels, the deep model right on 2, the forest on 1; polygon 1: 2 pixels,
+    # 1 against 2; polygon 2: 3 pixels, 3 against 0; polygon 3: both right on its pixel.
+    deep = np.array([1, 1, 0, 0, 1, 0, 1, 1, 1, 1], dtype=bool)
+    forest = np.array([1, 0, 0, 0, 1, 1, 0, 0, 0, 1], dtype=bool)
+    polygon = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 3])
+    test = polygon_test(deep, forest, np.zeros(10, dtype=int), polygon)
+    assert (test.polygons, test.deep_better, test.forest_better) == (4, 2, 1)
+    # Shares 1/2, 1/2, 1, 1 against 1/4, 1, 0, 1.
+    assert test.deep_mean == pytest.approx(3 / 4) and test.forest_mean == pytest.approx(9 / 16)
+    assert test.p_value is None  # 3 polygons scored differently: too few for a p-value
+    assert polygon_test(deep, deep, np.zeros(10, dtype=int), polygon).p_value is None
 
 
-def test_a_polygon_tested_in_two_splits_counts_twice(tmp_path):
+def test_the_polygon_p_value_is_exact_without_ties():
+    # 10 polygons of 10 pixels; on polygon k the deep model is right on k + 1 more pixels
+    # than the forest: all 10 differences positive and distinct, so the exact two-sided p
+    # is 2 / 2^10 (only all signs positive, or all negative, are as extreme).
+    deep = np.concatenate([np.arange(10) < k + 1 for k in range(10)])
+    forest = np.zeros(100, dtype=bool)
+    test = polygon_test(deep, forest, np.zeros(100, dtype=int), np.repeat(np.arange(10), 10))
+    assert (test.polygons, test.deep_better, test.forest_better) == (10, 10, 0)
+    assert test.p_value == pytest.approx(2 / 2**10)
+
+
+def test_a_polygon_tested_in_two_splits_is_one_unit_with_its_shares_averaged(tmp_path):
     runs = []
     # Split 0: both right on both pixels; split 1: the forest right on one.
     for split, (deep_predicted, forest_predicted) in enumerate((([1, 1], [1, 1]),
@@ -180,8 +195,10 @@ def test_a_polygon_tested_in_two_splits_counts_twice(tmp_path):
             runs.append({"test_pixels": str(path)})
     pixels = paired_pixels(runs[0::2], runs[1::2])
     assert pixels.same_pixels == [True, True]
-    test = polygon_test(pixels.deep_correct, pixels.forest_correct, pixels.polygon)
-    assert (test.polygons, test.deep_better, test.forest_better) == (2, 1, 0)
+    assert pixels.split.tolist() == [0, 0, 1, 1] and pixels.polygon.tolist() == [4, 4, 4, 4]
+    test = polygon_test(pixels.deep_correct, pixels.forest_correct, pixels.split,
+                        pixels.polygon)
+    assert (test.polygons, test.deep_better, test.forest_better) == (1, 1, 0)
     assert test.forest_mean == pytest.approx(0.75)  # 2 of 2, then 1 of 2
 
 
@@ -189,8 +206,12 @@ def test_splits_needed_for_significance_at_the_observed_mean_and_spread():
     # Mean 0.05, standard deviation 0.0158: t = 0.05 / (0.0158 / sqrt(k)) is 4.47 at k = 2
     # (below t 0.975 = 12.71 on 1 degree of freedom) and 5.48 at k = 3 (above 4.30).
     assert splits_for_significance([0.05, 0.06, 0.04, 0.07, 0.03]) == 3
+    # Mean 0.05, standard deviation 0.0990: t = 0.505 sqrt(k) passes t 0.975 (2.110 on 17
+    # degrees of freedom) at k = 18 (2.143), not at 17 (2.083 against 2.120).
+    assert splits_for_significance([0.12, -0.02]) == 18
+    assert splits_for_significance([0.12, -0.02], most=10) is None
     assert splits_for_significance([-0.1, 0.0]) is None  # not ahead on the mean
-    assert splits_for_significance([0.1, -0.1], most=50) is None  # more than 50
+    assert splits_for_significance([0.05, 0.05]) is None  # no spread, as the t-test's n/a
 
 
 def test_verdict_needs_both_tests_in_the_same_direction():

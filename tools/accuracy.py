@@ -100,7 +100,7 @@ def paired_statistics(deep: list[dict], forest: list[dict]) -> dict:
         "wilcoxon_p": wilcoxon_p(deep_oa, forest_oa), "paired_t_p": t_p,
         "splits_for_significance": splits_for_significance(differences),
         "mcnemar": test.to_json(),
-        "polygons": polygon_test(pixels.deep_correct, pixels.forest_correct,
+        "polygons": polygon_test(pixels.deep_correct, pixels.forest_correct, pixels.split,
                                  pixels.polygon).to_json(),
         "verdict": verdict(float(np.mean(differences)), t_p, test) if paired else "not paired",
     }

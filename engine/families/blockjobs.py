@@ -204,9 +204,9 @@ def classify_on_target(job: Job, profile: ComputeProfile, reporter: Reporter) ->
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     seconds = time.monotonic() - started
-    paths, finished = written_wording(maps, grid, finishing)
+    paths, finish_note = written_wording(maps, grid, finishing)
     reporter.info(f"class map merged from {counted(int(outcome.outputs.get('BLOCKS', 0)), 'block')}"
-                  f" into {paths} ({seconds:.1f} s in all; {finished})")
+                  f" into {paths} ({seconds:.1f} s in all; {finish_note})")
     result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
               "OVERVIEW_SECONDS": finishing}
     if maps.confidence:

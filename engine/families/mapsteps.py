@@ -112,10 +112,10 @@ def classify_to_files(predictor: TilePredictor, reader: Any, grid: Grid, classes
     seconds = time.monotonic() - started
     pixels = grid.width * grid.height
     speed = round(pixels / max(seconds, 1e-9))
-    paths, finishing = written_wording(maps, grid, written.finish_seconds)
+    paths, finish_note = written_wording(maps, grid, written.finish_seconds)
     reporter.info(f"class map written to {paths} "
                   f"({counted(pixels, 'pixel', thousands=True)} in {seconds:.1f} s, "
-                  f"{counted(speed, 'pixel', thousands=True)} per second; {finishing})")
+                  f"{counted(speed, 'pixel', thousands=True)} per second; {finish_note})")
     result = {"OUTPUT": str(maps.class_map), "CLASSES": classes.to_json(), "SECONDS": seconds,
               "OVERVIEW_SECONDS": written.finish_seconds}
     if maps.confidence:

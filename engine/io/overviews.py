@@ -148,6 +148,10 @@ def open_dataset(path: Path, access: int = gdal.GA_ReadOnly) -> Iterator[gdal.Da
     close_now(dataset)
 
 
+#: The progress stage of the Cloud Optimized GeoTIFF copies.
+COG_STAGE = "cloud optimized GeoTIFF"
+
+
 def build_overviews(path: Path, resampling: str, reporter: Reporter) -> None:
     """Internal overviews of the GeoTIFF at `path`, down to `SMALLEST_OVERVIEW` pixels."""
     with open_dataset(path, gdal.GA_Update) as dataset:
@@ -165,7 +169,7 @@ def convert_to_cog(map_file: MapFile, reporter: Reporter) -> None:
     try:
         creation = [*COG_OPTIONS, f"RESAMPLING={map_file.resampling}"]
         with open_dataset(output.temporary) as source, \
-                gdal_progress(reporter, "cloud optimized GeoTIFF") as progress:
+                gdal_progress(reporter, COG_STAGE) as progress:
             close_now(gdal.Translate(str(copy), source, format="COG",
                                      creationOptions=creation, callback=progress))
         os.replace(copy, output.temporary)
@@ -178,8 +182,8 @@ def finish_maps(maps: Sequence[MapFile], cog: bool, reporter: Reporter) -> float
     share of `reporter`'s progress; the seconds spent."""
     started = time.monotonic()
     steps = len(maps) * (2 if cog else 1)
-    named = cog or any(overview_factors(each.output.shape[2], each.output.shape[1])
-                       for each in maps)
+    overviews = any(overview_factors(each.output.shape[2], each.output.shape[1])
+                    for each in maps)
     for index, map_file in enumerate(maps):
         first = index * steps // len(maps)
         build_overviews(map_file.output.temporary, map_file.resampling,
@@ -187,6 +191,6 @@ def finish_maps(maps: Sequence[MapFile], cog: bool, reporter: Reporter) -> float
         if cog:
             convert_to_cog(map_file, reporter.span((first + 1) / steps, (first + 2) / steps))
     # A map too small for overviews gives GDAL nothing to report: the run still ends at 100 %,
-    # under no stage of its own.
-    reporter.progress(1.0, "overviews" if named else "")
+    # under the last stage that was done.
+    reporter.progress(1.0, "overviews" if overviews else COG_STAGE if cog else "")
     return time.monotonic() - started

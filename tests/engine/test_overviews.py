@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import rasterio
 from fault_helpers import fill_disk, small_tmpfs
+from helpers import RecordingReporter
 from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
 from rasterio.crs import CRS
 
 from lcfusion.engine.cli import _cancel
 from lcfusion.engine.errors import CancelledError, LcfusionError
-from lcfusion.engine.families.mapsteps import MapOutputs, map_outputs
+from lcfusion.engine.families.mapsteps import MapOutputs, map_outputs, written_wording
 from lcfusion.engine.inference.classifying import ValueMap, write_class_map
 from lcfusion.engine.inference.tiles import TilePredictor
 from lcfusion.engine.io.outputs import DiskFullError
@@ -240,6 +241,26 @@ def test_a_cancel_while_classifying_keeps_an_existing_value_map(tmp_path, classe
                         AtStage("classifying"), value_map=value_map(target))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["values.tif"]
     assert target.read_bytes() == b"old values"
+
+
+@pytest.mark.parametrize("cog", [False, True])
+def test_a_map_too_small_for_overviews_says_so(tmp_path, classes, cog):
+    grid = Grid(GRID.crs_wkt, GRID.transform, 200, 120)
+    log = RecordingReporter()
+    class_map = tmp_path / "map.tif"
+    written = write_class_map(CheckerboardPredictor(), None, grid, classes, class_map, None,
+                              log, cog=cog)
+    with rasterio.open(class_map) as dataset:
+        assert dataset.overviews(1) == []
+    assert "overviews" not in log.stages and log.stages[-1] == ("cloud optimized GeoTIFF"
+                                                               if cog else "")
+    maps = MapOutputs(class_map, tmp_path / "confidence.tif", cog=cog)
+    paths, note = written_wording(maps, grid, written.finish_seconds)
+    assert paths == f"{class_map}, confidence {tmp_path / 'confidence.tif'}"
+    copy = f"Cloud Optimized GeoTIFF {written.finish_seconds:.1f} s, " if cog else ""
+    assert note == copy + "no overviews at 200 x 120 pixels"
+    assert written_wording(maps, GRID, 1.25)[1] == (
+        "overviews and Cloud Optimized GeoTIFF 1.2 s" if cog else "overviews 1.2 s")
 
 
 def test_the_cog_option_is_true_or_false(tmp_path):

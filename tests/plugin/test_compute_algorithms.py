@@ -61,6 +61,7 @@ def test_training_on_two_mpi_ranks_through_processing(lcfusion_provider, scene, 
         feedback=feedback)
     log = feedback.text("info")
     assert "compute profile two: mpi: mpirun with 2 ranks on this machine" in log
+    assert log.count("mpirun with 2 ranks") == 1  # described once, by the plugin
     assert "the weights are identical on the 2 ranks" in log
     assert "passed their checksum" in log
     assert results["OUTPUT_MODEL"] == str(model) and 0 <= results["OA"] <= 1
@@ -110,6 +111,7 @@ def test_classification_on_two_mpi_ranks_through_processing(lcfusion_provider, s
         "OUTPUT": str(class_map)}, feedback=feedback)
     log = feedback.text("info")
     assert "compute profile two: mpi: mpirun with 2 ranks on this machine" in log
+    assert log.count("mpirun with 2 ranks") == 1  # described once, by the plugin
     assert "to classify on 2 ranks" in log
     assert results["OUTPUT"] == str(class_map)
     with rasterio.open(class_map) as got, rasterio.open(tmp_path / "local" / "map.tif") as want:

@@ -4,9 +4,9 @@ Over the k splits: the Wilcoxon signed-rank test and the paired t-test of the pe
 accuracies. On the test pixels pooled over the splits: McNemar's test of the pixels one model
 classifies correctly and the other not (exact binomial when these discordant pixels are few,
 chi-square with continuity correction otherwise; the engine's test, see
-`lcfusion.engine.reports.mcnemar`). Over the test polygons pooled over the splits (the units
-an object-level split draws, whose pixels are not independent): the Wilcoxon signed-rank
-test of each polygon's share of pixels right by each model.
+`lcfusion.engine.reports.mcnemar`). Over the reference polygons tested in any split (the
+units an object-level split draws, whose pixels are not independent): the Wilcoxon
+signed-rank test of the difference between the shares of their pixels each model gets right.
 """
 
 from __future__ import annotations
@@ -42,50 +42,72 @@ def mcnemar(deep_correct: np.ndarray, forest_correct: np.ndarray) -> McNemar:
     return McNemar(test.only_a, test.only_b, test.p_value, test.method)
 
 
+#: Fewer polygons that the two models score differently give no polygon p-value.
+MIN_POLYGONS = 10
+
+
 @dataclass(frozen=True)
 class PolygonTest:
-    """Test polygons (one per split that tests it), each scored by the share of its pixels a
-    model gets right: how many each model scores higher, the mean of those shares, and the
-    Wilcoxon signed-rank p of their differences (ties dropped; None without a difference)."""
+    """Reference polygons tested in any split, each scored by the share of its pixels a model
+    gets right (the mean over the splits that test it): on how many each model scores higher,
+    the mean shares, and the Wilcoxon signed-rank p of their differences (polygons both
+    score the same left out; None below `MIN_POLYGONS` left)."""
 
     polygons: int
     deep_better: int
     forest_better: int
-    deep_mean: float
-    forest_mean: float
+    deep_mean: float | None
+    forest_mean: float | None
     p_value: float | None
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def polygon_test(deep_correct: np.ndarray, forest_correct: np.ndarray,
+def polygon_test(deep_correct: np.ndarray, forest_correct: np.ndarray, split: np.ndarray,
                  polygon: np.ndarray) -> PolygonTest:
-    """The paired test over test polygons of per-pixel correctness (`polygon`: each pixel's
-    polygon number)."""
-    numbers, inverse = np.unique(polygon, return_inverse=True)
-    pixels = np.bincount(inverse, minlength=numbers.size)
-    deep = np.bincount(inverse, deep_correct, minlength=numbers.size) / np.maximum(pixels, 1)
-    forest = np.bincount(inverse, forest_correct, minlength=numbers.size) / np.maximum(pixels, 1)
-    differences = deep - forest
-    p_value = (_p_or_none(stats.wilcoxon(differences, zero_method="wilcox").pvalue)
-               if differences.any() else None)
-    return PolygonTest(int(numbers.size), int((differences > 0).sum()),
-                       int((differences < 0).sum()),
-                       float(deep.mean()) if numbers.size else 0.0,
-                       float(forest.mean()) if numbers.size else 0.0, p_value)
+    """The paired test over polygons of per-pixel correctness (`split`, `polygon`: each
+    pixel's split index and reference polygon). A polygon tested in several splits is one
+    unit, not several: its shares are averaged over those splits."""
+    if polygon.size == 0:
+        return PolygonTest(0, 0, 0, None, None, None)
+    tested, per_test = np.unique(np.stack([polygon, split]), axis=1, return_inverse=True)
+    per_test = per_test.ravel()
+    pixels = np.bincount(per_test)
+    deep = np.bincount(per_test, deep_correct.astype(np.int64))
+    forest = np.bincount(per_test, forest_correct.astype(np.int64))
+    polygons, per_polygon = np.unique(tested[0], return_inverse=True)
+    tests = np.bincount(per_polygon)
+
+    def mean_over_splits(per_split: np.ndarray) -> np.ndarray:
+        return np.bincount(per_polygon, per_split) / tests
+
+    deep_share, forest_share = mean_over_splits(deep / pixels), mean_over_splits(forest / pixels)
+    # From counts, so that equal differences tie exactly (3/5 - 1/5 is not 2/5 in floats).
+    differences = mean_over_splits((deep - forest) / pixels)
+    differing = differences[np.abs(differences) > 1e-12]
+    p_value = None
+    if differing.size >= MIN_POLYGONS:
+        tied = np.unique(np.round(np.abs(differing), 12)).size < differing.size
+        exact = differing.size <= 50 and not tied  # scipy's exact distribution has no ties
+        p_value = _p_or_none(stats.wilcoxon(differing, method="exact" if exact
+                                            else "approx").pvalue)
+    return PolygonTest(int(polygons.size), int((differing > 0).sum()),
+                       int((differing < 0).sum()), float(deep_share.mean()),
+                       float(forest_share.mean()), p_value)
 
 
 def splits_for_significance(differences: list[float], most: int = 1000) -> int | None:
     """The fewest splits at which per-split OA differences with this mean and standard
-    deviation would give a two-sided paired t-test p below `ALPHA` (None when the mean is not
-    above 0, or past `most`); the split count the evidence would need, not a promise."""
+    deviation would give a two-sided paired t-test p below `ALPHA`, if the splits were
+    independent replicates (None with fewer than 2 splits, without spread, when the mean is
+    not above 0, or past `most`). Random splits of one set overlap, which makes the t-test
+    over them optimistic (Nadeau and Bengio 2003): a measure of how far the evidence is, not
+    a number of splits to run."""
     values = np.asarray(differences, dtype=float)
-    if values.size < 2 or values.mean() <= 0:
+    if values.size < 2 or values.mean() <= 0 or np.ptp(values) < 1e-12:
         return None
     spread = values.std(ddof=1)
-    if spread == 0:
-        return 2
     for splits in range(2, most + 1):
         if values.mean() / (spread / math.sqrt(splits)) > stats.t.ppf(1 - ALPHA / 2,
                                                                        splits - 1):

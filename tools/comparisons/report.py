@@ -6,16 +6,22 @@ from lcfusion.engine.families.repeats import format_mean_std
 from lcfusion.engine.reports.mcnemar import EXACT_BELOW
 
 from .config import AccuracyConfig
-from .paired import ALPHA
+from .paired import ALPHA, MIN_POLYGONS
 
 COLUMNS = ("deep model", "its RF", "OA deep", "OA RF", "Kappa deep", "Kappa RF",
            "mean F1 deep", "mean F1 RF", "s / split deep", "s / split RF", "ΔOA (deep − RF)",
-           "p Wilcoxon", "p paired t", "splits for p < 0.05", "McNemar: deep only / RF only, p",
-           "test polygons: deep higher / RF higher, p", "verdict")
+           "p Wilcoxon", "p paired t", f"splits for p < {ALPHA}",
+           "McNemar: deep only / RF only, p",
+           "test polygons: deep higher / RF higher of all, mean share right deep / RF, p",
+           "verdict")
 
 
 def _p(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _metric(side: dict, name: str) -> str:
@@ -37,7 +43,8 @@ def comparison_row(row: dict) -> str:
              "n/a" if needed is None else str(needed),
              f"{test['deep_only']} / {test['forest_only']}, {_p(test['p_value'])}",
              f"{polygons['deep_better']} / {polygons['forest_better']} of "
-             f"{polygons['polygons']}, {_p(polygons['p_value'])}",
+             f"{polygons['polygons']}, {_share(polygons['deep_mean'])} / "
+             f"{_share(polygons['forest_mean'])}, {_p(polygons['p_value'])}",
              row["verdict"]]
     return "| " + " | ".join(cells) + " |"
 
@@ -85,15 +92,18 @@ def markdown(config: AccuracyConfig, repeats: int, seeds: list[int], results: di
         "with continuity correction otherwise. Neighbouring pixels of one polygon are not "
         "independent, so this p overstates the evidence; the splits are the independent "
         "replicates.",
-        "- *splits for p < 0.05*: the fewest splits at which per-split OA differences with "
-        "this mean and standard deviation would give the paired t-test p < "
-        f"{ALPHA} (n/a when the deep model is not ahead on the mean): what more "
-        "labelled data would have to show, not a promise.",
-        "- *test polygons*: every test polygon of every split (a polygon tested in two splits "
-        "counts twice) scored by the share of its pixels each model gets right: on how many "
-        "each model scores higher, and the two-sided Wilcoxon signed-rank p over them (ties "
-        "dropped). It weighs a small polygon as much as a large one, where OA weighs pixels: "
-        "a model ahead in OA but not here wins on the large polygons.",
+        f"- *splits for p < {ALPHA}*: the fewest splits at which per-split OA differences "
+        "with this mean and standard deviation would give the paired t-test p < "
+        f"{ALPHA} if the splits were independent replicates (n/a when the deep model is not "
+        "ahead on the mean or the differences have no spread). Random splits of one set "
+        "share polygons, which makes the t-test over them optimistic (Nadeau and Bengio "
+        "2003): it measures how far the evidence is, not a number of splits to run.",
+        "- *test polygons*: every reference polygon tested in any split, scored by the share "
+        "of its pixels each model gets right (the mean over the splits that test it): on how "
+        "many each model scores higher, the mean of those shares, and the two-sided Wilcoxon "
+        "signed-rank p of their differences (polygons both models score the same left out; "
+        f"n/a below {MIN_POLYGONS} left). A small polygon weighs as much as a large one, "
+        "where OA weighs pixels.",
         f"- *verdict*: 'deep better' / 'deep worse' when both the paired t-test over the "
         f"splits and McNemar's test give p < {ALPHA} in the direction of the mean ΔOA; "
         "otherwise 'no significant difference'.",

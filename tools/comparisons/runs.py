@@ -76,19 +76,23 @@ def summary(runs: list[dict]) -> dict:
 @dataclass
 class PairedPixels:
     """Per-pixel correctness of both models on the test pixels both classified, pooled over
-    the splits, the test polygon each pixel lies in (one number per polygon and split), and
+    the splits, each pixel's split (its index) and reference polygon (its feature), and
     whether each split gave both the same test pixels."""
 
     deep_correct: np.ndarray
     forest_correct: np.ndarray
+    split: np.ndarray
     polygon: np.ndarray
     same_pixels: list[bool]
 
 
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
 def paired_pixels(deep_runs: list[dict], forest_runs: list[dict]) -> PairedPixels:
-    deep_correct, forest_correct, polygon, same = [], [], [], []
-    first_polygon = 0
-    for deep_run, forest_run in zip(deep_runs, forest_runs, strict=True):
+    deep_correct, forest_correct, split, polygon, same = [], [], [], [], []
+    for index, (deep_run, forest_run) in enumerate(zip(deep_runs, forest_runs, strict=True)):
         deep, forest = np.load(deep_run["test_pixels"]), np.load(forest_run["test_pixels"])
         equal = all(np.array_equal(deep[key], forest[key])
                     for key in ("rows", "cols", "reference"))
@@ -98,15 +102,10 @@ def paired_pixels(deep_runs: list[dict], forest_runs: list[dict]) -> PairedPixel
         both = (deep["predicted"] >= 0) & (forest["predicted"] >= 0)
         deep_correct.append((deep["predicted"] == deep["reference"])[both])
         forest_correct.append((forest["predicted"] == forest["reference"])[both])
-        # Numbered after the previous splits' polygons: a polygon tested in two splits is
-        # two units, each with its own pair of predictions.
-        polygon.append(first_polygon + deep["feature"][both].astype(np.int64))
-        first_polygon += int(deep["feature"].max(initial=-1)) + 1
-    def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
-
-    return PairedPixels(joined(deep_correct, bool), joined(forest_correct, bool),
-                        joined(polygon, np.int64), same)
+        polygon.append(deep["feature"][both].astype(np.int64))
+        split.append(np.full(polygon[-1].size, index, dtype=np.int64))
+    return PairedPixels(_joined(deep_correct, bool), _joined(forest_correct, bool),
+                        _joined(split, np.int64), _joined(polygon, np.int64), same)
 
 
 def settings_key(settings: dict) -> str:
