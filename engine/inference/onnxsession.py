@@ -141,9 +141,12 @@ class OnnxModel:
         if self.output not in [each.name for each in self.session.get_outputs()]:
             raise LcfusionError(f"{path.name}'s graph has no output {self.output}, which its "
                                 "metadata names; export the model again", parameter)
+        used = self.session.get_providers()
+        #: Whether the session runs on onnxruntime's CUDA provider (a GPU).
+        self.on_gpu = used[:1] == [CUDA]
         #: Which provider runs, in words, and why it is not the one asked for (or None): the
         #: classify commands log both.
-        self.runs_on, self.fallback = runs_on(self.providers, self.session.get_providers())
+        self.runs_on, self.fallback = runs_on(self.providers, used)
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch (the inputs as float32, or int64 where the graph

@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from ...errors import LcfusionError
-from ...inference.onnxsession import CUDA, OnnxModel
+from ...inference.onnxsession import OnnxModel
 from ...inference.tiles import DIHEDRAL, TilePredictor, any_finite
 from ...io.normalization import PercentileNormalizer
 from ...io.sources import FeatureReader
@@ -18,13 +18,7 @@ from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...wording import counted
 from ..mapsteps import classify_to_files, map_outputs, model_input
-from .inputs import (
-    CPU_BATCH,
-    TWINNSClassifyConfig,
-    check_scales,
-    inputs_for_model,
-    patch_batch,
-)
+from .inputs import TWINNSClassifyConfig, check_scales, inputs_for_model, patch_batch
 
 FAMILY = "twinns"
 
@@ -37,14 +31,15 @@ class OnnxPatchPredictor(TilePredictor):
     size_multiple = 1
 
     def __init__(self, model: OnnxModel, normalizers: Sequence[PercentileNormalizer],
-                 patch_size: int, tile_size: int = 128, batch_size: int = CPU_BATCH,
+                 patch_size: int, tile_size: int = 128, batch_size: int | None = None,
                  tta: bool = False):
         if tile_size < 1:
             raise LcfusionError(f"the tile size must be above 0, got {tile_size}", "TILE_SIZE")
         self.model, self.normalizers = model, list(normalizers)
         self.size, self.half = patch_size, patch_size // 2
         self.halo = self.half
-        self.tile_size, self.batch_size, self.tta = tile_size, batch_size, tta
+        self.tile_size, self.tta = tile_size, tta
+        self.batch_size = batch_size or patch_batch(model.on_gpu)
 
     def load(self, readers: Sequence[FeatureReader], core: Window
              ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -103,11 +98,9 @@ def classify_twinns_onnx(job: Job, reporter: Reporter) -> dict:
         reporter.warning(model.fallback)
     normalizers = [PercentileNormalizer.from_json(metadata["normalization"][k])
                    for k in ("s1", "s2")]
-    on_gpu = model.session.get_providers()[:1] == [CUDA]
     predictor = OnnxPatchPredictor(model, normalizers,
                                    int(metadata["architecture"].get("patch_size", 5)),
-                                   config.tile_size, patch_batch(on_gpu),
-                                   tta=config.tta)
+                                   config.tile_size, tta=config.tta)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         check_scales([s1, s2], normalizers, reporter)
         return classify_to_files(predictor, [s1, s2], inputs.grid, classes, maps, model_path,
