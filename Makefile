@@ -36,6 +36,20 @@ TEST_OPENMP := OMP_WAIT_POLICY=PASSIVE
 RUN_ENV := QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp/runtime-$$(id -u)} \
 	PYTHONPATH=$(CURDIR)/build QGIS_PLUGINPATH=$(CURDIR)/build LCFUSION_PYTHON=$(abspath $(PY))
 
+# pip install, one distribution at a time: PyPI's Linux torch is the CUDA build, with its NVIDIA
+# libraries some 3 GB of wheels, which one pip run keeps on disk beside the 5 GB they unpack to
+# (a disk with 8 GB free fails half-way). pip resolves the set once from the packages' metadata
+# (--dry-run --report), then installs each distribution, pinned, in a run of its own; the last run
+# installs nothing and checks the set.
+define pip_in_turn
+$(PIP) --dry-run --report $(VENV)/pip-report.json $(1) && \
+	for pinned in $$($(PY) -c 'import json, sys; print(*(i["metadata"]["name"] + "==" \
+			+ i["metadata"]["version"] for i in json.load(open(sys.argv[1]))["install"]))' \
+			$(VENV)/pip-report.json); do \
+		echo "  installing $$pinned"; $(PIP) --no-deps "$$pinned" || exit 1; \
+	done && rm $(VENV)/pip-report.json && $(PIP) $(1)
+endef
+
 .PHONY: setup apt demo test test-qgis accuracy choose bench lint package install clean
 
 ## setup: Debian packages, the .venv (torch CPU and test tools), the build/lcfusion link
@@ -56,15 +70,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | apt
 		echo "$(TORCH) already installed"; \
 	elif command -v nvidia-smi >/dev/null; then \
 		echo "NVIDIA GPU found: $(TORCH) from PyPI (CUDA build)"; \
-		$(PIP) $(TORCH); \
+		$(call pip_in_turn,$(TORCH)); \
 	elif $(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" \
 			2>/dev/null; then \
 		echo "No NVIDIA GPU: $(TORCH) CPU build from $(TORCH_CPU_INDEX)"; \
 		$(PIP) --index-url $(TORCH_CPU_INDEX) $(TORCH); \
 	else \
 		echo "No NVIDIA GPU, and $(TORCH_CPU_INDEX) is unreachable: $(TORCH) from PyPI and" \
-			"pip's local wheels instead (PyPI's Linux wheel is the CUDA build, several GB)"; \
-		$(PIP) $(TORCH); \
+			"pip's local wheels instead (PyPI's Linux wheel is the CUDA build, several GB: installed" \
+			"one wheel at a time)"; \
+		$(call pip_in_turn,$(TORCH)); \
 	fi
 	$(PIP) -r requirements.txt -r requirements-dev.txt
 	touch $@

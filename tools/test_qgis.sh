@@ -169,8 +169,11 @@ mount_system
 mount_work
 
 started=$SECONDS
-log "make setup VENV=$VENV (Debian packages, venv)"
+log "make setup VENV=$VENV (Debian packages, venv); $(df -h --output=avail "$ROOT" | tail -1 | tr -d ' ')" \
+    "free on the chroot's disk"
 in_chroot dpkg --configure -a  # finishes an installation that an earlier run was stopped in
+in_chroot make -C "$REPO" apt
+in_chroot apt-get clean  # the installed packages' downloads (600 MB), before torch needs the space
 in_chroot make -C "$REPO" setup VENV="$VENV"
 log "setup done in $((SECONDS - started)) s"
 in_chroot sh -c 'echo "$(qgis_process --version 2>/dev/null | grep -m1 QGIS)," \
