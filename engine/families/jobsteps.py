@@ -16,8 +16,15 @@ from rasterio.windows import Window
 
 from ..compute.distributed import Ranks
 from ..errors import LcfusionError
-from ..inference.classifying import predict_pixels
+from ..inference.classifying import labels_of, pixel_probabilities
 from ..inference.ensemble import Ensemble
+from ..inference.priors import (
+    STRENGTHS,
+    ClassPriors,
+    choose_strength,
+    log_share_ratio,
+    with_priors,
+)
 from ..inference.tiles import TilePredictor
 from ..io.outputs import check_writable
 from ..io.rasters import Grid
@@ -274,14 +281,21 @@ def save_held_out_pixels(path: Path, split: SplitReference, part: int,
         predicted=np.where(predicted >= 0, codes[np.maximum(predicted, 0)], -1))
 
 
+def held_out_probabilities(predictor: TilePredictor, reader: Any, grid: Grid,
+                           split: SplitReference, part: int, reporter: Reporter) -> np.ndarray:
+    """The class probabilities (classes, pixels) of the pixels of one split part (1
+    validation, 2 test), NaN where the class map is nodata."""
+    held_out = split.mask(part)
+    pixels = split.reference.pixels
+    return pixel_probabilities(predictor, reader, grid, pixels.rows[held_out],
+                               pixels.cols[held_out], reporter)
+
+
 def predict_held_out(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
                      part: int, reporter: Reporter) -> np.ndarray:
     """The predicted class indices of the pixels of one split part (1 validation, 2 test),
     -1 where the class map is nodata."""
-    held_out = split.mask(part)
-    pixels = split.reference.pixels
-    return predict_pixels(predictor, reader, grid, pixels.rows[held_out], pixels.cols[held_out],
-                          reporter)
+    return labels_of(held_out_probabilities(predictor, reader, grid, split, part, reporter))
 
 
 def held_out_accuracy(split: SplitReference, part: int,
@@ -304,8 +318,8 @@ def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
     epoch's); `model` ends with them. The monitored score that picked the best epoch sees a
     few patches or samples; this sees every validation pixel. `predictor_for()` makes a
     predictor of `model` as it is (predictors copy the model). Returns the fit result of the
-    kept weights and their validation predictions (`predict_held_out`), for `evaluate_test`
-    to reuse; other keeps pass through, with no predictions."""
+    kept weights and their validation probabilities (`held_out_probabilities`), for
+    `choose_class_priors` to reuse; other keeps pass through, with none."""
     if fit_result.last_state is None:
         return fit_result, None
     if not split.mask(1).any():
@@ -314,26 +328,92 @@ def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
         return replace(fit_result, last_state=None), None
     candidates = ((fit_result.best_epoch, fit_result.best_state),
                   (fit_result.last_epoch, fit_result.last_state))
-    predictions, scores = [], []
+    probabilities, scores = [], []
     for index, (_, state) in enumerate(candidates):
         model.load_state_dict(state)
-        predicted = predict_held_out(predictor_for(), reader, grid, split, 1,
-                                     reporter.span(index / 2, (index + 1) / 2))
-        accuracy = held_out_accuracy(split, 1, predicted)
-        predictions.append(predicted)
+        probabilities.append(held_out_probabilities(predictor_for(), reader, grid, split, 1,
+                                                    reporter.span(index / 2, (index + 1) / 2)))
+        accuracy = held_out_accuracy(split, 1, labels_of(probabilities[-1]))
         scores.append(0.0 if accuracy is None else accuracy.overall_accuracy)
     chosen = int(scores[1] > scores[0])
     epoch, state = candidates[chosen]
     model.load_state_dict(state)
-    reporter.info(f"OA on the {counted(predictions[0].size, 'validation pixel', thousands=True)}"
-                  f": {scores[0]:.3f} with the best epoch's weights ({candidates[0][0]}), "
-                  f"{scores[1]:.3f} with the last epoch's ({candidates[1][0]}); kept "
+    pixels = counted(int(split.mask(1).sum()), "validation pixel", thousands=True)
+    reporter.info(f"OA on the {pixels}: {scores[0]:.3f} with the best epoch's weights "
+                  f"({candidates[0][0]}), {scores[1]:.3f} with the last epoch's "
+                  f"({candidates[1][0]}); kept "
                   f"{'the last' if chosen else 'the best'} epoch's")
     return replace(fit_result, best_state=state, best_epoch=epoch, last_state=None, kept={
         "rule": "best-or-last", "epoch": epoch,
         "candidates": [{"epoch": e, "validation_oa": round(score, 6)}
                        for (e, _), score in zip(candidates, scores, strict=True)]}
-    ), predictions[chosen]
+    ), probabilities[chosen]
+
+
+def choose_class_priors(setting: str, training_pixels: np.ndarray, fitted: np.ndarray,
+                        predictor: TilePredictor, reader: Any, grid: Grid,
+                        split: SplitReference, reporter: Reporter,
+                        validation: np.ndarray | None = None, validation_held_out: bool = True
+                        ) -> tuple[ClassPriors, np.ndarray | None]:
+    """The class priors of a trained model (see `inference.priors`), and its validation
+    predictions with them when it computed or was given the validation probabilities
+    (`validation`), for `evaluate_test` to reuse; else None. `training_pixels`: per class, the
+    pixels of the polygons the model trained on; `fitted`: per class, how much of what the
+    model was fitted to it holds (pixels of the forest's sample; equal shares for the deep
+    families' class-balanced samples); `setting`: "validation" (the strength chosen on the
+    validation polygons), "training" (strength 1) or "balanced" (none). Validation polygons
+    that were trained on (`validation_held_out` false) choose nothing: strength 1."""
+    ratio = tuple(log_share_ratio(training_pixels, fitted))
+    has_validation = bool(split.mask(1).any())
+    if setting == "balanced":
+        priors = ClassPriors(0.0, ratio)
+    elif setting == "training":
+        priors = ClassPriors(1.0, ratio)
+    elif not has_validation:
+        priors = ClassPriors(0.0, ratio)
+        reporter.info("class priors: no validation polygons to choose their strength on; the "
+                      "classes are ranked as in the balanced training sample")
+    elif not validation_held_out:
+        priors = ClassPriors(1.0, ratio)
+        reporter.info("class priors: the validation polygons were trained on, so they choose "
+                      "no strength; strength 1 (the training polygons' shares)")
+    else:
+        if validation is None:
+            validation = held_out_probabilities(predictor, reader, grid, split, 1, reporter)
+        priors, accuracies = choose_strength(validation, split.pixel_class[split.mask(1)],
+                                             np.asarray(ratio))
+        reporter.info("class priors: OA on the validation pixels " + ", ".join(
+            f"{accuracy:.3f} at strength {strength:g}"
+            for strength, accuracy in zip(STRENGTHS, accuracies, strict=True))
+            + f"; kept strength {priors.strength:g}")
+    if priors.shifts:
+        reporter.info("class priors: the classes' probabilities are weighted by (their share "
+                      f"of the training polygons' pixels / their share of the training sample) "
+                      f"** {priors.strength:g}")
+    predicted = (labels_of(priors.apply(validation))
+                 if validation is not None and has_validation else None)
+    return priors, predicted
+
+
+def evaluate_trained(model: torch.nn.Module, fit_result: FitResult,
+                     predictor_for: Callable[[], TilePredictor], reader: Any, grid: Grid,
+                     split: SplitReference, class_priors: str, reporter: Reporter,
+                     held_out: HeldOutFiles | None = None
+                     ) -> tuple[FitResult, ClassPriors, Accuracy | None]:
+    """A deep family's steps after its fit: the kept weights (`choose_kept_weights`), the
+    class priors (`choose_class_priors`, as fitted to equal shares: the samples were drawn
+    class by class; FG-UNET's loss also counts the other labelled pixels of a patch, so its
+    fitted shares lie between equal and the training polygons', which the strength chosen on
+    the validation polygons absorbs) and the accuracy on the test polygons with both
+    (`evaluate_test`)."""
+    fit_result, validation = choose_kept_weights(model, fit_result, predictor_for, reader, grid,
+                                                 split, reporter.span(0.0, 0.4))
+    priors, validation_predicted = choose_class_priors(
+        class_priors, split.class_counts(0), np.ones(len(split.reference.classes)),
+        predictor_for(), reader, grid, split, reporter.span(0.4, 0.5), validation)
+    accuracy = evaluate_test(with_priors(predictor_for(), priors), reader, grid, split,
+                             reporter.span(0.5, 1.0), held_out, validation_predicted)
+    return fit_result, priors, accuracy
 
 
 def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
@@ -342,7 +422,7 @@ def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: Spli
     """Accuracy on the pixels of the test polygons (None without test polygons); with
     `save_to`, the held-out pixels' predictions go to its files (see
     `save_held_out_pixels`), the validation pixels' taken from `validation_predicted` when
-    given (`choose_kept_weights` made them with the same weights)."""
+    given (`choose_class_priors` made them with the same weights and priors)."""
     save_to = save_to or HeldOutFiles()
     if save_to.validation is not None:
         if split.mask(1).any():
@@ -382,9 +462,10 @@ def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, archi
                        inputs: dict, normalization: dict, settings: Any, split_config: SplitConfig,
                        split: SplitReference, fit_result: FitResult, device: torch.device,
                        threads: int, started: float, accuracy: Accuracy | None,
-                       reporter: Reporter, extra: dict | None = None) -> dict:
-    """Write the model file with everything needed to reuse and judge it (plus the family's
-    `extra` entries); return the outputs of the train command."""
+                       reporter: Reporter, priors: ClassPriors | None = None,
+                       extra: dict | None = None) -> dict:
+    """Write the model file with everything needed to reuse and judge it (its class `priors`,
+    plus the family's `extra` entries); return the outputs of the train command."""
     metadata = {
         "family": family,
         "architecture": architecture,
@@ -404,6 +485,7 @@ def save_trained_model(path: Path, model: torch.nn.Module, *, family: str, archi
             "samples_per_second": round(fit_result.samples_per_second, 1),
         },
         "metrics": accuracy.to_json() if accuracy else None,
+        **({"class_priors": priors.to_json()} if priors else {}),
         **(extra or {}),
     }
     save_model(path, metadata, model.state_dict())

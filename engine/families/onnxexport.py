@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import LcfusionError
 from ..inference.onnxsession import OnnxModel
+from ..inference.priors import ClassPriors, describe
 from ..io.outputs import atomic_output, check_writable
 from ..jobs import Job, check_settings, settings_from
 from ..modelfile.header import read_metadata
@@ -303,6 +304,11 @@ def export_onnx(job: Job, reporter: Reporter) -> dict:
     graph = exportable.graph or traced(exportable)
     meta = {**metadata, "onnx": {"inputs": list(exportable.inputs), "output": OUTPUT}}
     extra = deepness_props(metadata, config) if family in DEEPNESS_FAMILIES else {}
+    priors = ClassPriors.from_json(metadata.get("class_priors"), len(metadata["classes"]))
+    if extra and priors.shifts:
+        reporter.warning(f"the model file records {describe(priors, metadata)}; lcfusion's "
+                         "Classify algorithms apply them to the ONNX file too, Deepness does "
+                         "not: its maps rank the classes as the balanced training sample did")
     data = with_metadata(graph, meta, extra)
     reporter.progress(0.7, "checking")
     with atomic_output(target, "OUTPUT") as temporary:

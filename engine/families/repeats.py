@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import LcfusionError
 from ..inference.ensemble import ensemble_state
+from ..inference.priors import mean_priors
 from ..io.outputs import check_writable
 from ..jobs import Job
 from ..modelfile.header import read_metadata
@@ -131,7 +132,7 @@ def _train_repeatedly(job: Job, reporter: Reporter, train: Callable[[Job, Report
     model = job.resolve(job.section("outputs").get("model"))
     if model is None:
         raise LcfusionError("no output model file given", "OUTPUT_MODEL")
-    runs, first, members, normalization = [], None, [], None
+    runs, first, members, normalization, member_priors = [], None, [], None, []
     with job.workdir() as scratch:
         for index in range(repeats):
             reporter.info(f"split {index + 1} of {repeats} (seed {seed + index})")
@@ -143,6 +144,7 @@ def _train_repeatedly(job: Job, reporter: Reporter, train: Callable[[Job, Report
             if ensemble:
                 metadata, state = load_model(target, parameter="OUTPUT_MODEL")
                 members.append(state)
+                member_priors.append(metadata.get("class_priors"))
                 normalization = normalization or metadata["normalization"]
             if index:
                 with contextlib.suppress(FileNotFoundError):
@@ -160,6 +162,10 @@ def _train_repeatedly(job: Job, reporter: Reporter, train: Callable[[Job, Report
         means = {metric: summary["mean"][metric] for metric in METRICS}
         metadata["metrics"] = means if any(v is not None for v in means.values()) else None
         state = ensemble_state(members)
+        priors = mean_priors(member_priors, len(metadata["classes"]))
+        metadata["class_priors"] = priors.to_json()
+        if priors.shifts:
+            reporter.info("class priors of the ensemble: the mean of its members' shifts")
         reporter.info(f"the model file is an ensemble of {counted(repeats, 'model')}; "
                       + ensemble_accuracy_note(repeats))
     save_model(model, metadata, state)

@@ -383,12 +383,21 @@ def describe_outputs(out_map: Any, out_conf: Any | None, classes: ClassTable,
         out_conf.set_band_description(1, "confidence (maximum class probability)")
 
 
-def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
-                   cols: np.ndarray, reporter: Reporter) -> np.ndarray:
-    """Predicted class indices at the given pixels, running only tiles that contain some (a
-    predictor with `infer_pixels`, such as TWINNS's patch classifier, computes only those
-    pixels of each tile); -1 at pixels without data (nodata in the class map)."""
-    predicted = np.full(rows.size, -1, dtype=np.int64)
+def labels_of(probabilities: np.ndarray) -> np.ndarray:
+    """The class ranked first at each pixel of (classes, pixels) `probabilities`, -1 at the
+    pixels without data (NaN)."""
+    if probabilities.shape[0] == 0:  # no pixel asked for
+        return np.full(probabilities.shape[1], -1, dtype=np.int64)
+    known = np.isfinite(probabilities).all(axis=0)
+    return np.where(known, np.nan_to_num(probabilities).argmax(axis=0), -1)
+
+
+def pixel_probabilities(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
+                        cols: np.ndarray, reporter: Reporter) -> np.ndarray:
+    """Class probabilities (classes, pixels) at the given pixels, NaN at pixels without data,
+    running only tiles that contain some (a predictor with `infer_pixels`, such as TWINNS's
+    patch classifier, computes only those pixels of each tile)."""
+    found: np.ndarray | None = None
     selected = [(core, members, rows[members] - int(core.row_off),
                  cols[members] - int(core.col_off))
                 for core, members in tiles_holding(predictor.cores(grid.height, grid.width),
@@ -402,6 +411,8 @@ def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.n
                      core_of=lambda item: item[0],
                      infer=lambda item, tile: at_pixels(tile, item[2], item[3])) as inferred:
         for done, ((_, members, _, _), probs, valid) in enumerate(inferred, start=1):
-            predicted[members] = np.where(valid, probs.argmax(axis=0), -1)
+            if found is None:
+                found = np.full((probs.shape[0], rows.size), np.nan, dtype=np.float32)
+            found[:, members] = np.where(valid, probs, np.nan)
             reporter.progress(done / len(selected), "evaluating")
-    return predicted
+    return found if found is not None else np.full((0, rows.size), np.nan, dtype=np.float32)

@@ -380,9 +380,14 @@ ATTENTION = mapping(record({}, {"dates": DATES,
 #: An ONNX export's graph: the names of its inputs, in the order the family feeds them, and
 #: of its output (class probabilities).
 ONNX = record({"inputs": array(text(), 1, 8), "output": text()}, always=True)
+#: A prior shift of the class probabilities (`inference.priors`): its strength, and per class
+#: the log of (share of the training polygons' pixels / share of the training sample).
+CLASS_PRIORS = record({"strength": number(0.0, 10.0),
+                       "log_ratio": array(number(-1e3, 1e3), 1, MAX_CLASSES)},
+                      always=True, closed=True)
 COMMON = {"created": text(), "lcfusion_version": text(), "metrics": METRICS,
           "training": TRAINING, "repeats": nullable(REPEATS), "attention": nullable(ATTENTION),
-          "ensemble": ensemble, "onnx": ONNX}
+          "ensemble": ensemble, "onnx": ONNX, "class_priors": nullable(CLASS_PRIORS)}
 
 FAMILY_ENTRIES: dict[str, dict[str, Check]] = {
     "fgunet": {
@@ -472,6 +477,7 @@ FAMILY_RULES: dict[str, list[Rule]] = {
                      *series_rules("s1"), *series_rules("s2"), index_roles],
 }
 COMMON_RULES: list[Rule] = [agree(count("classes"), entry("architecture.n_classes")),
+                            agree(count("class_priors.log_ratio"), count("classes")),
                             class_table]
 
 

@@ -22,3 +22,7 @@ KEEPS = ("best", "last", "best-or-last")
 #: from the full rate to zero over the budget, whichever of the epochs and the time limit ends
 #: first (a fixed schedule that a noisy validation score on a few polygons cannot cut short).
 SCHEDULES = ("plateau", "cosine")
+#: How a training sets the strength of the class priors (`inference.priors`): chosen on the
+#: validation polygons, 1 (the training polygons' shares), or 0 (the balanced sample's
+#: ranking).
+PRIOR_SETTINGS = ("validation", "training", "balanced")

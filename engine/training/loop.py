@@ -24,7 +24,7 @@ from ..errors import LcfusionError
 from ..jobs import check_settings
 from ..progress import Reporter
 from ..wording import counted
-from .choices import KEEPS, MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
+from .choices import KEEPS, MONITORS, OPTIMIZERS, PRIOR_SETTINGS, SAMPLINGS, SCHEDULES
 
 #: Inputs (one tensor, or a tuple of tensors for a multi-input model) and labels.
 Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]
@@ -54,13 +54,14 @@ class LoopSettings:
     monitor: str = "loss"
     schedule: str = "plateau"
     keep: str = "best"
+    class_priors: str = "validation"
 
     def __post_init__(self) -> None:
         check_settings(self, non_negative=("early_stopping", "time_limit", "weight_decay",
                                            "warmup_epochs", "label_smoothing"),
                        choices={"sampling": SAMPLINGS, "optimizer": OPTIMIZERS,
                                 "monitor": MONITORS, "schedule": SCHEDULES,
-                                "keep": KEEPS})
+                                "keep": KEEPS, "class_priors": PRIOR_SETTINGS})
         if self.label_smoothing >= 1:
             raise LcfusionError(f"must lie in [0, 1), got {self.label_smoothing}",
                                 "LABEL_SMOOTHING")

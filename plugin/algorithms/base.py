@@ -42,7 +42,14 @@ from ...engine.jobs import write_job
 from ...engine.modelfile.header import SUFFIX
 from ...engine.modelfile.onnxfile import SUFFIX as ONNX_SUFFIX
 from ...engine.modelfile.onnxfile import is_onnx
-from ...engine.training.choices import KEEPS, MONITORS, OPTIMIZERS, SAMPLINGS, SCHEDULES
+from ...engine.training.choices import (
+    KEEPS,
+    MONITORS,
+    OPTIMIZERS,
+    PRIOR_SETTINGS,
+    SAMPLINGS,
+    SCHEDULES,
+)
 from ...engine.wording import FAMILY_NAMES
 from ..console import mute_error_copies
 from ..engine_process import EngineProcess, EngineRun
@@ -52,6 +59,7 @@ from .bindings.binding import Binding, JobDraft
 from .bindings.classmap import ClassMapInputBinding
 from .bindings.modelfile import ModelInputBinding
 from .bindings.options import (
+    CLASS_PRIORS_HELP,
     CLASSIFY_COMPUTE_HELP,
     COMPUTE_HELP,
     FILL_HELP,
@@ -99,7 +107,7 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
 #: graphical model (or a qgis_process call) without them still runs, with their defaults.
 LATER_PARAMETERS = ("TIME_LIMIT", "EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY",
                     "WARMUP_EPOCHS", "LABEL_SMOOTHING", "TTA", "MONITOR", "JITTER",
-                    "DATE_DROPOUT", "SCHEDULE")
+                    "DATE_DROPOUT", "SCHEDULE", "CLASS_PRIORS")
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -141,6 +149,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 COMPUTE_HELP)
         if self.parameterDefinition("EARLY_STOPPING") is not None:
             extra += LOOP_HELP
+        if self.parameterDefinition("CLASS_PRIORS") is not None:
+            extra += CLASS_PRIORS_HELP
         if self.parameterDefinition("DATE_DROPOUT") is not None:
             extra += SERIES_AUGMENTATION_HELP
         if self.parameterDefinition("TTA") is not None:
@@ -357,6 +367,16 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 "class-balanced (a class, then a pixel)",
                 "class- and polygon-balanced (a class, a polygon, a pixel)"], defaultValue=0),
             "sampling", True, SAMPLINGS)
+
+    def add_class_priors(self) -> SettingBinding:
+        """How common each class is, put back into the balanced training's ranking (every
+        family)."""
+        return self.add_setting(QgsProcessingParameterEnum(
+            "CLASS_PRIORS", "Class priors", options=[
+                "the training polygons' class shares, strength chosen on the validation polygons",
+                "the training polygons' class shares",
+                "every class equally common (the balanced training sample)"], defaultValue=0),
+            "class_priors", True, PRIOR_SETTINGS)
 
     def add_optimizer(self, schedule: str = "plateau", keep: str = "best") -> None:
         """The optimiser, weight decay, warm-up, label smoothing, what picks the best epoch,

@@ -90,6 +90,7 @@ normalisation and accuracy) for <i>Classify with FG-UNET</i>.</p>
                 "none (the patches are drawn class-balanced)"], defaultValue=2),
             "class_weighting", True, weightings)
         self.add_sampling()
+        self.add_class_priors()
         self.add_optimizer(schedule="cosine", keep="best-or-last")
         self.add_series_augmentation()
         self.add_compute()

@@ -89,6 +89,7 @@ evaluation.</li>
                 "MS branch only (ablation)"], defaultValue=0), "branches", True,
             ("both", "pan", "ms"))
         self.add_sampling()
+        self.add_class_priors()
         self.add_optimizer()
         self.add_compute()
         self.add_device()

@@ -112,6 +112,7 @@ Forest</i>.</p>
         self.add_setting(QgsProcessingParameterBoolean(
             "TRAIN_ON_VALIDATION", "Train on the validation polygons too", defaultValue=False),
             "train_on_validation", True)
+        self.add_class_priors()
         self.add_setting(QgsProcessingParameterEnum(
             "S1_SCALE", "Sentinel-1 backscatter given in", options=[
                 "dB", "linear power (converted to dB)"], defaultValue=0), "s1_scale", True,

@@ -106,6 +106,7 @@ converted to dB), samples per epoch, device and the evaluation tile size.</li>
         self.add_int("VALIDATION_SAMPLES", "Validation samples", "validation_samples", 512,
                      is_advanced=True)
         self.add_sampling()
+        self.add_class_priors()
         self.add_optimizer()
         self.add_series_augmentation()
         self.add_compute()

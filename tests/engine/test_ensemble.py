@@ -34,6 +34,7 @@ from lcfusion.engine.families.twinns.commands import (
 from lcfusion.engine.families.twinns.network import TWINNS, TWINNSConfig
 from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor
 from lcfusion.engine.inference.ensemble import Ensemble
+from lcfusion.engine.inference.priors import ClassPriors
 from lcfusion.engine.inference.tiling import TiledPredictor
 from lcfusion.engine.io.normalization import PercentileNormalizer
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
@@ -95,7 +96,7 @@ def fgunet_ensemble(tmp_path_factory, scene) -> tuple[Path, dict, RecordingRepor
     folder = tmp_path_factory.mktemp("fgunet-ensemble")
     model = folder / "model.lcfusion"
     job = Job.load(fgunet_train_job(folder, scene, model, epochs=1, patches_per_epoch=16,
-                                    validation_patches=8))
+                                    validation_patches=8, class_priors="training"))
     return (model, *train_ensemble(job, train_fgunet))
 
 
@@ -154,8 +155,15 @@ def test_classifying_with_an_fgunet_ensemble_gives_the_mean_of_its_members(
         probabilities = [TiledPredictor(member, normalizer, CPU).predict(reader, whole)[0]
                          for member in members_of(model, fgunet_of)]
     assert np.abs(probabilities[0] - probabilities[1]).max() > 0.01  # the members differ
+    # Each member weighs its classes at strength 1; the file, the mean of their shifts.
+    priors = ClassPriors.from_json(metadata["class_priors"], len(metadata["classes"]))
+    assert priors.shifts and priors.strength == 1.0
+    assert "class priors of the ensemble: the mean of its members' shifts" in \
+        fgunet_ensemble[2].text()
+    assert "the mean of the ensemble members' class priors, as recorded in the model file" in \
+        log.text()
     assert_maps_are_the_mean(tmp_path, [c["code"] for c in metadata["classes"]],
-                             np.mean(probabilities, axis=0))
+                             priors.apply(np.mean(probabilities, axis=0)))
 
 
 def corrupt_members(metadata: dict, state: dict) -> tuple[dict, dict]:

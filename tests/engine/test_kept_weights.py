@@ -9,6 +9,7 @@ from helpers import NO_TEST_SPLIT, RecordingReporter, fgunet_train_job
 
 from lcfusion.engine.families.fgunet.commands import load_fgunet, train_fgunet
 from lcfusion.engine.families.jobsteps import choose_kept_weights, split_reference
+from lcfusion.engine.inference.classifying import labels_of
 from lcfusion.engine.inference.tiling import TiledPredictor
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 from lcfusion.engine.jobs import Job
@@ -49,10 +50,10 @@ def choose(setting, best: dict, last: dict, reporter=None
     series, split, model, normalizer = setting
     result = FitResult(best, 7, last_state=last, last_epoch=12)
     with series.open() as reader:
-        chosen, predicted = choose_kept_weights(
+        chosen, probabilities = choose_kept_weights(
             model, result, lambda: TiledPredictor(model, normalizer, CPU, 128, 20), reader,
             series.grid, split, reporter or NullReporter())
-    return chosen, predicted, model
+    return chosen, labels_of(probabilities), model
 
 
 @pytest.mark.parametrize("trained_is", ["best", "last"])
@@ -126,7 +127,8 @@ def test_the_model_file_records_the_choice_and_the_validation_pixels_are_the_kep
     """FG-UNET keeps "best-or-last" by default. The validation pixels file is written with
     the kept weights: its OA, counted by hand, is the kept candidate's."""
     model = tmp_path / "model.lcfusion"
-    job = Job.load(fgunet_train_job(tmp_path, scene, model, NO_TEST_SPLIT, epochs=8))
+    job = Job.load(fgunet_train_job(tmp_path, scene, model, NO_TEST_SPLIT, epochs=8,
+                                    class_priors="balanced"))
     job.data["outputs"]["validation_pixels"] = str(tmp_path / "validation.npz")
     train_fgunet(job, NullReporter())
     training = read_metadata(model)["training"]

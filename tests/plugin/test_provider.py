@@ -42,7 +42,7 @@ ALGORITHMS = {
 #: Parameters that belong in the dialogs' "Advanced parameters" section, per algorithm.
 #: The stopping, sampling and optimiser settings every deep family's training shares.
 LOOP_ADVANCED = {"EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY", "WARMUP_EPOCHS",
-                 "LABEL_SMOOTHING", "MONITOR", "SCHEDULE", "KEEP"}
+                 "LABEL_SMOOTHING", "MONITOR", "SCHEDULE", "KEEP", "CLASS_PRIORS"}
 #: The time-series families' augmentation of values.
 SERIES_ADVANCED = {"JITTER", "DATE_DROPOUT"}
 ADVANCED = {
@@ -62,7 +62,7 @@ ADVANCED = {
     "lcfusion:classifytwinns": {"TILE_SIZE", "DEVICE", "FILL_VALUE", "TTA", "COG"},
     "lcfusion:trainrandomforest": {"INDICES", "BAND_ROLES", "MAX_FEATURES",
                                    "TRAIN_ON_VALIDATION", "S1_SCALE", "THREADS", "TILE_SIZE",
-                                   "REPEATS", "FILL_VALUE"},
+                                   "REPEATS", "FILL_VALUE", "CLASS_PRIORS"},
     "lcfusion:classifyrandomforest": {"TILE_SIZE", "THREADS", "FILL_VALUE", "COG"},
     "lcfusion:evaluate": set(),
     "lcfusion:sampledesign": set(),

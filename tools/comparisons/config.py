@@ -111,6 +111,12 @@ CONFIGS = {
             "validation polygons' pixels (its default).",
             "Random Forest: the engine's defaults (100 trees, depth 25, 1000 training pixels "
             "per class, pixel features plus 6 spectral indices), on one thread.",
+            "Class priors (both models of every pair, the engine's default): the "
+            "probabilities of the class-balanced training are weighted by the classes' "
+            "shares of the training polygons' pixels to the power of a strength chosen on "
+            "the validation polygons (0, 0.25, 0.5, 0.75 or 1); the validation OA that "
+            "`make choose` compares is therefore measured after that choice, on the same "
+            "pixels, for every candidate alike.",
         )),
     "quick": AccuracyConfig(
         "quick", repeats=2, sample_size=96, sample_context=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...inference.onnxsession import OnnxModel
+from ...inference.priors import with_model_priors
 from ...inference.tiles import ArrayTiledPredictor
 from ...io.inputscale import check_input_scale
 from ...io.normalization import PercentileNormalizer
@@ -58,8 +59,9 @@ def classify_fgunet_onnx(job: Job, reporter: Reporter) -> dict:
     if model.fallback:
         reporter.warning(model.fallback)
     normalizer = PercentileNormalizer.from_json(metadata["normalization"])
-    predictor = ArrayTiledPredictor(model, SIZE_MULTIPLE, normalizer, config.tile_size,
-                                    config.margin, config.tta)
+    predictor = with_model_priors(
+        ArrayTiledPredictor(model, SIZE_MULTIPLE, normalizer, config.tile_size, config.margin,
+                            config.tta), metadata, reporter)
     with series.open() as reader:
         check_input_scale(reader, normalizer, reporter)
         return classify_to_files(predictor, reader, series.grid, classes, maps, model_path,

@@ -14,6 +14,7 @@ from torch import nn
 from ...compute.devices import configure_threads, resolve_device
 from ...errors import LcfusionError
 from ...inference.ensemble import Ensemble, network_from_state
+from ...inference.priors import with_model_priors
 from ...inference.tiles import check_tiling
 from ...inference.tiling import TiledPredictor
 from ...io.inputscale import check_input_scale
@@ -38,8 +39,7 @@ from ..blockjobs import classify_command
 from ..jobsteps import (
     PixelSet,
     TrainingPixels,
-    choose_kept_weights,
-    evaluate_test,
+    evaluate_trained,
     held_out_outputs,
     labelled_with_data,
     model_output,
@@ -252,19 +252,16 @@ def train_fgunet(job: Job, reporter: Reporter) -> dict:
                 return TiledPredictor(model, normalizer, device, config.tile_size,
                                       config.margin)
 
-            fit_result, validation_predicted = choose_kept_weights(
+            fit_result, priors, accuracy = evaluate_trained(
                 model, fit_result, new_predictor, reader, series.grid, split,
-                reporter.span(0.9, 0.94))
-            accuracy = evaluate_test(new_predictor(), reader, series.grid, split,
-                                     reporter.span(0.94, 0.99), held_out,
-                                     validation_predicted)
+                config.class_priors, reporter.span(0.9, 0.99), held_out)
 
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),
         inputs={"series": {**series.to_json(), "dates_per_chunk": dates_per_chunk}},
         normalization=normalizer.to_json(), settings=config, split_config=split_config,
         split=split, fit_result=fit_result, device=device, threads=threads, started=started,
-        accuracy=accuracy, reporter=reporter)
+        accuracy=accuracy, reporter=reporter, priors=priors)
 
 
 def _sampler(pixels: PixelSet, config: FGUNetTrainConfig, height: int,
@@ -366,8 +363,8 @@ def classify_fgunet(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"time series: {series.describe()}")
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
                   f"{device.type}, {counted(threads, 'thread')}")
-    predictor = TiledPredictor(model, normalizer, device, config.tile_size, config.margin,
-                               config.tta)
+    predictor = with_model_priors(TiledPredictor(model, normalizer, device, config.tile_size,
+                                                 config.margin, config.tta), metadata, reporter)
     if config.tta:
         reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
                       "tile")

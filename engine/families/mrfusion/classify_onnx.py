@@ -9,6 +9,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ...inference.onnxsession import OnnxModel
+from ...inference.priors import with_model_priors
 from ...io.alignment import ALIGN_METHODS
 from ...io.panms import PanMsNormalizer, PanMsPair, PanMsReader, classification_alignment
 from ...io.series import SeriesSpec
@@ -89,7 +90,9 @@ def classify_mrfusion_onnx(job: Job, reporter: Reporter) -> dict:
     if model.fallback:
         reporter.warning(model.fallback)
     normalizer = PanMsNormalizer.from_json(metadata["normalization"])
-    predictor = OnnxDensePanMsPredictor(model, normalizer, config.tile_size, config.tta)
+    predictor = with_model_priors(
+        OnnxDensePanMsPredictor(model, normalizer, config.tile_size, config.tta), metadata,
+        reporter)
     with pair.open() as reader:
         normalizer.check_scale(reader, reporter)
         return classify_to_files(predictor, reader, pair.grid, classes, maps, model_path,

@@ -14,6 +14,7 @@ from torch import nn
 from ...compute.devices import configure_threads, resolve_device
 from ...errors import LcfusionError
 from ...inference.ensemble import Ensemble, network_from_state
+from ...inference.priors import with_model_priors
 from ...io.alignment import ALIGN_METHODS, PanMsAlignment
 from ...io.pack import ArraySource, SamplePack
 from ...io.panms import PanMsNormalizer, classification_alignment
@@ -27,8 +28,7 @@ from ...wording import counted
 from ..blockjobs import classify_command
 from ..jobsteps import (
     TrainingPixels,
-    choose_kept_weights,
-    evaluate_test,
+    evaluate_trained,
     fit_on_pixels,
     held_out_outputs,
     labelled_with_data,
@@ -203,19 +203,16 @@ def train_mrfusion(job: Job, reporter: Reporter) -> dict:
             def new_predictor() -> DensePanMsPredictor:
                 return DensePanMsPredictor(model, normalizer, device, config.tile_size)
 
-            fit_result, validation_predicted = choose_kept_weights(
+            fit_result, priors, accuracy = evaluate_trained(
                 model, fit_result, new_predictor, reader, pair.grid, split,
-                reporter.span(0.9, 0.94))
-            accuracy = evaluate_test(new_predictor(), reader, pair.grid, split,
-                                     reporter.span(0.94, 0.99), held_out,
-                                     validation_predicted)
+                config.class_priors, reporter.span(0.9, 0.99), held_out)
 
     return save_trained_model(
         model_path, model, family=FAMILY, architecture=architecture.to_json(),
         inputs=pair.to_json(),
         normalization=normalizer.to_json(), settings=config, split_config=split_config,
         split=split, fit_result=fit_result, device=device, threads=threads, started=started,
-        accuracy=accuracy, reporter=reporter)
+        accuracy=accuracy, reporter=reporter, priors=priors)
 
 
 def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
@@ -265,7 +262,9 @@ def classify_mrfusion(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
                   f"branches {model.config.branches}) on {device.type}, "
                   f"{counted(threads, 'thread')}")
-    predictor = DensePanMsPredictor(model, normalizer, device, config.tile_size, config.tta)
+    predictor = with_model_priors(
+        DensePanMsPredictor(model, normalizer, device, config.tile_size, config.tta), metadata,
+        reporter)
     if config.tta:
         reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
                       "patch pair")

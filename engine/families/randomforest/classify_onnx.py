@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...inference.onnxsession import OnnxModel
+from ...inference.priors import with_model_priors
 from ...jobs import Job, settings_from
 from ...progress import Reporter
 from ...reference.classes import ClassTable
@@ -47,8 +48,9 @@ def classify_randomforest_onnx(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
                   f"{features.kind} features) with {model.runs_on}, "
                   f"{counted(model.threads, 'thread')}")
-    predictor = ForestTilePredictor(OnnxForest(model, len(classes)), features,
-                                    config.tile_size, model.threads)
+    predictor = with_model_priors(
+        ForestTilePredictor(OnnxForest(model, len(classes)), features, config.tile_size,
+                            model.threads), metadata, reporter)
     with inputs.open() as stack:
         inputs.check_scales(stack, metadata.get("input_ranges"), reporter)
         return classify_to_files(predictor, stack, inputs.grid, classes, maps, model_path,

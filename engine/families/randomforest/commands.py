@@ -22,6 +22,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from ...compute.devices import configure_threads
 from ...errors import LcfusionError
+from ...inference.priors import with_model_priors, with_priors
 from ...io.alignment import ALIGN_METHODS
 from ...io.indices import DEFAULT_INDICES, IndexConfig, parse_index_config, resolve_indices
 from ...io.panms import PanMsPair
@@ -32,12 +33,14 @@ from ...modelfile.storage import restore_model
 from ...progress import Reporter
 from ...reference.classes import ClassTable
 from ...reference.splits import SplitReference, preset_split
+from ...training.choices import PRIOR_SETTINGS
 from ...training.loop import FitResult
 from ...wording import counted
 from ..blockjobs import classify_command
 from ..jobsteps import (
     PixelSet,
     check_odd_patch,
+    choose_class_priors,
     evaluate_test,
     held_out_outputs,
     model_output,
@@ -87,13 +90,14 @@ class RandomForestTrainConfig:
     threads: int = 0
     tile_size: int = 128
     align_ms: str = "none"
+    class_priors: str = "validation"
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("samples_per_class", "n_trees", "tile_size"),
                        non_negative=("max_depth",),
                        choices={"source": SOURCES, "features": FEATURE_KINDS,
                                 "max_features": tuple(MAX_FEATURES), "s1_scale": S1_SCALES,
-                                "align_ms": ALIGN_METHODS})
+                                "align_ms": ALIGN_METHODS, "class_priors": PRIOR_SETTINGS})
         self.pixel_features()
 
     def pixel_features(self) -> PixelFeatures:
@@ -221,8 +225,13 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
                                                    split_config.seed, threads, names, reporter)
             reporter.progress(0.6)
             predictor = ForestTilePredictor(forest, features, config.tile_size, threads)
-            accuracy = evaluate_test(predictor, stack, grid, split, reporter.span(0.6, 0.97),
-                                     held_out)
+            trained_on = split.class_counts(0) + (split.class_counts(1)
+                                                  if config.train_on_validation else 0)
+            priors, validation_predicted = choose_class_priors(
+                config.class_priors, trained_on, counts, predictor, stack, grid, split,
+                reporter.span(0.6, 0.75), validation_held_out=not config.train_on_validation)
+            accuracy = evaluate_test(with_priors(predictor, priors), stack, grid, split,
+                                     reporter.span(0.75, 0.97), held_out, validation_predicted)
 
     architecture = {"source": inputs.source, "features": features.kind,
                     "patch_size": features.size, "n_features": len(names),
@@ -237,7 +246,7 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
                        "(tensor fill_values)"},
         settings=config, split_config=split_config, split=split,
         fit_result=FitResult(best_state={}, best_epoch=0), device=torch.device("cpu"),
-        threads=threads, started=started, accuracy=accuracy, reporter=reporter,
+        threads=threads, started=started, accuracy=accuracy, reporter=reporter, priors=priors,
         extra={"sampling": {"samples_per_class": config.samples_per_class,
                             "pixels": {c.name: int(counts[c.index]) for c in classes}},
                "input_ranges": ranges,
@@ -303,7 +312,8 @@ def classify_randomforest(job: Job, reporter: Reporter) -> dict:
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}, "
                   f"{counted(forest.n_trees, 'tree')}, {features.kind} features) on "
                   f"{counted(threads, 'thread')}")
-    predictor = ForestTilePredictor(forest, features, config.tile_size, threads)
+    predictor = with_model_priors(ForestTilePredictor(forest, features, config.tile_size,
+                                                      threads), metadata, reporter)
     with inputs.open() as stack:
         inputs.check_scales(stack, metadata.get("input_ranges"), reporter)
         return classify_to_files(predictor, stack, inputs.grid, classes, maps, model_path,

@@ -10,6 +10,7 @@ from rasterio.windows import Window
 
 from ...errors import LcfusionError
 from ...inference.onnxsession import OnnxModel
+from ...inference.priors import with_model_priors
 from ...inference.tiles import DIHEDRAL, TilePredictor, any_finite
 from ...io.normalization import PercentileNormalizer
 from ...io.sources import FeatureReader
@@ -98,9 +99,9 @@ def classify_twinns_onnx(job: Job, reporter: Reporter) -> dict:
         reporter.warning(model.fallback)
     normalizers = [PercentileNormalizer.from_json(metadata["normalization"][k])
                    for k in ("s1", "s2")]
-    predictor = OnnxPatchPredictor(model, normalizers,
-                                   int(metadata["architecture"].get("patch_size", 5)),
-                                   config.tile_size, tta=config.tta)
+    predictor = with_model_priors(
+        OnnxPatchPredictor(model, normalizers, int(metadata["architecture"].get("patch_size", 5)),
+                           config.tile_size, tta=config.tta), metadata, reporter)
     with inputs.s1.open() as s1, inputs.s2.open() as s2:
         check_scales([s1, s2], normalizers, reporter)
         return classify_to_files(predictor, [s1, s2], inputs.grid, classes, maps, model_path,

@@ -15,6 +15,7 @@ from ...compute.devices import configure_threads, resolve_device
 from ...errors import LcfusionError
 from ...inference.classifying import ValueMap
 from ...inference.ensemble import Ensemble, network_from_state
+from ...inference.priors import with_model_priors
 from ...io.indices import DEFAULT_INDICES, IndexConfig, parse_index_config
 from ...io.normalization import PercentileNormalizer
 from ...io.outputs import atomic_output, check_writable
@@ -33,8 +34,7 @@ from ..blockjobs import classify_command
 from ..jobsteps import (
     TrainingPixels,
     check_odd_patch,
-    choose_kept_weights,
-    evaluate_test,
+    evaluate_trained,
     fit_on_pixels,
     held_out_outputs,
     labelled_with_data,
@@ -284,12 +284,9 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
                 return BatchedPatchPredictor(model, normalizers, device, config.patch_size,
                                              config.tile_size)
 
-            fit_result, validation_predicted = choose_kept_weights(
+            fit_result, priors, accuracy = evaluate_trained(
                 model, fit_result, new_predictor, readers, inputs.grid, split,
-                reporter.span(0.88, 0.92))
-            accuracy = evaluate_test(new_predictor(), readers, inputs.grid, split,
-                                     reporter.span(0.92, 0.97), held_out,
-                                     validation_predicted)
+                config.class_priors, reporter.span(0.88, 0.97), held_out)
             attention = (attention_by_class(model, patches, split, inputs, device, rng,
                                             reporter) if model.rnn else None)
     return save_trained_model(
@@ -299,7 +296,7 @@ def train_twinns(job: Job, reporter: Reporter) -> dict:
         normalization={"s1": normalizers[0].to_json(), "s2": normalizers[1].to_json()},
         settings=config, split_config=split_config, split=split, fit_result=fit_result,
         device=device, threads=threads, started=started, accuracy=accuracy,
-        reporter=reporter, extra={"attention": attention})
+        reporter=reporter, priors=priors, extra={"attention": attention})
 
 
 def fit_packed(pack: SamplePack, context: RunContext, device: torch.device,
@@ -400,8 +397,9 @@ def classify_twinns(job: Job, reporter: Reporter) -> dict:
         reporter.info(line)
     reporter.info(f"classifying with {model_path.name} ({counted(len(classes), 'class')}) on "
                   f"{device.type}, {counted(threads, 'thread')}")
-    predictor = BatchedPatchPredictor(model, normalizers, device, model.config.patch_size,
-                                      config.tile_size, tta=config.tta)
+    predictor = with_model_priors(
+        BatchedPatchPredictor(model, normalizers, device, model.config.patch_size,
+                              config.tile_size, tta=config.tta), metadata, reporter)
     if config.tta:
         reporter.info("test-time augmentation: the mean of the 8 flips and rotations of each "
                       "pixel's patches")

@@ -48,6 +48,19 @@ with its colours, class table and overviews as in a local run. Cancel stops ever
 process group, or scancel) and removes the job folder unless the profile keeps it.</p>
 """
 
+CLASS_PRIORS_HELP = """
+<h3>Class priors</h3>
+<p>Every family trains on samples balanced by class, so it ranks a pixel's classes as if each
+class covered as much of the scene as any other, and its map over-draws the rare classes. With
+<b>Class priors</b> the probabilities are weighted by (the class's share of the training
+polygons' pixels / its share of the training sample) to the power of a strength: chosen on the
+validation polygons among 0, 0.25, 0.5, 0.75 and 1, the one right on most of their pixels
+(the default; without validation polygons, 0); 1 (the training polygons' shares); or 0 (every
+class equally common, the balanced ranking: a higher mean F1 of the rare classes at the cost of
+overall accuracy). The strength is recorded in the model file, and every classification with the
+model, ONNX included, applies it.</p>
+"""
+
 LOOP_HELP = """
 <h3>How long and how the network trains</h3>
 <p><b>Epochs (at most)</b> is an upper bound: the training ends earlier at the <b>Time limit</b>
