@@ -32,8 +32,27 @@ def configure_threads(threads: int = 0) -> int:
     return threads
 
 
+def native_cpu_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX): there oneDNN's
+    bfloat16 kernels train the families' networks 1.2 to 1.8 times faster than float32; on
+    other CPUs they would be emulated, slower."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes
+        return False
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bfloat16 where `device` computes it natively (a GPU's tensor cores, a CPU with AVX-512
+    BF16 or AMX; no loss scaling needed); None (float32) elsewhere."""
+    if device.type == "cuda" or (device.type == "cpu" and native_cpu_bfloat16()):
+        return torch.bfloat16
+    return None
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bfloat16 autocast on GPUs (tensor cores, no loss scaling needed); nothing on the CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Training's autocast (`autocast_dtype`), or nothing."""
+    dtype = autocast_dtype(device) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from ..compute.distributed import Ranks
 from ..errors import LcfusionError
-from ..inference.classifying import labels_of, pixel_probabilities
+from ..inference.classifying import labels_of, pixel_probabilities, predict_pixels
 from ..inference.ensemble import Ensemble
 from ..inference.priors import (
     STRENGTHS,
@@ -295,7 +295,10 @@ def predict_held_out(predictor: TilePredictor, reader: Any, grid: Grid, split: S
                      part: int, reporter: Reporter) -> np.ndarray:
     """The predicted class indices of the pixels of one split part (1 validation, 2 test),
     -1 where the class map is nodata."""
-    return labels_of(held_out_probabilities(predictor, reader, grid, split, part, reporter))
+    held_out = split.mask(part)
+    pixels = split.reference.pixels
+    return predict_pixels(predictor, reader, grid, pixels.rows[held_out],
+                          pixels.cols[held_out], reporter)
 
 
 def held_out_accuracy(split: SplitReference, part: int,

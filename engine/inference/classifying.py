@@ -392,12 +392,13 @@ def labels_of(probabilities: np.ndarray) -> np.ndarray:
     return np.where(known, np.nan_to_num(probabilities).argmax(axis=0), -1)
 
 
-def pixel_probabilities(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
-                        cols: np.ndarray, reporter: Reporter) -> np.ndarray:
-    """Class probabilities (classes, pixels) at the given pixels, NaN at pixels without data,
-    running only tiles that contain some (a predictor with `infer_pixels`, such as TWINNS's
-    patch classifier, computes only those pixels of each tile)."""
-    found: np.ndarray | None = None
+def _at_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
+               cols: np.ndarray, reporter: Reporter
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For each tile that holds some of the given pixels, in turn: their indices in `rows`,
+    their class probabilities (classes, members) and whether each has data. Only those tiles
+    run (a predictor with `infer_pixels`, such as TWINNS's patch classifier, computes only
+    those pixels of each tile)."""
     selected = [(core, members, rows[members] - int(core.row_off),
                  cols[members] - int(core.col_off))
                 for core, members in tiles_holding(predictor.cores(grid.height, grid.width),
@@ -411,8 +412,26 @@ def pixel_probabilities(predictor: TilePredictor, reader: Any, grid: Grid, rows:
                      core_of=lambda item: item[0],
                      infer=lambda item, tile: at_pixels(tile, item[2], item[3])) as inferred:
         for done, ((_, members, _, _), probs, valid) in enumerate(inferred, start=1):
-            if found is None:
-                found = np.full((probs.shape[0], rows.size), np.nan, dtype=np.float32)
-            found[:, members] = np.where(valid, probs, np.nan)
+            yield members, probs, valid & np.isfinite(probs).all(axis=0)
             reporter.progress(done / len(selected), "evaluating")
+
+
+def pixel_probabilities(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
+                        cols: np.ndarray, reporter: Reporter) -> np.ndarray:
+    """Class probabilities (classes, pixels) at the given pixels, NaN at pixels without data."""
+    found: np.ndarray | None = None
+    for members, probs, valid in _at_pixels(predictor, reader, grid, rows, cols, reporter):
+        if found is None:
+            found = np.full((probs.shape[0], rows.size), np.nan, dtype=np.float32)
+        found[:, members] = np.where(valid, probs, np.nan)
     return found if found is not None else np.full((0, rows.size), np.nan, dtype=np.float32)
+
+
+def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
+                   cols: np.ndarray, reporter: Reporter) -> np.ndarray:
+    """The class ranked first at the given pixels, -1 at pixels without data: as `labels_of`
+    of `pixel_probabilities`, without holding every pixel's probabilities at once."""
+    labels = np.full(rows.size, -1, dtype=np.int64)
+    for members, probs, valid in _at_pixels(predictor, reader, grid, rows, cols, reporter):
+        labels[members] = np.where(valid, np.nan_to_num(probs).argmax(axis=0), -1)
+    return labels

@@ -532,6 +532,25 @@ def split_section(training: dict) -> Html:
     return section("Reference split", paragraph(text), table(headers, rows, total))
 
 
+def priors_section(priors: dict, classes: list[dict]) -> Html:
+    """The class priors the model applies: the factor each class's probability is multiplied
+    by before the classes are ranked."""
+    strength = float(priors.get("strength", 0))
+    factors = [math.exp(strength * float(v)) for v in priors.get("log_ratio") or []]
+    if all(factor == 1 for factor in factors):
+        return section("Class priors", paragraph(
+            "None: the classes are ranked by the model's probabilities as they are (strength "
+            "0, chosen on the validation polygons or set by CLASS_PRIORS).", note=True))
+    text = (f"Strength {strength:g}: each class's probability is multiplied by (its share of "
+            "the training polygons' pixels / its share of what the model was fitted to) to "
+            f"the power {strength:g}, then the classes are ranked. The strength was chosen on "
+            "the validation polygons or set by CLASS_PRIORS (an ensemble applies the mean of "
+            "its members' shifts). A factor above 1 favours the class.")
+    rows = [(str(c.get("code")), c.get("name"), Html(f"&times; {factor:.3g}"))
+            for c, factor in zip(classes, factors, strict=False)]
+    return section("Class priors", paragraph(text), table(("code", "class", "factor"), rows))
+
+
 def repeats_section(repeats: dict, ensemble: bool = False) -> Html:
     keys = ("overall_accuracy", "kappa", "mean_f1")
     runs = repeats.get("runs") or []
@@ -613,6 +632,8 @@ def training_report_html(metadata: dict) -> str:
     ensemble = metadata.get("ensemble")
     parts = [*headline_section(metadata), metrics_section(metadata.get("metrics"), ensemble),
              curves_section(training), split_section(training)]
+    if metadata.get("class_priors"):
+        parts.append(priors_section(metadata["class_priors"], metadata.get("classes", [])))
     if metadata.get("repeats"):
         parts.append(repeats_section(metadata["repeats"], bool(ensemble)))
     if metadata.get("attention"):

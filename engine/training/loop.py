@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..compute.devices import autocast
+from ..compute.devices import autocast, autocast_dtype
 from ..compute.distributed import Ranks
 from ..errors import LcfusionError
 from ..jobs import check_settings
@@ -273,6 +273,11 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         model = DistributedDataParallel(
             module, device_ids=[device] if device.type == "cuda" else None)
     rate = scaled_learning_rate(config.learning_rate, ranks.size)
+    if config.mixed_precision and autocast_dtype(device) is not None:
+        reporter.info("training in bfloat16 autocast (weights and optimiser in float32), "
+                      + ("which the GPU computes natively" if device.type == "cuda" else
+                         "which this CPU computes natively (AVX-512 BF16 or AMX); maps and "
+                         "held-out polygons are classified in float32"))
     if ranks.size > 1:
         reporter.info(f"{ranks.size} ranks ({ranks.backend}): learning rate "
                       f"{config.learning_rate:g} x {ranks.size} = {rate:g} (linear scaling)")

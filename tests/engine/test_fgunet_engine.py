@@ -23,6 +23,7 @@ from lcfusion.engine.families.fgunet.commands import (
     load_fgunet,
     train_fgunet,
 )
+from lcfusion.engine.inference.classifying import pixel_probabilities, predict_pixels
 from lcfusion.engine.inference.tiling import TiledPredictor
 from lcfusion.engine.io.normalization import PercentileNormalizer
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
@@ -119,6 +120,36 @@ def test_tiled_inference_equals_one_pass_over_the_image(scene, trained):
             r, c = int(core.row_off), int(core.col_off)
             got[:, r: r + probs.shape[1], c: c + probs.shape[2]] = probs
     assert np.abs(got - expected).max() < 1e-4
+
+
+def test_held_out_labels_are_the_first_class_of_the_probabilities_and_minus_one_without_data(
+        tmp_path, scene, trained):
+    """The test polygons' labels (`predict_pixels`, tile by tile) are those of the whole
+    probabilities (`pixel_probabilities`, kept for the validation part), -1 where a date has
+    no data."""
+    _, model, _, normalizer = load_fgunet(trained[0], torch.device("cpu"))
+    paths = []
+    for path in scene.s2_paths:
+        with rasterio.open(path) as src:
+            values = src.read().astype(np.float32)
+        values[:, 10:20, 30:50] = np.nan
+        paths.append(str(write_raster(tmp_path / path.name, values)))
+    series = TimeSeries(SeriesSpec(tuple(paths)))
+    rng = np.random.default_rng(5)
+    rows = np.concatenate([rng.integers(0, series.height, 300), [10, 19, 15]])
+    cols = np.concatenate([rng.integers(0, series.width, 300), [30, 49, 40]])
+    without_data = (rows >= 10) & (rows < 20) & (cols >= 30) & (cols < 50)
+    predictor = TiledPredictor(model, normalizer, torch.device("cpu"), tile_size=40, margin=12)
+    with series.open() as reader:
+        probabilities = pixel_probabilities(predictor, reader, series.grid, rows, cols,
+                                            NullReporter())
+        labels = predict_pixels(predictor, reader, series.grid, rows, cols, NullReporter())
+    assert probabilities.shape == (8, rows.size)
+    np.testing.assert_array_equal(np.isnan(probabilities).all(axis=0), without_data)
+    np.testing.assert_array_equal(labels == -1, without_data)
+    np.testing.assert_array_equal(labels[~without_data],
+                                  probabilities[:, ~without_data].argmax(axis=0))
+    assert np.unique(labels[~without_data]).size > 1
 
 
 def test_test_time_augmentation_makes_the_map_of_a_transposed_image_the_transposed_map(

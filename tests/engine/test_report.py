@@ -67,6 +67,8 @@ METADATA = {
     "attention": {"s2": {"dates": ["2021-01-15", "2021-03-16"],
                          "by_class": {"water": [0.25, 0.75]}, "pixels": {"water": 4},
                          "pixels_from": "test"}},
+    # (4, 1, 1/4) ** 0.5: water doubled, crop halved.
+    "class_priors": {"strength": 0.5, "log_ratio": [1.386294, 0.0, -1.386294]},
 }
 
 
@@ -166,7 +168,7 @@ def test_training_report_has_every_section(tmp_path):
                     "Accuracy on the test polygons",
                     "Confusion matrix (rows = reference, columns = prediction)", "Per class",
                     "Learning curves", "Reference split", "Repeated splits",
-                    "Temporal attention", "Settings", "Time and hardware"):
+                    "Temporal attention", "Class priors", "Settings", "Time and hardware"):
         assert heading in text, heading
     assert "created 2026-01-02T03:04:05+00:00" in text
     assert "0.7000 Overall accuracy" in text
@@ -190,6 +192,9 @@ def test_training_report_has_every_section(tmp_path):
     assert "training time 1 h 02 min 05 s" in text
     assert "device cuda" in text and "CPU threads 16" in text
     assert "water 0.250 0.750" in text
+    # Class priors: the strength and each class's factor.
+    assert "Strength 0.5:" in text
+    assert "10 water × 2 20 <b>& × 1 30 crop, \"wheat\" × 0.5" in text
     # Both charts are well-formed SVG: the confusion matrix shows the test counts.
     confusion, curves = svgs_of(page)
     assert [t for t in texts(confusion) if t.isdigit()] == [str(v) for r in MATRIX for v in r]
@@ -201,7 +206,7 @@ def test_training_report_has_every_section(tmp_path):
 def test_missing_parts_are_skipped_with_a_sentence(tmp_path):
     metadata = copy.deepcopy(METADATA)
     metadata.update(family="randomforest", metrics=None)
-    for key in ("repeats", "attention"):
+    for key in ("repeats", "attention", "class_priors"):
         metadata.pop(key)
     metadata["training"].update(history=[], best_epoch=None)
     page = write_training_report(tmp_path / "rf.html", metadata).read_text(encoding="utf-8")
@@ -211,6 +216,15 @@ def test_missing_parts_are_skipped_with_a_sentence(tmp_path):
     assert "No learning curve" in text
     assert "Repeated splits" not in text and "Temporal attention" not in text
     assert svgs_of(page) == []
+    assert "Class priors" not in text
+
+
+def test_priors_of_strength_zero_are_reported_as_none(tmp_path):
+    metadata = {**METADATA, "class_priors": {"strength": 0.0, "log_ratio": [1.0, 0.0, -1.0]}}
+    page = write_training_report(tmp_path / "report.html", metadata).read_text(encoding="utf-8")
+    text = TextOf(page).text
+    assert "Class priors None: the classes are ranked by the model's probabilities" in text
+    assert "factor" not in text
 
 
 def test_a_report_in_a_missing_folder_names_the_parameter(tmp_path):

@@ -65,6 +65,38 @@ def test_without_early_stopping_every_epoch_runs():
     assert "stopped after" not in reporter.text()
 
 
+class DtypeRecorder(nn.Linear):
+    """A linear layer that records the dtype of each output it computes while training."""
+
+    def __init__(self):
+        super().__init__(4, 2)
+        self.seen: set[torch.dtype] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if self.training:
+            self.seen.add(out.dtype)
+        return out
+
+
+def test_training_runs_in_bfloat16_exactly_where_the_cpu_computes_it_natively():
+    torch.manual_seed(0)
+    model = DtypeRecorder()
+    reporter = RecordingReporter()
+    fit(model, lambda epoch: batches(0), 3, lambda: batches(1), nn.CrossEntropyLoss(),
+        FitConfig(epochs=2, learning_rate=0.05), CPU, reporter)
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert model.seen == ({torch.bfloat16} if native else {torch.float32})
+    assert model.weight.dtype == torch.float32
+    said = "training in bfloat16 autocast (weights and optimiser in float32)" in reporter.text()
+    assert said == native
+    model = DtypeRecorder()
+    fit(model, lambda epoch: batches(0), 3, None, nn.CrossEntropyLoss(),
+        FitConfig(epochs=1, learning_rate=0.05, mixed_precision=False), CPU,
+        RecordingReporter())
+    assert model.seen == {torch.float32}
+
+
 def test_batch_norm_statistics_are_the_average_of_the_last_epochs_batches():
     # Inputs centred on 50: after these 6 steps PyTorch's exponential average (momentum 0.1)
     # would still say 50 x (1 - 0.9^6) = 23.4, and validation would see inputs shifted by 27.

@@ -33,7 +33,7 @@ from lcfusion.engine.families.twinns.commands import (
 )
 from lcfusion.engine.families.twinns.network import TWINNS, TWINNSConfig
 from lcfusion.engine.families.twinns.patches import BatchedPatchPredictor, GridPatches
-from lcfusion.engine.inference.classifying import pixel_probabilities
+from lcfusion.engine.inference.classifying import pixel_probabilities, predict_pixels
 from lcfusion.engine.inference.ensemble import Ensemble
 from lcfusion.engine.io.indices import DEFAULT_INDICES, band_number, identify_roles
 from lcfusion.engine.jobs import Job, write_job
@@ -156,10 +156,12 @@ def test_the_pixels_of_a_tile_alone_are_computed_as_in_the_whole_tile(trained_tw
         assert (at_valid == valid[local_r, local_c]).all()
         grid = inputs.s2.series.grid
         predicted = pixel_probabilities(predictor, [s1, s2], grid, rows, cols, NullReporter())
+        labels = predict_pixels(predictor, [s1, s2], grid, rows, cols, NullReporter())
         full = np.concatenate([np.concatenate(
             [predictor.predict([s1, s2], Window(c, r, 16, 16))[0] for c in (0, 16, 32)],
             axis=2) for r in (0, 16, 32)], axis=1)
     np.testing.assert_allclose(predicted, full[:, rows, cols], atol=1e-5)
+    np.testing.assert_array_equal(labels, predicted.argmax(axis=0))
 
 
 def test_test_time_augmentation_is_the_mean_over_the_8_symmetries_of_each_patch(
