@@ -16,14 +16,18 @@ from rasterio.windows import Window
 
 from ..compute.distributed import Ranks
 from ..errors import LcfusionError
-from ..inference.classifying import labels_of, pixel_probabilities, predict_pixels
+from ..inference.classifying import (
+    labels_of,
+    pixel_probabilities,
+    pixels_by_tile,
+    predict_pixels,
+)
 from ..inference.ensemble import Ensemble
 from ..inference.priors import (
     STRENGTHS,
     ClassPriors,
     choose_strength,
     log_share_ratio,
-    with_priors,
 )
 from ..inference.tiles import TilePredictor
 from ..io.outputs import check_writable
@@ -312,31 +316,77 @@ def held_out_accuracy(split: SplitReference, part: int,
                             predicted[classified], split.reference.classes)
 
 
+@dataclass(frozen=True)
+class HeldOutPredictions:
+    """What one pass over the held-out polygons gives (`predict_held_out_parts`): the
+    validation pixels' class probabilities (classes, pixels; NaN where the class map is
+    nodata), and the test pixels' classes (-1 on nodata) under the class priors of each
+    strength of `STRENGTHS` (strengths, pixels), so that the strength the validation pixels
+    choose needs no second pass over the test polygons."""
+
+    validation: np.ndarray
+    test_labels: np.ndarray
+
+    def test_predicted(self, priors: ClassPriors) -> np.ndarray:
+        """The test pixels' classes with `priors` (a strength of `STRENGTHS`)."""
+        return self.test_labels[STRENGTHS.index(priors.strength)].astype(np.int64)
+
+
+def predict_held_out_parts(predictor: TilePredictor, reader: Any, grid: Grid,
+                           split: SplitReference, log_ratio: np.ndarray, reporter: Reporter
+                           ) -> HeldOutPredictions:
+    """The validation and test polygons' predictions of `predictor` (without priors) in one
+    pass over the tiles that hold either (their tiles mostly overlap); `log_ratio`: the class
+    priors' log share ratio that each strength scales. Holds the validation probabilities and
+    a few labels per test pixel, never the test probabilities."""
+    validation, test = split.mask(1), split.mask(2)
+    either = validation | test
+    at_test = test[either]
+    position = np.where(at_test, np.cumsum(at_test), np.cumsum(~at_test)) - 1
+    probabilities = np.full((len(split.reference.classes), int(validation.sum())), np.nan,
+                            dtype=np.float32)
+    labels = np.full((len(STRENGTHS), int(test.sum())), -1, dtype=np.int16)
+    ratio = tuple(float(value) for value in log_ratio)
+    shifts = [ClassPriors(strength, ratio) for strength in STRENGTHS]
+    pixels = split.reference.pixels
+    for members, probs, valid in pixels_by_tile(predictor, reader, grid, pixels.rows[either],
+                                                pixels.cols[either], reporter):
+        probs = np.where(valid, probs, np.nan)
+        tested = at_test[members]
+        probabilities[:, position[members[~tested]]] = probs[:, ~tested]
+        for row, priors in zip(labels, shifts, strict=True):
+            row[position[members[tested]]] = labels_of(priors.apply(probs[:, tested]))
+    return HeldOutPredictions(probabilities, labels)
+
+
 def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
                         predictor_for: Callable[[], TilePredictor], reader: Any, grid: Grid,
-                        split: SplitReference, reporter: Reporter
-                        ) -> tuple[FitResult, np.ndarray | None]:
+                        split: SplitReference, log_ratio: np.ndarray, reporter: Reporter
+                        ) -> tuple[FitResult, HeldOutPredictions]:
     """Keep "best-or-last": of the best epoch's weights and the last epoch's, those whose
     predictions are right on more of the validation polygons' pixels (a tie keeps the best
     epoch's); `model` ends with them. The monitored score that picked the best epoch sees a
     few patches or samples; this sees every validation pixel. `predictor_for()` makes a
     predictor of `model` as it is (predictors copy the model). Returns the fit result of the
-    kept weights and their validation probabilities (`held_out_probabilities`), for
-    `choose_class_priors` to reuse; other keeps pass through, with none."""
-    if fit_result.last_state is None:
-        return fit_result, None
-    if not split.mask(1).any():
-        reporter.info(f"no validation polygons to choose between the best epoch's and the last "
-                      f"epoch's weights: kept the best epoch's, {fit_result.best_epoch}")
-        return replace(fit_result, last_state=None), None
+    kept weights and their held-out predictions (`predict_held_out_parts`); other keeps pass
+    through, with the predictions of the model as it is."""
+    if fit_result.last_state is None or not split.mask(1).any():
+        if fit_result.last_state is not None:
+            reporter.info(f"no validation polygons to choose between the best epoch's and the "
+                          f"last epoch's weights: kept the best epoch's, "
+                          f"{fit_result.best_epoch}")
+            fit_result = replace(fit_result, last_state=None)
+        return fit_result, predict_held_out_parts(predictor_for(), reader, grid, split,
+                                                  log_ratio, reporter)
     candidates = ((fit_result.best_epoch, fit_result.best_state),
                   (fit_result.last_epoch, fit_result.last_state))
-    probabilities, scores = [], []
+    predictions, scores = [], []
     for index, (_, state) in enumerate(candidates):
         model.load_state_dict(state)
-        probabilities.append(held_out_probabilities(predictor_for(), reader, grid, split, 1,
-                                                    reporter.span(index / 2, (index + 1) / 2)))
-        accuracy = held_out_accuracy(split, 1, labels_of(probabilities[-1]))
+        predictions.append(predict_held_out_parts(
+            predictor_for(), reader, grid, split, log_ratio,
+            reporter.span(index / 2, (index + 1) / 2)))
+        accuracy = held_out_accuracy(split, 1, labels_of(predictions[-1].validation))
         scores.append(0.0 if accuracy is None else accuracy.overall_accuracy)
     chosen = int(scores[1] > scores[0])
     epoch, state = candidates[chosen]
@@ -350,7 +400,7 @@ def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
         "rule": "best-or-last", "epoch": epoch,
         "candidates": [{"epoch": e, "validation_oa": round(score, 6)}
                        for (e, _), score in zip(candidates, scores, strict=True)]}
-    ), probabilities[chosen]
+    ), predictions[chosen]
 
 
 def choose_class_priors(setting: str, training_pixels: np.ndarray, fitted: np.ndarray,
@@ -403,36 +453,52 @@ def evaluate_trained(model: torch.nn.Module, fit_result: FitResult,
                      split: SplitReference, class_priors: str, reporter: Reporter,
                      held_out: HeldOutFiles | None = None
                      ) -> tuple[FitResult, ClassPriors, Accuracy | None]:
-    """A deep family's steps after its fit: the kept weights (`choose_kept_weights`), the
-    class priors (`choose_class_priors`, as fitted to equal shares: the samples were drawn
-    class by class; FG-UNET's loss also counts the other labelled pixels of a patch, so its
-    fitted shares lie between equal and the training polygons', which the strength chosen on
-    the validation polygons absorbs) and the accuracy on the test polygons with both
-    (`evaluate_test`)."""
-    fit_result, validation = choose_kept_weights(model, fit_result, predictor_for, reader, grid,
-                                                 split, reporter.span(0.0, 0.4))
+    """A deep family's steps after its fit: the kept weights and their predictions on the
+    held-out polygons (`choose_kept_weights`, one pass over them per candidate), the class
+    priors (`choose_class_priors`, as fitted to equal shares: the samples were drawn class by
+    class; FG-UNET's loss also counts the other labelled pixels of a patch, so its fitted
+    shares lie between equal and the training polygons', which the strength chosen on the
+    validation polygons absorbs) and the accuracy on the test polygons with both
+    (`score_held_out`)."""
+    training_pixels = split.class_counts(0)
+    fitted = np.ones(len(split.reference.classes))
+    fit_result, predictions = choose_kept_weights(
+        model, fit_result, predictor_for, reader, grid, split,
+        log_share_ratio(training_pixels, fitted), reporter.span(0.0, 0.95))
     priors, validation_predicted = choose_class_priors(
-        class_priors, split.class_counts(0), np.ones(len(split.reference.classes)),
-        predictor_for(), reader, grid, split, reporter.span(0.4, 0.5), validation)
-    accuracy = evaluate_test(with_priors(predictor_for(), priors), reader, grid, split,
-                             reporter.span(0.5, 1.0), held_out, validation_predicted)
+        class_priors, training_pixels, fitted, predictor_for(), reader, grid, split,
+        reporter.span(0.95, 0.97), predictions.validation)
+    accuracy = score_held_out(split, predictions.test_predicted(priors),
+                              reporter.span(0.97, 1.0), held_out, validation_predicted)
     return fit_result, priors, accuracy
 
 
 def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
                   reporter: Reporter, save_to: HeldOutFiles | None = None,
                   validation_predicted: np.ndarray | None = None) -> Accuracy | None:
-    """Accuracy on the pixels of the test polygons (None without test polygons); with
-    `save_to`, the held-out pixels' predictions go to its files (see
-    `save_held_out_pixels`), the validation pixels' taken from `validation_predicted` when
-    given (`choose_class_priors` made them with the same weights and priors)."""
+    """Accuracy on the pixels of the test polygons (None without test polygons), as
+    `score_held_out` scores the predictions of `predictor`; the validation pixels'
+    predictions are computed only when `save_to` asks for them and `validation_predicted`
+    (`choose_class_priors` made them with the same model and priors) is not given."""
+    save_to = save_to or HeldOutFiles()
+    if save_to.validation is not None and split.mask(1).any() and validation_predicted is None:
+        validation_predicted = predict_held_out(predictor, reader, grid, split, 1,
+                                                reporter.span(0.0, 0.5))
+        reporter = reporter.span(0.5, 1.0)
+    test_predicted = (predict_held_out(predictor, reader, grid, split, 2, reporter)
+                      if split.mask(2).any() else None)
+    return score_held_out(split, test_predicted, reporter, save_to, validation_predicted)
+
+
+def score_held_out(split: SplitReference, predicted: np.ndarray | None, reporter: Reporter,
+                   save_to: HeldOutFiles | None = None,
+                   validation_predicted: np.ndarray | None = None) -> Accuracy | None:
+    """Accuracy on the pixels of the test polygons (None without test polygons) of their
+    predicted class indices (`predicted`, -1 on nodata), with its report; with `save_to`, the
+    held-out pixels' predictions go to its files (see `save_held_out_pixels`)."""
     save_to = save_to or HeldOutFiles()
     if save_to.validation is not None:
-        if split.mask(1).any():
-            if validation_predicted is None:
-                validation_predicted = predict_held_out(predictor, reader, grid, split, 1,
-                                                        reporter.span(0.0, 0.5))
-                reporter = reporter.span(0.5, 1.0)
+        if split.mask(1).any() and validation_predicted is not None:
             save_held_out_pixels(save_to.validation, split, 1, validation_predicted)
             validation = held_out_accuracy(split, 1, validation_predicted)
             if validation is not None:
@@ -440,10 +506,9 @@ def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: Spli
                               f"{validation.summary('validation pixel')}")
         else:
             reporter.warning("no validation polygons: no validation pixels file is written")
-    if not split.mask(2).any():
+    if predicted is None or not split.mask(2).any():
         reporter.warning("no test polygons (test fraction 0): no accuracy is reported")
         return None
-    predicted = predict_held_out(predictor, reader, grid, split, 2, reporter)
     if save_to.test is not None:
         save_held_out_pixels(save_to.test, split, 2, predicted)
     unclassified = int((predicted < 0).sum())

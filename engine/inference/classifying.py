@@ -392,7 +392,7 @@ def labels_of(probabilities: np.ndarray) -> np.ndarray:
     return np.where(known, np.nan_to_num(probabilities).argmax(axis=0), -1)
 
 
-def _at_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
+def pixels_by_tile(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
                cols: np.ndarray, reporter: Reporter
                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """For each tile that holds some of the given pixels, in turn: their indices in `rows`,
@@ -420,7 +420,7 @@ def pixel_probabilities(predictor: TilePredictor, reader: Any, grid: Grid, rows:
                         cols: np.ndarray, reporter: Reporter) -> np.ndarray:
     """Class probabilities (classes, pixels) at the given pixels, NaN at pixels without data."""
     found: np.ndarray | None = None
-    for members, probs, valid in _at_pixels(predictor, reader, grid, rows, cols, reporter):
+    for members, probs, valid in pixels_by_tile(predictor, reader, grid, rows, cols, reporter):
         if found is None:
             found = np.full((probs.shape[0], rows.size), np.nan, dtype=np.float32)
         found[:, members] = np.where(valid, probs, np.nan)
@@ -432,6 +432,6 @@ def predict_pixels(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.n
     """The class ranked first at the given pixels, -1 at pixels without data: as `labels_of`
     of `pixel_probabilities`, without holding every pixel's probabilities at once."""
     labels = np.full(rows.size, -1, dtype=np.int64)
-    for members, probs, valid in _at_pixels(predictor, reader, grid, rows, cols, reporter):
-        labels[members] = np.where(valid, np.nan_to_num(probs).argmax(axis=0), -1)
+    for members, probs, valid in pixels_by_tile(predictor, reader, grid, rows, cols, reporter):
+        labels[members] = labels_of(np.where(valid, probs, np.nan))
     return labels

@@ -8,8 +8,15 @@ import torch
 from helpers import NO_TEST_SPLIT, RecordingReporter, fgunet_train_job
 
 from lcfusion.engine.families.fgunet.commands import load_fgunet, train_fgunet
-from lcfusion.engine.families.jobsteps import choose_kept_weights, split_reference
+from lcfusion.engine.families.jobsteps import (
+    choose_kept_weights,
+    held_out_probabilities,
+    predict_held_out,
+    predict_held_out_parts,
+    split_reference,
+)
 from lcfusion.engine.inference.classifying import labels_of
+from lcfusion.engine.inference.priors import STRENGTHS, ClassPriors, with_priors
 from lcfusion.engine.inference.tiling import TiledPredictor
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 from lcfusion.engine.jobs import Job
@@ -19,6 +26,7 @@ from lcfusion.engine.reference.splits import preset_split
 from lcfusion.engine.training.loop import FitResult
 
 CPU = torch.device("cpu")
+NO_PRIORS = np.zeros(8)
 
 
 def split_of(folder, scene, split=None):
@@ -50,10 +58,10 @@ def choose(setting, best: dict, last: dict, reporter=None
     series, split, model, normalizer = setting
     result = FitResult(best, 7, last_state=last, last_epoch=12)
     with series.open() as reader:
-        chosen, probabilities = choose_kept_weights(
+        chosen, predictions = choose_kept_weights(
             model, result, lambda: TiledPredictor(model, normalizer, CPU, 128, 20), reader,
-            series.grid, split, reporter or NullReporter())
-    return chosen, labels_of(probabilities), model
+            series.grid, split, NO_PRIORS, reporter or NullReporter())
+    return chosen, labels_of(predictions.validation), model
 
 
 @pytest.mark.parametrize("trained_is", ["best", "last"])
@@ -112,12 +120,13 @@ def test_without_validation_polygons_the_best_epochs_weights_are_kept(tmp_path, 
     state = model.state_dict()
     reporter = RecordingReporter()
     with series.open() as reader:
-        chosen, predicted = choose_kept_weights(
+        chosen, predictions = choose_kept_weights(
             model, FitResult(state, 7, last_state=state, last_epoch=12),
             lambda: TiledPredictor(model, normalizer, CPU, 128, 20), reader, series.grid,
-            split, reporter)
+            split, NO_PRIORS, reporter)
     assert chosen.best_epoch == 7 and chosen.last_state is None and chosen.kept is None
-    assert predicted is None
+    assert predictions.validation.shape == (8, 0)
+    assert predictions.test_labels.shape == (len(STRENGTHS), split.mask(2).sum())
     assert ("no validation polygons to choose between the best epoch's and the last epoch's "
             "weights: kept the best epoch's, 7") in reporter.lines
 
@@ -142,3 +151,28 @@ def test_the_model_file_records_the_choice_and_the_validation_pixels_are_the_kep
     scores = {c["epoch"]: c["validation_oa"] for c in kept["candidates"]}
     assert scores[kept["epoch"]] == pytest.approx(by_hand, abs=1e-6)
     assert scores[kept["epoch"]] == max(scores.values())
+
+
+def test_one_pass_over_the_held_out_polygons_gives_what_a_pass_per_part_gives(setting):
+    """`predict_held_out_parts` computes the validation and test polygons in one pass: its
+    validation probabilities are those of a pass over the validation polygons, its test labels
+    at each strength those of a pass over the test polygons with those priors."""
+    series, split, model, normalizer = setting
+    counts = split.class_counts(0).astype(float)
+    ratio = np.log(counts / counts.sum() * counts.size) * 4  # strong priors: labels change
+    predictor = TiledPredictor(model, normalizer, CPU, 48, 20)
+    with series.open() as reader:
+        one_pass = predict_held_out_parts(predictor, reader, series.grid, split, ratio,
+                                          NullReporter())
+        validation = held_out_probabilities(predictor, reader, series.grid, split, 1,
+                                            NullReporter())
+        per_strength = [predict_held_out(with_priors(predictor, ClassPriors(s, tuple(ratio))),
+                                         reader, series.grid, split, 2, NullReporter())
+                        for s in STRENGTHS]
+    np.testing.assert_allclose(one_pass.validation, validation, rtol=0, atol=1e-6)
+    assert one_pass.validation.shape == (8, split.mask(1).sum())
+    for strength, expected in zip(STRENGTHS, per_strength, strict=True):
+        got = one_pass.test_predicted(ClassPriors(strength, tuple(ratio)))
+        np.testing.assert_array_equal(got, expected)
+    assert (per_strength[0] != per_strength[-1]).any(), "the priors must change some labels"
+    assert (per_strength[0] >= 0).all()
