@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from lcfusion.engine.compute.devices import autocast_dtype
 from lcfusion.engine.modelfile.header import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,10 +84,22 @@ def test_bench_writes_every_figure(bench):
         assert (DISTURBED in line) == cpu["limit_disturbed"], line
         # The tiny configuration times mpirun on FG-UNET only (test_compute trains every
         # family on ranks).
-        labels = ("local", "mpi_1", "mpi_2") if family == "fgunet" else ("local",)
-        assert set(results["training"][family]) - {"mpi_2_vs_mpi_1"} == set(labels)
+        # Where the engine trains in bfloat16 autocast (a CPU with AVX-512 BF16 or AMX), the
+        # same training in float32 is timed beside it; elsewhere the summary says why not.
+        training = results["training"][family]
+        bfloat16 = autocast_dtype(torch.device("cpu")) is not None
+        labels = (("local", "mpi_1", "mpi_2") if family == "fgunet" else ("local",)) + (
+            ("local_float32",) if bfloat16 else ())
+        ratios = {"mpi_2_vs_mpi_1", "bfloat16_vs_float32", "float32_not_timed"}
+        assert set(training) - ratios == set(labels)
         for label in labels:
-            assert results["training"][family][label]["samples_per_s"] > 0
+            assert training[label]["samples_per_s"] > 0
+        if bfloat16:
+            assert training["bfloat16_vs_float32"] == pytest.approx(
+                training["local"]["samples_per_s"] / training["local_float32"]["samples_per_s"])
+        else:
+            assert "float32_not_timed" in training
+            assert "float32 not timed: this CPU has no native bfloat16" in text
         assert len(results["profiles"][family]) > 0
     reading = results["reading"]
     assert reading["overlap"] >= 1 and reading["ratio"] > 0

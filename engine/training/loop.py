@@ -55,6 +55,9 @@ class LoopSettings:
     schedule: str = "plateau"
     keep: str = "best"
     class_priors: str = "validation"
+    #: bfloat16 autocast where the device computes it natively (a GPU, a CPU with AVX-512
+    #: BF16 or AMX); false trains in float32 everywhere.
+    mixed_precision: bool = True
 
     def __post_init__(self) -> None:
         check_settings(self, non_negative=("early_stopping", "time_limit", "weight_decay",
@@ -101,7 +104,8 @@ class FitConfig:
                    settings.plateau_patience, early_stopping=settings.early_stopping,
                    time_limit=settings.time_limit, optimizer=settings.optimizer,
                    weight_decay=settings.weight_decay, warmup_epochs=settings.warmup_epochs,
-                   monitor=settings.monitor, schedule=settings.schedule, keep=settings.keep)
+                   monitor=settings.monitor, schedule=settings.schedule, keep=settings.keep,
+                   mixed_precision=settings.mixed_precision)
 
 
 @dataclass
@@ -205,15 +209,27 @@ def _set_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
         group["lr"] = rate
 
 
-def cosine_rate(rate: float, steps_done: int, total_steps: int, seconds: float,
-                time_limit: float) -> float:
+def cosine_rate(rate: float, steps_done: int, total_steps: int, time_used: float) -> float:
     """The cosine schedule's learning rate: `rate` times (1 + cos(pi p)) / 2, where p is the
-    part of the budget used, the larger of the steps' part and the time limit's (minutes, 0:
-    none), so the rate reaches zero when either budget ends."""
-    used = steps_done / max(total_steps, 1)
-    if time_limit > 0:
-        used = max(used, seconds / (60 * time_limit))
+    part of the budget used, the larger of the steps' part and `time_used`, the time limit's
+    part (`time_limit_used`), so the rate reaches zero when either budget ends."""
+    used = max(steps_done / max(total_steps, 1), time_used)
     return rate * 0.5 * (1 + math.cos(math.pi * min(used, 1.0)))
+
+
+def time_limit_used(seconds: float, steps_done: int, total_steps: int,
+                    first_epoch: tuple[float, int] | None, time_limit: float) -> float:
+    """The part of the time limit (minutes, 0: none) a cosine schedule counts after an epoch:
+    `seconds` over the limit where the pace since the first epoch (`first_epoch`: its seconds
+    and steps; it holds the warm-up of memory and kernels) would end the `total_steps` past the
+    limit, else 0. Where the limit does not bind, the rate follows the steps alone, so a seed
+    trains the same model however busy the machine is."""
+    if time_limit <= 0 or first_epoch is None or steps_done <= first_epoch[1]:
+        return 0.0
+    first_seconds, first_steps = first_epoch
+    pace = (seconds - first_seconds) / (steps_done - first_steps)
+    limit = 60 * time_limit
+    return seconds / limit if seconds + pace * (total_steps - steps_done) > limit else 0.0
 
 
 def _elapsed(seconds: float) -> str:
@@ -311,6 +327,8 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
     total_steps = max(1, (config.epochs - first_epoch + 1) * steps_per_epoch)
     warmup_steps = config.warmup_epochs * steps_per_epoch
     step, trained = 0, 0
+    # The time limit's part of a cosine schedule, agreed by the ranks after each epoch.
+    time_used, first_epoch_end = 0.0, None
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         restart_batch_statistics(module)
@@ -323,7 +341,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             elif config.schedule == "cosine":
                 _set_rate(optimizer, cosine_rate(
                     rate, done - warmup_steps, config.epochs * steps_per_epoch - warmup_steps,
-                    time.monotonic() - started, config.time_limit))
+                    time_used))
             optimizer.zero_grad(set_to_none=True)
             try:
                 with autocast(device, config.mixed_precision):
@@ -353,6 +371,11 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             -val_accuracy if config.monitor == "accuracy" else val_loss)
         if epoch >= config.warmup_epochs and config.schedule == "plateau":
             scheduler.step(monitored)
+        if config.schedule == "cosine" and config.time_limit > 0:
+            seconds = ranks.all_sum([time.monotonic() - started])[0] / ranks.size
+            first_epoch_end = first_epoch_end or (seconds, step)
+            time_used = time_limit_used(seconds, step, total_steps, first_epoch_end,
+                                        config.time_limit)
         if monitored < best_loss:
             best_loss, best_epoch = monitored, epoch
             if config.keep != "last":

@@ -107,7 +107,7 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
 #: graphical model (or a qgis_process call) without them still runs, with their defaults.
 LATER_PARAMETERS = ("TIME_LIMIT", "EARLY_STOPPING", "SAMPLING", "OPTIMIZER", "WEIGHT_DECAY",
                     "WARMUP_EPOCHS", "LABEL_SMOOTHING", "TTA", "MONITOR", "JITTER",
-                    "DATE_DROPOUT", "SCHEDULE", "CLASS_PRIORS")
+                    "DATE_DROPOUT", "SCHEDULE", "KEEP", "CLASS_PRIORS")
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):

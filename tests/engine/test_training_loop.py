@@ -223,9 +223,26 @@ def test_the_cosine_schedule_falls_from_the_full_rate_to_zero_over_the_epochs():
 def test_the_cosine_ends_with_the_time_limit_when_it_comes_first():
     # 10 of 100 steps, then 90 s of a 2-minute limit: the larger part of the budget counts.
     by_steps, by_time = 0.05 * (1 + np.cos(0.1 * np.pi)), 0.05 * (1 + np.cos(0.75 * np.pi))
-    assert loop.cosine_rate(0.1, 10, 100, 0.0, 0.0) == pytest.approx(by_steps)
-    assert loop.cosine_rate(0.1, 10, 100, 90.0, 2.0) == pytest.approx(by_time)
-    assert loop.cosine_rate(0.1, 10, 100, 500.0, 2.0) == 0.0
+    assert loop.cosine_rate(0.1, 10, 100, 0.0) == pytest.approx(by_steps)
+    assert loop.cosine_rate(0.1, 10, 100, 90.0 / 120) == pytest.approx(by_time)
+    assert loop.cosine_rate(0.1, 10, 100, 500.0 / 120) == 0.0
+
+
+def test_the_time_limit_shapes_the_cosine_only_where_the_pace_after_the_first_epoch_binds():
+    """A first epoch of 10 s for 10 steps (the warm-up), then 0.1 s a step: 1,000 steps end
+    at 12 + 0.1 x 970 = 109 s, inside a 3-minute limit, so the rate follows the steps alone
+    (the pace since the start, 0.4 s a step, would have projected 400 s and counted 12 / 180
+    of the limit). At 0.5 s a step after the first epoch they would end at 20 + 0.5 x 970 =
+    505 s: then the time counts, 20 of 180 s."""
+    first = (10.0, 10)
+    assert loop.time_limit_used(12.0, 30, 1000, first, 3.0) == 0.0
+    assert loop.time_limit_used(20.0, 30, 1000, first, 3.0) == pytest.approx(20 / 180)
+    # Without a limit, within the first epoch or before its end is known: the steps alone.
+    assert loop.time_limit_used(20.0, 30, 1000, first, 0.0) == 0.0
+    assert loop.time_limit_used(10.0, 10, 1000, first, 3.0) == 0.0
+    assert loop.time_limit_used(10.0, 10, 1000, None, 3.0) == 0.0
+    # Past the limit the part is above 1 and the rate is 0.
+    assert loop.time_limit_used(200.0, 500, 1000, first, 3.0) == pytest.approx(200 / 180)
 
 
 def test_adamw_weight_decay_shrinks_the_weights():

@@ -231,6 +231,19 @@ def test_the_deep_families_offer_an_ensemble_off_by_default_and_optional(registr
     assert ensemble.flags() & QgsProcessingParameterDefinition.FlagOptional
 
 
+@pytest.mark.parametrize("family", ["fgunet", "mrfusion", "twinns"])
+def test_the_training_settings_added_after_the_first_release_are_optional(registry, family):
+    """A graphical model or a qgis_process call saved before these settings existed still
+    runs, with their defaults (`LATER_PARAMETERS`)."""
+    algorithm = registry.algorithmById(f"lcfusion:train{family}")
+    later = {"TIME_LIMIT", *LOOP_ADVANCED} | (SERIES_ADVANCED if family != "mrfusion" else set())
+    for name in sorted(later):
+        parameter = algorithm.parameterDefinition(name)
+        assert parameter is not None, name
+        assert parameter.flags() & QgsProcessingParameterDefinition.FlagOptional, name
+        assert parameter.defaultValue() is not None, name
+
+
 def test_the_random_forest_offers_no_ensemble(registry):
     assert registry.algorithmById("lcfusion:trainrandomforest").parameterDefinition(
         "ENSEMBLE") is None

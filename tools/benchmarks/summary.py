@@ -89,10 +89,19 @@ def summary(results: dict) -> str:
                    rows)
     lines += ["## 5. Training throughput (samples per second)", ""]
     rows = [[LABELS[family], f["local"]["samples_per_s"],
+             f["local_float32"]["samples_per_s"] if "local_float32" in f else "not timed",
+             f.get("bfloat16_vs_float32", ""),
              *(f[label]["samples_per_s"] if label in f else "not timed"
                for label in ("mpi_1", "mpi_2")), f.get("mpi_2_vs_mpi_1", "")]
             for family, f in results["training"].items()]
-    lines += table(["family", "local", "mpirun 1 rank", "mpirun 2 ranks", "2 / 1 ranks"], rows)
+    lines += table(["family", "local", "local in float32", "local / float32", "mpirun 1 rank",
+                    "mpirun 2 ranks", "2 / 1 ranks"], rows)
+    not_timed = next((f["float32_not_timed"] for f in results["training"].values()
+                      if "float32_not_timed" in f), None)
+    lines += ["Local training runs in bfloat16 autocast where the CPU computes it natively; "
+              + (f"float32 not timed: {not_timed}." if not_timed else
+                 "in float32 is the same training with the job setting mixed_precision false."),
+              ""]
     reading = results["reading"]
     lines += ["## 6. Reading a multi-date stack", "",
               f"{reading['dates']} dates x {reading['bands_per_date']} bands, "

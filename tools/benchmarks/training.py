@@ -1,5 +1,6 @@
 """Figure 5: training throughput (samples per second) of each deep family in this process
-(local), and through mpirun with 1 and 2 ranks on this machine (Gloo; the cores shared out
+(local), there also in float32 where the engine trains in bfloat16 autocast (a CPU with AVX-512
+BF16 or AMX), and through mpirun with 1 and 2 ranks on this machine (Gloo; the cores shared out
 between the ranks)."""
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from benchmarks.config import BenchConfig
 from benchmarks.engine_runs import run_engine, samples_per_second, train_job
 from benchmarks.scenes import SceneFiles
+from lcfusion.engine.compute.devices import autocast_dtype
 
 DEEP = ("fgunet", "mrfusion", "twinns")
 #: mpirun lets each rank use its share of the cores instead of binding it to one core.
@@ -28,23 +32,32 @@ def mpi_compute(ranks: int, work: Path) -> dict:
 
 def training_figures(family: str, scene: SceneFiles, work: Path,
                      config: BenchConfig) -> tuple[dict, Path]:
-    """Samples per second locally and, for the configuration's MPI families, with 1 and 2
-    MPI ranks; the local run's model."""
+    """Samples per second locally (in float32 too where the engine trains in bfloat16
+    autocast on this CPU) and, for the configuration's MPI families, with 1 and 2 MPI ranks;
+    the local run's model."""
     settings = config.training[family]
-    figures = {}
+    figures: dict = {}
     local_model = None
-    runs = [("local", None)]
+    runs = [("local", None, settings)]
+    if autocast_dtype(torch.device("cpu")) is not None:
+        runs.append(("local_float32", None, {**settings, "mixed_precision": False}))
+    else:
+        figures["float32_not_timed"] = ("this CPU has no native bfloat16 (AVX-512 BF16 or "
+                                        "AMX), so the engine trains in float32 already")
     if family in config.mpi_families:
-        runs += [("mpi_1", mpi_compute(1, work / "stage")),
-                 ("mpi_2", mpi_compute(2, work / "stage"))]
-    for label, compute in runs:
+        runs += [("mpi_1", mpi_compute(1, work / "stage"), settings),
+                 ("mpi_2", mpi_compute(2, work / "stage"), settings)]
+    for label, compute, run_settings in runs:
         folder = work / f"train-{family}-{label}"
-        job = train_job(folder, family, scene, settings, compute)
+        job = train_job(folder, family, scene, run_settings, compute)
         run = run_engine(f"train-{family}", job)
         model = Path(run.outputs["OUTPUT_MODEL"])
         figures[label] = {"samples_per_s": samples_per_second(model),
                           "process_seconds": run.seconds}
         local_model = local_model or model
+    if "local_float32" in figures:
+        figures["bfloat16_vs_float32"] = (figures["local"]["samples_per_s"]
+                                          / figures["local_float32"]["samples_per_s"])
     if family not in config.mpi_families:
         return figures, local_model
     local = figures["local"]["samples_per_s"]
