@@ -326,9 +326,16 @@ class HeldOutPredictions:
 
     validation: np.ndarray
     test_labels: np.ndarray
+    #: The class priors' log share ratio the strengths scaled.
+    log_ratio: tuple[float, ...]
 
     def test_predicted(self, priors: ClassPriors) -> np.ndarray:
-        """The test pixels' classes with `priors` (a strength of `STRENGTHS`)."""
+        """The test pixels' classes with `priors` (a strength of `STRENGTHS`, of the same log
+        share ratio)."""
+        if priors.strength not in STRENGTHS or (
+                priors.shifts and not np.allclose(priors.log_ratio, self.log_ratio)):
+            raise ValueError(f"the test labels were kept for the strengths {STRENGTHS} of "
+                             f"another log share ratio, not for {priors}")
         return self.test_labels[STRENGTHS.index(priors.strength)].astype(np.int64)
 
 
@@ -356,7 +363,7 @@ def predict_held_out_parts(predictor: TilePredictor, reader: Any, grid: Grid,
         probabilities[:, position[members[~tested]]] = probs[:, ~tested]
         for row, priors in zip(labels, shifts, strict=True):
             row[position[members[tested]]] = labels_of(priors.apply(probs[:, tested]))
-    return HeldOutPredictions(probabilities, labels)
+    return HeldOutPredictions(probabilities, labels, ratio)
 
 
 def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
@@ -410,12 +417,13 @@ def choose_class_priors(setting: str, training_pixels: np.ndarray, fitted: np.nd
                         ) -> tuple[ClassPriors, np.ndarray | None]:
     """The class priors of a trained model (see `inference.priors`), and its validation
     predictions with them when it computed or was given the validation probabilities
-    (`validation`), for `evaluate_test` to reuse; else None. `training_pixels`: per class, the
-    pixels of the polygons the model trained on; `fitted`: per class, how much of what the
-    model was fitted to it holds (pixels of the forest's sample; equal shares for the deep
-    families' class-balanced samples); `setting`: "validation" (the strength chosen on the
-    validation polygons), "training" (strength 1) or "balanced" (none). Validation polygons
-    that were trained on (`validation_held_out` false) choose nothing: strength 1."""
+    (`validation`), for `evaluate_test` or `score_held_out` to reuse; else None.
+    `training_pixels`: per class, the pixels of the polygons the model trained on; `fitted`:
+    per class, how much of what the model was fitted to it holds (pixels of the forest's
+    sample; equal shares for the deep families' class-balanced samples); `setting`:
+    "validation" (the strength chosen on the validation polygons), "training" (strength 1) or
+    "balanced" (none). Validation polygons that were trained on (`validation_held_out` false)
+    choose nothing: strength 1."""
     ratio = tuple(log_share_ratio(training_pixels, fitted))
     has_validation = bool(split.mask(1).any())
     if setting == "balanced":
@@ -498,7 +506,10 @@ def score_held_out(split: SplitReference, predicted: np.ndarray | None, reporter
     held-out pixels' predictions go to its files (see `save_held_out_pixels`)."""
     save_to = save_to or HeldOutFiles()
     if save_to.validation is not None:
-        if split.mask(1).any() and validation_predicted is not None:
+        if split.mask(1).any():
+            if validation_predicted is None:
+                raise ValueError("the validation polygons' predictions are needed to write "
+                                 "their pixels file")
             save_held_out_pixels(save_to.validation, split, 1, validation_predicted)
             validation = held_out_accuracy(split, 1, validation_predicted)
             if validation is not None:

@@ -393,8 +393,8 @@ def labels_of(probabilities: np.ndarray) -> np.ndarray:
 
 
 def pixels_by_tile(predictor: TilePredictor, reader: Any, grid: Grid, rows: np.ndarray,
-               cols: np.ndarray, reporter: Reporter
-               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                   cols: np.ndarray, reporter: Reporter
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """For each tile that holds some of the given pixels, in turn: their indices in `rows`,
     their class probabilities (classes, members) and whether each has data. Only those tiles
     run (a predictor with `infer_pixels`, such as TWINNS's patch classifier, computes only

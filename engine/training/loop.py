@@ -212,24 +212,32 @@ def _set_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
 def cosine_rate(rate: float, steps_done: int, total_steps: int, time_used: float) -> float:
     """The cosine schedule's learning rate: `rate` times (1 + cos(pi p)) / 2, where p is the
     part of the budget used, the larger of the steps' part and `time_used`, the time limit's
-    part (`time_limit_used`), so the rate reaches zero when either budget ends."""
+    part where it binds (`time_limit_used`), so the rate reaches zero when either budget
+    ends."""
     used = max(steps_done / max(total_steps, 1), time_used)
     return rate * 0.5 * (1 + math.cos(math.pi * min(used, 1.0)))
 
 
-def time_limit_used(seconds: float, steps_done: int, total_steps: int,
-                    first_epoch: tuple[float, int] | None, time_limit: float) -> float:
-    """The part of the time limit (minutes, 0: none) a cosine schedule counts after an epoch:
-    `seconds` over the limit where the pace since the first epoch (`first_epoch`: its seconds
-    and steps; it holds the warm-up of memory and kernels) would end the `total_steps` past the
-    limit, else 0. Where the limit does not bind, the rate follows the steps alone, so a seed
-    trains the same model however busy the machine is."""
+def time_limit_pace(seconds: float, steps_done: int, total_steps: int,
+                    first_epoch: tuple[float, int] | None, time_limit: float) -> float | None:
+    """The seconds a step takes since the first epoch (`first_epoch`: its seconds and steps;
+    it holds the warm-up of memory and kernels) where at that pace the `total_steps` would end
+    past the time limit (minutes, 0: none); None where they would not, or before the pace is
+    known. Where the limit does not bind, the cosine follows the steps alone, so a seed trains
+    the same model however busy the machine is."""
     if time_limit <= 0 or first_epoch is None or steps_done <= first_epoch[1]:
-        return 0.0
+        return None
     first_seconds, first_steps = first_epoch
     pace = (seconds - first_seconds) / (steps_done - first_steps)
-    limit = 60 * time_limit
-    return seconds / limit if seconds + pace * (total_steps - steps_done) > limit else 0.0
+    return pace if seconds + pace * (total_steps - steps_done) > 60 * time_limit else None
+
+
+def time_limit_used(seconds: float, steps_done: int, pace: float, step: int,
+                    time_limit: float) -> float:
+    """The part of the time limit used at `step`, extrapolated at `pace` (seconds a step) from
+    `seconds` at `steps_done` (the end of the last epoch, agreed by the ranks), so every rank
+    steps with the same rate without reading its own clock."""
+    return (seconds + pace * (step - steps_done)) / (60 * time_limit)
 
 
 def _elapsed(seconds: float) -> str:
@@ -327,8 +335,9 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
     total_steps = max(1, (config.epochs - first_epoch + 1) * steps_per_epoch)
     warmup_steps = config.warmup_epochs * steps_per_epoch
     step, trained = 0, 0
-    # The time limit's part of a cosine schedule, agreed by the ranks after each epoch.
-    time_used, first_epoch_end = 0.0, None
+    # The time limit's part of a cosine schedule: from the pace agreed by the ranks after each
+    # epoch, where it binds (`time_limit_pace`); never lower than at the step before.
+    time_used, first_epoch_end, pace, epoch_end = 0.0, None, None, (0.0, 0)
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         restart_batch_statistics(module)
@@ -339,6 +348,9 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
             if epoch <= config.warmup_epochs:
                 _warm_up(optimizer, rate, config, done + 1, steps_per_epoch)
             elif config.schedule == "cosine":
+                if pace is not None:
+                    time_used = max(time_used, time_limit_used(*epoch_end, pace, step,
+                                                               config.time_limit))
                 _set_rate(optimizer, cosine_rate(
                     rate, done - warmup_steps, config.epochs * steps_per_epoch - warmup_steps,
                     time_used))
@@ -374,8 +386,9 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable[Batch]],
         if config.schedule == "cosine" and config.time_limit > 0:
             seconds = ranks.all_sum([time.monotonic() - started])[0] / ranks.size
             first_epoch_end = first_epoch_end or (seconds, step)
-            time_used = time_limit_used(seconds, step, total_steps, first_epoch_end,
-                                        config.time_limit)
+            pace = time_limit_pace(seconds, step, total_steps, first_epoch_end,
+                                   config.time_limit)
+            epoch_end = (seconds, step)
         if monitored < best_loss:
             best_loss, best_epoch = monitored, epoch
             if config.keep != "last":

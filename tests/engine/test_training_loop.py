@@ -228,21 +228,56 @@ def test_the_cosine_ends_with_the_time_limit_when_it_comes_first():
     assert loop.cosine_rate(0.1, 10, 100, 500.0 / 120) == 0.0
 
 
-def test_the_time_limit_shapes_the_cosine_only_where_the_pace_after_the_first_epoch_binds():
+def test_the_time_limit_binds_the_cosine_only_where_the_pace_after_the_first_epoch_would():
     """A first epoch of 10 s for 10 steps (the warm-up), then 0.1 s a step: 1,000 steps end
-    at 12 + 0.1 x 970 = 109 s, inside a 3-minute limit, so the rate follows the steps alone
-    (the pace since the start, 0.4 s a step, would have projected 400 s and counted 12 / 180
-    of the limit). At 0.5 s a step after the first epoch they would end at 20 + 0.5 x 970 =
-    505 s: then the time counts, 20 of 180 s."""
+    at 12 + 0.1 x 970 = 109 s, inside a 3-minute limit, so the limit does not bind (the pace
+    since the start, 0.4 s a step, would have projected 400 s). At 0.5 s a step after the
+    first epoch they would end at 20 + 0.5 x 970 = 505 s: then the limit binds, and its part
+    at step 40 is (20 + 0.5 x 10) / 180."""
     first = (10.0, 10)
-    assert loop.time_limit_used(12.0, 30, 1000, first, 3.0) == 0.0
-    assert loop.time_limit_used(20.0, 30, 1000, first, 3.0) == pytest.approx(20 / 180)
+    assert loop.time_limit_pace(12.0, 30, 1000, first, 3.0) is None
+    assert loop.time_limit_pace(20.0, 30, 1000, first, 3.0) == pytest.approx(0.5)
+    assert loop.time_limit_used(20.0, 30, 0.5, 40, 3.0) == pytest.approx(25 / 180)
     # Without a limit, within the first epoch or before its end is known: the steps alone.
-    assert loop.time_limit_used(20.0, 30, 1000, first, 0.0) == 0.0
-    assert loop.time_limit_used(10.0, 10, 1000, first, 3.0) == 0.0
-    assert loop.time_limit_used(10.0, 10, 1000, None, 3.0) == 0.0
-    # Past the limit the part is above 1 and the rate is 0.
-    assert loop.time_limit_used(200.0, 500, 1000, first, 3.0) == pytest.approx(200 / 180)
+    assert loop.time_limit_pace(20.0, 30, 1000, first, 0.0) is None
+    assert loop.time_limit_pace(10.0, 10, 1000, first, 3.0) is None
+    assert loop.time_limit_pace(10.0, 10, 1000, None, 3.0) is None
+
+
+def cosine(steps_part: float) -> float:
+    return 0.02 * (1 + np.cos(np.pi * steps_part))
+
+
+def test_a_slow_first_epoch_leaves_the_cosine_to_the_steps(monkeypatch):
+    """A first epoch of 50 s, then 1 s each: 10 epochs end at 59 s, inside 2 minutes, so the
+    rate of every step is the cosine over the 30 steps alone, whatever the clock said."""
+    clock = Clock()
+    monkeypatch.setattr(loop, "time", clock)
+
+    def epoch_takes(epoch: int) -> None:
+        clock.now += 50 if epoch == 1 else 1
+
+    result, _ = train(FitConfig(epochs=10, learning_rate=0.04, schedule="cosine",
+                                time_limit=2, mixed_precision=False), epoch_takes)
+    assert [row["learning_rate"] for row in result.history] == pytest.approx(
+        [cosine((3 * k - 1) / 30) for k in range(1, 11)])
+
+
+def test_a_binding_time_limit_drives_the_cosine_from_the_agreed_pace(monkeypatch):
+    """Epochs of 20 s (the clock moves as each starts) under a 1-minute limit: after epoch 2
+    the pace since the first epoch, 20 s / 3 steps, would end 30 steps at 200 s, so epoch 3's
+    steps 6, 7 and 8 count (40 + 20 / 3 x (step - 6)) / 60 of the limit; the rate logged is
+    the last step's. Epoch 3 is the last: a fourth would end past the limit."""
+    clock = Clock()
+    monkeypatch.setattr(loop, "time", clock)
+
+    def epoch_takes(epoch: int) -> None:
+        clock.now += 20
+
+    result, _ = train(FitConfig(epochs=10, learning_rate=0.04, schedule="cosine",
+                                time_limit=1, mixed_precision=False), epoch_takes)
+    assert [row["learning_rate"] for row in result.history] == pytest.approx(
+        [cosine(2 / 30), cosine(5 / 30), cosine((40 + 20 / 3 * 2) / 60)])
 
 
 def test_adamw_weight_decay_shrinks_the_weights():

@@ -98,7 +98,8 @@ def summary(results: dict) -> str:
                     "mpirun 2 ranks", "2 / 1 ranks"], rows)
     not_timed = next((f["float32_not_timed"] for f in results["training"].values()
                       if "float32_not_timed" in f), None)
-    lines += ["Local training runs in bfloat16 autocast where the CPU computes it natively; "
+    lines += ["Local training runs in bfloat16 autocast where its device computes it natively "
+              "(a GPU, a CPU with AVX-512 BF16 or AMX); "
               + (f"float32 not timed: {not_timed}." if not_timed else
                  "in float32 is the same training with the job setting mixed_precision false."),
               ""]

@@ -9,12 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from benchmarks.config import BenchConfig
 from benchmarks.engine_runs import run_engine, samples_per_second, train_job
 from benchmarks.scenes import SceneFiles
-from lcfusion.engine.compute.devices import autocast_dtype
+from lcfusion.engine.compute.devices import autocast_dtype, resolve_device
 
 DEEP = ("fgunet", "mrfusion", "twinns")
 #: mpirun lets each rank use its share of the cores instead of binding it to one core.
@@ -39,11 +37,12 @@ def training_figures(family: str, scene: SceneFiles, work: Path,
     figures: dict = {}
     local_model = None
     runs = [("local", None, settings)]
-    if autocast_dtype(torch.device("cpu")) is not None:
+    if autocast_dtype(resolve_device(settings.get("device", "auto"))) is not None:
         runs.append(("local_float32", None, {**settings, "mixed_precision": False}))
     else:
-        figures["float32_not_timed"] = ("this CPU has no native bfloat16 (AVX-512 BF16 or "
-                                        "AMX), so the engine trains in float32 already")
+        figures["float32_not_timed"] = ("the training device has no native bfloat16 (a CPU "
+                                        "without AVX-512 BF16 or AMX), so the engine trains "
+                                        "in float32 already")
     if family in config.mpi_families:
         runs += [("mpi_1", mpi_compute(1, work / "stage"), settings),
                  ("mpi_2", mpi_compute(2, work / "stage"), settings)]
