@@ -411,13 +411,14 @@ def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
 
 
 def choose_class_priors(setting: str, training_pixels: np.ndarray, fitted: np.ndarray,
-                        predictor: TilePredictor, reader: Any, grid: Grid,
+                        predictor: TilePredictor | None, reader: Any, grid: Grid,
                         split: SplitReference, reporter: Reporter,
                         validation: np.ndarray | None = None, validation_held_out: bool = True
                         ) -> tuple[ClassPriors, np.ndarray | None]:
     """The class priors of a trained model (see `inference.priors`), and its validation
     predictions with them when it computed or was given the validation probabilities
-    (`validation`), for `evaluate_test` or `score_held_out` to reuse; else None.
+    (`validation`), for `evaluate_test` or `score_held_out` to reuse; else None. `predictor`
+    computes the validation probabilities where `validation` is not given.
     `training_pixels`: per class, the pixels of the polygons the model trained on; `fitted`:
     per class, how much of what the model was fitted to it holds (pixels of the forest's
     sample; equal shares for the deep families' class-balanced samples); `setting`:
@@ -474,7 +475,7 @@ def evaluate_trained(model: torch.nn.Module, fit_result: FitResult,
         model, fit_result, predictor_for, reader, grid, split,
         log_share_ratio(training_pixels, fitted), reporter.span(0.0, 0.95))
     priors, validation_predicted = choose_class_priors(
-        class_priors, training_pixels, fitted, predictor_for(), reader, grid, split,
+        class_priors, training_pixels, fitted, None, reader, grid, split,
         reporter.span(0.95, 0.97), predictions.validation)
     accuracy = score_held_out(split, predictions.test_predicted(priors),
                               reporter.span(0.97, 1.0), held_out, validation_predicted)

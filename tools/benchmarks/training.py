@@ -1,7 +1,7 @@
 """Figure 5: training throughput (samples per second) of each deep family in this process
-(local), there also in float32 where the engine trains in bfloat16 autocast (a CPU with AVX-512
-BF16 or AMX), and through mpirun with 1 and 2 ranks on this machine (Gloo; the cores shared out
-between the ranks)."""
+(local), there also in float32 where the engine trains in bfloat16 autocast (a GPU, a CPU with
+AVX-512 BF16 or AMX), and through mpirun with 1 and 2 ranks on this machine (Gloo; the cores
+shared out between the ranks)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def mpi_compute(ranks: int, work: Path) -> dict:
 def training_figures(family: str, scene: SceneFiles, work: Path,
                      config: BenchConfig) -> tuple[dict, Path]:
     """Samples per second locally (in float32 too where the engine trains in bfloat16
-    autocast on this CPU) and, for the configuration's MPI families, with 1 and 2 MPI ranks;
-    the local run's model."""
+    autocast on the training's device) and, for the configuration's MPI families, with 1 and 2
+    MPI ranks; the local run's model."""
     settings = config.training[family]
     figures: dict = {}
     local_model = None
