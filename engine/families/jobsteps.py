@@ -18,9 +18,7 @@ from ..compute.distributed import Ranks
 from ..errors import LcfusionError
 from ..inference.classifying import (
     labels_of,
-    pixel_probabilities,
     pixels_by_tile,
-    predict_pixels,
 )
 from ..inference.ensemble import Ensemble
 from ..inference.priors import (
@@ -285,30 +283,10 @@ def save_held_out_pixels(path: Path, split: SplitReference, part: int,
         predicted=np.where(predicted >= 0, codes[np.maximum(predicted, 0)], -1))
 
 
-def held_out_probabilities(predictor: TilePredictor, reader: Any, grid: Grid,
-                           split: SplitReference, part: int, reporter: Reporter) -> np.ndarray:
-    """The class probabilities (classes, pixels) of the pixels of one split part (1
-    validation, 2 test), NaN where the class map is nodata."""
-    held_out = split.mask(part)
-    pixels = split.reference.pixels
-    return pixel_probabilities(predictor, reader, grid, pixels.rows[held_out],
-                               pixels.cols[held_out], reporter)
-
-
-def predict_held_out(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
-                     part: int, reporter: Reporter) -> np.ndarray:
-    """The predicted class indices of the pixels of one split part (1 validation, 2 test),
-    -1 where the class map is nodata."""
-    held_out = split.mask(part)
-    pixels = split.reference.pixels
-    return predict_pixels(predictor, reader, grid, pixels.rows[held_out],
-                          pixels.cols[held_out], reporter)
-
-
 def held_out_accuracy(split: SplitReference, part: int,
                       predicted: np.ndarray) -> Accuracy | None:
-    """The accuracy of one split part's predictions (`predict_held_out`) on its pixels that
-    are classified; None when none is."""
+    """The accuracy of one split part's predicted classes on its pixels that are classified;
+    None when none is."""
     classified = predicted >= 0
     if not classified.any():
         return None
@@ -411,14 +389,13 @@ def choose_kept_weights(model: torch.nn.Module, fit_result: FitResult,
 
 
 def choose_class_priors(setting: str, training_pixels: np.ndarray, fitted: np.ndarray,
-                        predictor: TilePredictor | None, reader: Any, grid: Grid,
                         split: SplitReference, reporter: Reporter,
-                        validation: np.ndarray | None = None, validation_held_out: bool = True
+                        validation: np.ndarray | None, validation_held_out: bool = True
                         ) -> tuple[ClassPriors, np.ndarray | None]:
-    """The class priors of a trained model (see `inference.priors`), and its validation
-    predictions with them when it computed or was given the validation probabilities
-    (`validation`), for `evaluate_test` or `score_held_out` to reuse; else None. `predictor`
-    computes the validation probabilities where `validation` is not given.
+    """The class priors of a trained model (see `inference.priors`), and the validation
+    pixels' predicted classes with them (None without validation polygons), for
+    `score_held_out`. `validation`: the validation pixels' class probabilities
+    (`predict_held_out_parts`; None only without validation polygons).
     `training_pixels`: per class, the pixels of the polygons the model trained on; `fitted`:
     per class, how much of what the model was fitted to it holds (pixels of the forest's
     sample; equal shares for the deep families' class-balanced samples); `setting`:
@@ -441,7 +418,8 @@ def choose_class_priors(setting: str, training_pixels: np.ndarray, fitted: np.nd
                       "no strength; strength 1 (the training polygons' shares)")
     else:
         if validation is None:
-            validation = held_out_probabilities(predictor, reader, grid, split, 1, reporter)
+            raise ValueError("the validation polygons' probabilities are needed to choose the "
+                             "class priors' strength")
         priors, accuracies = choose_strength(validation, split.pixel_class[split.mask(1)],
                                              np.asarray(ratio))
         reporter.info("class priors: OA on the validation pixels " + ", ".join(
@@ -475,28 +453,11 @@ def evaluate_trained(model: torch.nn.Module, fit_result: FitResult,
         model, fit_result, predictor_for, reader, grid, split,
         log_share_ratio(training_pixels, fitted), reporter.span(0.0, 0.95))
     priors, validation_predicted = choose_class_priors(
-        class_priors, training_pixels, fitted, None, reader, grid, split,
-        reporter.span(0.95, 0.97), predictions.validation)
+        class_priors, training_pixels, fitted, split, reporter.span(0.95, 0.97),
+        predictions.validation)
     accuracy = score_held_out(split, predictions.test_predicted(priors),
                               reporter.span(0.97, 1.0), held_out, validation_predicted)
     return fit_result, priors, accuracy
-
-
-def evaluate_test(predictor: TilePredictor, reader: Any, grid: Grid, split: SplitReference,
-                  reporter: Reporter, save_to: HeldOutFiles | None = None,
-                  validation_predicted: np.ndarray | None = None) -> Accuracy | None:
-    """Accuracy on the pixels of the test polygons (None without test polygons), as
-    `score_held_out` scores the predictions of `predictor`; the validation pixels'
-    predictions are computed only when `save_to` asks for them and `validation_predicted`
-    (`choose_class_priors` made them with the same model and priors) is not given."""
-    save_to = save_to or HeldOutFiles()
-    if save_to.validation is not None and split.mask(1).any() and validation_predicted is None:
-        validation_predicted = predict_held_out(predictor, reader, grid, split, 1,
-                                                reporter.span(0.0, 0.5))
-        reporter = reporter.span(0.5, 1.0)
-    test_predicted = (predict_held_out(predictor, reader, grid, split, 2, reporter)
-                      if split.mask(2).any() else None)
-    return score_held_out(split, test_predicted, reporter, save_to, validation_predicted)
 
 
 def score_held_out(split: SplitReference, predicted: np.ndarray | None, reporter: Reporter,

@@ -10,12 +10,10 @@ from helpers import NO_TEST_SPLIT, RecordingReporter, fgunet_train_job
 from lcfusion.engine.families.fgunet.commands import load_fgunet, train_fgunet
 from lcfusion.engine.families.jobsteps import (
     choose_kept_weights,
-    held_out_probabilities,
-    predict_held_out,
     predict_held_out_parts,
     split_reference,
 )
-from lcfusion.engine.inference.classifying import labels_of
+from lcfusion.engine.inference.classifying import labels_of, pixel_probabilities, predict_pixels
 from lcfusion.engine.inference.priors import STRENGTHS, ClassPriors, with_priors
 from lcfusion.engine.inference.tiling import TiledPredictor
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
@@ -27,6 +25,22 @@ from lcfusion.engine.training.loop import FitResult
 
 CPU = torch.device("cpu")
 NO_PRIORS = np.zeros(8)
+
+
+def held_out_probabilities(predictor, reader, grid, split, part: int) -> np.ndarray:
+    """A pass over one split part's pixels alone: their class probabilities."""
+    pixels = split.reference.pixels
+    held_out = split.mask(part)
+    return pixel_probabilities(predictor, reader, grid, pixels.rows[held_out],
+                               pixels.cols[held_out], NullReporter())
+
+
+def predict_held_out(predictor, reader, grid, split, part: int) -> np.ndarray:
+    """A pass over one split part's pixels alone: their predicted classes."""
+    pixels = split.reference.pixels
+    held_out = split.mask(part)
+    return predict_pixels(predictor, reader, grid, pixels.rows[held_out],
+                          pixels.cols[held_out], NullReporter())
 
 
 def split_of(folder, scene, split=None):
@@ -125,7 +139,7 @@ def test_without_validation_polygons_the_best_epochs_weights_are_kept(tmp_path, 
             lambda: TiledPredictor(model, normalizer, CPU, 128, 20), reader, series.grid,
             split, NO_PRIORS, reporter)
         test = predict_held_out(TiledPredictor(model, normalizer, CPU, 128, 20), reader,
-                                series.grid, split, 2, NullReporter())
+                                series.grid, split, 2)
     assert chosen.best_epoch == 7 and chosen.last_state is None and chosen.kept is None
     assert predictions.validation.shape == (8, 0)
     # Without priors every strength ranks alike: the test labels of a pass over the test part.
@@ -169,10 +183,9 @@ def test_one_pass_over_the_held_out_polygons_gives_what_a_pass_per_part_gives(se
     with series.open() as reader:
         one_pass = predict_held_out_parts(predictor, reader, series.grid, split, ratio,
                                           NullReporter())
-        validation = held_out_probabilities(predictor, reader, series.grid, split, 1,
-                                            NullReporter())
+        validation = held_out_probabilities(predictor, reader, series.grid, split, 1)
         per_strength = [predict_held_out(with_priors(predictor, ClassPriors(s, tuple(ratio))),
-                                         reader, series.grid, split, 2, NullReporter())
+                                         reader, series.grid, split, 2)
                         for s in STRENGTHS]
     np.testing.assert_allclose(one_pass.validation, validation, rtol=0, atol=1e-6)
     assert one_pass.validation.shape == (8, split.mask(1).sum())

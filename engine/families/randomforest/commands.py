@@ -22,7 +22,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from ...compute.devices import configure_threads
 from ...errors import LcfusionError
-from ...inference.priors import with_model_priors, with_priors
+from ...inference.priors import log_share_ratio, with_model_priors
 from ...io.alignment import ALIGN_METHODS
 from ...io.indices import DEFAULT_INDICES, IndexConfig, parse_index_config, resolve_indices
 from ...io.panms import PanMsPair
@@ -41,10 +41,11 @@ from ..jobsteps import (
     PixelSet,
     check_odd_patch,
     choose_class_priors,
-    evaluate_test,
     held_out_outputs,
     model_output,
+    predict_held_out_parts,
     save_trained_model,
+    score_held_out,
     split_reference,
 )
 from ..mapsteps import classify_to_files, map_outputs, model_input
@@ -227,11 +228,14 @@ def train_randomforest(job: Job, reporter: Reporter) -> dict:
             predictor = ForestTilePredictor(forest, features, config.tile_size, threads)
             trained_on = split.class_counts(0) + (split.class_counts(1)
                                                   if config.train_on_validation else 0)
+            predictions = predict_held_out_parts(
+                predictor, stack, grid, split, log_share_ratio(trained_on, counts),
+                reporter.span(0.6, 0.95))
             priors, validation_predicted = choose_class_priors(
-                config.class_priors, trained_on, counts, predictor, stack, grid, split,
-                reporter.span(0.6, 0.75), validation_held_out=not config.train_on_validation)
-            accuracy = evaluate_test(with_priors(predictor, priors), stack, grid, split,
-                                     reporter.span(0.75, 0.97), held_out, validation_predicted)
+                config.class_priors, trained_on, counts, split, reporter.span(0.95, 0.96),
+                predictions.validation, validation_held_out=not config.train_on_validation)
+            accuracy = score_held_out(split, predictions.test_predicted(priors),
+                                      reporter.span(0.96, 0.97), held_out, validation_predicted)
 
     architecture = {"source": inputs.source, "features": features.kind,
                     "patch_size": features.size, "n_features": len(names),
