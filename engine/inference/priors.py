@@ -53,13 +53,17 @@ class ClassPriors:
     def shifts(self) -> bool:
         return self.strength != 0 and any(self.log_ratio)
 
+    def factors(self) -> np.ndarray:
+        """Per class, the factor of its probability (the largest 1)."""
+        offsets = self.strength * np.asarray(self.log_ratio, dtype=np.float64)
+        return np.exp(offsets - offsets.max())
+
     def apply(self, probabilities: np.ndarray) -> np.ndarray:
         """The shifted probabilities of (classes, ...) `probabilities`, summing to 1 over the
         classes again (NaN stays NaN)."""
         if not self.shifts:
             return probabilities
-        offsets = self.strength * np.asarray(self.log_ratio)
-        factors = np.exp(offsets - offsets.max()).astype(probabilities.dtype)
+        factors = self.factors().astype(probabilities.dtype)
         shifted = probabilities * factors.reshape((-1,) + (1,) * (probabilities.ndim - 1))
         total = shifted.sum(axis=0, keepdims=True)
         return shifted / np.where(total > 0, total, 1)
@@ -106,6 +110,8 @@ class ShiftedPredictor(TilePredictor):
     def __init__(self, inner: TilePredictor, priors: ClassPriors):
         self.inner = inner
         self.priors = priors
+        if hasattr(inner, "check_precision"):  # its bfloat16 check compares the map's classes
+            inner.class_factors = priors.factors()
         self.tile_size = inner.tile_size
         self.halo = inner.halo
         self.mapped_buffers = inner.mapped_buffers

@@ -7,6 +7,7 @@ cannot change or must change."""
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from lcfusion.engine.errors import LcfusionError
 from lcfusion.engine.families.fgunet.commands import load_fgunet
 from lcfusion.engine.families.mapsteps import report_precision
 from lcfusion.engine.inference.precision import PrecisionCheck
+from lcfusion.engine.inference.priors import ClassPriors, with_priors
 from lcfusion.engine.inference.tiling import TiledPredictor
 from lcfusion.engine.io.series import SeriesSpec, TimeSeries
 
@@ -74,6 +76,29 @@ def test_the_first_tile_decides_the_precision_of_the_rest(scene, trained, keeps)
         "of float32, so the map is computed in bfloat16" if keeps else
         f"bfloat16 autocast changed the class of {changed:,} of the check tile's "
         f"{valid.sum():,} pixels against float32, so the map is computed in float32")
+
+
+def test_the_check_compares_the_classes_the_class_priors_give(scene, trained):
+    """With class priors the map's classes are those of the shifted probabilities: the near
+    ties between classes 0 and 1 that bfloat16 flips are no ties once class 0's probability
+    counts 100 times, so the check counts the shifted classes that changed, not the raw."""
+    inner = predictor_with_head(trained, near_tie=True)
+    priors = ClassPriors(1.0, (math.log(100),) + (0.0,) * 7)
+    shifted = with_priors(inner, priors)
+    series = TimeSeries(SeriesSpec(tuple(str(p) for p in scene.s2_paths)))
+    core = next(inner.cores(series.height, series.width))
+    with series.open() as reader:
+        (full, valid), = run(inner, reader, [core], False)
+        (half, _), = run(inner, reader, [core], True)
+        inner.bfloat16 = None
+        checked, _ = shifted.predict(reader, core)
+    factors = priors.factors().reshape(-1, 1, 1)
+    raw = int(((full.argmax(0) != half.argmax(0)) & valid).sum())
+    by_hand = int((((full * factors).argmax(0) != (half * factors).argmax(0)) & valid).sum())
+    assert raw > 0 and by_hand < raw, "the priors resolve the near ties bfloat16 flips"
+    assert inner.precision_check == PrecisionCheck(int(valid.sum()), by_hand)
+    assert inner.bfloat16 is (by_hand == 0)
+    np.testing.assert_allclose(checked, priors.apply(full), rtol=1e-6)
 
 
 def test_the_cpu_classifies_in_float32_without_a_check(trained):
