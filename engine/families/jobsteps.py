@@ -395,7 +395,7 @@ def choose_class_priors(setting: str, training_pixels: np.ndarray, fitted: np.nd
     """The class priors of a trained model (see `inference.priors`), and the validation
     pixels' predicted classes with them (None without validation polygons), for
     `score_held_out`. `validation`: the validation pixels' class probabilities
-    (`predict_held_out_parts`; None only without validation polygons).
+    (`predict_held_out_parts`), required where there are validation polygons.
     `training_pixels`: per class, the pixels of the polygons the model trained on; `fitted`:
     per class, how much of what the model was fitted to it holds (pixels of the forest's
     sample; equal shares for the deep families' class-balanced samples); `setting`:

@@ -148,8 +148,13 @@ class ShiftedPredictor(TilePredictor):
 
 
 def with_priors(predictor: TilePredictor, priors: ClassPriors) -> TilePredictor:
-    """`predictor` itself when `priors` shift nothing, else wrapped."""
-    return ShiftedPredictor(predictor, priors) if priors.shifts else predictor
+    """`predictor` itself when `priors` shift nothing, else wrapped (the wrapped predictor
+    then belongs to its wrapper: its bfloat16 check ranks with the priors)."""
+    if priors.shifts:
+        return ShiftedPredictor(predictor, priors)
+    if hasattr(predictor, "check_precision"):
+        predictor.class_factors = None  # ranked by its own probabilities again
+    return predictor
 
 
 def describe(priors: ClassPriors, metadata: dict) -> str:

@@ -99,6 +99,9 @@ def test_the_check_compares_the_classes_the_class_priors_give(scene, trained):
     assert inner.precision_check == PrecisionCheck(int(valid.sum()), by_hand)
     assert inner.bfloat16 is (by_hand == 0)
     np.testing.assert_allclose(checked, priors.apply(full), rtol=1e-6)
+    # Unwrapped again (priors that shift nothing), it ranks by its own probabilities.
+    assert with_priors(inner, ClassPriors(0.0, priors.log_ratio)) is inner
+    assert inner.class_factors is None
 
 
 def test_the_cpu_classifies_in_float32_without_a_check(trained):
