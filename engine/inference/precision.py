@@ -7,12 +7,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import LcfusionError
+
+if TYPE_CHECKING:
+    from .priors import ClassPriors
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,9 @@ class CheckedPrecision:
     #: True: bfloat16 autocast; False: float32; None: decided on the next tile.
     bfloat16: bool | None = False
     precision_check: PrecisionCheck | None = None
-    #: Per class, the factor the map ranks the probabilities with (class priors,
-    #: `priors.ShiftedPredictor`), so that the check compares the map's classes; None: 1.
-    class_factors: np.ndarray | None = None
+    #: The class priors the map's probabilities are shifted by (`priors.ShiftedPredictor`
+    #: sets them), so that the check compares the map's classes; None: no shift.
+    class_priors: ClassPriors | None = None
 
     def start_precision(self, device: torch.device) -> None:
         """Check bfloat16 on the first tile on a GPU; float32 elsewhere."""
@@ -76,7 +79,7 @@ class CheckedPrecision:
 
     def check_precision(self, infer: Callable[[Any], tuple], tile: Any) -> tuple:
         """`infer(tile)` in float32, returned; the same in bfloat16, compared with it class by
-        class on the pixels with data (ranked with `class_factors`, as the map is), decides
+        class on the pixels with data (shifted by `class_priors`, as the map is), decides
         the precision of the following tiles."""
         self.bfloat16 = False
         full = infer(tile)
@@ -89,10 +92,11 @@ class CheckedPrecision:
         if not valid.any():  # nothing to compare: the next tile decides
             self.bfloat16 = None
             return full
-        factors = (1.0 if self.class_factors is None else
-                   self.class_factors.reshape((-1,) + (1,) * (probabilities.ndim - 1)))
-        changed = ((probabilities * factors).argmax(axis=0)
-                   != (half[0] * factors).argmax(axis=0)) & valid
+        reduced = half[0]
+        if self.class_priors is not None:
+            probabilities = self.class_priors.apply(probabilities)
+            reduced = self.class_priors.apply(reduced)
+        changed = (probabilities.argmax(axis=0) != reduced.argmax(axis=0)) & valid
         self.precision_check = PrecisionCheck(int(np.count_nonzero(valid)),
                                               int(np.count_nonzero(changed)))
         self.bfloat16 = self.precision_check.keeps_classes

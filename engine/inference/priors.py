@@ -53,17 +53,13 @@ class ClassPriors:
     def shifts(self) -> bool:
         return self.strength != 0 and any(self.log_ratio)
 
-    def factors(self) -> np.ndarray:
-        """Per class, the factor of its probability (the largest 1)."""
-        offsets = self.strength * np.asarray(self.log_ratio, dtype=np.float64)
-        return np.exp(offsets - offsets.max())
-
     def apply(self, probabilities: np.ndarray) -> np.ndarray:
         """The shifted probabilities of (classes, ...) `probabilities`, summing to 1 over the
         classes again (NaN stays NaN)."""
         if not self.shifts:
             return probabilities
-        factors = self.factors().astype(probabilities.dtype)
+        offsets = self.strength * np.asarray(self.log_ratio)
+        factors = np.exp(offsets - offsets.max()).astype(probabilities.dtype)
         shifted = probabilities * factors.reshape((-1,) + (1,) * (probabilities.ndim - 1))
         total = shifted.sum(axis=0, keepdims=True)
         return shifted / np.where(total > 0, total, 1)
@@ -111,7 +107,7 @@ class ShiftedPredictor(TilePredictor):
         self.inner = inner
         self.priors = priors
         if hasattr(inner, "check_precision"):  # its bfloat16 check compares the map's classes
-            inner.class_factors = priors.factors()
+            inner.class_priors = priors
         self.tile_size = inner.tile_size
         self.halo = inner.halo
         self.mapped_buffers = inner.mapped_buffers
@@ -153,7 +149,7 @@ def with_priors(predictor: TilePredictor, priors: ClassPriors) -> TilePredictor:
     if priors.shifts:
         return ShiftedPredictor(predictor, priors)
     if hasattr(predictor, "check_precision"):
-        predictor.class_factors = None  # ranked by its own probabilities again
+        predictor.class_priors = None  # ranked by its own probabilities again
     return predictor
 
 
